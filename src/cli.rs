@@ -1,0 +1,318 @@
+//! The command line: parses arguments, sets up logging and the runtime, and
+//! dispatches to `--once`, `check`, `list` or `sandbox`. Exit codes: 0 all
+//! passed, 1 a probe failed, 2 a config or usage error.
+
+use crate::config::{self, Config, LoadOptions};
+use crate::once::{self, Selection};
+use crate::report;
+use clap::{Parser, Subcommand, ValueEnum};
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Write};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Exit code when every probe passed.
+pub const EXIT_OK: u8 = 0;
+/// Exit code when a probe or threshold failed.
+pub const EXIT_FAILED: u8 = 1;
+/// Exit code for a config or usage error.
+pub const EXIT_USAGE: u8 = 2;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "synthmon",
+    version,
+    about = "Synthetic production monitor: probes, tagged synthetic workloads, SLA thresholds, alerts",
+    after_help = "Exit codes: 0 all passed, 1 a probe failed, 2 config or usage error."
+)]
+pub struct Cli {
+    /// Config file (default: ./config.toml, then /etc/synthmon/config.toml).
+    #[arg(short, long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Override a config key, e.g. `--set daemon.listen=0.0.0.0:9464` (applied last).
+    #[arg(long = "set", global = true, value_name = "KEY=VALUE", value_parser = key_value)]
+    pub set: Vec<(String, String)>,
+
+    /// Log format on stderr; `auto` is human on a terminal.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Auto)]
+    pub log_format: LogFormat,
+
+    /// Run the selected probes once, print a summary and exit.
+    #[arg(long)]
+    pub once: bool,
+
+    /// Only this probe (repeatable).
+    #[arg(long = "probe", value_name = "NAME", requires = "once")]
+    pub probes: Vec<String>,
+
+    /// Only probes with this tag (repeatable).
+    #[arg(long = "tag", value_name = "TAG", requires = "once")]
+    pub tags: Vec<String>,
+
+    /// Only this environment (repeatable).
+    #[arg(long = "env", value_name = "ENV", requires = "once")]
+    pub envs: Vec<String>,
+
+    /// Set a variable for expressions, overriding the environment's (repeatable).
+    #[arg(long = "var", value_name = "KEY=VALUE", value_parser = key_value, requires = "once")]
+    pub vars: Vec<(String, String)>,
+
+    /// Report format.
+    #[arg(long, value_enum, default_value_t = Output::Human, requires = "once")]
+    pub output: Output,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Validate the config and every probe file; exit 2 on any error.
+    Check,
+    /// List probes × environments with their schedules.
+    List,
+    /// Serve the built-in sandbox target alone, to rehearse probes.
+    Sandbox {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Human,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Auto,
+    Human,
+    Json,
+}
+
+fn key_value(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+        _ => Err(format!("expected KEY=VALUE, found `{s}`")),
+    }
+}
+
+/// The binary's entry point.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { EXIT_USAGE } else { EXIT_OK });
+        }
+    };
+    init_logging(cli.log_format, cli.once || cli.command.is_some());
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    ExitCode::from(runtime.block_on(dispatch(cli)))
+}
+
+/// Runs the parsed command line; returns the exit code.
+pub async fn dispatch(cli: Cli) -> u8 {
+    let load = LoadOptions {
+        config_path: cli.config.clone(),
+        overrides: cli.set.clone(),
+    };
+    if cli.once && cli.command.is_some() {
+        eprintln!("error: --once runs probes; it cannot be combined with a subcommand");
+        return EXIT_USAGE;
+    }
+    match &cli.command {
+        Some(Command::Sandbox { listen }) => return sandbox(*listen).await,
+        Some(Command::Check) => {
+            return match config::load(&load) {
+                Ok(c) => {
+                    let pairs: usize = c.probes.iter().map(|p| p.environments.len()).sum();
+                    println!(
+                        "ok: {} probes, {} environments, {pairs} (probe, environment) pairs",
+                        c.probes.len(),
+                        c.environments.len()
+                    );
+                    EXIT_OK
+                }
+                Err(diags) => print_diagnostics(&diags),
+            };
+        }
+        Some(Command::List) => {
+            return match config::load(&load) {
+                Ok(c) => {
+                    print!("{}", list(&c));
+                    EXIT_OK
+                }
+                Err(diags) => print_diagnostics(&diags),
+            };
+        }
+        None => {}
+    }
+    if !cli.once {
+        eprintln!(
+            "error: the long-running daemon is not available in this build yet; use `synthmon --once`, `check`, `list` or `sandbox`"
+        );
+        return EXIT_USAGE;
+    }
+    let config = match config::load(&load) {
+        Ok(c) => c,
+        Err(diags) => return print_diagnostics(&diags),
+    };
+    let selection = Selection {
+        probes: cli.probes.clone(),
+        tags: cli.tags.clone(),
+        environments: cli.envs.clone(),
+    };
+    let pairs = match once::select(&config, &selection) {
+        Ok(p) => p,
+        Err(msg) => {
+            eprintln!("error: {msg}");
+            return EXIT_USAGE;
+        }
+    };
+    let vars: BTreeMap<String, String> = cli.vars.iter().cloned().collect();
+    let outcomes = match once::run(&config, &pairs, &vars).await {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return EXIT_USAGE;
+        }
+    };
+    let text = match cli.output {
+        Output::Json => report::json::render(&outcomes) + "\n",
+        Output::Human => report::human::render(&outcomes, use_color()),
+    };
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout.write_all(text.as_bytes());
+    let _ = stdout.flush();
+    if outcomes.iter().all(|o| o.success) {
+        EXIT_OK
+    } else {
+        EXIT_FAILED
+    }
+}
+
+fn print_diagnostics(diags: &config::Diagnostics) -> u8 {
+    eprintln!("{diags}");
+    EXIT_USAGE
+}
+
+fn use_color() -> bool {
+    std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
+/// The `list` table.
+pub fn list(config: &Config) -> String {
+    let mut rows = vec![[
+        "PROBE".to_owned(),
+        "ENVIRONMENT".to_owned(),
+        "KIND".to_owned(),
+        "SCHEDULE".to_owned(),
+        "TIMEOUT".to_owned(),
+        "TAGS".to_owned(),
+    ]];
+    for p in &config.probes {
+        let schedule = match &p.schedule {
+            config::Schedule::Every(d) => format!("every {}", humantime::format_duration(*d)),
+            config::Schedule::Cron {
+                expression,
+                timezone,
+            } => format!("cron {expression} ({timezone})"),
+        };
+        for env in &p.environments {
+            rows.push([
+                p.name.clone(),
+                env.clone(),
+                p.kind.name().to_owned(),
+                schedule.clone(),
+                humantime::format_duration(p.timeout).to_string(),
+                p.tags.join(","),
+            ]);
+        }
+    }
+    let widths: Vec<usize> = (0..6)
+        .map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for row in rows {
+        let line = row
+            .iter()
+            .zip(&widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect::<Vec<_>>()
+            .join("  ");
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+async fn sandbox(listen: SocketAddr) -> u8 {
+    let sandbox =
+        match crate::sandbox::Sandbox::start(listen, crate::sandbox::SandboxOptions::default())
+            .await
+        {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("error: cannot start the sandbox on {listen}: {e}");
+                return EXIT_USAGE;
+            }
+        };
+    println!("sandbox listening on {}", sandbox.base_url());
+    let _ = tokio::signal::ctrl_c().await;
+    sandbox.shutdown().await;
+    EXIT_OK
+}
+
+/// Logs go to stderr. The filter comes from `SYNTHMON_LOG` (tracing's
+/// env-filter syntax); by default one-shot commands log warnings only.
+fn init_logging(format: LogFormat, one_shot: bool) {
+    use tracing_subscriber::EnvFilter;
+    let default = if one_shot { "warn" } else { "info" };
+    let filter =
+        EnvFilter::try_from_env("SYNTHMON_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    let json = match format {
+        LogFormat::Json => true,
+        LogFormat::Human => false,
+        LogFormat::Auto => !one_shot && !std::io::stderr().is_terminal(),
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.with_ansi(std::io::stderr().is_terminal()).init();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn key_value_parsing() {
+        assert_eq!(key_value("a.b=c=d"), Ok(("a.b".into(), "c=d".into())));
+        assert!(key_value("novalue").is_err());
+        assert!(key_value("=x").is_err());
+    }
+}

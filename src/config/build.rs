@@ -1,0 +1,901 @@
+//! The second loading stage: files → raw types → checked [`Config`].
+//!
+//! Layering follows the `config` crate: built-in defaults (serde defaults
+//! and the constants below) → `config.toml` → `SYNTHMON_…` environment
+//! variables → `--set key=value` flags. Each file is first read on its own
+//! with locations, so every error in it is reported at once with file, line
+//! and column; the layered result is then checked as a whole.
+
+use super::diag::{self, Diagnostic, Diagnostics, SourceDoc};
+use super::raw::{RawConfig, RawEnvironment, RawHttp, RawProbe, RawSize};
+use super::secret::{self, Redactor};
+use super::{
+    BaseUrl, Config, DaemonConfig, Environment, Probe, Schedule, Severity, Tagging, TlsOptions,
+};
+use crate::expr::Expr;
+use crate::outcome::SourceLocation;
+use crate::probe::ProbeKind;
+use crate::probe::http::{self as http_probe, Assertion, Body, HttpSpec};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9464";
+pub const DEFAULT_PROBE_GLOB: &str = "probes/*.toml";
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(60);
+pub const DEFAULT_MAX_REDIRECTS: u32 = 10;
+pub const DEFAULT_MAX_BODY_BYTES: u64 = 4 * 1024 * 1024;
+/// The largest body cap a probe may ask for.
+pub const MAX_BODY_BYTES_LIMIT: u64 = 1024 * 1024 * 1024;
+/// Where the config is looked for when `--config` is not given.
+pub const CONFIG_SEARCH: &[&str] = &["config.toml", "/etc/synthmon/config.toml"];
+/// Environment variables with this prefix and a `__` override config keys.
+pub const ENV_PREFIX: &str = "SYNTHMON";
+
+/// How to load: which file, and the command line's overrides.
+#[derive(Debug, Default, Clone)]
+pub struct LoadOptions {
+    pub config_path: Option<PathBuf>,
+    /// `key.path=value` pairs from `--set`, applied last.
+    pub overrides: Vec<(String, String)>,
+}
+
+/// Loads and checks everything: the config file, its layers and every probe
+/// file its globs name. Returns every error found, not just the first.
+pub fn load(opts: &LoadOptions) -> Result<Config, Diagnostics> {
+    let path = find_config(opts)?;
+    let display = path.display().to_string();
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        one(Diagnostic {
+            file: display.clone(),
+            line: 0,
+            column: 0,
+            key: String::new(),
+            message: format!("cannot read config file: {e}"),
+            help: None,
+        })
+    })?;
+    let doc = SourceDoc::parse(&display, &text).map_err(one)?;
+    let mut diags = Diagnostics::default();
+    // The file alone, with locations: every mistake in it at once.
+    if diag::deserialize_collecting::<RawConfig>(&doc, &mut diags).is_none() {
+        return Err(diags);
+    }
+    let raw = layered(&text, &display, &opts.overrides)?;
+    let base_dir = path
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
+    let mut builder = Builder {
+        doc: &doc,
+        diags: &mut diags,
+        redactor: Redactor::default(),
+        base_dir: &base_dir,
+    };
+    let config = builder.build(raw, path.clone());
+    match config {
+        Some(c) if diags.is_empty() => Ok(c),
+        _ => {
+            diags.sort();
+            Err(diags)
+        }
+    }
+}
+
+fn one(d: Diagnostic) -> Diagnostics {
+    Diagnostics(vec![d])
+}
+
+fn find_config(opts: &LoadOptions) -> Result<PathBuf, Diagnostics> {
+    if let Some(p) = &opts.config_path {
+        return Ok(p.clone());
+    }
+    CONFIG_SEARCH
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.is_file())
+        .ok_or_else(|| {
+            one(Diagnostic {
+                file: CONFIG_SEARCH[0].into(),
+                line: 0,
+                column: 0,
+                key: String::new(),
+                message: format!(
+                    "no config file found (looked for {}); pass --config FILE",
+                    CONFIG_SEARCH.join(", ")
+                ),
+                help: None,
+            })
+        })
+}
+
+/// File → `SYNTHMON_…__…` environment → `--set`, through the `config` crate.
+fn layered(
+    text: &str,
+    display: &str,
+    overrides: &[(String, String)],
+) -> Result<RawConfig, Diagnostics> {
+    // Only variables with a `__` are config keys (every key sits in a
+    // table), so SYNTHMON_LOG and friends are not mistaken for keys.
+    let env: config::Map<String, String> = std::env::vars()
+        .filter(|(k, _)| k.starts_with(&format!("{ENV_PREFIX}_")) && k.contains("__"))
+        .collect();
+    let mut builder = config::Config::builder()
+        .add_source(config::File::from_str(text, config::FileFormat::Toml))
+        .add_source(
+            config::Environment::with_prefix(ENV_PREFIX)
+                .prefix_separator("_")
+                .separator("__")
+                .try_parsing(true)
+                .source(Some(env)),
+        );
+    for (key, value) in overrides {
+        builder = builder
+            .set_override(key.as_str(), value.as_str())
+            .map_err(|e| layer_error(display, key, &e))?;
+    }
+    builder
+        .build()
+        .and_then(|c| c.try_deserialize::<RawConfig>())
+        .map_err(|e| layer_error(display, "", &e))
+}
+
+fn layer_error(display: &str, key: &str, e: &config::ConfigError) -> Diagnostics {
+    one(Diagnostic {
+        file: format!("{display} (with {ENV_PREFIX}_* variables and --set)"),
+        line: 0,
+        column: 0,
+        key: key.to_owned(),
+        message: e.to_string(),
+        help: None,
+    })
+}
+
+struct Builder<'a> {
+    doc: &'a SourceDoc,
+    diags: &'a mut Diagnostics,
+    redactor: Redactor,
+    base_dir: &'a Path,
+}
+
+impl Builder<'_> {
+    fn err(&mut self, path: &str, message: impl Into<String>) {
+        let d = self.doc.error_at(path, message);
+        self.diags.push(d);
+    }
+
+    fn build(&mut self, raw: RawConfig, file: PathBuf) -> Option<Config> {
+        let d = raw.daemon;
+        let listen = d.listen.as_deref().unwrap_or(DEFAULT_LISTEN);
+        let listen = match listen.parse() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                self.err(
+                    "daemon.listen",
+                    format!("expected an address like `127.0.0.1:9464`, found `{listen}`"),
+                );
+                None
+            }
+        };
+        let drain_timeout = self.duration(
+            "daemon.drain_timeout",
+            d.drain_timeout.as_deref(),
+            DEFAULT_DRAIN_TIMEOUT,
+        );
+        let globs = d
+            .probes
+            .unwrap_or_else(|| vec![DEFAULT_PROBE_GLOB.to_owned()])
+            .into_iter()
+            .map(|g| self.base_dir.join(g).display().to_string())
+            .collect::<Vec<_>>();
+        let daemon = DaemonConfig {
+            listen: listen.unwrap_or_else(|| ([127, 0, 0, 1], 9464).into()),
+            state_dir: d.state_dir.map(|s| self.base_dir.join(s)),
+            probe_globs: globs,
+            instance: d.instance.unwrap_or_default(),
+            location: d.location.unwrap_or_default(),
+            drain_timeout,
+        };
+        let tagging = self.tagging(raw.tagging);
+        let mut environments = BTreeMap::new();
+        for (name, env) in raw.environments {
+            if let Some(e) = self.environment(&name, env) {
+                environments.insert(name, e);
+            }
+        }
+        let probes = self.probes(&daemon.probe_globs, &environments);
+        Some(Config {
+            file: Some(file),
+            daemon,
+            tagging: tagging?,
+            environments,
+            probes,
+            redactor: std::mem::take(&mut self.redactor),
+        })
+    }
+
+    fn duration(&mut self, path: &str, value: Option<&str>, default: Duration) -> Duration {
+        match value {
+            None => default,
+            Some(text) => match humantime::parse_duration(text) {
+                Ok(d) => d,
+                Err(e) => {
+                    self.err(
+                        path,
+                        format!("expected a duration like `30s` or `500ms`, found `{text}` ({e})"),
+                    );
+                    default
+                }
+            },
+        }
+    }
+
+    fn tagging(&mut self, raw: super::raw::RawTagging) -> Option<Tagging> {
+        let header = raw.header.as_deref().unwrap_or("x-synthetic");
+        let header = http::HeaderName::from_bytes(header.as_bytes())
+            .map_err(|_| {
+                self.err(
+                    "tagging.header",
+                    format!("expected an HTTP header name, found `{header}`"),
+                )
+            })
+            .ok();
+        let value = self.header_value("tagging.value", raw.value.as_deref().unwrap_or("true"));
+        let ua = raw
+            .user_agent
+            .unwrap_or_else(crate::tagging::default_user_agent);
+        let user_agent = self.header_value("tagging.user_agent", &ua);
+        Some(Tagging {
+            header: header?,
+            value: value?,
+            user_agent: user_agent?,
+        })
+    }
+
+    fn header_value(&mut self, path: &str, value: &str) -> Option<http::HeaderValue> {
+        http::HeaderValue::from_str(value)
+            .map_err(|_| {
+                self.err(
+                    path,
+                    "expected a header value of visible ASCII characters".to_owned(),
+                )
+            })
+            .ok()
+    }
+
+    /// Expands secret references in a string value, reporting failures.
+    fn expand(&mut self, path: &str, value: &str) -> Option<String> {
+        match secret::expand(value, self.base_dir, &mut self.redactor) {
+            Ok((out, _)) => Some(out),
+            Err(msg) => {
+                self.err(path, msg);
+                None
+            }
+        }
+    }
+
+    /// Header name/value pairs with secrets expanded.
+    fn headers(
+        &mut self,
+        path: &str,
+        raw: BTreeMap<String, String>,
+    ) -> Vec<(http::HeaderName, String)> {
+        let mut out = Vec::new();
+        for (name, value) in raw {
+            let key = format!("{path}.{name}");
+            let Ok(header) = http::HeaderName::from_bytes(name.as_bytes()) else {
+                self.diags.push(
+                    self.doc
+                        .error_at_key(&key, format!("`{name}` is not a valid HTTP header name")),
+                );
+                continue;
+            };
+            if let Some(v) = self.expand(&key, &value) {
+                if http::HeaderValue::from_str(&v).is_err() {
+                    // Never echo the value: it may hold a secret.
+                    self.err(
+                        &key,
+                        "the header value is not valid in HTTP (control characters or non-ASCII)",
+                    );
+                    continue;
+                }
+                out.push((header, v));
+            }
+        }
+        out
+    }
+
+    fn environment(&mut self, name: &str, raw: RawEnvironment) -> Option<Environment> {
+        let path = format!("environments.{name}");
+        if !valid_name(name) {
+            self.diags.push(self.doc.error_at_key(
+                &path,
+                format!("environment name `{name}` must match [A-Za-z0-9][A-Za-z0-9_.-]*"),
+            ));
+        }
+        let base_url = match raw.base_url.as_deref() {
+            None => {
+                self.diags.push(
+                    self.doc
+                        .error_at_key(&path, "missing required key `base_url`".to_owned()),
+                );
+                None
+            }
+            Some("builtin:sandbox") => Some(BaseUrl::Sandbox),
+            Some(text) => {
+                let key = format!("{path}.base_url");
+                let expanded = self.expand(&key, text)?;
+                match url::Url::parse(&expanded) {
+                    Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {
+                        Some(BaseUrl::Url(u))
+                    }
+                    Ok(_) => {
+                        self.err(
+                            &key,
+                            "expected an http:// or https:// URL with a host, or `builtin:sandbox`",
+                        );
+                        None
+                    }
+                    Err(e) => {
+                        self.err(
+                            &key,
+                            format!("expected an http(s) URL or `builtin:sandbox`: {e}"),
+                        );
+                        None
+                    }
+                }
+            }
+        };
+        let headers = self.headers(&format!("{path}.headers"), raw.headers);
+        let mut variables = BTreeMap::new();
+        for (k, v) in raw.variables {
+            if let Some(v) = self.expand(&format!("{path}.variables.{k}"), &v) {
+                variables.insert(k, v);
+            }
+        }
+        for key in raw.labels.keys() {
+            if !valid_label(key) {
+                self.diags.push(self.doc.error_at_key(
+                    &format!("{path}.labels.{key}"),
+                    format!("label name `{key}` must match [a-zA-Z_][a-zA-Z0-9_]*"),
+                ));
+            }
+        }
+        let raw_tls = raw.tls.unwrap_or_default();
+        let tls = TlsOptions {
+            ca_file: raw_tls.ca_file.map(|f| self.base_dir.join(f)),
+            client_cert: raw_tls.client_cert.map(|f| self.base_dir.join(f)),
+            client_key: raw_tls.client_key.map(|f| self.base_dir.join(f)),
+            insecure_skip_verify: raw_tls.insecure_skip_verify.unwrap_or(false),
+            server_name: raw_tls.server_name,
+        };
+        if tls.insecure_skip_verify {
+            tracing::warn!(
+                environment = name,
+                "tls.insecure_skip_verify is on: certificates of this environment are NOT verified"
+            );
+        }
+        let tls_client = match crate::probe::transport::tls_client_config(&tls) {
+            Ok(c) => Some(c),
+            Err(msg) => {
+                self.err(&format!("{path}.tls"), msg);
+                None
+            }
+        };
+        Some(Environment {
+            name: name.to_owned(),
+            base_url: base_url?,
+            headers,
+            variables,
+            tls,
+            tls_client: tls_client?,
+            labels: raw.labels,
+        })
+    }
+
+    fn probes(
+        &mut self,
+        globs: &[String],
+        environments: &BTreeMap<String, Environment>,
+    ) -> Vec<Probe> {
+        let mut files = Vec::new();
+        for pattern in globs {
+            match glob::glob(pattern) {
+                Ok(paths) => {
+                    let mut matched: Vec<PathBuf> = paths.filter_map(Result::ok).collect();
+                    matched.sort();
+                    if matched.is_empty() {
+                        tracing::warn!(glob = %pattern, "probe glob matches no file");
+                    }
+                    files.extend(matched);
+                }
+                Err(e) => self.err("daemon.probes", format!("invalid glob `{pattern}`: {e}")),
+            }
+        }
+        files.dedup();
+        let mut probes: Vec<Probe> = Vec::new();
+        // Name → (file, line) of its first definition.
+        let mut seen: BTreeMap<String, (String, usize)> = BTreeMap::new();
+        for file in files {
+            let display = display_path(&file);
+            let text = match std::fs::read_to_string(&file) {
+                Ok(t) => t,
+                Err(e) => {
+                    self.diags.push(Diagnostic {
+                        file: display,
+                        line: 0,
+                        column: 0,
+                        key: String::new(),
+                        message: format!("cannot read probe file: {e}"),
+                        help: None,
+                    });
+                    continue;
+                }
+            };
+            let doc = match SourceDoc::parse(&display, &text) {
+                Ok(d) => d,
+                Err(d) => {
+                    self.diags.push(d);
+                    continue;
+                }
+            };
+            let raw = diag::deserialize_collecting::<RawProbe>(&doc, self.diags);
+            let Some(raw) = raw else { continue };
+            let mut pb = ProbeBuilder {
+                doc: &doc,
+                diags: self.diags,
+                redactor: &mut self.redactor,
+                base_dir: file.parent().unwrap_or(self.base_dir),
+            };
+            let Some(probe) = pb.build(raw, &file, environments) else {
+                continue;
+            };
+            if let Some((first_file, first_line)) = seen.get(&probe.name) {
+                let d = doc.error_at(
+                    "name",
+                    format!(
+                        "duplicate probe name `{}`: also defined at {first_file}:{first_line}",
+                        probe.name
+                    ),
+                );
+                self.diags.push(d);
+                continue;
+            }
+            seen.insert(
+                probe.name.clone(),
+                (display.clone(), doc.value_position("name").0),
+            );
+            probes.push(probe);
+        }
+        probes
+    }
+}
+
+/// A path as the user would write it: relative to the working directory
+/// when it is below it.
+fn display_path(p: &Path) -> String {
+    let rel = std::env::current_dir()
+        .ok()
+        .and_then(|cwd| p.strip_prefix(cwd).ok().map(Path::to_path_buf));
+    rel.unwrap_or_else(|| p.to_path_buf()).display().to_string()
+}
+
+/// Probe and environment names become metric labels, header values and
+/// baggage entries, so they are kept to characters that need no escaping.
+pub fn valid_name(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+        && s.len() <= 128
+}
+
+fn valid_label(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// Parses `every 30s`. Cron expressions arrive with the daemon's scheduler.
+pub fn parse_schedule(text: &str) -> Result<Schedule, String> {
+    let text = text.trim();
+    if let Some(rest) = text.strip_prefix("every ") {
+        let d = humantime::parse_duration(rest.trim())
+            .map_err(|e| format!("expected `every <duration>` like `every 30s`: {e}"))?;
+        if d < Duration::from_secs(1) {
+            return Err(format!("the interval must be at least 1s, found `{text}`"));
+        }
+        return Ok(Schedule::Every(d));
+    }
+    Err(format!(
+        "expected `every <duration>` like `every 30s`, found `{text}` (cron schedules are not supported yet)"
+    ))
+}
+
+/// Parses `4194304`, `512 KiB`, `4MiB`, `1 MB`, …
+pub fn parse_size(raw: &RawSize) -> Result<u64, String> {
+    let text = match raw {
+        RawSize::Bytes(n) => return Ok(*n),
+        RawSize::Text(t) => t.trim(),
+    };
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (num, unit) = text.split_at(split);
+    let num: f64 = num
+        .parse()
+        .map_err(|_| format!("expected a size like `4 MiB`, found `{text}`"))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kb" => 1000,
+        "kib" | "k" => 1024,
+        "mb" => 1000 * 1000,
+        "mib" | "m" => 1024 * 1024,
+        "gb" => 1000 * 1000 * 1000,
+        "gib" | "g" => 1024 * 1024 * 1024,
+        other => {
+            return Err(format!(
+                "unknown size unit `{other}` in `{text}` (expected B, KB, KiB, MB, MiB, GB or GiB)"
+            ));
+        }
+    };
+    Ok((num * mult as f64) as u64)
+}
+
+struct ProbeBuilder<'a> {
+    doc: &'a SourceDoc,
+    diags: &'a mut Diagnostics,
+    redactor: &'a mut Redactor,
+    base_dir: &'a Path,
+}
+
+impl ProbeBuilder<'_> {
+    fn err(&mut self, path: &str, message: impl Into<String>) {
+        let d = self.doc.error_at(path, message);
+        self.diags.push(d);
+    }
+
+    fn location(&self, path: &str) -> SourceLocation {
+        let (line, column) = self.doc.value_position(path);
+        SourceLocation {
+            file: self.doc.file().to_owned(),
+            line,
+            column,
+        }
+    }
+
+    fn build(
+        &mut self,
+        raw: RawProbe,
+        file: &Path,
+        environments: &BTreeMap<String, Environment>,
+    ) -> Option<Probe> {
+        let errors_before = self.diags.len();
+        let name = match raw.name {
+            None => {
+                self.diags.push(
+                    self.doc
+                        .error_at_key("", "missing required key `name`".to_owned()),
+                );
+                String::new()
+            }
+            Some(n) if !valid_name(&n) => {
+                self.err(
+                    "name",
+                    format!("expected a name matching [A-Za-z0-9][A-Za-z0-9_.-]* (at most 128 characters), found `{n}`"),
+                );
+                n
+            }
+            Some(n) => n,
+        };
+        let schedule = match raw.schedule.as_deref() {
+            None => Schedule::Every(DEFAULT_INTERVAL),
+            Some(text) => match parse_schedule(text) {
+                Ok(s) => s,
+                Err(msg) => {
+                    self.err("schedule", msg);
+                    Schedule::Every(DEFAULT_INTERVAL)
+                }
+            },
+        };
+        if raw.timezone.is_some() {
+            self.err("timezone", "`timezone` applies to cron schedules only");
+        }
+        let timeout = match raw.timeout.as_deref() {
+            None => DEFAULT_TIMEOUT,
+            Some(text) => match humantime::parse_duration(text) {
+                Ok(d) if !d.is_zero() => d,
+                _ => {
+                    self.err(
+                        "timeout",
+                        format!("expected a duration like `5s`, found `{text}`"),
+                    );
+                    DEFAULT_TIMEOUT
+                }
+            },
+        };
+        if let Schedule::Every(interval) = schedule {
+            if timeout >= interval {
+                let path = if raw.timeout.is_some() {
+                    "timeout"
+                } else {
+                    "schedule"
+                };
+                self.err(
+                    path,
+                    format!(
+                        "the timeout ({}) must be shorter than the schedule interval ({})",
+                        humantime::format_duration(timeout),
+                        humantime::format_duration(interval)
+                    ),
+                );
+            }
+        }
+        let envs = match raw.environments {
+            None => {
+                self.diags.push(
+                    self.doc
+                        .error_at_key("", "missing required key `environments`".to_owned()),
+                );
+                Vec::new()
+            }
+            Some(list) if list.is_empty() => {
+                self.err("environments", "expected at least one environment");
+                list
+            }
+            Some(list) => list,
+        };
+        for (i, env) in envs.iter().enumerate() {
+            if !environments.contains_key(env) {
+                let mut d = self.doc.error_at(
+                    &format!("environments[{i}]"),
+                    format!(
+                        "unknown environment `{env}` (defined: {})",
+                        environments
+                            .keys()
+                            .map(|k| format!("`{k}`"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                );
+                d.help = diag::nearest(env, environments.keys().map(String::as_str))
+                    .map(|n| format!("did you mean `{n}`?"));
+                self.diags.push(d);
+            }
+        }
+        for key in raw.labels.keys() {
+            if !valid_label(key) {
+                self.diags.push(self.doc.error_at_key(
+                    &format!("labels.{key}"),
+                    format!("label name `{key}` must match [a-zA-Z_][a-zA-Z0-9_]*"),
+                ));
+            }
+        }
+        let kind = match raw.http {
+            Some(h) => self.http(h).map(ProbeKind::Http),
+            None => {
+                self.diags.push(self.doc.error_at_key(
+                    "",
+                    format!(
+                        "missing the probe's body: expected one of the tables {}",
+                        RawProbe::KINDS
+                            .iter()
+                            .map(|k| format!("`[{k}]`"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                ));
+                None
+            }
+        };
+        if self.diags.len() > errors_before {
+            return None;
+        }
+        Some(Probe {
+            name,
+            file: file.to_path_buf(),
+            schedule,
+            environments: envs,
+            timeout,
+            tags: raw.tags,
+            severity: raw.severity.unwrap_or(Severity::Warning),
+            labels: raw.labels,
+            kind: kind?,
+        })
+    }
+
+    fn expand(&mut self, path: &str, value: &str) -> Option<String> {
+        match secret::expand(value, self.base_dir, self.redactor) {
+            Ok((out, _)) => Some(out),
+            Err(msg) => {
+                self.err(path, msg);
+                None
+            }
+        }
+    }
+
+    fn http(&mut self, raw: RawHttp) -> Option<HttpSpec> {
+        let method_text = raw.method.as_deref().unwrap_or("GET");
+        let method = http::Method::from_bytes(method_text.to_ascii_uppercase().as_bytes())
+            .map_err(|_| {
+                self.err(
+                    "http.method",
+                    format!("expected an HTTP method like `GET`, found `{method_text}`"),
+                )
+            })
+            .ok();
+        let url = match raw.url.as_deref() {
+            None => {
+                self.diags.push(
+                    self.doc
+                        .error_at_key("http", "missing required key `url`".to_owned()),
+                );
+                None
+            }
+            Some(u) => {
+                let expanded = self.expand("http.url", u);
+                if let Some(e) = &expanded {
+                    let probe = url::Url::parse("http://base.invalid/");
+                    if let Ok(base) = probe {
+                        if let Err(err) = http_probe::join_url(&base, e) {
+                            self.err("http.url", format!("expected a URL or a path: {err}"));
+                        }
+                    }
+                }
+                expanded
+            }
+        };
+        let mut headers = Vec::new();
+        for (name, value) in raw.headers {
+            let key = format!("http.headers.{name}");
+            let Ok(h) = http::HeaderName::from_bytes(name.as_bytes()) else {
+                self.diags.push(
+                    self.doc
+                        .error_at_key(&key, format!("`{name}` is not a valid HTTP header name")),
+                );
+                continue;
+            };
+            if let Some(v) = self.expand(&key, &value) {
+                if http::HeaderValue::from_str(&v).is_err() {
+                    self.err(
+                        &key,
+                        "the header value is not valid in HTTP (control characters or non-ASCII)",
+                    );
+                    continue;
+                }
+                headers.push((h, v));
+            }
+        }
+        let mut query = Vec::new();
+        for (k, v) in raw.query {
+            if let Some(v) = self.expand(&format!("http.query.{k}"), &v) {
+                query.push((k, v));
+            }
+        }
+        let bodies = [raw.body.is_some(), raw.json.is_some(), raw.form.is_some()];
+        if bodies.iter().filter(|b| **b).count() > 1 {
+            self.diags.push(self.doc.error_at_key(
+                "http",
+                "`body`, `json` and `form` are exclusive: write at most one".to_owned(),
+            ));
+        }
+        let body = if let Some(b) = raw.body {
+            self.expand("http.body", &b).map(Body::Raw)
+        } else if let Some(j) = raw.json {
+            match serde_json::to_value(&j) {
+                Ok(v) => Some(Body::Json(v)),
+                Err(e) => {
+                    self.err(
+                        "http.json",
+                        format!("cannot express this value as JSON: {e}"),
+                    );
+                    None
+                }
+            }
+        } else if let Some(form) = raw.form {
+            let mut pairs = Vec::new();
+            for (k, v) in form {
+                if let Some(v) = self.expand(&format!("http.form.{k}"), &v) {
+                    pairs.push((k, v));
+                }
+            }
+            Some(Body::Form(pairs))
+        } else {
+            Some(Body::Empty)
+        };
+        let max_body_bytes = match &raw.max_body_size {
+            None => DEFAULT_MAX_BODY_BYTES,
+            Some(size) => match parse_size(size) {
+                Ok(n) if (1..=MAX_BODY_BYTES_LIMIT).contains(&n) => n,
+                Ok(n) => {
+                    self.err(
+                        "http.max_body_size",
+                        format!("expected a size from 1 B to 1 GiB, found {n} bytes"),
+                    );
+                    DEFAULT_MAX_BODY_BYTES
+                }
+                Err(msg) => {
+                    self.err("http.max_body_size", msg);
+                    DEFAULT_MAX_BODY_BYTES
+                }
+            },
+        };
+        let mut expect = Vec::new();
+        for (i, source) in raw.expect.iter().enumerate() {
+            let path = format!("http.expect[{i}]");
+            match Expr::compile(source, http_probe::SCOPE) {
+                Ok(expr) => expect.push(Assertion {
+                    expr,
+                    location: self.location(&path),
+                }),
+                Err(msg) => self.err(&path, msg),
+            }
+        }
+        let implicit_status = if expect.iter().any(|a| a.expr.reads("status")) {
+            None
+        } else {
+            Some(self.location("http.url"))
+        };
+        Some(HttpSpec {
+            method: method?,
+            url: url?,
+            headers,
+            query,
+            body: body?,
+            follow_redirects: raw.follow_redirects.unwrap_or(true),
+            max_redirects: raw.max_redirects.unwrap_or(DEFAULT_MAX_REDIRECTS),
+            max_body_bytes,
+            decompress: raw.decompress.unwrap_or(true),
+            expect,
+            implicit_status,
+        })
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schedules() {
+        assert_eq!(
+            parse_schedule("every 30s").unwrap(),
+            Schedule::Every(Duration::from_secs(30))
+        );
+        assert_eq!(
+            parse_schedule(" every 2m ").unwrap(),
+            Schedule::Every(Duration::from_secs(120))
+        );
+        assert!(parse_schedule("every 100ms").is_err());
+        assert!(parse_schedule("every soon").is_err());
+        assert!(parse_schedule("*/5 * * * *").is_err());
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size(&RawSize::Bytes(10)).unwrap(), 10);
+        assert_eq!(parse_size(&RawSize::Text("4 MiB".into())).unwrap(), 4 << 20);
+        assert_eq!(
+            parse_size(&RawSize::Text("512KiB".into())).unwrap(),
+            512 << 10
+        );
+        assert_eq!(
+            parse_size(&RawSize::Text("1 MB".into())).unwrap(),
+            1_000_000
+        );
+        assert!(parse_size(&RawSize::Text("4 parsecs".into())).is_err());
+        assert!(parse_size(&RawSize::Text("lots".into())).is_err());
+    }
+
+    #[test]
+    fn names() {
+        assert!(valid_name("api-health.v2_x"));
+        assert!(!valid_name("-lead"));
+        assert!(!valid_name("has space"));
+        assert!(!valid_name(""));
+        assert!(valid_label("team_name"));
+        assert!(!valid_label("team-name"));
+    }
+}

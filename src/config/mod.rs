@@ -1,0 +1,128 @@
+//! Configuration: the daemon config file, environments and probe files.
+//!
+//! Loading is two-stage. [`raw`] holds serde types that mirror the files
+//! (`deny_unknown_fields`); [`build`] turns them into the checked runtime
+//! types below (parsed URLs, durations, compiled expressions, resolved
+//! secrets) and collects every error with its file, line and column before
+//! failing. This module reads files and environment variables; it does no
+//! other I/O and starts nothing.
+
+pub mod build;
+pub mod diag;
+pub mod raw;
+pub mod secret;
+
+use crate::probe::ProbeKind;
+use secret::Redactor;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use build::{LoadOptions, load};
+pub use diag::{Diagnostic, Diagnostics};
+
+/// The whole checked configuration: daemon settings, environments, probes.
+#[derive(Debug)]
+pub struct Config {
+    /// The config file this was loaded from, if any (the embedded default
+    /// has none).
+    pub file: Option<PathBuf>,
+    pub daemon: DaemonConfig,
+    pub tagging: Tagging,
+    pub environments: BTreeMap<String, Environment>,
+    pub probes: Vec<Probe>,
+    /// Every secret value the config resolved, so that output can be
+    /// scrubbed of them.
+    pub redactor: Redactor,
+}
+
+#[derive(Debug, Clone)]
+pub struct DaemonConfig {
+    pub listen: SocketAddr,
+    pub state_dir: Option<PathBuf>,
+    /// Probe file globs, already made absolute against the config file's
+    /// directory.
+    pub probe_globs: Vec<String>,
+    pub instance: String,
+    pub location: String,
+    pub drain_timeout: Duration,
+}
+
+/// How synthetic requests are marked so production can recognise them.
+#[derive(Debug, Clone)]
+pub struct Tagging {
+    pub header: http::HeaderName,
+    pub value: http::HeaderValue,
+    pub user_agent: http::HeaderValue,
+}
+
+/// A named target: where probes go and what they carry there.
+#[derive(Debug, Clone)]
+pub struct Environment {
+    pub name: String,
+    pub base_url: BaseUrl,
+    /// Headers added to every request to this environment (may hold secrets).
+    pub headers: Vec<(http::HeaderName, String)>,
+    pub variables: BTreeMap<String, String>,
+    pub tls: TlsOptions,
+    /// The TLS client settings built from `tls` at load (files read once).
+    pub tls_client: std::sync::Arc<rustls::ClientConfig>,
+    pub labels: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum BaseUrl {
+    Url(url::Url),
+    /// `builtin:sandbox`: synthmon's own in-process target, started on a
+    /// loopback port when first needed.
+    Sandbox,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TlsOptions {
+    /// Extra trust anchors (PEM) added to the system roots.
+    pub ca_file: Option<PathBuf>,
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
+    /// Skip certificate verification. Logged loudly at load.
+    pub insecure_skip_verify: bool,
+    /// Name to verify and send as SNI instead of the URL's host.
+    pub server_name: Option<String>,
+}
+
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Deserialize, serde::Serialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Info,
+    Warning,
+    Critical,
+}
+
+/// When a probe runs.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Schedule {
+    Every(Duration),
+    Cron {
+        expression: String,
+        timezone: String,
+    },
+}
+
+/// One checked probe definition.
+#[derive(Debug)]
+pub struct Probe {
+    pub name: String,
+    /// The file it came from, for messages.
+    pub file: PathBuf,
+    pub schedule: Schedule,
+    pub environments: Vec<String>,
+    /// One deadline for a whole run.
+    pub timeout: Duration,
+    pub tags: Vec<String>,
+    pub severity: Severity,
+    pub labels: BTreeMap<String, String>,
+    pub kind: ProbeKind,
+}

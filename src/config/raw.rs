@@ -1,0 +1,120 @@
+//! Serde types that mirror the files as written.
+//!
+//! Every table denies unknown keys. Keys the user must write are still
+//! `Option` here: serde would stop at the first missing one, while the build
+//! step reports them all, each located at its table.
+
+use crate::config::Severity;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+/// `config.toml`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub daemon: RawDaemon,
+    #[serde(default)]
+    pub tagging: RawTagging,
+    #[serde(default)]
+    pub environments: BTreeMap<String, RawEnvironment>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDaemon {
+    pub listen: Option<String>,
+    pub state_dir: Option<String>,
+    /// Probe file globs, relative to the config file's directory.
+    pub probes: Option<Vec<String>>,
+    pub instance: Option<String>,
+    pub location: Option<String>,
+    pub drain_timeout: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTagging {
+    pub header: Option<String>,
+    pub value: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEnvironment {
+    pub base_url: Option<String>,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    #[serde(default)]
+    pub variables: BTreeMap<String, String>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    pub tls: Option<RawTls>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    pub ca_file: Option<String>,
+    pub client_cert: Option<String>,
+    pub client_key: Option<String>,
+    pub insecure_skip_verify: Option<bool>,
+    pub server_name: Option<String>,
+}
+
+/// One probe file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawProbe {
+    pub name: Option<String>,
+    pub schedule: Option<String>,
+    /// IANA zone for cron schedules.
+    pub timezone: Option<String>,
+    pub environments: Option<Vec<String>>,
+    pub timeout: Option<String>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    pub severity: Option<Severity>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// The kind is the one body table present.
+    pub http: Option<RawHttp>,
+}
+
+impl RawProbe {
+    /// The names of the kind tables, for "expected one of" messages.
+    pub const KINDS: &'static [&'static str] = &["http"];
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHttp {
+    pub method: Option<String>,
+    pub url: Option<String>,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    #[serde(default)]
+    pub query: BTreeMap<String, String>,
+    /// A raw body, sent as is.
+    pub body: Option<String>,
+    /// A JSON body (any TOML value), sent with `content-type: application/json`.
+    pub json: Option<toml::Value>,
+    /// A form body, sent urlencoded.
+    pub form: Option<BTreeMap<String, String>>,
+    pub follow_redirects: Option<bool>,
+    pub max_redirects: Option<u32>,
+    /// Bytes, or a string like "4 MiB".
+    pub max_body_size: Option<RawSize>,
+    pub decompress: Option<bool>,
+    #[serde(default)]
+    pub expect: Vec<String>,
+}
+
+/// A size written as a number of bytes or as a string with a unit.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged, expecting = "a number of bytes or a size like \"4 MiB\"")]
+pub enum RawSize {
+    Bytes(u64),
+    Text(String),
+}

@@ -1,0 +1,16 @@
+//! synthmon: a synthetic production monitor.
+//!
+//! See ARCHITECTURE.md for the data flow and the code map. The binary's
+//! `main` only calls [`cli::main`].
+
+#![forbid(unsafe_code)]
+
+pub mod cli;
+pub mod config;
+pub mod expr;
+pub mod once;
+pub mod outcome;
+pub mod probe;
+pub mod report;
+pub mod sandbox;
+pub mod tagging;

@@ -1,0 +1,131 @@
+//! `synthmon --once`: run the selected (probe, environment) pairs once and
+//! hand the outcomes to a reporter.
+//!
+//! Starts the built-in sandbox when a selected environment uses it, runs the
+//! pairs concurrently (bounded), and returns outcomes in a stable order
+//! (probe file order, then environment order).
+
+use crate::config::{BaseUrl, Config, diag};
+use crate::outcome::Outcome;
+use crate::probe::{self, RunContext};
+use crate::sandbox::{Sandbox, SandboxOptions};
+use futures_util::StreamExt;
+use std::collections::BTreeMap;
+
+/// How many runs may be in flight at once.
+pub const CONCURRENCY: usize = 32;
+
+/// Which pairs to run; empty lists select everything.
+#[derive(Debug, Default, Clone)]
+pub struct Selection {
+    pub probes: Vec<String>,
+    pub tags: Vec<String>,
+    pub environments: Vec<String>,
+}
+
+/// A (probe index, environment name) pair to run.
+pub type Pair = (usize, String);
+
+/// The pairs `sel` selects. Naming a probe or environment that does not
+/// exist is a usage error, not an empty run.
+pub fn select(config: &Config, sel: &Selection) -> Result<Vec<Pair>, String> {
+    for name in &sel.probes {
+        if !config.probes.iter().any(|p| &p.name == name) {
+            let mut msg = format!("no probe named `{name}`");
+            if let Some(n) = diag::nearest(name, config.probes.iter().map(|p| p.name.as_str())) {
+                msg.push_str(&format!("; did you mean `{n}`?"));
+            }
+            return Err(msg);
+        }
+    }
+    for name in &sel.environments {
+        if !config.environments.contains_key(name) {
+            let mut msg = format!("no environment named `{name}`");
+            if let Some(n) = diag::nearest(name, config.environments.keys().map(String::as_str)) {
+                msg.push_str(&format!("; did you mean `{n}`?"));
+            }
+            return Err(msg);
+        }
+    }
+    let mut pairs = Vec::new();
+    for (i, probe) in config.probes.iter().enumerate() {
+        if !sel.probes.is_empty() && !sel.probes.contains(&probe.name) {
+            continue;
+        }
+        if !sel.tags.is_empty() && !probe.tags.iter().any(|t| sel.tags.contains(t)) {
+            continue;
+        }
+        for env in &probe.environments {
+            if sel.environments.is_empty() || sel.environments.contains(env) {
+                pairs.push((i, env.clone()));
+            }
+        }
+    }
+    if pairs.is_empty() {
+        return Err("the selection matches no (probe, environment) pair".into());
+    }
+    Ok(pairs)
+}
+
+/// Runs `pairs` once each. `vars` overlay every environment's variables.
+pub async fn run(
+    config: &Config,
+    pairs: &[Pair],
+    vars: &BTreeMap<String, String>,
+) -> anyhow::Result<Vec<Outcome>> {
+    let needs_sandbox = pairs.iter().any(|(_, env)| {
+        config
+            .environments
+            .get(env)
+            .is_some_and(|e| e.base_url == BaseUrl::Sandbox)
+    });
+    let sandbox = if needs_sandbox {
+        let listen = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+        Some(Sandbox::start(listen, SandboxOptions::default()).await?)
+    } else {
+        None
+    };
+    let sandbox_url = sandbox
+        .as_ref()
+        .map(|s| url::Url::parse(&s.base_url()))
+        .transpose()?;
+
+    // Per environment: its base URL and its variables overlaid with --var.
+    let mut targets = BTreeMap::new();
+    for (name, env) in &config.environments {
+        let base = match (&env.base_url, &sandbox_url) {
+            (BaseUrl::Url(u), _) => u.clone(),
+            (BaseUrl::Sandbox, Some(u)) => u.clone(),
+            (BaseUrl::Sandbox, None) => continue,
+        };
+        let mut v = env.variables.clone();
+        v.extend(vars.iter().map(|(k, val)| (k.clone(), val.clone())));
+        targets.insert(name.as_str(), (base, v));
+    }
+
+    let outcomes = futures_util::stream::iter(pairs.iter())
+        .map(|(i, env_name)| {
+            let probe = &config.probes[*i];
+            let env = &config.environments[env_name];
+            let (base_url, vars) = &targets[env_name.as_str()];
+            async move {
+                let ctx = RunContext {
+                    probe,
+                    env,
+                    base_url,
+                    tagging: &config.tagging,
+                    redactor: &config.redactor,
+                    vars,
+                };
+                probe::run(&ctx).await
+            }
+        })
+        .buffered(CONCURRENCY)
+        .collect::<Vec<_>>()
+        .await;
+
+    if let Some(s) = sandbox {
+        s.shutdown().await;
+    }
+    Ok(outcomes)
+}

@@ -1,0 +1,1420 @@
+//! One HTTP/1.1 exchange over a fresh connection, with real phase timings.
+//!
+//! This module owns the wire side of an HTTP probe: resolving the host,
+//! connecting, the TLS handshake, sending one request, reading the response
+//! under a body cap, decoding gzip or deflate, and following redirects. Every
+//! hop opens its own connection (no pooling) and closes it afterwards; the
+//! hyper connection task never outlives [`exchange`]. One deadline covers
+//! the whole exchange, every redirect hop included.
+//!
+//! Proxies are not supported: `HTTP_PROXY`, `HTTPS_PROXY` and `NO_PROXY` in
+//! the environment are deliberately ignored, because a probe measures the
+//! path to the target, not to a proxy.
+//!
+//! It also builds the rustls client configuration from [`TlsOptions`]
+//! (system roots, an extra CA bundle, a client certificate).
+
+use crate::config::TlsOptions;
+use crate::outcome::{FailureReason, HttpPhases};
+use bytes::{Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Method, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Body as _, Incoming};
+use hyper_util::rt::TokioIo;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::WebPkiSupportedAlgorithms;
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls_pki_types::pem::{self, PemObject};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use std::future::Future;
+use std::io::{self, Read};
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use url::{Host, Url};
+
+/// How [`exchange`] behaves; built once per probe.
+#[derive(Clone, Debug)]
+pub struct TransportOptions {
+    pub follow_redirects: bool,
+    pub max_redirects: u32,
+    /// Cap on the body, raw and after decompression.
+    pub max_body_bytes: u64,
+    /// Send `Accept-Encoding: gzip, deflate` and decode such bodies.
+    pub decompress: bool,
+    pub tls: Arc<ClientConfig>,
+    /// SNI / verification name override (else the URL host).
+    pub server_name: Option<String>,
+}
+
+/// The request to send on the first hop.
+#[derive(Clone, Debug)]
+pub struct Request {
+    pub method: Method,
+    pub url: Url,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+/// The last response of an exchange. Its headers are as the server sent them
+/// (`Content-Encoding` included); its body is decoded.
+#[derive(Debug)]
+pub struct Response {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    pub final_url: Url,
+    pub redirects: u32,
+    pub phases: HttpPhases,
+    pub tls: bool,
+}
+
+/// Why an exchange failed, with what was measured until then.
+#[derive(Debug)]
+pub struct Failure {
+    pub reason: FailureReason,
+    pub message: String,
+    pub phases: HttpPhases,
+    /// The status of the last response whose headers arrived on the failing
+    /// hop, if any.
+    pub status: Option<u16>,
+    pub redirects: u32,
+}
+
+/// Performs `req`, following redirects if asked, all before `deadline`.
+pub async fn exchange(
+    req: Request,
+    opts: &TransportOptions,
+    deadline: Instant,
+) -> Result<Response, Failure> {
+    let mut progress = Progress::new(deadline);
+    match follow(req, opts, &mut progress).await {
+        Ok(response) => Ok(response),
+        Err(fail) => Err(progress.into_failure(fail)),
+    }
+}
+
+/// Builds the client TLS config: system roots (rustls-native-certs) plus an
+/// optional extra CA bundle, optional client cert+key, or a verifier that
+/// accepts anything when `insecure_skip_verify`.
+pub fn tls_client_config(opts: &TlsOptions) -> Result<Arc<ClientConfig>, String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let algorithms = provider.signature_verification_algorithms;
+    let builder = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("cannot set up tls: {e}"))?;
+    let builder = if opts.insecure_skip_verify {
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AcceptAnyCert(algorithms)))
+    } else {
+        builder.with_root_certificates(root_store(opts.ca_file.as_deref())?)
+    };
+    let config = match (&opts.client_cert, &opts.client_key) {
+        (None, None) => builder.with_no_client_auth(),
+        (Some(cert), Some(key)) => builder
+            .with_client_auth_cert(read_certs(cert, "client_cert")?, read_key(key)?)
+            .map_err(|e| {
+                format!(
+                    "client_cert {} and client_key {} cannot be used: {e}",
+                    cert.display(),
+                    key.display()
+                )
+            })?,
+        (Some(_), None) => return Err("client_cert is set without client_key".to_owned()),
+        (None, Some(_)) => return Err("client_key is set without client_cert".to_owned()),
+    };
+    Ok(Arc::new(config))
+}
+
+/// The system roots plus every certificate in `ca_file`.
+fn root_store(ca_file: Option<&Path>) -> Result<RootCertStore, String> {
+    let mut roots = RootCertStore::empty();
+    roots.add_parsable_certificates(native_roots().iter().cloned());
+    if let Some(path) = ca_file {
+        for cert in read_certs(path, "ca_file")? {
+            roots.add(cert).map_err(|e| {
+                format!(
+                    "ca_file {} holds an unusable certificate: {e}",
+                    path.display()
+                )
+            })?;
+        }
+    }
+    Ok(roots)
+}
+
+/// The platform's trust anchors, loaded once per process because loading
+/// them can mean parsing a large file.
+fn native_roots() -> &'static [CertificateDer<'static>] {
+    static ROOTS: OnceLock<Vec<CertificateDer<'static>>> = OnceLock::new();
+    ROOTS.get_or_init(|| {
+        let found = rustls_native_certs::load_native_certs();
+        for error in &found.errors {
+            tracing::warn!("cannot load a system root certificate: {error}");
+        }
+        found.certs
+    })
+}
+
+/// Every certificate in the PEM file at `path`, which must hold at least one.
+fn read_certs(path: &Path, field: &str) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .and_then(|iter| iter.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| pem_error(field, path, e))?;
+    if certs.is_empty() {
+        return Err(format!(
+            "no certificate found in {field} {}",
+            path.display()
+        ));
+    }
+    Ok(certs)
+}
+
+/// The first private key in the PEM file at `path`.
+fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
+    PrivateKeyDer::from_pem_file(path).map_err(|e| pem_error("client_key", path, e))
+}
+
+fn pem_error(field: &str, path: &Path, error: pem::Error) -> String {
+    let path = path.display();
+    match error {
+        pem::Error::Io(e) => format!("cannot read {field} {path}: {e}"),
+        pem::Error::NoItemsFound if field == "client_key" => {
+            format!("no private key found in {field} {path}")
+        }
+        pem::Error::NoItemsFound => format!("no certificate found in {field} {path}"),
+        other => format!("{field} {path} is not valid pem: {other}"),
+    }
+}
+
+/// A verifier for `insecure_skip_verify`: it accepts any certificate for any
+/// name, but still checks the handshake signatures so the session keys are
+/// bound to the presented key.
+#[derive(Debug)]
+struct AcceptAnyCert(WebPkiSupportedAlgorithms);
+
+impl ServerCertVerifier for AcceptAnyCert {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_schemes()
+    }
+}
+
+/// A failure before the phases, status and redirect count are attached.
+#[derive(Debug)]
+struct Fail {
+    reason: FailureReason,
+    message: String,
+}
+
+impl Fail {
+    fn new(reason: FailureReason, message: impl Into<String>) -> Self {
+        Fail {
+            reason,
+            message: message.into(),
+        }
+    }
+
+    fn too_large(max: u64, stage: &str) -> Self {
+        Fail::new(
+            FailureReason::BodyTooLarge,
+            format!("body exceeds the {max}-byte cap ({stage})"),
+        )
+    }
+}
+
+/// An error and its sources as one sentence, e.g. hyper's terse message
+/// followed by the I/O error beneath it.
+fn describe(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(inner) = source {
+        text.push_str(": ");
+        text.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    text
+}
+
+fn protocol(doing: &str, error: &hyper::Error) -> Fail {
+    Fail::new(
+        FailureReason::Protocol,
+        format!("{doing} failed: {}", describe(error)),
+    )
+}
+
+/// The phases of one hop, in order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    Resolve,
+    Connect,
+    Tls,
+    Processing,
+    Transfer,
+}
+
+impl Phase {
+    fn slot(self, phases: &mut HttpPhases) -> &mut Duration {
+        match self {
+            Phase::Resolve => &mut phases.resolve,
+            Phase::Connect => &mut phases.connect,
+            Phase::Tls => &mut phases.tls,
+            Phase::Processing => &mut phases.processing,
+            Phase::Transfer => &mut phases.transfer,
+        }
+    }
+
+    fn doing(self) -> &'static str {
+        match self {
+            Phase::Resolve => "while resolving the host (resolve)",
+            Phase::Connect => "while connecting (connect)",
+            Phase::Tls => "during the tls handshake (tls)",
+            Phase::Processing => "while waiting for the response (processing)",
+            Phase::Transfer => "while reading the body (transfer)",
+        }
+    }
+}
+
+/// The running state of one exchange: the clock, the phase in progress and
+/// what has been seen so far.
+///
+/// Phases are contiguous: [`Progress::lap`] charges the time since the
+/// previous lap to the phase in progress, so the phases always add up to the
+/// time since the start, across redirect hops too.
+struct Progress {
+    start: Instant,
+    deadline: Instant,
+    mark: Instant,
+    phase: Phase,
+    phases: HttpPhases,
+    status: Option<u16>,
+    redirects: u32,
+}
+
+impl Progress {
+    fn new(deadline: Instant) -> Self {
+        let start = Instant::now();
+        Progress {
+            start,
+            deadline,
+            mark: start,
+            phase: Phase::Resolve,
+            phases: HttpPhases::default(),
+            status: None,
+            redirects: 0,
+        }
+    }
+
+    /// Enters `phase` and runs `fut` within the deadline. A deadline that
+    /// has already passed fails before `fut` is polled.
+    async fn within<F: Future>(&mut self, phase: Phase, fut: F) -> Result<F::Output, Fail> {
+        self.phase = phase;
+        if Instant::now() >= self.deadline {
+            return Err(self.expired());
+        }
+        tokio::time::timeout_at(self.deadline, fut)
+            .await
+            .map_err(|_| self.expired())
+    }
+
+    fn expired(&self) -> Fail {
+        let reason = match self.phase {
+            Phase::Resolve | Phase::Connect => FailureReason::ConnectTimeout,
+            Phase::Tls | Phase::Processing | Phase::Transfer => FailureReason::Timeout,
+        };
+        let elapsed = Instant::now().saturating_duration_since(self.start);
+        Fail::new(
+            reason,
+            format!(
+                "deadline exceeded after {:.3}s {}",
+                elapsed.as_secs_f64(),
+                self.phase.doing()
+            ),
+        )
+    }
+
+    /// Ends the phase in progress at `at`.
+    fn lap(&mut self, at: Instant) {
+        *self.phase.slot(&mut self.phases) += at.saturating_duration_since(self.mark);
+        self.mark = self.mark.max(at);
+    }
+
+    fn into_failure(mut self, fail: Fail) -> Failure {
+        self.lap(Instant::now());
+        Failure {
+            reason: fail.reason,
+            message: fail.message,
+            phases: self.phases,
+            status: self.status,
+            redirects: self.redirects,
+        }
+    }
+}
+
+/// Runs hops until a response that is not a redirect to follow.
+async fn follow(
+    mut req: Request,
+    opts: &TransportOptions,
+    progress: &mut Progress,
+) -> Result<Response, Fail> {
+    loop {
+        let (parts, raw) = hop(&req, opts, progress).await?.into_parts();
+        let Some(next) = redirect_target(&req.url, parts.status, &parts.headers, opts)? else {
+            let body = if opts.decompress {
+                decode(&parts.headers, raw, opts.max_body_bytes)?
+            } else {
+                raw
+            };
+            // Decoding is part of getting the body, so it counts as transfer.
+            progress.lap(Instant::now());
+            return Ok(Response {
+                status: parts.status,
+                headers: parts.headers,
+                body,
+                tls: req.url.scheme() == "https",
+                final_url: req.url,
+                redirects: progress.redirects,
+                phases: progress.phases,
+            });
+        };
+        if progress.redirects >= opts.max_redirects {
+            return Err(Fail::new(
+                FailureReason::TooManyRedirects,
+                format!(
+                    "more than {} redirects: {} redirected again, to {next}",
+                    opts.max_redirects, req.url
+                ),
+            ));
+        }
+        progress.redirects += 1;
+        req = redirected(req, parts.status, next);
+    }
+}
+
+/// Where a response sends the client next, if it is a redirect to follow.
+/// A redirect status without `Location` is a final response.
+fn redirect_target(
+    url: &Url,
+    status: StatusCode,
+    headers: &HeaderMap,
+    opts: &TransportOptions,
+) -> Result<Option<Url>, Fail> {
+    let is_redirect = matches!(status.as_u16(), 301 | 302 | 303 | 307 | 308);
+    if !opts.follow_redirects || !is_redirect {
+        return Ok(None);
+    }
+    let Some(location) = headers.get(header::LOCATION) else {
+        return Ok(None);
+    };
+    let invalid = |why: String| {
+        Fail::new(
+            FailureReason::Protocol,
+            format!("invalid Location header {location:?} from {url}: {why}"),
+        )
+    };
+    let location = location.to_str().map_err(|e| invalid(e.to_string()))?;
+    url.join(location)
+        .map(Some)
+        .map_err(|e| invalid(e.to_string()))
+}
+
+/// The request for the next hop: 303, and 301/302 after a POST, become a
+/// bodiless GET, and credentials stay behind when the origin changes.
+fn redirected(mut req: Request, status: StatusCode, next: Url) -> Request {
+    let to_get = match status {
+        StatusCode::SEE_OTHER => req.method != Method::HEAD,
+        StatusCode::MOVED_PERMANENTLY | StatusCode::FOUND => req.method == Method::POST,
+        _ => false,
+    };
+    if to_get {
+        req.method = Method::GET;
+        req.body = Bytes::new();
+        for name in [
+            header::CONTENT_TYPE,
+            header::CONTENT_LENGTH,
+            header::CONTENT_ENCODING,
+            header::TRANSFER_ENCODING,
+        ] {
+            req.headers.remove(name);
+        }
+    }
+    if req.url.origin() != next.origin() {
+        for name in [
+            header::AUTHORIZATION,
+            header::COOKIE,
+            header::PROXY_AUTHORIZATION,
+            header::HOST,
+        ] {
+            req.headers.remove(name);
+        }
+    }
+    req.url = next;
+    req
+}
+
+/// Sends `req` on a fresh connection and reads the whole raw body.
+async fn hop(
+    req: &Request,
+    opts: &TransportOptions,
+    progress: &mut Progress,
+) -> Result<http::Response<Bytes>, Fail> {
+    progress.status = None;
+    let url = &req.url;
+    let tls = match url.scheme() {
+        "http" => false,
+        "https" => true,
+        other => {
+            return Err(Fail::new(
+                FailureReason::Request,
+                format!(
+                    "unsupported url scheme {other:?} in {url} (only http and https are supported)"
+                ),
+            ));
+        }
+    };
+    let (Some(host), Some(port)) = (url.host(), url.port_or_known_default()) else {
+        return Err(Fail::new(
+            FailureReason::Request,
+            format!("{url} has no host"),
+        ));
+    };
+    let request = build_request(req, opts)?;
+
+    let addrs = resolve(&host, port, progress).await?;
+    let tcp = connect(&addrs, progress).await?;
+    let io: Box<dyn Io> = if tls {
+        Box::new(tls_handshake(tcp, &host, opts, progress).await?)
+    } else {
+        Box::new(tcp)
+    };
+
+    let first_byte = Arc::new(OnceLock::new());
+    let io = TokioIo::new(FirstByte {
+        inner: io,
+        at: Arc::clone(&first_byte),
+    });
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(io)
+        .await
+        .map_err(|e| protocol("starting http/1.1", &e))?;
+    let _driver = AbortOnDrop(tokio::spawn(async move {
+        // The connection's own error also reaches the request or the body
+        // read, so there is nothing to do with it here.
+        let _ = connection.await;
+    }));
+
+    let response = progress
+        .within(Phase::Processing, sender.send_request(request))
+        .await?
+        .map_err(|e| protocol("the http exchange", &e))?;
+    progress.lap(first_byte.get().copied().unwrap_or_else(Instant::now));
+    progress.status = Some(response.status().as_u16());
+
+    let (parts, body) = response.into_parts();
+    let body = progress
+        .within(Phase::Transfer, read_body(body, opts.max_body_bytes))
+        .await??;
+    progress.lap(Instant::now());
+    Ok(http::Response::from_parts(parts, body))
+}
+
+/// The hyper request for one hop: origin-form target, `Host` from the URL
+/// unless the caller set one, and `Connection: close`.
+fn build_request(
+    req: &Request,
+    opts: &TransportOptions,
+) -> Result<http::Request<Full<Bytes>>, Fail> {
+    let bad = |what: &str, why: String| {
+        Fail::new(
+            FailureReason::Request,
+            format!("cannot build the request for {}: {what}: {why}", req.url),
+        )
+    };
+    let target = &req.url[url::Position::BeforePath..url::Position::AfterQuery];
+    let mut headers = req.headers.clone();
+    if !headers.contains_key(header::HOST) {
+        let host = req.url.host_str().unwrap_or_default();
+        let authority = match req.url.port() {
+            Some(port) => format!("{host}:{port}"),
+            None => host.to_owned(),
+        };
+        let value = HeaderValue::try_from(authority).map_err(|e| bad("host", e.to_string()))?;
+        headers.insert(header::HOST, value);
+    }
+    if !req.body.is_empty() {
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(req.body.len()));
+    }
+    if opts.decompress && !headers.contains_key(header::ACCEPT_ENCODING) {
+        headers.insert(
+            header::ACCEPT_ENCODING,
+            HeaderValue::from_static("gzip, deflate"),
+        );
+    }
+    headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+
+    let mut request = http::Request::new(Full::new(req.body.clone()));
+    *request.method_mut() = req.method.clone();
+    *request.uri_mut() = target
+        .parse()
+        .map_err(|e: http::uri::InvalidUri| bad("target", e.to_string()))?;
+    *request.headers_mut() = headers;
+    Ok(request)
+}
+
+/// The addresses to try; an IP literal is used as is, with no lookup.
+async fn resolve(
+    host: &Host<&str>,
+    port: u16,
+    progress: &mut Progress,
+) -> Result<Vec<SocketAddr>, Fail> {
+    let name = match *host {
+        Host::Ipv4(ip) => return Ok(vec![SocketAddr::new(ip.into(), port)]),
+        Host::Ipv6(ip) => return Ok(vec![SocketAddr::new(ip.into(), port)]),
+        Host::Domain(name) => name,
+    };
+    let dns = |why: String| Fail::new(FailureReason::Dns, format!("cannot resolve {name}: {why}"));
+    let addrs: Vec<SocketAddr> = progress
+        .within(Phase::Resolve, tokio::net::lookup_host((name, port)))
+        .await?
+        .map_err(|e| dns(e.to_string()))?
+        .collect();
+    if addrs.is_empty() {
+        return Err(dns("no address found".to_owned()));
+    }
+    progress.lap(Instant::now());
+    Ok(addrs)
+}
+
+/// Connects to the first address that accepts, trying them in order.
+async fn connect(addrs: &[SocketAddr], progress: &mut Progress) -> Result<TcpStream, Fail> {
+    let attempts = async {
+        let mut errors = Vec::with_capacity(addrs.len());
+        for &addr in addrs {
+            match TcpStream::connect(addr).await {
+                Ok(stream) => return Ok(stream),
+                Err(e) => errors.push((addr, e)),
+            }
+        }
+        Err(errors)
+    };
+    let errors = match progress.within(Phase::Connect, attempts).await? {
+        Ok(stream) => {
+            progress.lap(Instant::now());
+            // Nagle's algorithm would only delay the request; failing to turn
+            // it off changes nothing else.
+            let _ = stream.set_nodelay(true);
+            return Ok(stream);
+        }
+        Err(errors) => errors,
+    };
+    let refused = errors
+        .iter()
+        .all(|(_, e)| e.kind() == io::ErrorKind::ConnectionRefused);
+    let reason = if refused {
+        FailureReason::ConnectRefused
+    } else {
+        FailureReason::Connect
+    };
+    let tried = errors
+        .iter()
+        .map(|(addr, e)| format!("{addr}: {e}"))
+        .collect::<Vec<_>>()
+        .join("; ");
+    Err(Fail::new(reason, format!("cannot connect to {tried}")))
+}
+
+/// The TLS handshake, offering only http/1.1 over ALPN.
+async fn tls_handshake(
+    tcp: TcpStream,
+    host: &Host<&str>,
+    opts: &TransportOptions,
+    progress: &mut Progress,
+) -> Result<tokio_rustls::client::TlsStream<TcpStream>, Fail> {
+    let name = match (&opts.server_name, host) {
+        (Some(name), _) => ServerName::try_from(name.clone()),
+        (None, Host::Domain(name)) => ServerName::try_from((*name).to_owned()),
+        (None, Host::Ipv4(ip)) => Ok(ServerName::from(IpAddr::from(*ip))),
+        (None, Host::Ipv6(ip)) => Ok(ServerName::from(IpAddr::from(*ip))),
+    }
+    .map_err(|e| Fail::new(FailureReason::Tls, format!("invalid tls server name: {e}")))?;
+    let connector = tokio_rustls::TlsConnector::from(Arc::clone(&opts.tls));
+    let handshake = connector
+        .with_alpn(vec![b"http/1.1".to_vec()])
+        .connect(name, tcp);
+    let stream = progress.within(Phase::Tls, handshake).await?.map_err(|e| {
+        Fail::new(
+            FailureReason::Tls,
+            format!("tls handshake with {host} failed: {}", describe(&e)),
+        )
+    })?;
+    progress.lap(Instant::now());
+    Ok(stream)
+}
+
+/// Reads body frames until the end, failing as soon as more than `max`
+/// bytes have arrived, or before reading if the declared length is already
+/// over. hyper derives that length from `Content-Length`, the request method
+/// and the status, so a HEAD or 304 response declares none.
+async fn read_body(mut body: Incoming, max: u64) -> Result<Bytes, Fail> {
+    if body.size_hint().lower() > max {
+        return Err(Fail::too_large(max, "raw"));
+    }
+    let mut buf = BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| protocol("reading the body", &e))?;
+        if let Ok(data) = frame.into_data() {
+            if (buf.len() + data.len()) as u64 > max {
+                return Err(Fail::too_large(max, "raw"));
+            }
+            buf.extend_from_slice(&data);
+        }
+    }
+    Ok(buf.freeze())
+}
+
+/// Decodes a gzip or deflate body, producing at most `max` bytes; other
+/// encodings are returned as they are.
+fn decode(headers: &HeaderMap, raw: Bytes, max: u64) -> Result<Bytes, Fail> {
+    let encoding = headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.trim().to_ascii_lowercase())
+        .unwrap_or_default();
+    let data = &raw[..];
+    let decoder: Box<dyn Read + '_> = match encoding.as_str() {
+        "gzip" | "x-gzip" => Box::new(flate2::read::MultiGzDecoder::new(data)),
+        // "deflate" is meant to be zlib-wrapped, but some servers send a raw
+        // deflate stream; a zlib header is recognisable by its checksum.
+        "deflate" if is_zlib(data) => Box::new(flate2::read::ZlibDecoder::new(data)),
+        "deflate" => Box::new(flate2::read::DeflateDecoder::new(data)),
+        _ => return Ok(raw),
+    };
+    let mut out = Vec::new();
+    decoder
+        .take(max.saturating_add(1))
+        .read_to_end(&mut out)
+        .map_err(|e| {
+            Fail::new(
+                FailureReason::Protocol,
+                format!("cannot decode the {encoding} body: {e}"),
+            )
+        })?;
+    if out.len() as u64 > max {
+        return Err(Fail::too_large(max, "after decompression"));
+    }
+    Ok(Bytes::from(out))
+}
+
+fn is_zlib(data: &[u8]) -> bool {
+    match data {
+        [cmf, flg, ..] => cmf & 0x0f == 8 && (u16::from(*cmf) << 8 | u16::from(*flg)) % 31 == 0,
+        _ => false,
+    }
+}
+
+/// Aborts the hyper connection task when a hop ends, however it ends.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// A plain or TLS stream.
+trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
+
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
+
+/// A stream that records when a read first returned data: the instant of
+/// the first response byte.
+struct FirstByte {
+    inner: Box<dyn Io>,
+    at: Arc<OnceLock<Instant>>,
+}
+
+impl AsyncRead for FirstByte {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let poll = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.at.get_or_init(Instant::now);
+        }
+        poll
+    }
+}
+
+impl AsyncWrite for FirstByte {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+    use tokio::time::sleep;
+
+    /// No test may take longer than this, whatever the code under test does.
+    const BOUND: Duration = Duration::from_secs(10);
+    const MS: Duration = Duration::from_millis(1);
+
+    /// The request heads (and bodies) a test server received, in order.
+    type Log = Arc<Mutex<Vec<String>>>;
+
+    fn options() -> TransportOptions {
+        TransportOptions {
+            follow_redirects: true,
+            max_redirects: 5,
+            max_body_bytes: 1 << 20,
+            decompress: true,
+            tls: tls_client_config(&TlsOptions::default()).unwrap(),
+            server_name: None,
+        }
+    }
+
+    fn get(url: &str) -> Request {
+        Request {
+            method: Method::GET,
+            url: Url::parse(url).unwrap(),
+            headers: HeaderMap::new(),
+            body: Bytes::new(),
+        }
+    }
+
+    /// Runs one exchange whose deadline is `budget` from now.
+    async fn run(
+        req: Request,
+        opts: &TransportOptions,
+        budget: Duration,
+    ) -> Result<Response, Failure> {
+        tokio::time::timeout(BOUND, exchange(req, opts, Instant::now() + budget))
+            .await
+            .expect("the exchange outlived the test bound")
+    }
+
+    /// Reads a request head and, if it declares one, its body.
+    async fn read_request<S: AsyncRead + Unpin>(stream: &mut S) -> String {
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            match stream.read(&mut byte).await {
+                Ok(1) => head.push(byte[0]),
+                _ => break,
+            }
+        }
+        let mut text = String::from_utf8_lossy(&head).to_ascii_lowercase();
+        let length = text
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            .unwrap_or(0);
+        let mut body = vec![0; length];
+        if stream.read_exact(&mut body).await.is_ok() {
+            text.push_str(&String::from_utf8_lossy(&body));
+        }
+        text
+    }
+
+    /// The request target of a logged request.
+    fn target(request: &str) -> &str {
+        request.split(' ').nth(1).unwrap_or_default()
+    }
+
+    /// Starts a raw HTTP server on 127.0.0.1 that logs each request and
+    /// hands the connection to `handler`.
+    async fn serve<F, Fut>(handler: F) -> (SocketAddr, Log)
+    where
+        F: Fn(String, TcpStream) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let log = Log::default();
+        let seen = Arc::clone(&log);
+        let handler = Arc::new(handler);
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let (seen, handler) = (Arc::clone(&seen), Arc::clone(&handler));
+                tokio::spawn(async move {
+                    let request = read_request(&mut stream).await;
+                    seen.lock().unwrap().push(request.clone());
+                    handler(request, stream).await;
+                });
+            }
+        });
+        (addr, log)
+    }
+
+    async fn respond(mut stream: TcpStream, response: impl AsRef<[u8]>) {
+        let _ = stream.write_all(response.as_ref()).await;
+        let _ = stream.shutdown().await;
+    }
+
+    fn redirect(status: u16, location: &str) -> String {
+        format!("HTTP/1.1 {status} Moved\r\nLocation: {location}\r\nContent-Length: 0\r\n\r\n")
+    }
+
+    fn assert_contiguous(phases: &HttpPhases, total: Duration) {
+        assert!(
+            phases.sum().abs_diff(total) <= MS,
+            "phases {phases:?} do not add up to {total:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn plain_200_measures_every_phase() {
+        let (addr, log) = serve(|_, mut stream| async move {
+            sleep(20 * MS).await;
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\nhello")
+                .await;
+            sleep(20 * MS).await;
+            respond(stream, " world").await;
+        })
+        .await;
+        for host in ["127.0.0.1", "localhost"] {
+            let url = format!("http://{host}:{}/path?q=1", addr.port());
+            let opts = options();
+            let started = Instant::now();
+            let response = run(get(&url), &opts, BOUND).await.unwrap();
+            let total = started.elapsed();
+            assert_eq!(response.status, StatusCode::OK);
+            assert_eq!(&response.body[..], b"hello world");
+            assert_eq!((response.redirects, response.tls), (0, false));
+            assert_eq!(response.final_url.as_str(), url);
+            let phases = response.phases;
+            if host == "localhost" {
+                assert!(phases.resolve > Duration::ZERO, "{phases:?}");
+            } else {
+                assert_eq!(phases.resolve, Duration::ZERO);
+            }
+            assert!(phases.connect > Duration::ZERO, "{phases:?}");
+            assert_eq!(phases.tls, Duration::ZERO);
+            assert!(phases.processing >= 20 * MS, "{phases:?}");
+            assert!(phases.transfer >= 10 * MS, "{phases:?}");
+            assert_contiguous(&phases, total);
+        }
+        let first = log.lock().unwrap()[0].clone();
+        assert!(first.starts_with("get /path?q=1 http/1.1\r\n"), "{first}");
+        for line in [
+            format!("host: 127.0.0.1:{}", addr.port()),
+            "accept-encoding: gzip, deflate".to_owned(),
+            "connection: close".to_owned(),
+        ] {
+            assert!(first.contains(&line), "{line} missing from {first}");
+        }
+    }
+
+    #[tokio::test]
+    async fn body_over_the_cap_fails_without_reading_it_all() {
+        let written = Arc::new(AtomicU64::new(0));
+        let counter = Arc::clone(&written);
+        let (addr, _) = serve(move |request, mut stream| {
+            let counter = Arc::clone(&counter);
+            async move {
+                if target(&request) == "/declared" {
+                    let head = "HTTP/1.1 200 OK\r\nContent-Length: 10000000000\r\n\r\n";
+                    let _ = stream.write_all(head.as_bytes()).await;
+                    sleep(BOUND).await;
+                    return;
+                }
+                // No length: the body ends when the connection does, never.
+                let _ = stream.write_all(b"HTTP/1.1 200 OK\r\n\r\n").await;
+                let chunk = [b'x'; 16 * 1024];
+                while stream.write_all(&chunk).await.is_ok() {
+                    counter.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                }
+            }
+        })
+        .await;
+        let opts = TransportOptions {
+            max_body_bytes: 64 * 1024,
+            ..options()
+        };
+        for path in ["declared", "endless"] {
+            let started = Instant::now();
+            let url = format!("http://{addr}/{path}");
+            let failure = run(get(&url), &opts, BOUND).await.unwrap_err();
+            assert_eq!(failure.reason, FailureReason::BodyTooLarge, "{failure:?}");
+            assert_eq!(failure.message, "body exceeds the 65536-byte cap (raw)");
+            assert_eq!(failure.status, Some(200));
+            assert!(started.elapsed() < Duration::from_secs(2));
+        }
+        // A HEAD response declares the length but has no body to cap.
+        let mut head = get(&format!("http://{addr}/declared"));
+        head.method = Method::HEAD;
+        let response = run(head, &opts, BOUND).await.unwrap();
+        assert_eq!((response.status, response.body.len()), (StatusCode::OK, 0));
+        // The server stops once the client hangs up, well short of the stream.
+        sleep(100 * MS).await;
+        assert!(written.load(Ordering::Relaxed) < 64 << 20);
+    }
+
+    fn compress(data: &[u8], encoding: &str) -> Vec<u8> {
+        let level = flate2::Compression::default();
+        let mut encoder: Box<dyn Read + '_> = match encoding {
+            "gzip" => Box::new(flate2::read::GzEncoder::new(data, level)),
+            "zlib" => Box::new(flate2::read::ZlibEncoder::new(data, level)),
+            _ => Box::new(flate2::read::DeflateEncoder::new(data, level)),
+        };
+        let mut out = Vec::new();
+        encoder.read_to_end(&mut out).unwrap();
+        out
+    }
+
+    #[tokio::test]
+    async fn bodies_are_decoded_within_the_cap() {
+        let text = b"hello, compressed world. ".repeat(100);
+        let bomb = compress(&vec![0; 16 << 20], "gzip");
+        assert!(bomb.len() < 64 * 1024);
+        let routes: Arc<Vec<(&str, &str, Vec<u8>)>> = Arc::new(vec![
+            ("/bomb", "gzip", bomb),
+            ("/gzip", "gzip", compress(&text, "gzip")),
+            ("/zlib", "deflate", compress(&text, "zlib")),
+            ("/raw-deflate", "deflate", compress(&text, "deflate")),
+            ("/bad", "gzip", b"this is not gzip".to_vec()),
+        ]);
+        let (addr, log) = serve(move |request, stream| {
+            let routes = Arc::clone(&routes);
+            async move {
+                let Some((_, encoding, body)) = routes.iter().find(|r| r.0 == target(&request))
+                else {
+                    return;
+                };
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Encoding: {encoding}\r\nContent-Length: {}\r\n\r\n",
+                    body.len()
+                );
+                respond(stream, [head.as_bytes(), body].concat()).await;
+            }
+        })
+        .await;
+        let url = |path: &str| format!("http://{addr}{path}");
+
+        let failure = run(get(&url("/bomb")), &options(), BOUND)
+            .await
+            .unwrap_err();
+        assert_eq!(failure.reason, FailureReason::BodyTooLarge, "{failure:?}");
+        assert_eq!(
+            failure.message,
+            "body exceeds the 1048576-byte cap (after decompression)"
+        );
+        for path in ["/gzip", "/zlib", "/raw-deflate"] {
+            let response = run(get(&url(path)), &options(), BOUND).await.unwrap();
+            assert_eq!(response.body, text, "{path}");
+        }
+        let failure = run(get(&url("/bad")), &options(), BOUND).await.unwrap_err();
+        assert_eq!(failure.reason, FailureReason::Protocol, "{failure:?}");
+        assert!(
+            failure.message.starts_with("cannot decode the gzip body"),
+            "{failure:?}"
+        );
+
+        // Without `decompress`, nothing is asked for and nothing is decoded.
+        let raw = TransportOptions {
+            decompress: false,
+            ..options()
+        };
+        let response = run(get(&url("/gzip")), &raw, BOUND).await.unwrap();
+        assert_eq!(response.body, compress(&text, "gzip"));
+        let last = log.lock().unwrap().last().cloned().unwrap();
+        assert!(!last.contains("accept-encoding"), "{last}");
+    }
+
+    #[tokio::test]
+    async fn redirects_are_followed_within_the_limit() {
+        let port = Arc::new(OnceLock::new());
+        let (addr, log) = serve({
+            let port = Arc::clone(&port);
+            move |request, stream| {
+                let port: u16 = port.get().copied().unwrap_or_default();
+                let path = target(&request).to_owned();
+                let response = if let Some(n) = path.strip_prefix("/hop/") {
+                    match n.parse::<u32>().unwrap_or(0) {
+                        0 => "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\ndone".to_owned(),
+                        n => redirect(302, &format!("/hop/{}", n - 1)),
+                    }
+                } else {
+                    match path.as_str() {
+                        "/loop" => redirect(302, "/loop"),
+                        "/cross" => redirect(307, &format!("http://localhost:{port}/hop/0")),
+                        "/post" => redirect(303, "/hop/0"),
+                        _ => redirect(302, "relative/target"),
+                    }
+                };
+                respond(stream, response)
+            }
+        })
+        .await;
+        port.set(addr.port()).unwrap();
+        let url = |path: &str| format!("http://{addr}{path}");
+        let with_auth = |path: &str| {
+            let mut req = get(&url(path));
+            req.headers.insert(
+                header::AUTHORIZATION,
+                HeaderValue::from_static("Bearer s3cret"),
+            );
+            req.headers
+                .insert(header::COOKIE, HeaderValue::from_static("session=1"));
+            req
+        };
+
+        // A chain within the limit is followed, credentials kept on the
+        // same origin.
+        let (opts, req) = (options(), with_auth("/hop/3"));
+        let started = Instant::now();
+        let response = run(req, &opts, BOUND).await.unwrap();
+        let total = started.elapsed();
+        assert_eq!((response.status, response.redirects), (StatusCode::OK, 3));
+        assert_eq!(response.final_url.as_str(), url("/hop/0"));
+        assert_contiguous(&response.phases, total);
+        let requests = std::mem::take(&mut *log.lock().unwrap());
+        assert_eq!(requests.len(), 4);
+        assert!(
+            requests
+                .iter()
+                .all(|r| r.contains("authorization: bearer s3cret"))
+        );
+
+        // A loop stops at the limit.
+        let opts = TransportOptions {
+            max_redirects: 3,
+            ..options()
+        };
+        let failure = run(get(&url("/loop")), &opts, BOUND).await.unwrap_err();
+        assert_eq!(failure.reason, FailureReason::TooManyRedirects);
+        assert_eq!((failure.redirects, failure.status), (3, Some(302)));
+        assert!(
+            failure.message.contains("more than 3 redirects"),
+            "{failure:?}"
+        );
+        assert!(failure.message.contains(&url("/loop")), "{failure:?}");
+        assert_eq!(std::mem::take(&mut *log.lock().unwrap()).len(), 4);
+
+        // Crossing to another host drops the credentials.
+        let response = run(with_auth("/cross"), &options(), BOUND).await.unwrap();
+        assert_eq!(response.redirects, 1);
+        let requests = std::mem::take(&mut *log.lock().unwrap());
+        assert!(requests[0].contains("authorization: bearer s3cret"));
+        assert!(requests[1].contains(&format!("host: localhost:{}", addr.port())));
+        assert!(!requests[1].contains("authorization"), "{}", requests[1]);
+        assert!(!requests[1].contains("cookie"), "{}", requests[1]);
+
+        // A 303 after a POST is a GET without the body.
+        let mut post = get(&url("/post"));
+        post.method = Method::POST;
+        post.body = Bytes::from_static(b"a=1");
+        post.headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/x-www-form-urlencoded"),
+        );
+        run(post, &options(), BOUND).await.unwrap();
+        let requests = std::mem::take(&mut *log.lock().unwrap());
+        assert!(requests[0].starts_with("post /post "), "{}", requests[0]);
+        assert!(requests[0].contains("content-length: 3"));
+        assert!(requests[0].ends_with("\r\n\r\na=1"), "{}", requests[0]);
+        assert!(requests[1].starts_with("get /hop/0 "), "{}", requests[1]);
+        assert!(!requests[1].contains("content-"), "{}", requests[1]);
+
+        // Not following returns the redirect itself.
+        let opts = TransportOptions {
+            follow_redirects: false,
+            ..options()
+        };
+        let response = run(get(&url("/hop/1")), &opts, BOUND).await.unwrap();
+        assert_eq!(
+            (response.status, response.redirects),
+            (StatusCode::FOUND, 0)
+        );
+        assert_eq!(response.headers[header::LOCATION], "/hop/0");
+    }
+
+    #[tokio::test]
+    async fn the_deadline_covers_a_trickle_and_a_stall() {
+        let (addr, _) = serve(|request, mut stream| async move {
+            if target(&request) == "/trickle" {
+                let head = "HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n";
+                let _ = stream.write_all(head.as_bytes()).await;
+                while stream.write_all(b"x").await.is_ok() {
+                    sleep(20 * MS).await;
+                }
+            } else {
+                sleep(BOUND).await;
+            }
+        })
+        .await;
+        let (opts, budget) = (options(), 300 * MS);
+        for (path, phase) in [("/trickle", "(transfer)"), ("/stall", "(processing)")] {
+            let req = get(&format!("http://{addr}{path}"));
+            let started = Instant::now();
+            let failure = run(req, &opts, budget).await.unwrap_err();
+            let elapsed = started.elapsed();
+            assert_eq!(failure.reason, FailureReason::Timeout, "{failure:?}");
+            assert!(
+                failure.message.starts_with("deadline exceeded after 0.3"),
+                "{failure:?}"
+            );
+            assert!(failure.message.ends_with(phase), "{failure:?}");
+            assert!(
+                elapsed >= budget && elapsed < budget + 200 * MS,
+                "{elapsed:?}"
+            );
+            assert_contiguous(&failure.phases, elapsed);
+        }
+
+        // A deadline that has already passed fails before the lookup.
+        let url = format!("http://localhost:{}/", addr.port());
+        let failure = run(get(&url), &options(), Duration::ZERO)
+            .await
+            .unwrap_err();
+        assert_eq!(failure.reason, FailureReason::ConnectTimeout, "{failure:?}");
+        assert!(failure.message.ends_with("(resolve)"), "{failure:?}");
+    }
+
+    #[tokio::test]
+    async fn connect_and_dns_failures_are_told_apart() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        drop(listener);
+        let failure = run(get(&format!("http://{addr}/")), &options(), BOUND)
+            .await
+            .unwrap_err();
+        assert_eq!(failure.reason, FailureReason::ConnectRefused, "{failure:?}");
+        assert!(failure.message.contains(&addr.to_string()), "{failure:?}");
+        assert_eq!(failure.status, None);
+
+        let failure = run(get("http://synthmon-test.invalid/"), &options(), BOUND)
+            .await
+            .unwrap_err();
+        assert_eq!(failure.reason, FailureReason::Dns, "{failure:?}");
+
+        let failure = run(get("ftp://127.0.0.1/"), &options(), BOUND)
+            .await
+            .unwrap_err();
+        assert_eq!(failure.reason, FailureReason::Request, "{failure:?}");
+    }
+
+    /// A certificate and key for `localhost`, signed by nobody.
+    fn self_signed() -> rcgen::CertifiedKey<rcgen::KeyPair> {
+        rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap()
+    }
+
+    /// Starts an HTTPS server on 127.0.0.1 that answers every request with
+    /// a short 200.
+    async fn serve_tls(identity: &rcgen::CertifiedKey<rcgen::KeyPair>) -> SocketAddr {
+        let key = PrivateKeyDer::Pkcs8(identity.signing_key.serialize_der().into());
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![identity.cert.der().clone()], key)
+        .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let Ok(mut stream) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    read_request(&mut stream).await;
+                    let _ = stream
+                        .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nsecure")
+                        .await;
+                    let _ = stream.shutdown().await;
+                });
+            }
+        });
+        addr
+    }
+
+    fn tls_options(tls: TlsOptions) -> TransportOptions {
+        TransportOptions {
+            tls: tls_client_config(&tls).unwrap(),
+            server_name: tls.server_name,
+            ..options()
+        }
+    }
+
+    #[tokio::test]
+    async fn self_signed_tls_is_rejected_unless_trusted_or_skipped() {
+        let identity = self_signed();
+        let addr = serve_tls(&identity).await;
+        let by_name = format!("https://localhost:{}/", addr.port());
+        let by_ip = format!("https://{addr}/");
+
+        let failure = run(get(&by_name), &options(), BOUND).await.unwrap_err();
+        assert_eq!(failure.reason, FailureReason::Tls, "{failure:?}");
+        assert!(
+            failure
+                .message
+                .contains("invalid peer certificate: UnknownIssuer"),
+            "{failure:?}"
+        );
+        assert!(failure.phases.tls > Duration::ZERO);
+
+        let insecure = tls_options(TlsOptions {
+            insecure_skip_verify: true,
+            ..TlsOptions::default()
+        });
+        let started = Instant::now();
+        let response = run(get(&by_ip), &insecure, BOUND).await.unwrap();
+        let total = started.elapsed();
+        assert_eq!(&response.body[..], b"secure");
+        assert!(response.tls);
+        assert!(response.phases.tls > Duration::ZERO);
+        assert_contiguous(&response.phases, total);
+
+        let mut ca = tempfile::NamedTempFile::new().unwrap();
+        ca.write_all(identity.cert.pem().as_bytes()).unwrap();
+        let trusted = TlsOptions {
+            ca_file: Some(ca.path().to_owned()),
+            ..TlsOptions::default()
+        };
+        let response = run(get(&by_name), &tls_options(trusted.clone()), BOUND)
+            .await
+            .unwrap();
+        assert_eq!(&response.body[..], b"secure");
+
+        // The certificate names localhost, not the IP, unless told to.
+        let failure = run(get(&by_ip), &tls_options(trusted.clone()), BOUND)
+            .await
+            .unwrap_err();
+        assert_eq!(failure.reason, FailureReason::Tls, "{failure:?}");
+        assert!(
+            failure.message.contains("not valid for name"),
+            "{failure:?}"
+        );
+        let renamed = tls_options(TlsOptions {
+            server_name: Some("localhost".to_owned()),
+            ..trusted
+        });
+        assert!(run(get(&by_ip), &renamed, BOUND).await.is_ok());
+    }
+
+    #[test]
+    fn tls_config_errors_name_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing.pem");
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "no pem here\n").unwrap();
+        let error = |tls: TlsOptions| tls_client_config(&tls).unwrap_err();
+
+        let message = error(TlsOptions {
+            ca_file: Some(missing.clone()),
+            ..TlsOptions::default()
+        });
+        assert!(
+            message.starts_with(&format!("cannot read ca_file {}: ", missing.display())),
+            "{message}"
+        );
+        let message = error(TlsOptions {
+            ca_file: Some(empty.clone()),
+            ..TlsOptions::default()
+        });
+        assert_eq!(
+            message,
+            format!("no certificate found in ca_file {}", empty.display())
+        );
+
+        let identity = self_signed();
+        let cert = dir.path().join("cert.pem");
+        let key = dir.path().join("key.pem");
+        std::fs::write(&cert, identity.cert.pem()).unwrap();
+        std::fs::write(&key, identity.signing_key.serialize_pem()).unwrap();
+        let message = error(TlsOptions {
+            client_cert: Some(cert.clone()),
+            client_key: Some(empty.clone()),
+            ..TlsOptions::default()
+        });
+        assert_eq!(
+            message,
+            format!("no private key found in client_key {}", empty.display())
+        );
+        let message = error(TlsOptions {
+            client_cert: Some(cert.clone()),
+            ..TlsOptions::default()
+        });
+        assert_eq!(message, "client_cert is set without client_key");
+        let with_client_cert = TlsOptions {
+            client_cert: Some(cert),
+            client_key: Some(key),
+            ..TlsOptions::default()
+        };
+        assert!(tls_client_config(&with_client_cert).is_ok());
+    }
+}

@@ -1,0 +1,86 @@
+//! The terminal report: one line per (probe, environment) with the result,
+//! total latency and phase breakdown, then each failed expectation with what
+//! was expected, what was seen and where it was written.
+
+use super::Summary;
+use crate::outcome::Outcome;
+use anstyle::{AnsiColor, Style};
+use std::fmt::Write as _;
+use std::time::Duration;
+
+const PASS: Style = AnsiColor::Green.on_default().bold();
+const FAIL: Style = AnsiColor::Red.on_default().bold();
+const DIM: Style = Style::new().dimmed();
+
+/// Renders the report. With `color`, ANSI styles are included (the caller
+/// decides: a TTY without `NO_COLOR`).
+pub fn render(outcomes: &[Outcome], color: bool) -> String {
+    let paint = |style: Style, text: &str| {
+        if color {
+            format!("{style}{text}{style:#}")
+        } else {
+            text.to_owned()
+        }
+    };
+    let name_width = outcomes
+        .iter()
+        .map(|o| o.probe.len() + o.environment.len() + 3)
+        .max()
+        .unwrap_or(0);
+    let mut out = String::new();
+    for o in outcomes {
+        let mark = if o.success {
+            paint(PASS, "PASS")
+        } else {
+            paint(FAIL, "FAIL")
+        };
+        let target = format!("{} @ {}", o.probe, o.environment);
+        let status = o
+            .http
+            .as_ref()
+            .and_then(|h| h.status)
+            .map_or_else(|| "---".to_owned(), |s| s.to_string());
+        let _ = write!(
+            out,
+            "{mark}  {target:<name_width$}  {status}  {:>9}",
+            ms(o.duration)
+        );
+        if let Some(h) = &o.http {
+            let phases = h
+                .phases
+                .named()
+                .iter()
+                .map(|(name, d)| format!("{name} {}", ms(*d)))
+                .collect::<Vec<_>>()
+                .join(" · ");
+            let _ = write!(out, "  {}", paint(DIM, &phases));
+        }
+        out.push('\n');
+        if !o.success {
+            if let (Some(reason), Some(error)) = (o.reason, &o.error) {
+                let _ = writeln!(out, "      {}: {error}", paint(FAIL, reason.as_str()));
+            }
+            for a in o.assertions.iter().filter(|a| !a.passed) {
+                let at = a
+                    .location
+                    .as_ref()
+                    .map(|l| format!("  ({l})"))
+                    .unwrap_or_default();
+                let _ = writeln!(out, "      ✗ expected {}{}", a.expression, paint(DIM, &at));
+                let _ = writeln!(out, "        actual   {}", a.actual);
+            }
+        }
+    }
+    let s = Summary::of(outcomes);
+    let line = format!("{} passed, {} failed", s.passed, s.failed);
+    let _ = writeln!(
+        out,
+        "\n{}",
+        paint(if s.failed == 0 { PASS } else { FAIL }, &line)
+    );
+    out
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1}ms", d.as_secs_f64() * 1000.0)
+}

@@ -1,0 +1,151 @@
+//! Marks every synthetic request so production can recognise, filter and
+//! purge it: the configured synthetic header, `X-Synthetic-Probe`,
+//! `X-Synthetic-Run-Id`, a synthmon `User-Agent`, and W3C `traceparent` and
+//! `baggage` so the target's own traces join the probe's trace.
+
+use crate::config::Tagging;
+use http::{HeaderMap, HeaderName, HeaderValue};
+use rand::Rng;
+
+pub const PROBE_HEADER: HeaderName = HeaderName::from_static("x-synthetic-probe");
+pub const RUN_ID_HEADER: HeaderName = HeaderName::from_static("x-synthetic-run-id");
+pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+pub const BAGGAGE: HeaderName = HeaderName::from_static("baggage");
+
+/// The default `User-Agent`.
+pub fn default_user_agent() -> String {
+    format!(
+        "synthmon/{} (synthetic monitoring; +https://github.com/synthmon)",
+        env!("CARGO_PKG_VERSION")
+    )
+}
+
+/// Identity of one run: its run id and W3C trace context.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunIds {
+    /// 16 hex digits, unique per run.
+    pub run_id: String,
+    /// 32 hex digits, never all zero.
+    pub trace_id: String,
+    /// 16 hex digits, the parent span the target's server span hangs under.
+    pub span_id: String,
+}
+
+impl RunIds {
+    pub fn generate() -> RunIds {
+        let mut rng = rand::rng();
+        RunIds {
+            run_id: hex(&rng.random::<[u8; 8]>()),
+            trace_id: hex(&nonzero::<16>(&mut rng)),
+            span_id: hex(&nonzero::<8>(&mut rng)),
+        }
+    }
+
+    /// `traceparent` version 00, sampled.
+    pub fn traceparent(&self) -> String {
+        format!("00-{}-{}-01", self.trace_id, self.span_id)
+    }
+
+    /// Sets every tagging header on `headers` (replacing any the probe set).
+    /// Probe names are restricted at load to characters that need no
+    /// escaping in headers or baggage.
+    pub fn apply(&self, tagging: &Tagging, probe: &str, headers: &mut HeaderMap) {
+        headers.insert(tagging.header.clone(), tagging.value.clone());
+        headers.insert(http::header::USER_AGENT, tagging.user_agent.clone());
+        for (name, value) in [
+            (PROBE_HEADER, probe.to_owned()),
+            (RUN_ID_HEADER, self.run_id.clone()),
+            (TRACEPARENT, self.traceparent()),
+            (
+                BAGGAGE,
+                format!(
+                    "synthetic=true,synthetic.probe={probe},synthetic.run_id={}",
+                    self.run_id
+                ),
+            ),
+        ] {
+            if let Ok(v) = HeaderValue::from_str(&value) {
+                headers.insert(name, v);
+            }
+        }
+    }
+}
+
+fn nonzero<const N: usize>(rng: &mut impl Rng) -> [u8; N] {
+    loop {
+        let bytes: [u8; N] = std::array::from_fn(|_| rng.random());
+        if bytes.iter().any(|b| *b != 0) {
+            return bytes;
+        }
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Whether `s` is a valid W3C `traceparent` (version 00).
+pub fn is_valid_traceparent(s: &str) -> bool {
+    let parts: Vec<&str> = s.split('-').collect();
+    let is_hex = |p: &str, n: usize| {
+        p.len() == n
+            && p.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    };
+    parts.len() == 4
+        && parts[0] == "00"
+        && is_hex(parts[1], 32)
+        && parts[1].bytes().any(|b| b != b'0')
+        && is_hex(parts[2], 16)
+        && parts[2].bytes().any(|b| b != b'0')
+        && is_hex(parts[3], 2)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_ids_are_valid_and_fresh() {
+        let a = RunIds::generate();
+        let b = RunIds::generate();
+        assert!(
+            is_valid_traceparent(&a.traceparent()),
+            "{}",
+            a.traceparent()
+        );
+        assert_ne!(a.trace_id, b.trace_id);
+        assert_ne!(a.run_id, b.run_id);
+        assert_eq!(a.run_id.len(), 16);
+    }
+
+    #[test]
+    fn traceparent_validation_rejects_bad_forms() {
+        let zero = format!("00-{}-{}-01", "0".repeat(32), "1".repeat(16));
+        assert!(!is_valid_traceparent(&zero));
+        assert!(!is_valid_traceparent("00-abc-def-01"));
+        let upper = format!("00-{}-{}-01", "A".repeat(32), "1".repeat(16));
+        assert!(!is_valid_traceparent(&upper));
+    }
+
+    #[test]
+    fn apply_sets_every_tag() {
+        let tagging = Tagging {
+            header: HeaderName::from_static("x-synthetic"),
+            value: HeaderValue::from_static("true"),
+            user_agent: HeaderValue::from_static("synthmon/test"),
+        };
+        let ids = RunIds::generate();
+        let mut h = HeaderMap::new();
+        h.insert(http::header::USER_AGENT, HeaderValue::from_static("curl"));
+        ids.apply(&tagging, "api-health", &mut h);
+        assert_eq!(h["x-synthetic"], "true");
+        assert_eq!(h["user-agent"], "synthmon/test");
+        assert_eq!(h["x-synthetic-probe"], "api-health");
+        assert_eq!(h["x-synthetic-run-id"], ids.run_id.as_str());
+        assert_eq!(h["traceparent"], ids.traceparent().as_str());
+        let baggage = h["baggage"].to_str().unwrap_or_default();
+        assert!(baggage.contains("synthetic=true"), "{baggage}");
+        assert!(baggage.contains(&format!("synthetic.run_id={}", ids.run_id)));
+    }
+}
