@@ -32,6 +32,20 @@ pub struct Expr {
     program: cel::Program,
 }
 
+/// Why an expression did not compile.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExprError {
+    pub message: String,
+    /// 1-based column of the problem inside a one-line expression.
+    pub column: Option<usize>,
+}
+
+impl std::fmt::Display for ExprError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
 /// The outcome of checking one expression.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Check {
@@ -42,11 +56,25 @@ pub struct Check {
 
 impl Expr {
     /// Compiles `source`; `scope` names the variables it may read.
-    pub fn compile(source: &str, scope: &[&str]) -> Result<Expr, String> {
+    pub fn compile(source: &str, scope: &[&str]) -> Result<Expr, ExprError> {
         let program = ENV.compile(source).map_err(|e| {
-            let text = e.to_string();
-            let first = text.lines().next().unwrap_or("syntax error").trim();
-            format!("invalid expression `{source}`: {first}")
+            let first = e.errors.first();
+            // ANTLR's "expecting {…}" lists every token class; it is noise
+            // to a person fixing a probe.
+            let msg = first.map_or("syntax error", |p| {
+                p.msg.split(" expecting {").next().unwrap_or(&p.msg)
+            });
+            let mut chars = msg.chars();
+            let msg: String = chars
+                .next()
+                .map(|c| c.to_lowercase().chain(chars).collect())
+                .unwrap_or_default();
+            ExprError {
+                message: format!("invalid expression `{source}`: {msg}"),
+                column: first
+                    .filter(|p| p.pos.0 == 1 && p.pos.1 >= 1)
+                    .map(|p| p.pos.1.unsigned_abs()),
+            }
         })?;
         let mut bound = Vec::new();
         bound_variables(program.expression(), &mut bound);
@@ -63,7 +91,10 @@ impl Expr {
                 if let Some(near) = crate::config::diag::nearest(var, scope.iter().copied()) {
                     let _ = write!(msg, "; did you mean `{near}`?");
                 }
-                return Err(msg);
+                return Err(ExprError {
+                    message: msg,
+                    column: None,
+                });
             }
         }
         Ok(Expr {
@@ -406,8 +437,12 @@ mod tests {
     #[test]
     fn compile_errors_are_clear() {
         let e = Expr::compile("status ==", SCOPE).unwrap_err();
-        assert!(e.starts_with("invalid expression `status ==`"), "{e}");
-        let e = Expr::compile("stauts == 200", SCOPE).unwrap_err();
+        assert_eq!(
+            e.message,
+            "invalid expression `status ==`: syntax error: mismatched input '<EOF>'"
+        );
+        assert_eq!(e.column, Some(10));
+        let e = Expr::compile("stauts == 200", SCOPE).unwrap_err().message;
         assert!(e.contains("unknown variable `stauts`"), "{e}");
         assert!(e.contains("did you mean `status`?"), "{e}");
         assert!(Expr::compile("json.items.all(i, i > 0)", SCOPE).is_ok());

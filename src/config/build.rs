@@ -60,10 +60,17 @@ pub fn load(opts: &LoadOptions) -> Result<Config, Diagnostics> {
     let doc = SourceDoc::parse(&display, &text).map_err(one)?;
     let mut diags = Diagnostics::default();
     // The file alone, with locations: every mistake in it at once.
-    if diag::deserialize_collecting::<RawConfig>(&doc, &mut diags).is_none() {
+    let Some(from_file) = diag::deserialize_collecting::<RawConfig>(&doc, &mut diags) else {
         return Err(diags);
-    }
-    let raw = layered(&text, &display, &opts.overrides)?;
+    };
+    // With errors in the file, the layers would only repeat them; check
+    // what remains of the file instead, so the build step and the probe
+    // files still report theirs in the same run.
+    let raw = if diags.is_empty() {
+        layered(&text, &display, &opts.overrides)?
+    } else {
+        from_file
+    };
     let base_dir = path
         .parent()
         .map(Path::to_path_buf)
@@ -829,7 +836,14 @@ impl ProbeBuilder<'_> {
                     expr,
                     location: self.location(&path),
                 }),
-                Err(msg) => self.err(&path, msg),
+                Err(e) => {
+                    let mut d = self.doc.error_at(&path, e.message);
+                    if let Some(col) = e.column {
+                        // Past the opening quote of a one-line string.
+                        d.column += col;
+                    }
+                    self.diags.push(d);
+                }
             }
         }
         let implicit_status = if expect.iter().any(|a| a.expr.reads("status")) {

@@ -682,9 +682,14 @@ fn did_you_mean(word: &str, expected: &[String]) -> Option<String> {
 /// second time, when the error's path cannot be found in the working copy,
 /// or when the error concerns the whole document.
 ///
-/// Returns `Some(T)` only when deserialization finally succeeds and no error
-/// was recorded; otherwise `None`, with all diagnostics (in line order)
-/// pushed into `diags`.
+/// Returns `Some(T)` when deserialization finally succeeds, even if errors
+/// were recorded on the way: the value is the document without its offending
+/// entries, so that the caller's semantic checks can still report the rest
+/// of the file's errors in the same run. Callers must treat any pushed
+/// diagnostic as fatal. `None` means no round succeeded. (After an array
+/// element was removed, later elements of that array sit at lower indices in
+/// the returned value; that only shifts locations of errors found later in
+/// the same array.)
 pub fn deserialize_collecting<T: serde::de::DeserializeOwned>(
     doc: &SourceDoc,
     diags: &mut Diagnostics,
@@ -695,11 +700,14 @@ pub fn deserialize_collecting<T: serde::de::DeserializeOwned>(
     let mut removed: HashSet<String> = HashSet::new();
     let mut indices = IndexMap::default();
 
+    let mut result = None;
     for _ in 0..MAX_ROUNDS {
         let err =
             match serde_path_to_error::deserialize::<_, T>(toml::Value::Table(working.clone())) {
-                Ok(value) if found.is_empty() => return Some(value),
-                Ok(_) => break,
+                Ok(value) => {
+                    result = Some(value);
+                    break;
+                }
                 Err(err) => err,
             };
         let mut segs = segments(err.path());
@@ -793,7 +801,7 @@ pub fn deserialize_collecting<T: serde::de::DeserializeOwned>(
 
     found.sort_by_key(|d| (d.line, d.column));
     diags.extend(found);
-    None
+    result
 }
 
 /// The candidate closest to `word`, if any is close enough to be a likely
@@ -913,7 +921,11 @@ mod tests {
         let text =
             "name = \"a\"\ntimout = \"5s\"\n\n[http]\nurl = \"u\"\n  headrs = { a = \"b\" }\n";
         let (probe, diags) = collect(text);
-        assert!(probe.is_none());
+        assert!(!diags.is_empty());
+        // The rest of the document still comes back, for the semantic checks.
+        let probe = probe.unwrap();
+        assert_eq!(probe.name.as_deref(), Some("a"));
+        assert_eq!(probe.http.and_then(|h| h.url).as_deref(), Some("u"));
         assert_eq!(
             summary(&diags),
             vec![
@@ -941,7 +953,7 @@ mod tests {
     fn type_error_and_typo_are_both_reported() {
         let text = "[http]\nexpect = [\"200\", 3]\nmethd = \"GET\"\n";
         let (probe, diags) = collect(text);
-        assert!(probe.is_none());
+        assert!(!diags.is_empty());
         assert_eq!(
             summary(&diags),
             vec![
@@ -990,7 +1002,7 @@ mod tests {
         let text = "[[steps]]\nurl = \"a\"\n\n[[steps]]\nurl = \"b\"\nstauts = 200\n\n\
                     [[steps]]\nurl = \"c\"\nstatus = \"ok\"\n";
         let (probe, diags) = collect(text);
-        assert!(probe.is_none());
+        assert!(!diags.is_empty());
         assert_eq!(
             summary(&diags),
             vec![
@@ -1020,7 +1032,7 @@ mod tests {
         // missing.
         let text = "[[steps]]\nstatus = 1\n[[steps]]\nurl = 5\n[[steps]]\nurl = \"c\"\nsttus = 1\n";
         let (probe, diags) = collect(text);
-        assert!(probe.is_none());
+        assert!(!diags.is_empty());
         assert_eq!(
             summary(&diags),
             vec![
@@ -1060,7 +1072,8 @@ mod tests {
         }
         let doc = SourceDoc::parse("f.toml", "other = \"x\"\n").unwrap();
         let mut diags = Diagnostics::default();
-        assert!(deserialize_collecting::<Needs>(&doc, &mut diags).is_none());
+        let _ = deserialize_collecting::<Needs>(&doc, &mut diags);
+        assert!(!diags.is_empty());
         assert_eq!(
             summary(&diags),
             vec![
@@ -1085,7 +1098,7 @@ mod tests {
     #[test]
     fn unknown_top_level_key_without_close_match_has_no_help() {
         let (probe, diags) = collect("zzz = 1\n");
-        assert!(probe.is_none());
+        assert!(!diags.is_empty());
         assert_eq!(diags.len(), 1);
         let d = &diags.0[0];
         assert_eq!((d.line, d.column, d.key.as_str()), (1, 1, "zzz"));
@@ -1096,7 +1109,8 @@ mod tests {
     fn table_without_fields() {
         let doc = SourceDoc::parse("e.toml", "x = 1\n").unwrap();
         let mut diags = Diagnostics::default();
-        assert!(deserialize_collecting::<Empty>(&doc, &mut diags).is_none());
+        let _ = deserialize_collecting::<Empty>(&doc, &mut diags);
+        assert!(!diags.is_empty());
         assert_eq!(
             diags.0[0].message,
             "unknown key `x` (no keys are allowed here)"
@@ -1107,7 +1121,7 @@ mod tests {
     #[test]
     fn unknown_variant_is_located_at_the_value() {
         let (probe, diags) = collect("name = \"n\"\nkind =   \"htp\"\n");
-        assert!(probe.is_none());
+        assert!(!diags.is_empty());
         assert_eq!(
             summary(&diags),
             vec![(
@@ -1232,7 +1246,8 @@ mod tests {
         assert!(doc.positions.contains_key(&err.path().to_string()));
 
         let mut diags = Diagnostics::default();
-        assert!(deserialize_collecting::<Doc>(&doc, &mut diags).is_none());
+        let _ = deserialize_collecting::<Doc>(&doc, &mut diags);
+        assert!(!diags.is_empty());
         let keys: Vec<_> = diags.iter().map(|d| d.key.as_str()).collect();
         assert_eq!(keys, vec!["shape.Circle.r", "a.dotted.key[0].z"]);
         assert_eq!((diags.0[0].line, diags.0[0].column), (1, 26));
@@ -1307,7 +1322,8 @@ mod tests {
         }
         let doc = SourceDoc::parse("l.toml", "size = true\nplain = \"x\"\n").unwrap();
         let mut diags = Diagnostics::default();
-        assert!(deserialize_collecting::<Limits>(&doc, &mut diags).is_none());
+        let _ = deserialize_collecting::<Limits>(&doc, &mut diags);
+        assert!(!diags.is_empty());
         let messages: Vec<_> = diags.iter().map(|d| d.message.as_str()).collect();
         assert_eq!(
             messages,
@@ -1338,7 +1354,8 @@ mod tests {
         }
         let doc = SourceDoc::parse("t.toml", "pair = [1, \"x\"]\nn = \"y\"\n").unwrap();
         let mut diags = Diagnostics::default();
-        assert!(deserialize_collecting::<Pair>(&doc, &mut diags).is_none());
+        let _ = deserialize_collecting::<Pair>(&doc, &mut diags);
+        assert!(!diags.is_empty());
         let keys: Vec<_> = diags.iter().map(|d| d.key.as_str()).collect();
         assert_eq!(keys, vec!["pair[1]", "n"]);
     }
