@@ -75,10 +75,11 @@ pub fn load(opts: &LoadOptions) -> Result<Config, Diagnostics> {
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("."));
-    let mut builder = Builder {
+    let mut redactor = Redactor::default();
+    let mut builder = Checker {
         doc: &doc,
         diags: &mut diags,
-        redactor: Redactor::default(),
+        redactor: &mut redactor,
         base_dir: &base_dir,
     };
     let config = builder.build(raw, path.clone());
@@ -160,14 +161,16 @@ fn layer_error(display: &str, key: &str, e: &config::ConfigError) -> Diagnostics
     })
 }
 
-struct Builder<'a> {
+/// Checks one file's raw values against its located document, recording
+/// every problem, and builds the runtime values that pass.
+struct Checker<'a> {
     doc: &'a SourceDoc,
     diags: &'a mut Diagnostics,
-    redactor: Redactor,
+    redactor: &'a mut Redactor,
     base_dir: &'a Path,
 }
 
-impl Builder<'_> {
+impl Checker<'_> {
     fn err(&mut self, path: &str, message: impl Into<String>) {
         let d = self.doc.error_at(path, message);
         self.diags.push(d);
@@ -219,7 +222,7 @@ impl Builder<'_> {
             tagging: tagging?,
             environments,
             probes,
-            redactor: std::mem::take(&mut self.redactor),
+            redactor: std::mem::take(self.redactor),
         })
     }
 
@@ -274,7 +277,7 @@ impl Builder<'_> {
 
     /// Expands secret references in a string value, reporting failures.
     fn expand(&mut self, path: &str, value: &str) -> Option<String> {
-        match secret::expand(value, self.base_dir, &mut self.redactor) {
+        match secret::expand(value, self.base_dir, self.redactor) {
             Ok((out, _)) => Some(out),
             Err(msg) => {
                 self.err(path, msg);
@@ -450,13 +453,13 @@ impl Builder<'_> {
             };
             let raw = diag::deserialize_collecting::<RawProbe>(&doc, self.diags);
             let Some(raw) = raw else { continue };
-            let mut pb = ProbeBuilder {
+            let mut probe_checker = Checker {
                 doc: &doc,
                 diags: self.diags,
-                redactor: &mut self.redactor,
+                redactor: self.redactor,
                 base_dir: file.parent().unwrap_or(self.base_dir),
             };
-            let Some(probe) = pb.build(raw, &file, environments) else {
+            let Some(probe) = probe_checker.probe(raw, &file, environments) else {
                 continue;
             };
             if let Some((first_file, first_line)) = seen.get(&probe.name) {
@@ -550,19 +553,7 @@ pub fn parse_size(raw: &RawSize) -> Result<u64, String> {
     Ok((num * mult as f64) as u64)
 }
 
-struct ProbeBuilder<'a> {
-    doc: &'a SourceDoc,
-    diags: &'a mut Diagnostics,
-    redactor: &'a mut Redactor,
-    base_dir: &'a Path,
-}
-
-impl ProbeBuilder<'_> {
-    fn err(&mut self, path: &str, message: impl Into<String>) {
-        let d = self.doc.error_at(path, message);
-        self.diags.push(d);
-    }
-
+impl Checker<'_> {
     fn location(&self, path: &str) -> SourceLocation {
         let (line, column) = self.doc.value_position(path);
         SourceLocation {
@@ -572,7 +563,7 @@ impl ProbeBuilder<'_> {
         }
     }
 
-    fn build(
+    fn probe(
         &mut self,
         raw: RawProbe,
         file: &Path,
@@ -712,16 +703,6 @@ impl ProbeBuilder<'_> {
         })
     }
 
-    fn expand(&mut self, path: &str, value: &str) -> Option<String> {
-        match secret::expand(value, self.base_dir, self.redactor) {
-            Ok((out, _)) => Some(out),
-            Err(msg) => {
-                self.err(path, msg);
-                None
-            }
-        }
-    }
-
     fn http(&mut self, raw: RawHttp) -> Option<HttpSpec> {
         let method_text = raw.method.as_deref().unwrap_or("GET");
         let method = http::Method::from_bytes(method_text.to_ascii_uppercase().as_bytes())
@@ -753,27 +734,7 @@ impl ProbeBuilder<'_> {
                 expanded
             }
         };
-        let mut headers = Vec::new();
-        for (name, value) in raw.headers {
-            let key = format!("http.headers.{name}");
-            let Ok(h) = http::HeaderName::from_bytes(name.as_bytes()) else {
-                self.diags.push(
-                    self.doc
-                        .error_at_key(&key, format!("`{name}` is not a valid HTTP header name")),
-                );
-                continue;
-            };
-            if let Some(v) = self.expand(&key, &value) {
-                if http::HeaderValue::from_str(&v).is_err() {
-                    self.err(
-                        &key,
-                        "the header value is not valid in HTTP (control characters or non-ASCII)",
-                    );
-                    continue;
-                }
-                headers.push((h, v));
-            }
-        }
+        let headers = self.headers("http.headers", raw.headers);
         let mut query = Vec::new();
         for (k, v) in raw.query {
             if let Some(v) = self.expand(&format!("http.query.{k}"), &v) {
