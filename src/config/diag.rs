@@ -952,7 +952,7 @@ mod tests {
     #[test]
     fn type_error_and_typo_are_both_reported() {
         let text = "[http]\nexpect = [\"200\", 3]\nmethd = \"GET\"\n";
-        let (probe, diags) = collect(text);
+        let (_, diags) = collect(text);
         assert!(!diags.is_empty());
         assert_eq!(
             summary(&diags),
@@ -1001,7 +1001,7 @@ mod tests {
     fn array_of_tables_paths_are_located() {
         let text = "[[steps]]\nurl = \"a\"\n\n[[steps]]\nurl = \"b\"\nstauts = 200\n\n\
                     [[steps]]\nurl = \"c\"\nstatus = \"ok\"\n";
-        let (probe, diags) = collect(text);
+        let (_, diags) = collect(text);
         assert!(!diags.is_empty());
         assert_eq!(
             summary(&diags),
@@ -1031,7 +1031,7 @@ mod tests {
         // steps[2]. The bad url of steps[1] must not also be reported as
         // missing.
         let text = "[[steps]]\nstatus = 1\n[[steps]]\nurl = 5\n[[steps]]\nurl = \"c\"\nsttus = 1\n";
-        let (probe, diags) = collect(text);
+        let (_, diags) = collect(text);
         assert!(!diags.is_empty());
         assert_eq!(
             summary(&diags),
@@ -1097,7 +1097,7 @@ mod tests {
 
     #[test]
     fn unknown_top_level_key_without_close_match_has_no_help() {
-        let (probe, diags) = collect("zzz = 1\n");
+        let (_, diags) = collect("zzz = 1\n");
         assert!(!diags.is_empty());
         assert_eq!(diags.len(), 1);
         let d = &diags.0[0];
@@ -1120,7 +1120,7 @@ mod tests {
 
     #[test]
     fn unknown_variant_is_located_at_the_value() {
-        let (probe, diags) = collect("name = \"n\"\nkind =   \"htp\"\n");
+        let (_, diags) = collect("name = \"n\"\nkind =   \"htp\"\n");
         assert!(!diags.is_empty());
         assert_eq!(
             summary(&diags),

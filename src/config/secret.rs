@@ -57,11 +57,24 @@ impl fmt::Debug for Redactor {
 }
 
 impl Redactor {
+    /// Remembers `value`, and the forms it takes once percent-encoded in a
+    /// URL query or path, so a secret sent in a URL is masked there too.
     pub fn add(&mut self, value: &str) {
-        if value.len() < MIN_REDACTED_LEN || self.values.iter().any(|v| v.expose() == value) {
+        if value.len() < MIN_REDACTED_LEN {
             return;
         }
-        self.values.push(Secret::new(value.to_owned()));
+        let query: String = url::form_urlencoded::byte_serialize(value.as_bytes()).collect();
+        let path = url::Url::parse("http://redact.invalid/")
+            .map(|mut u| {
+                u.set_path(value);
+                u.path().trim_start_matches('/').to_owned()
+            })
+            .unwrap_or_default();
+        for form in [value.to_owned(), query, path] {
+            if form.len() >= MIN_REDACTED_LEN && !self.values.iter().any(|v| *v.expose() == form) {
+                self.values.push(Secret::new(form));
+            }
+        }
         self.values
             .sort_by_key(|v| std::cmp::Reverse(v.expose().len()));
     }
@@ -194,6 +207,15 @@ mod tests {
         let err = expand("${vault:x}", Path::new("."), &mut r).unwrap_err();
         assert!(err.contains("unknown reference"), "{err}");
         assert!(expand("${env:X", Path::new("."), &mut r).is_err());
+    }
+
+    #[test]
+    fn percent_encoded_forms_are_redacted() {
+        let mut r = Redactor::default();
+        r.add("tok/3f9a+c1e5b==");
+        assert_eq!(r.redact("u?key=tok%2F3f9a%2Bc1e5b%3D%3D"), "u?key=***");
+        r.add("a b/c d");
+        assert_eq!(r.redact("/x/a%20b/c%20d"), "/x/***");
     }
 
     #[test]

@@ -1,0 +1,367 @@
+//! The http probe against real servers on 127.0.0.1: the built-in sandbox
+//! (started in-process) and a tiny raw TCP server that records the exact
+//! request head. Configs are written to temp dirs and loaded with
+//! `config::load`, then run with `once::select` + `once::run`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::{config_with_target, load, run_all, run_one, write_config};
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::time::{Duration, Instant};
+use synthmon::outcome::{FailureReason, Outcome};
+use synthmon::sandbox::{Sandbox, SandboxOptions};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+/// Every test body runs under this bound.
+const BOUND: Duration = Duration::from_secs(10);
+
+async fn bounded<F: Future>(f: F) -> F::Output {
+    tokio::time::timeout(BOUND, f)
+        .await
+        .expect("test exceeded its time bound")
+}
+
+async fn sandbox() -> Sandbox {
+    Sandbox::start("127.0.0.1:0".parse().unwrap(), SandboxOptions::default())
+        .await
+        .unwrap()
+}
+
+/// Loads a config with one environment `target` at `base_url` and the given
+/// probe files, and runs every pair once.
+async fn run_probes(base_url: &str, probes: &[(&str, &str)]) -> Vec<Outcome> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), &config_with_target(base_url), probes);
+    let config = load(&path);
+    run_all(&config, &BTreeMap::new()).await
+}
+
+/// One probe file in `target` with the given `[http]` body.
+fn probe(name: &str, extra_top: &str, http: &str) -> String {
+    format!("name = \"{name}\"\nenvironments = [\"target\"]\n{extra_top}\n[http]\n{http}\n")
+}
+
+#[tokio::test]
+async fn phase_timings_are_measured_and_add_up_to_the_duration() {
+    bounded(async {
+        let sb = sandbox().await;
+        let base = format!("http://localhost:{}", sb.addr().port());
+        let outcomes = run_probes(
+            &base,
+            &[(
+                "delay.toml",
+                &probe(
+                    "delay",
+                    "",
+                    "url = \"/delay/20\"\nexpect = [\"status == 200\", \"timings.processing >= duration('20ms')\"]",
+                ),
+            )],
+        )
+        .await;
+        let o = &outcomes[0];
+        assert!(o.success, "{o:#?}");
+        let http = o.http.as_ref().unwrap();
+        assert!(!http.tls);
+        assert!(http.url.starts_with("http://localhost:"), "{}", http.url);
+        let p = http.phases;
+        assert!(p.resolve > Duration::ZERO, "resolve: {p:?}");
+        assert!(p.connect > Duration::ZERO, "connect: {p:?}");
+        assert_eq!(p.tls, Duration::ZERO, "tls on plain http: {p:?}");
+        assert!(p.processing >= Duration::from_millis(20), "processing: {p:?}");
+        assert!(p.transfer > Duration::ZERO, "transfer: {p:?}");
+        let sum = p.sum();
+        let diff = sum.abs_diff(o.duration);
+        assert!(
+            diff <= Duration::from_millis(1),
+            "phases sum to {sum:?} but the run took {:?}: {p:?}",
+            o.duration
+        );
+        assert!(sum <= o.duration, "phases {sum:?} exceed the run {:?}", o.duration);
+        sb.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_ip_literal_has_no_resolve_phase() {
+    bounded(async {
+        let sb = sandbox().await;
+        let outcomes = run_probes(
+            &sb.base_url(),
+            &[("h.toml", &probe("health", "", "url = \"/health\""))],
+        )
+        .await;
+        let o = &outcomes[0];
+        assert!(o.success, "{o:#?}");
+        let p = o.http.as_ref().unwrap().phases;
+        assert_eq!(p.resolve, Duration::ZERO, "{p:?}");
+        assert!(p.connect > Duration::ZERO, "{p:?}");
+        sb.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_sandbox_sees_the_synthetic_tags() {
+    bounded(async {
+        let sb = sandbox().await;
+        let outcomes = run_probes(
+            &sb.base_url(),
+            &[(
+                "echo.toml",
+                &probe(
+                    "tagged-echo",
+                    "",
+                    r#"url = "/headers"
+expect = [
+  "status == 200",
+  "json['x-synthetic'] == 'true'",
+  "'x-synthetic-probe' in json",
+  "json['x-synthetic-probe'] == 'tagged-echo'",
+  "size(json['x-synthetic-run-id']) == 16",
+  "json['user-agent'].startsWith('synthmon/')",
+  "json.traceparent.matches('^00-[0-9a-f]{32}-[0-9a-f]{16}-01$')",
+  "json.baggage.contains('synthetic=true')",
+]"#,
+                ),
+            )],
+        )
+        .await;
+        let o = &outcomes[0];
+        assert!(o.success, "{o:#?}");
+        assert_eq!(o.assertions.len(), 8, "{o:#?}");
+        assert!(o.assertions.iter().all(|a| a.passed), "{o:#?}");
+        sb.shutdown().await;
+    })
+    .await;
+}
+
+/// A one-shot HTTP server: records the request head of the first
+/// connection and answers `200 ok`.
+async fn recording_server() -> (u16, tokio::sync::oneshot::Receiver<String>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.unwrap();
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = stream.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "connection closed before the end of the head");
+            buf.extend_from_slice(&chunk[..n]);
+            assert!(buf.len() < 64 * 1024, "head too long");
+        }
+        let _ = tx.send(String::from_utf8_lossy(&buf).into_owned());
+        stream
+            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            .await
+            .unwrap();
+        let _ = stream.shutdown().await;
+    });
+    (port, rx)
+}
+
+/// Header name (lowercase) → values, from a raw request head.
+fn parse_head(head: &str) -> (String, HashMap<String, Vec<String>>) {
+    let mut lines = head.split("\r\n");
+    let request_line = lines.next().unwrap().to_owned();
+    let mut headers: HashMap<String, Vec<String>> = HashMap::new();
+    for line in lines.take_while(|l| !l.is_empty()) {
+        let (name, value) = line.split_once(':').unwrap();
+        headers
+            .entry(name.trim().to_ascii_lowercase())
+            .or_default()
+            .push(value.trim().to_owned());
+    }
+    (request_line, headers)
+}
+
+#[tokio::test]
+async fn exact_tag_headers_and_a_valid_traceparent_reach_the_target() {
+    bounded(async {
+        let (port, head) = recording_server().await;
+        let dir = tempfile::tempdir().unwrap();
+        let config = format!(
+            "[environments.target]\nbase_url = \"http://127.0.0.1:{port}\"\nheaders = {{ Accept = \"application/json\" }}\n"
+        );
+        // The probe tries to set tag headers itself; the tags win.
+        let p = probe(
+            "raw-tags",
+            "",
+            "url = \"/tagged?x=1\"\nheaders = { X-Synthetic-Probe = \"spoofed\", User-Agent = \"curl/8\" }\nexpect = [\"body == 'ok'\"]",
+        );
+        let path = write_config(dir.path(), &config, &[("raw.toml", &p)]);
+        let config = load(&path);
+        let o = run_one(&config).await;
+        assert!(o.success, "{o:#?}");
+        let head = head.await.unwrap();
+        let (request_line, h) = parse_head(&head);
+        assert_eq!(request_line, "GET /tagged?x=1 HTTP/1.1", "{head}");
+        let one = |name: &str| -> &str {
+            let values = h.get(name).unwrap_or_else(|| panic!("no `{name}` header in\n{head}"));
+            assert_eq!(values.len(), 1, "`{name}` sent {} times in\n{head}", values.len());
+            &values[0]
+        };
+        assert_eq!(one("x-synthetic"), "true");
+        assert_eq!(one("x-synthetic-probe"), "raw-tags");
+        assert_eq!(one("x-synthetic-run-id"), o.run_id);
+        assert_eq!(o.run_id.len(), 16);
+        assert!(one("user-agent").starts_with("synthmon/"), "{head}");
+        assert_eq!(one("accept"), "application/json");
+        assert_eq!(one("host"), format!("127.0.0.1:{port}"));
+
+        let traceparent = one("traceparent");
+        assert!(synthmon::tagging::is_valid_traceparent(traceparent), "{traceparent}");
+        let parts: Vec<&str> = traceparent.split('-').collect();
+        assert_eq!(parts.len(), 4);
+        assert_eq!(parts[0], "00");
+        assert_eq!(parts[1], o.trace_id, "trace id in traceparent vs outcome");
+        assert_eq!(parts[1].len(), 32);
+        assert_eq!(parts[2].len(), 16);
+        assert_eq!(parts[3], "01");
+
+        let baggage: Vec<&str> = one("baggage").split(',').map(str::trim).collect();
+        assert!(baggage.contains(&"synthetic=true"), "{baggage:?}");
+        assert!(baggage.contains(&"synthetic.probe=raw-tags"), "{baggage:?}");
+        assert!(
+            baggage.contains(&format!("synthetic.run_id={}", o.run_id).as_str()),
+            "{baggage:?}"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn every_run_gets_a_fresh_trace_and_run_id() {
+    bounded(async {
+        let sb = sandbox().await;
+        let dir = tempfile::tempdir().unwrap();
+        let path = write_config(
+            dir.path(),
+            &config_with_target(&sb.base_url()),
+            &[("h.toml", &probe("health", "", "url = \"/health\""))],
+        );
+        let config = load(&path);
+        let a = run_one(&config).await;
+        let b = run_one(&config).await;
+        assert!(a.success && b.success, "{a:#?}\n{b:#?}");
+        assert_ne!(a.run_id, b.run_id);
+        assert_ne!(a.trace_id, b.trace_id);
+        sb.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_huge_body_fails_fast_with_body_too_large() {
+    bounded(async {
+        let sb = sandbox().await;
+        let started = Instant::now();
+        let outcomes = run_probes(
+            &sb.base_url(),
+            &[(
+                "big.toml",
+                &probe(
+                    "big",
+                    "timeout = \"30s\"",
+                    "url = \"/bytes/200000000\"\nmax_body_size = \"1 MiB\"",
+                ),
+            )],
+        )
+        .await;
+        let elapsed = started.elapsed();
+        let o = &outcomes[0];
+        assert!(!o.success, "{o:#?}");
+        assert_eq!(o.reason, Some(FailureReason::BodyTooLarge), "{o:#?}");
+        assert!(elapsed < Duration::from_secs(2), "took {elapsed:?}");
+        assert!(o.duration < Duration::from_secs(2), "{o:#?}");
+        sb.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn redirects_are_followed_and_loops_are_stopped() {
+    bounded(async {
+        let sb = sandbox().await;
+        let outcomes = run_probes(
+            &sb.base_url(),
+            &[
+                ("a.toml", &probe("loop", "", "url = \"/redirect-loop\"")),
+                (
+                    "b.toml",
+                    &probe(
+                        "three",
+                        "",
+                        "url = \"/redirect/3\"\nexpect = [\"status == 200\"]",
+                    ),
+                ),
+            ],
+        )
+        .await;
+        let by_name: HashMap<&str, &Outcome> =
+            outcomes.iter().map(|o| (o.probe.as_str(), o)).collect();
+        let lp = by_name["loop"];
+        assert!(!lp.success, "{lp:#?}");
+        assert_eq!(lp.reason, Some(FailureReason::TooManyRedirects), "{lp:#?}");
+        assert_eq!(lp.http.as_ref().unwrap().redirects, 10, "{lp:#?}");
+        let three = by_name["three"];
+        assert!(three.success, "{three:#?}");
+        let http = three.http.as_ref().unwrap();
+        assert_eq!(http.redirects, 3, "{three:#?}");
+        assert_eq!(http.status, Some(200));
+        sb.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_stalled_body_times_out_at_the_probe_deadline() {
+    bounded(async {
+        let sb = sandbox().await;
+        let outcomes = run_probes(
+            &sb.base_url(),
+            &[(
+                "stall.toml",
+                &probe("stall", "timeout = \"500ms\"", "url = \"/stall\""),
+            )],
+        )
+        .await;
+        let o = &outcomes[0];
+        assert!(!o.success, "{o:#?}");
+        assert_eq!(o.reason, Some(FailureReason::Timeout), "{o:#?}");
+        let secs = o.duration.as_secs_f64();
+        assert!((0.45..=1.5).contains(&secs), "duration {secs}s: {o:#?}");
+        sb.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_refused_connection_is_connect_refused() {
+    bounded(async {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let outcomes = run_probes(
+            &format!("http://127.0.0.1:{port}"),
+            &[("r.toml", &probe("refused", "", "url = \"/health\""))],
+        )
+        .await;
+        let o = &outcomes[0];
+        assert!(!o.success, "{o:#?}");
+        assert_eq!(o.reason, Some(FailureReason::ConnectRefused), "{o:#?}");
+        assert_eq!(o.http.as_ref().unwrap().status, None, "{o:#?}");
+        assert!(
+            o.error.as_deref().unwrap_or("").contains(&port.to_string()),
+            "{o:#?}"
+        );
+    })
+    .await;
+}

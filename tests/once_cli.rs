@@ -1,0 +1,325 @@
+//! The command line end to end: `--once` on the repository's own config
+//! (human and JSON), a failing probe's report, probe selection errors, and
+//! `list`. Every run is the built binary, bounded by a deadline.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::{position_of, repo, synthmon, write_config};
+
+/// The `name = "…"` of every example probe in the repository.
+fn example_probe_names() -> Vec<String> {
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(repo().join("probes")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let text = std::fs::read_to_string(&path).unwrap();
+            let table: toml::Table = text.parse().unwrap();
+            names.push(table["name"].as_str().unwrap().to_owned());
+        }
+    }
+    names.sort();
+    assert!(
+        names.len() >= 4,
+        "expected the example probes, found {names:?}"
+    );
+    names
+}
+
+fn repo_config() -> String {
+    repo().join("config.toml").display().to_string()
+}
+
+#[test]
+fn once_on_the_repository_config_passes_every_example_probe() {
+    let run = synthmon(&repo(), &["--config", &repo_config(), "--once"], &[]);
+    run.assert_code(0);
+    for name in example_probe_names() {
+        let line = run
+            .stdout
+            .lines()
+            .find(|l| l.contains(&format!(" {name} @ sandbox ")))
+            .unwrap_or_else(|| panic!("no line for `{name}` in\n{}", run.stdout));
+        assert!(
+            line.starts_with("PASS"),
+            "`{name}` did not pass:\n{}",
+            run.stdout
+        );
+        // The phase breakdown is on the line.
+        for phase in ["resolve", "connect", "tls", "processing", "transfer"] {
+            assert!(line.contains(phase), "no `{phase}` on `{line}`");
+        }
+    }
+    let n = example_probe_names().len();
+    assert!(
+        run.stdout.contains(&format!("{n} passed, 0 failed")),
+        "{}",
+        run.stdout
+    );
+}
+
+#[test]
+fn once_json_output_is_versioned_and_complete() {
+    let run = synthmon(
+        &repo(),
+        &["--config", &repo_config(), "--once", "--output", "json"],
+        &[],
+    );
+    run.assert_code(0);
+    let doc: serde_json::Value = serde_json::from_str(&run.stdout)
+        .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}", run.stdout));
+    assert_eq!(doc["schema_version"], 1);
+    assert_eq!(doc["synthmon_version"], env!("CARGO_PKG_VERSION"));
+    let names = example_probe_names();
+    assert_eq!(doc["summary"]["total"], names.len());
+    assert_eq!(doc["summary"]["passed"], names.len());
+    assert_eq!(doc["summary"]["failed"], 0);
+    let results = doc["results"].as_array().unwrap();
+    let mut seen: Vec<String> = Vec::new();
+    for r in results {
+        assert_eq!(r["success"], true, "{r:#}");
+        assert_eq!(r["reason"], serde_json::Value::Null, "{r:#}");
+        assert_eq!(r["environment"], "sandbox");
+        assert_eq!(r["kind"], "http");
+        assert_eq!(r["run_id"].as_str().unwrap().len(), 16, "{r:#}");
+        assert_eq!(r["trace_id"].as_str().unwrap().len(), 32, "{r:#}");
+        assert!(r["duration"].as_f64().unwrap() > 0.0, "{r:#}");
+        let phases = r["http"]["phases"]
+            .as_object()
+            .unwrap_or_else(|| panic!("no http.phases: {r:#}"));
+        for phase in ["resolve", "connect", "tls", "processing", "transfer"] {
+            let v = phases[phase]
+                .as_f64()
+                .unwrap_or_else(|| panic!("no `{phase}` in {r:#}"));
+            assert!(v >= 0.0, "{r:#}");
+        }
+        assert!(r["http"]["status"].as_u64().is_some(), "{r:#}");
+        assert!(!r["assertions"].as_array().unwrap().is_empty(), "{r:#}");
+        seen.push(r["probe"].as_str().unwrap().to_owned());
+    }
+    seen.sort();
+    assert_eq!(seen, names);
+}
+
+#[test]
+fn a_failing_probe_exits_1_and_names_the_expression_its_value_and_its_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let probe = r#"# A probe that must fail: the sandbox answers 500.
+name = "orders-broken"
+environments = ["sandbox"]
+timeout = "5s"
+
+[http]
+url = "/status/500"
+expect = [
+  "status == 200",
+]
+"#;
+    write_config(
+        dir.path(),
+        "[environments.sandbox]\nbase_url = \"builtin:sandbox\"\n",
+        &[("broken.toml", probe)],
+    );
+    let run = synthmon(dir.path(), &["--config", "config.toml", "--once"], &[]);
+    run.assert_code(1);
+    let (line, column) = position_of(probe, "\"status == 200\"");
+    assert_eq!((line, column), (9, 3));
+    let out = &run.stdout;
+    assert!(
+        out.lines().any(|l| l.starts_with("FAIL")
+            && l.contains("orders-broken @ sandbox")
+            && l.contains("500")),
+        "{out}"
+    );
+    assert!(out.contains("expected status == 200"), "{out}");
+    assert!(out.contains("actual   status = 500"), "{out}");
+    assert!(
+        out.contains(&format!("(probes/broken.toml:{line}:{column})")),
+        "no location probes/broken.toml:{line}:{column} in\n{out}"
+    );
+    assert!(out.contains("0 passed, 1 failed"), "{out}");
+
+    // The same in JSON: reason, assertion and location.
+    let run = synthmon(
+        dir.path(),
+        &["--config", "config.toml", "--once", "--output", "json"],
+        &[],
+    );
+    run.assert_code(1);
+    let doc: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(doc["summary"]["failed"], 1);
+    let r = &doc["results"][0];
+    assert_eq!(r["success"], false);
+    assert_eq!(r["reason"], "assertion");
+    assert_eq!(r["http"]["status"], 500);
+    let a = &r["assertions"][0];
+    assert_eq!(a["expression"], "status == 200");
+    assert_eq!(a["passed"], false);
+    assert_eq!(a["actual"], "status = 500");
+    assert_eq!(a["location"]["file"], "probes/broken.toml");
+    assert_eq!(a["location"]["line"], line);
+    assert_eq!(a["location"]["column"], column);
+}
+
+#[test]
+fn a_non_2xx_status_without_a_status_expectation_fails_with_reason_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let probe = "name = \"implicit\"\nenvironments = [\"sandbox\"]\n\n[http]\nurl = \"/status/503\"\nexpect = [\"size(body) >= 0\"]\n";
+    write_config(
+        dir.path(),
+        "[environments.sandbox]\nbase_url = \"builtin:sandbox\"\n",
+        &[("implicit.toml", probe)],
+    );
+    let run = synthmon(
+        dir.path(),
+        &["--config", "config.toml", "--once", "--output", "json"],
+        &[],
+    );
+    run.assert_code(1);
+    let doc: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    let r = &doc["results"][0];
+    assert_eq!(r["reason"], "status", "{r:#}");
+    assert_eq!(r["http"]["status"], 503, "{r:#}");
+}
+
+#[test]
+fn an_unknown_probe_is_a_usage_error_with_a_suggestion() {
+    let run = synthmon(
+        &repo(),
+        &["--config", &repo_config(), "--once", "--probe", "nosuch"],
+        &[],
+    );
+    run.assert_code(2);
+    assert!(
+        run.stderr.contains("no probe named `nosuch`"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stdout.is_empty(), "{}", run.stdout);
+
+    let run = synthmon(
+        &repo(),
+        &[
+            "--config",
+            &repo_config(),
+            "--once",
+            "--probe",
+            "sandbox-helth",
+        ],
+        &[],
+    );
+    run.assert_code(2);
+    assert!(
+        run.stderr
+            .contains("no probe named `sandbox-helth`; did you mean `sandbox-health`?"),
+        "{}",
+        run.stderr
+    );
+
+    let run = synthmon(
+        &repo(),
+        &["--config", &repo_config(), "--once", "--env", "sandbx"],
+        &[],
+    );
+    run.assert_code(2);
+    assert!(
+        run.stderr
+            .contains("no environment named `sandbx`; did you mean `sandbox`?"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn probe_selection_runs_only_the_named_probe() {
+    let run = synthmon(
+        &repo(),
+        &[
+            "--config",
+            &repo_config(),
+            "--once",
+            "--probe",
+            "sandbox-health",
+        ],
+        &[],
+    );
+    run.assert_code(0);
+    let lines: Vec<&str> = run
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("PASS") || l.starts_with("FAIL"))
+        .collect();
+    assert_eq!(lines.len(), 1, "{}", run.stdout);
+    assert!(
+        lines[0].contains("sandbox-health @ sandbox"),
+        "{}",
+        run.stdout
+    );
+}
+
+#[test]
+fn list_prints_a_row_per_probe_and_environment() {
+    let run = synthmon(&repo(), &["--config", &repo_config(), "list"], &[]);
+    run.assert_code(0);
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    assert!(lines[0].starts_with("PROBE"), "{}", run.stdout);
+    for header in ["ENVIRONMENT", "KIND", "SCHEDULE", "TIMEOUT", "TAGS"] {
+        assert!(lines[0].contains(header), "{}", run.stdout);
+    }
+    let names = example_probe_names();
+    assert_eq!(lines.len(), 1 + names.len(), "{}", run.stdout);
+    for name in &names {
+        let row = lines
+            .iter()
+            .find(|l| l.split_whitespace().next() == Some(name.as_str()))
+            .unwrap_or_else(|| panic!("no row for `{name}`:\n{}", run.stdout));
+        let cells: Vec<&str> = row.split_whitespace().collect();
+        assert_eq!(cells[1], "sandbox", "{row}");
+        assert_eq!(cells[2], "http", "{row}");
+    }
+    let health = lines
+        .iter()
+        .find(|l| l.starts_with("sandbox-health "))
+        .unwrap();
+    assert!(health.contains("every 30s"), "{health}");
+    assert!(health.contains("5s"), "{health}");
+    assert!(health.contains("smoke"), "{health}");
+
+    // A probe in two environments gets two rows.
+    let dir = tempfile::tempdir().unwrap();
+    write_config(
+        dir.path(),
+        "[environments.staging]\nbase_url = \"http://127.0.0.1:9\"\n\n[environments.prod]\nbase_url = \"http://127.0.0.1:9\"\n",
+        &[
+            (
+                "a.toml",
+                "name = \"two-envs\"\nschedule = \"every 2m\"\nenvironments = [\"staging\", \"prod\"]\ntags = [\"x\", \"y\"]\n[http]\nurl = \"/\"\n",
+            ),
+            (
+                "b.toml",
+                "name = \"one-env\"\nenvironments = [\"prod\"]\n[http]\nurl = \"/\"\n",
+            ),
+        ],
+    );
+    let run = synthmon(dir.path(), &["--config", "config.toml", "list"], &[]);
+    run.assert_code(0);
+    let rows: Vec<Vec<&str>> = run
+        .stdout
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    let pairs: Vec<(&str, &str)> = rows.iter().map(|r| (r[0], r[1])).collect();
+    assert_eq!(
+        pairs,
+        vec![
+            ("two-envs", "staging"),
+            ("two-envs", "prod"),
+            ("one-env", "prod")
+        ],
+        "{}",
+        run.stdout
+    );
+    assert!(rows[0].contains(&"x,y"), "{}", run.stdout);
+}
