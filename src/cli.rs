@@ -69,6 +69,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the daemon (the default): probes on their schedules, until SIGTERM.
+    Run,
     /// Validate the config and every probe file; exit 2 on any error.
     Check,
     /// List probes × environments with their schedules.
@@ -136,6 +138,7 @@ pub async fn dispatch(cli: Cli) -> u8 {
     }
     match &cli.command {
         Some(Command::Sandbox { listen }) => return sandbox(*listen).await,
+        Some(Command::Run) => return daemon(load).await,
         Some(Command::Check) => {
             return match config::load(&load) {
                 Ok(c) => {
@@ -162,10 +165,7 @@ pub async fn dispatch(cli: Cli) -> u8 {
         None => {}
     }
     if !cli.once {
-        eprintln!(
-            "error: the long-running daemon is not available in this build yet; use `synthmon --once`, `check`, `list` or `sandbox`"
-        );
-        return EXIT_USAGE;
+        return daemon(load).await;
     }
     let config = match config::load(&load) {
         Ok(c) => c,
@@ -258,6 +258,36 @@ pub fn list(config: &Config) -> String {
         out.push('\n');
     }
     out
+}
+
+/// The daemon, until SIGTERM or SIGINT; exit 0 after a clean drain, 2 if
+/// it could not start (bad config, listener in use).
+async fn daemon(load: LoadOptions) -> u8 {
+    let opts = crate::daemon::DaemonOptions::from_env(load);
+    match crate::daemon::run(opts, terminate()).await {
+        Ok(()) => EXIT_OK,
+        Err(e) => {
+            tracing::error!(error = %e, "synthmon cannot start");
+            eprintln!("error: {e}");
+            EXIT_USAGE
+        }
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn terminate() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
 }
 
 async fn sandbox(listen: SocketAddr) -> u8 {

@@ -7,10 +7,12 @@
 
 pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod expr;
 pub mod once;
 pub mod outcome;
 pub mod probe;
 pub mod report;
 pub mod sandbox;
+pub mod schedule;
 pub mod tagging;

@@ -26,6 +26,7 @@ pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(60);
 pub const DEFAULT_MAX_REDIRECTS: u32 = 10;
+pub const DEFAULT_MAX_CONCURRENT_RUNS: usize = 64;
 pub const DEFAULT_MAX_BODY_BYTES: u64 = 4 * 1024 * 1024;
 /// The largest body cap a probe may ask for.
 pub const MAX_BODY_BYTES_LIMIT: u64 = 1024 * 1024 * 1024;
@@ -207,7 +208,11 @@ impl Checker<'_> {
             instance: d.instance.unwrap_or_default(),
             location: d.location.unwrap_or_default(),
             drain_timeout,
+            max_concurrent_runs: d.max_concurrent_runs.unwrap_or(DEFAULT_MAX_CONCURRENT_RUNS),
         };
+        if daemon.max_concurrent_runs == 0 {
+            self.err("daemon.max_concurrent_runs", "expected at least 1");
+        }
         let tagging = self.tagging(raw.tagging);
         let mut environments = BTreeMap::new();
         for (name, env) in raw.environments {
@@ -507,10 +512,14 @@ fn valid_label(s: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
-/// Parses `every 30s`. Cron expressions arrive with the daemon's scheduler.
-pub fn parse_schedule(text: &str) -> Result<Schedule, String> {
+/// Parses `every 30s`, or a cron expression (5 fields, or 6 with seconds)
+/// evaluated in `timezone` (an IANA name, default UTC).
+pub fn parse_schedule(text: &str, timezone: Option<&str>) -> Result<Schedule, String> {
     let text = text.trim();
     if let Some(rest) = text.strip_prefix("every ") {
+        if timezone.is_some() {
+            return Err("`timezone` applies to cron schedules only".into());
+        }
         let d = humantime::parse_duration(rest.trim())
             .map_err(|e| format!("expected `every <duration>` like `every 30s`: {e}"))?;
         if d < Duration::from_secs(1) {
@@ -518,9 +527,30 @@ pub fn parse_schedule(text: &str) -> Result<Schedule, String> {
         }
         return Ok(Schedule::Every(d));
     }
-    Err(format!(
-        "expected `every <duration>` like `every 30s`, found `{text}` (cron schedules are not supported yet)"
-    ))
+    let tz = timezone.unwrap_or("UTC");
+    crate::schedule::parse_timezone(tz)?;
+    crate::schedule::parse_cron(text).map_err(|e| {
+        format!("{e} (expected `every <duration>` like `every 30s`, or a cron expression)")
+    })?;
+    Ok(Schedule::Cron {
+        expression: crate::schedule::normalize_cron(text),
+        timezone: tz.to_owned(),
+    })
+}
+
+/// The shortest time between two runs of a schedule, if it can be known.
+pub fn min_gap(schedule: &Schedule) -> Option<Duration> {
+    match schedule {
+        Schedule::Every(d) => Some(*d),
+        Schedule::Cron {
+            expression,
+            timezone,
+        } => {
+            let cron = crate::schedule::parse_cron(expression).ok()?;
+            let tz = crate::schedule::parse_timezone(timezone).ok()?;
+            crate::schedule::cron_min_gap(&cron, &tz, chrono::Utc::now())
+        }
+    }
 }
 
 /// Parses `4194304`, `512 KiB`, `4MiB`, `1 MB`, …
@@ -588,18 +618,24 @@ impl Checker<'_> {
             Some(n) => n,
         };
         let schedule = match raw.schedule.as_deref() {
+            None if raw.timezone.is_some() => {
+                self.err("timezone", "`timezone` applies to cron schedules only");
+                Schedule::Every(DEFAULT_INTERVAL)
+            }
             None => Schedule::Every(DEFAULT_INTERVAL),
-            Some(text) => match parse_schedule(text) {
+            Some(text) => match parse_schedule(text, raw.timezone.as_deref()) {
                 Ok(s) => s,
                 Err(msg) => {
-                    self.err("schedule", msg);
+                    let path = if msg.contains("time zone") || msg.contains("`timezone`") {
+                        "timezone"
+                    } else {
+                        "schedule"
+                    };
+                    self.err(path, msg);
                     Schedule::Every(DEFAULT_INTERVAL)
                 }
             },
         };
-        if raw.timezone.is_some() {
-            self.err("timezone", "`timezone` applies to cron schedules only");
-        }
         let timeout = match raw.timeout.as_deref() {
             None => DEFAULT_TIMEOUT,
             Some(text) => match humantime::parse_duration(text) {
@@ -613,7 +649,7 @@ impl Checker<'_> {
                 }
             },
         };
-        if let Schedule::Every(interval) = schedule {
+        if let Some(interval) = min_gap(&schedule) {
             if timeout >= interval {
                 let path = if raw.timeout.is_some() {
                     "timeout"
@@ -623,7 +659,7 @@ impl Checker<'_> {
                 self.err(
                     path,
                     format!(
-                        "the timeout ({}) must be shorter than the schedule interval ({})",
+                        "the timeout ({}) must be shorter than the time between runs ({})",
                         humantime::format_duration(timeout),
                         humantime::format_duration(interval)
                     ),
@@ -836,16 +872,29 @@ mod tests {
     #[test]
     fn schedules() {
         assert_eq!(
-            parse_schedule("every 30s").unwrap(),
+            parse_schedule("every 30s", None).unwrap(),
             Schedule::Every(Duration::from_secs(30))
         );
         assert_eq!(
-            parse_schedule(" every 2m ").unwrap(),
+            parse_schedule(" every 2m ", None).unwrap(),
             Schedule::Every(Duration::from_secs(120))
         );
-        assert!(parse_schedule("every 100ms").is_err());
-        assert!(parse_schedule("every soon").is_err());
-        assert!(parse_schedule("*/5 * * * *").is_err());
+        assert!(parse_schedule("every 100ms", None).is_err());
+        assert!(parse_schedule("every soon", None).is_err());
+        assert!(parse_schedule("every 1m", Some("UTC")).is_err());
+        assert_eq!(
+            parse_schedule("*/5 * * * *", Some("Europe/Berlin")).unwrap(),
+            Schedule::Cron {
+                expression: "0 */5 * * * *".into(),
+                timezone: "Europe/Berlin".into()
+            }
+        );
+        assert!(parse_schedule("*/5 * * * *", Some("Mars/Base")).is_err());
+        assert!(parse_schedule("99 * * * *", None).is_err());
+        assert_eq!(
+            min_gap(&parse_schedule("0 */10 * * * *", None).unwrap()),
+            Some(Duration::from_secs(600))
+        );
     }
 
     #[test]

@@ -47,6 +47,9 @@ pub struct DaemonConfig {
     pub instance: String,
     pub location: String,
     pub drain_timeout: Duration,
+    /// At most this many runs in flight at once, so slow targets cannot
+    /// starve the rest.
+    pub max_concurrent_runs: usize,
 }
 
 /// How synthetic requests are marked so production can recognise them.

@@ -30,6 +30,8 @@ pub struct RawDaemon {
     pub instance: Option<String>,
     pub location: Option<String>,
     pub drain_timeout: Option<String>,
+    /// At most this many runs in flight at once, across all probes.
+    pub max_concurrent_runs: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -1,0 +1,431 @@
+//! The long-running daemon: the scheduler loop, the HTTP listener, reloads
+//! (SIGHUP, changed files, or a call), the systemd protocol, and a bounded
+//! drain on shutdown.
+//!
+//! Lifecycle: load (refuse to start on a bad config) → bind the listener →
+//! arm schedules → `READY=1` → run until the shutdown future resolves →
+//! `STOPPING=1` → stop scheduling → wait for in-flight runs up to
+//! `daemon.drain_timeout` → cancel what is left → exit. Only this module
+//! spawns long-lived tasks, and each has an owner that waits for it.
+
+pub mod listener;
+pub mod notify;
+pub mod scheduler;
+mod watch;
+
+use crate::config::{self, Config, Diagnostics, LoadOptions};
+use crate::outcome::Outcome;
+use crate::sandbox::Sandbox;
+use notify::Notifier;
+use scheduler::{Command, Scheduler};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// How the daemon runs, beyond its config file.
+#[derive(Debug, Clone)]
+pub struct DaemonOptions {
+    pub load: LoadOptions,
+    /// systemd's notification socket (`NOTIFY_SOCKET`).
+    pub notify_socket: Option<PathBuf>,
+    /// systemd's watchdog period (`WATCHDOG_USEC`); pinged at half of it,
+    /// only while the scheduler loop ticks.
+    pub watchdog: Option<Duration>,
+    /// The scheduler loop's heartbeat period. `/healthz` fails once no
+    /// heartbeat was seen for [`STALE_TICKS`] ticks.
+    pub tick: Duration,
+    /// How often the config and probe files are checked for changes
+    /// (covers Kubernetes' ConfigMap `..data` symlink swap); `None` turns
+    /// watching off.
+    pub watch_interval: Option<Duration>,
+    /// Reload on SIGHUP.
+    pub reload_on_sighup: bool,
+}
+
+/// Ticks without a heartbeat before `/healthz` turns unhealthy.
+pub const STALE_TICKS: u32 = 5;
+
+impl DaemonOptions {
+    /// The defaults, with systemd's settings from the environment.
+    pub fn from_env(load: LoadOptions) -> DaemonOptions {
+        DaemonOptions {
+            load,
+            notify_socket: Notifier::socket_from_env(),
+            watchdog: Notifier::watchdog_from_env(),
+            tick: Duration::from_secs(1),
+            watch_interval: Some(Duration::from_secs(2)),
+            reload_on_sighup: true,
+        }
+    }
+}
+
+/// Counters of what the scheduler did (exported as metrics later).
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub runs: AtomicU64,
+    pub skipped_overlap: AtomicU64,
+    pub missed: AtomicU64,
+    pub reloads_ok: AtomicU64,
+    pub reloads_failed: AtomicU64,
+}
+
+/// A copy of [`Stats`] at one moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatsSnapshot {
+    pub runs: u64,
+    pub skipped_overlap: u64,
+    pub missed: u64,
+    pub reloads_ok: u64,
+    pub reloads_failed: u64,
+}
+
+/// State shared by the daemon's tasks.
+pub struct Shared {
+    heartbeat: std::sync::Mutex<Instant>,
+    tick: Duration,
+    ready: AtomicBool,
+    pub stats: Stats,
+    /// The built-in sandbox, started when an environment first needs it and
+    /// stopped after the drain.
+    sandbox: tokio::sync::Mutex<Option<Sandbox>>,
+}
+
+impl Shared {
+    fn beat(&self, now: Instant) {
+        if let Ok(mut h) = self.heartbeat.lock() {
+            *h = now;
+        }
+    }
+
+    /// Alive: the scheduler loop ticked within the last few ticks.
+    pub fn healthy(&self) -> bool {
+        let last = self.heartbeat.lock().map(|h| *h).ok();
+        last.is_some_and(|t| t.elapsed() < self.tick * STALE_TICKS)
+    }
+
+    fn set_ready(&self) {
+        self.ready.store(true, Ordering::Release);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+}
+
+/// Why the daemon could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("invalid configuration:\n{0}")]
+    Config(Diagnostics),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("{0:#}")]
+    Other(#[from] anyhow::Error),
+}
+
+/// A running daemon.
+pub struct Daemon {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    notifier: Notifier,
+    drain: Duration,
+    stop: CancellationToken,
+    tasks: TaskTracker,
+    runs: TaskTracker,
+    run_cancel: CancellationToken,
+    commands: mpsc::Sender<Command>,
+    reloads: mpsc::Sender<()>,
+}
+
+impl Daemon {
+    /// Loads the config, binds the listener, arms the schedules and tells
+    /// systemd it is ready. `outcomes`, if given, receives every run's
+    /// outcome (dropped when full).
+    pub async fn start(
+        opts: DaemonOptions,
+        outcomes: Option<mpsc::Sender<Outcome>>,
+    ) -> Result<Daemon, StartError> {
+        let config = Arc::new(load(&opts.load).await.map_err(StartError::Config)?);
+        let listen = config.daemon.listen;
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .map_err(|source| StartError::Listen {
+                addr: listen,
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(|source| StartError::Listen {
+            addr: listen,
+            source,
+        })?;
+        let shared = Arc::new(Shared {
+            heartbeat: std::sync::Mutex::new(Instant::now()),
+            tick: opts.tick,
+            ready: AtomicBool::new(false),
+            stats: Stats::default(),
+            sandbox: tokio::sync::Mutex::new(None),
+        });
+        let notifier = Notifier::new(opts.notify_socket.clone());
+        let stop = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        let runs = TaskTracker::new();
+        let run_cancel = CancellationToken::new();
+        let (commands, command_rx) = mpsc::channel(16);
+        let (reloads, reload_rx) = mpsc::channel(4);
+
+        let scheduler = Scheduler::new(
+            shared.clone(),
+            config.clone(),
+            runs.clone(),
+            run_cancel.clone(),
+            outcomes,
+        )
+        .await?;
+        tasks.spawn(scheduler.run(command_rx, stop.clone()));
+        tasks.spawn(listener::serve(listener, shared.clone(), stop.clone()));
+        tasks.spawn(reloader(
+            opts.clone(),
+            config.clone(),
+            shared.clone(),
+            notifier.clone(),
+            commands.clone(),
+            reload_rx,
+            stop.clone(),
+        ));
+        if let (Some(period), true) = (opts.watchdog, notifier.enabled()) {
+            tasks.spawn(watchdog(
+                period / 2,
+                shared.clone(),
+                notifier.clone(),
+                stop.clone(),
+            ));
+        }
+
+        // Ready once the first schedules are armed.
+        let armed = async {
+            while !shared.is_ready() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        };
+        if tokio::time::timeout(Duration::from_secs(30), armed)
+            .await
+            .is_err()
+        {
+            return Err(StartError::Other(anyhow::anyhow!(
+                "the scheduler did not arm its schedules within 30s"
+            )));
+        }
+        notifier.notify("READY=1");
+        tracing::info!(
+            listen = %addr,
+            probes = config.probes.len(),
+            environments = config.environments.len(),
+            "synthmon daemon started"
+        );
+        Ok(Daemon {
+            addr,
+            shared,
+            notifier,
+            drain: config.daemon.drain_timeout,
+            stop,
+            tasks,
+            runs,
+            run_cancel,
+            commands,
+            reloads,
+        })
+    }
+
+    /// The address the listener is bound to.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn stats(&self) -> StatsSnapshot {
+        let s = &self.shared.stats;
+        StatsSnapshot {
+            runs: s.runs.load(Ordering::Relaxed),
+            skipped_overlap: s.skipped_overlap.load(Ordering::Relaxed),
+            missed: s.missed.load(Ordering::Relaxed),
+            reloads_ok: s.reloads_ok.load(Ordering::Relaxed),
+            reloads_failed: s.reloads_failed.load(Ordering::Relaxed),
+        }
+    }
+
+    pub fn healthy(&self) -> bool {
+        self.shared.healthy()
+    }
+
+    /// Asks for a reload, as SIGHUP does.
+    pub async fn reload(&self) {
+        let _ = self.reloads.send(()).await;
+    }
+
+    /// Freezes the scheduler loop for `d` (for tests of health checking).
+    #[doc(hidden)]
+    pub async fn stall_scheduler(&self, d: Duration) {
+        let _ = self.commands.send(Command::Stall(d)).await;
+    }
+
+    /// Stops scheduling, lets in-flight runs finish within the drain
+    /// deadline, cancels the rest and waits for every task.
+    pub async fn shutdown(self) {
+        self.notifier.notify("STOPPING=1");
+        tracing::info!(
+            in_flight = self.runs.len(),
+            "shutting down: draining in-flight runs"
+        );
+        self.stop.cancel();
+        self.runs.close();
+        if tokio::time::timeout(self.drain, self.runs.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                cancelled = self.runs.len(),
+                drain_timeout = ?self.drain,
+                "drain deadline passed; cancelling the runs still in flight"
+            );
+            self.run_cancel.cancel();
+            let _ = tokio::time::timeout(Duration::from_secs(2), self.runs.wait()).await;
+        }
+        self.tasks.close();
+        if tokio::time::timeout(Duration::from_secs(5), self.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("some daemon tasks did not stop within 5s");
+        }
+        if let Some(sandbox) = self.shared.sandbox.lock().await.take() {
+            sandbox.shutdown().await;
+        }
+        tracing::info!("synthmon daemon stopped");
+    }
+}
+
+/// Runs the daemon until `shutdown` resolves, then drains and returns.
+pub async fn run(
+    opts: DaemonOptions,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), StartError> {
+    let daemon = Daemon::start(opts, None).await?;
+    shutdown.await;
+    daemon.shutdown().await;
+    Ok(())
+}
+
+/// Loads the config off the async threads (it reads files and builds TLS
+/// settings).
+async fn load(opts: &LoadOptions) -> Result<Config, Diagnostics> {
+    let opts = opts.clone();
+    match tokio::task::spawn_blocking(move || config::load(&opts)).await {
+        Ok(result) => result,
+        Err(e) => Err(Diagnostics(vec![config::Diagnostic::new(
+            "config",
+            format!("the config loader panicked: {e}"),
+        )])),
+    }
+}
+
+/// Reloads on SIGHUP, on a call, or when the watched files change. A config
+/// that fails validation is rejected whole: the running one stays, and
+/// every error is logged.
+async fn reloader(
+    opts: DaemonOptions,
+    initial: Arc<Config>,
+    shared: Arc<Shared>,
+    notifier: Notifier,
+    commands: mpsc::Sender<Command>,
+    mut calls: mpsc::Receiver<()>,
+    stop: CancellationToken,
+) {
+    let mut hup = if opts.reload_on_sighup {
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .map_err(|e| tracing::warn!(error = %e, "cannot listen for SIGHUP"))
+            .ok()
+    } else {
+        None
+    };
+    let mut watcher = watch::Watcher::new(&initial);
+    let poll = opts.watch_interval.unwrap_or(Duration::from_secs(3600));
+    let mut current = initial;
+    loop {
+        let cause = tokio::select! {
+            () = stop.cancelled() => return,
+            Some(()) = calls.recv() => "request",
+            Some(()) = async { match hup.as_mut() { Some(s) => s.recv().await, None => std::future::pending().await } } => "SIGHUP",
+            () = tokio::time::sleep(poll), if opts.watch_interval.is_some() => {
+                if !watcher.changed() { continue }
+                "files changed"
+            }
+        };
+        notifier.notify("RELOADING=1");
+        match load(&opts.load).await {
+            Ok(config) => {
+                if config.daemon.listen != current.daemon.listen {
+                    tracing::warn!(
+                        running = %current.daemon.listen,
+                        configured = %config.daemon.listen,
+                        "daemon.listen changes take effect on restart"
+                    );
+                }
+                let config = Arc::new(config);
+                watcher = watch::Watcher::new(&config);
+                current = config.clone();
+                if commands.send(Command::Apply(config)).await.is_err() {
+                    return;
+                }
+                shared.stats.reloads_ok.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(cause, probes = current.probes.len(), "config reloaded");
+            }
+            Err(diags) => {
+                // Remember what was seen so a broken file is reported once,
+                // not every poll.
+                watcher.mark_seen();
+                shared.stats.reloads_failed.fetch_add(1, Ordering::Relaxed);
+                for d in diags.iter() {
+                    tracing::error!(error = %d, "config error");
+                }
+                tracing::error!(
+                    cause,
+                    errors = diags.len(),
+                    "config reload rejected; the running config stays in effect"
+                );
+            }
+        }
+        notifier.notify("READY=1");
+    }
+}
+
+/// Pings systemd's watchdog, but only while the scheduler loop is alive: a
+/// frozen loop stops the pings and gets the process restarted.
+async fn watchdog(
+    every: Duration,
+    shared: Arc<Shared>,
+    notifier: Notifier,
+    stop: CancellationToken,
+) {
+    let mut ticker = tokio::time::interval(every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = ticker.tick() => {
+                if shared.healthy() {
+                    notifier.notify("WATCHDOG=1");
+                } else {
+                    tracing::error!("scheduler loop stalled: withholding the systemd watchdog ping");
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,64 @@
+//! Notices when the config file or any probe file changes on disk.
+//!
+//! Polling file metadata (following symlinks) rather than inotify: it sees
+//! Kubernetes' ConfigMap update — an atomic swap of the `..data` symlink,
+//! which changes no watched path itself — editors' rename-on-save, and
+//! files appearing or disappearing under a glob, with no platform quirks.
+//! The cost is a `stat` per file per poll.
+
+use crate::config::Config;
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+
+pub struct Watcher {
+    config_file: Option<PathBuf>,
+    globs: Vec<String>,
+    seen: u64,
+}
+
+impl Watcher {
+    pub fn new(config: &Config) -> Watcher {
+        let mut w = Watcher {
+            config_file: config.file.clone(),
+            globs: config.daemon.probe_globs.clone(),
+            seen: 0,
+        };
+        w.seen = w.fingerprint();
+        w
+    }
+
+    /// Whether anything changed since the last call (or `new`).
+    pub fn changed(&mut self) -> bool {
+        let now = self.fingerprint();
+        let changed = now != self.seen;
+        self.seen = now;
+        changed
+    }
+
+    /// Takes the files' current state as seen.
+    pub fn mark_seen(&mut self) {
+        self.seen = self.fingerprint();
+    }
+
+    fn fingerprint(&self) -> u64 {
+        let mut paths: Vec<PathBuf> = self.config_file.iter().cloned().collect();
+        for pattern in &self.globs {
+            if let Ok(found) = glob::glob(pattern) {
+                paths.extend(found.filter_map(Result::ok));
+            }
+        }
+        paths.sort();
+        let mut text = String::new();
+        for p in paths {
+            let meta = std::fs::metadata(&p);
+            let (ino, len, mtime, mtime_ns) = meta
+                .map(|m| (m.ino(), m.len(), m.mtime(), m.mtime_nsec()))
+                .unwrap_or_default();
+            text.push_str(&format!(
+                "{}\0{ino}\0{len}\0{mtime}\0{mtime_ns}\n",
+                p.display()
+            ));
+        }
+        crate::schedule::stable_hash(text.as_bytes())
+    }
+}
