@@ -74,6 +74,19 @@ pub struct Scheduler {
     /// Base URLs by environment (`builtin:sandbox` resolved).
     targets: BTreeMap<String, url::Url>,
     outcomes: Option<mpsc::Sender<Outcome>>,
+    launcher: Launcher,
+}
+
+/// What a fire starts. Tests record fires in virtual time instead of
+/// running probes, so the loop's timing can be checked exactly.
+#[derive(Clone)]
+enum Launcher {
+    Probes,
+    #[cfg(test)]
+    Record {
+        fired: mpsc::UnboundedSender<(PairKey, Instant)>,
+        hold: Duration,
+    },
 }
 
 impl Scheduler {
@@ -104,6 +117,7 @@ impl Scheduler {
             cron_rx,
             targets: BTreeMap::new(),
             outcomes,
+            launcher: Launcher::Probes,
         })
     }
 
@@ -209,12 +223,24 @@ impl Scheduler {
         let cancel = self.run_cancel.clone();
         let shared = self.shared.clone();
         let outcomes = self.outcomes.clone();
+        let launcher = self.launcher.clone();
+        #[cfg(test)]
+        let fired_key = key.clone();
         self.runs.spawn(async move {
             let _running = running;
             let _permit = tokio::select! {
                 p = permits.acquire_owned() => match p { Ok(p) => p, Err(_) => return },
                 () = cancel.cancelled() => return,
             };
+            match launcher {
+                Launcher::Probes => {}
+                #[cfg(test)]
+                Launcher::Record { fired, hold } => {
+                    let _ = fired.send((fired_key, Instant::now()));
+                    tokio::time::sleep(hold).await;
+                    return;
+                }
+            }
             let probe = &config.probes[probe_index];
             let Some(env) = config.environments.get(&env_name) else { return };
             let ctx = RunContext {
@@ -390,5 +416,214 @@ fn log_outcome(o: &Outcome) {
             error = o.error.as_deref().unwrap_or(""),
             "run failed"
         );
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use crate::config::{LoadOptions, load};
+
+    const SECOND: Duration = Duration::from_secs(1);
+
+    /// A config with one environment and the given (name, schedule) probes.
+    fn config(probes: &[(&str, &str)]) -> (tempfile::TempDir, Arc<Config>) {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("config.toml"),
+            "[environments.e]\nbase_url = \"http://127.0.0.1:9\"\n",
+        )
+        .unwrap();
+        std::fs::create_dir(dir.path().join("probes")).unwrap();
+        for (name, schedule) in probes {
+            std::fs::write(
+                dir.path().join(format!("probes/{name}.toml")),
+                format!(
+                    "name = \"{name}\"\nschedule = \"{schedule}\"\ntimeout = \"1s\"\nenvironments = [\"e\"]\n[http]\nurl = \"/\"\n"
+                ),
+            )
+            .unwrap();
+        }
+        let config = load(&LoadOptions {
+            config_path: Some(dir.path().join("config.toml")),
+            overrides: vec![],
+        })
+        .unwrap();
+        (dir, Arc::new(config))
+    }
+
+    fn shared() -> Arc<Shared> {
+        Arc::new(Shared {
+            heartbeat: std::sync::Mutex::new(Instant::now()),
+            tick: SECOND,
+            ready: AtomicBool::new(false),
+            stats: super::super::Stats::default(),
+            sandbox: tokio::sync::Mutex::new(None),
+        })
+    }
+
+    struct Harness {
+        shared: Arc<Shared>,
+        commands: mpsc::Sender<Command>,
+        stop: CancellationToken,
+        fired: mpsc::UnboundedReceiver<(PairKey, Instant)>,
+        start: Instant,
+        task: tokio::task::JoinHandle<()>,
+    }
+
+    async fn start(config: Arc<Config>, hold: Duration) -> Harness {
+        let shared = shared();
+        let (tx, fired) = mpsc::unbounded_channel();
+        let mut s = Scheduler::new(
+            shared.clone(),
+            config,
+            TaskTracker::new(),
+            CancellationToken::new(),
+            None,
+        )
+        .await
+        .unwrap();
+        s.launcher = Launcher::Record { fired: tx, hold };
+        let start = s.anchor;
+        let (commands, rx) = mpsc::channel(4);
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(s.run(rx, stop.clone()));
+        Harness {
+            shared,
+            commands,
+            stop,
+            fired,
+            start,
+            task,
+        }
+    }
+
+    impl Harness {
+        /// Fires so far, as (probe, seconds since the anchor).
+        fn drain(&mut self) -> Vec<(String, f64)> {
+            let mut out = Vec::new();
+            while let Ok(((probe, _), at)) = self.fired.try_recv() {
+                out.push((probe, (at - self.start).as_secs_f64()));
+            }
+            out
+        }
+
+        async fn stop(self) {
+            self.stop.cancel();
+            self.task.await.unwrap();
+        }
+    }
+
+    fn times(fires: &[(String, f64)], probe: &str) -> Vec<f64> {
+        fires
+            .iter()
+            .filter(|(p, _)| p == probe)
+            .map(|(_, t)| *t)
+            .collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn intervals_fire_on_their_spread_offsets_every_interval() {
+        let (_dir, cfg) = config(&[("a", "every 10s"), ("b", "every 10s"), ("c", "every 10s")]);
+        let mut h = start(cfg, Duration::ZERO).await;
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        let fires = h.drain();
+        let mut offsets = Vec::new();
+        for probe in ["a", "b", "c"] {
+            let t = times(&fires, probe);
+            let offset = spread_offset(&format!("{probe}@e"), Duration::from_secs(10));
+            offsets.push(offset);
+            assert_eq!(t.len(), 6, "{probe}: {t:?}");
+            for (k, at) in t.iter().enumerate() {
+                let want = offset.as_secs_f64() + 10.0 * k as f64;
+                assert!(
+                    (at - want).abs() < 1e-3,
+                    "{probe} fire {k} at {at}, want {want}"
+                );
+            }
+        }
+        offsets.dedup();
+        assert_eq!(offsets.len(), 3, "offsets are spread: {offsets:?}");
+        assert!(h.shared.is_ready());
+        h.stop().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_run_still_in_flight_makes_the_next_slot_skip() {
+        // Runs take 5 s on a 2 s schedule: of every three slots, two are
+        // skipped while the run is in flight; runs never stack.
+        let (_dir, cfg) = config(&[("slow", "every 2s")]);
+        let mut h = start(cfg, Duration::from_secs(5)).await;
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        let t = times(&h.drain(), "slow");
+        assert!(t.len() >= 4, "{t:?}");
+        for w in t.windows(2) {
+            assert!((w[1] - w[0] - 6.0).abs() < 1e-3, "runs 6 s apart: {t:?}");
+        }
+        let skipped = h.shared.stats.skipped_overlap.load(Ordering::Relaxed);
+        // Two slots fall inside each run's 5 s (the last run's may fall
+        // after the end of the test).
+        let runs = t.len() as u64;
+        assert!(
+            (2 * runs - 2..=2 * runs).contains(&skipped),
+            "{t:?}: {skipped} skipped"
+        );
+        h.stop().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn after_a_ten_minute_stall_missed_runs_are_skipped_not_burst() {
+        let (_dir, cfg) = config(&[("p", "every 10s")]);
+        let mut h = start(cfg, Duration::ZERO).await;
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        let before = times(&h.drain(), "p");
+        assert_eq!(before.len(), 3, "{before:?}");
+        h.commands
+            .send(Command::Stall(Duration::from_secs(600)))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_secs(600)).await;
+        let after_stall = times(&h.drain(), "p");
+        assert!(
+            after_stall.len() <= 1,
+            "at most one catch-up run: {after_stall:?}"
+        );
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        let resumed = times(&h.drain(), "p");
+        assert!(
+            (2..=4).contains(&resumed.len()),
+            "cadence resumes: {resumed:?}"
+        );
+        let missed = h.shared.stats.missed.load(Ordering::Relaxed);
+        assert!(
+            (58..=61).contains(&missed),
+            "{missed} slots reported missed"
+        );
+        h.stop().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reload_keeps_unchanged_pairs_and_arms_new_ones() {
+        let (_dir, cfg) = config(&[("keep", "every 10s"), ("gone", "every 10s")]);
+        let mut h = start(cfg, Duration::ZERO).await;
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        let first = times(&h.drain(), "keep");
+        let (_dir2, next) = config(&[("keep", "every 10s"), ("new", "every 10s")]);
+        h.commands.send(Command::Apply(next)).await.unwrap();
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        let fires = h.drain();
+        assert!(
+            times(&fires, "gone").is_empty(),
+            "removed probes stop: {fires:?}"
+        );
+        assert_eq!(times(&fires, "new").len(), 3, "{fires:?}");
+        let kept = times(&fires, "keep");
+        let phase = |t: f64| t % 10.0;
+        assert!(
+            (phase(kept[0]) - phase(first[0])).abs() < 1e-3,
+            "the unchanged probe keeps its phase: {first:?} then {kept:?}"
+        );
+        h.stop().await;
     }
 }
