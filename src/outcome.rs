@@ -149,6 +149,9 @@ pub struct Outcome {
     pub run_id: String,
     /// The W3C trace id sent to the target in `traceparent`.
     pub trace_id: String,
+    /// The span id sent as the parent in `traceparent`: the id of the HTTP
+    /// client span, so the target's server span becomes its child.
+    pub span_id: String,
     /// Wall-clock start, RFC 3339.
     pub started_at: String,
     pub success: bool,
@@ -164,6 +167,7 @@ pub struct Outcome {
 /// What an HTTP run saw.
 #[derive(Clone, Debug, Serialize)]
 pub struct HttpFacts {
+    pub method: String,
     /// The final URL after redirects, secrets redacted.
     pub url: String,
     pub status: Option<u16>,

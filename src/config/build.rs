@@ -10,7 +10,8 @@ use super::diag::{self, Diagnostic, Diagnostics, SourceDoc};
 use super::raw::{RawConfig, RawEnvironment, RawHttp, RawProbe, RawSize};
 use super::secret::{self, Redactor};
 use super::{
-    BaseUrl, Config, DaemonConfig, Environment, Probe, Schedule, Severity, Tagging, TlsOptions,
+    BaseUrl, Config, DaemonConfig, Environment, OtlpProtocol, Probe, Schedule, Severity, Tagging,
+    TelemetryConfig, TlsOptions,
 };
 use crate::expr::Expr;
 use crate::outcome::SourceLocation;
@@ -27,6 +28,8 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(60);
 pub const DEFAULT_MAX_REDIRECTS: u32 = 10;
 pub const DEFAULT_MAX_CONCURRENT_RUNS: usize = 64;
+pub const DEFAULT_SPAN_QUEUE: usize = 2048;
+pub const DEFAULT_OTLP_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_MAX_BODY_BYTES: u64 = 4 * 1024 * 1024;
 /// The largest body cap a probe may ask for.
 pub const MAX_BODY_BYTES_LIMIT: u64 = 1024 * 1024 * 1024;
@@ -221,14 +224,63 @@ impl Checker<'_> {
             }
         }
         let probes = self.probes(&daemon.probe_globs, &environments);
+        let telemetry = self.telemetry(raw.telemetry);
         Some(Config {
             file: Some(file),
             daemon,
             tagging: tagging?,
             environments,
             probes,
+            telemetry,
             redactor: std::mem::take(self.redactor),
         })
+    }
+
+    fn telemetry(&mut self, raw: super::raw::RawTelemetry) -> TelemetryConfig {
+        let otlp_protocol = match raw.otlp_protocol.as_deref() {
+            None | Some("grpc") => OtlpProtocol::Grpc,
+            Some("http/protobuf") => OtlpProtocol::HttpProtobuf,
+            Some(other) => {
+                self.err(
+                    "telemetry.otlp_protocol",
+                    format!("expected `grpc` or `http/protobuf`, found `{other}`"),
+                );
+                OtlpProtocol::Grpc
+            }
+        };
+        if let Some(endpoint) = &raw.otlp_endpoint {
+            match url::Url::parse(endpoint) {
+                Ok(u) if matches!(u.scheme(), "http" | "https") => {}
+                _ => self.err(
+                    "telemetry.otlp_endpoint",
+                    format!(
+                        "expected an http(s) URL like `http://127.0.0.1:4317`, found `{endpoint}`"
+                    ),
+                ),
+            }
+        }
+        let mut otlp_headers = Vec::new();
+        for (k, v) in raw.otlp_headers {
+            if let Some(v) = self.expand(&format!("telemetry.otlp_headers.{k}"), &v) {
+                otlp_headers.push((k, v));
+            }
+        }
+        let queue_size = raw.queue_size.unwrap_or(DEFAULT_SPAN_QUEUE);
+        if queue_size == 0 {
+            self.err("telemetry.queue_size", "expected at least 1");
+        }
+        TelemetryConfig {
+            otlp_endpoint: raw.otlp_endpoint,
+            otlp_protocol,
+            otlp_headers,
+            otlp_timeout: self.duration(
+                "telemetry.otlp_timeout",
+                raw.otlp_timeout.as_deref(),
+                DEFAULT_OTLP_TIMEOUT,
+            ),
+            queue_size,
+            service_name: raw.service_name,
+        }
     }
 
     fn duration(&mut self, path: &str, value: Option<&str>, default: Duration) -> Duration {

@@ -32,6 +32,7 @@ pub struct Config {
     pub tagging: Tagging,
     pub environments: BTreeMap<String, Environment>,
     pub probes: Vec<Probe>,
+    pub telemetry: TelemetryConfig,
     /// Every secret value the config resolved, so that output can be
     /// scrubbed of them.
     pub redactor: Redactor,
@@ -50,6 +51,26 @@ pub struct DaemonConfig {
     /// At most this many runs in flight at once, so slow targets cannot
     /// starve the rest.
     pub max_concurrent_runs: usize,
+}
+
+/// OTLP trace export settings from `[telemetry]`; `OTEL_*` variables are
+/// applied on top by the exporter (config file values win).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TelemetryConfig {
+    pub otlp_endpoint: Option<String>,
+    pub otlp_protocol: OtlpProtocol,
+    /// Header values may hold secrets; never log them.
+    pub otlp_headers: Vec<(String, String)>,
+    pub otlp_timeout: Duration,
+    pub queue_size: usize,
+    pub service_name: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum OtlpProtocol {
+    #[default]
+    Grpc,
+    HttpProtobuf,
 }
 
 /// How synthetic requests are marked so production can recognise them.

@@ -18,6 +18,29 @@ pub struct RawConfig {
     pub tagging: RawTagging,
     #[serde(default)]
     pub environments: BTreeMap<String, RawEnvironment>,
+    #[serde(default)]
+    pub telemetry: RawTelemetry,
+}
+
+/// `[telemetry]`: where traces go. The standard `OTEL_*` variables fill
+/// whatever is not set here.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTelemetry {
+    /// OTLP endpoint, e.g. `http://127.0.0.1:4317` (gRPC) or
+    /// `http://127.0.0.1:4318` (HTTP); traces are off when neither this nor
+    /// `OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT` is set.
+    pub otlp_endpoint: Option<String>,
+    /// `grpc` (default) or `http/protobuf`.
+    pub otlp_protocol: Option<String>,
+    /// Extra headers for the collector (may reference secrets).
+    #[serde(default)]
+    pub otlp_headers: BTreeMap<String, String>,
+    /// Per-export timeout.
+    pub otlp_timeout: Option<String>,
+    /// Spans waiting for export beyond this are dropped and counted.
+    pub queue_size: Option<usize>,
+    pub service_name: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -89,6 +89,7 @@ pub async fn run(spec: &HttpSpec, ctx: &RunContext<'_>) -> Outcome {
         kind: "http",
         run_id: ids.run_id.clone(),
         trace_id: ids.trace_id.clone(),
+        span_id: ids.span_id.clone(),
         started_at,
         success: false,
         reason: None,
@@ -123,6 +124,7 @@ pub async fn run(spec: &HttpSpec, ctx: &RunContext<'_>) -> Outcome {
             outcome.reason = Some(failure.reason);
             outcome.error = Some(failure.message);
             outcome.http = Some(HttpFacts {
+                method: spec.method.to_string(),
                 url: requested_url,
                 status: failure.status,
                 redirects: failure.redirects,
@@ -175,6 +177,7 @@ pub async fn run(spec: &HttpSpec, ctx: &RunContext<'_>) -> Outcome {
             }
             outcome.success = outcome.reason.is_none();
             outcome.http = Some(HttpFacts {
+                method: spec.method.to_string(),
                 url: resp.final_url.to_string(),
                 status: Some(resp.status.as_u16()),
                 redirects: resp.redirects,
