@@ -112,7 +112,9 @@ pub fn main() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { EXIT_USAGE } else { EXIT_OK });
         }
     };
-    init_logging(cli.log_format, cli.once || cli.command.is_some());
+    // Only the daemon (`run`, or no subcommand without --once) is long-lived.
+    let one_shot = cli.once || !matches!(cli.command, None | Some(Command::Run));
+    init_logging(cli.log_format, one_shot);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

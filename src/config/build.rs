@@ -206,7 +206,14 @@ impl Checker<'_> {
             .collect::<Vec<_>>();
         let daemon = DaemonConfig {
             listen: listen.unwrap_or_else(|| ([127, 0, 0, 1], 9464).into()),
-            state_dir: d.state_dir.map(|s| self.base_dir.join(s)),
+            // systemd's StateDirectory= hands the path over in
+            // STATE_DIRECTORY (a colon-separated list; the first is ours).
+            state_dir: d.state_dir.map(|s| self.base_dir.join(s)).or_else(|| {
+                std::env::var("STATE_DIRECTORY")
+                    .ok()
+                    .and_then(|v| v.split(':').next().map(PathBuf::from))
+                    .filter(|p| !p.as_os_str().is_empty())
+            }),
             probe_globs: globs,
             instance: d.instance.unwrap_or_default(),
             location: d.location.unwrap_or_default(),
