@@ -16,3 +16,4 @@ pub mod report;
 pub mod sandbox;
 pub mod schedule;
 pub mod tagging;
+pub mod telemetry;

@@ -1,0 +1,5 @@
+//! Telemetry out: latency histograms and thresholds (`measure`), Prometheus
+//! metrics (`metrics`) and OTLP traces (`traces`). Everything here consumes
+//! [`crate::outcome::Outcome`]s; nothing here runs probes.
+
+pub mod traces;

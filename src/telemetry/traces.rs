@@ -1,0 +1,1 @@
+//! OTLP trace export (being written).
