@@ -4,6 +4,7 @@
 
 use crate::config::{self, Config, LoadOptions};
 use crate::once::{self, Selection};
+use crate::outcome::Outcome;
 use crate::report;
 use clap::{Parser, Subcommand, ValueEnum};
 use std::collections::BTreeMap;
@@ -200,7 +201,7 @@ pub async fn dispatch(cli: Cli) -> u8 {
     let mut stdout = std::io::stdout().lock();
     let _ = stdout.write_all(text.as_bytes());
     let _ = stdout.flush();
-    if outcomes.iter().all(|o| o.success) {
+    if outcomes.iter().all(Outcome::passed) {
         EXIT_OK
     } else {
         EXIT_FAILED

@@ -17,3 +17,4 @@ pub mod sandbox;
 pub mod schedule;
 pub mod tagging;
 pub mod telemetry;
+pub mod threshold;

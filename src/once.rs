@@ -127,5 +127,22 @@ pub async fn run(
     if let Some(s) = sandbox {
         s.shutdown().await;
     }
+    let mut outcomes = outcomes;
+    for (outcome, (i, _)) in outcomes.iter_mut().zip(pairs) {
+        judge(outcome, &config.probes[*i].thresholds);
+    }
     Ok(outcomes)
+}
+
+/// Evaluates thresholds over this invocation's own samples (a `--once` run
+/// has no history): the window is whatever this run measured.
+fn judge(outcome: &mut Outcome, thresholds: &[crate::threshold::Threshold]) {
+    use crate::telemetry::measure::{self, Series};
+    if thresholds.is_empty() {
+        return;
+    }
+    let now = tokio::time::Instant::now();
+    let mut series = Series::new(now, measure::SUB_WINDOW, measure::MAX_WINDOW);
+    series.record(now, outcome.success, measure::latency_of(outcome));
+    outcome.thresholds = measure::evaluate(&series, now, thresholds);
 }

@@ -162,6 +162,35 @@ pub struct Outcome {
     pub duration: Duration,
     pub http: Option<HttpFacts>,
     pub assertions: Vec<AssertionResult>,
+    /// Threshold states after this run; filled in by the measurement stage.
+    pub thresholds: Vec<ThresholdResult>,
+}
+
+impl Outcome {
+    /// Passed: the run succeeded and no threshold is failing (a degraded
+    /// threshold warns but passes).
+    pub fn passed(&self) -> bool {
+        self.success
+            && self
+                .thresholds
+                .iter()
+                .all(|t| t.state != crate::threshold::State::Failing)
+    }
+}
+
+/// A threshold's state after a run, over its window.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ThresholdResult {
+    /// The failing condition as written, e.g. `p(99) < 500ms`.
+    pub threshold: String,
+    pub degraded: Option<String>,
+    pub state: crate::threshold::State,
+    /// The observed aggregate: seconds for latencies, a ratio for rates.
+    pub observed: Option<f64>,
+    pub unit: &'static str,
+    pub window_seconds: f64,
+    /// Runs in the window.
+    pub runs: u64,
 }
 
 /// What an HTTP run saw.

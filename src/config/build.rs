@@ -17,6 +17,8 @@ use crate::expr::Expr;
 use crate::outcome::SourceLocation;
 use crate::probe::ProbeKind;
 use crate::probe::http::{self as http_probe, Assertion, Body, HttpSpec};
+use crate::telemetry::measure;
+use crate::threshold::{self, Threshold, parse_condition};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -765,6 +767,7 @@ impl Checker<'_> {
                 ));
             }
         }
+        let thresholds = self.thresholds(&raw.thresholds);
         let kind = match raw.http {
             Some(h) => self.http(h).map(ProbeKind::Http),
             None => {
@@ -794,8 +797,75 @@ impl Checker<'_> {
             tags: raw.tags,
             severity: raw.severity.unwrap_or(Severity::Warning),
             labels: raw.labels,
+            thresholds,
             kind: kind?,
         })
+    }
+
+    fn thresholds(&mut self, raw: &[super::raw::RawThreshold]) -> Vec<Threshold> {
+        use super::raw::RawThreshold;
+        let mut out = Vec::new();
+        for (i, t) in raw.iter().enumerate() {
+            let path = format!("thresholds[{i}]");
+            let (failing_text, degraded_text, window_text, nested) = match t {
+                RawThreshold::Short(s) => (s.as_str(), None, None, false),
+                RawThreshold::Full(t) => (
+                    t.failing.as_str(),
+                    t.degraded.as_deref(),
+                    t.window.as_deref(),
+                    true,
+                ),
+            };
+            let at = |field: &str| {
+                if nested {
+                    format!("{path}.{field}")
+                } else {
+                    path.clone()
+                }
+            };
+            let failing = parse_condition(failing_text)
+                .map_err(|e| self.err(&at("failing"), e))
+                .ok();
+            let degraded = match degraded_text.map(parse_condition) {
+                None => None,
+                Some(Ok(d)) => Some(d),
+                Some(Err(e)) => {
+                    self.err(&at("degraded"), e);
+                    continue;
+                }
+            };
+            let window = self.duration(&at("window"), window_text, threshold::DEFAULT_WINDOW);
+            if window < measure::SUB_WINDOW || window > measure::MAX_WINDOW {
+                self.err(
+                    &at("window"),
+                    format!(
+                        "expected a window from {} to {}, found {}",
+                        humantime::format_duration(measure::SUB_WINDOW),
+                        humantime::format_duration(measure::MAX_WINDOW),
+                        humantime::format_duration(window)
+                    ),
+                );
+            }
+            let Some(failing) = failing else { continue };
+            if let Some(d) = &degraded {
+                if d.metric != failing.metric {
+                    self.err(
+                        &at("degraded"),
+                        format!(
+                            "the degraded level must judge the same metric as the failing one (`{}`), found `{}`",
+                            failing.source, d.source
+                        ),
+                    );
+                    continue;
+                }
+            }
+            out.push(Threshold {
+                failing,
+                degraded,
+                window,
+            });
+        }
+        out
     }
 
     fn http(&mut self, raw: RawHttp) -> Option<HttpSpec> {

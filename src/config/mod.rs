@@ -148,5 +148,6 @@ pub struct Probe {
     pub tags: Vec<String>,
     pub severity: Severity,
     pub labels: BTreeMap<String, String>,
+    pub thresholds: Vec<crate::threshold::Threshold>,
     pub kind: ProbeKind,
 }

@@ -103,6 +103,9 @@ pub struct RawProbe {
     pub severity: Option<Severity>,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// SLA thresholds: `"p(99) < 500ms"`, or a table with a degraded level.
+    #[serde(default)]
+    pub thresholds: Vec<RawThreshold>,
     /// The kind is the one body table present.
     pub http: Option<RawHttp>,
 }
@@ -142,4 +145,23 @@ pub struct RawHttp {
 pub enum RawSize {
     Bytes(u64),
     Text(String),
+}
+
+/// A threshold: the failing condition alone, or a table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(
+    untagged,
+    expecting = "a condition like \"p(99) < 500ms\" or a table { failing = \"…\", degraded = \"…\", window = \"5m\" }"
+)]
+pub enum RawThreshold {
+    Short(String),
+    Full(RawThresholdTable),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawThresholdTable {
+    pub failing: String,
+    pub degraded: Option<String>,
+    pub window: Option<String>,
 }

@@ -97,6 +97,7 @@ pub async fn run(spec: &HttpSpec, ctx: &RunContext<'_>) -> Outcome {
         duration: Default::default(),
         http: None,
         assertions: Vec::new(),
+        thresholds: Vec::new(),
     };
 
     let request = match build_request(spec, ctx, &ids) {

@@ -4,6 +4,7 @@
 
 use super::Summary;
 use crate::outcome::Outcome;
+use crate::threshold::State;
 use anstyle::{AnsiColor, Style};
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -11,6 +12,7 @@ use std::time::Duration;
 const PASS: Style = AnsiColor::Green.on_default().bold();
 const FAIL: Style = AnsiColor::Red.on_default().bold();
 const DIM: Style = Style::new().dimmed();
+const WARN: Style = AnsiColor::Yellow.on_default().bold();
 
 /// Renders the report. With `color`, ANSI styles are included (the caller
 /// decides: a TTY without `NO_COLOR`).
@@ -69,6 +71,26 @@ pub fn render(outcomes: &[Outcome], color: bool) -> String {
                 let _ = writeln!(out, "      ✗ expected {}{}", a.expression, paint(DIM, &at));
                 let _ = writeln!(out, "        actual   {}", a.actual);
             }
+        }
+        for t in &o.thresholds {
+            let style = match t.state {
+                State::Failing => FAIL,
+                State::Degraded => WARN,
+                State::Ok | State::NoData => DIM,
+            };
+            let observed = match (t.observed, t.unit) {
+                (None, _) => "no data".to_owned(),
+                (Some(v), "seconds") => ms(Duration::from_secs_f64(v)),
+                (Some(v), _) => format!("{:.3}%", v * 100.0),
+            };
+            let _ = writeln!(
+                out,
+                "      threshold {}: {} (observed {observed} over {} run{})",
+                t.threshold,
+                paint(style, t.state.as_str()),
+                t.runs,
+                if t.runs == 1 { "" } else { "s" }
+            );
         }
     }
     let s = Summary::of(outcomes);

@@ -16,7 +16,7 @@ pub struct Summary {
 
 impl Summary {
     pub fn of(outcomes: &[Outcome]) -> Summary {
-        let passed = outcomes.iter().filter(|o| o.success).count();
+        let passed = outcomes.iter().filter(|o| o.passed()).count();
         Summary {
             total: outcomes.len(),
             passed,

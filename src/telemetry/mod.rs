@@ -2,4 +2,5 @@
 //! metrics (`metrics`) and OTLP traces (`traces`). Everything here consumes
 //! [`crate::outcome::Outcome`]s; nothing here runs probes.
 
+pub mod measure;
 pub mod traces;
