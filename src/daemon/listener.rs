@@ -1,5 +1,5 @@
-//! The daemon's own HTTP listener: `/healthz` and `/readyz` (later also
-//! `/metrics` and the status page).
+//! The daemon's own HTTP listener: `/healthz`, `/readyz` and `/metrics`
+//! (later also the status page).
 //!
 //! `/healthz` says only whether this process is alive and its scheduler loop
 //! has ticked recently; never anything about targets or receivers, so a
@@ -18,6 +18,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .with_state(shared)
 }
 
@@ -38,6 +39,19 @@ async fn readyz(State(shared): State<Arc<Shared>>) -> (StatusCode, &'static str)
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
     }
+}
+
+async fn metrics(State(shared): State<Arc<Shared>>) -> impl axum::response::IntoResponse {
+    let dropped = shared
+        .spans_dropped
+        .load(std::sync::atomic::Ordering::Relaxed);
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        shared.metrics.render(dropped),
+    )
 }
 
 /// Serves until `stop` is cancelled, then finishes open requests.

@@ -10,12 +10,14 @@
 
 pub mod listener;
 pub mod notify;
+pub mod pipeline;
 pub mod scheduler;
 mod watch;
 
 use crate::config::{self, Config, Diagnostics, LoadOptions};
 use crate::outcome::Outcome;
 use crate::sandbox::Sandbox;
+use crate::telemetry::metrics::Metrics;
 use notify::Notifier;
 use scheduler::{Command, Scheduler};
 use std::future::Future;
@@ -92,6 +94,9 @@ pub struct Shared {
     tick: Duration,
     ready: AtomicBool,
     pub stats: Stats,
+    pub metrics: Arc<Metrics>,
+    /// Spans the trace exporter dropped, for `/metrics`.
+    pub spans_dropped: AtomicU64,
     /// The built-in sandbox, started when an environment first needs it and
     /// stopped after the drain.
     sandbox: tokio::sync::Mutex<Option<Sandbox>>,
@@ -172,6 +177,8 @@ impl Daemon {
             tick: opts.tick,
             ready: AtomicBool::new(false),
             stats: Stats::default(),
+            metrics: Arc::new(Metrics::new(&config)),
+            spans_dropped: AtomicU64::new(0),
             sandbox: tokio::sync::Mutex::new(None),
         });
         let notifier = Notifier::new(opts.notify_socket.clone());
@@ -181,15 +188,24 @@ impl Daemon {
         let run_cancel = CancellationToken::new();
         let (commands, command_rx) = mpsc::channel(16);
         let (reloads, reload_rx) = mpsc::channel(4);
+        let (events, event_rx) = mpsc::channel(pipeline::QUEUE);
 
         let scheduler = Scheduler::new(
             shared.clone(),
             config.clone(),
             runs.clone(),
             run_cancel.clone(),
-            outcomes,
+            events.clone(),
+            shared.metrics.clone(),
         )
         .await?;
+        tasks.spawn(pipeline::run(
+            event_rx,
+            config.clone(),
+            shared.metrics.clone(),
+            outcomes,
+        ));
+        tasks.spawn(upkeep(shared.metrics.clone(), stop.clone()));
         tasks.spawn(scheduler.run(command_rx, stop.clone()));
         tasks.spawn(listener::serve(listener, shared.clone(), stop.clone()));
         tasks.spawn(reloader(
@@ -197,7 +213,7 @@ impl Daemon {
             config.clone(),
             shared.clone(),
             notifier.clone(),
-            commands.clone(),
+            (commands.clone(), events),
             reload_rx,
             stop.clone(),
         ));
@@ -344,7 +360,7 @@ async fn reloader(
     initial: Arc<Config>,
     shared: Arc<Shared>,
     notifier: Notifier,
-    commands: mpsc::Sender<Command>,
+    (commands, events): (mpsc::Sender<Command>, mpsc::Sender<pipeline::Event>),
     mut calls: mpsc::Receiver<()>,
     stop: CancellationToken,
 ) {
@@ -381,10 +397,13 @@ async fn reloader(
                 let config = Arc::new(config);
                 watcher = watch::Watcher::new(&config);
                 current = config.clone();
-                if commands.send(Command::Apply(config)).await.is_err() {
+                if commands.send(Command::Apply(config.clone())).await.is_err()
+                    || events.send(pipeline::Event::Config(config)).await.is_err()
+                {
                     return;
                 }
                 shared.stats.reloads_ok.fetch_add(1, Ordering::Relaxed);
+                shared.metrics.reload(true);
                 tracing::info!(cause, probes = current.probes.len(), "config reloaded");
             }
             Err(diags) => {
@@ -392,6 +411,7 @@ async fn reloader(
                 // not every poll.
                 watcher.mark_seen();
                 shared.stats.reloads_failed.fetch_add(1, Ordering::Relaxed);
+                shared.metrics.reload(false);
                 for d in diags.iter() {
                     tracing::error!(error = %d, "config error");
                 }
@@ -403,6 +423,19 @@ async fn reloader(
             }
         }
         notifier.notify("READY=1");
+    }
+}
+
+/// Drains histogram samples into buckets every few seconds, so memory stays
+/// flat however long nobody scrapes.
+async fn upkeep(metrics: Arc<Metrics>, stop: CancellationToken) {
+    let mut ticker = tokio::time::interval(Duration::from_secs(5));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = ticker.tick() => metrics.upkeep(),
+        }
     }
 }
 

@@ -13,11 +13,13 @@
 //! cancellable through `run_cancel`.
 
 use super::Shared;
+use super::pipeline::Event;
 use crate::config::{BaseUrl, Config, Schedule};
 use crate::outcome::Outcome;
 use crate::probe::{self, RunContext};
 use crate::sandbox::{Sandbox, SandboxOptions};
 use crate::schedule::{IntervalClock, spread_offset};
+use crate::telemetry::metrics::Metrics;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::sync::Arc;
@@ -73,7 +75,8 @@ pub struct Scheduler {
     cron_rx: mpsc::Receiver<PairKey>,
     /// Base URLs by environment (`builtin:sandbox` resolved).
     targets: BTreeMap<String, url::Url>,
-    outcomes: Option<mpsc::Sender<Outcome>>,
+    events: mpsc::Sender<Event>,
+    metrics: Arc<Metrics>,
     launcher: Launcher,
 }
 
@@ -95,7 +98,8 @@ impl Scheduler {
         config: Arc<Config>,
         runs: TaskTracker,
         run_cancel: CancellationToken,
-        outcomes: Option<mpsc::Sender<Outcome>>,
+        events: mpsc::Sender<Event>,
+        metrics: Arc<Metrics>,
     ) -> anyhow::Result<Scheduler> {
         let cron = JobScheduler::new().await?;
         cron.start().await?;
@@ -116,7 +120,8 @@ impl Scheduler {
             cron_tx,
             cron_rx,
             targets: BTreeMap::new(),
-            outcomes,
+            events,
+            metrics,
             launcher: Launcher::Probes,
         })
     }
@@ -222,7 +227,8 @@ impl Scheduler {
         let permits = self.permits.clone();
         let cancel = self.run_cancel.clone();
         let shared = self.shared.clone();
-        let outcomes = self.outcomes.clone();
+        let events = self.events.clone();
+        let metrics = self.metrics.clone();
         let launcher = self.launcher.clone();
         #[cfg(test)]
         let fired_key = key.clone();
@@ -260,9 +266,9 @@ impl Scheduler {
             };
             shared.stats.runs.fetch_add(1, Ordering::Relaxed);
             log_outcome(&outcome);
-            if let Some(tx) = outcomes {
-                // A full or closed consumer must not hold up runs.
-                let _ = tx.try_send(outcome);
+            // A full or closed pipeline must not hold up runs.
+            if events.try_send(Event::Outcome(Box::new(outcome))).is_err() {
+                metrics.dropped_outcome();
             }
         });
     }
@@ -346,14 +352,17 @@ impl Scheduler {
                 let tz = crate::schedule::parse_timezone(timezone).map_err(anyhow::Error::msg)?;
                 let tx = self.cron_tx.clone();
                 let shared = self.shared.clone();
+                let metrics = self.metrics.clone();
                 let fire_key = key.clone();
                 let job = Job::new_async_tz(expression.as_str(), tz, move |_, _| {
                     let tx = tx.clone();
                     let key = fire_key.clone();
                     let shared = shared.clone();
+                    let metrics = metrics.clone();
                     Box::pin(async move {
                         if tx.try_send(key).is_err() {
                             shared.stats.missed.fetch_add(1, Ordering::Relaxed);
+                            metrics.missed(1);
                         }
                     })
                 })?;
@@ -453,12 +462,14 @@ mod tests {
         (dir, Arc::new(config))
     }
 
-    fn shared() -> Arc<Shared> {
+    fn shared(config: &Config) -> Arc<Shared> {
         Arc::new(Shared {
             heartbeat: std::sync::Mutex::new(Instant::now()),
             tick: SECOND,
             ready: AtomicBool::new(false),
             stats: super::super::Stats::default(),
+            metrics: Arc::new(Metrics::new(config)),
+            spans_dropped: std::sync::atomic::AtomicU64::new(0),
             sandbox: tokio::sync::Mutex::new(None),
         })
     }
@@ -473,14 +484,17 @@ mod tests {
     }
 
     async fn start(config: Arc<Config>, hold: Duration) -> Harness {
-        let shared = shared();
+        let shared = shared(&config);
         let (tx, fired) = mpsc::unbounded_channel();
+        let (events, _) = mpsc::channel(1);
+        let metrics = shared.metrics.clone();
         let mut s = Scheduler::new(
             shared.clone(),
             config,
             TaskTracker::new(),
             CancellationToken::new(),
-            None,
+            events,
+            metrics,
         )
         .await
         .unwrap();

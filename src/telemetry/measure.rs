@@ -263,6 +263,56 @@ pub fn evaluate(series: &Series, now: Instant, thresholds: &[Threshold]) -> Vec<
         .collect()
 }
 
+/// Every series of a daemon, keyed by (probe, environment).
+pub struct Store {
+    origin: Instant,
+    series: std::collections::HashMap<(String, String), Series>,
+}
+
+impl Default for Store {
+    fn default() -> Self {
+        Store {
+            origin: Instant::now(),
+            series: std::collections::HashMap::new(),
+        }
+    }
+}
+
+impl Store {
+    /// Records `outcome` and evaluates `thresholds` over its series.
+    pub fn record(&mut self, outcome: &Outcome, thresholds: &[Threshold]) -> Vec<ThresholdResult> {
+        let longest = thresholds
+            .iter()
+            .map(|t| t.window)
+            .max()
+            .unwrap_or(crate::threshold::DEFAULT_WINDOW);
+        let now = Instant::now();
+        let origin = self.origin;
+        let series = self
+            .series
+            .entry((outcome.probe.clone(), outcome.environment.clone()))
+            .or_insert_with(|| Series::new(origin, SUB_WINDOW, longest));
+        series.keep = series
+            .keep
+            .max(longest.as_nanos().div_ceil(SUB_WINDOW.as_nanos()) as u64);
+        series.record(now, outcome.success, latency_of(outcome));
+        evaluate(series, now, thresholds)
+    }
+
+    /// Drops the series of pairs `keep` rejects (removed probes).
+    pub fn retain(&mut self, mut keep: impl FnMut(&str, &str) -> bool) {
+        self.series.retain(|(p, e), _| keep(p, e));
+    }
+
+    pub fn len(&self) -> usize {
+        self.series.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.series.is_empty()
+    }
+}
+
 /// The latency a run contributes: its duration, when it got a response (a
 /// refused connection is an error, not a fast request).
 pub fn latency_of(outcome: &Outcome) -> Option<Duration> {

@@ -3,4 +3,5 @@
 //! [`crate::outcome::Outcome`]s; nothing here runs probes.
 
 pub mod measure;
+pub mod metrics;
 pub mod traces;

@@ -1,0 +1,306 @@
+//! Prometheus metrics via `metrics` + `metrics-exporter-prometheus`, served
+//! by the daemon at `/metrics`.
+//!
+//! Two registries, rendered one after the other:
+//! - the **process** registry lives as long as the process: config reloads,
+//!   missed runs, dropped outcomes and spans, build info, and the standard
+//!   `process_*` series (CPU, RSS, open fds) collected at scrape time;
+//! - the **probe** registry belongs to one config generation: every series
+//!   labelled by probe and environment. A reload starts a new one, so the
+//!   series of removed probes disappear at once; the counters and
+//!   histograms of the others restart from zero, which Prometheus' `rate()`
+//!   and `increase()` treat as a counter reset, as after a restart. Its
+//!   histogram buckets are the defaults plus every latency threshold of
+//!   that config, so `histogram_quantile` is exact at the SLA boundaries.
+//!
+//! Core probe series keep blackbox_exporter's names (`probe_success`,
+//! `probe_duration_seconds`, `probe_http_duration_seconds{phase}`, …). Labels
+//! are bounded: probe, environment, step, phase, result, reason and the
+//! threshold as written — never a run id, error text or URL.
+//!
+//! Memory stays flat without scrapes: `upkeep` (run every few seconds by
+//! the daemon) drains histogram samples into their buckets.
+
+use crate::config::Config;
+use crate::outcome::Outcome;
+use crate::threshold::{Metric, State};
+use metrics::{
+    Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram,
+};
+use metrics_exporter_prometheus::{
+    Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
+};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+/// Histogram buckets before thresholds are added, in seconds.
+pub const DEFAULT_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+
+pub const DURATION_HISTOGRAM: &str = "synthmon_probe_duration_seconds";
+
+struct Registry {
+    recorder: PrometheusRecorder,
+    handle: PrometheusHandle,
+}
+
+impl Registry {
+    fn new(builder: PrometheusBuilder) -> Registry {
+        let recorder = builder.build_recorder();
+        let handle = recorder.handle();
+        Registry { recorder, handle }
+    }
+
+    fn with<T>(&self, f: impl FnOnce() -> T) -> T {
+        metrics::with_local_recorder(&self.recorder, f)
+    }
+}
+
+pub struct Metrics {
+    process: Registry,
+    collector: metrics_process::Collector,
+    probes: RwLock<Arc<Registry>>,
+    /// Instance and location labels added to every series.
+    labels: Vec<(String, String)>,
+}
+
+impl Metrics {
+    pub fn new(config: &Config) -> Metrics {
+        let mut labels = Vec::new();
+        for (k, v) in [
+            ("instance", &config.daemon.instance),
+            ("location", &config.daemon.location),
+        ] {
+            if !v.is_empty() {
+                labels.push((k.to_owned(), v.clone()));
+            }
+        }
+        let process = Registry::new(with_labels(PrometheusBuilder::new(), &labels));
+        let collector = metrics_process::Collector::default();
+        process.with(|| {
+            collector.describe();
+            describe_counter!("synthmon_config_reloads_total", "Config reloads by result (ok, failed).");
+            describe_counter!("synthmon_missed_runs_total", "Schedule slots skipped because the scheduler was stalled or a cron fire could not be queued.");
+            describe_counter!("synthmon_dropped_outcomes_total", "Run outcomes the telemetry pipeline could not take in time.");
+            describe_gauge!("synthmon_spans_dropped", "Trace spans dropped since start (export queue full, collector down or slow).");
+            describe_gauge!("synthmon_build_info", "Build information; always 1.");
+            gauge!("synthmon_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+            counter!("synthmon_config_reloads_total", "result" => "ok").absolute(0);
+            counter!("synthmon_config_reloads_total", "result" => "failed").absolute(0);
+        });
+        let metrics = Metrics {
+            process,
+            collector,
+            probes: RwLock::new(Arc::new(Registry::new(PrometheusBuilder::new()))),
+            labels,
+        };
+        metrics.reconfigure(config);
+        metrics
+    }
+
+    /// Starts a new probe registry for `config` (see the module docs).
+    pub fn reconfigure(&self, config: &Config) {
+        let mut buckets: Vec<f64> = DEFAULT_BUCKETS.to_vec();
+        for p in &config.probes {
+            for t in &p.thresholds {
+                for c in std::iter::once(&t.failing).chain(t.degraded.iter()) {
+                    if c.metric.is_latency() && !matches!(c.metric, Metric::Min) && c.limit > 0.0 {
+                        buckets.push(c.limit);
+                    }
+                }
+            }
+        }
+        buckets.sort_by(f64::total_cmp);
+        buckets.dedup_by(|a, b| (*a - *b).abs() < 1e-9);
+        let builder = with_labels(PrometheusBuilder::new(), &self.labels);
+        let builder = builder
+            .set_buckets_for_metric(Matcher::Full(DURATION_HISTOGRAM.into()), &buckets)
+            .unwrap_or_else(|_| with_labels(PrometheusBuilder::new(), &self.labels));
+        let registry = Registry::new(builder);
+        registry.with(describe_probe_series);
+        if let Ok(mut slot) = self.probes.write() {
+            *slot = Arc::new(registry);
+        }
+    }
+
+    fn probes(&self) -> Option<Arc<Registry>> {
+        self.probes.read().ok().map(|r| r.clone())
+    }
+
+    /// Records one run's outcome (thresholds already evaluated).
+    pub fn record(&self, o: &Outcome) {
+        let Some(reg) = self.probes() else { return };
+        reg.with(|| {
+            let (p, e) = (o.probe.clone(), o.environment.clone());
+            gauge!("probe_success", "probe" => p.clone(), "environment" => e.clone())
+                .set(if o.success { 1.0 } else { 0.0 });
+            gauge!("probe_duration_seconds", "probe" => p.clone(), "environment" => e.clone())
+                .set(o.duration.as_secs_f64());
+            let result = if o.success { "success" } else { "failure" };
+            let reason = o.reason.map_or("", |r| r.as_str());
+            counter!("synthmon_runs_total", "probe" => p.clone(), "environment" => e.clone(), "result" => result, "reason" => reason)
+                .increment(1);
+            if let Some(h) = &o.http {
+                for (phase, d) in h.phases.named() {
+                    gauge!("probe_http_duration_seconds", "probe" => p.clone(), "environment" => e.clone(), "phase" => phase)
+                        .set(d.as_secs_f64());
+                }
+                gauge!("probe_http_status_code", "probe" => p.clone(), "environment" => e.clone())
+                    .set(f64::from(h.status.unwrap_or(0)));
+                gauge!("probe_http_redirects", "probe" => p.clone(), "environment" => e.clone())
+                    .set(f64::from(h.redirects));
+                gauge!("probe_http_ssl", "probe" => p.clone(), "environment" => e.clone())
+                    .set(if h.tls { 1.0 } else { 0.0 });
+                gauge!("probe_http_uncompressed_body_length", "probe" => p.clone(), "environment" => e.clone())
+                    .set(h.body_bytes as f64);
+            }
+            if let Some(latency) = crate::telemetry::measure::latency_of(o) {
+                histogram!(DURATION_HISTOGRAM, "probe" => p.clone(), "environment" => e.clone(), "step" => o.kind)
+                    .record(latency.as_secs_f64());
+            }
+            for t in &o.thresholds {
+                let labels = [
+                    ("probe", p.clone()),
+                    ("environment", e.clone()),
+                    ("threshold", t.threshold.clone()),
+                ];
+                gauge!("synthmon_threshold_failing", &labels)
+                    .set(if t.state == State::Failing { 1.0 } else { 0.0 });
+                gauge!("synthmon_threshold_degraded", &labels)
+                    .set(if t.state == State::Degraded { 1.0 } else { 0.0 });
+                if let Some(v) = t.observed {
+                    gauge!("synthmon_threshold_observed", &labels).set(v);
+                }
+            }
+        });
+    }
+
+    /// A slot skipped because the pair's previous run was still in flight.
+    pub fn skipped_overlap(&self, probe: &str, environment: &str) {
+        let Some(reg) = self.probes() else { return };
+        reg.with(|| {
+            counter!("synthmon_skipped_overlaps_total", "probe" => probe.to_owned(), "environment" => environment.to_owned())
+                .increment(1);
+        });
+    }
+
+    /// How late a run started against its slot.
+    pub fn schedule_lag(&self, probe: &str, environment: &str, lag: Duration) {
+        let Some(reg) = self.probes() else { return };
+        reg.with(|| {
+            gauge!("synthmon_schedule_lag_seconds", "probe" => probe.to_owned(), "environment" => environment.to_owned())
+                .set(lag.as_secs_f64());
+        });
+    }
+
+    pub fn reload(&self, ok: bool) {
+        self.process.with(|| {
+            counter!("synthmon_config_reloads_total", "result" => if ok { "ok" } else { "failed" })
+                .increment(1);
+        });
+    }
+
+    pub fn missed(&self, n: u64) {
+        self.process
+            .with(|| counter!("synthmon_missed_runs_total").increment(n));
+    }
+
+    pub fn dropped_outcome(&self) {
+        self.process
+            .with(|| counter!("synthmon_dropped_outcomes_total").increment(1));
+    }
+
+    /// The exposition text: process series (collected now) then probe series.
+    pub fn render(&self, spans_dropped: u64) -> String {
+        self.process.with(|| {
+            self.collector.collect();
+            gauge!("synthmon_spans_dropped").set(spans_dropped as f64);
+        });
+        let mut out = self.process.handle.render();
+        if let Some(reg) = self.probes() {
+            out.push_str(&reg.handle.render());
+        }
+        out
+    }
+
+    /// Drains pending histogram samples into buckets (keeps memory flat
+    /// when nobody scrapes).
+    pub fn upkeep(&self) {
+        self.process.handle.run_upkeep();
+        if let Some(reg) = self.probes() {
+            reg.handle.run_upkeep();
+        }
+    }
+}
+
+fn with_labels(mut b: PrometheusBuilder, labels: &[(String, String)]) -> PrometheusBuilder {
+    for (k, v) in labels {
+        b = b.add_global_label(k.clone(), v.clone());
+    }
+    b
+}
+
+fn describe_probe_series() {
+    describe_gauge!(
+        "probe_success",
+        "Whether the last run of the probe succeeded (1) or not (0)."
+    );
+    describe_gauge!(
+        "probe_duration_seconds",
+        Unit::Seconds,
+        "How long the last run took."
+    );
+    describe_gauge!(
+        "probe_http_duration_seconds",
+        Unit::Seconds,
+        "Duration of the last run's HTTP phases: resolve, connect, tls, processing, transfer."
+    );
+    describe_gauge!(
+        "probe_http_status_code",
+        "Status code of the last response (0 without one)."
+    );
+    describe_gauge!(
+        "probe_http_redirects",
+        "Redirects followed by the last run."
+    );
+    describe_gauge!(
+        "probe_http_ssl",
+        "Whether the last run's final response came over TLS."
+    );
+    describe_gauge!(
+        "probe_http_uncompressed_body_length",
+        Unit::Bytes,
+        "Length of the last response body after decompression."
+    );
+    describe_counter!(
+        "synthmon_runs_total",
+        "Probe runs by result and failure reason."
+    );
+    describe_histogram!(
+        DURATION_HISTOGRAM,
+        Unit::Seconds,
+        "Latency of runs that got a response, with buckets at every configured threshold."
+    );
+    describe_gauge!(
+        "synthmon_threshold_failing",
+        "Whether the threshold is failing (1) over its window."
+    );
+    describe_gauge!(
+        "synthmon_threshold_degraded",
+        "Whether the threshold is degraded (1) over its window."
+    );
+    describe_gauge!(
+        "synthmon_threshold_observed",
+        "The aggregate the threshold judges: seconds for latencies, a ratio for rates."
+    );
+    describe_counter!(
+        "synthmon_skipped_overlaps_total",
+        "Slots skipped because the previous run of the pair was still in flight."
+    );
+    describe_gauge!(
+        "synthmon_schedule_lag_seconds",
+        Unit::Seconds,
+        "How late the last run started against its slot."
+    );
+}
