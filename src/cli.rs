@@ -277,18 +277,24 @@ async fn daemon(load: LoadOptions) -> u8 {
     }
 }
 
-/// Resolves on SIGTERM or SIGINT.
-async fn terminate() {
+/// Resolves on SIGTERM or SIGINT. The handlers are registered when this is
+/// called, not when the future is first polled, so a SIGTERM during start-up
+/// is not lost: it ends the daemon cleanly once it is up.
+fn terminate() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    async move {
+        match (term, int) {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
             }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
         }
     }
 }

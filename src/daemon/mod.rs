@@ -160,7 +160,17 @@ impl Daemon {
         opts: DaemonOptions,
         outcomes: Option<mpsc::Sender<Outcome>>,
     ) -> Result<Daemon, StartError> {
+        // Take SIGHUP over before anything slow: its default action would
+        // kill the process if it came during start-up.
+        let hup = if opts.reload_on_sighup {
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+                .map_err(|e| tracing::warn!(error = %e, "cannot listen for SIGHUP"))
+                .ok()
+        } else {
+            None
+        };
         let config = Arc::new(load(&opts.load).await.map_err(StartError::Config)?);
+        let watcher = watch::Watcher::new(&config);
         let listen = config.daemon.listen;
         let listener = tokio::net::TcpListener::bind(listen)
             .await
@@ -210,7 +220,7 @@ impl Daemon {
         tasks.spawn(listener::serve(listener, shared.clone(), stop.clone()));
         tasks.spawn(reloader(
             opts.clone(),
-            config.clone(),
+            (config.clone(), watcher, hup),
             shared.clone(),
             notifier.clone(),
             (commands.clone(), events),
@@ -357,21 +367,17 @@ async fn load(opts: &LoadOptions) -> Result<Config, Diagnostics> {
 /// every error is logged.
 async fn reloader(
     opts: DaemonOptions,
-    initial: Arc<Config>,
+    (initial, mut watcher, mut hup): (
+        Arc<Config>,
+        watch::Watcher,
+        Option<tokio::signal::unix::Signal>,
+    ),
     shared: Arc<Shared>,
     notifier: Notifier,
     (commands, events): (mpsc::Sender<Command>, mpsc::Sender<pipeline::Event>),
     mut calls: mpsc::Receiver<()>,
     stop: CancellationToken,
 ) {
-    let mut hup = if opts.reload_on_sighup {
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-            .map_err(|e| tracing::warn!(error = %e, "cannot listen for SIGHUP"))
-            .ok()
-    } else {
-        None
-    };
-    let mut watcher = watch::Watcher::new(&initial);
     let poll = opts.watch_interval.unwrap_or(Duration::from_secs(3600));
     let mut current = initial;
     loop {
@@ -384,7 +390,10 @@ async fn reloader(
                 "files changed"
             }
         };
-        notifier.notify("RELOADING=1");
+        notifier.reloading();
+        // The files' state before reading them: a change that lands during
+        // the load is seen by the next poll.
+        let before = watcher.fingerprint();
         match load(&opts.load).await {
             Ok(config) => {
                 if config.daemon.listen != current.daemon.listen {
@@ -395,7 +404,7 @@ async fn reloader(
                     );
                 }
                 let config = Arc::new(config);
-                watcher = watch::Watcher::new(&config);
+                watcher = watch::Watcher::with_seen(&config, before);
                 current = config.clone();
                 if commands.send(Command::Apply(config.clone())).await.is_err()
                     || events.send(pipeline::Event::Config(config)).await.is_err()
@@ -407,9 +416,9 @@ async fn reloader(
                 tracing::info!(cause, probes = current.probes.len(), "config reloaded");
             }
             Err(diags) => {
-                // Remember what was seen so a broken file is reported once,
+                // Remember what was read so a broken file is reported once,
                 // not every poll.
-                watcher.mark_seen();
+                watcher.set_seen(before);
                 shared.stats.reloads_failed.fetch_add(1, Ordering::Relaxed);
                 shared.metrics.reload(false);
                 for d in diags.iter() {

@@ -41,6 +41,14 @@ impl Notifier {
         self.socket.is_some()
     }
 
+    /// `RELOADING=1` with the `MONOTONIC_USEC` systemd ≥ 253 asks for, so the
+    /// unit may also use `Type=notify-reload`.
+    pub fn reloading(&self) {
+        let now = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+        let usec = now.tv_sec as u64 * 1_000_000 + now.tv_nsec as u64 / 1_000;
+        self.notify(&format!("RELOADING=1\nMONOTONIC_USEC={usec}"));
+    }
+
     /// Sends one state message, e.g. `READY=1`.
     pub fn notify(&self, state: &str) {
         let Some(path) = &self.socket else { return };

@@ -17,14 +17,22 @@ pub struct Watcher {
 }
 
 impl Watcher {
+    /// Watches the files of `config`, taking their state now as seen.
     pub fn new(config: &Config) -> Watcher {
-        let mut w = Watcher {
-            config_file: config.file.clone(),
-            globs: config.daemon.probe_globs.clone(),
-            seen: 0,
-        };
+        let mut w = Watcher::with_seen(config, 0);
         w.seen = w.fingerprint();
         w
+    }
+
+    /// Watches the files of `config`, taking `seen` (a fingerprint taken
+    /// *before* the config was read) as their last known state, so a change
+    /// that lands while the config is being loaded is not missed.
+    pub fn with_seen(config: &Config, seen: u64) -> Watcher {
+        Watcher {
+            config_file: config.file.clone(),
+            globs: config.daemon.probe_globs.clone(),
+            seen,
+        }
     }
 
     /// Whether anything changed since the last call (or `new`).
@@ -35,12 +43,13 @@ impl Watcher {
         changed
     }
 
-    /// Takes the files' current state as seen.
-    pub fn mark_seen(&mut self) {
-        self.seen = self.fingerprint();
+    /// Takes `fingerprint` as the last known state.
+    pub fn set_seen(&mut self, fingerprint: u64) {
+        self.seen = fingerprint;
     }
 
-    fn fingerprint(&self) -> u64 {
+    /// The files' state now.
+    pub fn fingerprint(&self) -> u64 {
         let mut paths: Vec<PathBuf> = self.config_file.iter().cloned().collect();
         for pattern in &self.globs {
             if let Ok(found) = glob::glob(pattern) {
