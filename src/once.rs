@@ -131,18 +131,42 @@ pub async fn run(
     for (outcome, (i, _)) in outcomes.iter_mut().zip(pairs) {
         judge(outcome, &config.probes[*i].thresholds);
     }
+    export_traces(config, &outcomes).await?;
     Ok(outcomes)
 }
 
-/// Evaluates thresholds over this invocation's own samples (a `--once` run
-/// has no history): the window is whatever this run measured.
+/// Exports a trace per outcome when OTLP is configured, waiting a bounded
+/// time for the collector.
+async fn export_traces(config: &Config, outcomes: &[Outcome]) -> anyhow::Result<()> {
+    use crate::telemetry::traces::{Resource, TraceExporter};
+    let resource = Resource {
+        instance: config.daemon.instance.clone(),
+        location: config.daemon.location.clone(),
+    };
+    let exporter = TraceExporter::start(&config.telemetry, resource, &|k| std::env::var(k).ok())
+        .map_err(|e| anyhow::anyhow!("cannot set up trace export: {e}"))?;
+    if let Some(exporter) = exporter {
+        for o in outcomes {
+            exporter.record(o);
+        }
+        let counts = exporter.shutdown(std::time::Duration::from_secs(5)).await;
+        if counts.dropped > 0 {
+            tracing::warn!(
+                dropped = counts.dropped,
+                "some trace spans could not be exported"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Evaluates thresholds and latency percentiles over this invocation's own
+/// samples (a `--once` run has no history).
 fn judge(outcome: &mut Outcome, thresholds: &[crate::threshold::Threshold]) {
     use crate::telemetry::measure::{self, Series};
-    if thresholds.is_empty() {
-        return;
-    }
     let now = tokio::time::Instant::now();
     let mut series = Series::new(now, measure::SUB_WINDOW, measure::MAX_WINDOW);
     series.record(now, outcome.success, measure::latency_of(outcome));
     outcome.thresholds = measure::evaluate(&series, now, thresholds);
+    outcome.latency = measure::summary(&series, now, measure::MAX_WINDOW);
 }

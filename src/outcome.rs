@@ -164,6 +164,22 @@ pub struct Outcome {
     pub assertions: Vec<AssertionResult>,
     /// Threshold states after this run; filled in by the measurement stage.
     pub thresholds: Vec<ThresholdResult>,
+    /// Latency percentiles of the pair over its window (over this
+    /// invocation's samples in `--once`); filled in by the measurement stage.
+    pub latency: Option<LatencySummary>,
+}
+
+/// Latency percentiles over a window, in seconds (nearest rank).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct LatencySummary {
+    pub samples: u64,
+    pub window_seconds: f64,
+    pub min: f64,
+    pub p50: f64,
+    pub p90: f64,
+    pub p95: f64,
+    pub p99: f64,
+    pub max: f64,
 }
 
 impl Outcome {

@@ -323,3 +323,73 @@ fn list_prints_a_row_per_probe_and_environment() {
     );
     assert!(rows[0].contains(&"x,y"), "{}", run.stdout);
 }
+
+/// Thresholds in `--once` judge the invocation's own samples: a failing one
+/// fails the run (exit 1) even though the request itself passed; a
+/// degraded one warns and passes.
+#[test]
+fn once_reports_thresholds_and_a_failing_one_exits_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let probe = |name: &str, thresholds: &str| {
+        format!(
+            "name = \"{name}\"\nenvironments = [\"sandbox\"]\ntimeout = \"2s\"\nthresholds = [{thresholds}]\n[http]\nurl = \"/delay/60\"\n"
+        )
+    };
+    write_config(
+        dir.path(),
+        "[environments.sandbox]\nbase_url = \"builtin:sandbox\"\n",
+        &[
+            ("slow.toml", &probe("slow", "\"p(99) < 50ms\"")),
+            (
+                "meh.toml",
+                &probe(
+                    "meh",
+                    "{ failing = \"p(95) < 1s\", degraded = \"p(95) < 50ms\" }, \"error_rate < 1%\"",
+                ),
+            ),
+        ],
+    );
+    let failing = synthmon(
+        dir.path(),
+        &["--config", "config.toml", "--once", "--probe", "slow"],
+        &[],
+    );
+    failing.assert_code(1);
+    assert!(
+        failing.stdout.contains("FAIL  slow @ sandbox"),
+        "{}",
+        failing.stdout
+    );
+    assert!(
+        failing
+            .stdout
+            .contains("threshold p(99) < 50ms: failing (observed 6"),
+        "{}",
+        failing.stdout
+    );
+
+    let degraded = synthmon(
+        dir.path(),
+        &[
+            "--config",
+            "config.toml",
+            "--once",
+            "--probe",
+            "meh",
+            "--output",
+            "json",
+        ],
+        &[],
+    );
+    degraded.assert_code(0);
+    let doc: serde_json::Value = serde_json::from_str(&degraded.stdout).unwrap();
+    let result = &doc["results"][0];
+    assert_eq!(result["thresholds"][0]["state"], "degraded");
+    assert_eq!(result["thresholds"][0]["threshold"], "p(95) < 1s");
+    assert_eq!(result["thresholds"][0]["degraded"], "p(95) < 50ms");
+    assert_eq!(result["thresholds"][1]["state"], "ok");
+    assert_eq!(result["thresholds"][1]["observed"], 0.0);
+    let p99 = result["latency"]["p99"].as_f64().unwrap();
+    assert!((0.06..1.0).contains(&p99), "{result}");
+    assert_eq!(result["latency"]["samples"], 1);
+}

@@ -96,7 +96,7 @@ pub struct Shared {
     pub stats: Stats,
     pub metrics: Arc<Metrics>,
     /// Spans the trace exporter dropped, for `/metrics`.
-    pub spans_dropped: AtomicU64,
+    pub spans_dropped: Arc<AtomicU64>,
     /// The built-in sandbox, started when an environment first needs it and
     /// stopped after the drain.
     sandbox: tokio::sync::Mutex<Option<Sandbox>>,
@@ -171,6 +171,15 @@ impl Daemon {
         };
         let config = Arc::new(load(&opts.load).await.map_err(StartError::Config)?);
         let watcher = watch::Watcher::new(&config);
+        let traces = crate::telemetry::traces::TraceExporter::start(
+            &config.telemetry,
+            crate::telemetry::traces::Resource {
+                instance: config.daemon.instance.clone(),
+                location: config.daemon.location.clone(),
+            },
+            &|k| std::env::var(k).ok(),
+        )
+        .map_err(|e| StartError::Other(anyhow::anyhow!("cannot set up trace export: {e}")))?;
         let listen = config.daemon.listen;
         let listener = tokio::net::TcpListener::bind(listen)
             .await
@@ -188,7 +197,7 @@ impl Daemon {
             ready: AtomicBool::new(false),
             stats: Stats::default(),
             metrics: Arc::new(Metrics::new(&config)),
-            spans_dropped: AtomicU64::new(0),
+            spans_dropped: Arc::new(AtomicU64::new(0)),
             sandbox: tokio::sync::Mutex::new(None),
         });
         let notifier = Notifier::new(opts.notify_socket.clone());
@@ -212,8 +221,12 @@ impl Daemon {
         tasks.spawn(pipeline::run(
             event_rx,
             config.clone(),
-            shared.metrics.clone(),
-            outcomes,
+            pipeline::Sinks {
+                metrics: shared.metrics.clone(),
+                traces,
+                spans_dropped: shared.spans_dropped.clone(),
+                listener: outcomes,
+            },
         ));
         tasks.spawn(upkeep(shared.metrics.clone(), stop.clone()));
         tasks.spawn(scheduler.run(command_rx, stop.clone()));

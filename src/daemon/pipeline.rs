@@ -9,8 +9,14 @@ use crate::config::Config;
 use crate::outcome::Outcome;
 use crate::telemetry::measure::Store;
 use crate::telemetry::metrics::Metrics;
+use crate::telemetry::traces::TraceExporter;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 use tokio::sync::mpsc;
+
+/// How long a shutdown waits for queued spans to reach the collector.
+pub const TRACE_FLUSH: Duration = Duration::from_secs(3);
 
 /// Outcomes waiting for the pipeline; beyond this they are dropped and
 /// counted rather than holding up runs.
@@ -21,16 +27,30 @@ pub enum Event {
     Config(Arc<Config>),
 }
 
-pub async fn run(
-    mut events: mpsc::Receiver<Event>,
-    mut config: Arc<Config>,
-    metrics: Arc<Metrics>,
-    listener: Option<mpsc::Sender<Outcome>>,
-) {
+pub struct Sinks {
+    pub metrics: Arc<Metrics>,
+    pub traces: Option<TraceExporter>,
+    /// Where the trace exporter's drop count is published for `/metrics`.
+    pub spans_dropped: Arc<AtomicU64>,
+    pub listener: Option<mpsc::Sender<Outcome>>,
+}
+
+/// Runs until every sender of `events` is gone (after the drain), then
+/// flushes traces within [`TRACE_FLUSH`].
+pub async fn run(mut events: mpsc::Receiver<Event>, mut config: Arc<Config>, sinks: Sinks) {
+    let Sinks {
+        metrics,
+        traces,
+        spans_dropped,
+        listener,
+    } = sinks;
     let mut store = Store::default();
     while let Some(event) = events.recv().await {
         match event {
             Event::Config(c) => {
+                if c.telemetry != config.telemetry {
+                    tracing::warn!("[telemetry] changes take effect on restart");
+                }
                 metrics.reconfigure(&c);
                 store.retain(|probe, env| {
                     c.probes
@@ -46,7 +66,7 @@ pub async fn run(
                     .find(|p| p.name == outcome.probe)
                     .map(|p| p.thresholds.as_slice())
                     .unwrap_or_default();
-                outcome.thresholds = store.record(&outcome, thresholds);
+                store.record(&mut outcome, thresholds);
                 for t in &outcome.thresholds {
                     if t.state == crate::threshold::State::Failing {
                         tracing::warn!(
@@ -59,10 +79,23 @@ pub async fn run(
                     }
                 }
                 metrics.record(&outcome);
+                if let Some(t) = &traces {
+                    t.record(&outcome);
+                    spans_dropped.store(t.dropped(), Ordering::Relaxed);
+                }
                 if let Some(tx) = &listener {
                     let _ = tx.try_send(*outcome);
                 }
             }
         }
+    }
+    if let Some(t) = traces {
+        let counts = t.shutdown(TRACE_FLUSH).await;
+        spans_dropped.store(counts.dropped, Ordering::Relaxed);
+        tracing::info!(
+            exported = counts.exported,
+            dropped = counts.dropped,
+            "trace export finished"
+        );
     }
 }

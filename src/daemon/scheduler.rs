@@ -469,7 +469,7 @@ mod tests {
             ready: AtomicBool::new(false),
             stats: super::super::Stats::default(),
             metrics: Arc::new(Metrics::new(config)),
-            spans_dropped: std::sync::atomic::AtomicU64::new(0),
+            spans_dropped: Arc::new(std::sync::atomic::AtomicU64::new(0)),
             sandbox: tokio::sync::Mutex::new(None),
         })
     }

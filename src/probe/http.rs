@@ -98,6 +98,7 @@ pub async fn run(spec: &HttpSpec, ctx: &RunContext<'_>) -> Outcome {
         http: None,
         assertions: Vec::new(),
         thresholds: Vec::new(),
+        latency: None,
     };
 
     let request = match build_request(spec, ctx, &ids) {

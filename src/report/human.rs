@@ -31,7 +31,7 @@ pub fn render(outcomes: &[Outcome], color: bool) -> String {
         .unwrap_or(0);
     let mut out = String::new();
     for o in outcomes {
-        let mark = if o.success {
+        let mark = if o.passed() {
             paint(PASS, "PASS")
         } else {
             paint(FAIL, "FAIL")
@@ -71,6 +71,19 @@ pub fn render(outcomes: &[Outcome], color: bool) -> String {
                 let _ = writeln!(out, "      ✗ expected {}{}", a.expression, paint(DIM, &at));
                 let _ = writeln!(out, "        actual   {}", a.actual);
             }
+        }
+        if let Some(l) = o.latency.filter(|l| l.samples > 1) {
+            let at = |v: f64| ms(Duration::from_secs_f64(v));
+            let _ = writeln!(
+                out,
+                "      latency p50 {} · p90 {} · p95 {} · p99 {} · max {} ({} samples)",
+                at(l.p50),
+                at(l.p90),
+                at(l.p95),
+                at(l.p99),
+                at(l.max),
+                l.samples
+            );
         }
         for t in &o.thresholds {
             let style = match t.state {

@@ -13,7 +13,7 @@
 //! sub-window with a few exact samples ~50 B; one holding 1,024 exact
 //! samples 4 KB; a histogram sub-window ~12.9 KB. See ARCHITECTURE.md for the totals.
 
-use crate::outcome::{Outcome, ThresholdResult};
+use crate::outcome::{LatencySummary, Outcome, ThresholdResult};
 use crate::threshold::{Metric, Threshold, WindowStats};
 use hdrhistogram::Histogram;
 use std::collections::VecDeque;
@@ -239,6 +239,22 @@ impl View {
     }
 }
 
+/// Latency percentiles of the last `window`, if it holds any latency.
+pub fn summary(series: &Series, now: Instant, window: Duration) -> Option<LatencySummary> {
+    let view = series.window(now, window);
+    let q = |m: Metric| view.observe(m);
+    Some(LatencySummary {
+        samples: view.stats.samples,
+        window_seconds: window.as_secs_f64(),
+        min: q(Metric::Min)?,
+        p50: q(Metric::Percentile(50.0))?,
+        p90: q(Metric::Percentile(90.0))?,
+        p95: q(Metric::Percentile(95.0))?,
+        p99: q(Metric::Percentile(99.0))?,
+        max: q(Metric::Max)?,
+    })
+}
+
 /// Evaluates `thresholds` over `series` as of `now`.
 pub fn evaluate(series: &Series, now: Instant, thresholds: &[Threshold]) -> Vec<ThresholdResult> {
     thresholds
@@ -279,8 +295,9 @@ impl Default for Store {
 }
 
 impl Store {
-    /// Records `outcome` and evaluates `thresholds` over its series.
-    pub fn record(&mut self, outcome: &Outcome, thresholds: &[Threshold]) -> Vec<ThresholdResult> {
+    /// Records `outcome`, then fills in its threshold states and its
+    /// latency summary over the default window.
+    pub fn record(&mut self, outcome: &mut Outcome, thresholds: &[Threshold]) {
         let longest = thresholds
             .iter()
             .map(|t| t.window)
@@ -296,7 +313,8 @@ impl Store {
             .keep
             .max(longest.as_nanos().div_ceil(SUB_WINDOW.as_nanos()) as u64);
         series.record(now, outcome.success, latency_of(outcome));
-        evaluate(series, now, thresholds)
+        outcome.thresholds = evaluate(series, now, thresholds);
+        outcome.latency = summary(series, now, crate::threshold::DEFAULT_WINDOW);
     }
 
     /// Drops the series of pairs `keep` rejects (removed probes).

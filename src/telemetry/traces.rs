@@ -213,10 +213,18 @@ impl TraceExporter {
         self.counters.exported.load(Ordering::Relaxed)
     }
 
+    /// The counters as one value.
+    pub fn counts(&self) -> SpanCounts {
+        SpanCounts {
+            exported: self.exported(),
+            dropped: self.dropped(),
+        }
+    }
+
     /// Exports what is queued, waiting at most `deadline`, then stops. Spans
     /// not exported by then are dropped and counted. Never hangs: past the
-    /// deadline the export task is aborted.
-    pub async fn shutdown(self, deadline: Duration) {
+    /// deadline the export task is aborted. Returns the final counts.
+    pub async fn shutdown(self, deadline: Duration) -> SpanCounts {
         let TraceExporter {
             tx,
             counters,
@@ -237,7 +245,20 @@ impl TraceExporter {
                 "OTLP export did not finish before shutdown; spans dropped"
             );
         }
+        SpanCounts {
+            exported: counters.exported.load(Ordering::Relaxed),
+            dropped: counters.dropped.load(Ordering::Relaxed),
+        }
     }
+}
+
+/// How many spans an exporter has exported and dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SpanCounts {
+    /// Spans the collector accepted.
+    pub exported: u64,
+    /// Spans dropped: queue full, export failed or timed out, or shutdown.
+    pub dropped: u64,
 }
 
 /// The export task: drains the queue into batches and exports each under
@@ -545,8 +566,12 @@ impl Settings {
                     .build()
             }
         };
-        let mut exporter =
-            built.map_err(|e| format!("cannot set up OTLP export to {}: {e}", self.endpoint_for_logs))?;
+        let mut exporter = built.map_err(|e| {
+            format!(
+                "cannot set up OTLP export to {}: {e}",
+                self.endpoint_for_logs
+            )
+        })?;
         exporter.set_resource(&self.resource);
         Ok(exporter)
     }
@@ -570,12 +595,19 @@ fn otel_resource(
         .clone()
         .filter(|s| !s.is_empty())
         .or_else(|| var(SERVICE_NAME))
-        .or_else(|| attributes.get("service.name").map(|v| v.as_str().into_owned()))
+        .or_else(|| {
+            attributes
+                .get("service.name")
+                .map(|v| v.as_str().into_owned())
+        })
         .unwrap_or_else(|| "synthmon".to_owned());
     attributes.insert("service.name".into(), service_name.into());
     attributes.insert("service.version".into(), env!("CARGO_PKG_VERSION").into());
     if !resource.instance.is_empty() {
-        attributes.insert("service.instance.id".into(), resource.instance.clone().into());
+        attributes.insert(
+            "service.instance.id".into(),
+            resource.instance.clone().into(),
+        );
     }
     if !resource.location.is_empty() {
         attributes.insert("synthmon.location".into(), resource.location.clone().into());
@@ -606,18 +638,16 @@ fn percent_decode(s: &str) -> String {
     while i < bytes.len() {
         let hex = |b: u8| (b as char).to_digit(16);
         match bytes[i] {
-            b'%' if i + 2 < bytes.len() => {
-                match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                    (Some(h), Some(l)) => {
-                        out.push((h * 16 + l) as u8);
-                        i += 3;
-                    }
-                    _ => {
-                        out.push(b'%');
-                        i += 1;
-                    }
+            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push((h * 16 + l) as u8);
+                    i += 3;
                 }
-            }
+                _ => {
+                    out.push(b'%');
+                    i += 1;
+                }
+            },
             b => {
                 out.push(b);
                 i += 1;
@@ -657,9 +687,8 @@ impl opentelemetry_http::HttpClient for HeaderClient {
         mut request: http::Request<bytes::Bytes>,
     ) -> Pin<
         Box<
-            dyn Future<
-                    Output = Result<http::Response<bytes::Bytes>, opentelemetry_http::HttpError>,
-                > + Send
+            dyn Future<Output = Result<http::Response<bytes::Bytes>, opentelemetry_http::HttpError>>
+                + Send
                 + 'async_trait,
         >,
     >
@@ -701,7 +730,13 @@ fn spans(outcome: &Outcome) -> Option<Vec<SpanData>> {
         .with_version(env!("CARGO_PKG_VERSION"))
         .build();
     let context = |span_id| {
-        SpanContext::new(trace_id, span_id, TraceFlags::SAMPLED, false, TraceState::NONE)
+        SpanContext::new(
+            trace_id,
+            span_id,
+            TraceFlags::SAMPLED,
+            false,
+            TraceState::NONE,
+        )
     };
     let error_status = || {
         Status::error(
@@ -720,7 +755,11 @@ fn spans(outcome: &Outcome) -> Option<Vec<SpanData>> {
         KeyValue::new("synthmon.kind", outcome.kind),
         KeyValue::new(
             "synthmon.result",
-            if outcome.success { "success" } else { "failure" },
+            if outcome.success {
+                "success"
+            } else {
+                "failure"
+            },
         ),
     ];
     if !outcome.success {
@@ -997,7 +1036,11 @@ mod tests {
         .unwrap_or_else(|| panic!("no settings"));
         assert_eq!(s.protocol, OtlpProtocol::HttpProtobuf);
         assert_eq!(s.timeout, Duration::from_millis(250));
-        assert_eq!(s.headers.len(), 1, "signal-specific headers replace the generic ones");
+        assert_eq!(
+            s.headers.len(),
+            1,
+            "signal-specific headers replace the generic ones"
+        );
         assert!(resolve(&config(), &[]).is_none());
         let bad = Settings::resolve(
             &config(),
@@ -1009,7 +1052,8 @@ mod tests {
 
     #[test]
     fn url_full_hides_user_info_and_signatures() {
-        let url = url::Url::parse("https://u:p@h.example/x?a=1&sig=abc").unwrap_or_else(|e| panic!("{e}"));
+        let url = url::Url::parse("https://u:p@h.example/x?a=1&sig=abc")
+            .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(
             sanitized_url(url),
             "https://REDACTED:REDACTED@h.example/x?a=1&sig=REDACTED"

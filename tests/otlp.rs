@@ -1,0 +1,956 @@
+//! OTLP trace export against real receivers on 127.0.0.1: an OTLP/gRPC
+//! `TraceService` (tonic, the generated server of `opentelemetry-proto`) and
+//! an OTLP/HTTP `POST /v1/traces` handler (axum, protobuf bodies). Probes run
+//! for real against the built-in sandbox or a raw TCP server; their outcomes
+//! go through `TraceExporter` and the tests read what the receiver got.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::{config_with_target, load, run_one, write_config};
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use opentelemetry_proto::tonic::common::v1::{KeyValue, any_value};
+use opentelemetry_proto::tonic::trace::v1::{Span, span, status};
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use synthmon::config::{OtlpProtocol, TelemetryConfig};
+use synthmon::outcome::Outcome;
+use synthmon::sandbox::{Sandbox, SandboxOptions};
+use synthmon::telemetry::traces::{Resource, TraceExporter};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+/// Every test body runs under this bound.
+const BOUND: Duration = Duration::from_secs(20);
+
+async fn bounded<F: Future>(f: F) -> F::Output {
+    tokio::time::timeout(BOUND, f)
+        .await
+        .expect("test exceeded its time bound")
+}
+
+/// An environment with no `OTEL_*` variables.
+fn no_env(_: &str) -> Option<String> {
+    None
+}
+
+fn resource() -> Resource {
+    Resource {
+        instance: "vm-test-1".into(),
+        location: "eu-test".into(),
+    }
+}
+
+// ---------------------------------------------------------------- receivers
+
+/// One export request as a receiver saw it: its headers (gRPC metadata or
+/// HTTP headers, lowercase names) and the decoded body.
+#[derive(Debug, Clone)]
+struct Received {
+    headers: HashMap<String, String>,
+    request: ExportTraceServiceRequest,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Store(Arc<Mutex<Vec<Received>>>);
+
+impl Store {
+    fn push(&self, headers: HashMap<String, String>, request: ExportTraceServiceRequest) {
+        self.0.lock().unwrap().push(Received { headers, request });
+    }
+
+    fn received(&self) -> Vec<Received> {
+        self.0.lock().unwrap().clone()
+    }
+
+    /// Every span received, with its resource's attributes.
+    fn spans(&self) -> Vec<(Vec<KeyValue>, Span)> {
+        let mut out = Vec::new();
+        for r in self.received() {
+            for rs in r.request.resource_spans {
+                let attrs = rs.resource.map(|r| r.attributes).unwrap_or_default();
+                for ss in rs.scope_spans {
+                    for s in ss.spans {
+                        out.push((attrs.clone(), s));
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+#[tonic::async_trait]
+impl TraceService for Store {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        let headers = request
+            .metadata()
+            .clone()
+            .into_headers()
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_owned(),
+                    v.to_str().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect();
+        self.push(headers, request.into_inner());
+        Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
+    }
+}
+
+/// An OTLP/gRPC receiver on 127.0.0.1; returns its endpoint URL.
+async fn grpc_receiver() -> (String, Store) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let store = Store::default();
+    let server = tonic::transport::Server::builder()
+        .add_service(TraceServiceServer::new(store.clone()))
+        .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener));
+    tokio::spawn(server);
+    (format!("http://{addr}"), store)
+}
+
+/// An OTLP/HTTP receiver on 127.0.0.1 serving `POST /v1/traces`; returns
+/// its base URL (without the path).
+async fn http_receiver() -> (String, Store) {
+    use axum::extract::State;
+    use axum::http::{HeaderMap, StatusCode};
+    use prost::Message;
+
+    async fn traces(
+        State(store): State<Store>,
+        headers: HeaderMap,
+        body: bytes::Bytes,
+    ) -> (StatusCode, [(&'static str, &'static str); 1], Vec<u8>) {
+        let Ok(request) = ExportTraceServiceRequest::decode(body) else {
+            return (
+                StatusCode::BAD_REQUEST,
+                [("content-type", "text/plain")],
+                b"bad protobuf".to_vec(),
+            );
+        };
+        let headers = headers
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_owned(),
+                    v.to_str().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect();
+        store.push(headers, request);
+        (
+            StatusCode::OK,
+            [("content-type", "application/x-protobuf")],
+            ExportTraceServiceResponse::default().encode_to_vec(),
+        )
+    }
+
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let store = Store::default();
+    let app = axum::Router::new()
+        .route("/v1/traces", axum::routing::post(traces))
+        .with_state(store.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (format!("http://{addr}"), store)
+}
+
+// ---------------------------------------------------------------- helpers
+
+fn attr(attrs: &[KeyValue], key: &str) -> Option<any_value::Value> {
+    attrs
+        .iter()
+        .find(|kv| kv.key == key)
+        .and_then(|kv| kv.value.clone())
+        .and_then(|v| v.value)
+}
+
+fn str_attr(attrs: &[KeyValue], key: &str) -> String {
+    match attr(attrs, key) {
+        Some(any_value::Value::StringValue(s)) => s,
+        other => panic!("attribute {key}: expected a string, found {other:?} in {attrs:#?}"),
+    }
+}
+
+fn int_attr(attrs: &[KeyValue], key: &str) -> i64 {
+    match attr(attrs, key) {
+        Some(any_value::Value::IntValue(i)) => i,
+        other => panic!("attribute {key}: expected an int, found {other:?} in {attrs:#?}"),
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn probe_file(name: &str, http: &str) -> String {
+    format!("name = \"{name}\"\nenvironments = [\"target\"]\n\n[http]\n{http}\n")
+}
+
+/// Loads a config with one environment at `base_url`, `telemetry` appended
+/// as the `[telemetry]` table, and one probe; runs the probe once.
+async fn run_probe(
+    base_url: &str,
+    telemetry: &str,
+    probe: &str,
+) -> (Outcome, synthmon::config::Config) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "{}\n[telemetry]\n{telemetry}\n",
+        config_with_target(base_url)
+    );
+    let path = write_config(dir.path(), &config, &[("p.toml", probe)]);
+    let mut config = load(&path);
+    // The run itself must not export (`once::run` does when `[telemetry]`
+    // is set): each test exports the outcome through its own exporter.
+    let telemetry = std::mem::take(&mut config.telemetry);
+    let outcome = run_one(&config).await;
+    config.telemetry = telemetry;
+    (outcome, config)
+}
+
+async fn sandbox() -> Sandbox {
+    Sandbox::start("127.0.0.1:0".parse().unwrap(), SandboxOptions::default())
+        .await
+        .unwrap()
+}
+
+/// The outcome of one successful run of `/health` on a fresh sandbox.
+async fn health_outcome() -> Outcome {
+    let sb = sandbox().await;
+    let (outcome, _) = run_probe(
+        &sb.base_url(),
+        "",
+        &probe_file("health", "url = \"/health\""),
+    )
+    .await;
+    sb.shutdown().await;
+    assert!(outcome.success, "{outcome:#?}");
+    outcome
+}
+
+/// The received trace of `outcome`: exactly two spans, the root and the
+/// HTTP client span, plus the resource attributes they came with.
+fn the_trace(store: &Store, outcome: &Outcome) -> (Span, Span, Vec<KeyValue>) {
+    let spans = store.spans();
+    assert_eq!(spans.len(), 2, "{spans:#?}");
+    for (_, s) in &spans {
+        assert_eq!(hex(&s.trace_id), outcome.trace_id, "one trace per run");
+        assert_eq!(s.flags & 0xff, 1, "sampled: {s:#?}");
+    }
+    let resource = spans[0].0.clone();
+    let (roots, children): (Vec<_>, Vec<_>) = spans
+        .into_iter()
+        .map(|(_, s)| s)
+        .partition(|s| s.parent_span_id.is_empty());
+    assert_eq!(roots.len(), 1, "{roots:#?}");
+    assert_eq!(children.len(), 1, "{children:#?}");
+    (roots[0].clone(), children[0].clone(), resource)
+}
+
+/// What every exported trace of a run of probe `name` shows.
+fn assert_shape(root: &Span, client: &Span, resource: &[KeyValue], outcome: &Outcome) {
+    // The root span: the run.
+    assert_eq!(root.name, format!("probe {}", outcome.probe));
+    assert_eq!(root.kind, span::SpanKind::Internal as i32);
+    assert_eq!(root.span_id.len(), 8);
+    assert_ne!(hex(&root.span_id), outcome.span_id);
+    assert_eq!(str_attr(&root.attributes, "synthmon.probe"), outcome.probe);
+    assert_eq!(
+        str_attr(&root.attributes, "synthmon.environment"),
+        outcome.environment
+    );
+    assert_eq!(
+        str_attr(&root.attributes, "synthmon.run_id"),
+        outcome.run_id
+    );
+    assert_eq!(str_attr(&root.attributes, "synthmon.kind"), "http");
+    assert!(root.end_time_unix_nano >= root.start_time_unix_nano);
+    let run = Duration::from_nanos(root.end_time_unix_nano - root.start_time_unix_nano);
+    assert!(
+        run.abs_diff(outcome.duration) < Duration::from_micros(1),
+        "{run:?}"
+    );
+
+    // The client span: the exchange the target saw, under the root.
+    let http = outcome.http.as_ref().unwrap();
+    assert_eq!(client.kind, span::SpanKind::Client as i32);
+    assert_eq!(
+        client.parent_span_id, root.span_id,
+        "client hangs under root"
+    );
+    assert_eq!(
+        hex(&client.span_id),
+        outcome.span_id,
+        "the traceparent's id"
+    );
+    assert_eq!(client.name, "GET");
+    assert_eq!(str_attr(&client.attributes, "http.request.method"), "GET");
+    assert_eq!(str_attr(&client.attributes, "url.full"), http.url);
+    assert_eq!(str_attr(&client.attributes, "url.scheme"), "http");
+    let url = url::Url::parse(&http.url).unwrap();
+    assert_eq!(
+        str_attr(&client.attributes, "server.address"),
+        url.host_str().unwrap()
+    );
+    assert_eq!(
+        int_attr(&client.attributes, "server.port"),
+        i64::from(url.port().unwrap())
+    );
+    assert_eq!(
+        str_attr(&client.attributes, "user_agent.synthetic.type"),
+        "test"
+    );
+    assert_eq!(int_attr(&client.attributes, "synthmon.http.redirects"), 0);
+    match attr(&client.attributes, "synthmon.http.phase.processing") {
+        Some(any_value::Value::DoubleValue(d)) => assert!(d > 0.0, "{d}"),
+        other => panic!("processing phase: {other:?}"),
+    }
+    assert!(client.start_time_unix_nano >= root.start_time_unix_nano);
+    assert!(client.end_time_unix_nano <= root.end_time_unix_nano);
+
+    // The resource: who exported it.
+    assert_eq!(str_attr(resource, "service.name"), "synthmon");
+    assert_eq!(
+        str_attr(resource, "service.version"),
+        env!("CARGO_PKG_VERSION")
+    );
+    assert_eq!(str_attr(resource, "service.instance.id"), "vm-test-1");
+    assert_eq!(str_attr(resource, "synthmon.location"), "eu-test");
+}
+
+fn status_code(s: &Span) -> i32 {
+    s.status.as_ref().map_or(0, |st| st.code)
+}
+
+// ---------------------------------------------------------------- tests
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sandbox_run_becomes_one_trace_over_grpc() {
+    bounded(async {
+        let (endpoint, store) = grpc_receiver().await;
+        let sb = sandbox().await;
+        let (outcome, config) = run_probe(
+            &sb.base_url(),
+            &format!("otlp_endpoint = \"{endpoint}\"\notlp_headers = {{ x-tenant = \"acme\" }}"),
+            &probe_file("health", "url = \"/health\""),
+        )
+        .await;
+        sb.shutdown().await;
+        assert!(outcome.success, "{outcome:#?}");
+        assert_eq!(config.telemetry.otlp_protocol, OtlpProtocol::Grpc);
+
+        let exporter = TraceExporter::start(&config.telemetry, resource(), &no_env)
+            .unwrap()
+            .expect("an endpoint is configured");
+        exporter.record(&outcome);
+        let counts = exporter.shutdown(Duration::from_secs(5)).await;
+        assert_eq!((counts.exported, counts.dropped), (2, 0));
+
+        let received = store.received();
+        assert_eq!(received.len(), 1, "one batch");
+        assert_eq!(
+            received[0].headers.get("x-tenant").map(String::as_str),
+            Some("acme"),
+            "[telemetry] otlp_headers reach the collector as gRPC metadata"
+        );
+        let (root, client, resource) = the_trace(&store, &outcome);
+        assert_shape(&root, &client, &resource, &outcome);
+        assert_eq!(str_attr(&root.attributes, "synthmon.result"), "success");
+        assert!(attr(&root.attributes, "synthmon.failure_reason").is_none());
+        assert_eq!(status_code(&root), status::StatusCode::Ok as i32);
+        assert_eq!(status_code(&client), status::StatusCode::Unset as i32);
+        assert_eq!(
+            int_attr(&client.attributes, "http.response.status_code"),
+            200
+        );
+        assert!(attr(&client.attributes, "error.type").is_none());
+    })
+    .await;
+}
+
+/// A server that records the request head of one connection and answers
+/// 200; returns its port and the head.
+async fn recorder() -> (u16, tokio::sync::oneshot::Receiver<String>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.unwrap();
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = stream.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "connection closed before the end of the head");
+            buf.extend_from_slice(&chunk[..n]);
+        }
+        let _ = tx.send(String::from_utf8_lossy(&buf).into_owned());
+        stream
+            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            .await
+            .unwrap();
+        let _ = stream.shutdown().await;
+    });
+    (port, rx)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_target_sees_the_ids_of_the_exported_trace() {
+    bounded(async {
+        let (endpoint, store) = grpc_receiver().await;
+        let (port, head) = recorder().await;
+        let (outcome, config) = run_probe(
+            &format!("http://127.0.0.1:{port}"),
+            &format!("otlp_endpoint = \"{endpoint}\""),
+            &probe_file("traced", "url = \"/orders\""),
+        )
+        .await;
+        assert!(outcome.success, "{outcome:#?}");
+        let head = head.await.unwrap();
+        let traceparent = head
+            .split("\r\n")
+            .find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                k.eq_ignore_ascii_case("traceparent")
+                    .then(|| v.trim().to_owned())
+            })
+            .unwrap_or_else(|| panic!("no traceparent in\n{head}"));
+        let parts: Vec<&str> = traceparent.split('-').collect();
+        assert_eq!(parts.len(), 4, "{traceparent}");
+
+        let exporter = TraceExporter::start(&config.telemetry, resource(), &no_env)
+            .unwrap()
+            .unwrap();
+        exporter.record(&outcome);
+        exporter.shutdown(Duration::from_secs(5)).await;
+        let (root, client, resource) = the_trace(&store, &outcome);
+        assert_shape(&root, &client, &resource, &outcome);
+        assert_eq!(parts[1], hex(&client.trace_id), "same trace at the target");
+        assert_eq!(
+            parts[2],
+            hex(&client.span_id),
+            "the target's parent is the exported client span"
+        );
+        assert_eq!(parts[3], "01", "sampled");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_protobuf_export_carries_the_configured_headers() {
+    bounded(async {
+        let (base, store) = http_receiver().await;
+        let sb = sandbox().await;
+        let (outcome, config) = run_probe(
+            &sb.base_url(),
+            &format!(
+                "otlp_endpoint = \"{base}\"\notlp_protocol = \"http/protobuf\"\n\
+                 otlp_headers = {{ authorization = \"Bearer otlp-token-123\" }}"
+            ),
+            &probe_file("health", "url = \"/health\""),
+        )
+        .await;
+        sb.shutdown().await;
+        assert!(outcome.success, "{outcome:#?}");
+
+        let exporter = TraceExporter::start(&config.telemetry, resource(), &no_env)
+            .unwrap()
+            .unwrap();
+        exporter.record(&outcome);
+        let counts = exporter.shutdown(Duration::from_secs(5)).await;
+        assert_eq!((counts.exported, counts.dropped), (2, 0));
+
+        let received = store.received();
+        assert_eq!(received.len(), 1, "one POST to {base}/v1/traces");
+        let headers = &received[0].headers;
+        assert_eq!(
+            headers.get("authorization").map(String::as_str),
+            Some("Bearer otlp-token-123")
+        );
+        assert_eq!(
+            headers.get("content-type").map(String::as_str),
+            Some("application/x-protobuf")
+        );
+        let (root, client, resource) = the_trace(&store, &outcome);
+        assert_shape(&root, &client, &resource, &outcome);
+        assert_eq!(
+            int_attr(&client.attributes, "http.response.status_code"),
+            200
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_run_exports_error_spans() {
+    bounded(async {
+        let (endpoint, store) = grpc_receiver().await;
+        let sb = sandbox().await;
+        let (outcome, config) = run_probe(
+            &sb.base_url(),
+            &format!("otlp_endpoint = \"{endpoint}\""),
+            &probe_file(
+                "broken",
+                "url = \"/status/500\"\nexpect = [\"status == 200\"]",
+            ),
+        )
+        .await;
+        sb.shutdown().await;
+        assert!(!outcome.success, "{outcome:#?}");
+
+        let exporter = TraceExporter::start(&config.telemetry, resource(), &no_env)
+            .unwrap()
+            .unwrap();
+        exporter.record(&outcome);
+        exporter.shutdown(Duration::from_secs(5)).await;
+        let (root, client, resource) = the_trace(&store, &outcome);
+        assert_shape(&root, &client, &resource, &outcome);
+        let reason = outcome.reason.unwrap().as_str();
+        assert_eq!(reason, "assertion");
+        assert_eq!(str_attr(&root.attributes, "synthmon.result"), "failure");
+        assert_eq!(
+            str_attr(&root.attributes, "synthmon.failure_reason"),
+            reason
+        );
+        for s in [&root, &client] {
+            let st = s.status.as_ref().unwrap();
+            assert_eq!(st.code, status::StatusCode::Error as i32, "{s:#?}");
+            assert_eq!(Some(&st.message), outcome.error.as_ref(), "{s:#?}");
+        }
+        assert_eq!(str_attr(&client.attributes, "error.type"), reason);
+        assert_eq!(
+            int_attr(&client.attributes, "http.response.status_code"),
+            500
+        );
+    })
+    .await;
+}
+
+/// A collector address where nothing listens.
+fn dead_endpoint() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    format!("http://{}", l.local_addr().unwrap())
+}
+
+/// A collector that accepts connections and never says a word.
+async fn hanging_endpoint() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            held.push(stream);
+        }
+    });
+    format!("http://{addr}")
+}
+
+fn flood_config(endpoint: String, protocol: OtlpProtocol, timeout: Duration) -> TelemetryConfig {
+    TelemetryConfig {
+        otlp_endpoint: Some(endpoint),
+        otlp_protocol: protocol,
+        otlp_timeout: timeout,
+        queue_size: 100,
+        ..Default::default()
+    }
+}
+
+/// 10,000 runs (20,000 spans) against a collector that does not take them:
+/// `record` stays fast, nearly everything is dropped and counted, and
+/// shutdown keeps its deadline.
+async fn flood(config: TelemetryConfig) {
+    let outcome = health_outcome().await;
+    let exporter = TraceExporter::start(&config, resource(), &no_env)
+        .unwrap()
+        .unwrap();
+    let start = Instant::now();
+    let mut slowest = Duration::ZERO;
+    for _ in 0..10_000 {
+        let t = Instant::now();
+        exporter.record(&outcome);
+        slowest = slowest.max(t.elapsed());
+    }
+    let took = start.elapsed();
+    assert!(
+        took < Duration::from_secs(1),
+        "10,000 records took {took:?}"
+    );
+    assert!(
+        slowest < Duration::from_millis(250),
+        "slowest record {slowest:?}"
+    );
+    let counts = exporter.counts();
+    assert!(
+        counts.dropped >= 19_000,
+        "queue of 100 spans, 20,000 offered, {counts:?}"
+    );
+    assert_eq!(counts.exported, 0);
+
+    let start = Instant::now();
+    let counts = exporter.shutdown(Duration::from_secs(1)).await;
+    let took = start.elapsed();
+    assert!(took < Duration::from_secs(2), "shutdown took {took:?}");
+    assert_eq!(counts.exported, 0);
+    assert_eq!(counts.dropped, 20_000, "every span is accounted for");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collector_that_is_down_never_blocks_grpc() {
+    bounded(flood(flood_config(
+        dead_endpoint(),
+        OtlpProtocol::Grpc,
+        Duration::from_secs(5),
+    )))
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collector_that_is_down_never_blocks_http() {
+    bounded(flood(flood_config(
+        dead_endpoint(),
+        OtlpProtocol::HttpProtobuf,
+        Duration::from_secs(5),
+    )))
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_collector_never_blocks_grpc() {
+    bounded(async {
+        let endpoint = hanging_endpoint().await;
+        flood(flood_config(
+            endpoint,
+            OtlpProtocol::Grpc,
+            Duration::from_secs(5),
+        ))
+        .await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_collector_never_blocks_http() {
+    bounded(async {
+        let endpoint = hanging_endpoint().await;
+        flood(flood_config(
+            endpoint,
+            OtlpProtocol::HttpProtobuf,
+            Duration::from_secs(5),
+        ))
+        .await;
+    })
+    .await;
+}
+
+/// The process's resident set size in bytes.
+fn rss() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    kb * 1024
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_stays_flat_while_the_collector_hangs() {
+    bounded(async {
+        let outcome = health_outcome().await;
+        let endpoint = hanging_endpoint().await;
+        // A short export timeout keeps the queue cycling: batches are taken,
+        // time out and are dropped, over and over.
+        let exporter = TraceExporter::start(
+            &flood_config(endpoint, OtlpProtocol::Grpc, Duration::from_millis(50)),
+            resource(),
+            &no_env,
+        )
+        .unwrap()
+        .unwrap();
+        let before = rss();
+        for _ in 0..100 {
+            for _ in 0..1_000 {
+                exporter.record(&outcome);
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let after = rss();
+        let counts = exporter.shutdown(Duration::from_secs(1)).await;
+        assert_eq!(counts.exported, 0);
+        assert_eq!(counts.dropped, 200_000, "every span is accounted for");
+        let grew = after.saturating_sub(before);
+        assert!(
+            grew < 50 * 1024 * 1024,
+            "RSS grew by {} MiB across 100,000 records",
+            grew / (1024 * 1024)
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn no_endpoint_means_no_exporter() {
+    let config = TelemetryConfig {
+        queue_size: 10,
+        ..Default::default()
+    };
+    assert!(
+        TraceExporter::start(&config, resource(), &no_env)
+            .unwrap()
+            .is_none()
+    );
+    let env = |k: &str| (k == "OTEL_SERVICE_NAME").then(|| "svc".to_owned());
+    assert!(
+        TraceExporter::start(&config, resource(), &env)
+            .unwrap()
+            .is_none(),
+        "a service name alone does not turn export on"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_beats_the_environment_and_otel_resource_variables_apply() {
+    bounded(async {
+        let outcome = health_outcome().await;
+        let (configured, configured_store) = grpc_receiver().await;
+        let (from_env, env_store) = grpc_receiver().await;
+        let env_vars: HashMap<&str, String> = HashMap::from([
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", from_env),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf".to_owned()),
+            ("OTEL_SERVICE_NAME", "synthetic-checks".to_owned()),
+            (
+                "OTEL_RESOURCE_ATTRIBUTES",
+                "deployment.environment.name=staging,team=sre%20ops,service.instance.id=from-env"
+                    .to_owned(),
+            ),
+        ]);
+        let env = |k: &str| env_vars.get(k).cloned();
+        let config = TelemetryConfig {
+            otlp_endpoint: Some(configured),
+            queue_size: 10,
+            otlp_timeout: Duration::from_secs(5),
+            ..Default::default()
+        };
+        let exporter = TraceExporter::start(&config, resource(), &env)
+            .unwrap()
+            .unwrap();
+        exporter.record(&outcome);
+        let counts = exporter.shutdown(Duration::from_secs(5)).await;
+        assert_eq!((counts.exported, counts.dropped), (2, 0));
+        assert!(
+            env_store.received().is_empty(),
+            "the config's endpoint wins"
+        );
+
+        let spans = configured_store.spans();
+        assert_eq!(spans.len(), 2);
+        let resource = &spans[0].0;
+        assert_eq!(str_attr(resource, "service.name"), "synthetic-checks");
+        assert_eq!(str_attr(resource, "deployment.environment.name"), "staging");
+        assert_eq!(str_attr(resource, "team"), "sre ops");
+        assert_eq!(
+            str_attr(resource, "service.instance.id"),
+            "vm-test-1",
+            "synthmon's own instance wins over OTEL_RESOURCE_ATTRIBUTES"
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_environment_alone_configures_http_export() {
+    bounded(async {
+        let outcome = health_outcome().await;
+        let (base, store) = http_receiver().await;
+        let env_vars: HashMap<&str, String> = HashMap::from([
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", base),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf".to_owned()),
+            (
+                "OTEL_EXPORTER_OTLP_HEADERS",
+                "x-env-token=abc%3D".to_owned(),
+            ),
+            ("OTEL_SERVICE_NAME", "from-env".to_owned()),
+        ]);
+        let env = |k: &str| env_vars.get(k).cloned();
+        let config = TelemetryConfig {
+            service_name: Some("from-config".into()),
+            queue_size: 10,
+            otlp_timeout: Duration::from_secs(5),
+            ..Default::default()
+        };
+        let exporter = TraceExporter::start(&config, resource(), &env)
+            .unwrap()
+            .unwrap();
+        exporter.record(&outcome);
+        let counts = exporter.shutdown(Duration::from_secs(5)).await;
+        assert_eq!((counts.exported, counts.dropped), (2, 0));
+        let received = store.received();
+        assert_eq!(
+            received.len(),
+            1,
+            "POSTed to the base endpoint + /v1/traces"
+        );
+        assert_eq!(
+            received[0].headers.get("x-env-token").map(String::as_str),
+            Some("abc="),
+            "OTEL_EXPORTER_OTLP_HEADERS values are percent-decoded"
+        );
+        let (root, client, resource) = the_trace(&store, &outcome);
+        assert_eq!(hex(&client.parent_span_id), hex(&root.span_id));
+        assert_eq!(
+            str_attr(&resource, "service.name"),
+            "from-config",
+            "[telemetry] service_name beats OTEL_SERVICE_NAME"
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_endpoints_set_up_with_ring_and_shut_down_cleanly() {
+    bounded(async {
+        for protocol in [OtlpProtocol::Grpc, OtlpProtocol::HttpProtobuf] {
+            let endpoint = dead_endpoint().replace("http://", "https://");
+            let config = flood_config(endpoint, protocol, Duration::from_millis(200));
+            let exporter = TraceExporter::start(&config, resource(), &no_env)
+                .unwrap_or_else(|e| panic!("{protocol:?}: {e}"))
+                .unwrap();
+            exporter.record(&health_outcome().await);
+            let counts = exporter.shutdown(Duration::from_secs(2)).await;
+            assert_eq!((counts.exported, counts.dropped), (0, 2), "{protocol:?}");
+        }
+    })
+    .await;
+}
+
+#[test]
+fn start_outside_a_runtime_is_an_error_not_a_panic() {
+    let config = flood_config(dead_endpoint(), OtlpProtocol::Grpc, Duration::from_secs(1));
+    let err = TraceExporter::start(&config, resource(), &no_env).unwrap_err();
+    assert!(err.contains("tokio"), "{err}");
+}
+
+/// The daemon with its collector down: probes keep their schedule, every
+/// outcome still reaches the pipeline, and the lost spans are counted on
+/// `/metrics` as `synthmon_spans_dropped`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daemon_keeps_its_schedule_with_the_collector_down() {
+    bounded(async {
+        // A port nothing listens on.
+        let dead = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let dead_port = dead.local_addr().unwrap().port();
+        drop(dead);
+        let dir = tempfile::tempdir().unwrap();
+        let config = format!(
+            "[daemon]\nlisten = \"127.0.0.1:0\"\n[environments.target]\nbase_url = \"builtin:sandbox\"\n[telemetry]\notlp_endpoint = \"http://127.0.0.1:{dead_port}\"\notlp_timeout = \"200ms\"\n"
+        );
+        let probe = "name = \"steady\"\nschedule = \"every 1s\"\ntimeout = \"500ms\"\nenvironments = [\"target\"]\n[http]\nurl = \"/health\"\n";
+        let path = write_config(dir.path(), &config, &[("p.toml", probe)]);
+        let mut opts = synthmon::daemon::DaemonOptions::from_env(synthmon::config::LoadOptions {
+            config_path: Some(path),
+            overrides: vec![],
+        });
+        opts.notify_socket = None;
+        opts.watchdog = None;
+        opts.watch_interval = None;
+        opts.reload_on_sighup = false;
+        let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+        let daemon = synthmon::daemon::Daemon::start(opts, Some(tx)).await.unwrap();
+        let started = Instant::now();
+        let mut seen = Vec::new();
+        while seen.len() < 4 {
+            let o = rx.recv().await.unwrap();
+            assert!(o.success, "{o:#?}");
+            seen.push(Instant::now());
+        }
+        // Four runs one second apart: the dead collector costs no time.
+        let span = seen[3] - seen[0];
+        assert!(
+            span >= Duration::from_millis(2_500) && span <= Duration::from_millis(3_800),
+            "runs {:?} apart over 4 runs",
+            span
+        );
+        assert!(started.elapsed() < Duration::from_secs(6));
+        // Failed exports are counted and exported on /metrics.
+        let addr = daemon.addr();
+        let mut dropped = 0.0;
+        for _ in 0..40 {
+            let body = http_get(&format!("http://{addr}/metrics")).await;
+            dropped = body
+                .lines()
+                .find(|l| l.starts_with("synthmon_spans_dropped"))
+                .and_then(|l| l.rsplit(' ').next())
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(0.0);
+            if dropped >= 2.0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        assert!(dropped >= 2.0, "synthmon_spans_dropped = {dropped}");
+        daemon.shutdown().await;
+    })
+    .await;
+}
+
+/// A plain HTTP/1.1 GET over a fresh connection, returning the body.
+async fn http_get(url: &str) -> String {
+    let url = url::Url::parse(url).unwrap();
+    let addr = format!("{}:{}", url.host_str().unwrap(), url.port().unwrap());
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!(
+        "GET {} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        url.path()
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    out.split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default()
+}
+
+/// `--once` itself exports a trace per run when `[telemetry]` is set, and
+/// flushes it before returning.
+#[tokio::test]
+async fn once_exports_its_runs_when_telemetry_is_configured() {
+    bounded(async {
+        let (endpoint, store) = grpc_receiver().await;
+        let sb = sandbox().await;
+        let dir = tempfile::tempdir().unwrap();
+        let config = format!(
+            "{}\n[telemetry]\notlp_endpoint = \"{endpoint}\"\n",
+            config_with_target(&sb.base_url())
+        );
+        let path = write_config(
+            dir.path(),
+            &config,
+            &[("p.toml", &probe_file("health", "url = \"/health\""))],
+        );
+        let config = load(&path);
+        let outcome = run_one(&config).await;
+        sb.shutdown().await;
+        let spans = store.spans();
+        assert_eq!(spans.len(), 2, "{spans:#?}");
+        assert!(
+            spans.iter().all(|s| hex(&s.1.trace_id) == outcome.trace_id),
+            "{spans:#?}"
+        );
+        assert!(spans.iter().any(|s| hex(&s.1.span_id) == outcome.span_id));
+    })
+    .await;
+}
