@@ -220,4 +220,6 @@ pub struct HttpFacts {
     pub phases: HttpPhases,
     pub body_bytes: u64,
     pub tls: bool,
+    /// Earliest `notAfter` of the server's certificates, Unix seconds.
+    pub tls_earliest_cert_expiry: Option<i64>,
 }

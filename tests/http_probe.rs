@@ -365,3 +365,87 @@ async fn a_refused_connection_is_connect_refused() {
     })
     .await;
 }
+
+/// An HTTPS server on 127.0.0.1 whose certificate (for `localhost`) expires
+/// `days` days from now; returns its port and the certificate's PEM.
+async fn tls_server_expiring_in(days: i64) -> (u16, String) {
+    let mut params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+    let not_after = chrono::Utc::now() + chrono::Duration::days(days);
+    params.not_after = rcgen::date_time_ymd(
+        chrono::Datelike::year(&not_after),
+        chrono::Datelike::month(&not_after) as u8,
+        chrono::Datelike::day(&not_after) as u8,
+    );
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(
+        vec![cert.der().clone()],
+        rustls_pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+    )
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                if let Ok(mut tls) = acceptor.accept(tcp).await {
+                    let mut buf = [0u8; 4096];
+                    let _ = tls.read(&mut buf).await;
+                    let _ = tls
+                        .write_all(
+                            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
+                        )
+                        .await;
+                    let _ = tls.shutdown().await;
+                }
+            });
+        }
+    });
+    (port, cert.pem())
+}
+
+/// `tls.days_left` reads the server certificate's expiry, and the outcome
+/// carries it (exported as `probe_ssl_earliest_cert_expiry`).
+#[tokio::test]
+async fn certificate_expiry_is_measured_and_assertable() {
+    bounded(async {
+        let (port, pem) = tls_server_expiring_in(10).await;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("ca.pem"), pem).unwrap();
+        let config = format!(
+            "{}tls = {{ ca_file = \"ca.pem\" }}\n",
+            config_with_target(&format!("https://localhost:{port}"))
+        );
+        let probes = [
+            ("ok.toml", "name = \"ok\"\nenvironments = [\"target\"]\n[http]\nurl = \"/\"\nexpect = [\"tls.days_left > 9.0 && tls.days_left < 11.0\", \"tls.earliest_cert_expiry > timestamp('2026-01-01T00:00:00Z')\"]\n"),
+            ("soon.toml", "name = \"soon\"\nenvironments = [\"target\"]\n[http]\nurl = \"/\"\nexpect = [\"tls.days_left > 30.0\"]\n"),
+        ];
+        let path = write_config(dir.path(), &config, &probes);
+        let outcomes = run_all(&load(&path), &BTreeMap::new()).await;
+        let ok = outcomes.iter().find(|o| o.probe == "ok").unwrap();
+        assert!(ok.success, "{ok:#?}");
+        let http = ok.http.as_ref().unwrap();
+        assert!(http.tls);
+        let expiry = http.tls_earliest_cert_expiry.unwrap();
+        let days = (expiry - chrono::Utc::now().timestamp()) as f64 / 86_400.0;
+        assert!((9.0..11.0).contains(&days), "{days}");
+        let soon = outcomes.iter().find(|o| o.probe == "soon").unwrap();
+        assert_eq!(soon.reason, Some(FailureReason::Assertion));
+        let failed = soon.assertions.iter().find(|a| !a.passed).unwrap();
+        assert_eq!(failed.expression, "tls.days_left > 30.0");
+        assert!(
+            failed.actual.starts_with("tls.days_left = 9.")
+                || failed.actual.starts_with("tls.days_left = 10."),
+            "{failed:?}"
+        );
+    })
+    .await;
+}

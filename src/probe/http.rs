@@ -18,7 +18,9 @@ use std::collections::{BTreeMap, HashMap};
 use tokio::time::Instant;
 
 /// The variables an http expectation can read.
-pub const SCOPE: &[&str] = &["status", "headers", "body", "json", "timings", "vars"];
+pub const SCOPE: &[&str] = &[
+    "status", "headers", "body", "json", "timings", "tls", "vars",
+];
 
 /// The checked body of an `http` probe.
 #[derive(Debug)]
@@ -133,6 +135,7 @@ pub async fn run(spec: &HttpSpec, ctx: &RunContext<'_>) -> Outcome {
                 phases: failure.phases,
                 body_bytes: 0,
                 tls: false,
+                tls_earliest_cert_expiry: None,
             });
         }
         Ok(resp) => {
@@ -186,6 +189,7 @@ pub async fn run(spec: &HttpSpec, ctx: &RunContext<'_>) -> Outcome {
                 phases: resp.phases,
                 body_bytes: resp.body.len() as u64,
                 tls: resp.tls,
+                tls_earliest_cert_expiry: resp.tls_earliest_expiry,
             });
         }
     }
@@ -273,7 +277,25 @@ fn facts(
         duration_value(p.resolve + p.connect + p.tls + p.processing),
     );
     timings.insert("total".into(), duration_value(total));
+    // `tls.days_left` (a float, may be negative) and `tls.earliest_cert_expiry`
+    // (a timestamp) for HTTPS; `tls` is null over plain HTTP.
+    let tls = match resp.tls_earliest_expiry {
+        Some(expiry) => {
+            let days = (expiry - chrono::Utc::now().timestamp()) as f64 / 86_400.0;
+            let mut m: HashMap<String, cel::Value> = HashMap::new();
+            m.insert("days_left".into(), cel::Value::Float(days));
+            if let Some(t) = chrono::DateTime::from_timestamp(expiry, 0) {
+                m.insert(
+                    "earliest_cert_expiry".into(),
+                    cel::Value::Timestamp(t.fixed_offset()),
+                );
+            }
+            cel::Value::from(m)
+        }
+        None => cel::Value::Null,
+    };
     let mut f = Facts::default();
+    f.set("tls", tls);
     f.set("status", i64::from(resp.status.as_u16()));
     f.set("headers", headers);
     f.set("body", body);

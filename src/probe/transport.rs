@@ -74,6 +74,10 @@ pub struct Response {
     pub redirects: u32,
     pub phases: HttpPhases,
     pub tls: bool,
+    /// The earliest `notAfter` of the certificates the server presented on
+    /// the final hop, as Unix seconds (blackbox_exporter's
+    /// `probe_ssl_earliest_cert_expiry`).
+    pub tls_earliest_expiry: Option<i64>,
 }
 
 /// Why an exchange failed, with what was measured until then.
@@ -325,6 +329,8 @@ struct Progress {
     phases: HttpPhases,
     status: Option<u16>,
     redirects: u32,
+    /// The earliest certificate expiry seen on the current hop.
+    tls_expiry: Option<i64>,
 }
 
 impl Progress {
@@ -338,6 +344,7 @@ impl Progress {
             phases: HttpPhases::default(),
             status: None,
             redirects: 0,
+            tls_expiry: None,
         }
     }
 
@@ -408,6 +415,7 @@ async fn follow(
                 headers: parts.headers,
                 body,
                 tls: req.url.scheme() == "https",
+                tls_earliest_expiry: progress.tls_expiry,
                 final_url: req.url,
                 redirects: progress.redirects,
                 phases: progress.phases,
@@ -495,6 +503,7 @@ async fn hop(
     progress: &mut Progress,
 ) -> Result<http::Response<Bytes>, Fail> {
     progress.status = None;
+    progress.tls_expiry = None;
     let url = &req.url;
     let tls = match url.scheme() {
         "http" => false,
@@ -683,7 +692,22 @@ async fn tls_handshake(
         )
     })?;
     progress.lap(Instant::now());
+    progress.tls_expiry = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(earliest_expiry);
     Ok(stream)
+}
+
+/// The earliest `notAfter` among `chain`, as Unix seconds; certificates that
+/// do not parse are skipped.
+fn earliest_expiry(chain: &[CertificateDer<'_>]) -> Option<i64> {
+    chain
+        .iter()
+        .filter_map(|der| x509_parser::parse_x509_certificate(der).ok())
+        .map(|(_, cert)| cert.validity().not_after.timestamp())
+        .min()
 }
 
 /// Reads body frames until the end, failing as soon as more than `max`
@@ -1338,6 +1362,8 @@ mod tests {
         assert!(response.tls);
         assert!(response.phases.tls > Duration::ZERO);
         assert_contiguous(&response.phases, total);
+        // rcgen's default notAfter: 4096-01-01T00:00:00Z.
+        assert_eq!(response.tls_earliest_expiry, Some(67_090_118_400));
 
         let mut ca = tempfile::NamedTempFile::new().unwrap();
         ca.write_all(identity.cert.pem().as_bytes()).unwrap();

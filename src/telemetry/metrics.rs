@@ -154,6 +154,10 @@ impl Metrics {
                     .set(if h.tls { 1.0 } else { 0.0 });
                 gauge!("probe_http_uncompressed_body_length", "probe" => p.clone(), "environment" => e.clone())
                     .set(h.body_bytes as f64);
+                if let Some(expiry) = h.tls_earliest_cert_expiry {
+                    gauge!("probe_ssl_earliest_cert_expiry", "probe" => p.clone(), "environment" => e.clone())
+                        .set(expiry as f64);
+                }
             }
             if let Some(latency) = crate::telemetry::measure::latency_of(o) {
                 histogram!(DURATION_HISTOGRAM, "probe" => p.clone(), "environment" => e.clone(), "step" => o.kind)
