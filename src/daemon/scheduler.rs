@@ -185,7 +185,10 @@ impl Scheduler {
             }
             let Some(clock) = entry.clock else { continue };
             let (next, missed) = clock.after_fire(due, now);
+            self.metrics
+                .schedule_lag(&key.0, &key.1, now.saturating_duration_since(due));
             if missed > 0 {
+                self.metrics.missed(missed);
                 self.shared
                     .stats
                     .missed
@@ -210,6 +213,7 @@ impl Scheduler {
                 .stats
                 .skipped_overlap
                 .fetch_add(1, Ordering::Relaxed);
+            self.metrics.skipped_overlap(&key.0, &key.1);
             tracing::debug!(probe = %key.0, environment = %key.1, "skipped: the previous run is still in flight");
             return;
         }

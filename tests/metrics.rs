@@ -1,0 +1,131 @@
+//! `/metrics` of a running daemon: histogram buckets at configured
+//! thresholds, removed probes' series disappearing at a reload, and the
+//! overlap counter. In-process daemon, real HTTP scrapes on 127.0.0.1.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::write_config;
+use std::time::{Duration, Instant};
+use synthmon::config::LoadOptions;
+use synthmon::daemon::{Daemon, DaemonOptions};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const CONFIG: &str = "[daemon]\nlisten = \"127.0.0.1:0\"\ninstance = \"t1\"\n[environments.sb]\nbase_url = \"builtin:sandbox\"\n";
+
+fn probe(name: &str, url: &str, extra: &str) -> String {
+    format!(
+        "name = \"{name}\"\nschedule = \"every 1s\"\ntimeout = \"900ms\"\nenvironments = [\"sb\"]\n{extra}\n[http]\nurl = \"{url}\"\n"
+    )
+}
+
+async fn start(path: std::path::PathBuf) -> Daemon {
+    let mut opts = DaemonOptions::from_env(LoadOptions {
+        config_path: Some(path),
+        overrides: vec![],
+    });
+    opts.notify_socket = None;
+    opts.watchdog = None;
+    opts.watch_interval = None;
+    opts.reload_on_sighup = false;
+    Daemon::start(opts, None).await.unwrap()
+}
+
+async fn scrape(d: &Daemon) -> String {
+    let mut s = tokio::net::TcpStream::connect(d.addr()).await.unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    out.split_once("\r\n\r\n").unwrap().1.to_owned()
+}
+
+/// Scrapes until `pred` holds, for at most `secs` seconds.
+async fn scrape_until(d: &Daemon, secs: u64, what: &str, pred: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let body = scrape(d).await;
+        if pred(&body) {
+            return body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}:\n{body}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn buckets_sit_at_thresholds_and_removed_probes_vanish_on_reload() {
+    tokio::time::timeout(Duration::from_secs(30), async {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write_config(
+            dir.path(),
+            CONFIG,
+            &[
+                ("keep.toml", &probe("keep", "/health", "thresholds = [\"p(99) < 123ms\"]")),
+                ("gone.toml", &probe("gone", "/health", "")),
+            ],
+        );
+        let d = start(path).await;
+        let body = scrape_until(&d, 10, "both probes' series", |b| {
+            b.contains(r#"probe_success{instance="t1",probe="gone",environment="sb"} 1"#)
+                && b.contains(r#"probe="keep",environment="sb",step="http",le="0.123"}"#)
+        })
+        .await;
+        // The default buckets are there too, and the threshold gauge.
+        assert!(body.contains(r#"le="0.25"}"#), "{body}");
+        assert!(
+            body.contains(r#"synthmon_threshold_failing{instance="t1",probe="keep",environment="sb",threshold="p(99) < 123ms"} 0"#),
+            "{body}"
+        );
+
+        std::fs::remove_file(dir.path().join("probes/gone.toml")).unwrap();
+        d.reload().await;
+        let body = scrape_until(&d, 10, "the reload", |b| {
+            b.contains(r#"synthmon_config_reloads_total{instance="t1",result="ok"} 1"#)
+                && b.contains(r#"probe_success{instance="t1",probe="keep""#)
+        })
+        .await;
+        assert!(!body.contains(r#"probe="gone""#), "removed probe still exported:\n{body}");
+        d.shutdown().await;
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_and_schedule_lag_are_exported_per_pair() {
+    tokio::time::timeout(Duration::from_secs(30), async {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write_config(
+            dir.path(),
+            CONFIG,
+            &[("lag.toml", &probe("lag", "/delay/100", ""))],
+        );
+        let d = start(path).await;
+        let body = scrape_until(&d, 15, "two runs and the lag gauge", |b| {
+            b.contains(r#"synthmon_runs_total{instance="t1",probe="lag",environment="sb",result="success",reason=""}"#)
+                && b.contains(r#"synthmon_schedule_lag_seconds{instance="t1",probe="lag",environment="sb"}"#)
+        })
+        .await;
+        let lag: f64 = body
+            .lines()
+            .find(|l| l.starts_with("synthmon_schedule_lag_seconds{"))
+            .and_then(|l| l.rsplit(' ').next())
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((0.0..0.5).contains(&lag), "lag {lag}");
+        assert!(
+            body.contains(r#"probe_http_duration_seconds{instance="t1",probe="lag",environment="sb",phase="processing"}"#),
+            "{body}"
+        );
+        d.shutdown().await;
+    })
+    .await
+    .unwrap();
+}
