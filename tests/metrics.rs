@@ -8,8 +8,7 @@ mod common;
 
 use common::write_config;
 use std::time::{Duration, Instant};
-use synthmon::config::LoadOptions;
-use synthmon::daemon::{Daemon, DaemonOptions};
+use synthmon::daemon::Daemon;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const CONFIG: &str = "[daemon]\nlisten = \"127.0.0.1:0\"\ninstance = \"t1\"\n[environments.sb]\nbase_url = \"builtin:sandbox\"\n";
@@ -21,15 +20,9 @@ fn probe(name: &str, url: &str, extra: &str) -> String {
 }
 
 async fn start(path: std::path::PathBuf) -> Daemon {
-    let mut opts = DaemonOptions::from_env(LoadOptions {
-        config_path: Some(path),
-        overrides: vec![],
-    });
-    opts.notify_socket = None;
-    opts.watchdog = None;
-    opts.watch_interval = None;
-    opts.reload_on_sighup = false;
-    Daemon::start(opts, None).await.unwrap()
+    Daemon::start(common::quiet_daemon_options(path), None)
+        .await
+        .unwrap()
 }
 
 async fn scrape(d: &Daemon) -> String {

@@ -860,14 +860,7 @@ async fn daemon_keeps_its_schedule_with_the_collector_down() {
         );
         let probe = "name = \"steady\"\nschedule = \"every 1s\"\ntimeout = \"500ms\"\nenvironments = [\"target\"]\n[http]\nurl = \"/health\"\n";
         let path = write_config(dir.path(), &config, &[("p.toml", probe)]);
-        let mut opts = synthmon::daemon::DaemonOptions::from_env(synthmon::config::LoadOptions {
-            config_path: Some(path),
-            overrides: vec![],
-        });
-        opts.notify_socket = None;
-        opts.watchdog = None;
-        opts.watch_interval = None;
-        opts.reload_on_sighup = false;
+        let opts = common::quiet_daemon_options(path);
         let (tx, mut rx) = tokio::sync::mpsc::channel(64);
         let daemon = synthmon::daemon::Daemon::start(opts, Some(tx)).await.unwrap();
         let started = Instant::now();

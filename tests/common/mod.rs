@@ -185,3 +185,18 @@ pub fn config_with_target(base_url: &str) -> String {
         "[daemon]\nprobes = [\"probes/*.toml\"]\n\n[environments.target]\nbase_url = \"{base_url}\"\n"
     )
 }
+
+/// Daemon options for an in-process daemon on the config at `path`, with
+/// nothing from the test process' environment: no systemd socket or
+/// watchdog, no file watching, no SIGHUP handler.
+pub fn quiet_daemon_options(path: PathBuf) -> synthmon::daemon::DaemonOptions {
+    let mut opts = synthmon::daemon::DaemonOptions::from_env(synthmon::config::LoadOptions {
+        config_path: Some(path),
+        overrides: vec![],
+    });
+    opts.notify_socket = None;
+    opts.watchdog = None;
+    opts.watch_interval = None;
+    opts.reload_on_sighup = false;
+    opts
+}
