@@ -5,6 +5,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod alert;
 pub mod cli;
 pub mod config;
 pub mod daemon;

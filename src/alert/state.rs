@@ -1,0 +1,1 @@
+//! The alert state machine (being written).

@@ -1,0 +1,1 @@
+//! Webhook payloads and presets (being written).
