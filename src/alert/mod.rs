@@ -8,6 +8,7 @@
 //! contract between the pieces.
 
 pub mod outbox;
+pub mod route;
 pub mod state;
 pub mod webhook;
 
