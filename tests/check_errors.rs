@@ -234,3 +234,53 @@ fn a_missing_config_file_is_a_usage_error() {
         run.stderr
     );
 }
+
+/// `[alerting]` and a probe's `[alert]` are checked like everything else:
+/// every mistake at once, located, with suggestions.
+#[test]
+fn check_reports_alerting_mistakes_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = r#"[environments.prod]
+base_url = "https://api.example.com"
+
+[alerting]
+group_wait = "5s"
+default_receivers = ["oncal"]
+
+[alerting.receivers.oncall]
+type = "webhook"
+url = "http://127.0.0.1:9/hook"
+
+[alerting.receivers.pd]
+type = "pagerduty"
+
+[alerting.receivers.chat]
+type = "slak"
+url = "http://127.0.0.1:9/slack"
+
+[[alerting.routes]]
+severity = "critical"
+receivers = ["oncall", "pager"]
+continue = true
+"#;
+    let probe = r#"name = "api"
+environments = ["prod"]
+
+[alert]
+fire = "6 of 5"
+depends_on = ["api-helth"]
+
+[http]
+url = "/"
+"#;
+    let health = "name = \"api-health\"\nenvironments = [\"prod\"]\n[http]\nurl = \"/health\"\n";
+    write_config(
+        dir.path(),
+        config,
+        &[("api.toml", probe), ("health.toml", health)],
+    );
+    // Errors only: the "not yet active" warning carries a timestamp.
+    let run = check(dir.path(), &[("SYNTHMON_LOG", "error")]);
+    run.assert_code(2);
+    golden("check_alerting.txt", &run.stderr);
+}

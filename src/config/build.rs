@@ -10,7 +10,8 @@ use super::diag::{self, Diagnostic, Diagnostics, SourceDoc};
 use super::raw::{RawConfig, RawEnvironment, RawHttp, RawProbe, RawSize};
 use super::secret::{self, Redactor};
 use super::{
-    BaseUrl, Config, DaemonConfig, Environment, OtlpProtocol, Probe, Schedule, Severity, Tagging,
+    AlertPolicy, AlertingConfig, BaseUrl, Config, DaemonConfig, Environment, FirePolicy,
+    OtlpProtocol, Probe, ReceiverConfig, ReceiverKind, Schedule, Severity, Tagging,
     TelemetryConfig, TlsOptions,
 };
 use crate::expr::Expr;
@@ -31,6 +32,8 @@ pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(60);
 pub const DEFAULT_MAX_REDIRECTS: u32 = 10;
 pub const DEFAULT_MAX_CONCURRENT_RUNS: usize = 64;
 pub const DEFAULT_SPAN_QUEUE: usize = 2048;
+pub const DEFAULT_GROUP_WAIT: Duration = Duration::from_secs(10);
+pub const DEFAULT_RECEIVER_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_OTLP_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_MAX_BODY_BYTES: u64 = 4 * 1024 * 1024;
 /// The largest body cap a probe may ask for.
@@ -234,6 +237,7 @@ impl Checker<'_> {
         }
         let probes = self.probes(&daemon.probe_globs, &environments);
         let telemetry = self.telemetry(raw.telemetry);
+        let alerting = self.alerting(raw.alerting);
         Some(Config {
             file: Some(file),
             daemon,
@@ -241,7 +245,152 @@ impl Checker<'_> {
             environments,
             probes,
             telemetry,
+            alerting,
             redactor: std::mem::take(self.redactor),
+        })
+    }
+
+    fn alerting(&mut self, raw: super::raw::RawAlerting) -> AlertingConfig {
+        let group_wait = self.duration(
+            "alerting.group_wait",
+            raw.group_wait.as_deref(),
+            DEFAULT_GROUP_WAIT,
+        );
+        let mut receivers = BTreeMap::new();
+        for (name, r) in raw.receivers {
+            if let Some(built) = self.receiver(&name, r) {
+                receivers.insert(name, built);
+            }
+        }
+        let check_names = |checker: &mut Self, path: &str, names: &[String]| {
+            for (i, name) in names.iter().enumerate() {
+                if !receivers.contains_key(name) {
+                    let mut d = checker.doc.error_at(
+                        &format!("{path}[{i}]"),
+                        format!("unknown receiver `{name}`"),
+                    );
+                    d.help = diag::nearest(name, receivers.keys().map(String::as_str))
+                        .map(|n| format!("did you mean `{n}`?"));
+                    checker.diags.push(d);
+                }
+            }
+        };
+        check_names(self, "alerting.default_receivers", &raw.default_receivers);
+        let mut routes = Vec::new();
+        for (i, r) in raw.routes.into_iter().enumerate() {
+            let path = format!("alerting.routes[{i}]");
+            if r.receivers.is_empty() {
+                self.diags.push(
+                    self.doc
+                        .error_at_key(&path, "a route needs at least one receiver".to_owned()),
+                );
+            }
+            check_names(self, &format!("{path}.receivers"), &r.receivers);
+            routes.push(crate::alert::route::Route {
+                min_severity: r.severity,
+                environments: r.environments,
+                labels: r.labels,
+                tags: r.tags,
+                receivers: r.receivers,
+                continue_: r.continue_,
+            });
+        }
+        if !receivers.is_empty() {
+            // Honest until the daemon delivers notifications (issue 5).
+            tracing::warn!(
+                receivers = receivers.len(),
+                "[alerting] is checked but not yet active: this build sends no notifications"
+            );
+        }
+        AlertingConfig {
+            group_wait,
+            receivers,
+            routes,
+            default_receivers: raw.default_receivers,
+        }
+    }
+
+    fn receiver(&mut self, name: &str, raw: super::raw::RawReceiver) -> Option<ReceiverConfig> {
+        let path = format!("alerting.receivers.{name}");
+        let default_url = match raw.kind.as_deref() {
+            Some("pagerduty") => Some("https://events.pagerduty.com/v2/enqueue"),
+            _ => None,
+        };
+        let url_text = match raw.url.as_deref().or(default_url) {
+            Some(u) => self.expand(&format!("{path}.url"), u)?,
+            None => {
+                self.diags.push(
+                    self.doc
+                        .error_at_key(&path, "missing required key `url`".to_owned()),
+                );
+                return None;
+            }
+        };
+        let url = match url::Url::parse(&url_text) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") => u,
+            _ => {
+                // Never echo the value: it may hold a secret token.
+                self.err(&format!("{path}.url"), "expected an http(s) URL");
+                return None;
+            }
+        };
+        let kind = match raw.kind.as_deref() {
+            None | Some("webhook") => ReceiverKind::Webhook,
+            Some("slack") => ReceiverKind::Slack,
+            Some("alertmanager") => ReceiverKind::Alertmanager,
+            Some("pagerduty") => match raw.routing_key.as_deref() {
+                Some(k) => ReceiverKind::PagerDuty {
+                    routing_key: self.expand(&format!("{path}.routing_key"), k)?,
+                },
+                None => {
+                    self.diags.push(self.doc.error_at_key(
+                        &path,
+                        "missing required key `routing_key` for a pagerduty receiver".to_owned(),
+                    ));
+                    return None;
+                }
+            },
+            Some(other) => {
+                let kinds = ["webhook", "slack", "pagerduty", "alertmanager"];
+                let mut d = self.doc.error_at(
+                    &format!("{path}.type"),
+                    format!(
+                        "unknown receiver type `{other}` (expected one of `webhook`, `slack`, `pagerduty`, `alertmanager`)"
+                    ),
+                );
+                d.help = diag::nearest(other, kinds).map(|n| format!("did you mean `{n}`?"));
+                self.diags.push(d);
+                return None;
+            }
+        };
+        if raw.routing_key.is_some() && !matches!(kind, ReceiverKind::PagerDuty { .. }) {
+            self.err(
+                &format!("{path}.routing_key"),
+                "`routing_key` applies to pagerduty receivers only",
+            );
+        }
+        let mut headers = Vec::new();
+        for (k, v) in raw.headers {
+            if let Some(v) = self.expand(&format!("{path}.headers.{k}"), &v) {
+                headers.push((k, v));
+            }
+        }
+        let hmac_secret = match raw.hmac_secret {
+            Some(s) => Some(self.expand(&format!("{path}.hmac_secret"), &s)?),
+            None => None,
+        };
+        let timeout = self.duration(
+            &format!("{path}.timeout"),
+            raw.timeout.as_deref(),
+            DEFAULT_RECEIVER_TIMEOUT,
+        );
+        Some(ReceiverConfig {
+            name: name.to_owned(),
+            kind,
+            url,
+            headers,
+            hmac_secret,
+            timeout,
         })
     }
 
@@ -494,6 +643,10 @@ impl Checker<'_> {
         let mut probes: Vec<Probe> = Vec::new();
         // Name → (file, line) of its first definition.
         let mut seen: BTreeMap<String, (String, usize)> = BTreeMap::new();
+        let mut depends: Vec<(SourceDoc, Vec<String>)> = Vec::new();
+        // Every probe name written, built or not: `depends_on` is checked
+        // against these so a broken probe does not hide or cause errors.
+        let mut declared: std::collections::BTreeSet<String> = Default::default();
         for file in files {
             let display = display_path(&file);
             let text = match std::fs::read_to_string(&file) {
@@ -519,13 +672,21 @@ impl Checker<'_> {
             };
             let raw = diag::deserialize_collecting::<RawProbe>(&doc, self.diags);
             let Some(raw) = raw else { continue };
+            declared.extend(raw.name.clone());
+            let depends_on = raw
+                .alert
+                .as_ref()
+                .map(|a| a.depends_on.clone())
+                .unwrap_or_default();
             let mut probe_checker = Checker {
                 doc: &doc,
                 diags: self.diags,
                 redactor: self.redactor,
                 base_dir: file.parent().unwrap_or(self.base_dir),
             };
-            let Some(probe) = probe_checker.probe(raw, &file, environments) else {
+            let built = probe_checker.probe(raw, &file, environments);
+            let Some(probe) = built else {
+                depends.push((doc, depends_on));
                 continue;
             };
             if let Some((first_file, first_line)) = seen.get(&probe.name) {
@@ -543,7 +704,22 @@ impl Checker<'_> {
                 probe.name.clone(),
                 (display.clone(), doc.value_position("name").0),
             );
+            depends.push((doc, depends_on));
             probes.push(probe);
+        }
+        // `depends_on` names other probes, which may live in later files.
+        for (doc, names) in depends {
+            for (i, name) in names.iter().enumerate() {
+                if !declared.contains(name) {
+                    let mut d = doc.error_at(
+                        &format!("alert.depends_on[{i}]"),
+                        format!("unknown probe `{name}`"),
+                    );
+                    d.help = diag::nearest(name, declared.iter().map(String::as_str))
+                        .map(|n| format!("did you mean `{n}`?"));
+                    self.diags.push(d);
+                }
+            }
         }
         probes
     }
@@ -612,6 +788,18 @@ pub fn min_gap(schedule: &Schedule) -> Option<Duration> {
             crate::schedule::cron_min_gap(&cron, &tz, chrono::Utc::now())
         }
     }
+}
+
+/// Parses `"3 of 5"`.
+pub fn parse_m_of_k(text: &str) -> Result<(u32, u32), String> {
+    let bad = || format!("expected `M of K` like `3 of 5` (1 ≤ M ≤ K ≤ 100), found `{text}`");
+    let (m, k) = text.split_once(" of ").ok_or_else(bad)?;
+    let m: u32 = m.trim().parse().map_err(|_| bad())?;
+    let k: u32 = k.trim().parse().map_err(|_| bad())?;
+    if m == 0 || m > k || k > 100 {
+        return Err(bad());
+    }
+    Ok((m, k))
 }
 
 /// Parses `4194304`, `512 KiB`, `4MiB`, `1 MB`, …
@@ -768,6 +956,10 @@ impl Checker<'_> {
             }
         }
         let thresholds = self.thresholds(&raw.thresholds);
+        let alert = self.alert_policy(raw.alert.unwrap_or_default());
+        if alert.depends_on.contains(&name) {
+            self.err("alert.depends_on", "a probe cannot depend on itself");
+        }
         let kind = match raw.http {
             Some(h) => self.http(h).map(ProbeKind::Http),
             None => {
@@ -798,8 +990,62 @@ impl Checker<'_> {
             severity: raw.severity.unwrap_or(Severity::Warning),
             labels: raw.labels,
             thresholds,
+            alert,
             kind: kind?,
         })
+    }
+
+    fn alert_policy(&mut self, raw: super::raw::RawAlert) -> AlertPolicy {
+        let mut policy = AlertPolicy::default();
+        match (raw.fire_after, raw.fire.as_deref()) {
+            (Some(_), Some(_)) => self.err(
+                "alert.fire",
+                "write either `fire_after = N` or `fire = \"M of K\"`, not both",
+            ),
+            (Some(n), None) if (1..=100).contains(&n) => policy.fire = FirePolicy::Consecutive(n),
+            (Some(n), None) => self.err(
+                "alert.fire_after",
+                format!("expected 1 to 100 consecutive runs, found {n}"),
+            ),
+            (None, Some(text)) => match parse_m_of_k(text) {
+                Ok((m, k)) => policy.fire = FirePolicy::MOfK { m, k },
+                Err(e) => self.err("alert.fire", e),
+            },
+            (None, None) => {}
+        }
+        if let Some(n) = raw.resolve_after {
+            if (1..=100).contains(&n) {
+                policy.resolve_after = n;
+            } else {
+                self.err(
+                    "alert.resolve_after",
+                    format!("expected 1 to 100 consecutive runs, found {n}"),
+                );
+            }
+        }
+        match raw.repeat_interval.as_deref() {
+            None => {}
+            Some("never") => policy.repeat_interval = None,
+            Some(text) => {
+                let d = self.duration(
+                    "alert.repeat_interval",
+                    Some(text),
+                    Duration::from_secs(4 * 3600),
+                );
+                if d < Duration::from_secs(60) {
+                    self.err(
+                        "alert.repeat_interval",
+                        "expected at least 1m (or \"never\")",
+                    );
+                }
+                policy.repeat_interval = Some(d);
+            }
+        }
+        if let Some(b) = raw.notify_degraded {
+            policy.notify_degraded = b;
+        }
+        policy.depends_on = raw.depends_on;
+        policy
     }
 
     fn thresholds(&mut self, raw: &[super::raw::RawThreshold]) -> Vec<Threshold> {
@@ -1024,6 +1270,16 @@ mod tests {
             min_gap(&parse_schedule("0 */10 * * * *", None).unwrap()),
             Some(Duration::from_secs(600))
         );
+    }
+
+    #[test]
+    fn m_of_k() {
+        assert_eq!(parse_m_of_k("3 of 5").unwrap(), (3, 5));
+        assert_eq!(parse_m_of_k(" 1 of 1 ").unwrap(), (1, 1));
+        assert!(parse_m_of_k("6 of 5").is_err());
+        assert!(parse_m_of_k("0 of 5").is_err());
+        assert!(parse_m_of_k("3/5").is_err());
+        assert!(parse_m_of_k("1 of 101").is_err());
     }
 
     #[test]

@@ -33,6 +33,7 @@ pub struct Config {
     pub environments: BTreeMap<String, Environment>,
     pub probes: Vec<Probe>,
     pub telemetry: TelemetryConfig,
+    pub alerting: AlertingConfig,
     /// Every secret value the config resolved, so that output can be
     /// scrubbed of them.
     pub redactor: Redactor,
@@ -51,6 +52,63 @@ pub struct DaemonConfig {
     /// At most this many runs in flight at once, so slow targets cannot
     /// starve the rest.
     pub max_concurrent_runs: usize,
+}
+
+/// `[alerting]`, checked: every receiver a route names exists.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AlertingConfig {
+    pub group_wait: Duration,
+    pub receivers: BTreeMap<String, ReceiverConfig>,
+    pub routes: Vec<crate::alert::route::Route>,
+    pub default_receivers: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ReceiverKind {
+    Webhook,
+    Slack,
+    PagerDuty { routing_key: String },
+    Alertmanager,
+}
+
+/// A checked receiver. Header values, the HMAC secret and the routing key
+/// may be secrets: never log them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReceiverConfig {
+    pub name: String,
+    pub kind: ReceiverKind,
+    pub url: url::Url,
+    pub headers: Vec<(String, String)>,
+    pub hmac_secret: Option<String>,
+    pub timeout: Duration,
+}
+
+/// When a probe's alerts fire and resolve.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlertPolicy {
+    pub fire: FirePolicy,
+    pub resolve_after: u32,
+    pub repeat_interval: Option<Duration>,
+    pub notify_degraded: bool,
+    pub depends_on: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FirePolicy {
+    Consecutive(u32),
+    MOfK { m: u32, k: u32 },
+}
+
+impl Default for AlertPolicy {
+    fn default() -> Self {
+        AlertPolicy {
+            fire: FirePolicy::Consecutive(3),
+            resolve_after: 2,
+            repeat_interval: Some(Duration::from_secs(4 * 3600)),
+            notify_degraded: true,
+            depends_on: Vec::new(),
+        }
+    }
 }
 
 /// OTLP trace export settings from `[telemetry]`; `OTEL_*` variables are
@@ -149,5 +207,6 @@ pub struct Probe {
     pub severity: Severity,
     pub labels: BTreeMap<String, String>,
     pub thresholds: Vec<crate::threshold::Threshold>,
+    pub alert: AlertPolicy,
     pub kind: ProbeKind,
 }

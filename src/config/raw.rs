@@ -20,6 +20,77 @@ pub struct RawConfig {
     pub environments: BTreeMap<String, RawEnvironment>,
     #[serde(default)]
     pub telemetry: RawTelemetry,
+    #[serde(default)]
+    pub alerting: RawAlerting,
+}
+
+/// `[alerting]`: receivers, routes, and how notifications are grouped.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAlerting {
+    /// Notifications produced within this window go out as one batch per
+    /// receiver.
+    pub group_wait: Option<String>,
+    #[serde(default)]
+    pub receivers: BTreeMap<String, RawReceiver>,
+    #[serde(default)]
+    pub routes: Vec<RawRoute>,
+    /// Receivers for notifications no route matched.
+    #[serde(default)]
+    pub default_receivers: Vec<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawReceiver {
+    /// `webhook`, `slack`, `pagerduty` or `alertmanager`.
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    pub url: Option<String>,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Signs bodies with HMAC-SHA256 (`X-Synthmon-Signature`).
+    pub hmac_secret: Option<String>,
+    /// PagerDuty Events v2 integration key.
+    pub routing_key: Option<String>,
+    /// Bounds each delivery attempt as a whole.
+    pub timeout: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    /// Matches this severity and above.
+    pub severity: Option<Severity>,
+    #[serde(default)]
+    pub environments: Vec<String>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    #[serde(default)]
+    pub receivers: Vec<String>,
+    /// Keep evaluating later routes after this one matched.
+    #[serde(default, rename = "continue")]
+    pub continue_: bool,
+}
+
+/// A probe's `[alert]` table.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAlert {
+    /// Fire after this many consecutive bad runs.
+    pub fire_after: Option<u32>,
+    /// Or fire when M of the last K runs were bad: `"3 of 5"`.
+    pub fire: Option<String>,
+    /// Resolve after this many consecutive good runs.
+    pub resolve_after: Option<u32>,
+    /// Repeat while firing (`"4h"`), or `"never"`.
+    pub repeat_interval: Option<String>,
+    pub notify_degraded: Option<bool>,
+    /// Probes (same environment) whose failure holds this probe's alerts back.
+    #[serde(default)]
+    pub depends_on: Vec<String>,
 }
 
 /// `[telemetry]`: where traces go. The standard `OTEL_*` variables fill
@@ -106,6 +177,8 @@ pub struct RawProbe {
     /// SLA thresholds: `"p(99) < 500ms"`, or a table with a degraded level.
     #[serde(default)]
     pub thresholds: Vec<RawThreshold>,
+    /// When this probe's alerts fire and resolve.
+    pub alert: Option<RawAlert>,
     /// The kind is the one body table present.
     pub http: Option<RawHttp>,
 }
