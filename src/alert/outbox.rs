@@ -492,6 +492,48 @@ impl Outbox {
             .map_err(db_error("prune"))
     }
 
+    /// Enqueues every (receivers, batch) of one notification group and
+    /// stores the alert engine's snapshot under `state_key`, all in one
+    /// transaction: after a crash either both the notifications and the
+    /// state that produced them are on disk, or neither is — so a restart
+    /// neither loses a page nor sends one twice.
+    pub fn commit_group(
+        &self,
+        groups: &[(Vec<String>, Vec<Notification>)],
+        state_key: &str,
+        state_json: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), String> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(db_error("begin"))?;
+        {
+            let mut insert = tx
+                .prepare_cached(
+                    "INSERT INTO deliveries (receiver, idempotency_key, batch, created_at, next_at)
+                     VALUES (?1, ?2, ?3, ?4, ?4)
+                     ON CONFLICT (receiver, idempotency_key) DO NOTHING",
+                )
+                .map_err(db_error("prepare an insert"))?;
+            for (receivers, batch) in groups.iter().filter(|(_, b)| !b.is_empty()) {
+                let key = idempotency_key(batch);
+                let json = serde_json::to_string(batch)
+                    .map_err(|e| format!("outbox: cannot encode a batch: {e}"))?;
+                for receiver in receivers {
+                    insert
+                        .execute(params![receiver, key, json, ms(now)])
+                        .map_err(db_error("insert a delivery"))?;
+                }
+            }
+            tx.execute(
+                "INSERT INTO kv (key, json, updated_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (key) DO UPDATE SET json = excluded.json, updated_at = excluded.updated_at",
+                params![state_key, state_json, ms(now)],
+            )
+            .map_err(db_error("save state"))?;
+        }
+        tx.commit().map_err(db_error("commit"))
+    }
+
     /// Stores `json` under `key` (the alert engine's snapshot), replacing
     /// what was there.
     pub fn save_state(&self, key: &str, json: &str) -> Result<(), String> {

@@ -295,13 +295,6 @@ impl Checker<'_> {
                 continue_: r.continue_,
             });
         }
-        if !receivers.is_empty() {
-            // Honest until the daemon delivers notifications (issue 5).
-            tracing::warn!(
-                receivers = receivers.len(),
-                "[alerting] is checked but not yet active: this build sends no notifications"
-            );
-        }
         AlertingConfig {
             group_wait,
             receivers,

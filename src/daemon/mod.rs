@@ -8,6 +8,7 @@
 //! `daemon.drain_timeout` → cancel what is left → exit. Only this module
 //! spawns long-lived tasks, and each has an owner that waits for it.
 
+pub mod alerting;
 pub mod listener;
 pub mod notify;
 pub mod pipeline;
@@ -180,6 +181,8 @@ impl Daemon {
             &|k| std::env::var(k).ok(),
         )
         .map_err(|e| StartError::Other(anyhow::anyhow!("cannot set up trace export: {e}")))?;
+        let alerting = alerting::Alerting::start(&config, &CancellationToken::new())
+            .map_err(|e| StartError::Other(anyhow::anyhow!("cannot set up alerting: {e}")))?;
         let listen = config.daemon.listen;
         let listener = tokio::net::TcpListener::bind(listen)
             .await
@@ -225,6 +228,7 @@ impl Daemon {
                 metrics: shared.metrics.clone(),
                 traces,
                 spans_dropped: shared.spans_dropped.clone(),
+                alerting,
                 listener: outcomes,
             },
         ));

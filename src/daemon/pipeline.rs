@@ -5,6 +5,7 @@
 //! alerting later). Config changes arrive on the same channel, so an outcome
 //! is always judged by the config that was current when it arrived.
 
+use super::alerting::Alerting;
 use crate::config::Config;
 use crate::outcome::Outcome;
 use crate::telemetry::measure::Store;
@@ -32,6 +33,7 @@ pub struct Sinks {
     pub traces: Option<TraceExporter>,
     /// Where the trace exporter's drop count is published for `/metrics`.
     pub spans_dropped: Arc<AtomicU64>,
+    pub alerting: Option<Alerting>,
     pub listener: Option<mpsc::Sender<Outcome>>,
 }
 
@@ -42,16 +44,34 @@ pub async fn run(mut events: mpsc::Receiver<Event>, mut config: Arc<Config>, sin
         metrics,
         traces,
         spans_dropped,
+        mut alerting,
         listener,
     } = sinks;
     let mut store = Store::default();
-    while let Some(event) = events.recv().await {
+    let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        let event = tokio::select! {
+            e = events.recv() => match e {
+                Some(e) => e,
+                None => break,
+            },
+            _ = ticker.tick() => {
+                if let Some(a) = alerting.as_mut() {
+                    a.tick(&config);
+                }
+                continue;
+            }
+        };
         match event {
             Event::Config(c) => {
                 if c.telemetry != config.telemetry {
                     tracing::warn!("[telemetry] changes take effect on restart");
                 }
                 metrics.reconfigure(&c);
+                if let Some(a) = alerting.as_mut() {
+                    a.retain(&c);
+                }
                 store.retain(|probe, env| {
                     c.probes
                         .iter()
@@ -83,11 +103,17 @@ pub async fn run(mut events: mpsc::Receiver<Event>, mut config: Arc<Config>, sin
                     t.record(&outcome);
                     spans_dropped.store(t.dropped(), Ordering::Relaxed);
                 }
+                if let Some(a) = alerting.as_mut() {
+                    a.observe(&outcome, &config);
+                }
                 if let Some(tx) = &listener {
                     let _ = tx.try_send(*outcome);
                 }
             }
         }
+    }
+    if let Some(a) = alerting {
+        a.shutdown(&config, Duration::from_secs(2)).await;
     }
     if let Some(t) = traces {
         let counts = t.shutdown(TRACE_FLUSH).await;

@@ -1,0 +1,232 @@
+//! The daemon's alerting stage: outcomes → alert state machine → group
+//! window → routes → durable outbox → one delivery worker per receiver.
+//!
+//! Notifications produced within `[alerting] group_wait` of the first one
+//! are committed together: one batch per receiver, written to the outbox
+//! in the same transaction as the engine snapshot that produced them, so a
+//! crash (even `kill -9`) neither loses a page nor sends one twice. The
+//! engine is restored from that snapshot at start. Receiver changes take
+//! effect on restart; routes and probe policies follow reloads.
+
+use crate::alert::Notification;
+use crate::alert::outbox::{Dispatcher, Outbox};
+use crate::alert::route::receivers_for;
+use crate::alert::state::{Engine, EngineSnapshot, FireRule, PairInfo, Rules};
+use crate::alert::webhook::{Preset, WebhookReceiver};
+use crate::config::{Config, FirePolicy, ReceiverConfig, ReceiverKind};
+use crate::outcome::Outcome;
+use chrono::Utc;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// The key of the engine snapshot in the outbox database.
+const STATE_KEY: &str = "alert_engine";
+/// The database file in the state directory.
+pub const DB_FILE: &str = "synthmon.sqlite";
+
+pub struct Alerting {
+    engine: Engine,
+    outbox: Arc<Outbox>,
+    dispatcher: Dispatcher,
+    pending: Vec<Notification>,
+    /// When the open group must be committed.
+    flush_at: Option<Instant>,
+}
+
+impl Alerting {
+    /// Opens the outbox in the state directory and starts delivery, when
+    /// any receiver is configured; `Ok(None)` otherwise.
+    pub fn start(config: &Config, stop: &CancellationToken) -> Result<Option<Alerting>, String> {
+        if config.alerting.receivers.is_empty() {
+            return Ok(None);
+        }
+        let dir = state_dir(config)?;
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| format!("cannot create the state directory {}: {e}", dir.display()))?;
+        let outbox = Arc::new(Outbox::open(&dir.join(DB_FILE))?);
+        let engine = match outbox.load_state(STATE_KEY)? {
+            Some(json) => match serde_json::from_str::<EngineSnapshot>(&json) {
+                Ok(snapshot) => Engine::restore(snapshot),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the saved alert state; starting fresh");
+                    Engine::new()
+                }
+            },
+            None => Engine::new(),
+        };
+        let receivers = config
+            .alerting
+            .receivers
+            .values()
+            .map(webhook_receiver)
+            .collect();
+        let dispatcher = Dispatcher::start(outbox.clone(), receivers, stop.clone())?;
+        tracing::info!(state_dir = %dir.display(), receivers = config.alerting.receivers.len(), "alerting active");
+        Ok(Some(Alerting {
+            engine,
+            outbox,
+            dispatcher,
+            pending: Vec::new(),
+            flush_at: None,
+        }))
+    }
+
+    /// Feeds one outcome to the state machine.
+    pub fn observe(&mut self, outcome: &Outcome, config: &Config) {
+        let Some(probe) = config.probes.iter().find(|p| p.name == outcome.probe) else {
+            return;
+        };
+        let Some(env) = config.environments.get(&outcome.environment) else {
+            return;
+        };
+        let mut labels: BTreeMap<String, String> = env.labels.clone();
+        labels.extend(probe.labels.clone());
+        let info = PairInfo {
+            severity: probe.severity,
+            labels,
+            tags: probe.tags.clone(),
+            depends_on: probe.alert.depends_on.clone(),
+            rules: Rules {
+                fire: match probe.alert.fire {
+                    FirePolicy::Consecutive(n) => FireRule::Consecutive(n),
+                    FirePolicy::MOfK { m, k } => FireRule::MOfK { m, k },
+                },
+                resolve_after: probe.alert.resolve_after,
+                repeat_interval: probe.alert.repeat_interval,
+                notify_degraded: probe.alert.notify_degraded,
+            },
+        };
+        let notes = self.engine.observe(outcome, &info, Utc::now());
+        self.add(notes, config);
+    }
+
+    /// Time-driven work: repeats, and committing a group whose window
+    /// closed.
+    pub fn tick(&mut self, config: &Config) {
+        let notes = self.engine.tick(Utc::now());
+        self.add(notes, config);
+        if self.flush_at.is_some_and(|t| Instant::now() >= t) {
+            self.flush(config);
+        }
+    }
+
+    /// Drops state of pairs no longer configured (resolving their alerts).
+    pub fn retain(&mut self, config: &Config) {
+        let notes = self.engine.retain(
+            |p, e| {
+                config
+                    .probes
+                    .iter()
+                    .any(|probe| probe.name == p && probe.environments.iter().any(|x| x == e))
+            },
+            Utc::now(),
+        );
+        self.add(notes, config);
+    }
+
+    fn add(&mut self, notes: Vec<Notification>, config: &Config) {
+        if notes.is_empty() {
+            return;
+        }
+        self.pending.extend(notes);
+        if self.flush_at.is_none() {
+            self.flush_at = Some(Instant::now() + config.alerting.group_wait);
+        }
+    }
+
+    /// Commits the open group: one batch per receiver, plus the engine
+    /// snapshot, in one transaction; then wakes the workers.
+    fn flush(&mut self, config: &Config) {
+        self.flush_at = None;
+        let notes = std::mem::take(&mut self.pending);
+        let mut per_receiver: BTreeMap<String, Vec<Notification>> = BTreeMap::new();
+        for n in notes {
+            let receivers = receivers_for(
+                &config.alerting.routes,
+                &config.alerting.default_receivers,
+                &n,
+            );
+            for r in receivers {
+                if config.alerting.receivers.contains_key(&r) {
+                    per_receiver.entry(r).or_default().push(n.clone());
+                }
+            }
+        }
+        let groups: Vec<(Vec<String>, Vec<Notification>)> = per_receiver
+            .into_iter()
+            .map(|(r, batch)| (vec![r], batch))
+            .collect();
+        let snapshot = match serde_json::to_string(&self.engine.snapshot()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot encode the alert state");
+                return;
+            }
+        };
+        match self
+            .outbox
+            .commit_group(&groups, STATE_KEY, &snapshot, Utc::now())
+        {
+            Ok(()) => self.dispatcher.nudge(),
+            Err(e) => tracing::error!(error = %e, "cannot write notifications to the outbox"),
+        }
+    }
+
+    /// Commits what is pending and stops delivery within `deadline`
+    /// (undelivered notifications stay in the outbox for the next start).
+    pub async fn shutdown(mut self, config: &Config, deadline: Duration) {
+        if !self.pending.is_empty() {
+            self.flush(config);
+        }
+        self.dispatcher.shutdown(deadline).await;
+    }
+}
+
+fn webhook_receiver(r: &ReceiverConfig) -> WebhookReceiver {
+    let (preset, url) = match &r.kind {
+        ReceiverKind::Webhook => (Preset::Generic, r.url.clone()),
+        ReceiverKind::Slack => (Preset::Slack, r.url.clone()),
+        ReceiverKind::PagerDuty { routing_key } => (
+            Preset::PagerDuty {
+                routing_key: routing_key.clone(),
+            },
+            r.url.clone(),
+        ),
+        ReceiverKind::Alertmanager => {
+            // A bare Alertmanager address gets the v2 alerts path.
+            let mut url = r.url.clone();
+            if url.path() == "/" || url.path().is_empty() {
+                url.set_path("/api/v2/alerts");
+            }
+            (Preset::Alertmanager, url)
+        }
+    };
+    WebhookReceiver {
+        name: r.name.clone(),
+        url,
+        preset,
+        headers: r.headers.clone(),
+        hmac_secret: r.hmac_secret.clone(),
+        timeout: r.timeout,
+    }
+}
+
+/// `[daemon] state_dir`, else systemd's `STATE_DIRECTORY` (already folded
+/// into `state_dir` at load), else the user's state directory
+/// (`$XDG_STATE_HOME/synthmon` or `~/.local/state/synthmon`).
+fn state_dir(config: &Config) -> Result<PathBuf, String> {
+    if let Some(d) = &config.daemon.state_dir {
+        return Ok(d.clone());
+    }
+    if let Some(x) = std::env::var_os("XDG_STATE_HOME").filter(|v| !v.is_empty()) {
+        return Ok(Path::new(&x).join("synthmon"));
+    }
+    match std::env::var_os("HOME").filter(|v| !v.is_empty()) {
+        Some(home) => Ok(Path::new(&home).join(".local/state/synthmon")),
+        None => Err("no state directory: set [daemon] state_dir".into()),
+    }
+}
