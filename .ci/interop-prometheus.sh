@@ -3,13 +3,16 @@
 #   1. `promtool check metrics` on the daemon's live /metrics;
 #   2. a real Prometheus scrapes the daemon every second and answers a query
 #      for probe_success and a histogram_quantile over
-#      synthmon_probe_duration_seconds.
+#      synthmon_probe_duration_seconds;
+#   3. a real Alertmanager (Debian's prometheus-alertmanager) receives a
+#      synthmon alert (receiver type "alertmanager"), lists it as active,
+#      and drops it once synthmon sends the resolve.
 #
 #   .ci/interop-prometheus.sh [PATH-TO-SYNTHMON-BINARY]   (default target/release/synthmon)
 #
-# Installs prometheus if promtool or prometheus is missing, and fails loudly
-# if they are still missing afterwards. Everything listens on 127.0.0.1 and
-# every wait has a deadline.
+# Installs prometheus (and prometheus-alertmanager) if their binaries are
+# missing, and fails loudly if they are still missing afterwards.
+# Everything listens on 127.0.0.1 and every wait has a deadline.
 set -euo pipefail
 
 BIN_ARG=""
@@ -131,3 +134,130 @@ pass "prometheus histogram_quantile(0.95) of synthmon_probe_duration_seconds is 
 wait_for 20 'synthmon_threshold_failing{threshold="p(99) < 250ms"} == 0' \
   query 'synthmon_threshold_failing{probe="interop-health",threshold="p(99) < 250ms"}' 'v == 0'
 pass "threshold state is queryable"
+
+# ---------------------------------------------------------------------------
+# 3. A real Alertmanager (Debian's package) as an `alertmanager` receiver: a
+#    second daemon fires an alert for a probe whose target (a separate
+#    `synthmon sandbox`) has a fault injected; Alertmanager lists it as
+#    active; the fault is removed and the resolve (endsAt in the past)
+#    makes Alertmanager drop it from its alerts.
+# ---------------------------------------------------------------------------
+am_bin() { command -v alertmanager || command -v prometheus-alertmanager; }
+if ! am_bin >/dev/null || ! command -v amtool >/dev/null; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends prometheus-alertmanager >/dev/null
+fi
+AM="$(am_bin)" || die "alertmanager (or prometheus-alertmanager) is missing after installing prometheus-alertmanager"
+command -v amtool >/dev/null || die "amtool is missing after installing prometheus-alertmanager"
+
+AM_PORT="$(free_port)"
+SB_PORT="$(free_port)"
+SM2_PORT="$(free_port)"
+cat >"$TMP/alertmanager.yml" <<'YAML'
+route:
+  receiver: blackhole
+  group_wait: 1s
+receivers:
+  - name: blackhole
+YAML
+amtool check-config "$TMP/alertmanager.yml" >/dev/null || die "alertmanager.yml does not check"
+"$AM" --config.file="$TMP/alertmanager.yml" --storage.path="$TMP/am-data" \
+  --web.listen-address="127.0.0.1:$AM_PORT" --cluster.listen-address= \
+  --log.level=warn >"$TMP/alertmanager.log" 2>&1 &
+PIDS+=($!)
+AM_URL="http://127.0.0.1:$AM_PORT"
+wait_for 30 "alertmanager /-/ready" curl -fsS "$AM_URL/-/ready"
+
+# The target: a standalone sandbox whose /health fails until the fault is
+# removed.
+"$BIN" sandbox --listen "127.0.0.1:$SB_PORT" >"$TMP/sandbox.log" 2>&1 &
+PIDS+=($!)
+SB_URL="http://127.0.0.1:$SB_PORT"
+wait_for 20 "the sandbox" curl -fsS "$SB_URL/health"
+curl -fsS -X POST -H 'content-type: application/json' \
+  -d '{"path_prefix": "/health", "status": 500}' "$SB_URL/_sandbox/faults" >/dev/null ||
+  die "cannot inject a fault into the sandbox"
+[ "$(curl -s -o /dev/null -w '%{http_code}' "$SB_URL/health")" = 500 ] || die "the fault does not take"
+
+mkdir -p "$TMP/am/probes"
+cat >"$TMP/am/config.toml" <<TOML
+[daemon]
+listen = "127.0.0.1:$SM2_PORT"
+state_dir = "$TMP/am/state"
+instance = "ci"
+
+[environments.target]
+base_url = "$SB_URL"
+
+[alerting]
+group_wait = "200ms"
+default_receivers = ["am"]
+
+[alerting.receivers.am]
+type = "alertmanager"
+url = "$AM_URL"
+timeout = "2s"
+TOML
+cat >"$TMP/am/probes/failing.toml" <<'TOML'
+name = "interop-failing"
+schedule = "every 1s"
+timeout = "500ms"
+environments = ["target"]
+[alert]
+fire_after = 1
+resolve_after = 1
+[http]
+url = "/health"
+expect = ["status == 200"]
+TOML
+SYNTHMON_LOG=synthmon=debug "$BIN" run --config "$TMP/am/config.toml" --log-format json >"$TMP/synthmon-am.log" 2>&1 &
+PIDS+=($!)
+wait_for 30 "the alerting synthmon /readyz" curl -fsS "http://127.0.0.1:$SM2_PORT/readyz"
+
+# am_alerts QUERY CHECK: true when CHECK (a python expression over `n`, the
+# number of alerts labelled probe="interop-failing" that `GET
+# /api/v2/alerts?QUERY` lists, and `states`, their status.state values)
+# holds. Alertmanager's v2 API leaves out resolved alerts (endsAt in the
+# past) whatever the filters, so "resolved" reads as "listed no more".
+am_alerts() {
+  curl -fsS "$AM_URL/api/v2/alerts?$1" |
+    python3 -c '
+import json, sys
+check = sys.argv[1]
+alerts = [a for a in json.load(sys.stdin) if a["labels"].get("probe") == "interop-failing"]
+for a in alerts:
+    assert a["labels"]["alertname"] == "SynthmonProbeFailing", a
+    assert a["labels"]["environment"] == "target", a
+n, states = len(alerts), [a["status"]["state"] for a in alerts]
+sys.exit(0 if eval(check) else 1)' "$2"
+}
+wait_for 30 'an active alert probe="interop-failing" in alertmanager' \
+  am_alerts 'active=true&silenced=false&inhibited=false' 'n == 1 and states == ["active"]'
+pass "alertmanager lists the firing alert probe=\"interop-failing\" as active"
+amtool --alertmanager.url="$AM_URL" alert query probe=interop-failing 2>/dev/null |
+  grep -q SynthmonProbeFailing || die "amtool does not show the alert"
+pass "amtool alert query shows it"
+
+# delivered_to_am CHECK: true when CHECK holds over `n`, how many deliveries
+# to receiver `am` the daemon logged as accepted (2xx).
+delivered_to_am() {
+  python3 -c '
+import json, sys
+n = 0
+for line in open(sys.argv[1], errors="replace"):
+    try:
+        f = json.loads(line).get("fields", {})
+    except ValueError:
+        continue
+    n += f.get("message") == "webhook delivered" and f.get("receiver") == "am"
+sys.exit(0 if eval(sys.argv[2]) else 1)' "$TMP/synthmon-am.log" "$1"
+}
+wait_for 10 "the trigger's delivery to be logged" delivered_to_am 'n == 1'
+curl -fsS -X DELETE "$SB_URL/_sandbox/faults" >/dev/null || die "cannot clear the sandbox's faults"
+wait_for 30 "the resolve's delivery to alertmanager" delivered_to_am 'n == 2'
+wait_for 30 'the alert probe="interop-failing" to resolve in alertmanager' am_alerts '' 'n == 0'
+pass "after the target recovered, the resolve was accepted and alertmanager no longer lists the alert"
+grep -q '"webhook delivery failed' "$TMP/synthmon-am.log" &&
+  die "a delivery to alertmanager failed: $(grep '"webhook delivery failed' "$TMP/synthmon-am.log" | head -3)"
+pass "every delivery to alertmanager was accepted on the first attempt"

@@ -1,12 +1,10 @@
 //! Alerting: per-pair state machines turn run outcomes into alert
 //! notifications ([`state`]); notifications are written to a durable outbox
 //! before anything is sent and delivered per receiver with retries
-//! ([`outbox`]); receivers format them for the wire ([`webhook`]).
-//!
-//! Work in progress (issue 5): routing, the email receiver, the daemon
-//! wiring and the `[alerting]` config are not built yet. These types are the
-//! contract between the pieces.
+//! ([`outbox`]); receivers format them for the wire ([`webhook`] for
+//! HTTP receivers, [`email`] for SMTP).
 
+pub mod email;
 pub mod outbox;
 pub mod route;
 pub mod state;

@@ -35,6 +35,7 @@
 //!   [`Outbox::prune`]; pending rows are never pruned.
 
 use super::Notification;
+use super::email::{self, EmailReceiver};
 use super::webhook::{self, WebhookReceiver};
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, params};
@@ -72,6 +73,56 @@ pub enum Attempt {
     },
     /// Retrying cannot help: any other status, or an unbuildable request.
     Permanent { error: String },
+}
+
+/// A receiver a worker delivers to.
+#[derive(Debug, Clone)]
+pub enum Receiver {
+    Webhook(WebhookReceiver),
+    Email(EmailReceiver),
+}
+
+impl Receiver {
+    /// Unique among receivers; names the outbox rows and the logs.
+    pub fn name(&self) -> &str {
+        match self {
+            Receiver::Webhook(r) => &r.name,
+            Receiver::Email(r) => &r.name,
+        }
+    }
+
+    /// Whether a batch goes out as one attempt per notification.
+    fn one_request_per_notification(&self) -> bool {
+        match self {
+            Receiver::Webhook(r) => r.preset.one_request_per_notification(),
+            Receiver::Email(_) => false,
+        }
+    }
+
+    /// One attempt to deliver `batch` (HTTP for webhooks, SMTP for email).
+    pub async fn deliver(
+        &self,
+        client: &reqwest::Client,
+        batch: &[Notification],
+        idempotency_key: &str,
+    ) -> Attempt {
+        match self {
+            Receiver::Webhook(r) => webhook::send(client, r, batch, idempotency_key).await,
+            Receiver::Email(r) => email::send(r, batch).await,
+        }
+    }
+}
+
+impl From<WebhookReceiver> for Receiver {
+    fn from(r: WebhookReceiver) -> Receiver {
+        Receiver::Webhook(r)
+    }
+}
+
+impl From<EmailReceiver> for Receiver {
+    fn from(r: EmailReceiver) -> Receiver {
+        Receiver::Email(r)
+    }
 }
 
 /// One pending delivery: a batch for one receiver.
@@ -665,7 +716,7 @@ struct WorkerHandle {
 /// Everything one worker task owns.
 struct Worker {
     outbox: Arc<Outbox>,
-    receiver: WebhookReceiver,
+    receiver: Receiver,
     client: reqwest::Client,
     options: DispatchOptions,
     wake: Arc<Notify>,
@@ -715,9 +766,9 @@ impl Dispatcher {
     /// the default options. The workers stop when `stop` is cancelled, on
     /// [`Dispatcher::shutdown`], or when the dispatcher is dropped; what
     /// they were sending then stays pending.
-    pub fn start(
+    pub fn start<R: Into<Receiver>>(
         outbox: Arc<Outbox>,
-        receivers: Vec<WebhookReceiver>,
+        receivers: Vec<R>,
         stop: CancellationToken,
     ) -> Result<Dispatcher, String> {
         Self::start_with(outbox, receivers, stop, DispatchOptions::default())
@@ -725,16 +776,17 @@ impl Dispatcher {
 
     /// [`Dispatcher::start`] with explicit retry options. Errs when two
     /// receivers share a name or the HTTP client cannot be built.
-    pub fn start_with(
+    pub fn start_with<R: Into<Receiver>>(
         outbox: Arc<Outbox>,
-        receivers: Vec<WebhookReceiver>,
+        receivers: Vec<R>,
         stop: CancellationToken,
         options: DispatchOptions,
     ) -> Result<Dispatcher, String> {
+        let receivers: Vec<Receiver> = receivers.into_iter().map(Into::into).collect();
         let mut names = BTreeSet::new();
         for r in &receivers {
-            if !names.insert(r.name.as_str()) {
-                return Err(format!("two receivers are named {:?}", r.name));
+            if !names.insert(r.name()) {
+                return Err(format!("two receivers are named {:?}", r.name()));
             }
         }
         let client = webhook::client()?;
@@ -746,7 +798,7 @@ impl Dispatcher {
             let wake = Arc::new(Notify::new());
             let counters = Arc::new(Counters::default());
             workers.push(WorkerHandle {
-                name: receiver.name.clone(),
+                name: receiver.name().to_owned(),
                 wake: Arc::clone(&wake),
                 counters: Arc::clone(&counters),
             });
@@ -833,7 +885,7 @@ impl Drop for Dispatcher {
 
 impl Worker {
     async fn run(self) {
-        let name = self.receiver.name.clone();
+        let name = self.receiver.name().to_owned();
         loop {
             if self.stop.is_cancelled() {
                 return;
@@ -907,7 +959,7 @@ impl Worker {
         match blocking(&self.outbox, f).await {
             Ok(()) => None,
             Err(error) => {
-                tracing::error!(receiver = %self.receiver.name, "{error}");
+                tracing::error!(receiver = %self.receiver.name(), "{error}");
                 Some(Next::StoreFailed)
             }
         }
@@ -917,9 +969,9 @@ impl Worker {
     /// for PagerDuty, resuming after those already accepted) and records
     /// the result.
     async fn deliver(&self, delivery: Delivery) -> Next {
-        let name = self.receiver.name.as_str();
+        let name = self.receiver.name();
         let id = delivery.id;
-        let parts: Vec<&[Notification]> = if self.receiver.preset.one_request_per_notification() {
+        let parts: Vec<&[Notification]> = if self.receiver.one_request_per_notification() {
             delivery.batch.chunks(1).collect()
         } else {
             vec![delivery.batch.as_slice()]
@@ -934,7 +986,7 @@ impl Worker {
             let attempt = tokio::select! {
                 biased;
                 () = self.abort.cancelled() => return Next::Abandoned,
-                a = webhook::send(&self.client, &self.receiver, part, &key) => a,
+                a = self.receiver.deliver(&self.client, part, &key) => a,
             };
             match attempt {
                 Attempt::Delivered if index + 1 < parts.len() => {

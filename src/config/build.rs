@@ -10,9 +10,9 @@ use super::diag::{self, Diagnostic, Diagnostics, SourceDoc};
 use super::raw::{RawConfig, RawEnvironment, RawHttp, RawProbe, RawSize};
 use super::secret::{self, Redactor};
 use super::{
-    AlertPolicy, AlertingConfig, BaseUrl, Config, DaemonConfig, Environment, FirePolicy,
-    OtlpProtocol, Probe, ReceiverConfig, ReceiverKind, Schedule, Severity, Tagging,
-    TelemetryConfig, TlsOptions,
+    AlertPolicy, AlertingConfig, BaseUrl, Config, DaemonConfig, EmailSettings, Environment,
+    FirePolicy, OtlpProtocol, Probe, ReceiverConfig, ReceiverKind, Schedule, Severity, SmtpTls,
+    Tagging, TelemetryConfig, TlsOptions,
 };
 use crate::expr::Expr;
 use crate::outcome::SourceLocation;
@@ -238,6 +238,7 @@ impl Checker<'_> {
         let probes = self.probes(&daemon.probe_globs, &environments);
         let telemetry = self.telemetry(raw.telemetry);
         let alerting = self.alerting(raw.alerting);
+        warn_alertmanager_timeout(&alerting, &probes);
         Some(Config {
             file: Some(file),
             daemon,
@@ -305,6 +306,27 @@ impl Checker<'_> {
 
     fn receiver(&mut self, name: &str, raw: super::raw::RawReceiver) -> Option<ReceiverConfig> {
         let path = format!("alerting.receivers.{name}");
+        if raw.kind.as_deref() == Some("email") {
+            return self.email_receiver(name, &path, raw);
+        }
+        let email_only = [
+            ("smtp_host", raw.smtp_host.is_some()),
+            ("smtp_port", raw.smtp_port.is_some()),
+            ("tls", raw.tls.is_some()),
+            ("username", raw.username.is_some()),
+            ("password", raw.password.is_some()),
+            ("from", raw.from.is_some()),
+            ("to", raw.to.is_some()),
+            ("ca_file", raw.ca_file.is_some()),
+        ];
+        for (key, set) in email_only {
+            if set {
+                self.err(
+                    &format!("{path}.{key}"),
+                    format!("`{key}` applies to email receivers only"),
+                );
+            }
+        }
         let default_url = match raw.kind.as_deref() {
             Some("pagerduty") => Some("https://events.pagerduty.com/v2/enqueue"),
             _ => None,
@@ -344,11 +366,11 @@ impl Checker<'_> {
                 }
             },
             Some(other) => {
-                let kinds = ["webhook", "slack", "pagerduty", "alertmanager"];
+                let kinds = ["webhook", "slack", "pagerduty", "alertmanager", "email"];
                 let mut d = self.doc.error_at(
                     &format!("{path}.type"),
                     format!(
-                        "unknown receiver type `{other}` (expected one of `webhook`, `slack`, `pagerduty`, `alertmanager`)"
+                        "unknown receiver type `{other}` (expected one of `webhook`, `slack`, `pagerduty`, `alertmanager`, `email`)"
                     ),
                 );
                 d.help = diag::nearest(other, kinds).map(|n| format!("did you mean `{n}`?"));
@@ -383,6 +405,182 @@ impl Checker<'_> {
             url,
             headers,
             hmac_secret,
+            timeout,
+        })
+    }
+
+    /// A `type = "email"` receiver: SMTP settings instead of a URL.
+    fn email_receiver(
+        &mut self,
+        name: &str,
+        path: &str,
+        raw: super::raw::RawReceiver,
+    ) -> Option<ReceiverConfig> {
+        let mut ok = true;
+        for (key, set) in [
+            ("url", raw.url.is_some()),
+            ("routing_key", raw.routing_key.is_some()),
+            ("hmac_secret", raw.hmac_secret.is_some()),
+            ("headers", !raw.headers.is_empty()),
+        ] {
+            if set {
+                self.err(
+                    &format!("{path}.{key}"),
+                    format!("`{key}` does not apply to email receivers"),
+                );
+                ok = false;
+            }
+        }
+        let missing = |checker: &mut Self, key: &str| {
+            checker.diags.push(checker.doc.error_at_key(
+                path,
+                format!("missing required key `{key}` for an email receiver"),
+            ));
+        };
+        let host = match raw.smtp_host.as_deref().map(str::trim) {
+            Some(h) if !h.is_empty() => Some(h.trim_matches(['[', ']']).to_owned()),
+            Some(_) => {
+                self.err(
+                    &format!("{path}.smtp_host"),
+                    "expected a host name or address",
+                );
+                None
+            }
+            None => {
+                missing(self, "smtp_host");
+                None
+            }
+        };
+        let port = raw.smtp_port.unwrap_or(587);
+        if port == 0 {
+            self.err(
+                &format!("{path}.smtp_port"),
+                "expected a port from 1 to 65535",
+            );
+            ok = false;
+        }
+        let tls = match raw.tls.as_deref() {
+            None | Some("starttls") => Some(SmtpTls::StartTls),
+            Some("implicit") => Some(SmtpTls::Implicit),
+            Some("none") => Some(SmtpTls::None),
+            Some(other) => {
+                let modes = ["starttls", "implicit", "none"];
+                let mut d = self.doc.error_at(
+                    &format!("{path}.tls"),
+                    format!(
+                        "unknown tls mode `{other}` (expected one of `starttls`, `implicit`, `none`)"
+                    ),
+                );
+                d.help = diag::nearest(other, modes).map(|n| format!("did you mean `{n}`?"));
+                self.diags.push(d);
+                None
+            }
+        };
+        if let (Some(SmtpTls::None), Some(h)) = (tls, host.as_deref()) {
+            let loopback = h.eq_ignore_ascii_case("localhost")
+                || h.parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback());
+            if !loopback {
+                let mut d = self.doc.error_at(
+                    &format!("{path}.tls"),
+                    format!(
+                        "`tls = \"none\"` would send the password and alerts in clear text to `{h}`; it is allowed for loopback hosts only"
+                    ),
+                );
+                d.help = Some("use `starttls` (port 587) or `implicit` (port 465)".to_owned());
+                self.diags.push(d);
+                ok = false;
+            }
+        }
+        let username = match raw.username.as_deref() {
+            Some(u) => Some(self.expand(&format!("{path}.username"), u)?),
+            None => None,
+        };
+        let password = match raw.password.as_deref() {
+            Some(p) => Some(self.expand(&format!("{path}.password"), p)?),
+            None => None,
+        };
+        if username.is_some() != password.is_some() {
+            self.diags.push(self.doc.error_at_key(
+                path,
+                "`username` and `password` go together: set both or neither".to_owned(),
+            ));
+            ok = false;
+        }
+        let from = match raw.from.as_deref() {
+            Some(f) => match f.parse::<lettre::message::Mailbox>() {
+                Ok(_) => Some(f.to_owned()),
+                Err(e) => {
+                    self.err(
+                        &format!("{path}.from"),
+                        format!("`{f}` is not an email address: {e}"),
+                    );
+                    None
+                }
+            },
+            None => {
+                missing(self, "from");
+                None
+            }
+        };
+        let to = match raw.to {
+            Some(to) if to.is_empty() => {
+                self.err(&format!("{path}.to"), "expected at least one recipient");
+                None
+            }
+            Some(to) => {
+                let mut good = true;
+                for (i, t) in to.iter().enumerate() {
+                    if let Err(e) = t.parse::<lettre::message::Mailbox>() {
+                        self.err(
+                            &format!("{path}.to[{i}]"),
+                            format!("`{t}` is not an email address: {e}"),
+                        );
+                        good = false;
+                    }
+                }
+                good.then_some(to)
+            }
+            None => {
+                missing(self, "to");
+                None
+            }
+        };
+        let timeout = self.duration(
+            &format!("{path}.timeout"),
+            raw.timeout.as_deref(),
+            DEFAULT_RECEIVER_TIMEOUT,
+        );
+        let (Some(host), Some(tls), Some(from), Some(to), true) = (host, tls, from, to, ok) else {
+            return None;
+        };
+        let display = if host.contains(':') {
+            format!("smtp://[{host}]:{port}")
+        } else {
+            format!("smtp://{host}:{port}")
+        };
+        let Ok(url) = url::Url::parse(&display) else {
+            self.err(
+                &format!("{path}.smtp_host"),
+                format!("`{host}` is not a valid host"),
+            );
+            return None;
+        };
+        Some(ReceiverConfig {
+            name: name.to_owned(),
+            kind: ReceiverKind::Email(EmailSettings {
+                smtp_host: host,
+                smtp_port: port,
+                tls,
+                username,
+                password,
+                from,
+                to,
+                ca_file: raw.ca_file.map(|f| self.base_dir.join(f)),
+            }),
+            url,
+            headers: Vec::new(),
+            hmac_secret: None,
             timeout,
         })
     }
@@ -715,6 +913,36 @@ impl Checker<'_> {
             }
         }
         probes
+    }
+}
+
+/// Alertmanager ends a firing alert that is not re-sent within its
+/// `resolve_timeout` (5 minutes by default); synthmon re-sends only at a
+/// probe's `repeat_interval`. Until the Alertmanager preset keeps alerts
+/// alive by itself, say so when the two do not fit.
+fn warn_alertmanager_timeout(alerting: &AlertingConfig, probes: &[Probe]) {
+    let has_am = alerting
+        .receivers
+        .values()
+        .any(|r| r.kind == ReceiverKind::Alertmanager);
+    if !has_am {
+        return;
+    }
+    let slow: Vec<&str> = probes
+        .iter()
+        .filter(|p| {
+            p.alert
+                .repeat_interval
+                .is_none_or(|d| d > Duration::from_secs(240))
+        })
+        .map(|p| p.name.as_str())
+        .collect();
+    if !slow.is_empty() {
+        tracing::warn!(
+            probes = %slow.join(", "),
+            "an alertmanager receiver ends alerts not re-sent within its resolve_timeout (default 5m): \
+             set [alert] repeat_interval below it for these probes"
+        );
     }
 }
 

@@ -55,6 +55,22 @@ pub struct RawReceiver {
     pub routing_key: Option<String>,
     /// Bounds each delivery attempt as a whole.
     pub timeout: Option<String>,
+    /// Email: the SMTP server.
+    pub smtp_host: Option<String>,
+    /// Email: the SMTP port (default 587).
+    pub smtp_port: Option<u16>,
+    /// Email: `starttls` (default), `implicit` or `none` (loopback only).
+    pub tls: Option<String>,
+    /// Email: SMTP AUTH user name (may use `${env:…}`/`${file:…}`).
+    pub username: Option<String>,
+    /// Email: SMTP AUTH password (may use `${env:…}`/`${file:…}`).
+    pub password: Option<String>,
+    /// Email: the sender address.
+    pub from: Option<String>,
+    /// Email: the recipients.
+    pub to: Option<Vec<String>>,
+    /// Email: extra trust anchors (PEM) for the SMTP server's certificate.
+    pub ca_file: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

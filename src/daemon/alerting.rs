@@ -9,7 +9,8 @@
 //! effect on restart; routes and probe policies follow reloads.
 
 use crate::alert::Notification;
-use crate::alert::outbox::{Dispatcher, Outbox};
+use crate::alert::email::EmailReceiver;
+use crate::alert::outbox::{Dispatcher, Outbox, Receiver};
 use crate::alert::route::receivers_for;
 use crate::alert::state::{Engine, EngineSnapshot, FireRule, PairInfo, Rules};
 use crate::alert::webhook::{Preset, WebhookReceiver};
@@ -62,8 +63,8 @@ impl Alerting {
             .alerting
             .receivers
             .values()
-            .map(webhook_receiver)
-            .collect();
+            .map(receiver)
+            .collect::<Vec<Receiver>>();
         let dispatcher = Dispatcher::start(outbox.clone(), receivers, stop.clone())?;
         tracing::info!(state_dir = %dir.display(), receivers = config.alerting.receivers.len(), "alerting active");
         Ok(Some(Alerting {
@@ -176,6 +177,26 @@ impl Alerting {
         }
     }
 
+    /// The alert state of a pair, for metrics.
+    pub fn state(&self, probe: &str, environment: &str) -> crate::alert::state::PairState {
+        self.engine.state(probe, environment)
+    }
+
+    /// Delivery counters per receiver, and the outbox's pending depth and
+    /// oldest pending notification per receiver, for metrics.
+    pub fn delivery(
+        &self,
+    ) -> (
+        crate::alert::outbox::DispatchStats,
+        Vec<crate::alert::outbox::ReceiverDepth>,
+    ) {
+        let depth = self.outbox.depth().unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "cannot read the outbox depth");
+            Vec::new()
+        });
+        (self.dispatcher.stats(), depth)
+    }
+
     /// Commits what is pending and stops delivery within `deadline`
     /// (undelivered notifications stay in the outbox for the next start).
     pub async fn shutdown(mut self, config: &Config, deadline: Duration) {
@@ -186,8 +207,15 @@ impl Alerting {
     }
 }
 
-fn webhook_receiver(r: &ReceiverConfig) -> WebhookReceiver {
+fn receiver(r: &ReceiverConfig) -> Receiver {
     let (preset, url) = match &r.kind {
+        ReceiverKind::Email(settings) => {
+            return Receiver::Email(EmailReceiver {
+                name: r.name.clone(),
+                settings: settings.clone(),
+                timeout: r.timeout,
+            });
+        }
         ReceiverKind::Webhook => (Preset::Generic, r.url.clone()),
         ReceiverKind::Slack => (Preset::Slack, r.url.clone()),
         ReceiverKind::PagerDuty { routing_key } => (
@@ -205,14 +233,14 @@ fn webhook_receiver(r: &ReceiverConfig) -> WebhookReceiver {
             (Preset::Alertmanager, url)
         }
     };
-    WebhookReceiver {
+    Receiver::Webhook(WebhookReceiver {
         name: r.name.clone(),
         url,
         preset,
         headers: r.headers.clone(),
         hmac_secret: r.hmac_secret.clone(),
         timeout: r.timeout,
-    }
+    })
 }
 
 /// `[daemon] state_dir`, else systemd's `STATE_DIRECTORY` (already folded

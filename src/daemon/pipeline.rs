@@ -6,6 +6,7 @@
 //! is always judged by the config that was current when it arrived.
 
 use super::alerting::Alerting;
+use crate::alert::state::PairState;
 use crate::config::Config;
 use crate::outcome::Outcome;
 use crate::telemetry::measure::Store;
@@ -59,6 +60,7 @@ pub async fn run(mut events: mpsc::Receiver<Event>, mut config: Arc<Config>, sin
             _ = ticker.tick() => {
                 if let Some(a) = alerting.as_mut() {
                     a.tick(&config);
+                    publish_delivery(a, &metrics);
                 }
                 continue;
             }
@@ -105,6 +107,12 @@ pub async fn run(mut events: mpsc::Receiver<Event>, mut config: Arc<Config>, sin
                 }
                 if let Some(a) = alerting.as_mut() {
                     a.observe(&outcome, &config);
+                    let state = match a.state(&outcome.probe, &outcome.environment) {
+                        PairState::Ok => 0.0,
+                        PairState::Degraded => 1.0,
+                        PairState::Failing => 2.0,
+                    };
+                    metrics.alert_state(&outcome.probe, &outcome.environment, state);
                 }
                 if let Some(tx) = &listener {
                     let _ = tx.try_send(*outcome);
@@ -122,6 +130,30 @@ pub async fn run(mut events: mpsc::Receiver<Event>, mut config: Arc<Config>, sin
             exported = counts.exported,
             dropped = counts.dropped,
             "trace export finished"
+        );
+    }
+}
+
+/// Publishes delivery totals and outbox depth per receiver.
+fn publish_delivery(alerting: &Alerting, metrics: &Metrics) {
+    let (stats, depth) = alerting.delivery();
+    let now = chrono::Utc::now();
+    for (name, s) in &stats.receivers {
+        let (pending, oldest) = depth
+            .iter()
+            .find(|(r, _, _)| r == name)
+            .map_or((0, None), |(_, n, o)| (*n, *o));
+        let age = oldest.map_or(0.0, |t| (now - t).num_milliseconds().max(0) as f64 / 1000.0);
+        metrics.receiver(
+            name,
+            [
+                ("delivered", s.delivered),
+                ("retried", s.retried),
+                ("dead", s.dead),
+                ("failed", s.failed_attempts),
+            ],
+            pending,
+            age,
         );
     }
 }

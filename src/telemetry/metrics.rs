@@ -85,6 +85,9 @@ impl Metrics {
             describe_counter!("synthmon_dropped_outcomes_total", "Run outcomes the telemetry pipeline could not take in time.");
             describe_gauge!("synthmon_spans_dropped", "Trace spans dropped since start (export queue full, collector down or slow).");
             describe_gauge!("synthmon_build_info", "Build information; always 1.");
+            describe_counter!("synthmon_notifications_total", "Notification delivery attempts by receiver and result: delivered, retried (transient failure, retry scheduled), dead (permanent failure, dead letter), failed (every failed attempt).");
+            describe_gauge!("synthmon_outbox_pending", "Notifications waiting in the outbox, by receiver.");
+            describe_gauge!("synthmon_outbox_oldest_age_seconds", Unit::Seconds, "Age of the oldest pending notification, by receiver (0 when none).");
             gauge!("synthmon_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
             counter!("synthmon_config_reloads_total", "result" => "ok").absolute(0);
             counter!("synthmon_config_reloads_total", "result" => "failed").absolute(0);
@@ -198,6 +201,34 @@ impl Metrics {
         });
     }
 
+    /// A pair's alert state: 0 ok, 1 degraded, 2 failing.
+    pub fn alert_state(&self, probe: &str, environment: &str, state: f64) {
+        let Some(reg) = self.probes() else { return };
+        reg.with(|| {
+            gauge!("synthmon_alert_state", "probe" => probe.to_owned(), "environment" => environment.to_owned())
+                .set(state);
+        });
+    }
+
+    /// Delivery totals of one receiver (counters since start) and its
+    /// outbox: pending notifications and the age of the oldest.
+    pub fn receiver(
+        &self,
+        name: &str,
+        totals: [(&'static str, u64); 4],
+        pending: u64,
+        oldest_age: f64,
+    ) {
+        self.process.with(|| {
+            for (result, n) in totals {
+                counter!("synthmon_notifications_total", "receiver" => name.to_owned(), "result" => result)
+                    .absolute(n);
+            }
+            gauge!("synthmon_outbox_pending", "receiver" => name.to_owned()).set(pending as f64);
+            gauge!("synthmon_outbox_oldest_age_seconds", "receiver" => name.to_owned()).set(oldest_age);
+        });
+    }
+
     pub fn reload(&self, ok: bool) {
         self.process.with(|| {
             counter!("synthmon_config_reloads_total", "result" => if ok { "ok" } else { "failed" })
@@ -306,5 +337,9 @@ fn describe_probe_series() {
         "synthmon_schedule_lag_seconds",
         Unit::Seconds,
         "How late the last run started against its slot."
+    );
+    describe_gauge!(
+        "synthmon_alert_state",
+        "Alert state of the pair: 0 ok, 1 degraded, 2 failing."
     );
 }

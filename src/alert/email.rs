@@ -1,0 +1,421 @@
+//! Email receivers: one message per batch over SMTP (via `lettre`), with a
+//! plain-text and an HTML part, and one attempt to deliver it.
+//!
+//! TLS is rustls with the ring provider (no aws-lc or OpenSSL): `starttls`
+//! (the default) upgrades a plain connection and fails when the server does
+//! not offer STARTTLS (it never falls back to clear text), `implicit` speaks
+//! TLS from the first byte, `none` is for loopback servers only (the config
+//! refuses it for anything else). The system roots are trusted, plus the
+//! receiver's `ca_file`.
+//!
+//! The whole attempt (connect, TLS, AUTH, MAIL/RCPT/DATA) is bounded by the
+//! receiver's timeout. An attempt is classified as delivered, permanent (a
+//! 5xx SMTP reply, or a message that cannot be built: dead-lettered) or
+//! transient (anything else: a timeout, a connection or TLS failure, a 4xx
+//! reply: retried). The password is never logged or put in an error.
+
+use super::outbox::Attempt;
+use super::{AlertKind, Notice, Notification};
+use crate::config::{EmailSettings, SmtpTls};
+use chrono::SecondsFormat;
+use lettre::message::{Mailbox, Message, MultiPart};
+use lettre::transport::smtp::AsyncSmtpTransport;
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::client::{Certificate, CertificateStore, Tls, TlsParameters};
+use lettre::{AsyncTransport, Tokio1Executor};
+use std::fmt;
+use std::fmt::Write as _;
+use std::time::Duration;
+
+/// One configured email receiver.
+#[derive(Clone)]
+pub struct EmailReceiver {
+    /// Unique among receivers; names the outbox rows and the logs.
+    pub name: String,
+    pub settings: EmailSettings,
+    /// Bounds one whole attempt, connect to the server's reply to DATA.
+    pub timeout: Duration,
+}
+
+impl fmt::Debug for EmailReceiver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // EmailSettings' Debug redacts the password.
+        f.debug_struct("EmailReceiver")
+            .field("name", &self.name)
+            .field("settings", &self.settings)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+/// The subject line for a batch: `[FIRING] api @ prod is failing`,
+/// `[RESOLVED] api @ prod was failing`, or `[FIRING] 3 alerts: …`.
+pub fn subject(batch: &[Notification]) -> String {
+    let firing = batch.iter().any(|n| n.notice != Notice::Resolve);
+    let status = if firing { "FIRING" } else { "RESOLVED" };
+    match batch {
+        [n] => {
+            let verb = if n.notice == Notice::Resolve {
+                "was"
+            } else {
+                "is"
+            };
+            format!(
+                "[{status}] {} @ {} {verb} {}",
+                n.probe,
+                n.environment,
+                n.kind.as_str()
+            )
+        }
+        _ => {
+            let resolved = batch.iter().filter(|n| n.notice == Notice::Resolve).count();
+            let mut names: Vec<String> = batch
+                .iter()
+                .take(3)
+                .map(|n| format!("{} @ {}", n.probe, n.environment))
+                .collect();
+            if batch.len() > 3 {
+                names.push("…".to_owned());
+            }
+            format!(
+                "[{status}] {} alerts ({} firing, {resolved} resolved): {}",
+                batch.len(),
+                batch.len() - resolved,
+                names.join(", ")
+            )
+        }
+    }
+}
+
+fn notice_word(n: &Notification) -> &'static str {
+    match (n.notice, n.kind) {
+        (Notice::Resolve, _) => "RESOLVED",
+        (_, AlertKind::Failing) => "FAILING",
+        (_, AlertKind::Degraded) => "DEGRADED",
+    }
+}
+
+fn severity(s: crate::config::Severity) -> &'static str {
+    match s {
+        crate::config::Severity::Info => "info",
+        crate::config::Severity::Warning => "warning",
+        crate::config::Severity::Critical => "critical",
+    }
+}
+
+fn time(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+fn number(v: f64) -> String {
+    if v.fract() == 0.0 && v.abs() < 1e15 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.3}")
+    }
+}
+
+/// The plain-text body.
+pub fn plain_body(batch: &[Notification]) -> String {
+    let mut out = String::new();
+    for (i, n) in batch.iter().enumerate() {
+        if i > 0 {
+            out.push_str("\n----------------------------------------\n\n");
+        }
+        let _ = writeln!(
+            out,
+            "{} {} @ {} ({})",
+            notice_word(n),
+            n.probe,
+            n.environment,
+            severity(n.severity)
+        );
+        let _ = writeln!(out, "{}", n.summary);
+        out.push('\n');
+        let _ = writeln!(out, "Since:    {}", time(n.starts_at));
+        if let Some(end) = n.ends_at {
+            let _ = writeln!(out, "Resolved: {}", time(end));
+        }
+        if let Some(reason) = &n.reason {
+            let _ = writeln!(out, "Reason:   {reason}");
+        }
+        if let Some(error) = &n.error {
+            let _ = writeln!(out, "Error:    {error}");
+        }
+        if !n.failed_checks.is_empty() {
+            out.push_str("\nFailed checks:\n");
+            for c in &n.failed_checks {
+                let _ = write!(out, "  - expected {}, actual {}", c.expression, c.actual);
+                if let Some(loc) = &c.location {
+                    let _ = write!(out, " ({loc})");
+                }
+                out.push('\n');
+            }
+        }
+        if !n.thresholds.is_empty() {
+            out.push_str("\nThresholds:\n");
+            for t in &n.thresholds {
+                let observed = t
+                    .observed
+                    .map(|v| format!("{}{}", number(v), t.unit))
+                    .unwrap_or_else(|| "no data".to_owned());
+                let _ = writeln!(
+                    out,
+                    "  - {} is {}: observed {observed}, limit {} (window {}s)",
+                    t.threshold,
+                    t.state,
+                    t.threshold,
+                    number(t.window_seconds)
+                );
+            }
+        }
+        if !n.labels.is_empty() {
+            let labels: Vec<String> = n.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            let _ = writeln!(out, "\nLabels:   {}", labels.join(", "));
+        }
+        if !n.tags.is_empty() {
+            let _ = writeln!(out, "Tags:     {}", n.tags.join(", "));
+        }
+        let _ = writeln!(out, "\nRun id:   {}", n.run_id);
+        let _ = writeln!(out, "Trace id: {}", n.trace_id);
+        let _ = writeln!(out, "Alert:    {} (#{})", n.fingerprint, n.sequence);
+    }
+    out.push_str("\n-- \nsynthmon\n");
+    out
+}
+
+/// Escapes text for HTML element content and attribute values.
+pub fn escape_html(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The HTML body. Every piece of user text goes through [`escape_html`].
+pub fn html_body(batch: &[Notification]) -> String {
+    let e = escape_html;
+    let mut out = String::from(
+        "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"></head><body style=\"font-family:sans-serif\">\n",
+    );
+    for n in batch {
+        let color = match (n.notice, n.kind) {
+            (Notice::Resolve, _) => "#2e7d32",
+            (_, AlertKind::Failing) => "#c62828",
+            (_, AlertKind::Degraded) => "#ef6c00",
+        };
+        let _ = writeln!(
+            out,
+            "<h2 style=\"color:{color}\">{} {} @ {} <small>({})</small></h2>",
+            notice_word(n),
+            e(&n.probe),
+            e(&n.environment),
+            severity(n.severity)
+        );
+        let _ = writeln!(out, "<p>{}</p>", e(&n.summary));
+        out.push_str("<table>\n");
+        let mut row = |k: &str, v: &str| {
+            let _ = writeln!(out, "<tr><th align=\"left\">{k}</th><td>{}</td></tr>", e(v));
+        };
+        row("Since", &time(n.starts_at));
+        if let Some(end) = n.ends_at {
+            row("Resolved", &time(end));
+        }
+        if let Some(reason) = &n.reason {
+            row("Reason", reason);
+        }
+        if let Some(error) = &n.error {
+            row("Error", error);
+        }
+        if !n.labels.is_empty() {
+            let labels: Vec<String> = n.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            row("Labels", &labels.join(", "));
+        }
+        if !n.tags.is_empty() {
+            row("Tags", &n.tags.join(", "));
+        }
+        row("Run id", &n.run_id);
+        row("Trace id", &n.trace_id);
+        row("Alert", &format!("{} (#{})", n.fingerprint, n.sequence));
+        out.push_str("</table>\n");
+        if !n.failed_checks.is_empty() {
+            out.push_str("<h3>Failed checks</h3>\n<table border=\"1\" cellpadding=\"4\" style=\"border-collapse:collapse\">\n<tr><th>Expected</th><th>Actual</th><th>Where</th></tr>\n");
+            for c in &n.failed_checks {
+                let _ = writeln!(
+                    out,
+                    "<tr><td><code>{}</code></td><td><code>{}</code></td><td>{}</td></tr>",
+                    e(&c.expression),
+                    e(&c.actual),
+                    e(c.location.as_deref().unwrap_or(""))
+                );
+            }
+            out.push_str("</table>\n");
+        }
+        if !n.thresholds.is_empty() {
+            out.push_str("<h3>Thresholds</h3>\n<table border=\"1\" cellpadding=\"4\" style=\"border-collapse:collapse\">\n<tr><th>Threshold</th><th>State</th><th>Observed</th><th>Window</th></tr>\n");
+            for t in &n.thresholds {
+                let observed = t
+                    .observed
+                    .map(|v| format!("{}{}", number(v), t.unit))
+                    .unwrap_or_else(|| "no data".to_owned());
+                let _ = writeln!(
+                    out,
+                    "<tr><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}s</td></tr>",
+                    e(&t.threshold),
+                    e(&t.state),
+                    e(&observed),
+                    number(t.window_seconds)
+                );
+            }
+            out.push_str("</table>\n");
+        }
+        out.push_str("<hr>\n");
+    }
+    out.push_str("<p style=\"color:#777\">synthmon</p>\n</body></html>\n");
+    out
+}
+
+/// The message for `batch`: envelope and headers from the receiver, one
+/// subject, a multipart/alternative body.
+pub fn message(receiver: &EmailReceiver, batch: &[Notification]) -> Result<Message, String> {
+    if batch.is_empty() {
+        return Err("nothing to send: empty batch".to_owned());
+    }
+    let s = &receiver.settings;
+    let from: Mailbox = s
+        .from
+        .parse()
+        .map_err(|e| format!("invalid from address: {e}"))?;
+    let mut builder = Message::builder().from(from).subject(subject(batch));
+    for to in &s.to {
+        let to: Mailbox = to
+            .parse()
+            .map_err(|e| format!("invalid recipient {to:?}: {e}"))?;
+        builder = builder.to(to);
+    }
+    builder
+        .multipart(MultiPart::alternative_plain_html(
+            plain_body(batch),
+            html_body(batch),
+        ))
+        .map_err(|e| format!("cannot build the message: {e}"))
+}
+
+/// The TLS parameters: system roots plus `ca_file`, ring via rustls.
+async fn tls_parameters(s: &EmailSettings) -> Result<TlsParameters, String> {
+    let mut builder =
+        TlsParameters::builder(s.smtp_host.clone()).certificate_store(CertificateStore::Default);
+    if let Some(path) = &s.ca_file {
+        let pem = tokio::fs::read(path)
+            .await
+            .map_err(|e| format!("cannot read ca_file {}: {e}", path.display()))?;
+        let cert = Certificate::from_pem(&pem).map_err(|e| {
+            format!(
+                "ca_file {} holds no usable certificate: {e}",
+                path.display()
+            )
+        })?;
+        builder = builder.add_root_certificate(cert);
+    }
+    builder
+        .build_rustls()
+        .map_err(|e| format!("cannot set up tls: {e}"))
+}
+
+/// The SMTP transport for one attempt (no pooling: one connection each).
+async fn transport(receiver: &EmailReceiver) -> Result<AsyncSmtpTransport<Tokio1Executor>, String> {
+    let s = &receiver.settings;
+    let tls = match s.tls {
+        SmtpTls::StartTls => Tls::Required(tls_parameters(s).await?),
+        SmtpTls::Implicit => Tls::Wrapper(tls_parameters(s).await?),
+        SmtpTls::None => Tls::None,
+    };
+    let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(s.smtp_host.as_str())
+        .port(s.smtp_port)
+        .tls(tls)
+        .timeout(Some(receiver.timeout));
+    if let (Some(user), Some(password)) = (&s.username, &s.password) {
+        builder = builder.credentials(Credentials::new(user.clone(), password.clone()));
+    }
+    Ok(builder.build())
+}
+
+/// One attempt to deliver `batch` to `receiver`, bounded as a whole by the
+/// receiver's timeout.
+pub async fn send(receiver: &EmailReceiver, batch: &[Notification]) -> Attempt {
+    let message = match message(receiver, batch) {
+        Ok(m) => m,
+        Err(error) => return Attempt::Permanent { error },
+    };
+    let transport = match transport(receiver).await {
+        Ok(t) => t,
+        // A CA file may be fixed or appear: retry.
+        Err(error) => {
+            return Attempt::Transient {
+                error,
+                retry_after: None,
+            };
+        }
+    };
+    match tokio::time::timeout(receiver.timeout, transport.send(message)).await {
+        Err(_) => Attempt::Transient {
+            error: format!(
+                "the SMTP exchange with {}:{} did not finish within {:?}",
+                receiver.settings.smtp_host, receiver.settings.smtp_port, receiver.timeout
+            ),
+            retry_after: None,
+        },
+        Ok(Ok(_)) => Attempt::Delivered,
+        Ok(Err(e)) => classify(&e, &receiver.settings),
+    }
+}
+
+/// The verdict for an SMTP error: a permanent (5xx) reply is permanent,
+/// everything else (4xx, connection, TLS, timeouts) transient. lettre's
+/// errors hold server replies and I/O causes, never the credentials.
+pub fn classify(e: &lettre::transport::smtp::Error, s: &EmailSettings) -> Attempt {
+    let error = format!("SMTP {}:{}: {}", s.smtp_host, s.smtp_port, error_chain(e));
+    if e.is_permanent() {
+        Attempt::Permanent { error }
+    } else {
+        Attempt::Transient {
+            error,
+            retry_after: None,
+        }
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn html_is_escaped() {
+        assert_eq!(
+            escape_html("<a href=\"x\">&'</a>"),
+            "&lt;a href=&quot;x&quot;&gt;&amp;&#39;&lt;/a&gt;"
+        );
+    }
+}
