@@ -12,6 +12,7 @@ use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 /// Exit code when every probe passed.
 pub const EXIT_OK: u8 = 0;
@@ -63,6 +64,11 @@ pub struct Cli {
     /// Report format.
     #[arg(long, value_enum, default_value_t = Output::Human, requires = "once")]
     pub output: Output,
+
+    /// Send alerts for failed probes through [alerting] (waits up to 30 s
+    /// for delivery; anything undelivered stays in the outbox).
+    #[arg(long, requires = "once")]
+    pub alert: bool,
 
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -194,6 +200,19 @@ pub async fn dispatch(cli: Cli) -> u8 {
             return EXIT_USAGE;
         }
     };
+    if cli.alert {
+        match crate::daemon::alerting::send_once(&config, &outcomes, Duration::from_secs(30)).await
+        {
+            Ok(sent) => eprintln!(
+                "alerts: {} notification(s), {} delivery(ies) still pending",
+                sent.notifications, sent.pending
+            ),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return EXIT_USAGE;
+            }
+        }
+    }
     let text = match cli.output {
         Output::Json => report::json::render(&outcomes) + "\n",
         Output::Human => report::human::render(&outcomes, use_color()),

@@ -9,7 +9,7 @@ mod common;
 
 use axum::extract::State;
 use axum::routing::post;
-use common::{quiet_daemon_options, write_config};
+use common::{quiet_daemon_options, synthmon, write_config};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use synthmon::daemon::Daemon;
@@ -158,6 +158,50 @@ timeout = "2s"
         );
         daemon.shutdown().await;
         sandbox.shutdown().await;
+    })
+    .await
+    .unwrap();
+}
+
+/// `--once --alert`: a failing probe's alert goes out at once (no history
+/// in a one-shot run), a passing one sends nothing, and the report's exit
+/// code is unchanged; without receivers `--alert` is a usage error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn once_with_alert_delivers_the_failures() {
+    tokio::time::timeout(Duration::from_secs(60), async {
+        let (hook, got) = receiver().await;
+        let dir = tempfile::tempdir().unwrap();
+        let config = format!(
+            "[daemon]\nstate_dir = \"state\"\n[environments.sb]\nbase_url = \"builtin:sandbox\"\n[alerting]\ndefault_receivers = [\"hook\"]\n[alerting.receivers.hook]\nurl = \"{hook}\"\n"
+        );
+        let bad = "name = \"bad\"\nenvironments = [\"sb\"]\n[http]\nurl = \"/status/500\"\n";
+        let good = "name = \"good\"\nenvironments = [\"sb\"]\n[http]\nurl = \"/health\"\n";
+        write_config(dir.path(), &config, &[("bad.toml", bad), ("good.toml", good)]);
+        let path = dir.path().to_path_buf();
+        let run = tokio::task::spawn_blocking(move || {
+            synthmon(&path, &["--config", "config.toml", "--once", "--alert"], &[])
+        })
+        .await
+        .unwrap();
+        run.assert_code(1);
+        assert!(run.stderr.contains("alerts: 1 notification(s), 0 delivery(ies) still pending"), "{}", run.stderr);
+        assert_eq!(notices(&got), vec![("trigger".to_owned(), "bad".to_owned())]);
+
+        // Without receivers, --alert cannot do what it says.
+        let plain = tempfile::tempdir().unwrap();
+        write_config(
+            plain.path(),
+            "[environments.sb]\nbase_url = \"builtin:sandbox\"\n",
+            &[("good.toml", good)],
+        );
+        let path = plain.path().to_path_buf();
+        let run = tokio::task::spawn_blocking(move || {
+            synthmon(&path, &["--config", "config.toml", "--once", "--alert"], &[])
+        })
+        .await
+        .unwrap();
+        run.assert_code(2);
+        assert!(run.stderr.contains("--alert needs receivers"), "{}", run.stderr);
     })
     .await
     .unwrap();

@@ -78,28 +78,8 @@ impl Alerting {
 
     /// Feeds one outcome to the state machine.
     pub fn observe(&mut self, outcome: &Outcome, config: &Config) {
-        let Some(probe) = config.probes.iter().find(|p| p.name == outcome.probe) else {
+        let Some(info) = pair_info(config, outcome) else {
             return;
-        };
-        let Some(env) = config.environments.get(&outcome.environment) else {
-            return;
-        };
-        let mut labels: BTreeMap<String, String> = env.labels.clone();
-        labels.extend(probe.labels.clone());
-        let info = PairInfo {
-            severity: probe.severity,
-            labels,
-            tags: probe.tags.clone(),
-            depends_on: probe.alert.depends_on.clone(),
-            rules: Rules {
-                fire: match probe.alert.fire {
-                    FirePolicy::Consecutive(n) => FireRule::Consecutive(n),
-                    FirePolicy::MOfK { m, k } => FireRule::MOfK { m, k },
-                },
-                resolve_after: probe.alert.resolve_after,
-                repeat_interval: probe.alert.repeat_interval,
-                notify_degraded: probe.alert.notify_degraded,
-            },
         };
         let notes = self.engine.observe(outcome, &info, Utc::now());
         self.add(notes, config);
@@ -143,24 +123,7 @@ impl Alerting {
     /// snapshot, in one transaction; then wakes the workers.
     fn flush(&mut self, config: &Config) {
         self.flush_at = None;
-        let notes = std::mem::take(&mut self.pending);
-        let mut per_receiver: BTreeMap<String, Vec<Notification>> = BTreeMap::new();
-        for n in notes {
-            let receivers = receivers_for(
-                &config.alerting.routes,
-                &config.alerting.default_receivers,
-                &n,
-            );
-            for r in receivers {
-                if config.alerting.receivers.contains_key(&r) {
-                    per_receiver.entry(r).or_default().push(n.clone());
-                }
-            }
-        }
-        let groups: Vec<(Vec<String>, Vec<Notification>)> = per_receiver
-            .into_iter()
-            .map(|(r, batch)| (vec![r], batch))
-            .collect();
+        let groups = group(config, std::mem::take(&mut self.pending));
         let snapshot = match serde_json::to_string(&self.engine.snapshot()) {
             Ok(s) => s,
             Err(e) => {
@@ -205,6 +168,108 @@ impl Alerting {
         }
         self.dispatcher.shutdown(deadline).await;
     }
+}
+
+/// What the state machine needs to know about the pair of `outcome`.
+fn pair_info(config: &Config, outcome: &Outcome) -> Option<PairInfo> {
+    let probe = config.probes.iter().find(|p| p.name == outcome.probe)?;
+    let env = config.environments.get(&outcome.environment)?;
+    let mut labels: BTreeMap<String, String> = env.labels.clone();
+    labels.extend(probe.labels.clone());
+    Some(PairInfo {
+        severity: probe.severity,
+        labels,
+        tags: probe.tags.clone(),
+        depends_on: probe.alert.depends_on.clone(),
+        rules: Rules {
+            fire: match probe.alert.fire {
+                FirePolicy::Consecutive(n) => FireRule::Consecutive(n),
+                FirePolicy::MOfK { m, k } => FireRule::MOfK { m, k },
+            },
+            resolve_after: probe.alert.resolve_after,
+            repeat_interval: probe.alert.repeat_interval,
+            notify_degraded: probe.alert.notify_degraded,
+        },
+    })
+}
+
+/// One batch per receiver, as the routes decide.
+fn group(config: &Config, notes: Vec<Notification>) -> Vec<(Vec<String>, Vec<Notification>)> {
+    let mut per_receiver: BTreeMap<String, Vec<Notification>> = BTreeMap::new();
+    for n in notes {
+        let receivers = receivers_for(
+            &config.alerting.routes,
+            &config.alerting.default_receivers,
+            &n,
+        );
+        for r in receivers {
+            if config.alerting.receivers.contains_key(&r) {
+                per_receiver.entry(r).or_default().push(n.clone());
+            }
+        }
+    }
+    per_receiver
+        .into_iter()
+        .map(|(r, batch)| (vec![r], batch))
+        .collect()
+}
+
+/// What `--once --alert` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OnceAlerts {
+    pub notifications: usize,
+    /// Deliveries still pending when the wait ended (a daemon sharing the
+    /// state directory delivers them later).
+    pub pending: u64,
+}
+
+/// `--once --alert`: a one-shot run has no history, so every bad run fires
+/// at once (degraded runs warn) and nothing resolves or repeats. The
+/// notifications go through the same routes and durable outbox as the
+/// daemon's, and this waits up to `wait` for their delivery.
+pub async fn send_once(
+    config: &Config,
+    outcomes: &[Outcome],
+    wait: Duration,
+) -> Result<OnceAlerts, String> {
+    if config.alerting.receivers.is_empty() {
+        return Err("--alert needs receivers in [alerting]".into());
+    }
+    let dir = state_dir(config)?;
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| format!("cannot create the state directory {}: {e}", dir.display()))?;
+    let outbox = Arc::new(Outbox::open(&dir.join(DB_FILE))?);
+    let mut engine = Engine::new();
+    let now = Utc::now();
+    let mut notes = Vec::new();
+    for o in outcomes {
+        let Some(mut info) = pair_info(config, o) else {
+            continue;
+        };
+        info.rules.fire = FireRule::Consecutive(1);
+        info.rules.repeat_interval = None;
+        notes.extend(engine.observe(o, &info, now));
+    }
+    let notifications = notes.len();
+    for (receivers, batch) in group(config, notes) {
+        outbox.enqueue(&receivers, &batch, now)?;
+    }
+    let receivers: Vec<Receiver> = config.alerting.receivers.values().map(receiver).collect();
+    let dispatcher = Dispatcher::start(outbox.clone(), receivers, CancellationToken::new())?;
+    dispatcher.nudge();
+    let deadline = Instant::now() + wait;
+    let pending = loop {
+        let pending: u64 = outbox.depth()?.iter().map(|(_, n, _)| n).sum();
+        if pending == 0 || Instant::now() >= deadline {
+            break pending;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    dispatcher.shutdown(Duration::from_secs(2)).await;
+    Ok(OnceAlerts {
+        notifications,
+        pending,
+    })
 }
 
 fn receiver(r: &ReceiverConfig) -> Receiver {
