@@ -303,25 +303,9 @@ impl Outbox {
         if batch.is_empty() {
             return Err("outbox: cannot enqueue an empty batch".to_owned());
         }
-        let key = idempotency_key(batch);
-        let json = serde_json::to_string(batch)
-            .map_err(|e| format!("outbox: cannot encode a batch: {e}"))?;
         let mut conn = self.conn();
         let tx = conn.transaction().map_err(db_error("begin"))?;
-        {
-            let mut insert = tx
-                .prepare_cached(
-                    "INSERT INTO deliveries (receiver, idempotency_key, batch, created_at, next_at)
-                     VALUES (?1, ?2, ?3, ?4, ?4)
-                     ON CONFLICT (receiver, idempotency_key) DO NOTHING",
-                )
-                .map_err(db_error("prepare an insert"))?;
-            for receiver in receivers {
-                insert
-                    .execute(params![receiver, key, json, ms(now)])
-                    .map_err(db_error("insert a delivery"))?;
-            }
-        }
+        insert_batch(&tx, receivers, batch, now)?;
         tx.commit().map_err(db_error("commit"))
     }
 
@@ -557,31 +541,15 @@ impl Outbox {
     ) -> Result<(), String> {
         let mut conn = self.conn();
         let tx = conn.transaction().map_err(db_error("begin"))?;
-        {
-            let mut insert = tx
-                .prepare_cached(
-                    "INSERT INTO deliveries (receiver, idempotency_key, batch, created_at, next_at)
-                     VALUES (?1, ?2, ?3, ?4, ?4)
-                     ON CONFLICT (receiver, idempotency_key) DO NOTHING",
-                )
-                .map_err(db_error("prepare an insert"))?;
-            for (receivers, batch) in groups.iter().filter(|(_, b)| !b.is_empty()) {
-                let key = idempotency_key(batch);
-                let json = serde_json::to_string(batch)
-                    .map_err(|e| format!("outbox: cannot encode a batch: {e}"))?;
-                for receiver in receivers {
-                    insert
-                        .execute(params![receiver, key, json, ms(now)])
-                        .map_err(db_error("insert a delivery"))?;
-                }
-            }
-            tx.execute(
-                "INSERT INTO kv (key, json, updated_at) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (key) DO UPDATE SET json = excluded.json, updated_at = excluded.updated_at",
-                params![state_key, state_json, ms(now)],
-            )
-            .map_err(db_error("save state"))?;
+        for (receivers, batch) in groups.iter().filter(|(_, b)| !b.is_empty()) {
+            insert_batch(&tx, receivers, batch, now)?;
         }
+        tx.execute(
+            "INSERT INTO kv (key, json, updated_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT (key) DO UPDATE SET json = excluded.json, updated_at = excluded.updated_at",
+            params![state_key, state_json, ms(now)],
+        )
+        .map_err(db_error("save state"))?;
         tx.commit().map_err(db_error("commit"))
     }
 
@@ -607,6 +575,32 @@ impl Outbox {
             .optional()
             .map_err(db_error("load state"))
     }
+}
+
+/// Inserts one delivery of `batch` per receiver, due at `now`, inside
+/// `tx`; an existing (receiver, idempotency key) is left as it is.
+fn insert_batch(
+    tx: &rusqlite::Transaction<'_>,
+    receivers: &[String],
+    batch: &[Notification],
+    now: DateTime<Utc>,
+) -> Result<(), String> {
+    let key = idempotency_key(batch);
+    let json =
+        serde_json::to_string(batch).map_err(|e| format!("outbox: cannot encode a batch: {e}"))?;
+    let mut insert = tx
+        .prepare_cached(
+            "INSERT INTO deliveries (receiver, idempotency_key, batch, created_at, next_at)
+             VALUES (?1, ?2, ?3, ?4, ?4)
+             ON CONFLICT (receiver, idempotency_key) DO NOTHING",
+        )
+        .map_err(db_error("prepare an insert"))?;
+    for receiver in receivers {
+        insert
+            .execute(params![receiver, key, json, ms(now)])
+            .map_err(db_error("insert a delivery"))?;
+    }
+    Ok(())
 }
 
 /// How the dispatcher retries.
