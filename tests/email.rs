@@ -299,6 +299,7 @@ fn notification(probe: &str) -> Notification {
         tags: vec!["api".into()],
         starts_at: at("2025-03-04T05:06:07Z"),
         ends_at: None,
+        expires_at: None,
         at: at("2025-03-04T05:06:07Z"),
         sequence: 0,
         summary: format!("{probe} @ prod failing: 3 of 3 runs failed (assertion)"),

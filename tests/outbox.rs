@@ -207,6 +207,7 @@ fn notification(probe: &str, notice: Notice) -> Notification {
         tags: vec!["api".into(), "edge".into()],
         starts_at: at("2025-03-04T05:06:07.123Z"),
         ends_at: resolved.then(|| at("2025-03-04T05:16:07Z")),
+        expires_at: None,
         at: if resolved {
             at("2025-03-04T05:16:07Z")
         } else {

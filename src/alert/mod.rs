@@ -84,6 +84,12 @@ pub struct Notification {
     pub starts_at: DateTime<Utc>,
     /// When it resolved (resolves only).
     pub ends_at: Option<DateTime<Utc>>,
+    /// For receivers that end alerts by themselves (Alertmanager): until
+    /// when this firing notification holds if nothing refreshes it — three
+    /// repeat intervals after `at`. `None` for resolves, and when repeats
+    /// are off.
+    #[serde(default)]
+    pub expires_at: Option<DateTime<Utc>>,
     /// When this notification was produced.
     pub at: DateTime<Utc>,
     /// Counts notifications of this firing: 0 for the trigger, then 1, 2, …

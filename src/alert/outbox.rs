@@ -1075,6 +1075,7 @@ mod tests {
             tags: vec![],
             starts_at: at("2025-01-01T00:00:00Z"),
             ends_at: None,
+            expires_at: None,
             at: at("2025-01-01T00:00:00Z"),
             sequence,
             summary: format!("{probe} failing"),

@@ -84,6 +84,7 @@ mod tests {
             tags: tags.iter().map(|t| (*t).to_owned()).collect(),
             starts_at: now,
             ends_at: None,
+            expires_at: None,
             at: now,
             sequence: 0,
             summary: String::new(),

@@ -615,6 +615,15 @@ impl Pair {
             tags: self.info.tags.clone(),
             starts_at,
             ends_at: (notice == Notice::Resolve).then_some(now),
+            expires_at: match notice {
+                Notice::Resolve => None,
+                Notice::Trigger | Notice::Repeat => self
+                    .info
+                    .rules
+                    .repeat_every()
+                    .and_then(|every| every.checked_mul(3))
+                    .and_then(|d| now.checked_add_signed(d)),
+            },
             at: now,
             sequence,
             summary,
@@ -1447,6 +1456,7 @@ mod tests {
                 tags: vec!["smoke".to_owned()],
                 starts_at: at(10),
                 ends_at: None,
+                expires_at: Some("2025-06-15T18:06:50Z".parse().unwrap()),
                 at: at(10),
                 sequence: 0,
                 summary: "api @ prod is failing: assertion: status == 200 (status = 503)"

@@ -15,9 +15,10 @@
 //!   deduplicates) and its resolve all address the same incident.
 //! - **Alertmanager** (`POST /api/v2/alerts`): an array of alerts labelled
 //!   so that several synthmon instances sending the same alert deduplicate
-//!   there. Firing alerts carry no `endsAt`, so Alertmanager resolves them
-//!   itself after its `resolve_timeout` unless they are repeated: keep the
-//!   repeat interval shorter than that.
+//!   there. A firing alert's `endsAt` is its `expires_at` (three repeat
+//!   intervals ahead, renewed by every repeat), so it stays active; with
+//!   repeats off it has none, and Alertmanager ends it after its
+//!   `resolve_timeout`.
 //!
 //! Every request carries an `Idempotency-Key` header that is the same for
 //! every attempt of the same delivery (also across restarts). When the
@@ -555,6 +556,10 @@ fn alertmanager(batch: &[Notification]) -> Value {
             });
             if n.notice == Notice::Resolve {
                 alert["endsAt"] = Value::String(rfc3339(n.ends_at.unwrap_or(n.at)));
+            } else if let Some(expires) = n.expires_at {
+                // Keeps the alert active between repeats; without it
+                // Alertmanager ends it after its resolve_timeout.
+                alert["endsAt"] = Value::String(rfc3339(expires));
             }
             alert
         })
@@ -740,6 +745,7 @@ mod tests {
             tags: vec!["edge".into()],
             starts_at: at("2025-01-02T03:04:05Z"),
             ends_at: (notice == Notice::Resolve).then(|| at("2025-01-02T03:14:05Z")),
+            expires_at: None,
             at: at("2025-01-02T03:14:05Z"),
             sequence: 0,
             summary: "api @ prod failing: 3 of 3 runs <failed>".into(),
@@ -821,6 +827,15 @@ mod tests {
         let firing = json_of(&r, &[notification(Notice::Trigger)]);
         assert!(firing[0].get("endsAt").is_none());
         assert_eq!(label_name("9lives"), "_9lives");
+    }
+
+    #[test]
+    fn alertmanager_firing_alerts_carry_their_expiry() {
+        let r = receiver(Preset::Alertmanager);
+        let mut n = notification(Notice::Repeat);
+        n.expires_at = Some(at("2025-01-02T15:14:05Z"));
+        let v = json_of(&r, &[n]);
+        assert_eq!(v[0]["endsAt"], "2025-01-02T15:14:05.000Z");
     }
 
     #[test]

@@ -916,10 +916,10 @@ impl Checker<'_> {
     }
 }
 
-/// Alertmanager ends a firing alert that is not re-sent within its
-/// `resolve_timeout` (5 minutes by default); synthmon re-sends only at a
-/// probe's `repeat_interval`. Until the Alertmanager preset keeps alerts
-/// alive by itself, say so when the two do not fit.
+/// Alertmanager ends a firing alert at its `endsAt`, which synthmon sets to
+/// three repeat intervals ahead and refreshes with every repeat; with
+/// `repeat_interval = "never"` there is no refresh, and Alertmanager ends
+/// the alert after its `resolve_timeout` (5 minutes by default). Say so.
 fn warn_alertmanager_timeout(alerting: &AlertingConfig, probes: &[Probe]) {
     let has_am = alerting
         .receivers
@@ -928,20 +928,16 @@ fn warn_alertmanager_timeout(alerting: &AlertingConfig, probes: &[Probe]) {
     if !has_am {
         return;
     }
-    let slow: Vec<&str> = probes
+    let never: Vec<&str> = probes
         .iter()
-        .filter(|p| {
-            p.alert
-                .repeat_interval
-                .is_none_or(|d| d > Duration::from_secs(240))
-        })
+        .filter(|p| p.alert.repeat_interval.is_none())
         .map(|p| p.name.as_str())
         .collect();
-    if !slow.is_empty() {
+    if !never.is_empty() {
         tracing::warn!(
-            probes = %slow.join(", "),
-            "an alertmanager receiver ends alerts not re-sent within its resolve_timeout (default 5m): \
-             set [alert] repeat_interval below it for these probes"
+            probes = %never.join(", "),
+            "an alertmanager receiver ends alerts that are never repeated after its resolve_timeout (default 5m): \
+             give these probes an [alert] repeat_interval"
         );
     }
 }
