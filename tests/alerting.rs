@@ -206,3 +206,32 @@ async fn once_with_alert_delivers_the_failures() {
     .await
     .unwrap();
 }
+
+/// A webhook `template` renders the generic v1 document into the receiver's
+/// own format.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_template_shapes_the_webhook() {
+    tokio::time::timeout(Duration::from_secs(60), async {
+        let (hook, got) = receiver().await;
+        let dir = tempfile::tempdir().unwrap();
+        let config = format!(
+            "[daemon]\nstate_dir = \"state\"\n[environments.sb]\nbase_url = \"builtin:sandbox\"\n[alerting]\ndefault_receivers = [\"hook\"]\n[alerting.receivers.hook]\nurl = \"{hook}\"\ntemplate = '{{\"text\": \"{{{{ status }}}}: {{{{ alerts[0].summary }}}}\", \"alerts\": {{{{ alerts | tojson }}}}}}'\n"
+        );
+        let bad = "name = \"bad\"\nenvironments = [\"sb\"]\n[http]\nurl = \"/status/500\"\n";
+        write_config(dir.path(), &config, &[("bad.toml", bad)]);
+        let path = dir.path().to_path_buf();
+        let run = tokio::task::spawn_blocking(move || {
+            synthmon(&path, &["--config", "config.toml", "--once", "--alert"], &[])
+        })
+        .await
+        .unwrap();
+        run.assert_code(1);
+        let bodies = got.lock().unwrap().clone();
+        assert_eq!(bodies.len(), 1, "{bodies:?}");
+        let text = bodies[0]["text"].as_str().unwrap();
+        assert!(text.starts_with("firing: bad @ sb is failing"), "{text}");
+        assert_eq!(bodies[0]["alerts"][0]["notice"], "trigger");
+    })
+    .await
+    .unwrap();
+}

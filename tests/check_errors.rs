@@ -284,3 +284,19 @@ url = "/"
     run.assert_code(2);
     golden("check_alerting.txt", &run.stderr);
 }
+
+#[test]
+fn a_broken_body_template_is_a_located_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = "[environments.prod]\nbase_url = \"https://api.example.com\"\n[alerting]\ndefault_receivers = [\"hook\"]\n[alerting.receivers.hook]\nurl = \"http://127.0.0.1:9/hook\"\ntemplate = \"{{ alerts[0].summary \"\n";
+    write_config(dir.path(), config, &[]);
+    let run = check(dir.path(), &[("SYNTHMON_LOG", "error")]);
+    run.assert_code(2);
+    assert!(
+        run.stderr.contains(
+            "config.toml:7:12: error: alerting.receivers.hook.template: invalid body template"
+        ),
+        "{}",
+        run.stderr
+    );
+}

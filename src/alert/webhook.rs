@@ -96,6 +96,12 @@ pub enum Preset {
     PagerDuty { routing_key: String },
     /// Prometheus Alertmanager's v2 API (`/api/v2/alerts`).
     Alertmanager,
+    /// The generic v1 document rendered through a user's minijinja
+    /// template (checked at load), sent with `content_type`.
+    Template {
+        source: String,
+        content_type: String,
+    },
 }
 
 impl Preset {
@@ -106,6 +112,7 @@ impl Preset {
             Preset::Slack => "slack",
             Preset::PagerDuty { .. } => "pagerduty",
             Preset::Alertmanager => "alertmanager",
+            Preset::Template { .. } => "template",
         }
     }
 
@@ -215,6 +222,15 @@ pub fn body(
             }
         },
         Preset::Alertmanager => alertmanager(batch),
+        Preset::Template {
+            source,
+            content_type,
+        } => {
+            let doc = generic(receiver, batch)?;
+            let text = render_template(source, &doc)
+                .map_err(|e| format!("receiver {}: {e}", receiver.name))?;
+            return Ok((content_type.clone(), text.into_bytes()));
+        }
     };
     let bytes = serde_json::to_vec(&value)
         .map_err(|e| format!("receiver {}: cannot encode the body: {e}", receiver.name))?;
@@ -567,6 +583,16 @@ fn alertmanager(batch: &[Notification]) -> Value {
     Value::Array(alerts)
 }
 
+/// Renders a body template over the generic v1 document: `{{ status }}`,
+/// `{{ alerts[0].summary }}`, `{% for a in alerts %}…{% endfor %}`, and
+/// `{{ alerts | tojson }}`. Also used at load to check a template.
+pub fn render_template(source: &str, doc: &Value) -> Result<String, String> {
+    let mut env = minijinja::Environment::new();
+    env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
+    env.render_str(source, doc)
+        .map_err(|e| format!("cannot render the body template: {e}"))
+}
+
 /// The HTTP client for webhook deliveries: rustls with the probes' ring
 /// provider (no aws-lc or OpenSSL), no redirects (a POST must not turn into
 /// a GET somewhere else), a synthmon user agent. Timeouts are per receiver,
@@ -827,6 +853,34 @@ mod tests {
         let firing = json_of(&r, &[notification(Notice::Trigger)]);
         assert!(firing[0].get("endsAt").is_none());
         assert_eq!(label_name("9lives"), "_9lives");
+    }
+
+    #[test]
+    #[allow(clippy::expect_used, clippy::unwrap_used)]
+    fn a_template_renders_the_generic_document() {
+        let r = receiver(Preset::Template {
+            source:
+                r#"{"text": "{{ status }}: {{ alerts[0].summary }}", "n": {{ alerts | length }}}"#
+                    .into(),
+            content_type: "application/json".into(),
+        });
+        let (ct, bytes) = body(&r, &[notification(Notice::Trigger)]).expect("renders");
+        assert_eq!(ct, "application/json");
+        let v: Value = serde_json::from_slice(&bytes).expect("json");
+        assert_eq!(v["n"], 1);
+        assert!(
+            v["text"]
+                .as_str()
+                .unwrap()
+                .starts_with("firing: api @ prod"),
+            "{v}"
+        );
+        let bad = receiver(Preset::Template {
+            source: "{{ alerts[0].nope }}".into(),
+            content_type: "text/plain".into(),
+        });
+        let err = body(&bad, &[notification(Notice::Trigger)]).expect_err("undefined field");
+        assert!(err.contains("cannot render the body template"), "{err}");
     }
 
     #[test]

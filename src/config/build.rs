@@ -399,6 +399,36 @@ impl Checker<'_> {
             raw.timeout.as_deref(),
             DEFAULT_RECEIVER_TIMEOUT,
         );
+        let template = match (&kind, raw.template) {
+            (_, None) => {
+                if raw.content_type.is_some() {
+                    self.err(
+                        &format!("{path}.content_type"),
+                        "`content_type` goes with `template`",
+                    );
+                }
+                None
+            }
+            (ReceiverKind::Webhook, Some(source)) => {
+                if let Err(e) = minijinja::Environment::new().template_from_str(&source) {
+                    self.err(
+                        &format!("{path}.template"),
+                        format!("invalid body template: {e}"),
+                    );
+                }
+                let content_type = raw
+                    .content_type
+                    .unwrap_or_else(|| "application/json".to_owned());
+                Some((source, content_type))
+            }
+            (_, Some(_)) => {
+                self.err(
+                    &format!("{path}.template"),
+                    "`template` applies to webhook receivers only",
+                );
+                None
+            }
+        };
         Some(ReceiverConfig {
             name: name.to_owned(),
             kind,
@@ -406,6 +436,7 @@ impl Checker<'_> {
             headers,
             hmac_secret,
             timeout,
+            template,
         })
     }
 
@@ -422,6 +453,8 @@ impl Checker<'_> {
             ("routing_key", raw.routing_key.is_some()),
             ("hmac_secret", raw.hmac_secret.is_some()),
             ("headers", !raw.headers.is_empty()),
+            ("template", raw.template.is_some()),
+            ("content_type", raw.content_type.is_some()),
         ] {
             if set {
                 self.err(
@@ -582,6 +615,7 @@ impl Checker<'_> {
             headers: Vec::new(),
             hmac_secret: None,
             timeout,
+            template: None,
         })
     }
 

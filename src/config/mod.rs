@@ -128,6 +128,8 @@ pub struct ReceiverConfig {
     pub headers: Vec<(String, String)>,
     pub hmac_secret: Option<String>,
     pub timeout: Duration,
+    /// A webhook's body template and its content type, checked at load.
+    pub template: Option<(String, String)>,
 }
 
 /// When a probe's alerts fire and resolve.

@@ -51,6 +51,10 @@ pub struct RawReceiver {
     pub headers: BTreeMap<String, String>,
     /// Signs bodies with HMAC-SHA256 (`X-Synthmon-Signature`).
     pub hmac_secret: Option<String>,
+    /// A minijinja template over the generic v1 document (webhook only).
+    pub template: Option<String>,
+    /// The template's content type (default `application/json`).
+    pub content_type: Option<String>,
     /// PagerDuty Events v2 integration key.
     pub routing_key: Option<String>,
     /// Bounds each delivery attempt as a whole.

@@ -281,7 +281,16 @@ fn receiver(r: &ReceiverConfig) -> Receiver {
                 timeout: r.timeout,
             });
         }
-        ReceiverKind::Webhook => (Preset::Generic, r.url.clone()),
+        ReceiverKind::Webhook => match &r.template {
+            Some((source, content_type)) => (
+                Preset::Template {
+                    source: source.clone(),
+                    content_type: content_type.clone(),
+                },
+                r.url.clone(),
+            ),
+            None => (Preset::Generic, r.url.clone()),
+        },
         ReceiverKind::Slack => (Preset::Slack, r.url.clone()),
         ReceiverKind::PagerDuty { routing_key } => (
             Preset::PagerDuty {
