@@ -115,6 +115,17 @@ fn number(v: f64) -> String {
     }
 }
 
+/// A threshold's observed value as people read it: latencies in
+/// milliseconds, rates in percent, anything else with its unit.
+fn observed(t: &crate::alert::ThresholdBreach) -> String {
+    match (t.observed, t.unit.as_str()) {
+        (None, _) => "no data".to_owned(),
+        (Some(v), "seconds") => format!("{}ms", number(v * 1000.0)),
+        (Some(v), "ratio") => format!("{}%", number(v * 100.0)),
+        (Some(v), unit) => format!("{}{unit}", number(v)),
+    }
+}
+
 /// The plain-text body.
 pub fn plain_body(batch: &[Notification]) -> String {
     let mut out = String::new();
@@ -155,16 +166,12 @@ pub fn plain_body(batch: &[Notification]) -> String {
         if !n.thresholds.is_empty() {
             out.push_str("\nThresholds:\n");
             for t in &n.thresholds {
-                let observed = t
-                    .observed
-                    .map(|v| format!("{}{}", number(v), t.unit))
-                    .unwrap_or_else(|| "no data".to_owned());
                 let _ = writeln!(
                     out,
-                    "  - {} is {}: observed {observed}, limit {} (window {}s)",
+                    "  - {} is {}: observed {} (window {}s)",
                     t.threshold,
                     t.state,
-                    t.threshold,
+                    observed(t),
                     number(t.window_seconds)
                 );
             }
@@ -262,16 +269,12 @@ pub fn html_body(batch: &[Notification]) -> String {
         if !n.thresholds.is_empty() {
             out.push_str("<h3>Thresholds</h3>\n<table border=\"1\" cellpadding=\"4\" style=\"border-collapse:collapse\">\n<tr><th>Threshold</th><th>State</th><th>Observed</th><th>Window</th></tr>\n");
             for t in &n.thresholds {
-                let observed = t
-                    .observed
-                    .map(|v| format!("{}{}", number(v), t.unit))
-                    .unwrap_or_else(|| "no data".to_owned());
                 let _ = writeln!(
                     out,
                     "<tr><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}s</td></tr>",
                     e(&t.threshold),
                     e(&t.state),
-                    e(&observed),
+                    e(&observed(t)),
                     number(t.window_seconds)
                 );
             }
