@@ -11,9 +11,10 @@ use super::raw::{RawConfig, RawEnvironment, RawHttp, RawProbe, RawSize};
 use super::secret::{self, Redactor};
 use super::{
     AlertPolicy, AlertingConfig, BaseUrl, Config, DaemonConfig, EmailSettings, Environment,
-    FirePolicy, OtlpProtocol, Probe, ReceiverConfig, ReceiverKind, Schedule, Severity, SmtpTls,
-    Tagging, TelemetryConfig, TlsOptions,
+    OtlpProtocol, Probe, ReceiverConfig, ReceiverKind, Schedule, Severity, SmtpTls, Tagging,
+    TelemetryConfig, TlsOptions,
 };
+use crate::alert::state::FireRule;
 use crate::expr::Expr;
 use crate::outcome::SourceLocation;
 use crate::probe::ProbeKind;
@@ -964,7 +965,7 @@ fn warn_alertmanager_timeout(alerting: &AlertingConfig, probes: &[Probe]) {
     }
     let never: Vec<&str> = probes
         .iter()
-        .filter(|p| p.alert.repeat_interval.is_none())
+        .filter(|p| p.alert.rules.repeat_interval.is_none())
         .map(|p| p.name.as_str())
         .collect();
     if !never.is_empty() {
@@ -1253,20 +1254,22 @@ impl Checker<'_> {
                 "alert.fire",
                 "write either `fire_after = N` or `fire = \"M of K\"`, not both",
             ),
-            (Some(n), None) if (1..=100).contains(&n) => policy.fire = FirePolicy::Consecutive(n),
+            (Some(n), None) if (1..=100).contains(&n) => {
+                policy.rules.fire = FireRule::Consecutive(n)
+            }
             (Some(n), None) => self.err(
                 "alert.fire_after",
                 format!("expected 1 to 100 consecutive runs, found {n}"),
             ),
             (None, Some(text)) => match parse_m_of_k(text) {
-                Ok((m, k)) => policy.fire = FirePolicy::MOfK { m, k },
+                Ok((m, k)) => policy.rules.fire = FireRule::MOfK { m, k },
                 Err(e) => self.err("alert.fire", e),
             },
             (None, None) => {}
         }
         if let Some(n) = raw.resolve_after {
             if (1..=100).contains(&n) {
-                policy.resolve_after = n;
+                policy.rules.resolve_after = n;
             } else {
                 self.err(
                     "alert.resolve_after",
@@ -1276,7 +1279,7 @@ impl Checker<'_> {
         }
         match raw.repeat_interval.as_deref() {
             None => {}
-            Some("never") => policy.repeat_interval = None,
+            Some("never") => policy.rules.repeat_interval = None,
             Some(text) => {
                 let d = self.duration(
                     "alert.repeat_interval",
@@ -1289,11 +1292,11 @@ impl Checker<'_> {
                         "expected at least 1m (or \"never\")",
                     );
                 }
-                policy.repeat_interval = Some(d);
+                policy.rules.repeat_interval = Some(d);
             }
         }
         if let Some(b) = raw.notify_degraded {
-            policy.notify_degraded = b;
+            policy.rules.notify_degraded = b;
         }
         policy.depends_on = raw.depends_on;
         policy

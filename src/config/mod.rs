@@ -132,32 +132,13 @@ pub struct ReceiverConfig {
     pub template: Option<(String, String)>,
 }
 
-/// When a probe's alerts fire and resolve.
-#[derive(Debug, Clone, PartialEq)]
+/// When a probe's alerts fire and resolve: the state machine's own rules
+/// (defaults: fire after 3 bad runs, resolve after 2 good ones, repeat
+/// every 4 h, degraded alerts on), plus the probes it depends on.
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct AlertPolicy {
-    pub fire: FirePolicy,
-    pub resolve_after: u32,
-    pub repeat_interval: Option<Duration>,
-    pub notify_degraded: bool,
+    pub rules: crate::alert::state::Rules,
     pub depends_on: Vec<String>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FirePolicy {
-    Consecutive(u32),
-    MOfK { m: u32, k: u32 },
-}
-
-impl Default for AlertPolicy {
-    fn default() -> Self {
-        AlertPolicy {
-            fire: FirePolicy::Consecutive(3),
-            resolve_after: 2,
-            repeat_interval: Some(Duration::from_secs(4 * 3600)),
-            notify_degraded: true,
-            depends_on: Vec::new(),
-        }
-    }
 }
 
 /// OTLP trace export settings from `[telemetry]`; `OTEL_*` variables are

@@ -12,9 +12,9 @@ use crate::alert::Notification;
 use crate::alert::email::EmailReceiver;
 use crate::alert::outbox::{Dispatcher, Outbox, Receiver};
 use crate::alert::route::receivers_for;
-use crate::alert::state::{Engine, EngineSnapshot, FireRule, PairInfo, Rules};
+use crate::alert::state::{Engine, EngineSnapshot, FireRule, PairInfo};
 use crate::alert::webhook::{Preset, WebhookReceiver};
-use crate::config::{Config, FirePolicy, ReceiverConfig, ReceiverKind};
+use crate::config::{Config, ReceiverConfig, ReceiverKind};
 use crate::outcome::Outcome;
 use chrono::Utc;
 use std::collections::BTreeMap;
@@ -181,15 +181,7 @@ fn pair_info(config: &Config, outcome: &Outcome) -> Option<PairInfo> {
         labels,
         tags: probe.tags.clone(),
         depends_on: probe.alert.depends_on.clone(),
-        rules: Rules {
-            fire: match probe.alert.fire {
-                FirePolicy::Consecutive(n) => FireRule::Consecutive(n),
-                FirePolicy::MOfK { m, k } => FireRule::MOfK { m, k },
-            },
-            resolve_after: probe.alert.resolve_after,
-            repeat_interval: probe.alert.repeat_interval,
-            notify_degraded: probe.alert.notify_degraded,
-        },
+        rules: probe.alert.rules.clone(),
     })
 }
 
