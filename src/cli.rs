@@ -61,6 +61,11 @@ pub struct Cli {
     #[arg(long = "var", value_name = "KEY=VALUE", value_parser = key_value, requires = "once")]
     pub vars: Vec<(String, String)>,
 
+    /// Seed every probe's generators: the same seed sends the same payloads
+    /// byte for byte (overrides each probe's `seed`).
+    #[arg(long, value_name = "N", requires = "once")]
+    pub seed: Option<u64>,
+
     /// Report format.
     #[arg(long, value_enum, default_value_t = Output::Human, requires = "once")]
     pub output: Output,
@@ -193,7 +198,7 @@ pub async fn dispatch(cli: Cli) -> u8 {
         }
     };
     let vars: BTreeMap<String, String> = cli.vars.iter().cloned().collect();
-    let outcomes = match once::run(&config, &pairs, &vars).await {
+    let outcomes = match once::run(&config, &pairs, &vars, cli.seed).await {
         Ok(o) => o,
         Err(e) => {
             eprintln!("error: {e:#}");

@@ -136,6 +136,21 @@ impl Expr {
     }
 }
 
+impl Expr {
+    /// Evaluates the expression to a JSON value (captures, `until`
+    /// operands). Errors say what went wrong, for reports.
+    pub fn eval(&self, facts: &Facts) -> Result<serde_json::Value, String> {
+        let ctx = facts.context();
+        let value = self
+            .program
+            .execute(&ctx)
+            .map_err(|e| format!("`{}`: evaluation failed: {e}", self.source))?;
+        value
+            .json()
+            .map_err(|e| format!("`{}` gave a value JSON cannot hold: {e:?}", self.source))
+    }
+}
+
 /// Named values an expression can read.
 #[derive(Default)]
 pub struct Facts {
@@ -149,11 +164,25 @@ impl Facts {
 
     fn context(&self) -> Context<'_, '_> {
         let mut ctx = Context::with_env(ENV.clone());
+        // `find(text, regex)`: the first capture group of the first match
+        // (the whole match when the regex has no group), or "" when none.
+        let _ = ctx.add_function("find", find);
         for (name, value) in &self.values {
             ctx.add_variable_from_value(*name, value.clone());
         }
         ctx
     }
+}
+
+fn find(text: Arc<String>, pattern: Arc<String>) -> Result<Value, cel::ExecutionError> {
+    let re = regex::Regex::new(&pattern)
+        .map_err(|e| cel::ExecutionError::function_error("find", e.to_string()))?;
+    let found = re
+        .captures(&text)
+        .and_then(|c| c.get(1).or_else(|| c.get(0)))
+        .map(|m| m.as_str().to_owned())
+        .unwrap_or_default();
+    Ok(Value::String(Arc::new(found)))
 }
 
 /// Converts JSON into a CEL value (numbers that fit stay integers).

@@ -72,6 +72,7 @@ pub async fn run(
     config: &Config,
     pairs: &[Pair],
     vars: &BTreeMap<String, String>,
+    seed: Option<u64>,
 ) -> anyhow::Result<Vec<Outcome>> {
     let needs_sandbox = pairs.iter().any(|(_, env)| {
         config
@@ -99,6 +100,13 @@ pub async fn run(
             (BaseUrl::Sandbox, None) => continue,
         };
         let mut v = env.variables.clone();
+        if env.base_url == BaseUrl::Sandbox {
+            if let Some(s) = &sandbox {
+                for (k, val) in s.variables() {
+                    v.entry(k.clone()).or_insert_with(|| val.clone());
+                }
+            }
+        }
         v.extend(vars.iter().map(|(k, val)| (k.clone(), val.clone())));
         targets.insert(name.as_str(), (base, v));
     }
@@ -116,6 +124,8 @@ pub async fn run(
                     tagging: &config.tagging,
                     redactor: &config.redactor,
                     vars,
+                    cancel: tokio_util::sync::CancellationToken::new(),
+                    seed,
                 };
                 probe::run(&ctx).await
             }

@@ -37,6 +37,27 @@ pub enum FailureReason {
     Protocol,
     /// synthmon could not build the request (a bad runtime value).
     Request,
+    /// DNS: the server answered with an rcode other than the expected one
+    /// (NXDOMAIN, SERVFAIL, REFUSED, …).
+    Rcode,
+    /// TLS: a certificate of the chain has expired (or is not yet valid).
+    CertExpired,
+    /// TLS: the certificate does not name the host.
+    CertHostname,
+    /// TLS: the chain does not lead to a trusted root.
+    CertUntrusted,
+    /// gRPC: the health service answered NOT_SERVING / SERVICE_UNKNOWN.
+    NotServing,
+    /// gRPC: the call ended with a non-OK gRPC status.
+    Grpc,
+    /// Stream: no event or byte arrived within the allowed gap.
+    StreamStalled,
+    /// Flow: a step's `until` condition did not hold before its deadline.
+    Until,
+    /// Flow: every main step passed but a teardown step failed.
+    Teardown,
+    /// The run was cut short by a shutdown.
+    Cancelled,
 }
 
 impl FailureReason {
@@ -54,6 +75,16 @@ impl FailureReason {
             FailureReason::TooManyRedirects => "too_many_redirects",
             FailureReason::Protocol => "protocol",
             FailureReason::Request => "request",
+            FailureReason::Rcode => "rcode",
+            FailureReason::CertExpired => "cert_expired",
+            FailureReason::CertHostname => "cert_hostname",
+            FailureReason::CertUntrusted => "cert_untrusted",
+            FailureReason::NotServing => "not_serving",
+            FailureReason::Grpc => "grpc",
+            FailureReason::StreamStalled => "stream_stalled",
+            FailureReason::Until => "until",
+            FailureReason::Teardown => "teardown",
+            FailureReason::Cancelled => "cancelled",
         }
     }
 }
@@ -161,6 +192,23 @@ pub struct Outcome {
     #[serde(serialize_with = "ser_secs")]
     pub duration: Duration,
     pub http: Option<HttpFacts>,
+    /// Phase timings of the kinds other than `http` (which reports them in
+    /// `http.phases`), in order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub phases: Vec<Phase>,
+    /// What a `tcp`, `dns`, `tls`, `grpc` or `stream` run saw.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub details: Option<Details>,
+    /// A `flow`'s steps in the order they ran (setup, steps, teardown).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub steps: Vec<StepOutcome>,
+    /// A workload's totals; its per-request samples feed the histograms.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub workload: Option<WorkloadFacts>,
+    /// The target answered, so `duration` is a latency sample (a refused
+    /// connection is an error, not a fast request).
+    #[serde(skip)]
+    pub responded: bool,
     pub assertions: Vec<AssertionResult>,
     /// Threshold states after this run; filled in by the measurement stage.
     pub thresholds: Vec<ThresholdResult>,
@@ -183,6 +231,56 @@ pub struct LatencySummary {
 }
 
 impl Outcome {
+    /// A failed outcome with nothing measured yet; a runner fills it in.
+    pub fn new(
+        probe: &str,
+        environment: &str,
+        kind: &'static str,
+        ids: &crate::tagging::RunIds,
+    ) -> Outcome {
+        Outcome {
+            probe: probe.to_owned(),
+            environment: environment.to_owned(),
+            kind,
+            run_id: ids.run_id.clone(),
+            trace_id: ids.trace_id.clone(),
+            span_id: ids.span_id.clone(),
+            started_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            success: false,
+            reason: None,
+            error: None,
+            duration: Duration::ZERO,
+            http: None,
+            phases: Vec::new(),
+            details: None,
+            steps: Vec::new(),
+            workload: None,
+            responded: false,
+            assertions: Vec::new(),
+            thresholds: Vec::new(),
+            latency: None,
+        }
+    }
+
+    /// Marks the run failed with `reason` and a human `message`, keeping the
+    /// first reason when one is already set.
+    pub fn fail(&mut self, reason: FailureReason, message: impl Into<String>) {
+        self.success = false;
+        if self.reason.is_none() {
+            self.reason = Some(reason);
+            self.error = Some(message.into());
+        }
+    }
+
+    /// Earliest `notAfter` (Unix seconds) of the certificates the peer
+    /// showed, whatever the kind.
+    pub fn cert_expiry(&self) -> Option<i64> {
+        self.http
+            .as_ref()
+            .and_then(|h| h.tls_earliest_cert_expiry)
+            .or_else(|| self.details.as_ref().and_then(Details::cert_expiry))
+    }
+
     /// Passed: the run succeeded and no threshold is failing (a degraded
     /// threshold warns but passes).
     pub fn passed(&self) -> bool {
@@ -222,4 +320,111 @@ pub struct HttpFacts {
     pub tls: bool,
     /// Earliest `notAfter` of the server's certificates, Unix seconds.
     pub tls_earliest_cert_expiry: Option<i64>,
+}
+
+/// One named phase of a run of a kind other than `http`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Phase {
+    pub name: &'static str,
+    #[serde(serialize_with = "ser_secs")]
+    pub seconds: Duration,
+}
+
+/// The kind-specific facts of a run, next to the common fields.
+#[derive(Clone, Debug, Serialize)]
+#[serde(untagged)]
+pub enum Details {
+    Tcp(crate::probe::tcp::TcpFacts),
+    Dns(crate::probe::dns::DnsFacts),
+    Tls(crate::probe::tls::TlsFacts),
+    Grpc(crate::probe::grpc::GrpcFacts),
+    Stream(crate::probe::stream::StreamFacts),
+}
+
+impl Details {
+    /// Per-kind gauges in blackbox_exporter's names where it has one, e.g.
+    /// `probe_dns_answer_rrs`; each is labelled with probe and environment.
+    pub fn gauges(&self) -> Vec<(&'static str, f64)> {
+        match self {
+            Details::Tcp(f) => f.gauges(),
+            Details::Dns(f) => f.gauges(),
+            Details::Tls(f) => f.gauges(),
+            Details::Grpc(f) => f.gauges(),
+            Details::Stream(f) => f.gauges(),
+        }
+    }
+
+    pub fn cert_expiry(&self) -> Option<i64> {
+        match self {
+            Details::Tcp(f) => f.cert_expiry(),
+            Details::Tls(f) => f.cert_expiry(),
+            Details::Dns(_) | Details::Grpc(_) | Details::Stream(_) => None,
+        }
+    }
+}
+
+/// Where a flow step sits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stage {
+    Setup,
+    Step,
+    Teardown,
+}
+
+/// One HTTP step of a flow.
+#[derive(Clone, Debug, Serialize)]
+pub struct StepOutcome {
+    pub name: String,
+    pub stage: Stage,
+    pub success: bool,
+    pub reason: Option<FailureReason>,
+    pub error: Option<String>,
+    #[serde(serialize_with = "ser_secs")]
+    pub duration: Duration,
+    /// Requests sent: more than one when the step polls with `until`.
+    pub attempts: u32,
+    pub http: Option<HttpFacts>,
+    pub assertions: Vec<AssertionResult>,
+    /// Names of the variables this step captured (values stay out of
+    /// reports: they may be tokens).
+    pub captured: Vec<String>,
+    #[serde(skip)]
+    pub responded: bool,
+}
+
+/// What a workload did.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct WorkloadFacts {
+    /// Requests scheduled by the arrival rate.
+    pub scheduled: u64,
+    /// Sent (scheduled minus dropped).
+    pub sent: u64,
+    /// Not sent because the concurrency cap was reached at their time.
+    pub dropped: u64,
+    /// Regular requests that passed every expectation.
+    pub ok: u64,
+    /// Regular requests that failed (counted against the target).
+    pub failed: u64,
+    /// Failures by reason.
+    pub failures: std::collections::BTreeMap<String, u64>,
+    /// Achieved send rate, per second, over the send period.
+    pub rate: f64,
+    pub anomalies: AnomalyFacts,
+    /// Per-request latencies from the intended send time, with success;
+    /// anomalies excluded. Fed to the histograms, never serialized.
+    #[serde(skip)]
+    pub samples: Vec<(Duration, bool)>,
+}
+
+/// Injected anomalies and how the target treated them.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct AnomalyFacts {
+    pub sent: u64,
+    /// Rejected the way the anomaly expectations say.
+    pub rejected: u64,
+    /// Accepted, or answered otherwise than expected.
+    pub unexpected: u64,
+    /// Sent per mutation kind.
+    pub by_mutation: std::collections::BTreeMap<String, u64>,
 }

@@ -858,6 +858,11 @@ mod tests {
             error: None,
             duration: Duration::from_millis(120),
             http: None,
+            phases: Vec::new(),
+            details: None,
+            steps: Vec::new(),
+            workload: None,
+            responded: true,
             assertions: vec![AssertionResult {
                 expression: "status == 200".to_owned(),
                 passed: true,

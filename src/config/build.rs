@@ -17,9 +17,11 @@ use super::{
 use crate::alert::state::FireRule;
 use crate::expr::Expr;
 use crate::outcome::SourceLocation;
+use crate::probe::Assertion;
 use crate::probe::ProbeKind;
-use crate::probe::http::{self as http_probe, Assertion, Body, HttpSpec};
+use crate::probe::http::{self as http_probe, Body, HttpSpec};
 use crate::telemetry::measure;
+use crate::template::Text;
 use crate::threshold::{self, Threshold, parse_condition};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -173,7 +175,28 @@ fn layer_error(display: &str, key: &str, e: &config::ConfigError) -> Diagnostics
 
 /// Checks one file's raw values against its located document, recording
 /// every problem, and builds the runtime values that pass.
-struct Checker<'a> {
+///
+/// Probe kinds build their tables through the `pub(crate)` methods: each
+/// takes a dotted key path (`tcp.address`, `flow.steps[2].url`) and records
+/// a located error rather than returning one.
+/// A probe's common parts, checked, waiting for its kind.
+struct ProbeParts<'a> {
+    name: String,
+    file: &'a Path,
+    schedule: Schedule,
+    envs: Vec<String>,
+    timeout: Duration,
+    tags: Vec<String>,
+    severity: Option<Severity>,
+    labels: BTreeMap<String, String>,
+    thresholds: Vec<Threshold>,
+    alert: AlertPolicy,
+    seed: Option<u64>,
+    marker: String,
+    workload: Option<crate::probe::workload::Workload>,
+}
+
+pub(crate) struct Checker<'a> {
     doc: &'a SourceDoc,
     diags: &'a mut Diagnostics,
     redactor: &'a mut Redactor,
@@ -181,9 +204,85 @@ struct Checker<'a> {
 }
 
 impl Checker<'_> {
-    fn err(&mut self, path: &str, message: impl Into<String>) {
+    /// An error at the value of `path`.
+    pub(crate) fn err(&mut self, path: &str, message: impl Into<String>) {
         let d = self.doc.error_at(path, message);
         self.diags.push(d);
+    }
+
+    /// A required key missing from the table at `table`.
+    pub(crate) fn missing(&mut self, table: &str, key: &str) {
+        self.diags.push(
+            self.doc
+                .error_at_key(table, format!("missing required key `{key}`")),
+        );
+    }
+
+    /// How many errors were recorded so far (to tell whether a part built).
+    pub(crate) fn error_count(&self) -> usize {
+        self.diags.len()
+    }
+
+    /// The directory relative paths in this file resolve against.
+    pub(crate) fn base_dir(&self) -> &Path {
+        self.base_dir
+    }
+
+    /// Compiles the `expect` list of the table at `table`.
+    pub(crate) fn expectations(
+        &mut self,
+        table: &str,
+        sources: &[String],
+        scope: &[&str],
+    ) -> Vec<Assertion> {
+        let mut out = Vec::new();
+        for (i, source) in sources.iter().enumerate() {
+            let path = format!("{table}.expect[{i}]");
+            if let Some(expr) = self.expr(&path, source, scope) {
+                out.push(Assertion {
+                    expr,
+                    location: self.location(&path),
+                });
+            }
+        }
+        out
+    }
+
+    /// Compiles one expression written at `path`.
+    pub(crate) fn expr(&mut self, path: &str, source: &str, scope: &[&str]) -> Option<Expr> {
+        match Expr::compile(source, scope) {
+            Ok(expr) => Some(expr),
+            Err(e) => {
+                let mut d = self.doc.error_at(path, e.message);
+                if let Some(col) = e.column {
+                    // Past the opening quote of a one-line string.
+                    d.column += col;
+                }
+                self.diags.push(d);
+                None
+            }
+        }
+    }
+
+    /// Expands secrets in a string value and compiles it as a template.
+    /// `known_vars` lists the `vars.X` it may read (`None`: any).
+    pub(crate) fn text(
+        &mut self,
+        path: &str,
+        value: &str,
+        known_vars: Option<&[String]>,
+    ) -> Option<Text> {
+        let expanded = self.expand(path, value)?;
+        match Text::compile(&expanded, known_vars) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                // The message quotes the template: keep secrets out of it.
+                let mut msg = e.message;
+                self.redactor.scrub(&mut msg);
+                self.err(path, msg);
+                None
+            }
+        }
     }
 
     fn build(&mut self, raw: RawConfig, file: PathBuf) -> Option<Config> {
@@ -667,7 +766,12 @@ impl Checker<'_> {
         }
     }
 
-    fn duration(&mut self, path: &str, value: Option<&str>, default: Duration) -> Duration {
+    pub(crate) fn duration(
+        &mut self,
+        path: &str,
+        value: Option<&str>,
+        default: Duration,
+    ) -> Duration {
         match value {
             None => default,
             Some(text) => match humantime::parse_duration(text) {
@@ -717,7 +821,7 @@ impl Checker<'_> {
     }
 
     /// Expands secret references in a string value, reporting failures.
-    fn expand(&mut self, path: &str, value: &str) -> Option<String> {
+    pub(crate) fn expand(&mut self, path: &str, value: &str) -> Option<String> {
         match secret::expand(value, self.base_dir, self.redactor) {
             Ok((out, _)) => Some(out),
             Err(msg) => {
@@ -1085,7 +1189,7 @@ pub fn parse_size(raw: &RawSize) -> Result<u64, String> {
 }
 
 impl Checker<'_> {
-    fn location(&self, path: &str) -> SourceLocation {
+    pub(crate) fn location(&self, path: &str) -> SourceLocation {
         let (line, column) = self.doc.value_position(path);
         SourceLocation {
             file: self.doc.file().to_owned(),
@@ -1212,37 +1316,132 @@ impl Checker<'_> {
         if alert.depends_on.contains(&name) {
             self.err("alert.depends_on", "a probe cannot depend on itself");
         }
-        let kind = match raw.http {
-            Some(h) => self.http(h).map(ProbeKind::Http),
-            None => {
-                self.diags.push(self.doc.error_at_key(
-                    "",
-                    format!(
-                        "missing the probe's body: expected one of the tables {}",
-                        RawProbe::KINDS
-                            .iter()
-                            .map(|k| format!("`[{k}]`"))
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ),
-                ));
-                None
+        // The variables templates may read: every environment's, plus the
+        // sandbox's listener addresses.
+        let mut known_vars: Vec<String> = Vec::new();
+        for env in envs.iter().filter_map(|e| environments.get(e)) {
+            known_vars.extend(env.variables.keys().cloned());
+            if env.base_url == BaseUrl::Sandbox {
+                known_vars.extend(crate::sandbox::VARIABLES.iter().map(|v| (*v).to_owned()));
             }
+        }
+        known_vars.sort();
+        known_vars.dedup();
+        let present: Vec<&str> = [
+            ("http", raw.http.is_some()),
+            ("flow", raw.flow.is_some()),
+            ("tcp", raw.tcp.is_some()),
+            ("dns", raw.dns.is_some()),
+            ("tls", raw.tls.is_some()),
+            ("grpc", raw.grpc.is_some()),
+            ("stream", raw.stream.is_some()),
+        ]
+        .iter()
+        .filter(|(_, p)| *p)
+        .map(|(k, _)| *k)
+        .collect();
+        if present.len() > 1 {
+            self.err(
+                present[1],
+                format!(
+                    "a probe has exactly one kind, but this file has {}",
+                    present
+                        .iter()
+                        .map(|k| format!("`[{k}]`"))
+                        .collect::<Vec<_>>()
+                        .join(" and ")
+                ),
+            );
+        }
+        let marker = raw
+            .marker
+            .unwrap_or_else(|| crate::generate::DEFAULT_MARKER.to_owned());
+        if marker.len() > 64 || marker.chars().any(|c| c.is_control() || c == '"') {
+            self.err(
+                "marker",
+                "expected a short prefix of printable characters, like `synth-`",
+            );
+        }
+        if raw.workload.is_some() && raw.http.is_none() {
+            self.err("workload", "`[workload]` applies to `[http]` probes only");
+        }
+        let mut workload = None;
+        let kind = if let Some(h) = raw.http {
+            let spec = self.http("http", h, &known_vars);
+            if let (Some(w), Some(spec)) = (raw.workload, &spec) {
+                workload = crate::probe::workload::build(w, spec, timeout, self);
+            }
+            spec.map(ProbeKind::Http)
+        } else if let Some(f) = raw.flow {
+            crate::probe::flow::build(f, &known_vars, self).map(ProbeKind::Flow)
+        } else if let Some(t) = raw.tcp {
+            crate::probe::tcp::build(t, self).map(ProbeKind::Tcp)
+        } else if let Some(t) = raw.dns {
+            crate::probe::dns::build(t, self).map(ProbeKind::Dns)
+        } else if let Some(t) = raw.tls {
+            crate::probe::tls::build(t, self).map(ProbeKind::Tls)
+        } else if let Some(t) = raw.grpc {
+            crate::probe::grpc::build(t, self).map(ProbeKind::Grpc)
+        } else if let Some(t) = raw.stream {
+            crate::probe::stream::build(t, self).map(ProbeKind::Stream)
+        } else {
+            self.diags.push(self.doc.error_at_key(
+                "",
+                format!(
+                    "missing the probe's body: expected one of the tables {}",
+                    RawProbe::KINDS
+                        .iter()
+                        .map(|k| format!("`[{k}]`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ));
+            None
         };
+        self.finish_probe(
+            errors_before,
+            ProbeParts {
+                name,
+                file,
+                schedule,
+                envs,
+                timeout,
+                tags: raw.tags,
+                severity: raw.severity,
+                labels: raw.labels,
+                thresholds,
+                alert,
+                seed: raw.seed,
+                marker,
+                workload,
+            },
+            kind,
+        )
+    }
+
+    fn finish_probe(
+        &mut self,
+        errors_before: usize,
+        parts: ProbeParts<'_>,
+        kind: Option<ProbeKind>,
+    ) -> Option<Probe> {
         if self.diags.len() > errors_before {
             return None;
         }
         Some(Probe {
-            name,
-            file: file.to_path_buf(),
-            schedule,
-            environments: envs,
-            timeout,
-            tags: raw.tags,
-            severity: raw.severity.unwrap_or(Severity::Warning),
-            labels: raw.labels,
-            thresholds,
-            alert,
+            name: parts.name,
+            file: parts.file.to_path_buf(),
+            schedule: parts.schedule,
+            environments: parts.envs,
+            timeout: parts.timeout,
+            tags: parts.tags,
+            severity: parts.severity.unwrap_or(Severity::Warning),
+            labels: parts.labels,
+            thresholds: parts.thresholds,
+            alert: parts.alert,
+            seed: parts.seed,
+            marker: parts.marker,
+            workload: parts.workload,
             kind: kind?,
         })
     }
@@ -1368,69 +1567,113 @@ impl Checker<'_> {
         out
     }
 
-    fn http(&mut self, raw: RawHttp) -> Option<HttpSpec> {
+    /// An `[http]` probe's table: a request without the flow-step keys.
+    fn http(&mut self, prefix: &str, raw: RawHttp, known_vars: &[String]) -> Option<HttpSpec> {
+        for (key, set) in [
+            ("name", raw.name.is_some()),
+            ("capture", !raw.capture.is_empty()),
+            ("until", raw.until.is_some()),
+            ("until_interval", raw.until_interval.is_some()),
+            ("until_timeout", raw.until_timeout.is_some()),
+        ] {
+            if set {
+                self.err(
+                    &format!("{prefix}.{key}"),
+                    format!("`{key}` applies to flow steps only"),
+                );
+            }
+        }
+        self.request(prefix, &raw, known_vars)
+    }
+
+    /// One HTTP request written at `prefix` (`http`, `flow.steps[0]`).
+    /// Every string it sends is a template that may read `known_vars`.
+    pub(crate) fn request(
+        &mut self,
+        prefix: &str,
+        raw: &RawHttp,
+        known_vars: &[String],
+    ) -> Option<HttpSpec> {
+        let known = Some(known_vars);
         let method_text = raw.method.as_deref().unwrap_or("GET");
         let method = http::Method::from_bytes(method_text.to_ascii_uppercase().as_bytes())
             .map_err(|_| {
                 self.err(
-                    "http.method",
+                    &format!("{prefix}.method"),
                     format!("expected an HTTP method like `GET`, found `{method_text}`"),
                 )
             })
             .ok();
         let url = match raw.url.as_deref() {
             None => {
-                self.diags.push(
-                    self.doc
-                        .error_at_key("http", "missing required key `url`".to_owned()),
-                );
+                self.missing(prefix, "url");
                 None
             }
             Some(u) => {
-                let expanded = self.expand("http.url", u);
-                if let Some(e) = &expanded {
-                    let probe = url::Url::parse("http://base.invalid/");
-                    if let Ok(base) = probe {
-                        if let Err(err) = http_probe::join_url(&base, e) {
-                            self.err("http.url", format!("expected a URL or a path: {err}"));
+                let path = format!("{prefix}.url");
+                let text = self.text(&path, u, known);
+                if let Some(t) = text.as_ref().filter(|t| t.is_literal()) {
+                    if let Ok(base) = url::Url::parse("http://base.invalid/") {
+                        if let Err(err) = http_probe::join_url(&base, t.source()) {
+                            self.err(&path, format!("expected a URL or a path: {err}"));
                         }
                     }
                 }
-                expanded
+                text
             }
         };
-        let headers = self.headers("http.headers", raw.headers);
+        let mut headers = Vec::new();
+        for (name, value) in &raw.headers {
+            let key = format!("{prefix}.headers.{name}");
+            let Ok(header) = http::HeaderName::from_bytes(name.as_bytes()) else {
+                self.diags.push(
+                    self.doc
+                        .error_at_key(&key, format!("`{name}` is not a valid HTTP header name")),
+                );
+                continue;
+            };
+            if let Some(t) = self.text(&key, value, known) {
+                if t.is_literal() && http::HeaderValue::from_str(t.source()).is_err() {
+                    // Never echo the value: it may hold a secret.
+                    self.err(
+                        &key,
+                        "the header value is not valid in HTTP (control characters or non-ASCII)",
+                    );
+                    continue;
+                }
+                headers.push((header, t));
+            }
+        }
         let mut query = Vec::new();
-        for (k, v) in raw.query {
-            if let Some(v) = self.expand(&format!("http.query.{k}"), &v) {
-                query.push((k, v));
+        for (k, v) in &raw.query {
+            if let Some(t) = self.text(&format!("{prefix}.query.{k}"), v, known) {
+                query.push((k.clone(), t));
             }
         }
         let bodies = [raw.body.is_some(), raw.json.is_some(), raw.form.is_some()];
         if bodies.iter().filter(|b| **b).count() > 1 {
             self.diags.push(self.doc.error_at_key(
-                "http",
+                prefix,
                 "`body`, `json` and `form` are exclusive: write at most one".to_owned(),
             ));
         }
-        let body = if let Some(b) = raw.body {
-            self.expand("http.body", &b).map(Body::Raw)
-        } else if let Some(j) = raw.json {
-            match serde_json::to_value(&j) {
-                Ok(v) => Some(Body::Json(v)),
+        let body = if let Some(b) = &raw.body {
+            self.text(&format!("{prefix}.body"), b, known)
+                .map(Body::Raw)
+        } else if let Some(j) = &raw.json {
+            let path = format!("{prefix}.json");
+            match serde_json::to_value(j) {
+                Ok(v) => self.json_template(&path, &v, known).map(Body::Json),
                 Err(e) => {
-                    self.err(
-                        "http.json",
-                        format!("cannot express this value as JSON: {e}"),
-                    );
+                    self.err(&path, format!("cannot express this value as JSON: {e}"));
                     None
                 }
             }
-        } else if let Some(form) = raw.form {
+        } else if let Some(form) = &raw.form {
             let mut pairs = Vec::new();
             for (k, v) in form {
-                if let Some(v) = self.expand(&format!("http.form.{k}"), &v) {
-                    pairs.push((k, v));
+                if let Some(t) = self.text(&format!("{prefix}.form.{k}"), v, known) {
+                    pairs.push((k.clone(), t));
                 }
             }
             Some(Body::Form(pairs))
@@ -1443,39 +1686,22 @@ impl Checker<'_> {
                 Ok(n) if (1..=MAX_BODY_BYTES_LIMIT).contains(&n) => n,
                 Ok(n) => {
                     self.err(
-                        "http.max_body_size",
+                        &format!("{prefix}.max_body_size"),
                         format!("expected a size from 1 B to 1 GiB, found {n} bytes"),
                     );
                     DEFAULT_MAX_BODY_BYTES
                 }
                 Err(msg) => {
-                    self.err("http.max_body_size", msg);
+                    self.err(&format!("{prefix}.max_body_size"), msg);
                     DEFAULT_MAX_BODY_BYTES
                 }
             },
         };
-        let mut expect = Vec::new();
-        for (i, source) in raw.expect.iter().enumerate() {
-            let path = format!("http.expect[{i}]");
-            match Expr::compile(source, http_probe::SCOPE) {
-                Ok(expr) => expect.push(Assertion {
-                    expr,
-                    location: self.location(&path),
-                }),
-                Err(e) => {
-                    let mut d = self.doc.error_at(&path, e.message);
-                    if let Some(col) = e.column {
-                        // Past the opening quote of a one-line string.
-                        d.column += col;
-                    }
-                    self.diags.push(d);
-                }
-            }
-        }
+        let expect = self.expectations(prefix, &raw.expect, http_probe::SCOPE);
         let implicit_status = if expect.iter().any(|a| a.expr.reads("status")) {
             None
         } else {
-            Some(self.location("http.url"))
+            Some(self.location(&format!("{prefix}.url")))
         };
         Some(HttpSpec {
             method: method?,
@@ -1490,6 +1716,29 @@ impl Checker<'_> {
             expect,
             implicit_status,
         })
+    }
+
+    /// Compiles the templates in a JSON body; a bad leaf is located at its key.
+    fn json_template(
+        &mut self,
+        path: &str,
+        value: &serde_json::Value,
+        known: Option<&[String]>,
+    ) -> Option<crate::template::JsonTemplate> {
+        match crate::template::JsonTemplate::compile(value, known) {
+            Ok(t) => Some(t),
+            Err((leaf, e)) => {
+                let mut msg = e.message;
+                self.redactor.scrub(&mut msg);
+                let at = if leaf.is_empty() {
+                    path.to_owned()
+                } else {
+                    format!("{path}.{leaf}")
+                };
+                self.err(&at, msg);
+                None
+            }
+        }
     }
 }
 

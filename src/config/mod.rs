@@ -238,5 +238,12 @@ pub struct Probe {
     pub labels: BTreeMap<String, String>,
     pub thresholds: Vec<crate::threshold::Threshold>,
     pub alert: AlertPolicy,
+    /// Seeds the probe's generators: the same seed gives the same payloads
+    /// byte for byte. `--seed` overrides it.
+    pub seed: Option<u64>,
+    /// The synthetic marker generated ids carry (`synth-` by default).
+    pub marker: String,
+    /// Sends the request at an arrival rate instead of once (http only).
+    pub workload: Option<crate::probe::workload::Workload>,
     pub kind: ProbeKind,
 }

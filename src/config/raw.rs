@@ -199,13 +199,85 @@ pub struct RawProbe {
     pub thresholds: Vec<RawThreshold>,
     /// When this probe's alerts fire and resolve.
     pub alert: Option<RawAlert>,
+    /// Seeds the generators (`--seed` overrides it).
+    pub seed: Option<u64>,
+    /// The prefix of generated synthetic ids (default `synth-`).
+    pub marker: Option<String>,
+    /// Send the (http) request at an arrival rate.
+    pub workload: Option<RawWorkload>,
     /// The kind is the one body table present.
     pub http: Option<RawHttp>,
+    pub flow: Option<RawFlow>,
+    pub tcp: Option<crate::probe::tcp::RawTcp>,
+    pub dns: Option<crate::probe::dns::RawDns>,
+    pub tls: Option<crate::probe::tls::RawTls>,
+    pub grpc: Option<crate::probe::grpc::RawGrpc>,
+    pub stream: Option<crate::probe::stream::RawStream>,
 }
 
 impl RawProbe {
     /// The names of the kind tables, for "expected one of" messages.
-    pub const KINDS: &'static [&'static str] = &["http"];
+    pub const KINDS: &'static [&'static str] =
+        &["http", "flow", "tcp", "dns", "tls", "grpc", "stream"];
+}
+
+/// `[flow]`: setup, steps and teardown, each a list of requests.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFlow {
+    #[serde(default)]
+    pub setup: Vec<RawHttp>,
+    #[serde(default)]
+    pub steps: Vec<RawHttp>,
+    #[serde(default)]
+    pub teardown: Vec<RawHttp>,
+    /// Time the teardown gets of its own, after the run's deadline if need be.
+    pub teardown_timeout: Option<String>,
+}
+
+/// `[workload]`: an open-model arrival rate.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWorkload {
+    /// Send this many requests…
+    pub requests: Option<u64>,
+    /// …or keep sending for this long.
+    pub duration: Option<String>,
+    /// Requests per second (constant arrival rate).
+    pub rate: Option<f64>,
+    /// Or ramping stages; each moves the rate linearly to its target.
+    #[serde(default)]
+    pub stages: Vec<RawStage>,
+    /// The rate the first stage ramps from (default 0).
+    pub start_rate: Option<f64>,
+    /// At most this many requests in flight; later ones are dropped.
+    pub max_concurrency: Option<usize>,
+    pub anomalies: Option<RawAnomalies>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStage {
+    pub duration: Option<String>,
+    pub target: Option<f64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAnomalies {
+    /// The share of requests to mutate, 0–1.
+    pub fraction: Option<f64>,
+    /// Which mutations to draw from (default all).
+    #[serde(default)]
+    pub mutations: Vec<String>,
+    /// Fields to mutate (default any top-level field).
+    #[serde(default)]
+    pub fields: Vec<String>,
+    /// The size an oversize value grows to (default 64 KiB).
+    pub oversize: Option<RawSize>,
+    /// What a correct rejection looks like (default a 4xx status).
+    #[serde(default)]
+    pub expect: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -230,6 +302,38 @@ pub struct RawHttp {
     pub decompress: Option<bool>,
     #[serde(default)]
     pub expect: Vec<String>,
+    /// Flow steps only: the step's name in reports and metrics.
+    pub name: Option<String>,
+    /// Flow steps only: variable name → expression over the response.
+    #[serde(default)]
+    pub capture: BTreeMap<String, RawCapture>,
+    /// Flow steps only: repeat the request until this expression holds.
+    pub until: Option<String>,
+    /// Flow steps only: the pause between `until` attempts (default 500ms).
+    pub until_interval: Option<String>,
+    /// Flow steps only: give up on `until` after this long (default: the
+    /// run's deadline).
+    pub until_timeout: Option<String>,
+}
+
+/// A capture: an expression, or a table marking the value secret.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(
+    untagged,
+    expecting = "an expression like \"json.id\" or a table { from = \"…\", secret = true }"
+)]
+pub enum RawCapture {
+    Expr(String),
+    Full(RawCaptureTable),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCaptureTable {
+    pub from: String,
+    /// Redact the captured value wherever it appears in reports.
+    #[serde(default)]
+    pub secret: bool,
 }
 
 /// A size written as a number of bytes or as a string with a unit.

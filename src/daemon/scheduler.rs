@@ -74,7 +74,7 @@ pub struct Scheduler {
     cron_tx: mpsc::Sender<PairKey>,
     cron_rx: mpsc::Receiver<PairKey>,
     /// Base URLs by environment (`builtin:sandbox` resolved).
-    targets: BTreeMap<String, url::Url>,
+    targets: BTreeMap<String, Target>,
     events: mpsc::Sender<Event>,
     metrics: Arc<Metrics>,
     launcher: Launcher,
@@ -221,7 +221,7 @@ impl Scheduler {
             entry.running.store(false, Ordering::Release);
             return;
         };
-        let Some(base_url) = self.targets.get(&key.1).cloned() else {
+        let Some(target) = self.targets.get(&key.1).cloned() else {
             entry.running.store(false, Ordering::Release);
             return;
         };
@@ -256,18 +256,19 @@ impl Scheduler {
             let ctx = RunContext {
                 probe,
                 env,
-                base_url: &base_url,
+                base_url: &target.url,
                 tagging: &config.tagging,
                 redactor: &config.redactor,
-                vars: &env.variables,
+                vars: &target.vars,
+                cancel: cancel.clone(),
+                seed: None,
             };
-            let outcome = tokio::select! {
-                o = probe::run(&ctx) => o,
-                () = cancel.cancelled() => {
-                    tracing::warn!(probe = %probe.name, environment = %env_name, "run cancelled at the drain deadline");
-                    return;
-                }
-            };
+            // The run watches `cancel` itself (a flow's teardown still runs
+            // after it fires, within its own bound).
+            let outcome = probe::run(&ctx).await;
+            if cancel.is_cancelled() {
+                tracing::warn!(probe = %probe.name, environment = %env_name, "run cancelled at the drain deadline");
+            }
             shared.stats.runs.fetch_add(1, Ordering::Relaxed);
             log_outcome(&outcome);
             // A full or closed pipeline must not hold up runs.
@@ -382,6 +383,7 @@ impl Scheduler {
     async fn ensure_targets(&mut self, config: &Config) -> anyhow::Result<()> {
         let mut targets = BTreeMap::new();
         for (name, env) in &config.environments {
+            let mut vars = env.variables.clone();
             let url = match &env.base_url {
                 BaseUrl::Url(u) => u.clone(),
                 BaseUrl::Sandbox => {
@@ -395,14 +397,24 @@ impl Scheduler {
                             slot.insert(s)
                         }
                     };
+                    for (k, v) in sandbox.variables() {
+                        vars.entry(k.clone()).or_insert_with(|| v.clone());
+                    }
                     url::Url::parse(&sandbox.base_url())?
                 }
             };
-            targets.insert(name.clone(), url);
+            targets.insert(name.clone(), Target { url, vars });
         }
         self.targets = targets;
         Ok(())
     }
+}
+
+/// Where an environment's runs go, and the variables they see.
+#[derive(Clone)]
+struct Target {
+    url: url::Url,
+    vars: BTreeMap<String, String>,
 }
 
 /// Clears a pair's in-flight flag when its run ends, however it ends.

@@ -5,13 +5,13 @@
 //! environment, tags it, and turns the response into an [`Outcome`].
 
 use super::transport::{self, TransportOptions};
-use crate::config::secret::Redactor;
-use crate::config::{Environment, Probe, Tagging};
-use crate::expr::{Expr, Facts, duration_value, json_value};
+use super::{Assertion, RunContext};
+use crate::expr::{Facts, duration_value, json_value};
 use crate::outcome::{
     AssertionResult, FailureReason, HttpFacts, HttpPhases, Outcome, SourceLocation,
 };
 use crate::tagging::RunIds;
+use crate::template::{JsonTemplate, Scope, Text};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use std::collections::{BTreeMap, HashMap};
@@ -22,15 +22,15 @@ pub const SCOPE: &[&str] = &[
     "status", "headers", "body", "json", "timings", "tls", "vars",
 ];
 
-/// The checked body of an `http` probe.
+/// The checked body of an `http` probe, and of one flow step.
 #[derive(Debug)]
 pub struct HttpSpec {
     pub method: Method,
     /// Absolute, or relative to the environment's base URL (appended to its
     /// path, so a base of `https://h/v1` and `/orders` give `https://h/v1/orders`).
-    pub url: String,
-    pub headers: Vec<(HeaderName, String)>,
-    pub query: Vec<(String, String)>,
+    pub url: Text,
+    pub headers: Vec<(HeaderName, Text)>,
+    pub query: Vec<(String, Text)>,
     pub body: Body,
     pub follow_redirects: bool,
     pub max_redirects: u32,
@@ -45,29 +45,9 @@ pub struct HttpSpec {
 #[derive(Debug)]
 pub enum Body {
     Empty,
-    Raw(String),
-    Json(serde_json::Value),
-    Form(Vec<(String, String)>),
-}
-
-/// A compiled `expect` entry and where it was written.
-#[derive(Debug)]
-pub struct Assertion {
-    pub expr: Expr,
-    pub location: SourceLocation,
-}
-
-/// Everything one run needs besides the probe's own body.
-pub struct RunContext<'a> {
-    pub probe: &'a Probe,
-    pub env: &'a Environment,
-    /// The environment's base URL, `builtin:sandbox` already replaced by the
-    /// sandbox's real address.
-    pub base_url: &'a url::Url,
-    pub tagging: &'a Tagging,
-    pub redactor: &'a Redactor,
-    /// The environment's variables overlaid with `--var`.
-    pub vars: &'a BTreeMap<String, String>,
+    Raw(Text),
+    Json(JsonTemplate),
+    Form(Vec<(String, Text)>),
 }
 
 /// Joins a probe URL onto a base URL (see [`HttpSpec::url`]).
@@ -82,35 +62,88 @@ pub fn join_url(base: &url::Url, path: &str) -> Result<url::Url, url::ParseError
 
 pub async fn run(spec: &HttpSpec, ctx: &RunContext<'_>) -> Outcome {
     let ids = RunIds::generate();
-    let started_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     let start = Instant::now();
-    let deadline = start + ctx.probe.timeout;
-    let mut outcome = Outcome {
-        probe: ctx.probe.name.clone(),
-        environment: ctx.env.name.clone(),
-        kind: "http",
-        run_id: ids.run_id.clone(),
-        trace_id: ids.trace_id.clone(),
-        span_id: ids.span_id.clone(),
-        started_at,
-        success: false,
-        reason: None,
-        error: None,
-        duration: Default::default(),
-        http: None,
-        assertions: Vec::new(),
-        thresholds: Vec::new(),
-        latency: None,
-    };
+    let mut outcome = Outcome::new(&ctx.probe.name, &ctx.env.name, "http", &ids);
+    let scope = ctx.scope(&ids, 0);
+    let done = perform(
+        spec,
+        ctx,
+        &ids,
+        &scope,
+        start + ctx.probe.timeout,
+        &Checks::Spec,
+    )
+    .await;
+    outcome.duration = start.elapsed();
+    outcome.reason = done.reason;
+    outcome.error = done.error;
+    outcome.http = done.http;
+    outcome.assertions = done.assertions;
+    outcome.responded = done.responded;
+    outcome.success = outcome.reason.is_none();
+    super::redact(outcome, ctx.redactor)
+}
 
-    let request = match build_request(spec, ctx, &ids) {
-        Ok(r) => r,
-        Err(msg) => {
-            outcome.reason = Some(FailureReason::Request);
-            outcome.error = Some(msg);
-            return redact(outcome, ctx.redactor);
+/// Which expectations judge a response.
+pub enum Checks<'a> {
+    /// The spec's own (`expect`, or the implicit 2xx).
+    Spec,
+    /// Others instead, e.g. an anomaly's.
+    Other(&'a [Assertion]),
+}
+
+/// One request sent and judged.
+pub struct Performed {
+    pub reason: Option<FailureReason>,
+    pub error: Option<String>,
+    pub http: Option<HttpFacts>,
+    pub assertions: Vec<AssertionResult>,
+    /// Got a response (so its duration is a latency sample).
+    pub responded: bool,
+    /// What expressions can read about the response (captures, `until`).
+    pub facts: Option<Facts>,
+}
+
+impl Performed {
+    fn failed(reason: FailureReason, error: String) -> Performed {
+        Performed {
+            reason: Some(reason),
+            error: Some(error),
+            http: None,
+            assertions: Vec::new(),
+            responded: false,
+            facts: None,
         }
+    }
+}
+
+/// Renders `spec` in `scope`, sends it within `deadline` and judges the
+/// response. The request carries `ids`' tags.
+pub async fn perform(
+    spec: &HttpSpec,
+    ctx: &RunContext<'_>,
+    ids: &RunIds,
+    scope: &Scope,
+    deadline: Instant,
+    checks: &Checks<'_>,
+) -> Performed {
+    let request = match build_request(spec, ctx, ids, scope) {
+        Ok(r) => r,
+        Err(msg) => return Performed::failed(FailureReason::Request, msg),
     };
+    send(spec, ctx, request, scope, deadline, checks).await
+}
+
+/// Sends an already built request (a workload mutates its body first).
+pub async fn send(
+    spec: &HttpSpec,
+    ctx: &RunContext<'_>,
+    request: transport::Request,
+    scope: &Scope,
+    deadline: Instant,
+    checks: &Checks<'_>,
+) -> Performed {
+    let started = Instant::now();
     let options = TransportOptions {
         follow_redirects: spec.follow_redirects,
         max_redirects: spec.max_redirects,
@@ -121,13 +154,12 @@ pub async fn run(spec: &HttpSpec, ctx: &RunContext<'_>) -> Outcome {
     };
     let requested_url = request.url.to_string();
     let result = transport::exchange(request, &options, deadline).await;
-    outcome.duration = start.elapsed();
-
+    let elapsed = started.elapsed();
     match result {
-        Err(failure) => {
-            outcome.reason = Some(failure.reason);
-            outcome.error = Some(failure.message);
-            outcome.http = Some(HttpFacts {
+        Err(failure) => Performed {
+            reason: Some(failure.reason),
+            error: Some(failure.message),
+            http: Some(HttpFacts {
                 method: spec.method.to_string(),
                 url: requested_url,
                 status: failure.status,
@@ -136,13 +168,22 @@ pub async fn run(spec: &HttpSpec, ctx: &RunContext<'_>) -> Outcome {
                 body_bytes: 0,
                 tls: false,
                 tls_earliest_cert_expiry: None,
-            });
-        }
+            }),
+            assertions: Vec::new(),
+            responded: false,
+            facts: None,
+        },
         Ok(resp) => {
-            let facts = facts(&resp, ctx.vars, outcome.duration);
-            if let Some(location) = &spec.implicit_status {
+            let facts = facts(&resp, &scope.vars, elapsed);
+            let mut assertions = Vec::new();
+            let mut reason = None;
+            let (expect, implicit) = match checks {
+                Checks::Spec => (spec.expect.as_slice(), spec.implicit_status.as_ref()),
+                Checks::Other(list) => (*list, None),
+            };
+            if let Some(location) = implicit {
                 let ok = resp.status.is_success();
-                outcome.assertions.push(AssertionResult {
+                assertions.push(AssertionResult {
                     expression: "status is 2xx (implicit: no expectation reads `status`)".into(),
                     passed: ok,
                     actual: if ok {
@@ -153,78 +194,108 @@ pub async fn run(spec: &HttpSpec, ctx: &RunContext<'_>) -> Outcome {
                     location: Some(location.clone()),
                 });
                 if !ok {
-                    outcome.reason = Some(FailureReason::Status);
+                    reason = Some(FailureReason::Status);
                 }
             }
-            for assertion in &spec.expect {
-                let check = assertion.expr.check(&facts);
-                if !check.passed && outcome.reason.is_none() {
-                    outcome.reason = Some(FailureReason::Assertion);
-                }
-                outcome.assertions.push(AssertionResult {
-                    expression: assertion.expr.source().to_owned(),
-                    passed: check.passed,
-                    actual: check.actual,
-                    location: Some(assertion.location.clone()),
-                });
+            if super::check_into(&mut assertions, expect, &facts) > 0 && reason.is_none() {
+                reason = Some(FailureReason::Assertion);
             }
-            let failed = outcome.assertions.iter().filter(|a| !a.passed).count();
-            if failed > 0 {
-                outcome.error = Some(format!(
-                    "{failed} of {} expectation{} failed",
-                    outcome.assertions.len(),
-                    if outcome.assertions.len() == 1 {
-                        ""
-                    } else {
-                        "s"
-                    }
-                ));
+            Performed {
+                reason,
+                error: super::expectation_summary(&assertions),
+                http: Some(HttpFacts {
+                    method: spec.method.to_string(),
+                    url: resp.final_url.to_string(),
+                    status: Some(resp.status.as_u16()),
+                    redirects: resp.redirects,
+                    phases: resp.phases,
+                    body_bytes: resp.body.len() as u64,
+                    tls: resp.tls,
+                    tls_earliest_cert_expiry: resp.tls_earliest_expiry,
+                }),
+                assertions,
+                responded: true,
+                facts: Some(facts),
             }
-            outcome.success = outcome.reason.is_none();
-            outcome.http = Some(HttpFacts {
-                method: spec.method.to_string(),
-                url: resp.final_url.to_string(),
-                status: Some(resp.status.as_u16()),
-                redirects: resp.redirects,
-                phases: resp.phases,
-                body_bytes: resp.body.len() as u64,
-                tls: resp.tls,
-                tls_earliest_cert_expiry: resp.tls_earliest_expiry,
-            });
         }
     }
-    redact(outcome, ctx.redactor)
 }
 
-fn build_request(
+/// Renders the request of `spec` in `scope` and tags it with `ids`.
+pub fn build_request(
     spec: &HttpSpec,
     ctx: &RunContext<'_>,
     ids: &RunIds,
+    scope: &Scope,
 ) -> Result<transport::Request, String> {
-    let mut url = join_url(ctx.base_url, &spec.url)
-        .map_err(|e| format!("cannot build the request URL from `{}`: {e}", spec.url))?;
+    let body = render_body(&spec.body, scope)?;
+    build_request_with(spec, ctx, ids, scope, body)
+}
+
+/// A rendered body, before it is encoded.
+pub enum RenderedBody {
+    Empty,
+    Raw(String),
+    Json(serde_json::Value),
+    Form(Vec<(String, String)>),
+}
+
+pub fn render_body(body: &Body, scope: &Scope) -> Result<RenderedBody, String> {
+    Ok(match body {
+        Body::Empty => RenderedBody::Empty,
+        Body::Raw(t) => RenderedBody::Raw(t.render(scope)?),
+        Body::Json(t) => RenderedBody::Json(t.render(scope)?),
+        Body::Form(pairs) => RenderedBody::Form(
+            pairs
+                .iter()
+                .map(|(k, v)| Ok((k.clone(), v.render(scope)?)))
+                .collect::<Result<_, String>>()?,
+        ),
+    })
+}
+
+/// Renders everything but the body, which is given.
+pub fn build_request_with(
+    spec: &HttpSpec,
+    ctx: &RunContext<'_>,
+    ids: &RunIds,
+    scope: &Scope,
+    body: RenderedBody,
+) -> Result<transport::Request, String> {
+    let path = spec.url.render(scope)?;
+    let mut url = join_url(ctx.base_url, &path)
+        .map_err(|e| format!("cannot build the request URL from `{path}`: {e}"))?;
     if !spec.query.is_empty() {
-        let mut pairs = url.query_pairs_mut();
+        let mut rendered = Vec::with_capacity(spec.query.len());
         for (k, v) in &spec.query {
-            pairs.append_pair(k, v);
+            rendered.push((k, v.render(scope)?));
+        }
+        let mut pairs = url.query_pairs_mut();
+        for (k, v) in rendered {
+            pairs.append_pair(k, &v);
         }
     }
     let mut headers = HeaderMap::new();
-    for (name, value) in ctx.env.headers.iter().chain(spec.headers.iter()) {
+    for (name, value) in &ctx.env.headers {
         let value = HeaderValue::from_str(value)
             .map_err(|_| format!("header `{name}` has a value that is not valid in HTTP"))?;
         headers.insert(name.clone(), value);
     }
-    let body = match &spec.body {
-        Body::Empty => Bytes::new(),
-        Body::Raw(text) => Bytes::from(text.clone()),
-        Body::Json(value) => {
+    for (name, value) in &spec.headers {
+        let value = HeaderValue::from_str(&value.render(scope)?)
+            .map_err(|_| format!("header `{name}` has a value that is not valid in HTTP"))?;
+        headers.insert(name.clone(), value);
+    }
+    let body = match body {
+        RenderedBody::Empty => Bytes::new(),
+        RenderedBody::Raw(text) => Bytes::from(text),
+        RenderedBody::Json(value) => {
             headers
                 .entry(http::header::CONTENT_TYPE)
                 .or_insert(HeaderValue::from_static("application/json"));
             Bytes::from(value.to_string())
         }
-        Body::Form(pairs) => {
+        RenderedBody::Form(pairs) => {
             headers
                 .entry(http::header::CONTENT_TYPE)
                 .or_insert(HeaderValue::from_static(
@@ -248,7 +319,7 @@ fn build_request(
 /// The values an expectation can read about a response.
 fn facts(
     resp: &transport::Response,
-    vars: &BTreeMap<String, String>,
+    vars: &BTreeMap<String, serde_json::Value>,
     total: std::time::Duration,
 ) -> Facts {
     let mut headers: HashMap<String, String> = HashMap::new();
@@ -301,31 +372,16 @@ fn facts(
     f.set("body", body);
     f.set("json", json);
     f.set("timings", timings);
-    f.set(
-        "vars",
-        vars.iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect::<HashMap<_, _>>(),
-    );
+    f.set("vars", vars_value(vars));
     f
 }
 
-/// Scrubs every secret value from the user-visible strings of an outcome.
-fn redact(mut outcome: Outcome, redactor: &Redactor) -> Outcome {
-    if redactor.is_empty() {
-        return outcome;
-    }
-    if let Some(e) = outcome.error.as_mut() {
-        redactor.scrub(e);
-    }
-    if let Some(h) = outcome.http.as_mut() {
-        redactor.scrub(&mut h.url);
-    }
-    for a in &mut outcome.assertions {
-        redactor.scrub(&mut a.actual);
-        redactor.scrub(&mut a.expression);
-    }
-    outcome
+/// `vars` as expressions see it.
+pub fn vars_value(vars: &BTreeMap<String, serde_json::Value>) -> cel::Value {
+    vars.iter()
+        .map(|(k, v)| (k.clone(), json_value(v)))
+        .collect::<HashMap<_, _>>()
+        .into()
 }
 
 #[cfg(test)]

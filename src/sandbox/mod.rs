@@ -19,8 +19,12 @@
 
 mod basic;
 mod bodies;
+mod dns;
 mod faults;
+mod grpc;
 mod orders;
+mod stream;
+mod tcp;
 mod timing;
 
 #[cfg(test)]
@@ -54,6 +58,25 @@ const MAX_REQUEST_BODY: usize = 64 * 1024;
 /// server task.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
+/// Variables a `builtin:sandbox` environment gets: the addresses of the
+/// sandbox's listeners besides HTTP, for probes of the other kinds
+/// (`address = "{{ vars.sandbox_tcp }}"`).
+pub const VARIABLES: &[&str] = &[
+    // A TCP port that greets with a banner line and echoes lines back.
+    "sandbox_tcp",
+    // TLS ports: a valid certificate for `localhost` (trusted through
+    // `sandbox_ca_file`), an expired one, and one for another host name.
+    "sandbox_tls",
+    "sandbox_tls_expired",
+    "sandbox_tls_wrong_host",
+    // The PEM file of the sandbox's own certificate authority.
+    "sandbox_ca_file",
+    // A gRPC server with the standard health service.
+    "sandbox_grpc",
+    // A DNS server (UDP and TCP) authoritative for `sandbox.test.`.
+    "sandbox_dns",
+];
+
 /// Tunables of one sandbox instance.
 #[derive(Debug, Clone)]
 pub struct SandboxOptions {
@@ -81,6 +104,8 @@ pub struct Sandbox {
     addr: SocketAddr,
     shutdown: watch::Sender<bool>,
     task: Option<JoinHandle<std::io::Result<()>>>,
+    /// [`VARIABLES`] → their values, from the extra listeners.
+    variables: std::collections::BTreeMap<String, String>,
 }
 
 impl Sandbox {
@@ -91,14 +116,30 @@ impl Sandbox {
         let state = Arc::new(Shared::new(opts));
         let shutdown = state.shutdown.clone();
         let signal = state.shutdown_signal();
-        let server = axum::serve(listener, build_router(state)).with_graceful_shutdown(signal);
+        let server =
+            axum::serve(listener, build_router(state.clone())).with_graceful_shutdown(signal);
         let task = tokio::spawn(server.into_future());
         tracing::debug!(%addr, "sandbox listening");
+        let mut variables = std::collections::BTreeMap::new();
+        let ip = addr.ip();
+        for extra in [
+            tcp::start(ip, state.shutdown.subscribe()).await?,
+            grpc::start(ip, state.shutdown.subscribe()).await?,
+            dns::start(ip, state.shutdown.subscribe()).await?,
+        ] {
+            variables.extend(extra.into_iter().map(|(k, v)| (k.to_owned(), v)));
+        }
         Ok(Sandbox {
             addr,
             shutdown,
             task: Some(task),
+            variables,
         })
+    }
+
+    /// The sandbox's [`VARIABLES`] and their values.
+    pub fn variables(&self) -> &std::collections::BTreeMap<String, String> {
+        &self.variables
     }
 
     /// The address the server is bound to.
@@ -203,6 +244,7 @@ fn build_router(state: AppState) -> Router {
         .merge(timing::routes())
         .merge(bodies::routes())
         .merge(faults::routes())
+        .merge(stream::routes())
         .fallback(basic::not_found)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

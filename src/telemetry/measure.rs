@@ -334,11 +334,7 @@ impl Store {
 /// The latency a run contributes: its duration, when it got a response (a
 /// refused connection is an error, not a fast request).
 pub fn latency_of(outcome: &Outcome) -> Option<Duration> {
-    outcome
-        .http
-        .as_ref()
-        .and_then(|h| h.status)
-        .map(|_| outcome.duration)
+    outcome.responded.then_some(outcome.duration)
 }
 
 #[cfg(test)]

@@ -169,7 +169,9 @@ pub async fn run_all(
     vars: &BTreeMap<String, String>,
 ) -> Vec<synthmon::outcome::Outcome> {
     let pairs = synthmon::once::select(config, &synthmon::once::Selection::default()).unwrap();
-    synthmon::once::run(config, &pairs, vars).await.unwrap()
+    synthmon::once::run(config, &pairs, vars, None)
+        .await
+        .unwrap()
 }
 
 /// The single outcome of a config with one (probe, environment) pair.

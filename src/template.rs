@@ -1,0 +1,507 @@
+//! One template syntax for every value synthmon sends: minijinja's
+//! `{{ … }}` in URLs, query values, headers, bodies and addresses.
+//!
+//! A template sees `vars` (the environment's variables, `--var`, and what
+//! earlier flow steps captured), `run_id`, `probe`, `environment`,
+//! `iteration` (a workload request's index, else 0) and `marker`, and calls
+//! the generator functions of [`crate::generate`]. Templates are checked at
+//! load (syntax, unknown functions, unknown top-level names) and rendered
+//! with strict undefined values, so a missing variable is a clear error
+//! rather than an empty string in a URL.
+//!
+//! In a JSON body, a string that is exactly one `{{ expression }}` takes the
+//! expression's type (`qty = "{{ int(1, 5) }}"` sends a number); any other
+//! string is rendered as text.
+
+use crate::generate::Generator;
+use minijinja::value::{Object, Value};
+use minijinja::{Environment, Error, ErrorKind, State, UndefinedBehavior};
+use std::collections::BTreeMap;
+use std::sync::{Arc, LazyLock, Mutex};
+
+/// The functions a template may call.
+pub const FUNCTIONS: &[&str] = &[
+    "uuid",
+    "synthetic_id",
+    "int",
+    "float",
+    "uniform",
+    "normal",
+    "lognormal",
+    "zipf",
+    "choice",
+    "weighted",
+    "name",
+    "first_name",
+    "last_name",
+    "email",
+    "address",
+    "now",
+    "unix",
+    "unix_ms",
+];
+
+/// The top-level names a template may read besides the functions.
+pub const NAMES: &[&str] = &[
+    "vars",
+    "run_id",
+    "probe",
+    "environment",
+    "iteration",
+    "marker",
+];
+
+static ENV: LazyLock<Environment<'static>> = LazyLock::new(|| {
+    let mut env = Environment::new();
+    env.set_undefined_behavior(UndefinedBehavior::Strict);
+    // Values go into JSON, URLs and headers, never HTML.
+    env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
+    env.add_function("uuid", |s: &State| with_gen(s, |g| Ok(g.uuid())));
+    env.add_function("synthetic_id", |s: &State| {
+        with_gen(s, |g| Ok(g.synthetic_id()))
+    });
+    env.add_function("int", |s: &State, lo: i64, hi: i64| {
+        with_gen(s, |g| g.int(lo, hi))
+    });
+    env.add_function("float", |s: &State, lo: f64, hi: f64| {
+        with_gen(s, |g| g.uniform(lo, hi))
+    });
+    env.add_function("uniform", |s: &State, lo: f64, hi: f64| {
+        with_gen(s, |g| g.uniform(lo, hi))
+    });
+    env.add_function("normal", |s: &State, mean: f64, sd: f64| {
+        with_gen(s, |g| g.normal(mean, sd))
+    });
+    env.add_function("lognormal", |s: &State, mu: f64, sigma: f64| {
+        with_gen(s, |g| g.lognormal(mu, sigma))
+    });
+    env.add_function("zipf", |s: &State, n: u64, exp: f64| {
+        with_gen(s, |g| g.zipf(n, exp))
+    });
+    env.add_function("choice", |s: &State, items: Vec<Value>| {
+        let i = with_gen(s, |g| g.index(items.len()))?;
+        Ok(items.get(i).cloned().unwrap_or_default())
+    });
+    env.add_function("weighted", weighted);
+    env.add_function("name", |s: &State| with_gen(s, |g| Ok(g.name())));
+    env.add_function("first_name", |s: &State| {
+        with_gen(s, |g| Ok(g.first_name()))
+    });
+    env.add_function("last_name", |s: &State| with_gen(s, |g| Ok(g.last_name())));
+    env.add_function("email", |s: &State| with_gen(s, |g| Ok(g.email())));
+    env.add_function("address", |s: &State| with_gen(s, |g| Ok(g.address())));
+    env.add_function("now", |fmt: Option<String>| {
+        let now = chrono::Utc::now();
+        Ok::<_, Error>(match fmt {
+            None => now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            Some(f) => {
+                use std::fmt::Write as _;
+                let mut out = String::new();
+                write!(out, "{}", now.format(&f)).map_err(|_| {
+                    Error::new(
+                        ErrorKind::InvalidOperation,
+                        format!("now(): bad format `{f}`"),
+                    )
+                })?;
+                out
+            }
+        })
+    });
+    env.add_function("unix", || Ok::<_, Error>(chrono::Utc::now().timestamp()));
+    env.add_function("unix_ms", || {
+        Ok::<_, Error>(chrono::Utc::now().timestamp_millis())
+    });
+    env
+});
+
+/// `weighted({"a": 3, "b": 1})`: a key drawn with probability proportional
+/// to its weight.
+fn weighted(s: &State, choices: Value) -> Result<Value, Error> {
+    let mut keys = Vec::new();
+    let mut weights = Vec::new();
+    let iter = choices.try_iter().map_err(|_| {
+        Error::new(
+            ErrorKind::InvalidOperation,
+            "weighted() takes a map of value → weight",
+        )
+    })?;
+    for key in iter {
+        let w = choices
+            .get_item(&key)
+            .ok()
+            .and_then(|w| f64::try_from(w).ok())
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorKind::InvalidOperation,
+                    format!("weighted(): the weight of `{key}` is not a number"),
+                )
+            })?;
+        keys.push(key);
+        weights.push(w);
+    }
+    let i = with_gen(s, |g| g.weighted_index(&weights))?;
+    Ok(keys.get(i).cloned().unwrap_or_default())
+}
+
+/// The generator of the rendering in progress.
+#[derive(Debug)]
+struct GenSlot(Mutex<Generator>);
+
+impl Object for GenSlot {}
+
+fn with_gen<T>(
+    state: &State,
+    f: impl FnOnce(&mut Generator) -> Result<T, String>,
+) -> Result<T, Error> {
+    let slot = state
+        .lookup("__generator")
+        .ok_or_else(|| Error::new(ErrorKind::InvalidOperation, "no generator in scope"))?;
+    let slot = slot
+        .downcast_object_ref::<GenSlot>()
+        .ok_or_else(|| Error::new(ErrorKind::InvalidOperation, "no generator in scope"))?;
+    let mut g = slot
+        .0
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    f(&mut g).map_err(|msg| Error::new(ErrorKind::InvalidOperation, msg))
+}
+
+/// What one rendering sees. Cheap to clone; the generator is shared, so
+/// renderings through clones draw from one stream in order.
+#[derive(Clone, Debug)]
+pub struct Scope {
+    pub vars: BTreeMap<String, serde_json::Value>,
+    pub run_id: String,
+    pub probe: String,
+    pub environment: String,
+    pub iteration: u64,
+    generator: Arc<GenSlot>,
+}
+
+impl Scope {
+    pub fn new(
+        generator: Generator,
+        vars: BTreeMap<String, serde_json::Value>,
+        run_id: &str,
+        probe: &str,
+        environment: &str,
+    ) -> Scope {
+        Scope {
+            vars,
+            run_id: run_id.to_owned(),
+            probe: probe.to_owned(),
+            environment: environment.to_owned(),
+            iteration: 0,
+            generator: Arc::new(GenSlot(Mutex::new(generator))),
+        }
+    }
+
+    /// Replaces the generator (a workload gives each request its own).
+    pub fn with_generator(mut self, generator: Generator) -> Scope {
+        self.generator = Arc::new(GenSlot(Mutex::new(generator)));
+        self
+    }
+
+    /// Draws from the scope's generator directly.
+    pub fn generate<T>(&self, f: impl FnOnce(&mut Generator) -> T) -> T {
+        let mut g = self
+            .generator
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        f(&mut g)
+    }
+
+    fn context(&self) -> Value {
+        let marker = self.generate(|g| g.marker().to_owned());
+        minijinja::context! {
+            vars => Value::from_serialize(&self.vars),
+            run_id => self.run_id.clone(),
+            probe => self.probe.clone(),
+            environment => self.environment.clone(),
+            iteration => self.iteration,
+            marker => marker,
+            __generator => Value::from_dyn_object(self.generator.clone()),
+        }
+    }
+}
+
+/// A string value that may hold template tags, checked at load.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Text {
+    source: String,
+    /// Holds `{{` or `{%`: needs rendering.
+    dynamic: bool,
+    /// Exactly one `{{ expression }}` and nothing else: the expression.
+    whole: Option<String>,
+}
+
+/// Why a template was rejected at load.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TemplateError {
+    pub message: String,
+}
+
+impl Text {
+    /// Checks `source`: syntax, and that every top-level name it reads is a
+    /// function or one of [`NAMES`], and every `vars.X` it reads is in
+    /// `known_vars` (when given).
+    pub fn compile(source: &str, known_vars: Option<&[String]>) -> Result<Text, TemplateError> {
+        let dynamic = source.contains("{{") || source.contains("{%") || source.contains("{#");
+        if !dynamic {
+            return Ok(Text::literal(source));
+        }
+        let tmpl = ENV.template_from_str(source).map_err(|e| TemplateError {
+            message: format!("invalid template `{source}`: {}", describe(&e)),
+        })?;
+        for name in tmpl.undeclared_variables(true) {
+            let mut parts = name.splitn(2, '.');
+            let top = parts.next().unwrap_or_default();
+            if FUNCTIONS.contains(&top) {
+                continue;
+            }
+            if !NAMES.contains(&top) {
+                let mut msg = format!(
+                    "unknown name `{top}` in template `{source}` (functions: {}; values: {})",
+                    FUNCTIONS.join(", "),
+                    NAMES.join(", ")
+                );
+                if let Some(near) =
+                    crate::config::diag::nearest(top, FUNCTIONS.iter().chain(NAMES.iter()).copied())
+                {
+                    msg.push_str(&format!("; did you mean `{near}`?"));
+                }
+                return Err(TemplateError { message: msg });
+            }
+            if let (Some(known), "vars", Some(var)) = (known_vars, top, parts.next()) {
+                let var = var.split('.').next().unwrap_or(var);
+                if !known.iter().any(|k| k == var) {
+                    let mut msg = format!(
+                        "unknown variable `vars.{var}` in template `{source}`: define it in the environment's `variables` or capture it in an earlier step"
+                    );
+                    if let Some(near) =
+                        crate::config::diag::nearest(var, known.iter().map(String::as_str))
+                    {
+                        msg.push_str(&format!("; did you mean `vars.{near}`?"));
+                    }
+                    return Err(TemplateError { message: msg });
+                }
+            }
+        }
+        let trimmed = source.trim();
+        let whole = trimmed
+            .strip_prefix("{{")
+            .and_then(|r| r.strip_suffix("}}"))
+            .filter(|inner| !inner.contains("{{") && !inner.contains("}}"))
+            .map(|inner| inner.trim().to_owned());
+        if let Some(expr) = &whole {
+            ENV.compile_expression(expr).map_err(|e| TemplateError {
+                message: format!("invalid template `{source}`: {}", describe(&e)),
+            })?;
+        }
+        Ok(Text {
+            source: source.to_owned(),
+            dynamic,
+            whole,
+        })
+    }
+
+    /// A fixed string.
+    pub fn literal(source: &str) -> Text {
+        Text {
+            source: source.to_owned(),
+            dynamic: false,
+            whole: None,
+        }
+    }
+
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    pub fn is_literal(&self) -> bool {
+        !self.dynamic
+    }
+
+    /// Renders to a string.
+    pub fn render(&self, scope: &Scope) -> Result<String, String> {
+        if !self.dynamic {
+            return Ok(self.source.clone());
+        }
+        ENV.render_str(&self.source, scope.context())
+            .map_err(|e| format!("cannot render `{}`: {}", self.source, describe(&e)))
+    }
+
+    /// Renders to a JSON value: typed when the string is one whole
+    /// expression, else a string.
+    pub fn render_json(&self, scope: &Scope) -> Result<serde_json::Value, String> {
+        let Some(expr) = &self.whole else {
+            return self.render(scope).map(serde_json::Value::String);
+        };
+        let compiled = ENV
+            .compile_expression(expr)
+            .map_err(|e| format!("cannot render `{}`: {}", self.source, describe(&e)))?;
+        let value = compiled
+            .eval(scope.context())
+            .map_err(|e| format!("cannot render `{}`: {}", self.source, describe(&e)))?;
+        serde_json::to_value(&value)
+            .map_err(|e| format!("cannot render `{}` as JSON: {e}", self.source))
+    }
+}
+
+fn describe(e: &Error) -> String {
+    let mut msg = e.kind().to_string();
+    if let Some(detail) = e.detail() {
+        msg.push_str(": ");
+        msg.push_str(detail);
+    }
+    msg
+}
+
+/// A JSON body whose string leaves (and object keys, as text) may be
+/// templates.
+#[derive(Clone, Debug)]
+pub enum JsonTemplate {
+    Value(serde_json::Value),
+    Text(Text),
+    Array(Vec<JsonTemplate>),
+    Object(Vec<(String, JsonTemplate)>),
+}
+
+impl JsonTemplate {
+    /// Compiles every string leaf; errors carry the leaf's path.
+    pub fn compile(
+        value: &serde_json::Value,
+        known_vars: Option<&[String]>,
+    ) -> Result<JsonTemplate, (String, TemplateError)> {
+        fn walk(
+            v: &serde_json::Value,
+            path: &str,
+            known: Option<&[String]>,
+        ) -> Result<JsonTemplate, (String, TemplateError)> {
+            Ok(match v {
+                serde_json::Value::String(s) => {
+                    let t = Text::compile(s, known).map_err(|e| (path.to_owned(), e))?;
+                    if t.is_literal() {
+                        JsonTemplate::Value(v.clone())
+                    } else {
+                        JsonTemplate::Text(t)
+                    }
+                }
+                serde_json::Value::Array(items) => JsonTemplate::Array(
+                    items
+                        .iter()
+                        .enumerate()
+                        .map(|(i, item)| walk(item, &format!("{path}[{i}]"), known))
+                        .collect::<Result<_, _>>()?,
+                ),
+                serde_json::Value::Object(map) => JsonTemplate::Object(
+                    map.iter()
+                        .map(|(k, item)| {
+                            let p = if path.is_empty() {
+                                k.clone()
+                            } else {
+                                format!("{path}.{k}")
+                            };
+                            Ok((k.clone(), walk(item, &p, known)?))
+                        })
+                        .collect::<Result<_, _>>()?,
+                ),
+                other => JsonTemplate::Value(other.clone()),
+            })
+        }
+        walk(value, "", known_vars)
+    }
+
+    pub fn render(&self, scope: &Scope) -> Result<serde_json::Value, String> {
+        Ok(match self {
+            JsonTemplate::Value(v) => v.clone(),
+            JsonTemplate::Text(t) => t.render_json(scope)?,
+            JsonTemplate::Array(items) => serde_json::Value::Array(
+                items
+                    .iter()
+                    .map(|i| i.render(scope))
+                    .collect::<Result<_, _>>()?,
+            ),
+            JsonTemplate::Object(fields) => {
+                let mut map = serde_json::Map::new();
+                for (k, v) in fields {
+                    map.insert(k.clone(), v.render(scope)?);
+                }
+                serde_json::Value::Object(map)
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn scope(seed: Option<u64>) -> Scope {
+        let mut vars = BTreeMap::new();
+        vars.insert("user".to_owned(), serde_json::json!("ada"));
+        vars.insert("order".to_owned(), serde_json::json!({"id": 7}));
+        Scope::new(
+            Generator::new(seed, "p", 0, "synth-"),
+            vars,
+            "00112233aabbccdd",
+            "p",
+            "sandbox",
+        )
+    }
+
+    #[test]
+    fn literals_pass_through_untouched() {
+        let t = Text::compile("/orders?x={y}", None).unwrap();
+        assert!(t.is_literal());
+        assert_eq!(t.render(&scope(None)).unwrap(), "/orders?x={y}");
+    }
+
+    #[test]
+    fn variables_and_generators_render() {
+        let t = Text::compile("/u/{{ vars.user }}/{{ vars.order.id }}/{{ run_id }}", None).unwrap();
+        assert_eq!(t.render(&scope(None)).unwrap(), "/u/ada/7/00112233aabbccdd");
+        let t = Text::compile("{{ synthetic_id() }}", None).unwrap();
+        assert!(t.render(&scope(None)).unwrap().starts_with("synth-"));
+    }
+
+    #[test]
+    fn whole_expressions_keep_their_type_in_json() {
+        let body =
+            serde_json::json!({"qty": "{{ int(3, 3) }}", "who": "x-{{ vars.user }}", "n": 1});
+        let t = JsonTemplate::compile(&body, None).unwrap();
+        let out = t.render(&scope(None)).unwrap();
+        assert_eq!(out, serde_json::json!({"qty": 3, "who": "x-ada", "n": 1}));
+    }
+
+    #[test]
+    fn same_seed_same_bytes_and_no_seed_differs() {
+        let body = serde_json::json!({"id": "{{ uuid() }}", "email": "{{ email() }}", "v": "{{ normal(0, 1) }}"});
+        let t = JsonTemplate::compile(&body, None).unwrap();
+        let a = t.render(&scope(Some(42))).unwrap().to_string();
+        let b = t.render(&scope(Some(42))).unwrap().to_string();
+        let c = t.render(&scope(None)).unwrap().to_string();
+        let d = t.render(&scope(None)).unwrap().to_string();
+        assert_eq!(a, b);
+        assert_ne!(c, d);
+    }
+
+    #[test]
+    fn load_time_checks_name_the_problem() {
+        let e = Text::compile("{{ uuidd() }}", None).unwrap_err();
+        assert!(e.message.contains("did you mean `uuid`"), "{}", e.message);
+        let e = Text::compile("{{ vars.ordr_id }}", Some(&["order_id".to_owned()])).unwrap_err();
+        assert!(e.message.contains("vars.order_id"), "{}", e.message);
+        let e = Text::compile("{{ 1 + }}", None).unwrap_err();
+        assert!(e.message.contains("invalid template"), "{}", e.message);
+    }
+
+    #[test]
+    fn missing_values_fail_at_render() {
+        let t = Text::compile("{{ vars.nope }}", None).unwrap();
+        let e = t.render(&scope(None)).unwrap_err();
+        assert!(e.contains("undefined"), "{e}");
+    }
+}
