@@ -9,6 +9,10 @@ use rand::Rng;
 
 pub const PROBE_HEADER: HeaderName = HeaderName::from_static("x-synthetic-probe");
 pub const RUN_ID_HEADER: HeaderName = HeaderName::from_static("x-synthetic-run-id");
+/// The flow step a request belongs to.
+pub const STEP_HEADER: HeaderName = HeaderName::from_static("x-synthetic-step");
+/// The mutation a workload anomaly request carries.
+pub const ANOMALY_HEADER: HeaderName = HeaderName::from_static("x-synthetic-anomaly");
 pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 pub const BAGGAGE: HeaderName = HeaderName::from_static("baggage");
 
@@ -38,6 +42,16 @@ impl RunIds {
             run_id: hex(&rng.random::<[u8; 8]>()),
             trace_id: hex(&nonzero::<16>(&mut rng)),
             span_id: hex(&nonzero::<8>(&mut rng)),
+        }
+    }
+
+    /// The same run and trace with a new span id: one request of a
+    /// multi-request run (a flow step, a workload request).
+    pub fn child(&self) -> RunIds {
+        RunIds {
+            run_id: self.run_id.clone(),
+            trace_id: self.trace_id.clone(),
+            span_id: hex(&nonzero::<8>(&mut rand::rng())),
         }
     }
 

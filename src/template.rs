@@ -319,6 +319,27 @@ impl Text {
         &self.source
     }
 
+    /// The `X` of every `vars.X` the template reads.
+    pub fn vars_read(&self) -> Vec<String> {
+        if !self.dynamic {
+            return Vec::new();
+        }
+        let Ok(tmpl) = ENV.template_from_str(&self.source) else {
+            return Vec::new();
+        };
+        let mut out: Vec<String> = tmpl
+            .undeclared_variables(true)
+            .into_iter()
+            .filter_map(|n| {
+                n.strip_prefix("vars.")
+                    .map(|v| v.split('.').next().unwrap_or(v).to_owned())
+            })
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+
     pub fn is_literal(&self) -> bool {
         !self.dynamic
     }
@@ -411,6 +432,18 @@ impl JsonTemplate {
             })
         }
         walk(value, "", known_vars)
+    }
+
+    /// The `X` of every `vars.X` any leaf reads.
+    pub fn vars_read(&self) -> Vec<String> {
+        match self {
+            JsonTemplate::Value(_) => Vec::new(),
+            JsonTemplate::Text(t) => t.vars_read(),
+            JsonTemplate::Array(items) => items.iter().flat_map(JsonTemplate::vars_read).collect(),
+            JsonTemplate::Object(fields) => {
+                fields.iter().flat_map(|(_, v)| v.vars_read()).collect()
+            }
+        }
     }
 
     pub fn render(&self, scope: &Scope) -> Result<serde_json::Value, String> {

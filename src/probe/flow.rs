@@ -1,28 +1,518 @@
-//! The `flow` probe: multi-step HTTP with setup and teardown. STUB.
+//! The `flow` probe: a user journey as a list of HTTP steps.
+//!
+//! `setup` steps, then `steps`, then `teardown` steps. Each step is an
+//! `[http]` request plus a name, `capture` (variable → expression over the
+//! response) and optionally `until` (repeat the request until an expression
+//! holds, for asynchronous processing). Captured values feed later steps'
+//! templates as `vars.NAME`.
+//!
+//! Rules the code keeps:
+//! - the main stages (setup, steps) share the probe's one deadline and stop
+//!   at the first failing step, which the outcome names;
+//! - teardown **always** runs — after a failure, a timeout or a shutdown —
+//!   with a budget of its own (`teardown_timeout`), every teardown step is
+//!   tried even when an earlier one failed, and a teardown step that needs a
+//!   value never captured (its creating step failed) is skipped, not failed;
+//! - a teardown failure never replaces the main failure: the main reason
+//!   stays, and the teardown's is reported beside it; when only the
+//!   teardown failed, the run fails with reason `teardown` (leftover test
+//!   data is a fault worth knowing about);
+//! - a capture marked `secret` is added to the run's redactor, so its value
+//!   never reaches a report, a log or a trace.
 
 use super::RunContext;
-use crate::outcome::Outcome;
+use super::http::{self as http_probe, Checks, HttpSpec, Performed};
+use crate::config::build::Checker;
+use crate::config::raw::{RawCapture, RawFlow, RawHttp};
+use crate::expr::Expr;
+use crate::outcome::{FailureReason, Outcome, Stage, StepOutcome};
+use crate::tagging::RunIds;
+use crate::template::Scope;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// The default pause between `until` attempts.
+pub const DEFAULT_UNTIL_INTERVAL: Duration = Duration::from_millis(500);
+/// The default budget of the teardown.
+pub const DEFAULT_TEARDOWN_TIMEOUT: Duration = Duration::from_secs(10);
+/// The longest teardown budget a flow may ask for; also how long a daemon
+/// shutdown waits for cancelled flows to clean up.
+pub const MAX_TEARDOWN_TIMEOUT: Duration = Duration::from_secs(60);
 
 #[derive(Debug)]
-pub struct FlowSpec {}
+pub struct FlowSpec {
+    pub setup: Vec<Step>,
+    pub steps: Vec<Step>,
+    pub teardown: Vec<Step>,
+    pub teardown_timeout: Duration,
+}
 
-pub(crate) fn build(
-    raw: crate::config::raw::RawFlow,
-    known_vars: &[String],
-    c: &mut crate::config::build::Checker<'_>,
-) -> Option<FlowSpec> {
-    let _ = (raw, known_vars, c);
-    Some(FlowSpec {})
+#[derive(Debug)]
+pub struct Step {
+    pub name: String,
+    pub request: HttpSpec,
+    pub captures: Vec<Capture>,
+    pub until: Option<Until>,
+    /// Captured variables this step's templates read: a teardown step is
+    /// skipped when one of them was never captured.
+    pub needs: Vec<String>,
+}
+
+#[derive(Debug)]
+pub struct Capture {
+    pub name: String,
+    pub expr: Expr,
+    pub secret: bool,
+}
+
+#[derive(Debug)]
+pub struct Until {
+    pub expr: Expr,
+    pub interval: Duration,
+    /// Bounded by the run's deadline in any case.
+    pub timeout: Option<Duration>,
+}
+
+/// Checks `[flow]`. `env_vars` are the variables the probe's environments
+/// define; each step may also read what earlier steps capture.
+pub(crate) fn build(raw: RawFlow, env_vars: &[String], c: &mut Checker<'_>) -> Option<FlowSpec> {
+    let before = c.error_count();
+    if raw.steps.is_empty() {
+        c.missing("flow", "steps");
+    }
+    let teardown_timeout = c.duration(
+        "flow.teardown_timeout",
+        raw.teardown_timeout.as_deref(),
+        DEFAULT_TEARDOWN_TIMEOUT,
+    );
+    if teardown_timeout.is_zero() || teardown_timeout > MAX_TEARDOWN_TIMEOUT {
+        c.err(
+            "flow.teardown_timeout",
+            format!(
+                "expected a duration from 1ms to {}",
+                humantime::format_duration(MAX_TEARDOWN_TIMEOUT)
+            ),
+        );
+    }
+    let mut known: Vec<String> = env_vars.to_vec();
+    let mut captured: Vec<String> = Vec::new();
+    let mut names: Vec<String> = Vec::new();
+    let mut stages = Vec::new();
+    for (stage, list) in [
+        ("setup", raw.setup),
+        ("steps", raw.steps),
+        ("teardown", raw.teardown),
+    ] {
+        let mut built = Vec::new();
+        for (i, step) in list.into_iter().enumerate() {
+            let prefix = format!("flow.{stage}[{i}]");
+            if let Some(s) = build_step(&prefix, step, &mut known, &mut captured, &mut names, c) {
+                built.push(s);
+            }
+        }
+        stages.push(built);
+    }
+    if c.error_count() > before {
+        return None;
+    }
+    let teardown = stages.pop().unwrap_or_default();
+    let steps = stages.pop().unwrap_or_default();
+    let setup = stages.pop().unwrap_or_default();
+    Some(FlowSpec {
+        setup,
+        steps,
+        teardown,
+        teardown_timeout,
+    })
+}
+
+fn build_step(
+    prefix: &str,
+    raw: RawHttp,
+    known: &mut Vec<String>,
+    captured: &mut Vec<String>,
+    names: &mut Vec<String>,
+    c: &mut Checker<'_>,
+) -> Option<Step> {
+    let name = match &raw.name {
+        Some(n) if !crate::config::build::valid_name(n) => {
+            c.err(
+                &format!("{prefix}.name"),
+                format!("expected a name matching [A-Za-z0-9][A-Za-z0-9_.-]*, found `{n}`"),
+            );
+            n.clone()
+        }
+        Some(n) => n.clone(),
+        None => format!(
+            "{}-{}",
+            prefix
+                .trim_start_matches("flow.")
+                .split('[')
+                .next()
+                .unwrap_or("step"),
+            names.len() + 1
+        ),
+    };
+    if names.contains(&name) {
+        c.err(
+            &format!("{prefix}.name"),
+            format!("duplicate step name `{name}`: step names label metrics and must be unique"),
+        );
+    }
+    names.push(name.clone());
+    let request = c.request(prefix, &raw, known);
+    let mut captures = Vec::new();
+    for (var, capture) in &raw.capture {
+        let path = format!("{prefix}.capture.{var}");
+        if !valid_var(var) {
+            c.err(
+                &path,
+                format!("`{var}` is not a variable name (letters, digits and _)"),
+            );
+            continue;
+        }
+        let (source, secret) = match capture {
+            RawCapture::Expr(s) => (s.as_str(), false),
+            RawCapture::Full(t) => (t.from.as_str(), t.secret),
+        };
+        if let Some(expr) = c.expr(&path, source, http_probe::SCOPE) {
+            captures.push(Capture {
+                name: var.clone(),
+                expr,
+                secret,
+            });
+        }
+    }
+    let until = match &raw.until {
+        None => {
+            for key in ["until_interval", "until_timeout"] {
+                let set = if key == "until_interval" {
+                    raw.until_interval.is_some()
+                } else {
+                    raw.until_timeout.is_some()
+                };
+                if set {
+                    c.err(&format!("{prefix}.{key}"), format!("`{key}` needs `until`"));
+                }
+            }
+            None
+        }
+        Some(source) => {
+            let expr = c.expr(&format!("{prefix}.until"), source, http_probe::SCOPE);
+            let interval = c.duration(
+                &format!("{prefix}.until_interval"),
+                raw.until_interval.as_deref(),
+                DEFAULT_UNTIL_INTERVAL,
+            );
+            if interval < Duration::from_millis(10) {
+                c.err(
+                    &format!("{prefix}.until_interval"),
+                    "expected at least 10ms between attempts",
+                );
+            }
+            let timeout = raw
+                .until_timeout
+                .as_deref()
+                .map(|t| c.duration(&format!("{prefix}.until_timeout"), Some(t), Duration::ZERO));
+            expr.map(|expr| Until {
+                expr,
+                interval,
+                timeout,
+            })
+        }
+    };
+    let request = request?;
+    let needs = vars_read(&request)
+        .into_iter()
+        .filter(|v| captured.contains(v))
+        .collect();
+    for cap in &captures {
+        if !known.contains(&cap.name) {
+            known.push(cap.name.clone());
+        }
+        if !captured.contains(&cap.name) {
+            captured.push(cap.name.clone());
+        }
+    }
+    Some(Step {
+        name,
+        request,
+        captures,
+        until,
+        needs,
+    })
+}
+
+fn valid_var(s: &str) -> bool {
+    let mut chars = s.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// Every `vars.X` a request's templates read.
+fn vars_read(spec: &HttpSpec) -> Vec<String> {
+    let mut out = spec.url.vars_read();
+    for (_, t) in &spec.headers {
+        out.extend(t.vars_read());
+    }
+    for (_, t) in &spec.query {
+        out.extend(t.vars_read());
+    }
+    match &spec.body {
+        http_probe::Body::Empty => {}
+        http_probe::Body::Raw(t) => out.extend(t.vars_read()),
+        http_probe::Body::Json(t) => out.extend(t.vars_read()),
+        http_probe::Body::Form(pairs) => {
+            for (_, t) in pairs {
+                out.extend(t.vars_read());
+            }
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
 }
 
 pub async fn run(spec: &FlowSpec, ctx: &RunContext<'_>) -> Outcome {
-    let _ = spec;
-    let mut o = Outcome::new(
-        &ctx.probe.name,
-        &ctx.env.name,
-        "flow",
-        &crate::tagging::RunIds::generate(),
-    );
-    o.fail(crate::outcome::FailureReason::Request, "not built yet");
-    o
+    let ids = RunIds::generate();
+    let start = Instant::now();
+    let deadline = start + ctx.probe.timeout;
+    let mut outcome = Outcome::new(&ctx.probe.name, &ctx.env.name, "flow", &ids);
+    let mut scope = ctx.scope(&ids, 0);
+    let mut redactor = ctx.redactor.clone();
+
+    // Setup and steps: stop at the first failure, the deadline or a cancel.
+    let mut failed_at: Option<usize> = None;
+    let mut index: u64 = 0;
+    'main: for (stage, list) in [(Stage::Setup, &spec.setup), (Stage::Step, &spec.steps)] {
+        for step in list {
+            index += 1;
+            let result = tokio::select! {
+                r = run_step(step, stage, ctx, &ids, &mut scope, &mut redactor, deadline, index) => r,
+                () = ctx.cancel.cancelled() => {
+                    let mut s = skipped(step, stage, "cancelled at shutdown");
+                    s.reason = Some(FailureReason::Cancelled);
+                    s
+                }
+            };
+            let ok = result.success;
+            outcome.steps.push(result);
+            if !ok {
+                failed_at = Some(outcome.steps.len() - 1);
+                break 'main;
+            }
+        }
+    }
+    outcome.duration = start.elapsed();
+    outcome.responded = failed_at.is_none();
+    if let Some(i) = failed_at {
+        let step = &outcome.steps[i];
+        let reason = step.reason.unwrap_or(FailureReason::Assertion);
+        let what = match step.stage {
+            Stage::Setup => "setup step",
+            _ => "step",
+        };
+        let msg = format!(
+            "{what} `{}` failed: {}",
+            step.name,
+            step.error.as_deref().unwrap_or("failed")
+        );
+        outcome.fail(reason, msg);
+    }
+
+    // Teardown: always, with its own budget, every step tried.
+    let teardown_deadline = Instant::now() + spec.teardown_timeout;
+    let mut teardown_errors = Vec::new();
+    for step in &spec.teardown {
+        index += 1;
+        if let Some(missing) = step.needs.iter().find(|v| !scope.vars.contains_key(*v)) {
+            let note = format!("skipped: `{missing}` was never captured");
+            outcome.steps.push(skipped(step, Stage::Teardown, &note));
+            continue;
+        }
+        let result = run_step(
+            step,
+            Stage::Teardown,
+            ctx,
+            &ids,
+            &mut scope,
+            &mut redactor,
+            teardown_deadline,
+            index,
+        )
+        .await;
+        if !result.success {
+            teardown_errors.push(format!(
+                "teardown `{}` failed: {}",
+                result.name,
+                result.error.as_deref().unwrap_or("failed")
+            ));
+        }
+        outcome.steps.push(result);
+    }
+    if !teardown_errors.is_empty() {
+        let joined = teardown_errors.join("; ");
+        match &mut outcome.error {
+            // The main failure stays first; the teardown's is added beside it.
+            Some(main) => {
+                main.push_str("; also ");
+                main.push_str(&joined);
+            }
+            None => outcome.fail(FailureReason::Teardown, joined),
+        }
+    }
+    outcome.success = outcome.reason.is_none();
+    super::redact(outcome, &redactor)
+}
+
+/// A step that did not run.
+fn skipped(step: &Step, stage: Stage, note: &str) -> StepOutcome {
+    StepOutcome {
+        name: step.name.clone(),
+        stage,
+        success: stage == Stage::Teardown,
+        reason: None,
+        error: Some(note.to_owned()),
+        duration: Duration::ZERO,
+        attempts: 0,
+        http: None,
+        assertions: Vec::new(),
+        captured: Vec::new(),
+        responded: false,
+    }
+}
+
+/// Runs one step (with its `until` polling) and applies its captures to
+/// `scope`.
+#[allow(clippy::too_many_arguments)]
+async fn run_step(
+    step: &Step,
+    stage: Stage,
+    ctx: &RunContext<'_>,
+    ids: &RunIds,
+    scope: &mut Scope,
+    redactor: &mut crate::config::secret::Redactor,
+    deadline: Instant,
+    index: u64,
+) -> StepOutcome {
+    let started = Instant::now();
+    let mut out = StepOutcome {
+        name: step.name.clone(),
+        stage,
+        success: false,
+        reason: None,
+        error: None,
+        duration: Duration::ZERO,
+        attempts: 0,
+        http: None,
+        assertions: Vec::new(),
+        captured: Vec::new(),
+        responded: false,
+    };
+    let until_deadline = match step.until.as_ref().and_then(|u| u.timeout) {
+        Some(t) => deadline.min(started + t),
+        None => deadline,
+    };
+    let performed: Performed = loop {
+        out.attempts += 1;
+        // Each step draws from its own seeded stream, so adding a step does
+        // not change the payloads of the others; every `until` attempt sends
+        // the same generated values.
+        let step_scope = scope
+            .clone()
+            .with_generator(crate::generate::Generator::new(
+                ctx.effective_seed(),
+                &ctx.probe.name,
+                index,
+                &ctx.probe.marker,
+            ));
+        let request_ids = ids.child();
+        let done = match http_probe::build_request(&step.request, ctx, &request_ids, &step_scope) {
+            Ok(mut request) => {
+                if let Ok(v) = http::HeaderValue::from_str(&step.name) {
+                    request.headers.insert(crate::tagging::STEP_HEADER, v);
+                }
+                http_probe::send(
+                    &step.request,
+                    ctx,
+                    request,
+                    &step_scope,
+                    deadline,
+                    &Checks::Spec,
+                )
+                .await
+            }
+            Err(msg) => Performed::failed(FailureReason::Request, msg),
+        };
+        let Some(until) = &step.until else { break done };
+        let Some(facts) = done.facts.as_ref() else {
+            break done;
+        };
+        let check = until.expr.check(facts);
+        if check.passed {
+            break done;
+        }
+        let next = Instant::now() + until.interval;
+        if next >= until_deadline {
+            out.reason = Some(FailureReason::Until);
+            out.error = Some(format!(
+                "`until {}` did not hold after {} attempt{} in {:.1}s (last: {})",
+                until.expr.source(),
+                out.attempts,
+                if out.attempts == 1 { "" } else { "s" },
+                started.elapsed().as_secs_f64(),
+                if check.actual.is_empty() {
+                    "false".to_owned()
+                } else {
+                    check.actual
+                }
+            ));
+            break done;
+        }
+        tokio::time::sleep_until(next).await;
+    };
+    out.duration = started.elapsed();
+    out.http = performed.http;
+    out.assertions = performed.assertions;
+    out.responded = performed.responded;
+    if out.reason.is_none() {
+        out.reason = performed.reason;
+        out.error = performed.error;
+    }
+    if out.reason.is_none() {
+        if let Some(facts) = &performed.facts {
+            for cap in &step.captures {
+                match cap.expr.eval(facts) {
+                    Ok(serde_json::Value::Null) => {
+                        out.reason = Some(FailureReason::Assertion);
+                        out.error = Some(format!(
+                            "capture `{}`: `{}` gave null",
+                            cap.name,
+                            cap.expr.source()
+                        ));
+                        break;
+                    }
+                    Ok(value) => {
+                        if cap.secret {
+                            match &value {
+                                serde_json::Value::String(s) => redactor.add(s),
+                                other => redactor.add(&other.to_string()),
+                            }
+                        }
+                        scope.vars.insert(cap.name.clone(), value);
+                        out.captured.push(cap.name.clone());
+                    }
+                    Err(msg) => {
+                        out.reason = Some(FailureReason::Assertion);
+                        out.error = Some(format!("capture `{}`: {msg}", cap.name));
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    out.success = out.reason.is_none();
+    out
 }

@@ -105,7 +105,7 @@ pub struct Performed {
 }
 
 impl Performed {
-    fn failed(reason: FailureReason, error: String) -> Performed {
+    pub fn failed(reason: FailureReason, error: String) -> Performed {
         Performed {
             reason: Some(reason),
             error: Some(error),

@@ -3,7 +3,7 @@
 //! was expected, what was seen and where it was written.
 
 use super::Summary;
-use crate::outcome::Outcome;
+use crate::outcome::{AssertionResult, Outcome, Stage};
 use crate::threshold::State;
 use anstyle::{AnsiColor, Style};
 use std::fmt::Write as _;
@@ -56,21 +56,71 @@ pub fn render(outcomes: &[Outcome], color: bool) -> String {
                 .collect::<Vec<_>>()
                 .join(" · ");
             let _ = write!(out, "  {}", paint(DIM, &phases));
+        } else if !o.phases.is_empty() {
+            let phases = o
+                .phases
+                .iter()
+                .map(|p| format!("{} {}", p.name, ms(p.seconds)))
+                .collect::<Vec<_>>()
+                .join(" · ");
+            let _ = write!(out, "  {}", paint(DIM, &phases));
         }
         out.push('\n');
+        for s in &o.steps {
+            let (mark, style) = match (s.success, s.attempts) {
+                (true, 0) => ("-", DIM),
+                (true, _) => ("✓", PASS),
+                (false, _) => ("✗", FAIL),
+            };
+            let stage = match s.stage {
+                Stage::Setup => "setup ",
+                Stage::Step => "",
+                Stage::Teardown => "teardown ",
+            };
+            let status = s
+                .http
+                .as_ref()
+                .and_then(|h| h.status)
+                .map_or_else(|| "---".to_owned(), |c| c.to_string());
+            let attempts = if s.attempts > 1 {
+                format!(" ({} attempts)", s.attempts)
+            } else {
+                String::new()
+            };
+            let _ = writeln!(
+                out,
+                "      {} {stage}{}  {status}  {}{attempts}",
+                paint(style, mark),
+                s.name,
+                ms(s.duration)
+            );
+            if !s.success || s.attempts == 0 {
+                if let Some(e) = &s.error {
+                    let label = s.reason.map_or("note", |r| r.as_str());
+                    let _ = writeln!(out, "          {}: {e}", paint(style, label));
+                }
+                write_failed(&mut out, &s.assertions, "          ", &paint);
+            }
+        }
+        if let Some(w) = &o.workload {
+            let _ = writeln!(
+                out,
+                "      workload {} sent ({} scheduled, {} dropped) at {:.1}/s · {} ok · {} failed",
+                w.sent, w.scheduled, w.dropped, w.rate, w.ok, w.failed
+            );
+            if w.anomalies.sent > 0 {
+                let _ = writeln!(
+                    out,
+                    "      anomalies {} sent · {} rejected as expected · {} unexpected",
+                    w.anomalies.sent, w.anomalies.rejected, w.anomalies.unexpected
+                );
+            }
+        }
         if !o.success {
             if let (Some(reason), Some(error)) = (o.reason, &o.error) {
                 let _ = writeln!(out, "      {}: {error}", paint(FAIL, reason.as_str()));
             }
-            for a in o.assertions.iter().filter(|a| !a.passed) {
-                let at = a
-                    .location
-                    .as_ref()
-                    .map(|l| format!("  ({l})"))
-                    .unwrap_or_default();
-                let _ = writeln!(out, "      ✗ expected {}{}", a.expression, paint(DIM, &at));
-                let _ = writeln!(out, "        actual   {}", a.actual);
-            }
+            write_failed(&mut out, &o.assertions, "      ", &paint);
         }
         if let Some(l) = o.latency.filter(|l| l.samples > 1) {
             let at = |v: f64| ms(Duration::from_secs_f64(v));
@@ -114,6 +164,29 @@ pub fn render(outcomes: &[Outcome], color: bool) -> String {
         paint(if s.failed == 0 { PASS } else { FAIL }, &line)
     );
     out
+}
+
+/// Each failed expectation: what was expected, where, and what was seen.
+fn write_failed(
+    out: &mut String,
+    assertions: &[AssertionResult],
+    indent: &str,
+    paint: &dyn Fn(Style, &str) -> String,
+) {
+    for a in assertions.iter().filter(|a| !a.passed) {
+        let at = a
+            .location
+            .as_ref()
+            .map(|l| format!("  ({l})"))
+            .unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "{indent}✗ expected {}{}",
+            a.expression,
+            paint(DIM, &at)
+        );
+        let _ = writeln!(out, "{indent}  actual   {}", a.actual);
+    }
 }
 
 fn ms(d: Duration) -> String {

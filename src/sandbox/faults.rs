@@ -1,7 +1,9 @@
 //! Fault injection: rules, added over `/_sandbox/faults`, that answer
 //! matching requests with an error status instead of the normal handler.
 //!
-//! A rule matches on an optional method and a path prefix; the first matching
+//! A rule matches on an optional method, a path prefix and optionally the
+//! flow step a request belongs to (its `X-Synthetic-Step` header, so a test
+//! can fail one step of a flow whose steps share a path); the first matching
 //! rule (in the order added) wins. A rule with `remaining` set is used up
 //! after that many hits. New kinds of faults go into [`FaultRule::respond`].
 
@@ -40,6 +42,8 @@ struct NewRule {
     status: u64,
     #[serde(default)]
     remaining: Option<u64>,
+    #[serde(default)]
+    step: Option<String>,
 }
 
 impl NewRule {
@@ -67,6 +71,7 @@ impl NewRule {
             path_prefix: self.path_prefix,
             status: status.as_u16(),
             remaining: self.remaining,
+            step: self.step,
         })
     }
 }
@@ -81,14 +86,21 @@ struct FaultRule {
     status: u16,
     /// Hits left before the rule is removed; `None` never runs out.
     remaining: Option<u64>,
+    /// Only requests whose `X-Synthetic-Step` header has this value.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    step: Option<String>,
 }
 
 impl FaultRule {
-    fn matches(&self, method: &Method, path: &str) -> bool {
+    fn matches(&self, method: &Method, path: &str, step: Option<&str>) -> bool {
         self.method
             .as_deref()
             .is_none_or(|wanted| wanted == method.as_str())
             && path.starts_with(&self.path_prefix)
+            && self
+                .step
+                .as_deref()
+                .is_none_or(|wanted| Some(wanted) == step)
     }
 
     /// The answer a matching request gets.
@@ -108,11 +120,11 @@ pub(super) struct FaultTable {
 impl FaultTable {
     /// Uses up one hit of the first rule matching the request, if any, and
     /// returns its answer.
-    fn hit(&mut self, method: &Method, path: &str) -> Option<Response> {
+    fn hit(&mut self, method: &Method, path: &str, step: Option<&str>) -> Option<Response> {
         let index = self
             .rules
             .iter()
-            .position(|rule| rule.matches(method, path))?;
+            .position(|rule| rule.matches(method, path, step))?;
         let rule = self.rules.get_mut(index)?;
         let response = rule.respond();
         if let Some(remaining) = rule.remaining.as_mut() {
@@ -134,7 +146,11 @@ pub(super) async fn inject(
     let path = request.uri().path();
     let admin = path == ADMIN_PREFIX || path.starts_with(&format!("{ADMIN_PREFIX}/"));
     if !admin {
-        let hit = lock(&state.faults).hit(request.method(), path);
+        let step = request
+            .headers()
+            .get(crate::tagging::STEP_HEADER)
+            .and_then(|v| v.to_str().ok());
+        let hit = lock(&state.faults).hit(request.method(), path, step);
         if let Some(response) = hit {
             return response;
         }
