@@ -111,8 +111,15 @@ pub async fn run(
         targets.insert(name.as_str(), (base, v));
     }
 
+    // Workloads draw a progress bar when a person is watching.
+    let progress = (pairs
+        .iter()
+        .any(|(i, _)| config.probes[*i].workload.is_some())
+        && std::io::IsTerminal::is_terminal(&std::io::stderr()))
+    .then(indicatif::MultiProgress::new);
     let outcomes = futures_util::stream::iter(pairs.iter())
         .map(|(i, env_name)| {
+            let progress = progress.clone();
             let probe = &config.probes[*i];
             let env = &config.environments[env_name];
             let (base_url, vars) = &targets[env_name.as_str()];
@@ -126,6 +133,7 @@ pub async fn run(
                     vars,
                     cancel: tokio_util::sync::CancellationToken::new(),
                     seed,
+                    progress,
                 };
                 probe::run(&ctx).await
             }
@@ -176,7 +184,9 @@ fn judge(outcome: &mut Outcome, thresholds: &[crate::threshold::Threshold]) {
     use crate::telemetry::measure::{self, Series};
     let now = tokio::time::Instant::now();
     let mut series = Series::new(now, measure::SUB_WINDOW, measure::MAX_WINDOW);
-    series.record(now, outcome.success, measure::latency_of(outcome));
+    for (success, latency) in measure::samples_of(outcome) {
+        series.record(now, success, latency);
+    }
     outcome.thresholds = measure::evaluate(&series, now, thresholds);
     outcome.latency = measure::summary(&series, now, measure::MAX_WINDOW);
 }

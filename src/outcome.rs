@@ -10,7 +10,7 @@ use std::time::Duration;
 
 /// Why a run failed. A small closed set, because it becomes a metric label;
 /// error text never does.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FailureReason {
     /// The host name did not resolve.
@@ -411,10 +411,20 @@ pub struct WorkloadFacts {
     /// Achieved send rate, per second, over the send period.
     pub rate: f64,
     pub anomalies: AnomalyFacts,
-    /// Per-request latencies from the intended send time, with success;
-    /// anomalies excluded. Fed to the histograms, never serialized.
+    /// One per regular request (anomalies excluded), fed to the rolling
+    /// windows and histograms; never serialized.
     #[serde(skip)]
-    pub samples: Vec<(Duration, bool)>,
+    pub samples: Vec<Sample>,
+}
+
+/// One request of a workload.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Sample {
+    /// From the request's intended send time to its answer (or to its
+    /// timeout): `None` when there was no answer to time (a refused
+    /// connection).
+    pub latency: Option<Duration>,
+    pub success: bool,
 }
 
 /// Injected anomalies and how the target treated them.

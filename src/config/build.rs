@@ -1369,7 +1369,20 @@ impl Checker<'_> {
         let kind = if let Some(h) = raw.http {
             let spec = self.http("http", h, &known_vars);
             if let (Some(w), Some(spec)) = (raw.workload, &spec) {
-                workload = crate::probe::workload::build(w, spec, timeout, self);
+                workload = crate::probe::workload::build(w, spec, self);
+            }
+            if let (Some(w), Some(interval)) = (&workload, min_gap(&schedule)) {
+                if w.span() + timeout >= interval {
+                    self.err(
+                        "workload",
+                        format!(
+                            "the workload ({} of arrivals plus the {} timeout) must end before the next run, {} later",
+                            humantime::format_duration(w.span()),
+                            humantime::format_duration(timeout),
+                            humantime::format_duration(interval)
+                        ),
+                    );
+                }
             }
             spec.map(ProbeKind::Http)
         } else if let Some(f) = raw.flow {

@@ -339,7 +339,10 @@ impl Daemon {
                 "drain deadline passed; cancelling the runs still in flight"
             );
             self.run_cancel.cancel();
-            let _ = tokio::time::timeout(Duration::from_secs(2), self.runs.wait()).await;
+            // Cancelled runs return at once, except flows, which still run
+            // their teardown within its own (bounded) budget.
+            let grace = crate::probe::flow::MAX_TEARDOWN_TIMEOUT + Duration::from_secs(2);
+            let _ = tokio::time::timeout(grace, self.runs.wait()).await;
         }
         self.tasks.close();
         if tokio::time::timeout(Duration::from_secs(5), self.tasks.wait())

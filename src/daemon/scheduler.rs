@@ -262,6 +262,7 @@ impl Scheduler {
                 vars: &target.vars,
                 cancel: cancel.clone(),
                 seed: None,
+                progress: None,
             };
             // The run watches `cancel` itself (a flow's teardown still runs
             // after it fires, within its own bound).

@@ -36,8 +36,10 @@ pub const DEFAULT_UNTIL_INTERVAL: Duration = Duration::from_millis(500);
 /// The default budget of the teardown.
 pub const DEFAULT_TEARDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 /// The longest teardown budget a flow may ask for; also how long a daemon
-/// shutdown waits for cancelled flows to clean up.
-pub const MAX_TEARDOWN_TIMEOUT: Duration = Duration::from_secs(60);
+/// shutdown waits for cancelled flows to clean up. With the default drain
+/// (10 s) it keeps a shutdown inside the unit's `TimeoutStopSec=30s` and
+/// Kubernetes' default 30 s grace period.
+pub const MAX_TEARDOWN_TIMEOUT: Duration = Duration::from_secs(15);
 
 #[derive(Debug)]
 pub struct FlowSpec {

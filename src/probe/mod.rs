@@ -81,6 +81,8 @@ pub struct RunContext<'a> {
     pub cancel: CancellationToken,
     /// `--seed`, which overrides the probe's own `seed`.
     pub seed: Option<u64>,
+    /// Where a workload draws its progress bar (`--once` on a terminal).
+    pub progress: Option<indicatif::MultiProgress>,
 }
 
 impl RunContext<'_> {

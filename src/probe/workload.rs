@@ -1,29 +1,557 @@
-//! Workloads: an http probe sent at an arrival rate. STUB.
+//! Workloads: an `http` probe's request sent at an arrival rate, the open
+//! model of k6's constant- and ramping-arrival-rate executors.
+//!
+//! Request `i` has an *intended* send time fixed by the rate alone. The
+//! sender sleeps until that time and launches the request if fewer than
+//! `max_concurrency` are in flight; otherwise the request is **dropped and
+//! counted**, never delayed, so a slow target cannot lower the send rate.
+//! Latency is measured from the intended time, not from when the request
+//! actually left, so time the sender spent behind schedule is charged to
+//! the target (no coordinated omission). Each request's deadline is its
+//! intended time plus the probe's timeout.
+//!
+//! A configured fraction of requests are **anomalies**: their JSON body is
+//! mutated (missing field, wrong type, oversize value, invalid enum), they
+//! carry `X-Synthetic-Anomaly`, and they are judged by the anomaly
+//! expectations (a 4xx by default) and counted apart: a rejected anomaly is
+//! the target doing its job, never a target error.
+//!
+//! Payloads are seeded per request index (see [`crate::generate`]), and the
+//! anomaly draw uses a stream of its own, so enabling anomalies does not
+//! change the bytes of the regular requests.
 
-use super::RunContext;
-use crate::outcome::Outcome;
+use super::http::{self as http_probe, Checks, HttpSpec, Performed, RenderedBody};
+use super::mutate::{self, Mutation};
+use super::{Assertion, RunContext};
+use crate::config::build::{Checker, parse_size};
+use crate::config::raw::RawWorkload;
+use crate::generate::Generator;
+use crate::outcome::{FailureReason, Outcome, Sample, WorkloadFacts};
+use crate::tagging::RunIds;
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use rand::Rng;
+use std::collections::BTreeMap;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// The most requests one run may schedule: samples are kept per request
+/// until the run ends, so this bounds a run's memory (≈ 24 bytes each).
+pub const MAX_REQUESTS: u64 = 1_000_000;
+/// The highest rate a stage may ask for, per second.
+pub const MAX_RATE: f64 = 100_000.0;
+/// Default in-flight cap.
+pub const DEFAULT_MAX_CONCURRENCY: usize = 100;
+/// Default size of an `oversize` anomaly's value.
+pub const DEFAULT_OVERSIZE: u64 = 64 * 1024;
+/// Stream numbers at and above this are the anomaly draws'.
+const ANOMALY_STREAM: u64 = 1 << 62;
 
 #[derive(Debug)]
-pub struct Workload {}
+pub struct Workload {
+    /// Rate segments, in order.
+    pub stages: Vec<Stage>,
+    /// Stop after this many requests even if stages remain.
+    pub requests: Option<u64>,
+    pub max_concurrency: usize,
+    pub anomalies: Option<Anomalies>,
+}
 
-pub(crate) fn build(
-    raw: crate::config::raw::RawWorkload,
-    spec: &super::http::HttpSpec,
-    timeout: std::time::Duration,
-    c: &mut crate::config::build::Checker<'_>,
-) -> Option<Workload> {
-    let _ = (raw, spec, timeout, c);
-    Some(Workload {})
+/// The rate moves linearly from `from` to `to` over `duration`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Stage {
+    pub duration: Duration,
+    pub from: f64,
+    pub to: f64,
+}
+
+#[derive(Debug)]
+pub struct Anomalies {
+    pub fraction: f64,
+    pub mutations: Vec<Mutation>,
+    pub fields: Vec<String>,
+    pub oversize_bytes: usize,
+    pub expect: Vec<Assertion>,
+}
+
+impl Workload {
+    /// The longest a run can last: every stage plus the last request's
+    /// timeout.
+    pub fn span(&self) -> Duration {
+        self.stages.iter().map(|s| s.duration).sum()
+    }
+
+    /// The intended offsets of every request, from the run's start.
+    pub fn arrivals(&self) -> Vec<Duration> {
+        let mut out = Vec::new();
+        let limit = self.requests.unwrap_or(MAX_REQUESTS).min(MAX_REQUESTS);
+        let mut base = Duration::ZERO;
+        // Arrivals so far, carried across stages as a fraction so the
+        // boundary between stages loses nothing.
+        let mut done = 0.0_f64;
+        for stage in &self.stages {
+            let d = stage.duration.as_secs_f64();
+            let total = (stage.from + stage.to) / 2.0 * d;
+            // Request k (counting from 1 across stages) is due when the
+            // cumulative arrivals reach k - 1: request 1 leaves at once.
+            loop {
+                let k = out.len() as f64;
+                let need = k - done;
+                if need > total + 1e-9 || out.len() as u64 >= limit {
+                    break;
+                }
+                let t = time_for(stage.from, stage.to, d, need.max(0.0));
+                out.push(base + Duration::from_secs_f64(t));
+            }
+            done += total;
+            base += stage.duration;
+            if out.len() as u64 >= limit {
+                break;
+            }
+        }
+        out
+    }
+}
+
+/// Within a stage whose rate goes linearly from `r0` to `r1` over `d`
+/// seconds, the time at which `n` arrivals have accumulated:
+/// n = r0·t + (r1 − r0)·t² / (2d).
+fn time_for(r0: f64, r1: f64, d: f64, n: f64) -> f64 {
+    let a = (r1 - r0) / (2.0 * d);
+    if a.abs() < 1e-12 {
+        return if r0 > 0.0 { n / r0 } else { d };
+    }
+    let disc = (r0 * r0 + 4.0 * a * n).max(0.0);
+    ((-r0 + disc.sqrt()) / (2.0 * a)).clamp(0.0, d)
+}
+
+/// Checks `[workload]` for the http probe `spec`.
+pub(crate) fn build(raw: RawWorkload, spec: &HttpSpec, c: &mut Checker<'_>) -> Option<Workload> {
+    let before = c.error_count();
+    let rate_ok = |r: f64| r.is_finite() && (0.0..=MAX_RATE).contains(&r);
+    let mut stages = Vec::new();
+    if raw.stages.is_empty() {
+        let rate = match raw.rate {
+            None => {
+                c.missing("workload", "rate");
+                1.0
+            }
+            Some(r) if !rate_ok(r) || r == 0.0 => {
+                c.err(
+                    "workload.rate",
+                    format!("expected requests per second above 0 and at most {MAX_RATE}"),
+                );
+                1.0
+            }
+            Some(r) => r,
+        };
+        let duration = match (&raw.duration, raw.requests) {
+            (Some(d), _) => c.duration("workload.duration", Some(d), Duration::from_secs(1)),
+            (None, Some(n)) => Duration::from_secs_f64(n as f64 / rate),
+            (None, None) => {
+                c.err(
+                    "workload",
+                    "a workload needs `requests`, `duration` or `stages`",
+                );
+                Duration::from_secs(1)
+            }
+        };
+        stages.push(Stage {
+            duration,
+            from: rate,
+            to: rate,
+        });
+    } else {
+        if raw.rate.is_some() || raw.duration.is_some() {
+            c.err(
+                "workload.stages",
+                "write either `rate` and `duration`/`requests`, or `stages`, not both",
+            );
+        }
+        let mut from = raw.start_rate.unwrap_or(0.0);
+        if !rate_ok(from) {
+            c.err("workload.start_rate", "expected a rate from 0 to 100000");
+        }
+        for (i, st) in raw.stages.iter().enumerate() {
+            let path = format!("workload.stages[{i}]");
+            let duration = match &st.duration {
+                None => {
+                    c.missing(&path, "duration");
+                    Duration::from_secs(1)
+                }
+                Some(d) => c.duration(&format!("{path}.duration"), Some(d), Duration::from_secs(1)),
+            };
+            let to = match st.target {
+                None => {
+                    c.missing(&path, "target");
+                    0.0
+                }
+                Some(t) if !rate_ok(t) => {
+                    c.err(
+                        &format!("{path}.target"),
+                        format!("expected a rate from 0 to {MAX_RATE}"),
+                    );
+                    0.0
+                }
+                Some(t) => t,
+            };
+            stages.push(Stage { duration, from, to });
+            from = to;
+        }
+    }
+    if let Some(n) = raw.requests {
+        if n == 0 || n > MAX_REQUESTS {
+            c.err(
+                "workload.requests",
+                format!("expected 1 to {MAX_REQUESTS} requests"),
+            );
+        }
+    }
+    let max_concurrency = raw.max_concurrency.unwrap_or(DEFAULT_MAX_CONCURRENCY);
+    if max_concurrency == 0 || max_concurrency > 10_000 {
+        c.err(
+            "workload.max_concurrency",
+            "expected 1 to 10000 requests in flight",
+        );
+    }
+    let anomalies = raw.anomalies.and_then(|a| anomalies(a, spec, c));
+    let workload = Workload {
+        stages,
+        requests: raw.requests,
+        max_concurrency,
+        anomalies,
+    };
+    let scheduled = workload.arrivals().len() as u64;
+    if c.error_count() == before && scheduled == 0 {
+        c.err("workload", "this workload schedules no request");
+    }
+    if c.error_count() == before && raw.requests.is_none() && scheduled >= MAX_REQUESTS {
+        c.err(
+            "workload",
+            format!("this workload schedules more than {MAX_REQUESTS} requests in one run"),
+        );
+    }
+    (c.error_count() == before).then_some(workload)
+}
+
+fn anomalies(
+    raw: crate::config::raw::RawAnomalies,
+    spec: &HttpSpec,
+    c: &mut Checker<'_>,
+) -> Option<Anomalies> {
+    if !matches!(spec.body, http_probe::Body::Json(_)) {
+        c.err(
+            "workload.anomalies",
+            "anomalies mutate a JSON body: the request needs `json`",
+        );
+    }
+    let fraction = match raw.fraction {
+        None => {
+            c.missing("workload.anomalies", "fraction");
+            0.0
+        }
+        Some(f) if !(0.0..=1.0).contains(&f) => {
+            c.err(
+                "workload.anomalies.fraction",
+                "expected a share from 0 to 1",
+            );
+            0.0
+        }
+        Some(f) => f,
+    };
+    let mut mutations = Vec::new();
+    for (i, m) in raw.mutations.iter().enumerate() {
+        match Mutation::ALL.iter().find(|k| k.as_str() == m) {
+            Some(k) => mutations.push(*k),
+            None => c.err(
+                &format!("workload.anomalies.mutations[{i}]"),
+                format!(
+                    "unknown mutation `{m}` (expected one of {})",
+                    Mutation::ALL
+                        .iter()
+                        .map(|k| format!("`{}`", k.as_str()))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ),
+        }
+    }
+    if mutations.is_empty() {
+        mutations = Mutation::ALL.to_vec();
+    }
+    let oversize_bytes = match &raw.oversize {
+        None => DEFAULT_OVERSIZE,
+        Some(size) => match parse_size(size) {
+            Ok(n) if (1..=16 * 1024 * 1024).contains(&n) => n,
+            Ok(_) => {
+                c.err(
+                    "workload.anomalies.oversize",
+                    "expected a size from 1 B to 16 MiB",
+                );
+                DEFAULT_OVERSIZE
+            }
+            Err(msg) => {
+                c.err("workload.anomalies.oversize", msg);
+                DEFAULT_OVERSIZE
+            }
+        },
+    };
+    let mut expect = c.expectations("workload.anomalies", &raw.expect, http_probe::SCOPE);
+    if raw.expect.is_empty() {
+        if let Ok(expr) = crate::expr::Expr::compile("status >= 400 && status < 500", &["status"]) {
+            expect.push(Assertion {
+                expr,
+                location: c.location("workload.anomalies"),
+            });
+        }
+    }
+    Some(Anomalies {
+        fraction,
+        mutations,
+        fields: raw.fields,
+        oversize_bytes: usize::try_from(oversize_bytes).unwrap_or(usize::MAX),
+        expect,
+    })
+}
+
+/// What one request of a workload came to.
+struct Done {
+    sample: Sample,
+    reason: Option<FailureReason>,
+    /// `Some(mutation)` for an anomaly; then `sample.success` means
+    /// "rejected as expected".
+    anomaly: Option<Mutation>,
 }
 
 pub async fn run(w: &Workload, ctx: &RunContext<'_>) -> Outcome {
-    let _ = w;
-    let mut o = Outcome::new(
-        &ctx.probe.name,
-        &ctx.env.name,
-        "http",
-        &crate::tagging::RunIds::generate(),
-    );
-    o.fail(crate::outcome::FailureReason::Request, "not built yet");
-    o
+    let ids = RunIds::generate();
+    let mut outcome = Outcome::new(&ctx.probe.name, &ctx.env.name, ctx.probe.kind.name(), &ids);
+    let super::ProbeKind::Http(spec) = &ctx.probe.kind else {
+        outcome.fail(FailureReason::Request, "a workload needs an http probe");
+        return outcome;
+    };
+    let arrivals = w.arrivals();
+    let bar = ctx.progress.as_ref().map(|multi| {
+        let bar = multi.add(indicatif::ProgressBar::new(arrivals.len() as u64));
+        if let Ok(style) = indicatif::ProgressStyle::with_template(
+            "{prefix} [{bar:30}] {pos}/{len} requests · {per_sec} · eta {eta}",
+        ) {
+            bar.set_style(style.progress_chars("=> "));
+        }
+        bar.set_prefix(format!("{} @ {}", ctx.probe.name, ctx.env.name));
+        bar
+    });
+    let mut facts = WorkloadFacts {
+        scheduled: arrivals.len() as u64,
+        ..WorkloadFacts::default()
+    };
+    let mut failures: BTreeMap<FailureReason, u64> = BTreeMap::new();
+    let mut record = |d: Done, facts: &mut WorkloadFacts| match d.anomaly {
+        Some(m) => {
+            facts.anomalies.sent += 1;
+            *facts
+                .anomalies
+                .by_mutation
+                .entry(m.as_str().to_owned())
+                .or_default() += 1;
+            if d.sample.success {
+                facts.anomalies.rejected += 1;
+            } else {
+                facts.anomalies.unexpected += 1;
+            }
+        }
+        None => {
+            if d.sample.success {
+                facts.ok += 1;
+            } else {
+                facts.failed += 1;
+                *failures
+                    .entry(d.reason.unwrap_or(FailureReason::Assertion))
+                    .or_default() += 1;
+            }
+            facts.samples.push(d.sample);
+        }
+    };
+
+    // One task drives every request (they borrow the run context); the
+    // work per request is I/O, so one task keeps up with the rates a probe
+    // needs. Completions are polled first so the cap frees up before the
+    // next send is judged against it.
+    let start = Instant::now();
+    let mut last_send = start;
+    let mut in_flight = FuturesUnordered::new();
+    let mut next = 0usize;
+    loop {
+        let next_at = arrivals.get(next).map(|offset| start + *offset);
+        if next_at.is_none() && in_flight.is_empty() {
+            break;
+        }
+        tokio::select! {
+            biased;
+            () = ctx.cancel.cancelled() => break,
+            Some(done) = in_flight.next(), if !in_flight.is_empty() => record(done, &mut facts),
+            () = sleep_until_opt(next_at), if next_at.is_some() => {
+                let intended = next_at.unwrap_or(start);
+                if in_flight.len() >= w.max_concurrency {
+                    facts.dropped += 1;
+                } else {
+                    last_send = Instant::now();
+                    in_flight.push(one(spec, w, ctx, &ids, next as u64, intended));
+                }
+                next += 1;
+                if let Some(b) = &bar {
+                    b.inc(1);
+                }
+            }
+        }
+    }
+    drop(in_flight);
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    facts.sent = (next as u64).saturating_sub(facts.dropped);
+    let period = last_send.duration_since(start).as_secs_f64();
+    facts.rate = if period > 0.0 {
+        facts.sent.saturating_sub(1) as f64 / period
+    } else {
+        0.0
+    };
+    facts.failures = failures
+        .iter()
+        .map(|(r, n)| (r.as_str().to_owned(), *n))
+        .collect();
+    outcome.duration = start.elapsed();
+    outcome.responded = facts.samples.iter().any(|s| s.latency.is_some());
+    if ctx.cancel.is_cancelled() {
+        outcome.fail(
+            FailureReason::Cancelled,
+            "the workload was cancelled at shutdown",
+        );
+    }
+    let regular = facts.ok + facts.failed;
+    if facts.failed > 0 {
+        let reason = failures
+            .iter()
+            .max_by_key(|(_, n)| **n)
+            .map_or(FailureReason::Assertion, |(r, _)| *r);
+        let detail = failures
+            .iter()
+            .map(|(r, n)| format!("{r}: {n}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        outcome.fail(
+            reason,
+            format!("{} of {regular} requests failed ({detail})", facts.failed),
+        );
+    }
+    if facts.anomalies.unexpected > 0 {
+        outcome.fail(
+            FailureReason::Assertion,
+            format!(
+                "{} of {} anomalies were not rejected as expected",
+                facts.anomalies.unexpected, facts.anomalies.sent
+            ),
+        );
+    }
+    outcome.success = outcome.reason.is_none();
+    outcome.workload = Some(facts);
+    super::redact(outcome, ctx.redactor)
+}
+
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Sends request `i`, intended for `intended`, and judges it.
+async fn one(
+    spec: &HttpSpec,
+    w: &Workload,
+    ctx: &RunContext<'_>,
+    ids: &RunIds,
+    i: u64,
+    intended: Instant,
+) -> Done {
+    let request_ids = ids.child();
+    let mut scope = ctx.scope(ids, i);
+    scope.iteration = i;
+    let deadline = intended + ctx.probe.timeout;
+    let drawn = w.anomalies.as_ref().and_then(|a| {
+        let mut g = Generator::new(
+            ctx.effective_seed(),
+            &ctx.probe.name,
+            ANOMALY_STREAM + i,
+            &ctx.probe.marker,
+        );
+        let rng = g.rng();
+        if a.mutations.is_empty() || !rng.random_bool(a.fraction) {
+            return None;
+        }
+        let m = a.mutations[rng.random_range(0..a.mutations.len())];
+        Some((a, m, g))
+    });
+    let (performed, anomaly) = match drawn {
+        None => (
+            http_probe::perform(spec, ctx, &request_ids, &scope, deadline, &Checks::Spec).await,
+            None,
+        ),
+        Some((a, m, mut g)) => match mutated(spec, ctx, &request_ids, &scope, a, m, &mut g) {
+            Ok(Some(request)) => (
+                http_probe::send(
+                    spec,
+                    ctx,
+                    request,
+                    &scope,
+                    deadline,
+                    &Checks::Other(&a.expect),
+                )
+                .await,
+                Some(m),
+            ),
+            // Nothing to mutate in this body: send it as a regular request.
+            Ok(None) => (
+                http_probe::perform(spec, ctx, &request_ids, &scope, deadline, &Checks::Spec).await,
+                None,
+            ),
+            Err(msg) => (Performed::failed(FailureReason::Request, msg), Some(m)),
+        },
+    };
+    let timed = performed.responded || performed.reason == Some(FailureReason::Timeout);
+    Done {
+        sample: Sample {
+            latency: timed.then(|| intended.elapsed()),
+            success: performed.reason.is_none(),
+        },
+        reason: performed.reason,
+        anomaly,
+    }
+}
+
+/// The request with its JSON body mutated and the anomaly header set;
+/// `None` when the body has nothing `mutation` applies to.
+fn mutated(
+    spec: &HttpSpec,
+    ctx: &RunContext<'_>,
+    ids: &RunIds,
+    scope: &crate::template::Scope,
+    a: &Anomalies,
+    mutation: Mutation,
+    g: &mut Generator,
+) -> Result<Option<super::transport::Request>, String> {
+    let RenderedBody::Json(mut body) = http_probe::render_body(&spec.body, scope)? else {
+        return Ok(None);
+    };
+    let Some(description) =
+        mutate::apply(&mut body, mutation, &a.fields, a.oversize_bytes, g.rng())
+    else {
+        return Ok(None);
+    };
+    let mut request =
+        http_probe::build_request_with(spec, ctx, ids, scope, RenderedBody::Json(body))?;
+    if let Ok(v) = http::HeaderValue::from_str(&description) {
+        request.headers.insert(crate::tagging::ANOMALY_HEADER, v);
+    }
+    Ok(Some(request))
 }

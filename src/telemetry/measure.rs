@@ -312,7 +312,9 @@ impl Store {
         series.keep = series
             .keep
             .max(longest.as_nanos().div_ceil(SUB_WINDOW.as_nanos()) as u64);
-        series.record(now, outcome.success, latency_of(outcome));
+        for (success, latency) in samples_of(outcome) {
+            series.record(now, success, latency);
+        }
         outcome.thresholds = evaluate(series, now, thresholds);
         outcome.latency = summary(series, now, crate::threshold::DEFAULT_WINDOW);
     }
@@ -328,6 +330,15 @@ impl Store {
 
     pub fn is_empty(&self) -> bool {
         self.series.is_empty()
+    }
+}
+
+/// The samples a run contributes to its series: one per request of a
+/// workload, else the run itself.
+pub fn samples_of(outcome: &Outcome) -> Vec<(bool, Option<Duration>)> {
+    match &outcome.workload {
+        Some(w) => w.samples.iter().map(|s| (s.success, s.latency)).collect(),
+        None => vec![(outcome.success, latency_of(outcome))],
     }
 }
 

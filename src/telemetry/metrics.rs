@@ -157,14 +157,62 @@ impl Metrics {
                     .set(if h.tls { 1.0 } else { 0.0 });
                 gauge!("probe_http_uncompressed_body_length", "probe" => p.clone(), "environment" => e.clone())
                     .set(h.body_bytes as f64);
-                if let Some(expiry) = h.tls_earliest_cert_expiry {
-                    gauge!("probe_ssl_earliest_cert_expiry", "probe" => p.clone(), "environment" => e.clone())
-                        .set(expiry as f64);
+            }
+            if let Some(expiry) = o.cert_expiry() {
+                gauge!("probe_ssl_earliest_cert_expiry", "probe" => p.clone(), "environment" => e.clone())
+                    .set(expiry as f64);
+            }
+            for phase in &o.phases {
+                gauge!("probe_phase_duration_seconds", "probe" => p.clone(), "environment" => e.clone(), "phase" => phase.name)
+                    .set(phase.seconds.as_secs_f64());
+            }
+            if let Some(d) = &o.details {
+                for (name, value) in d.gauges() {
+                    gauge!(name, "probe" => p.clone(), "environment" => e.clone()).set(value);
                 }
             }
-            if let Some(latency) = crate::telemetry::measure::latency_of(o) {
-                histogram!(DURATION_HISTOGRAM, "probe" => p.clone(), "environment" => e.clone(), "step" => o.kind)
-                    .record(latency.as_secs_f64());
+            // The whole run is the step named after its kind; a flow adds
+            // one series per step.
+            for (_, latency) in crate::telemetry::measure::samples_of(o) {
+                if let Some(latency) = latency {
+                    histogram!(DURATION_HISTOGRAM, "probe" => p.clone(), "environment" => e.clone(), "step" => o.kind)
+                        .record(latency.as_secs_f64());
+                }
+            }
+            for step in &o.steps {
+                let labels = [
+                    ("probe", p.clone()),
+                    ("environment", e.clone()),
+                    ("step", step.name.clone()),
+                ];
+                if step.attempts == 0 {
+                    continue;
+                }
+                gauge!("probe_step_success", &labels).set(if step.success { 1.0 } else { 0.0 });
+                gauge!("probe_step_duration_seconds", &labels).set(step.duration.as_secs_f64());
+                if step.responded {
+                    histogram!(DURATION_HISTOGRAM, &labels).record(step.duration.as_secs_f64());
+                }
+            }
+            if let Some(w) = &o.workload {
+                for (kind, n) in [
+                    ("sent", w.sent),
+                    ("dropped", w.dropped),
+                    ("ok", w.ok),
+                    ("failed", w.failed),
+                ] {
+                    counter!("synthmon_workload_requests_total", "probe" => p.clone(), "environment" => e.clone(), "result" => kind)
+                        .increment(n);
+                }
+                gauge!("synthmon_workload_rate", "probe" => p.clone(), "environment" => e.clone())
+                    .set(w.rate);
+                for (result, n) in [
+                    ("rejected", w.anomalies.rejected),
+                    ("unexpected", w.anomalies.unexpected),
+                ] {
+                    counter!("synthmon_anomalies_total", "probe" => p.clone(), "environment" => e.clone(), "result" => result)
+                        .increment(n);
+                }
             }
             for t in &o.thresholds {
                 let labels = [
@@ -307,6 +355,37 @@ fn describe_probe_series() {
         "probe_http_uncompressed_body_length",
         Unit::Bytes,
         "Length of the last response body after decompression."
+    );
+    describe_gauge!(
+        "probe_ssl_earliest_cert_expiry",
+        Unit::Seconds,
+        "Earliest notAfter of the certificates the peer showed, Unix seconds."
+    );
+    describe_gauge!(
+        "probe_phase_duration_seconds",
+        Unit::Seconds,
+        "Duration of the last run's phases, for the kinds other than http."
+    );
+    describe_gauge!(
+        "probe_step_success",
+        "Whether a flow step succeeded (1) in the last run."
+    );
+    describe_gauge!(
+        "probe_step_duration_seconds",
+        Unit::Seconds,
+        "How long a flow step took in the last run, until-polling included."
+    );
+    describe_counter!(
+        "synthmon_workload_requests_total",
+        "Workload requests by result: sent, dropped at the concurrency cap, ok, failed."
+    );
+    describe_gauge!(
+        "synthmon_workload_rate",
+        "Achieved send rate of the last workload run, per second."
+    );
+    describe_counter!(
+        "synthmon_anomalies_total",
+        "Injected anomalies: rejected as expected, or not."
     );
     describe_counter!(
         "synthmon_runs_total",

@@ -1,0 +1,291 @@
+//! Workloads against the real sandbox on 127.0.0.1: the arrival rate is
+//! kept, percentiles match the sandbox's configured latency distribution,
+//! a stalled target inflates the recorded latencies (measured from each
+//! request's intended send time) instead of lowering the send rate, the
+//! concurrency cap drops rather than delays, and anomalies are rejected and
+//! counted apart.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::{config_with_target, load, run_one, write_config};
+use std::future::Future;
+use std::time::{Duration, Instant};
+use synthmon::outcome::Outcome;
+use synthmon::sandbox::{Sandbox, SandboxOptions};
+
+const BOUND: Duration = Duration::from_secs(40);
+
+async fn bounded<F: Future>(f: F) -> F::Output {
+    tokio::time::timeout(BOUND, f)
+        .await
+        .expect("test exceeded its time bound")
+}
+
+async fn sandbox() -> Sandbox {
+    Sandbox::start("127.0.0.1:0".parse().unwrap(), SandboxOptions::default())
+        .await
+        .unwrap()
+}
+
+async fn run_probe(sb: &Sandbox, probe: &str) -> Outcome {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(
+        dir.path(),
+        &config_with_target(&sb.base_url()),
+        &[("w.toml", probe)],
+    );
+    run_one(&load(&path)).await
+}
+
+/// Nearest-rank percentile of the recorded latencies, in milliseconds.
+fn percentile(o: &Outcome, p: f64) -> f64 {
+    let w = o.workload.as_ref().unwrap();
+    let mut ms: Vec<f64> = w
+        .samples
+        .iter()
+        .filter_map(|s| s.latency)
+        .map(|d| d.as_secs_f64() * 1000.0)
+        .collect();
+    ms.sort_by(f64::total_cmp);
+    let rank = ((p / 100.0) * ms.len() as f64).ceil().max(1.0) as usize;
+    ms[rank - 1]
+}
+
+#[tokio::test]
+async fn two_thousand_requests_at_200_per_second_match_the_latency_distribution() {
+    bounded(async {
+        let sb = sandbox().await;
+        let probe = r#"name = "w"
+environments = ["target"]
+timeout = "2s"
+schedule = "every 1m"
+thresholds = ["p(99) < 500ms"]
+
+[workload]
+requests = 2000
+rate = 200
+max_concurrency = 200
+
+[http]
+url = "/latency?dist=uniform&min_ms=10&max_ms=30"
+"#;
+        let started = Instant::now();
+        let o = run_probe(&sb, probe).await;
+        let took = started.elapsed();
+        let w = o.workload.as_ref().unwrap();
+        assert!(o.success, "{:?} {:?}", o.error, w.failures);
+        assert_eq!((w.scheduled, w.sent, w.dropped), (2000, 2000, 0));
+        assert_eq!(w.ok, 2000);
+        // 2,000 at 200/s: the last request leaves at 9.995 s.
+        assert!(
+            took >= Duration::from_millis(9_900) && took < Duration::from_secs(13),
+            "took {took:?}"
+        );
+        assert!((w.rate - 200.0).abs() < 10.0, "rate {}", w.rate);
+        // Uniform 10–30 ms: median 20, p99 29.8; allow for the client's own
+        // overhead on a busy 2-core machine.
+        let (p50, p99) = (percentile(&o, 50.0), percentile(&o, 99.0));
+        assert!((18.0..=27.0).contains(&p50), "p50 {p50} ms");
+        assert!((28.0..=45.0).contains(&p99), "p99 {p99} ms");
+        // The samples fed the thresholds: one sample per request.
+        let l = o.latency.unwrap();
+        assert_eq!(l.samples, 2000);
+        assert!((l.p50 * 1000.0 - p50).abs() < 2.0, "{l:?} vs {p50}");
+        sb.shutdown().await;
+    })
+    .await;
+}
+
+/// 400 requests at 200/s; requests 100–199 (half a second of arrivals)
+/// meet a target that takes 600 ms.
+fn stalled(max_concurrency: usize) -> String {
+    format!(
+        r#"name = "w"
+environments = ["target"]
+timeout = "2s"
+schedule = "every 1m"
+
+[workload]
+requests = 400
+rate = 200
+max_concurrency = {max_concurrency}
+
+[http]
+url = "/delay/{{{{ 600 if iteration >= 100 and iteration < 200 else 2 }}}}"
+"#
+    )
+}
+
+#[tokio::test]
+async fn a_stalled_target_inflates_latencies_instead_of_lowering_the_send_rate() {
+    bounded(async {
+        let sb = sandbox().await;
+        let o = run_probe(&sb, &stalled(400)).await;
+        let w = o.workload.as_ref().unwrap();
+        assert!(o.success, "{:?}", o.error);
+        // Every request left on schedule: nothing waited for the stall.
+        assert_eq!((w.sent, w.dropped), (400, 0));
+        assert!((w.rate - 200.0).abs() < 12.0, "rate {}", w.rate);
+        let slow = w
+            .samples
+            .iter()
+            .filter(|s| s.latency.unwrap() >= Duration::from_millis(600))
+            .count();
+        assert_eq!(slow, 100);
+        assert!(percentile(&o, 99.0) >= 600.0);
+        // A closed-loop client would have sent the stalled quarter
+        // one at a time and recorded ~2 ms for most of the run; here the
+        // median stays honest and the tail shows the stall.
+        assert!(percentile(&o, 75.0) >= 600.0 || percentile(&o, 80.0) >= 600.0);
+        sb.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_concurrency_cap_drops_late_requests_and_counts_them() {
+    bounded(async {
+        let sb = sandbox().await;
+        let started = Instant::now();
+        let o = run_probe(&sb, &stalled(20)).await;
+        let took = started.elapsed();
+        let w = o.workload.as_ref().unwrap();
+        // 20 slots fill within 0.1 s of the stall and stay full for 0.6 s:
+        // the arrivals meanwhile are dropped, not queued.
+        assert!(w.dropped >= 60, "dropped {}", w.dropped);
+        assert_eq!(w.sent + w.dropped, 400);
+        assert_eq!(w.samples.len() as u64, w.sent);
+        // Dropping keeps the schedule: the run ends when the last arrival
+        // is due plus the last requests' time, not later.
+        assert!(took < Duration::from_millis(3_500), "took {took:?}");
+        sb.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn anomalies_are_rejected_and_counted_apart_from_target_errors() {
+    bounded(async {
+        let sb = sandbox().await;
+        let probe = r#"name = "w"
+environments = ["target"]
+timeout = "2s"
+schedule = "every 1m"
+seed = 7
+thresholds = ["error_rate < 1%"]
+
+[workload]
+requests = 1000
+rate = 250
+max_concurrency = 100
+
+[workload.anomalies]
+fraction = 0.05
+
+[http]
+method = "POST"
+url = "/api/orders"
+json = { item = "{{ choice(['widget', 'gadget']) }}", quantity = "{{ int(1, 9) }}", customer = "{{ name() }}" }
+expect = ["status == 201"]
+"#;
+        let o = run_probe(&sb, probe).await;
+        let w = o.workload.as_ref().unwrap();
+        let a = &w.anomalies;
+        assert!(o.success, "{:?} {a:?}", o.error);
+        // 5% of 1,000 with a fixed seed; binomial sd ≈ 7.
+        assert!((30..=70).contains(&a.sent), "{a:?}");
+        assert_eq!(a.rejected, a.sent, "{a:?}");
+        assert_eq!(a.unexpected, 0);
+        assert!(a.by_mutation.len() >= 3, "{a:?}");
+        // Anomalies are not target errors and are not latency samples.
+        assert_eq!(w.failed, 0);
+        assert_eq!(w.ok + a.sent, 1000);
+        assert_eq!(w.samples.len() as u64, w.ok);
+        assert!(o.thresholds.iter().all(|t| t.observed == Some(0.0)));
+        sb.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_accepted_anomaly_fails_the_run() {
+    bounded(async {
+        let sb = sandbox().await;
+        // GET /health ignores bodies, so every anomaly is "accepted".
+        let probe = r#"name = "w"
+environments = ["target"]
+timeout = "2s"
+schedule = "every 1m"
+seed = 3
+
+[workload]
+requests = 100
+rate = 500
+
+[workload.anomalies]
+fraction = 0.2
+mutations = ["missing_field"]
+
+[http]
+method = "GET"
+url = "/health"
+json = { item = "widget", quantity = 1 }
+expect = ["status == 200"]
+"#;
+        let o = run_probe(&sb, probe).await;
+        let w = o.workload.as_ref().unwrap();
+        assert!(!o.success);
+        assert!(w.anomalies.sent > 0);
+        assert_eq!(w.anomalies.unexpected, w.anomalies.sent);
+        assert!(
+            o.error
+                .as_deref()
+                .unwrap()
+                .contains("anomalies were not rejected"),
+            "{:?}",
+            o.error
+        );
+        sb.shutdown().await;
+    })
+    .await;
+}
+
+#[test]
+fn workload_mistakes_are_reported_at_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let probe = r#"name = "w"
+environments = ["target"]
+
+[workload]
+rate = -3
+max_concurrency = 0
+
+[workload.anomalies]
+fraction = 1.5
+mutations = ["missing_feild"]
+
+[http]
+url = "/health"
+"#;
+    let path = write_config(
+        dir.path(),
+        &config_with_target("http://127.0.0.1:9"),
+        &[("w.toml", probe)],
+    );
+    let opts = synthmon::config::LoadOptions {
+        config_path: Some(path),
+        overrides: vec![],
+    };
+    let text = synthmon::config::load(&opts).unwrap_err().to_string();
+    for expected in [
+        "probes/w.toml:5:8: error: workload.rate: expected requests per second above 0",
+        "workload.max_concurrency: expected 1 to 10000",
+        "workload.anomalies.fraction: expected a share from 0 to 1",
+        "unknown mutation `missing_feild`",
+        "anomalies mutate a JSON body",
+    ] {
+        assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
+    }
+}
