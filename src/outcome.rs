@@ -389,8 +389,13 @@ pub struct StepOutcome {
     /// Names of the variables this step captured (values stay out of
     /// reports: they may be tokens).
     pub captured: Vec<String>,
+    /// The span id sent in this step's (last) `traceparent`.
+    pub span_id: String,
     #[serde(skip)]
     pub responded: bool,
+    /// When the step started, from the start of the run.
+    #[serde(skip)]
+    pub offset: Duration,
 }
 
 /// What a workload did.

@@ -947,3 +947,74 @@ async fn once_exports_its_runs_when_telemetry_is_configured() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flow_exports_one_client_span_per_step_with_its_traceparent_id() {
+    bounded(async {
+        let (endpoint, store) = grpc_receiver().await;
+        let sb = sandbox().await;
+        let flow = r#"name = "journey"
+environments = ["target"]
+
+[[flow.steps]]
+name = "create"
+method = "POST"
+url = "/api/orders"
+json = { item = "widget", quantity = 1 }
+capture = { order_id = "json.id" }
+
+[[flow.steps]]
+name = "fetch"
+url = "/api/orders/{{ vars.order_id }}"
+
+[[flow.teardown]]
+name = "delete"
+method = "DELETE"
+url = "/api/orders/{{ vars.order_id }}"
+"#;
+        let (outcome, config) = run_probe(
+            &sb.base_url(),
+            &format!("otlp_endpoint = \"{endpoint}\""),
+            flow,
+        )
+        .await;
+        sb.shutdown().await;
+        assert!(outcome.success, "{outcome:#?}");
+        let exporter = TraceExporter::start(&config.telemetry, resource(), &no_env)
+            .unwrap()
+            .expect("an endpoint is configured");
+        exporter.record(&outcome);
+        let counts = exporter.shutdown(Duration::from_secs(5)).await;
+        assert_eq!((counts.exported, counts.dropped), (4, 0));
+        let spans: Vec<Span> = store.spans().into_iter().map(|(_, s)| s).collect();
+        let root = spans
+            .iter()
+            .find(|s| s.parent_span_id.is_empty())
+            .expect("a root span");
+        assert_eq!(str_attr(&root.attributes, "synthmon.kind"), "flow");
+        for step in &outcome.steps {
+            let span = spans
+                .iter()
+                .find(|s| hex(&s.span_id) == step.span_id)
+                .unwrap_or_else(|| panic!("no span for step {}", step.name));
+            assert_eq!(span.parent_span_id, root.span_id);
+            assert_eq!(hex(&span.trace_id), outcome.trace_id);
+            assert_eq!(str_attr(&span.attributes, "synthmon.step"), step.name);
+            assert!(span.start_time_unix_nano >= root.start_time_unix_nano);
+            assert!(span.end_time_unix_nano <= root.end_time_unix_nano);
+        }
+        // The teardown ran after the main steps and the root covers it.
+        let delete = spans
+            .iter()
+            .find(|s| {
+                attr(&s.attributes, "synthmon.step")
+                    == Some(any_value::Value::StringValue("delete".into()))
+            })
+            .unwrap();
+        assert_eq!(
+            int_attr(&delete.attributes, "http.response.status_code"),
+            204
+        );
+    })
+    .await;
+}

@@ -292,7 +292,7 @@ pub async fn run(spec: &FlowSpec, ctx: &RunContext<'_>) -> Outcome {
         for step in list {
             index += 1;
             let result = tokio::select! {
-                r = run_step(step, stage, ctx, &ids, &mut scope, &mut redactor, deadline, index) => r,
+                r = run_step(step, stage, ctx, &ids, &mut scope, &mut redactor, deadline, index, start) => r,
                 () = ctx.cancel.cancelled() => {
                     let mut s = skipped(step, stage, "cancelled at shutdown");
                     s.reason = Some(FailureReason::Cancelled);
@@ -343,6 +343,7 @@ pub async fn run(spec: &FlowSpec, ctx: &RunContext<'_>) -> Outcome {
             &mut redactor,
             teardown_deadline,
             index,
+            start,
         )
         .await;
         if !result.success {
@@ -382,7 +383,9 @@ fn skipped(step: &Step, stage: Stage, note: &str) -> StepOutcome {
         http: None,
         assertions: Vec::new(),
         captured: Vec::new(),
+        span_id: String::new(),
         responded: false,
+        offset: Duration::ZERO,
     }
 }
 
@@ -398,6 +401,7 @@ async fn run_step(
     redactor: &mut crate::config::secret::Redactor,
     deadline: Instant,
     index: u64,
+    run_start: Instant,
 ) -> StepOutcome {
     let started = Instant::now();
     let mut out = StepOutcome {
@@ -411,7 +415,9 @@ async fn run_step(
         http: None,
         assertions: Vec::new(),
         captured: Vec::new(),
+        span_id: String::new(),
         responded: false,
+        offset: started.duration_since(run_start),
     };
     let until_deadline = match step.until.as_ref().and_then(|u| u.timeout) {
         Some(t) => deadline.min(started + t),
@@ -431,6 +437,7 @@ async fn run_step(
                 &ctx.probe.marker,
             ));
         let request_ids = ids.child();
+        out.span_id.clone_from(&request_ids.span_id);
         let done = match http_probe::build_request(&step.request, ctx, &request_ids, &step_scope) {
             Ok(mut request) => {
                 if let Ok(v) = http::HeaderValue::from_str(&step.name) {

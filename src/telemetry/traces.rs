@@ -163,7 +163,9 @@ impl TraceExporter {
     /// when the queue already holds `queue_size` spans, these are dropped
     /// and counted instead.
     pub fn record(&self, outcome: &Outcome) {
-        let n = if outcome.http.is_some() { 2 } else { 1 };
+        let n = 1
+            + usize::from(outcome.http.is_some())
+            + outcome.steps.iter().filter(|s| s.http.is_some()).count();
         // Reserve room first, so that a full queue costs no allocation.
         let reserved = self
             .counters
@@ -716,7 +718,12 @@ fn spans(outcome: &Outcome) -> Option<Vec<SpanData>> {
                 .checked_sub(outcome.duration)
                 .unwrap_or_else(SystemTime::now)
         });
-    let end = start + outcome.duration;
+    // A flow's teardown runs after its main steps: the root span covers it.
+    let end = outcome
+        .steps
+        .iter()
+        .map(|s| start + s.offset + s.duration)
+        .fold(start + outcome.duration, SystemTime::max);
     let client_id = match &outcome.http {
         Some(_) => Some(
             SpanId::from_hex(&outcome.span_id)
@@ -795,7 +802,7 @@ fn spans(outcome: &Outcome) -> Option<Vec<SpanData>> {
         } else {
             end
         };
-        let (name, attributes) = http_client_attributes(outcome, http);
+        let (name, attributes) = http_client_attributes(outcome.success, outcome.reason, http);
         spans.push(SpanData {
             span_context: context(client_id),
             parent_span_id: root_id,
@@ -814,7 +821,42 @@ fn spans(outcome: &Outcome) -> Option<Vec<SpanData>> {
             } else {
                 error_status()
             },
-            instrumentation_scope: scope,
+            instrumentation_scope: scope.clone(),
+        });
+    }
+    // One client span per flow step that sent a request, with the span id
+    // its `traceparent` carried.
+    for step in &outcome.steps {
+        let (Some(http), Ok(id)) = (&step.http, SpanId::from_hex(&step.span_id)) else {
+            continue;
+        };
+        if id == SpanId::INVALID {
+            continue;
+        }
+        let (name, mut attributes) = http_client_attributes(step.success, step.reason, http);
+        attributes.push(KeyValue::new("synthmon.step", step.name.clone()));
+        attributes.push(KeyValue::new(
+            "synthmon.step.attempts",
+            i64::from(step.attempts),
+        ));
+        spans.push(SpanData {
+            span_context: context(id),
+            parent_span_id: root_id,
+            parent_span_is_remote: false,
+            span_kind: SpanKind::Client,
+            name,
+            start_time: start + step.offset,
+            end_time: start + step.offset + step.duration,
+            attributes,
+            dropped_attributes_count: 0,
+            events: SpanEvents::default(),
+            links: SpanLinks::default(),
+            status: if step.success {
+                Status::Unset
+            } else {
+                Status::error(step.error.clone().unwrap_or_else(|| "failed".to_owned()))
+            },
+            instrumentation_scope: scope.clone(),
         });
     }
     Some(spans)
@@ -846,7 +888,8 @@ const PHASE_KEYS: [&str; 5] = [
 /// The client span's name and attributes, per the OpenTelemetry HTTP client
 /// semantic conventions plus synthmon's own.
 fn http_client_attributes(
-    outcome: &Outcome,
+    success: bool,
+    reason: Option<crate::outcome::FailureReason>,
     http: &HttpFacts,
 ) -> (Cow<'static, str>, Vec<KeyValue>) {
     let mut attributes = Vec::with_capacity(16);
@@ -882,8 +925,8 @@ fn http_client_attributes(
         ));
     }
     attributes.push(KeyValue::new("user_agent.synthetic.type", "test"));
-    if !outcome.success {
-        let kind = outcome.reason.map_or("_OTHER", |r| r.as_str());
+    if !success {
+        let kind = reason.map_or("_OTHER", |r| r.as_str());
         attributes.push(KeyValue::new("error.type", kind));
     }
     attributes.push(KeyValue::new(
