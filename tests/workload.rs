@@ -183,11 +183,13 @@ max_concurrency = 100
 
 [workload.anomalies]
 fraction = 0.05
+fields = ["quantity", "email", "priority", "currency"]
+oversize = "4 KiB"
 
 [http]
 method = "POST"
-url = "/api/orders"
-json = { item = "{{ choice(['widget', 'gadget']) }}", quantity = "{{ int(1, 9) }}", customer = "{{ name() }}" }
+url = "/api/orders?strict=true"
+json = { item = "{{ choice(['widget', 'gadget']) }}", quantity = "{{ int(1, 9) }}", customer = "{{ name() }}", email = "{{ email() }}", priority = "{{ choice(['standard', 'express']) }}", currency = "EUR" }
 expect = ["status == 201"]
 "#;
         let o = run_probe(&sb, probe).await;
@@ -198,7 +200,7 @@ expect = ["status == 201"]
         assert!((30..=70).contains(&a.sent), "{a:?}");
         assert_eq!(a.rejected, a.sent, "{a:?}");
         assert_eq!(a.unexpected, 0);
-        assert!(a.by_mutation.len() >= 3, "{a:?}");
+        assert_eq!(a.by_mutation.len(), 4, "{a:?}");
         // Anomalies are not target errors and are not latency samples.
         assert_eq!(w.failed, 0);
         assert_eq!(w.ok + a.sent, 1000);
