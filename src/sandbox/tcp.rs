@@ -1,9 +1,59 @@
 //! The sandbox's TCP banner/echo port and its TLS ports (valid, expired, wrong host).
 //!
-//! STUB: being built.
+//! Every port speaks the same small line protocol: a greeting
+//! (`220 synthmon-sandbox ready`), then each line it receives echoed back,
+//! until the client closes, sends `QUIT` (answered `221 bye`), goes idle,
+//! or sends a line longer than [`MAX_LINE`] (answered `500 line too long`
+//! before the close). The TLS ports speak it after the handshake.
+//!
+//! The certificates come from a small PKI generated with rcgen at start: a
+//! sandbox CA, a valid leaf for `localhost`, `127.0.0.1` and `::1`, an
+//! expired leaf for the same names, and a valid leaf for `wrong.example`.
+//! The CA's PEM is written to a file of its own in the temp directory
+//! (`sandbox_ca_file`), removed when the sandbox stops (or the runtime
+//! drops its tasks).
+//!
+//! Bounded like the rest of the sandbox: at most [`MAX_CONNECTIONS`]
+//! connections across the four ports (further clients wait in the accept
+//! backlog), a handshake deadline, an idle deadline, a lifetime cap per
+//! connection, and every task ends when `stop` turns true.
 
-use std::net::IpAddr;
-use tokio::sync::watch;
+use rcgen::{
+    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
+    KeyPair, KeyUsagePurpose,
+};
+use rustls::ServerConfig;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
+
+/// The greeting every connection gets first.
+pub const BANNER: &[u8] = b"220 synthmon-sandbox ready\r\n";
+/// The longest line echoed, line end included.
+pub const MAX_LINE: usize = 1024;
+/// Connections served at once, across the four ports.
+pub const MAX_CONNECTIONS: usize = 32;
+/// A connection that sends nothing for this long is closed.
+const IDLE: Duration = Duration::from_secs(10);
+/// No connection lives longer than this.
+const LIFETIME: Duration = Duration::from_secs(60);
+/// The TLS handshake must finish within this.
+const HANDSHAKE: Duration = Duration::from_secs(5);
+/// How long each step of a close may take.
+const CLOSE_GRACE: Duration = Duration::from_millis(500);
+/// The most unread input taken in while closing.
+const MAX_DRAIN: usize = 16 * 1024;
+/// How long the valid leaves are valid for, from now (and were, before).
+const LEAF_DAYS: u32 = 90;
+const DAY: Duration = Duration::from_secs(86_400);
 
 /// Starts the listener(s) on `ip` (port 0), serving until `stop` turns
 /// true; returns the [`super::VARIABLES`] entries it provides.
@@ -11,6 +61,259 @@ pub async fn start(
     ip: IpAddr,
     stop: watch::Receiver<bool>,
 ) -> std::io::Result<Vec<(&'static str, String)>> {
-    let _ = (ip, stop);
-    Ok(Vec::new())
+    let pki = Pki::generate().map_err(io::Error::other)?;
+    let ca_file = Arc::new(CaFile::write(&pki.ca_pem)?);
+    let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let shown = match ip {
+        IpAddr::V4(v4) if v4.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(v6) if v6.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        other => other,
+    };
+    let mut vars = Vec::new();
+    let ports = [
+        ("sandbox_tcp", None),
+        ("sandbox_tls", Some(pki.valid)),
+        ("sandbox_tls_expired", Some(pki.expired)),
+        ("sandbox_tls_wrong_host", Some(pki.wrong_host)),
+    ];
+    for (name, config) in ports {
+        let listener = TcpListener::bind(SocketAddr::new(ip, 0)).await?;
+        let port = listener.local_addr()?.port();
+        vars.push((name, SocketAddr::new(shown, port).to_string()));
+        tokio::spawn(serve(
+            listener,
+            config.map(|c| TlsAcceptor::from(Arc::new(c))),
+            Arc::clone(&permits),
+            stop.clone(),
+            Arc::clone(&ca_file),
+        ));
+    }
+    vars.push(("sandbox_ca_file", ca_file.path.display().to_string()));
+    tracing::debug!(?vars, "sandbox tcp and tls ports listening");
+    Ok(vars)
+}
+
+/// The sandbox CA's PEM file; removed when the last port stops with it.
+#[derive(Debug)]
+struct CaFile {
+    path: PathBuf,
+}
+
+impl CaFile {
+    /// Writes `pem` to a new file with a unique name in the temp directory
+    /// (never over an existing file or link).
+    fn write(pem: &str) -> io::Result<CaFile> {
+        use std::io::Write as _;
+        let mut last = None;
+        for _ in 0..4 {
+            let path = std::env::temp_dir().join(format!(
+                "synthmon-sandbox-ca-{}-{:016x}.pem",
+                std::process::id(),
+                rand::random::<u64>()
+            ));
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)
+            {
+                Ok(mut file) => {
+                    file.write_all(pem.as_bytes())?;
+                    return Ok(CaFile { path });
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => last = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| io::Error::other("cannot name the sandbox CA file")))
+    }
+}
+
+impl Drop for CaFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// The generated certificates: the CA's PEM and a server config per TLS port.
+struct Pki {
+    ca_pem: String,
+    valid: ServerConfig,
+    expired: ServerConfig,
+    wrong_host: ServerConfig,
+}
+
+impl Pki {
+    fn generate() -> Result<Pki, Box<dyn std::error::Error + Send + Sync>> {
+        let since_epoch = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        // rcgen takes `time` instants; this builds them without naming the crate.
+        let now = rcgen::date_time_ymd(1970, 1, 1) + since_epoch;
+
+        let mut ca = CertificateParams::new(Vec::<String>::new())?;
+        ca.distinguished_name
+            .push(DnType::CommonName, "synthmon sandbox CA");
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        ca.not_before = now - DAY;
+        ca.not_after = now + 10 * 365 * DAY;
+        let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate()?)?;
+
+        let local = ["localhost", "127.0.0.1", "::1"];
+        let leaf = |names: &[&str],
+                    from,
+                    until|
+         -> Result<ServerConfig, Box<dyn std::error::Error + Send + Sync>> {
+            let mut params =
+                CertificateParams::new(names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>())?;
+            params.distinguished_name.push(
+                DnType::CommonName,
+                names.first().copied().unwrap_or("sandbox"),
+            );
+            params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+            params.not_before = from;
+            params.not_after = until;
+            let key = KeyPair::generate()?;
+            let cert = params.signed_by(&key, &ca)?;
+            let key = PrivateKeyDer::Pkcs8(key.serialize_der().into());
+            let chain: Vec<CertificateDer<'static>> = vec![cert.der().clone()];
+            let config = ServerConfig::builder_with_provider(Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()?
+            .with_no_client_auth()
+            .with_single_cert(chain, key)?;
+            Ok(config)
+        };
+        Ok(Pki {
+            valid: leaf(&local, now - DAY, now + DAY * LEAF_DAYS)?,
+            expired: leaf(&local, now - DAY * LEAF_DAYS, now - DAY)?,
+            wrong_host: leaf(&["wrong.example"], now - DAY, now + DAY * LEAF_DAYS)?,
+            ca_pem: ca.pem(),
+        })
+    }
+}
+
+/// Accepts connections on one port until `stop`; each connection is a task
+/// of this loop's own set, so they end with it.
+async fn serve(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    permits: Arc<Semaphore>,
+    mut stop: watch::Receiver<bool>,
+    _ca_file: Arc<CaFile>,
+) {
+    let mut connections = JoinSet::new();
+    loop {
+        while connections.try_join_next().is_some() {}
+        let permit = tokio::select! {
+            p = Arc::clone(&permits).acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+            _ = stop.wait_for(|s| *s) => break,
+        };
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = stop.wait_for(|s| *s) => break,
+        };
+        let socket = match accepted {
+            Ok((socket, _)) => socket,
+            Err(e) => {
+                // Out of file descriptors and the like: back off a little.
+                tracing::debug!(%e, "sandbox tcp accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let tls = tls.clone();
+        let mut stop = stop.clone();
+        connections.spawn(async move {
+            let _permit = permit;
+            tokio::select! {
+                _ = tokio::time::timeout(LIFETIME, connection(socket, tls)) => {}
+                _ = stop.wait_for(|s| *s) => {}
+            }
+        });
+    }
+    connections.shutdown().await;
+}
+
+/// One connection: the TLS handshake if any, then the line protocol.
+async fn connection(socket: TcpStream, tls: Option<TlsAcceptor>) {
+    let _ = socket.set_nodelay(true);
+    match tls {
+        None => converse(socket).await,
+        Some(acceptor) => {
+            if let Ok(Ok(stream)) = tokio::time::timeout(HANDSHAKE, acceptor.accept(socket)).await {
+                converse(stream).await;
+            }
+        }
+    }
+}
+
+/// Greets, echoes lines, then closes politely.
+async fn converse<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S) {
+    let _ = echo(&mut stream).await;
+    let _ = tokio::time::timeout(CLOSE_GRACE, stream.shutdown()).await;
+    // Closing with unread input would reset the connection, and a reset can
+    // discard our last line before the client reads it: take in what the
+    // client still sends, for a moment and a few KiB.
+    let _ = tokio::time::timeout(CLOSE_GRACE, drain(&mut stream)).await;
+}
+
+/// Reads and discards up to [`MAX_DRAIN`] bytes, until the client closes.
+async fn drain<S: AsyncRead + Unpin>(stream: &mut S) {
+    let mut sink = [0u8; 1024];
+    let mut left = MAX_DRAIN;
+    while left > 0 {
+        match stream.read(&mut sink).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => left = left.saturating_sub(n),
+        }
+    }
+}
+
+async fn echo<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S) -> io::Result<()> {
+    say(stream, BANNER).await?;
+    let mut buf = Vec::with_capacity(MAX_LINE);
+    let mut chunk = [0u8; 512];
+    loop {
+        while let Some(end) = buf.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = buf.drain(..=end).collect();
+            if line.trim_ascii().eq_ignore_ascii_case(b"QUIT") {
+                return say(stream, b"221 bye\r\n").await;
+            }
+            say(stream, &line).await?;
+        }
+        if buf.len() >= MAX_LINE {
+            return say(stream, b"500 line too long\r\n").await;
+        }
+        let room = (MAX_LINE - buf.len()).min(chunk.len());
+        let n = match tokio::time::timeout(IDLE, stream.read(&mut chunk[..room])).await {
+            Ok(read) => read?,
+            // Idle for too long.
+            Err(_) => return Ok(()),
+        };
+        if n == 0 {
+            return Ok(());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// Writes and flushes `bytes`; a client that stops reading is as idle as
+/// one that stops writing.
+async fn say<S: AsyncWrite + Unpin>(stream: &mut S, bytes: &[u8]) -> io::Result<()> {
+    let write = async {
+        stream.write_all(bytes).await?;
+        stream.flush().await
+    };
+    tokio::time::timeout(IDLE, write)
+        .await
+        .unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into()))
 }
