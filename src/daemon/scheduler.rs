@@ -268,7 +268,10 @@ impl Scheduler {
             // after it fires, within its own bound).
             let outcome = probe::run(&ctx).await;
             if cancel.is_cancelled() {
+                // Our own shutdown is not a verdict on the target: the run
+                // goes to no metric and no alert.
                 tracing::warn!(probe = %probe.name, environment = %env_name, "run cancelled at the drain deadline");
+                return;
             }
             shared.stats.runs.fetch_add(1, Ordering::Relaxed);
             log_outcome(&outcome);
