@@ -97,7 +97,9 @@ impl Workload {
             loop {
                 let k = out.len() as f64;
                 let need = k - done;
-                if need > total + 1e-9 || out.len() as u64 >= limit {
+                // An arrival due exactly at the stage's end belongs to
+                // the next stage (or, after the last, to no run).
+                if need >= total - 1e-9 || out.len() as u64 >= limit {
                     break;
                 }
                 let t = time_for(stage.from, stage.to, d, need.max(0.0));
@@ -554,4 +556,91 @@ fn mutated(
         request.headers.insert(crate::tagging::ANOMALY_HEADER, v);
     }
     Ok(Some(request))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn workload(stages: Vec<Stage>, requests: Option<u64>) -> Workload {
+        Workload {
+            stages,
+            requests,
+            max_concurrency: 10,
+            anomalies: None,
+        }
+    }
+
+    fn secs(s: f64) -> Duration {
+        Duration::from_secs_f64(s)
+    }
+
+    #[test]
+    fn a_constant_rate_spaces_arrivals_evenly_and_stops_at_the_count() {
+        let w = workload(
+            vec![Stage {
+                duration: secs(10.0),
+                from: 200.0,
+                to: 200.0,
+            }],
+            Some(2000),
+        );
+        let a = w.arrivals();
+        assert_eq!(a.len(), 2000);
+        assert_eq!(a[0], Duration::ZERO);
+        assert!((a[1].as_secs_f64() - 0.005).abs() < 1e-9);
+        assert!((a[1999].as_secs_f64() - 9.995).abs() < 1e-6);
+        // A duration without a count sends rate × duration.
+        let w = workload(
+            vec![Stage {
+                duration: secs(2.0),
+                from: 50.0,
+                to: 50.0,
+            }],
+            None,
+        );
+        assert_eq!(w.arrivals().len(), 100);
+    }
+
+    #[test]
+    fn a_ramp_accumulates_arrivals_as_the_integral_of_its_rate() {
+        // 0 → 100/s over 10 s: 500 arrivals, denser towards the end;
+        // then 100/s for 5 s: 500 more.
+        let w = workload(
+            vec![
+                Stage {
+                    duration: secs(10.0),
+                    from: 0.0,
+                    to: 100.0,
+                },
+                Stage {
+                    duration: secs(5.0),
+                    from: 100.0,
+                    to: 100.0,
+                },
+            ],
+            None,
+        );
+        let a = w.arrivals();
+        assert!((a.len() as i64 - 1000).abs() <= 1, "{}", a.len());
+        assert!(a.windows(2).all(|p| p[0] <= p[1]), "arrivals are ordered");
+        // n(t) = 5 t² in the ramp: 125 arrivals by t = 5 s.
+        let by_5s = a.iter().filter(|t| **t < secs(5.0)).count();
+        assert!((by_5s as i64 - 125).abs() <= 1, "{by_5s}");
+        let in_last_second = a.iter().filter(|t| **t >= secs(14.0)).count();
+        assert!((in_last_second as i64 - 100).abs() <= 1, "{in_last_second}");
+        // A ramp down to zero ends the arrivals.
+        let w = workload(
+            vec![Stage {
+                duration: secs(4.0),
+                from: 50.0,
+                to: 0.0,
+            }],
+            None,
+        );
+        let a = w.arrivals();
+        assert!((a.len() as i64 - 100).abs() <= 1, "{}", a.len());
+        assert!(a.last().unwrap() < &secs(4.0));
+    }
 }
