@@ -8,23 +8,39 @@ mod common;
 
 use common::{position_of, repo, synthmon, write_config};
 
-/// The `name = "…"` of every example probe in the repository.
-fn example_probe_names() -> Vec<String> {
-    let mut names = Vec::new();
+/// The `name = "…"` and kind (the one kind table present) of every
+/// example probe in the repository, sorted by name.
+fn example_probes() -> Vec<(String, String)> {
+    const KINDS: [&str; 7] = ["http", "flow", "tcp", "dns", "tls", "grpc", "stream"];
+    let mut probes = Vec::new();
     for entry in std::fs::read_dir(repo().join("probes")).unwrap() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "toml") {
             let text = std::fs::read_to_string(&path).unwrap();
             let table: toml::Table = text.parse().unwrap();
-            names.push(table["name"].as_str().unwrap().to_owned());
+            let kind = KINDS
+                .iter()
+                .find(|k| table.contains_key(**k))
+                .unwrap_or_else(|| panic!("no kind table in {}", path.display()));
+            probes.push((
+                table["name"].as_str().unwrap().to_owned(),
+                (*kind).to_owned(),
+            ));
         }
     }
-    names.sort();
-    assert!(
-        names.len() >= 4,
-        "expected the example probes, found {names:?}"
-    );
-    names
+    probes.sort();
+    // Every kind has an example.
+    for kind in KINDS {
+        assert!(
+            probes.iter().any(|(_, k)| k == kind),
+            "no example probe of kind `{kind}`: {probes:?}"
+        );
+    }
+    probes
+}
+
+fn example_probe_names() -> Vec<String> {
+    example_probes().into_iter().map(|(n, _)| n).collect()
 }
 
 fn repo_config() -> String {
@@ -35,7 +51,7 @@ fn repo_config() -> String {
 fn once_on_the_repository_config_passes_every_example_probe() {
     let run = synthmon(&repo(), &["--config", &repo_config(), "--once"], &[]);
     run.assert_code(0);
-    for name in example_probe_names() {
+    for (name, kind) in example_probes() {
         let line = run
             .stdout
             .lines()
@@ -46,8 +62,18 @@ fn once_on_the_repository_config_passes_every_example_probe() {
             "`{name}` did not pass:\n{}",
             run.stdout
         );
-        // The phase breakdown is on the line.
-        for phase in ["resolve", "connect", "tls", "processing", "transfer"] {
+        // The phase breakdown is on the line (a workload's totals are on
+        // the next).
+        let phases: &[&str] = match kind.as_str() {
+            "http" if line.contains(" --- ") => &[],
+            "http" => &["resolve", "connect", "tls", "processing", "transfer"],
+            "flow" => &[],
+            "dns" => &["resolve", "query"],
+            "grpc" => &["connect", "call"],
+            "stream" => &["connect", "first_event"],
+            _ => &["resolve", "connect"],
+        };
+        for phase in phases {
             assert!(line.contains(phase), "no `{phase}` on `{line}`");
         }
     }
@@ -71,35 +97,57 @@ fn once_json_output_is_versioned_and_complete() {
         .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}", run.stdout));
     assert_eq!(doc["schema_version"], 1);
     assert_eq!(doc["synthmon_version"], env!("CARGO_PKG_VERSION"));
-    let names = example_probe_names();
-    assert_eq!(doc["summary"]["total"], names.len());
-    assert_eq!(doc["summary"]["passed"], names.len());
+    let probes = example_probes();
+    assert_eq!(doc["summary"]["total"], probes.len());
+    assert_eq!(doc["summary"]["passed"], probes.len());
     assert_eq!(doc["summary"]["failed"], 0);
     let results = doc["results"].as_array().unwrap();
-    let mut seen: Vec<String> = Vec::new();
+    let mut seen: Vec<(String, String)> = Vec::new();
     for r in results {
         assert_eq!(r["success"], true, "{r:#}");
         assert_eq!(r["reason"], serde_json::Value::Null, "{r:#}");
         assert_eq!(r["environment"], "sandbox");
-        assert_eq!(r["kind"], "http");
         assert_eq!(r["run_id"].as_str().unwrap().len(), 16, "{r:#}");
         assert_eq!(r["trace_id"].as_str().unwrap().len(), 32, "{r:#}");
         assert!(r["duration"].as_f64().unwrap() > 0.0, "{r:#}");
-        let phases = r["http"]["phases"]
-            .as_object()
-            .unwrap_or_else(|| panic!("no http.phases: {r:#}"));
-        for phase in ["resolve", "connect", "tls", "processing", "transfer"] {
-            let v = phases[phase]
-                .as_f64()
-                .unwrap_or_else(|| panic!("no `{phase}` in {r:#}"));
-            assert!(v >= 0.0, "{r:#}");
+        let kind = r["kind"].as_str().unwrap().to_owned();
+        match kind.as_str() {
+            "http" if !r["workload"].is_null() => {
+                let w = &r["workload"];
+                assert!(w["ok"].as_u64().unwrap() > 0, "{r:#}");
+                assert_eq!(w["failed"], 0, "{r:#}");
+                assert_eq!(w["anomalies"]["unexpected"], 0, "{r:#}");
+            }
+            "http" => {
+                let phases = r["http"]["phases"]
+                    .as_object()
+                    .unwrap_or_else(|| panic!("no http.phases: {r:#}"));
+                for phase in ["resolve", "connect", "tls", "processing", "transfer"] {
+                    let v = phases[phase]
+                        .as_f64()
+                        .unwrap_or_else(|| panic!("no `{phase}` in {r:#}"));
+                    assert!(v >= 0.0, "{r:#}");
+                }
+                assert!(r["http"]["status"].as_u64().is_some(), "{r:#}");
+                assert!(!r["assertions"].as_array().unwrap().is_empty(), "{r:#}");
+            }
+            "flow" => {
+                let steps = r["steps"].as_array().unwrap();
+                assert!(steps.len() >= 2, "{r:#}");
+                assert!(steps.iter().all(|s| s["success"] == true), "{r:#}");
+            }
+            _ => {
+                let phases = r["phases"].as_array().unwrap();
+                assert!(!phases.is_empty(), "{r:#}");
+                let sum: f64 = phases.iter().map(|p| p["seconds"].as_f64().unwrap()).sum();
+                assert!(sum <= r["duration"].as_f64().unwrap() + 1e-6, "{r:#}");
+                assert!(r["details"].is_object(), "{r:#}");
+            }
         }
-        assert!(r["http"]["status"].as_u64().is_some(), "{r:#}");
-        assert!(!r["assertions"].as_array().unwrap().is_empty(), "{r:#}");
-        seen.push(r["probe"].as_str().unwrap().to_owned());
+        seen.push((r["probe"].as_str().unwrap().to_owned(), kind));
     }
     seen.sort();
-    assert_eq!(seen, names);
+    assert_eq!(seen, probes);
 }
 
 #[test]
@@ -276,7 +324,12 @@ fn list_prints_a_row_per_probe_and_environment() {
             .unwrap_or_else(|| panic!("no row for `{name}`:\n{}", run.stdout));
         let cells: Vec<&str> = row.split_whitespace().collect();
         assert_eq!(cells[1], "sandbox", "{row}");
-        assert_eq!(cells[2], "http", "{row}");
+        let kind = &example_probes()
+            .into_iter()
+            .find(|(n, _)| n == name)
+            .unwrap()
+            .1;
+        assert_eq!(cells[2], kind, "{row}");
     }
     let health = lines
         .iter()
