@@ -398,6 +398,27 @@ pub struct StepOutcome {
     pub offset: Duration,
 }
 
+impl StepOutcome {
+    /// A step that has not run yet (or will not).
+    pub fn new(name: &str, stage: Stage) -> StepOutcome {
+        StepOutcome {
+            name: name.to_owned(),
+            stage,
+            success: false,
+            reason: None,
+            error: None,
+            duration: Duration::ZERO,
+            attempts: 0,
+            http: None,
+            assertions: Vec::new(),
+            captured: Vec::new(),
+            span_id: String::new(),
+            responded: false,
+            offset: Duration::ZERO,
+        }
+    }
+}
+
 /// What a workload did.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct WorkloadFacts {

@@ -18,9 +18,7 @@ use synthmon::sandbox::{Sandbox, SandboxOptions};
 const BOUND: Duration = Duration::from_secs(20);
 
 async fn bounded<F: Future>(f: F) -> F::Output {
-    tokio::time::timeout(BOUND, f)
-        .await
-        .expect("test exceeded its time bound")
+    common::within(BOUND, f).await
 }
 
 async fn sandbox() -> Sandbox {

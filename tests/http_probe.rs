@@ -7,12 +7,14 @@
 
 mod common;
 
+use common::sandbox;
+
 use common::{config_with_target, load, run_all, run_one, write_config};
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::time::{Duration, Instant};
 use synthmon::outcome::{FailureReason, Outcome};
-use synthmon::sandbox::{Sandbox, SandboxOptions};
+
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
@@ -20,15 +22,7 @@ use tokio::net::TcpListener;
 const BOUND: Duration = Duration::from_secs(10);
 
 async fn bounded<F: Future>(f: F) -> F::Output {
-    tokio::time::timeout(BOUND, f)
-        .await
-        .expect("test exceeded its time bound")
-}
-
-async fn sandbox() -> Sandbox {
-    Sandbox::start("127.0.0.1:0".parse().unwrap(), SandboxOptions::default())
-        .await
-        .unwrap()
+    common::within(BOUND, f).await
 }
 
 /// Loads a config with one environment `target` at `base_url` and the given

@@ -8,6 +8,8 @@
 
 mod common;
 
+use common::sandbox;
+
 use common::{config_with_target, load, run_one, write_config};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
@@ -23,7 +25,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use synthmon::config::{OtlpProtocol, TelemetryConfig};
 use synthmon::outcome::Outcome;
-use synthmon::sandbox::{Sandbox, SandboxOptions};
+
 use synthmon::telemetry::traces::{Resource, TraceExporter};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -32,9 +34,7 @@ use tokio::net::TcpListener;
 const BOUND: Duration = Duration::from_secs(20);
 
 async fn bounded<F: Future>(f: F) -> F::Output {
-    tokio::time::timeout(BOUND, f)
-        .await
-        .expect("test exceeded its time bound")
+    common::within(BOUND, f).await
 }
 
 /// An environment with no `OTEL_*` variables.
@@ -221,12 +221,6 @@ async fn run_probe(
     let outcome = run_one(&config).await;
     config.telemetry = telemetry;
     (outcome, config)
-}
-
-async fn sandbox() -> Sandbox {
-    Sandbox::start("127.0.0.1:0".parse().unwrap(), SandboxOptions::default())
-        .await
-        .unwrap()
 }
 
 /// The outcome of one successful run of `/health` on a fresh sandbox.

@@ -27,9 +27,7 @@ use tokio::net::UdpSocket;
 const BOUND: Duration = Duration::from_secs(10);
 
 async fn bounded<F: Future>(f: F) -> F::Output {
-    tokio::time::timeout(BOUND, f)
-        .await
-        .expect("test exceeded its time bound")
+    common::within(BOUND, f).await
 }
 
 async fn sandbox() -> (Sandbox, String) {

@@ -8,6 +8,8 @@
 
 mod common;
 
+use common::sandbox;
+
 use common::{config_with_target, load, position_of, run_one, write_config};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -15,7 +17,7 @@ use std::time::{Duration, Instant};
 use synthmon::outcome::{Details, FailureReason, Outcome};
 use synthmon::probe::grpc::GrpcFacts;
 use synthmon::probe::stream::StreamFacts;
-use synthmon::sandbox::{Sandbox, SandboxOptions};
+
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -24,15 +26,7 @@ const BOUND: Duration = Duration::from_secs(10);
 const MS: Duration = Duration::from_millis(1);
 
 async fn bounded<F: Future>(f: F) -> F::Output {
-    tokio::time::timeout(BOUND, f)
-        .await
-        .expect("test exceeded its time bound")
-}
-
-async fn sandbox() -> Sandbox {
-    Sandbox::start("127.0.0.1:0".parse().unwrap(), SandboxOptions::default())
-        .await
-        .unwrap()
+    common::within(BOUND, f).await
 }
 
 /// Runs one probe file (`name = "p"` in environment `target` at

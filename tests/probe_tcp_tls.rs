@@ -23,9 +23,7 @@ use tokio::net::TcpListener;
 const BOUND: Duration = Duration::from_secs(10);
 
 async fn bounded<F: Future>(f: F) -> F::Output {
-    tokio::time::timeout(BOUND, f)
-        .await
-        .expect("test exceeded its time bound")
+    common::within(BOUND, f).await
 }
 
 /// Loads a config with one environment `target` at `base_url` and the

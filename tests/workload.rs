@@ -9,24 +9,18 @@
 
 mod common;
 
+use common::sandbox;
+
 use common::{config_with_target, load, run_one, write_config};
 use std::future::Future;
 use std::time::{Duration, Instant};
 use synthmon::outcome::Outcome;
-use synthmon::sandbox::{Sandbox, SandboxOptions};
+use synthmon::sandbox::Sandbox;
 
 const BOUND: Duration = Duration::from_secs(40);
 
 async fn bounded<F: Future>(f: F) -> F::Output {
-    tokio::time::timeout(BOUND, f)
-        .await
-        .expect("test exceeded its time bound")
-}
-
-async fn sandbox() -> Sandbox {
-    Sandbox::start("127.0.0.1:0".parse().unwrap(), SandboxOptions::default())
-        .await
-        .unwrap()
+    common::within(BOUND, f).await
 }
 
 async fn run_probe(sb: &Sandbox, probe: &str) -> Outcome {

@@ -372,21 +372,11 @@ pub async fn run(spec: &FlowSpec, ctx: &RunContext<'_>) -> Outcome {
 
 /// A step that did not run.
 fn skipped(step: &Step, stage: Stage, note: &str) -> StepOutcome {
-    StepOutcome {
-        name: step.name.clone(),
-        stage,
-        success: stage == Stage::Teardown,
-        reason: None,
-        error: Some(note.to_owned()),
-        duration: Duration::ZERO,
-        attempts: 0,
-        http: None,
-        assertions: Vec::new(),
-        captured: Vec::new(),
-        span_id: String::new(),
-        responded: false,
-        offset: Duration::ZERO,
-    }
+    let mut out = StepOutcome::new(&step.name, stage);
+    // A skipped teardown step has nothing to clean up: not a failure.
+    out.success = stage == Stage::Teardown;
+    out.error = Some(note.to_owned());
+    out
 }
 
 /// Runs one step (with its `until` polling) and applies its captures to
@@ -404,21 +394,8 @@ async fn run_step(
     run_start: Instant,
 ) -> StepOutcome {
     let started = Instant::now();
-    let mut out = StepOutcome {
-        name: step.name.clone(),
-        stage,
-        success: false,
-        reason: None,
-        error: None,
-        duration: Duration::ZERO,
-        attempts: 0,
-        http: None,
-        assertions: Vec::new(),
-        captured: Vec::new(),
-        span_id: String::new(),
-        responded: false,
-        offset: started.duration_since(run_start),
-    };
+    let mut out = StepOutcome::new(&step.name, stage);
+    out.offset = started.duration_since(run_start);
     let until_deadline = match step.until.as_ref().and_then(|u| u.timeout) {
         Some(t) => deadline.min(started + t),
         None => deadline,

@@ -235,3 +235,21 @@ pub async fn http_request(
         .unwrap_or_default();
     (status, body)
 }
+
+/// Runs `f`, failing the test if it takes longer than `bound`: every test
+/// that talks to a server has a ceiling.
+pub async fn within<F: std::future::Future>(bound: Duration, f: F) -> F::Output {
+    tokio::time::timeout(bound, f)
+        .await
+        .expect("test exceeded its time bound")
+}
+
+/// The built-in sandbox on an ephemeral loopback port, default options.
+pub async fn sandbox() -> synthmon::sandbox::Sandbox {
+    synthmon::sandbox::Sandbox::start(
+        "127.0.0.1:0".parse().unwrap(),
+        synthmon::sandbox::SandboxOptions::default(),
+    )
+    .await
+    .unwrap()
+}
