@@ -122,3 +122,133 @@ async fn runs_and_schedule_lag_are_exported_per_pair() {
     .await
     .unwrap();
 }
+
+/// The value of the series whose line starts with `prefix` (name and
+/// labels as rendered), if present.
+fn value_of(body: &str, name: &str, must_contain: &[&str]) -> Option<f64> {
+    body.lines()
+        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+        .find(|l| must_contain.iter().all(|m| l.contains(m)))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_kind_flows_and_workloads_export_their_series() {
+    tokio::time::timeout(Duration::from_secs(30), async {
+        let dir = tempfile::tempdir().unwrap();
+        let tls = r#"name = "cert"
+schedule = "every 1s"
+timeout = "900ms"
+environments = ["sb"]
+
+[tls]
+address = "{{ vars.sandbox_tls }}"
+server_name = "localhost"
+ca_file = "{{ vars.sandbox_ca_file }}"
+"#;
+        let flow = r#"name = "journey"
+schedule = "every 2s"
+timeout = "1s"
+environments = ["sb"]
+
+[[flow.steps]]
+name = "create"
+method = "POST"
+url = "/api/orders"
+json = { item = "widget", quantity = 1 }
+capture = { id = "json.id" }
+
+[[flow.teardown]]
+name = "delete"
+method = "DELETE"
+url = "/api/orders/{{ vars.id }}"
+"#;
+        let load = r#"name = "load"
+schedule = "every 2s"
+timeout = "500ms"
+environments = ["sb"]
+
+[workload]
+requests = 20
+rate = 100
+
+[http]
+url = "/health"
+"#;
+        let path = write_config(
+            dir.path(),
+            CONFIG,
+            &[
+                ("cert.toml", tls),
+                ("journey.toml", flow),
+                ("load.toml", load),
+            ],
+        );
+        let d = start(path).await;
+        let body = scrape_until(&d, 20, "all three probes' series", |b| {
+            b.contains("probe=\"cert\"")
+                && b.contains("probe_step_success")
+                && b.contains("synthmon_workload_requests_total")
+        })
+        .await;
+        // tls: the expiry of the sandbox's 90-day certificate, its phases.
+        let expiry = value_of(&body, "probe_ssl_earliest_cert_expiry", &["probe=\"cert\""])
+            .expect("probe_ssl_earliest_cert_expiry for the tls probe");
+        let days = (expiry - chrono::Utc::now().timestamp() as f64) / 86_400.0;
+        assert!((89.0..=90.1).contains(&days), "{days} days");
+        assert_eq!(
+            value_of(&body, "probe_tls_verified", &["probe=\"cert\""]),
+            Some(1.0)
+        );
+        assert!(
+            value_of(
+                &body,
+                "probe_phase_duration_seconds",
+                &["probe=\"cert\"", "phase=\"tls\""]
+            )
+            .is_some(),
+            "{body}"
+        );
+        // flow: one series per step, in the gauges and the histogram.
+        for step in ["create", "delete"] {
+            let step_label = format!("step=\"{step}\"");
+            assert_eq!(
+                value_of(
+                    &body,
+                    "probe_step_success",
+                    &["probe=\"journey\"", &step_label]
+                ),
+                Some(1.0),
+                "{body}"
+            );
+            assert!(
+                value_of(
+                    &body,
+                    "synthmon_probe_duration_seconds_count",
+                    &["probe=\"journey\"", &step_label]
+                )
+                .is_some_and(|n| n >= 1.0),
+                "{body}"
+            );
+        }
+        // workload: every request is a histogram sample.
+        let sent = value_of(
+            &body,
+            "synthmon_workload_requests_total",
+            &["probe=\"load\"", "result=\"sent\""],
+        )
+        .unwrap();
+        assert!(sent >= 20.0, "{sent}");
+        let samples = value_of(
+            &body,
+            "synthmon_probe_duration_seconds_count",
+            &["probe=\"load\"", "step=\"http\""],
+        )
+        .unwrap();
+        assert!(samples >= 20.0, "{samples}");
+        d.shutdown().await;
+    })
+    .await
+    .unwrap();
+}
