@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# One command: installs the peers (wrk, blackbox_exporter) from Debian if
+# missing, builds synthmon in release mode, and runs bench/run.py.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+need=()
+command -v wrk >/dev/null || need+=(wrk)
+command -v prometheus-blackbox-exporter >/dev/null || need+=(prometheus-blackbox-exporter)
+if ((${#need[@]})); then
+  if [[ $(id -u) -ne 0 ]]; then
+    echo "bench: missing ${need[*]}; install them (apt-get install ${need[*]}) or run as root" >&2
+    exit 1
+  fi
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+cargo build --release --quiet
+exec python3 bench/run.py "$@"
