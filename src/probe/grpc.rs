@@ -16,30 +16,26 @@
 //! The sandbox's server is built the same way; the integration tests check
 //! both against tonic-health, the reference implementation.
 //!
-//! The connection helpers at the end of this file ([`Clock`], [`dial`]) are
-//! shared with the `stream` kind.
+//! Resolving, connecting and the TLS handshake are [`super::net`]'s
+//! ([`dial`]), shared with the `stream` kind.
 
+use super::net::{self, AbortOnDrop, Clock, Fail, Io, TlsSetup, describe, dial};
 use super::{Assertion, RunContext};
 use crate::config::build::Checker;
-use crate::expr::{Facts, duration_value};
-use crate::outcome::{Details, FailureReason, Outcome, Phase};
+use crate::expr::Facts;
+use crate::outcome::{Details, FailureReason, Outcome};
 use crate::tagging::RunIds;
 use crate::template::Text;
 use bytes::{BufMut, Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue};
-use rustls::ClientConfig;
 use rustls_pki_types::ServerName;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap};
-use std::future::Future;
+use std::collections::BTreeMap;
 use std::io;
-use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
-use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 use url::Host;
 
@@ -318,8 +314,7 @@ pub async fn run(spec: &GrpcSpec, ctx: &RunContext<'_>) -> Outcome {
         ..GrpcFacts::default()
     };
     let result = call(spec, ctx, &ids, &mut clock, &mut facts).await;
-    outcome.duration = clock.elapsed();
-    outcome.phases = clock.phases.clone();
+    clock.record(&mut outcome);
     match result {
         Err(fail) => outcome.fail(fail.reason, fail.message),
         Ok(()) => {
@@ -332,8 +327,8 @@ pub async fn run(spec: &GrpcSpec, ctx: &RunContext<'_>) -> Outcome {
                 "grpc_message",
                 facts.grpc_message.clone().unwrap_or_default(),
             );
-            f.set("timings", clock.timings(outcome.duration));
-            f.set("vars", ctx_vars(ctx.vars));
+            f.set("timings", clock.timings());
+            f.set("vars", net::vars_value(ctx.vars));
             super::check_expectations(&mut outcome, &spec.expect, &f);
         }
     }
@@ -392,13 +387,6 @@ fn judge(spec: &GrpcSpec, facts: &GrpcFacts, outcome: &mut Outcome) {
     }
 }
 
-fn ctx_vars(vars: &BTreeMap<String, String>) -> cel::Value {
-    vars.iter()
-        .map(|(k, v)| (k.clone(), cel::Value::from(v.clone())))
-        .collect::<HashMap<_, _>>()
-        .into()
-}
-
 /// Renders, connects and calls; fills `facts` as it learns things.
 async fn call(
     spec: &GrpcSpec,
@@ -412,7 +400,7 @@ async fn call(
     let target = parse_address(&address, spec.tls).map_err(request_error)?;
     facts.address = target.authority();
     facts.tls = target.tls;
-    let request = build_request(spec, ctx, ids, &target, clock.deadline)?;
+    let request = build_request(spec, ctx, ids, &target, clock.deadline())?;
 
     let tls = target.tls.then(|| TlsSetup {
         config: Arc::clone(&ctx.env.tls_client),
@@ -833,254 +821,6 @@ fn percent_decode(raw: &[u8]) -> String {
     match text.char_indices().nth(MAX_MESSAGE_CHARS) {
         Some((cut, _)) => format!("{}…", &text[..cut]),
         None => text.into_owned(),
-    }
-}
-
-// ---------------------------------------------------------------------------
-// Connection helpers, shared with the `stream` kind.
-
-/// A failure with its reason and a human message.
-#[derive(Debug)]
-pub(crate) struct Fail {
-    pub reason: FailureReason,
-    pub message: String,
-}
-
-impl Fail {
-    pub(crate) fn new(reason: FailureReason, message: impl Into<String>) -> Self {
-        Fail {
-            reason,
-            message: message.into(),
-        }
-    }
-}
-
-/// The clock of one run: its deadline and contiguous named phases.
-///
-/// [`Clock::lap`] charges the time since the previous lap to a phase, so the
-/// phases always add up to the time since the start; lapping a phase again
-/// adds to it.
-pub(crate) struct Clock {
-    pub start: Instant,
-    pub deadline: Instant,
-    mark: Instant,
-    pub phases: Vec<Phase>,
-}
-
-impl Clock {
-    /// A clock started now, with `phases` listed in order at zero (a phase
-    /// that does not apply, like `tls` over plaintext, stays zero).
-    pub(crate) fn new(deadline: Instant, phases: &[&'static str]) -> Self {
-        let start = Instant::now();
-        Clock {
-            start,
-            deadline,
-            mark: start,
-            phases: phases
-                .iter()
-                .map(|&name| Phase {
-                    name,
-                    seconds: Duration::ZERO,
-                })
-                .collect(),
-        }
-    }
-
-    /// Ends the phase in progress now, charging it to `name`.
-    pub(crate) fn lap(&mut self, name: &'static str) {
-        let now = Instant::now();
-        let spent = now.saturating_duration_since(self.mark);
-        self.mark = self.mark.max(now);
-        match self.phases.iter_mut().find(|p| p.name == name) {
-            Some(phase) => phase.seconds += spent,
-            None => self.phases.push(Phase {
-                name,
-                seconds: spent,
-            }),
-        }
-    }
-
-    pub(crate) fn elapsed(&self) -> Duration {
-        self.start.elapsed()
-    }
-
-    /// The phases and `total` as a CEL map for `timings`.
-    pub(crate) fn timings(&self, total: Duration) -> cel::Value {
-        let mut m: HashMap<String, cel::Value> = self
-            .phases
-            .iter()
-            .map(|p| (p.name.to_owned(), duration_value(p.seconds)))
-            .collect();
-        m.insert("total".to_owned(), duration_value(total));
-        m.into()
-    }
-
-    /// Runs `fut` within the deadline; past it, a `timeout` that says what
-    /// was being done (`doing`, e.g. "during the call (call)").
-    pub(crate) async fn within<F: Future>(&self, doing: &str, fut: F) -> Result<F::Output, Fail> {
-        self.within_as(FailureReason::Timeout, doing, fut).await
-    }
-
-    /// [`Clock::within`] with the reason to give when the deadline passes.
-    pub(crate) async fn within_as<F: Future>(
-        &self,
-        reason: FailureReason,
-        doing: &str,
-        fut: F,
-    ) -> Result<F::Output, Fail> {
-        let expired = || {
-            Fail::new(
-                reason,
-                format!(
-                    "deadline exceeded after {:.3}s {doing}",
-                    self.start.elapsed().as_secs_f64()
-                ),
-            )
-        };
-        if Instant::now() >= self.deadline {
-            return Err(expired());
-        }
-        tokio::time::timeout_at(self.deadline, fut)
-            .await
-            .map_err(|_| expired())
-    }
-}
-
-/// A plain or TLS stream.
-pub(crate) trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
-
-impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
-
-/// How to wrap a connection in TLS.
-pub(crate) struct TlsSetup<'a> {
-    pub config: Arc<ClientConfig>,
-    /// SNI and verification name instead of the host.
-    pub server_name: Option<&'a str>,
-    /// The one ALPN protocol to offer (`h2`, `http/1.1`).
-    pub alpn: &'static [u8],
-}
-
-/// Resolves `host`, connects to the first address that accepts and, with
-/// `tls`, shakes hands; each step is lapped on `clock` under the names in
-/// `phases` (resolve, connect, tls). A deadline passed while resolving or
-/// connecting is `connect_timeout`; during the handshake, `timeout`.
-pub(crate) async fn dial(
-    host: &Host<String>,
-    port: u16,
-    tls: Option<TlsSetup<'_>>,
-    clock: &mut Clock,
-    phases: [&'static str; 3],
-) -> Result<Box<dyn Io>, Fail> {
-    let [resolve_phase, connect_phase, tls_phase] = phases;
-    let addrs = match host {
-        Host::Ipv4(ip) => vec![SocketAddr::new(IpAddr::V4(*ip), port)],
-        Host::Ipv6(ip) => vec![SocketAddr::new(IpAddr::V6(*ip), port)],
-        Host::Domain(name) => {
-            let found = clock
-                .within_as(
-                    FailureReason::ConnectTimeout,
-                    "while resolving the host (resolve)",
-                    tokio::net::lookup_host((name.as_str(), port)),
-                )
-                .await;
-            clock.lap(resolve_phase);
-            let dns = |why: String| {
-                Fail::new(FailureReason::Dns, format!("cannot resolve {name}: {why}"))
-            };
-            let addrs: Vec<SocketAddr> = found?.map_err(|e| dns(e.to_string()))?.collect();
-            if addrs.is_empty() {
-                return Err(dns("no address found".to_owned()));
-            }
-            addrs
-        }
-    };
-    let attempts = async {
-        let mut errors = Vec::with_capacity(addrs.len());
-        for &addr in &addrs {
-            match TcpStream::connect(addr).await {
-                Ok(stream) => return Ok(stream),
-                Err(e) => errors.push((addr, e)),
-            }
-        }
-        Err(errors)
-    };
-    let connected = clock
-        .within_as(
-            FailureReason::ConnectTimeout,
-            "while connecting (connect)",
-            attempts,
-        )
-        .await;
-    clock.lap(connect_phase);
-    let tcp = match connected? {
-        Ok(stream) => stream,
-        Err(errors) => {
-            let refused = errors
-                .iter()
-                .all(|(_, e)| e.kind() == io::ErrorKind::ConnectionRefused);
-            let tried = errors
-                .iter()
-                .map(|(addr, e)| format!("{addr}: {e}"))
-                .collect::<Vec<_>>()
-                .join("; ");
-            let reason = if refused {
-                FailureReason::ConnectRefused
-            } else {
-                FailureReason::Connect
-            };
-            return Err(Fail::new(reason, format!("cannot connect to {tried}")));
-        }
-    };
-    // Nagle's algorithm would only delay small writes.
-    let _ = tcp.set_nodelay(true);
-    let Some(tls) = tls else {
-        return Ok(Box::new(tcp));
-    };
-    let name = match (tls.server_name, host) {
-        (Some(name), _) => ServerName::try_from(name.to_owned()),
-        (None, Host::Domain(name)) => ServerName::try_from(name.clone()),
-        (None, Host::Ipv4(ip)) => Ok(ServerName::from(IpAddr::V4(*ip))),
-        (None, Host::Ipv6(ip)) => Ok(ServerName::from(IpAddr::V6(*ip))),
-    }
-    .map_err(|e| Fail::new(FailureReason::Tls, format!("invalid tls server name: {e}")))?;
-    let connector = tokio_rustls::TlsConnector::from(tls.config);
-    let handshake = connector
-        .with_alpn(vec![tls.alpn.to_vec()])
-        .connect(name, tcp);
-    let shaken = clock
-        .within("during the tls handshake (tls)", handshake)
-        .await;
-    clock.lap(tls_phase);
-    let stream = shaken?.map_err(|e| {
-        Fail::new(
-            FailureReason::Tls,
-            format!("tls handshake with {host} failed: {}", describe(&e)),
-        )
-    })?;
-    Ok(Box::new(stream))
-}
-
-/// An error and its sources as one sentence.
-pub(crate) fn describe(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(inner) = source {
-        let more = inner.to_string();
-        if !text.ends_with(&more) {
-            text.push_str(": ");
-            text.push_str(&more);
-        }
-        source = inner.source();
-    }
-    text
-}
-
-/// Aborts a connection task when the run ends, however it ends.
-pub(crate) struct AbortOnDrop(pub tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }
 

@@ -15,6 +15,7 @@ pub mod flow;
 pub mod grpc;
 pub mod http;
 pub mod mutate;
+pub mod net;
 pub mod stream;
 pub mod tcp;
 pub mod tls;

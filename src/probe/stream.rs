@@ -19,7 +19,7 @@
 //! [`MAX_DATA_KEPT`] event data strings (each cut at [`MAX_DATA_CHARS`]) are
 //! kept for expectations.
 
-use super::grpc::{AbortOnDrop, Clock, Fail, TlsSetup, describe, dial};
+use super::net::{self, AbortOnDrop, Clock, Fail, TlsSetup, describe, dial};
 use super::{Assertion, RunContext};
 use crate::config::build::{Checker, parse_size};
 use crate::config::raw::RawSize;
@@ -34,7 +34,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use serde::{Deserialize, Serialize};
 use std::collections::hash_map::DefaultHasher;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
@@ -273,8 +273,7 @@ pub async fn run(spec: &StreamSpec, ctx: &RunContext<'_>) -> Outcome {
     let mut s = Streamer::new(spec, ctx.deadline());
     let result = s.go(ctx, &ids).await;
     s.clock.lap(s.phase);
-    outcome.duration = s.clock.elapsed();
-    outcome.phases = s.clock.phases.clone();
+    s.clock.record(&mut outcome);
     outcome.responded = s.facts.status.is_some();
     match result {
         Err(fail) => outcome.fail(fail.reason, fail.message),
@@ -284,7 +283,7 @@ pub async fn run(spec: &StreamSpec, ctx: &RunContext<'_>) -> Outcome {
                 outcome.reason = Some(FailureReason::Assertion);
             }
             outcome.assertions = implicit;
-            let f = s.expression_facts(ctx, outcome.duration);
+            let f = s.expression_facts(ctx);
             super::check_expectations(&mut outcome, &spec.expect, &f);
         }
     }
@@ -399,7 +398,7 @@ impl<'s> Streamer<'s> {
         let (reconnect_after, reconnect_at) = match (self.spec.reconnect, self.spec.min_events) {
             (false, _) => (None, None),
             (true, Some(n)) => (Some((n / 2).max(1)), None),
-            (true, None) => (None, self.spec.duration.map(|d| self.clock.start + d / 2)),
+            (true, None) => (None, self.spec.duration.map(|d| self.clock.start() + d / 2)),
         };
         match self.read(connection, reconnect_after, reconnect_at).await? {
             Ended::Stop => {
@@ -483,10 +482,10 @@ impl<'s> Streamer<'s> {
             None => self
                 .spec
                 .first_event_timeout
-                .map(|t| (self.clock.start + t, Wake::FirstEvent)),
+                .map(|t| (self.clock.start() + t, Wake::FirstEvent)),
             Some(at) => self.spec.max_gap.map(|g| (at + g, Wake::Gap)),
         }
-        .filter(|(at, _)| *at < self.clock.deadline);
+        .filter(|(at, _)| *at < self.clock.deadline());
         let phase = self.phase;
         let tls = TlsSetup {
             config: Arc::clone(&ctx.env.tls_client),
@@ -543,10 +542,10 @@ impl<'s> Streamer<'s> {
 
     /// When to wake up if no data comes, and why.
     fn next_wake(&self, reconnect_at: Option<Instant>) -> (Instant, Wake) {
-        let mut best = (self.clock.deadline, Wake::Deadline);
+        let mut best = (self.clock.deadline(), Wake::Deadline);
         if let Some(d) = self.spec.duration {
             // At a tie the run has lasted as long as asked: a success.
-            let at = self.clock.start + d;
+            let at = self.clock.start() + d;
             if at <= best.0 {
                 best = (at, Wake::Duration);
             }
@@ -555,7 +554,7 @@ impl<'s> Streamer<'s> {
             None => self
                 .spec
                 .first_event_timeout
-                .map(|t| (self.clock.start + t, Wake::FirstEvent)),
+                .map(|t| (self.clock.start() + t, Wake::FirstEvent)),
             Some(at) => self.spec.max_gap.map(|g| (at + g, Wake::Gap)),
         };
         for (at, wake) in stall
@@ -631,7 +630,7 @@ impl<'s> Streamer<'s> {
         let n = self.facts.events + 1;
         match self.last_event_at {
             None => {
-                let first = now.saturating_duration_since(self.clock.start);
+                let first = now.saturating_duration_since(self.clock.start());
                 if let Some(limit) = self.spec.first_event_timeout {
                     if first > limit {
                         return Err(Fail::new(
@@ -731,7 +730,7 @@ impl<'s> Streamer<'s> {
                 FailureReason::Timeout,
                 format!(
                     "deadline exceeded after {:.3}s while streaming ({} events so far); set min_events or duration to stop sooner",
-                    self.clock.start.elapsed().as_secs_f64(),
+                    self.clock.start().elapsed().as_secs_f64(),
                     self.facts.events
                 ),
             )),
@@ -756,7 +755,7 @@ impl<'s> Streamer<'s> {
             ),
             _ => format!(
                 "no event within {:.3}s of the start{doing}; first_event_timeout is {}",
-                self.clock.start.elapsed().as_secs_f64(),
+                self.clock.start().elapsed().as_secs_f64(),
                 humantime::format_duration(self.spec.first_event_timeout.unwrap_or_default())
             ),
         };
@@ -798,7 +797,7 @@ impl<'s> Streamer<'s> {
     }
 
     /// What expectations can read.
-    fn expression_facts(&self, ctx: &RunContext<'_>, total: Duration) -> Facts {
+    fn expression_facts(&self, ctx: &RunContext<'_>) -> Facts {
         let mut f = Facts::default();
         f.set("events", self.facts.events as i64);
         f.set(
@@ -817,13 +816,8 @@ impl<'s> Streamer<'s> {
         );
         f.set("data", self.facts.data.clone());
         f.set("status", self.facts.status.map_or(0, i64::from));
-        f.set("timings", self.clock.timings(total));
-        let vars: HashMap<String, cel::Value> = ctx
-            .vars
-            .iter()
-            .map(|(k, v)| (k.clone(), cel::Value::from(v.clone())))
-            .collect();
-        f.set("vars", vars);
+        f.set("timings", self.clock.timings());
+        f.set("vars", net::vars_value(ctx.vars));
         f
     }
 }

@@ -14,26 +14,22 @@
 //! (see [`super::tls`]), and a bad one fails the run with its precise reason
 //! before anything is sent.
 //!
-//! This file also owns what the `tls` probe borrows: parsing `host:port`,
-//! resolving and connecting with phase timings ([`Timeline`], [`open`]).
+//! Parsing `host:port`, connecting with phase timings and closing are
+//! [`super::net`]'s, shared with `tls`; the certificate checks are
+//! [`super::tls`]'s.
 
+use super::net::{self, Clock, Fail, address_text, close, parse_address};
 use super::tls::{self as tls_probe, CaFile, TlsInfo};
 use super::{Assertion, RunContext};
 use crate::config::build::{Checker, parse_size};
 use crate::config::raw::RawSize;
-use crate::expr::{Facts, duration_value};
-use crate::outcome::{Details, FailureReason, Outcome, Phase};
+use crate::expr::Facts;
+use crate::outcome::{Details, FailureReason, Outcome};
 use crate::tagging::RunIds;
 use crate::template::Text;
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
-use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
-use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio::time::Instant;
 
 /// The variables a `tcp` expectation can read.
 pub const SCOPE: &[&str] = &["connected", "banner", "response", "timings", "tls", "vars"];
@@ -215,250 +211,14 @@ pub(crate) fn build(raw: RawTcp, c: &mut Checker<'_>) -> Option<TcpSpec> {
     })
 }
 
-/// Checks a required `address` of the table `table`: a template, or a
-/// literal `host:port` checked now.
-pub(crate) fn address_text(c: &mut Checker<'_>, table: &str, raw: Option<&str>) -> Option<Text> {
-    let path = format!("{table}.address");
-    let Some(raw) = raw else {
-        c.missing(table, "address");
-        return None;
-    };
-    let text = c.text(&path, raw, None)?;
-    if text.is_literal() {
-        if let Err(msg) = parse_address(text.source()) {
-            c.err(&path, msg);
-            return None;
-        }
-    }
-    Some(text)
-}
-
-/// Splits `host:port` (`[v6]:port` for IPv6) into its host and port.
-pub(crate) fn parse_address(address: &str) -> Result<(String, u16), String> {
-    let bad =
-        |why: &str| format!("expected an address like `db.example:5432`, found `{address}`: {why}");
-    let (host, port) = if let Some(rest) = address.strip_prefix('[') {
-        let (host, port) = rest
-            .split_once("]:")
-            .ok_or_else(|| bad("an IPv6 address needs a port after `]:`"))?;
-        (host, port)
-    } else {
-        let (host, port) = address.rsplit_once(':').ok_or_else(|| bad("no port"))?;
-        if host.contains(':') {
-            return Err(bad("write an IPv6 address in brackets, like `[::1]:443`"));
-        }
-        (host, port)
-    };
-    if host.is_empty() || host.contains(char::is_whitespace) {
-        return Err(bad("no host"));
-    }
-    let port: u16 = port
-        .parse()
-        .ok()
-        .filter(|p| *p != 0)
-        .ok_or_else(|| bad("the port must be a number from 1 to 65535"))?;
-    Ok((host.to_owned(), port))
-}
-
-/// A failure with its reason and a sentence for people.
-#[derive(Debug)]
-pub(crate) struct Fail {
-    pub reason: FailureReason,
-    pub message: String,
-}
-
-impl Fail {
-    pub(crate) fn new(reason: FailureReason, message: impl Into<String>) -> Fail {
-        Fail {
-            reason,
-            message: message.into(),
-        }
-    }
-}
-
-/// The clock of one run: its deadline and the phases measured so far.
-///
-/// Each phase ends at the instant its work finished (or failed), and the
-/// next starts there, so the phases add up to [`Timeline::finish`]'s total.
-pub(crate) struct Timeline {
-    /// When the run began: deadline messages count from here.
-    origin: Instant,
-    /// When the measured part began (see [`Timeline::begin`]).
-    start: Instant,
-    mark: Instant,
-    deadline: Instant,
-    phases: Vec<Phase>,
-}
-
-impl Timeline {
-    pub(crate) fn new(deadline: Instant) -> Timeline {
-        let now = Instant::now();
-        Timeline {
-            origin: now,
-            start: now,
-            mark: now,
-            deadline,
-            phases: Vec::new(),
-        }
-    }
-
-    /// Runs `work` as phase `name` within the deadline and records the
-    /// phase's time, whether the work finished, failed or ran out of time.
-    /// A deadline already passed fails before `work` is polled.
-    pub(crate) async fn phase<F: Future>(
-        &mut self,
-        name: &'static str,
-        work: F,
-    ) -> Result<F::Output, Fail> {
-        let out = if Instant::now() >= self.deadline {
-            None
-        } else {
-            tokio::time::timeout_at(self.deadline, work).await.ok()
-        };
-        let now = Instant::now();
-        self.phases.push(Phase {
-            name,
-            seconds: now.saturating_duration_since(self.mark),
-        });
-        self.mark = now;
-        out.ok_or_else(|| self.expired(name))
-    }
-
-    /// Starts the clock now: the work before (rendering templates, reading
-    /// a CA bundle) is synthmon's, not the target's, and is not measured.
-    pub(crate) fn begin(&mut self) {
-        let now = Instant::now();
-        self.start = now;
-        self.mark = now;
-    }
-
-    /// Records a phase that took no time (`resolve` for an IP literal).
-    pub(crate) fn skip(&mut self, name: &'static str) {
-        self.phases.push(Phase {
-            name,
-            seconds: Duration::ZERO,
-        });
-    }
-
-    pub(crate) fn deadline(&self) -> Instant {
-        self.deadline
-    }
-
-    /// Time from the start to the end of the last phase.
-    pub(crate) fn elapsed(&self) -> Duration {
-        self.mark.saturating_duration_since(self.start)
-    }
-
-    fn expired(&self, name: &str) -> Fail {
-        let (reason, doing) = match name {
-            "resolve" => (
-                FailureReason::ConnectTimeout,
-                "while resolving the host (resolve)",
-            ),
-            "connect" => (FailureReason::ConnectTimeout, "while connecting (connect)"),
-            "tls" => (FailureReason::Timeout, "during the tls handshake (tls)"),
-            _ => (FailureReason::Timeout, "during the exchange (exchange)"),
-        };
-        Fail::new(
-            reason,
-            format!(
-                "deadline exceeded after {:.3}s {doing}",
-                self.mark
-                    .saturating_duration_since(self.origin)
-                    .as_secs_f64()
-            ),
-        )
-    }
-
-    /// `timings` for expectations: each phase by name, plus `total`.
-    pub(crate) fn timings(&self) -> HashMap<String, cel::Value> {
-        let mut out: HashMap<String, cel::Value> = self
-            .phases
-            .iter()
-            .map(|p| (p.name.to_owned(), duration_value(p.seconds)))
-            .collect();
-        out.insert("total".to_owned(), duration_value(self.elapsed()));
-        out
-    }
-
-    /// The phases and the run's duration (their sum).
-    pub(crate) fn finish(self) -> (Vec<Phase>, Duration) {
-        let total = self.mark.saturating_duration_since(self.start);
-        (self.phases, total)
-    }
-}
-
-/// Resolves `host` (no lookup for an IP literal) and connects to the first
-/// address that accepts, as phases `resolve` and `connect`.
-pub(crate) async fn open(host: &str, port: u16, tl: &mut Timeline) -> Result<TcpStream, Fail> {
-    let literal = host
-        .parse::<std::net::IpAddr>()
-        .ok()
-        .map(|ip| SocketAddr::new(ip, port));
-    let addrs: Vec<SocketAddr> = match literal {
-        Some(addr) => {
-            tl.skip("resolve");
-            vec![addr]
-        }
-        None => {
-            let found = tl
-                .phase("resolve", tokio::net::lookup_host((host, port)))
-                .await?
-                .map_err(|e| Fail::new(FailureReason::Dns, format!("cannot resolve {host}: {e}")))?
-                .collect::<Vec<_>>();
-            if found.is_empty() {
-                return Err(Fail::new(
-                    FailureReason::Dns,
-                    format!("cannot resolve {host}: no address found"),
-                ));
-            }
-            found
-        }
-    };
-    let attempts = async {
-        let mut errors = Vec::with_capacity(addrs.len());
-        for &addr in &addrs {
-            match TcpStream::connect(addr).await {
-                Ok(stream) => return Ok(stream),
-                Err(e) => errors.push((addr, e)),
-            }
-        }
-        Err(errors)
-    };
-    match tl.phase("connect", attempts).await? {
-        Ok(stream) => {
-            // Nagle's algorithm would only hold back a short `send`.
-            let _ = stream.set_nodelay(true);
-            Ok(stream)
-        }
-        Err(errors) => {
-            let refused = errors
-                .iter()
-                .all(|(_, e)| e.kind() == io::ErrorKind::ConnectionRefused);
-            let tried = errors
-                .iter()
-                .map(|(addr, e)| format!("{addr}: {e}"))
-                .collect::<Vec<_>>()
-                .join("; ");
-            let reason = if refused {
-                FailureReason::ConnectRefused
-            } else {
-                FailureReason::Connect
-            };
-            Err(Fail::new(reason, format!("cannot connect to {tried}")))
-        }
-    }
-}
-
 pub async fn run(spec: &TcpSpec, ctx: &RunContext<'_>) -> Outcome {
     let ids = RunIds::generate();
     let mut outcome = Outcome::new(&ctx.probe.name, &ctx.env.name, "tcp", &ids);
     let deadline = ctx.deadline();
     let mut facts = TcpFacts::default();
-    let mut tl = Timeline::new(deadline);
-    let result = probe(spec, ctx, &ids, &mut tl, &mut facts).await;
-    let timings = tl.timings();
-    (outcome.phases, outcome.duration) = tl.finish();
+    let mut clock = Clock::new(deadline, &[]);
+    let result = probe(spec, ctx, &ids, &mut clock, &mut facts).await;
+    clock.record(&mut outcome);
     for text in [&mut facts.address]
         .into_iter()
         .chain(facts.banner.as_mut())
@@ -474,12 +234,12 @@ pub async fn run(spec: &TcpSpec, ctx: &RunContext<'_>) -> Outcome {
             f.set("connected", facts.connected);
             f.set("banner", facts.banner.clone().unwrap_or_default());
             f.set("response", facts.response.clone().unwrap_or_default());
-            f.set("timings", timings);
+            f.set("timings", clock.timings());
             f.set(
                 "tls",
                 facts.tls.as_ref().map_or(cel::Value::Null, TlsInfo::value),
             );
-            f.set("vars", vars_value(ctx));
+            f.set("vars", net::vars_value(ctx.vars));
             super::check_expectations(&mut outcome, &spec.expect, &f);
         }
     }
@@ -488,21 +248,12 @@ pub async fn run(spec: &TcpSpec, ctx: &RunContext<'_>) -> Outcome {
     super::redact(outcome, ctx.redactor)
 }
 
-/// `vars` as expressions see it.
-pub(crate) fn vars_value(ctx: &RunContext<'_>) -> cel::Value {
-    ctx.vars
-        .iter()
-        .map(|(k, v)| (k.clone(), cel::Value::from(v.clone())))
-        .collect::<HashMap<String, cel::Value>>()
-        .into()
-}
-
 /// One run: render, connect, handshake, exchange, close.
 async fn probe(
     spec: &TcpSpec,
     ctx: &RunContext<'_>,
     ids: &RunIds,
-    tl: &mut Timeline,
+    clock: &mut Clock,
     facts: &mut TcpFacts,
 ) -> Result<(), Fail> {
     let render = |text: &Text, what: &str| {
@@ -534,13 +285,13 @@ async fn probe(
         }
         None => None,
     };
-    tl.begin();
-    let tcp = open(&host, port, tl).await?;
+    clock.begin();
+    let tcp = net::open(&host, port, clock, ["resolve", "connect"]).await?;
     facts.connected = true;
     match client {
-        None => converse(tcp, spec, send.as_deref(), tl, facts).await,
+        None => converse(tcp, spec, send.as_deref(), clock, facts).await,
         Some((client, name, insecure)) => {
-            let (stream, info) = tl
+            let (stream, info) = clock
                 .phase("tls", tls_probe::handshake(tcp, name, &client))
                 .await??;
             let failure = info.failure();
@@ -549,10 +300,10 @@ async fn probe(
                 // Nothing goes to a peer whose certificate does not check
                 // out, unless told otherwise.
                 Some((reason, message)) if !insecure && !ctx.env.tls.insecure_skip_verify => {
-                    close(stream, tl.deadline()).await;
+                    close(stream, clock.deadline()).await;
                     Err(Fail::new(reason, message))
                 }
-                _ => converse(stream, spec, send.as_deref(), tl, facts).await,
+                _ => converse(stream, spec, send.as_deref(), clock, facts).await,
             }
         }
     }
@@ -563,11 +314,11 @@ async fn converse<S: AsyncRead + AsyncWrite + Unpin>(
     mut stream: S,
     spec: &TcpSpec,
     send: Option<&str>,
-    tl: &mut Timeline,
+    clock: &mut Clock,
     facts: &mut TcpFacts,
 ) -> Result<(), Fail> {
     if !spec.banner && send.is_none() && spec.read == ReadMode::None {
-        close(stream, tl.deadline()).await;
+        close(stream, clock.deadline()).await;
         return Ok(());
     }
     let mut doing = match (spec.banner, send) {
@@ -576,7 +327,7 @@ async fn converse<S: AsyncRead + AsyncWrite + Unpin>(
         (false, None) => Doing::Response,
     };
     let mut reader = Reader::new(spec.max_read);
-    let result = tl
+    let result = clock
         .phase(
             "exchange",
             exchange(&mut stream, &mut reader, spec, send, facts, &mut doing),
@@ -597,7 +348,7 @@ async fn converse<S: AsyncRead + AsyncWrite + Unpin>(
             Err(fail)
         }
     };
-    close(stream, tl.deadline()).await;
+    close(stream, clock.deadline()).await;
     result
 }
 
@@ -761,48 +512,10 @@ impl Reader {
     }
 }
 
-/// How long a polite close may take at most: the run is already measured.
-const CLOSE_GRACE: Duration = Duration::from_millis(200);
-
-/// Shuts the stream down (TLS: with close_notify), within the deadline.
-pub(crate) async fn close<S: AsyncWrite + Unpin>(mut stream: S, deadline: Instant) {
-    let until = deadline.min(Instant::now() + CLOSE_GRACE);
-    let _ = tokio::time::timeout_at(until, stream.shutdown()).await;
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn addresses_split_into_host_and_port() {
-        assert_eq!(
-            parse_address("db.example:5432").unwrap(),
-            ("db.example".to_owned(), 5432)
-        );
-        assert_eq!(
-            parse_address("127.0.0.1:25").unwrap(),
-            ("127.0.0.1".to_owned(), 25)
-        );
-        assert_eq!(parse_address("[::1]:443").unwrap(), ("::1".to_owned(), 443));
-        for bad in [
-            "db.example",
-            ":80",
-            "::1:443",
-            "h:0",
-            "h:70000",
-            "h:http",
-            "[::1]",
-        ] {
-            assert!(parse_address(bad).is_err(), "{bad}");
-        }
-        assert!(
-            parse_address("db.example")
-                .unwrap_err()
-                .ends_with("found `db.example`: no port")
-        );
-    }
 
     #[tokio::test]
     async fn lines_are_split_and_capped() {

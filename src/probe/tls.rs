@@ -27,7 +27,7 @@
 //! ([`handshake`]), the facts ([`TlsInfo`]) and the verdict
 //! ([`TlsInfo::failure`]).
 
-use super::tcp::{self, Fail, Timeline};
+use super::net::{self, Clock, Fail};
 use super::{Assertion, RunContext};
 use crate::config::TlsOptions;
 use crate::config::build::Checker;
@@ -106,7 +106,7 @@ impl TlsFacts {
 /// Checks the raw table; problems are recorded on `c` at `tls.…` paths.
 pub(crate) fn build(raw: RawTls, c: &mut Checker<'_>) -> Option<TlsSpec> {
     let errors = c.error_count();
-    let address = tcp::address_text(c, "tls", raw.address.as_deref());
+    let address = net::address_text(c, "tls", raw.address.as_deref());
     let server_name = server_name(c, "tls.server_name", raw.server_name);
     let ca_file = raw
         .ca_file
@@ -205,10 +205,9 @@ pub async fn run(spec: &TlsSpec, ctx: &RunContext<'_>) -> Outcome {
     let ids = RunIds::generate();
     let mut outcome = Outcome::new(&ctx.probe.name, &ctx.env.name, "tls", &ids);
     let mut facts = TlsFacts::default();
-    let mut tl = Timeline::new(ctx.deadline());
-    let result = inspect(spec, ctx, &ids, &mut tl, &mut facts).await;
-    let timings = tl.timings();
-    (outcome.phases, outcome.duration) = tl.finish();
+    let mut clock = Clock::new(ctx.deadline(), &[]);
+    let result = inspect(spec, ctx, &ids, &mut clock, &mut facts).await;
+    clock.record(&mut outcome);
     ctx.redactor.scrub(&mut facts.address);
     match result {
         Err(fail) => outcome.fail(fail.reason, fail.message),
@@ -227,8 +226,8 @@ pub async fn run(spec: &TlsSpec, ctx: &RunContext<'_>) -> Outcome {
                 "tls",
                 facts.tls.as_ref().map_or(cel::Value::Null, TlsInfo::value),
             );
-            f.set("timings", timings);
-            f.set("vars", tcp::vars_value(ctx));
+            f.set("timings", clock.timings());
+            f.set("vars", net::vars_value(ctx.vars));
             super::check_expectations(&mut outcome, &spec.expect, &f);
         }
     }
@@ -242,14 +241,14 @@ async fn inspect(
     spec: &TlsSpec,
     ctx: &RunContext<'_>,
     ids: &RunIds,
-    tl: &mut Timeline,
+    clock: &mut Clock,
     facts: &mut TlsFacts,
 ) -> Result<(), Fail> {
     let request = |e: String| Fail::new(FailureReason::Request, e);
     facts.address = ctx
         .render(&spec.address, ids)
         .map_err(|e| request(format!("cannot render tls.address: {e}")))?;
-    let (host, port) = tcp::parse_address(&facts.address).map_err(request)?;
+    let (host, port) = net::parse_address(&facts.address).map_err(request)?;
     let ca = spec
         .ca_file
         .as_ref()
@@ -258,11 +257,13 @@ async fn inspect(
         .map_err(request)?;
     let client = Client::build(ca, &ctx.env.tls).await.map_err(request)?;
     let name = name_for(spec.server_name.as_deref(), &host).map_err(request)?;
-    tl.begin();
-    let stream = tcp::open(&host, port, tl).await?;
-    let (stream, info) = tl.phase("tls", handshake(stream, name, &client)).await??;
+    clock.begin();
+    let stream = net::open(&host, port, clock, ["resolve", "connect"]).await?;
+    let (stream, info) = clock
+        .phase("tls", handshake(stream, name, &client))
+        .await??;
     facts.tls = Some(info);
-    tcp::close(stream, tl.deadline()).await;
+    net::close(stream, clock.deadline()).await;
     Ok(())
 }
 
@@ -484,33 +485,12 @@ pub(crate) async fn handshake(
     client: &Client,
 ) -> Result<(TlsStream<TcpStream>, TlsInfo), Fail> {
     let connector = tokio_rustls::TlsConnector::from(Arc::clone(&client.config));
-    let stream = connector.connect(name.clone(), tcp).await.map_err(|e| {
-        Fail::new(
-            FailureReason::Tls,
-            format!(
-                "tls handshake with {} failed: {}",
-                name.to_str(),
-                describe(&e)
-            ),
-        )
-    })?;
+    let stream = connector
+        .connect(name.clone(), tcp)
+        .await
+        .map_err(|e| net::handshake_failed(name.to_str(), &e))?;
     let info = TlsInfo::new(stream.get_ref().1, &name, client.recorder.take());
     Ok((stream, info))
-}
-
-/// An error and its sources as one sentence.
-fn describe(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(inner) = source {
-        let more = inner.to_string();
-        if !text.contains(&more) {
-            text.push_str(": ");
-            text.push_str(&more);
-        }
-        source = inner.source();
-    }
-    text
 }
 
 /// What a handshake showed: the session, the leaf certificate, the chain's
@@ -748,14 +728,13 @@ impl TlsInfo {
         m.into()
     }
 
-    /// `probe_tls_days_left`, `probe_tls_verified` and `probe_tls_version`
-    /// (1.2 or 1.3; blackbox_exporter has it as an info label, which a
-    /// gauge labelled only by probe and environment cannot carry).
+    /// `probe_tls_verified` and `probe_tls_version` (1.2 or 1.3;
+    /// blackbox_exporter has it as an info label, which a gauge labelled
+    /// only by probe and environment cannot carry). Days left are
+    /// `probe_ssl_earliest_cert_expiry - time()` in PromQL: Prometheus
+    /// wants base units, so no gauge counts days.
     pub(crate) fn gauges(&self) -> Vec<(&'static str, f64)> {
         let mut out = Vec::new();
-        if let Some(days) = self.days_left {
-            out.push(("probe_tls_days_left", days));
-        }
         out.push(("probe_tls_verified", if self.verified { 1.0 } else { 0.0 }));
         match self.version.as_str() {
             "TLSv1.3" => out.push(("probe_tls_version", 1.3)),
