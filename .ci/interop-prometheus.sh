@@ -83,12 +83,68 @@ thresholds = ["p(95) < 100ms"]
 url = "/latency?dist=uniform&min_ms=5&max_ms=40"
 TOML
 
+# One probe of each kind that adds series of its own, so promtool lints
+# them too: a flow's per-step series, a workload's counters, tls and dns
+# gauges.
+cat >"$TMP/probes/journey.toml" <<'TOML'
+name = "interop-journey"
+schedule = "every 2s"
+timeout = "1s"
+environments = ["sandbox"]
+[[flow.steps]]
+name = "create"
+method = "POST"
+url = "/api/orders"
+json = { item = "widget", quantity = 1 }
+capture = { id = "json.id" }
+[[flow.teardown]]
+name = "delete"
+method = "DELETE"
+url = "/api/orders/{{ vars.id }}"
+TOML
+cat >"$TMP/probes/load.toml" <<'TOML'
+name = "interop-load"
+schedule = "every 5s"
+timeout = "500ms"
+environments = ["sandbox"]
+[workload]
+requests = 20
+rate = 50
+[http]
+url = "/health"
+TOML
+cat >"$TMP/probes/cert.toml" <<'TOML'
+name = "interop-cert"
+schedule = "every 2s"
+timeout = "1s"
+environments = ["sandbox"]
+[tls]
+address = "{{ vars.sandbox_tls }}"
+server_name = "localhost"
+ca_file = "{{ vars.sandbox_ca_file }}"
+TOML
+cat >"$TMP/probes/dns.toml" <<'TOML'
+name = "interop-dns"
+schedule = "every 2s"
+timeout = "1s"
+environments = ["sandbox"]
+[dns]
+server = "{{ vars.sandbox_dns }}"
+name = "api.sandbox.test"
+TOML
+
 "$BIN" --config "$TMP/config.toml" --log-format json >"$TMP/synthmon.log" 2>&1 &
 PIDS+=($!)
 METRICS="http://127.0.0.1:$SM_PORT/metrics"
 wait_for 30 "synthmon /readyz" curl -fsS "http://127.0.0.1:$SM_PORT/readyz"
-has_runs() { curl -fsS "$METRICS" | grep -q '^synthmon_runs_total{.*probe="interop-latency"'; }
-wait_for 20 "the first runs in /metrics" has_runs
+has_runs() {
+  local m
+  m="$(curl -fsS "$METRICS")"
+  for probe in interop-latency interop-journey interop-load interop-cert interop-dns; do
+    grep -q "^synthmon_runs_total{.*probe=\"$probe\"" <<<"$m" || return 1
+  done
+}
+wait_for 20 "the first runs of every probe in /metrics" has_runs
 
 curl -fsS "$METRICS" >"$TMP/metrics.txt"
 if ! promtool check metrics <"$TMP/metrics.txt" >"$TMP/promtool.txt" 2>&1 || [ -s "$TMP/promtool.txt" ]; then

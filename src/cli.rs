@@ -182,7 +182,7 @@ pub async fn dispatch(cli: Cli) -> u8 {
         return daemon(load).await;
     }
     let config = match config::load(&load) {
-        Ok(c) => c,
+        Ok(c) => std::sync::Arc::new(c),
         Err(diags) => return print_diagnostics(&diags),
     };
     let selection = Selection {

@@ -11,6 +11,7 @@ use crate::probe::{self, RunContext};
 use crate::sandbox::{Sandbox, SandboxOptions};
 use futures_util::StreamExt;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// How many runs may be in flight at once.
 pub const CONCURRENCY: usize = 32;
@@ -69,7 +70,7 @@ pub fn select(config: &Config, sel: &Selection) -> Result<Vec<Pair>, String> {
 
 /// Runs `pairs` once each. `vars` overlay every environment's variables.
 pub async fn run(
-    config: &Config,
+    config: &Arc<Config>,
     pairs: &[Pair],
     vars: &BTreeMap<String, String>,
     seed: Option<u64>,
@@ -108,7 +109,7 @@ pub async fn run(
             }
         }
         v.extend(vars.iter().map(|(k, val)| (k.clone(), val.clone())));
-        targets.insert(name.as_str(), (base, v));
+        targets.insert(name.clone(), (base, v));
     }
 
     // Workloads draw a progress bar when a person is watching.
@@ -117,16 +118,19 @@ pub async fn run(
         .any(|(i, _)| config.probes[*i].workload.is_some())
         && std::io::IsTerminal::is_terminal(&std::io::stderr()))
     .then(indicatif::MultiProgress::new);
+    // Each run is a task of its own, so the CPU work of one (a TLS
+    // handshake, rendering a payload) never delays another's wake-up and
+    // skews its measured phases.
+    let targets = Arc::new(targets);
     let outcomes = futures_util::stream::iter(pairs.iter())
         .map(|(i, env_name)| {
-            let progress = progress.clone();
-            let probe = &config.probes[*i];
-            let env = &config.environments[env_name];
-            let (base_url, vars) = &targets[env_name.as_str()];
-            async move {
+            let (config, targets, progress) = (config.clone(), targets.clone(), progress.clone());
+            let (i, env_name) = (*i, env_name.clone());
+            tokio::spawn(async move {
+                let (base_url, vars) = &targets[env_name.as_str()];
                 let ctx = RunContext {
-                    probe,
-                    env,
+                    probe: &config.probes[i],
+                    env: &config.environments[&env_name],
                     base_url,
                     tagging: &config.tagging,
                     redactor: &config.redactor,
@@ -136,11 +140,14 @@ pub async fn run(
                     progress,
                 };
                 probe::run(&ctx).await
-            }
+            })
         })
         .buffered(CONCURRENCY)
         .collect::<Vec<_>>()
-        .await;
+        .await
+        .into_iter()
+        .collect::<Result<Vec<Outcome>, _>>()
+        .map_err(|e| anyhow::anyhow!("a probe run failed inside synthmon: {e}"))?;
 
     if let Some(s) = sandbox {
         s.shutdown().await;

@@ -207,7 +207,7 @@ async fn run_probe(
     base_url: &str,
     telemetry: &str,
     probe: &str,
-) -> (Outcome, synthmon::config::Config) {
+) -> (Outcome, std::sync::Arc<synthmon::config::Config>) {
     let dir = tempfile::tempdir().unwrap();
     let config = format!(
         "{}\n[telemetry]\n{telemetry}\n",
@@ -217,9 +217,9 @@ async fn run_probe(
     let mut config = load(&path);
     // The run itself must not export (`once::run` does when `[telemetry]`
     // is set): each test exports the outcome through its own exporter.
-    let telemetry = std::mem::take(&mut config.telemetry);
+    let telemetry = std::mem::take(&mut std::sync::Arc::get_mut(&mut config).unwrap().telemetry);
     let outcome = run_one(&config).await;
-    config.telemetry = telemetry;
+    std::sync::Arc::get_mut(&mut config).unwrap().telemetry = telemetry;
     (outcome, config)
 }
 

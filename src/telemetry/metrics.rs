@@ -327,19 +327,66 @@ fn with_labels(mut b: PrometheusBuilder, labels: &[(String, String)]) -> Prometh
 /// The gauges the kinds other than http export through `Details::gauges`,
 /// described here so every series on /metrics has help text.
 const KIND_GAUGES: &[(&str, Option<Unit>, &str)] = &[
-    ("probe_tls_days_left", None, "Days until the earliest certificate the peer showed expires (negative once expired)."),
-    ("probe_tls_verified", None, "Whether the peer's certificate chain and host name verified (1) or not (0)."),
-    ("probe_tls_version", None, "TLS version of the last handshake (1.2 or 1.3)."),
-    ("probe_dns_lookup_time_seconds", Some(Unit::Seconds), "Time from sending the DNS query to its answer."),
-    ("probe_dns_answer_rrs", None, "Records in the answer section."),
-    ("probe_dns_authority_rrs", None, "Records in the authority section."),
-    ("probe_dns_additional_rrs", None, "Records in the additional section."),
-    ("probe_dns_rcode", None, "Response code of the last answer (0 NOERROR, 2 SERVFAIL, 3 NXDOMAIN, …)."),
-    ("probe_grpc_healthcheck_response", None, "Whether the health service answered SERVING (1) or not (0)."),
-    ("probe_grpc_status_code", None, "gRPC status code of the last health check call (0 OK)."),
-    ("probe_stream_events", None, "Events (or chunks) the last stream run received."),
-    ("probe_stream_first_event_seconds", Some(Unit::Seconds), "Time from the start of the run to the first event."),
-    ("probe_stream_max_gap_seconds", Some(Unit::Seconds), "Largest gap between two events of the last run."),
+    (
+        "probe_tls_verified",
+        None,
+        "Whether the peer's certificate chain and host name verified (1) or not (0).",
+    ),
+    (
+        "probe_tls_version",
+        None,
+        "TLS version of the last handshake (1.2 or 1.3).",
+    ),
+    (
+        "probe_dns_lookup_time_seconds",
+        Some(Unit::Seconds),
+        "Time from sending the DNS query to its answer.",
+    ),
+    (
+        "probe_dns_answer_rrs",
+        None,
+        "Records in the answer section.",
+    ),
+    (
+        "probe_dns_authority_rrs",
+        None,
+        "Records in the authority section.",
+    ),
+    (
+        "probe_dns_additional_rrs",
+        None,
+        "Records in the additional section.",
+    ),
+    (
+        "probe_dns_rcode",
+        None,
+        "Response code of the last answer (0 NOERROR, 2 SERVFAIL, 3 NXDOMAIN, …).",
+    ),
+    (
+        "probe_grpc_healthcheck_response",
+        None,
+        "Whether the health service answered SERVING (1) or not (0).",
+    ),
+    (
+        "probe_grpc_status_code",
+        None,
+        "gRPC status code of the last health check call (0 OK).",
+    ),
+    (
+        "probe_stream_events",
+        None,
+        "Events (or chunks) the last stream run received.",
+    ),
+    (
+        "probe_stream_first_event_seconds",
+        Some(Unit::Seconds),
+        "Time from the start of the run to the first event.",
+    ),
+    (
+        "probe_stream_max_gap_seconds",
+        Some(Unit::Seconds),
+        "Largest gap between two events of the last run.",
+    ),
 ];
 
 fn describe_probe_series() {

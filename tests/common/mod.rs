@@ -152,20 +152,20 @@ pub fn position_of(text: &str, needle: &str) -> (usize, usize) {
 
 /// Loads the config at `path` (no overrides), panicking with the
 /// diagnostics if it does not load.
-pub fn load(path: &Path) -> synthmon::config::Config {
+pub fn load(path: &Path) -> std::sync::Arc<synthmon::config::Config> {
     let opts = synthmon::config::LoadOptions {
         config_path: Some(path.to_path_buf()),
         overrides: vec![],
     };
     match synthmon::config::load(&opts) {
-        Ok(c) => c,
+        Ok(c) => std::sync::Arc::new(c),
         Err(d) => panic!("config does not load:\n{d}"),
     }
 }
 
 /// Runs every (probe, environment) pair of `config` once, in-process.
 pub async fn run_all(
-    config: &synthmon::config::Config,
+    config: &std::sync::Arc<synthmon::config::Config>,
     vars: &BTreeMap<String, String>,
 ) -> Vec<synthmon::outcome::Outcome> {
     let pairs = synthmon::once::select(config, &synthmon::once::Selection::default()).unwrap();
@@ -175,7 +175,9 @@ pub async fn run_all(
 }
 
 /// The single outcome of a config with one (probe, environment) pair.
-pub async fn run_one(config: &synthmon::config::Config) -> synthmon::outcome::Outcome {
+pub async fn run_one(
+    config: &std::sync::Arc<synthmon::config::Config>,
+) -> synthmon::outcome::Outcome {
     let mut outcomes = run_all(config, &BTreeMap::new()).await;
     assert_eq!(outcomes.len(), 1, "{outcomes:#?}");
     outcomes.remove(0)
