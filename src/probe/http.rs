@@ -143,18 +143,63 @@ pub async fn send(
     deadline: Instant,
     checks: &Checks<'_>,
 ) -> Performed {
-    let started = Instant::now();
-    let options = TransportOptions {
+    let exchanged = exchange(request, options(spec, ctx), deadline).await;
+    judge(spec, exchanged, scope, checks)
+}
+
+/// How `spec` is sent in the run's environment.
+pub fn options(spec: &HttpSpec, ctx: &RunContext<'_>) -> TransportOptions {
+    TransportOptions {
         follow_redirects: spec.follow_redirects,
         max_redirects: spec.max_redirects,
         max_body_bytes: spec.max_body_bytes,
         decompress: spec.decompress,
         tls: ctx.env.tls_client.clone(),
         server_name: ctx.env.tls.server_name.clone(),
-    };
+    }
+}
+
+/// The network part of one request, before judging. Owns everything, so a
+/// workload can run it as a task of its own.
+pub struct Exchanged {
+    result: Result<transport::Response, transport::Failure>,
+    requested_url: String,
+    elapsed: std::time::Duration,
+    /// When the last body byte (or the failure) arrived.
+    pub finished: Instant,
+}
+
+/// Sends `request` within `deadline`.
+pub async fn exchange(
+    request: transport::Request,
+    options: TransportOptions,
+    deadline: Instant,
+) -> Exchanged {
+    let started = Instant::now();
     let requested_url = request.url.to_string();
     let result = transport::exchange(request, &options, deadline).await;
-    let elapsed = started.elapsed();
+    let finished = Instant::now();
+    Exchanged {
+        result,
+        requested_url,
+        elapsed: finished - started,
+        finished,
+    }
+}
+
+/// Judges an exchange against `checks`.
+pub fn judge(
+    spec: &HttpSpec,
+    exchanged: Exchanged,
+    scope: &Scope,
+    checks: &Checks<'_>,
+) -> Performed {
+    let Exchanged {
+        result,
+        requested_url,
+        elapsed,
+        ..
+    } = exchanged;
     match result {
         Err(failure) => Performed {
             reason: Some(failure.reason),

@@ -494,36 +494,59 @@ async fn one(
         let m = a.mutations[rng.random_range(0..a.mutations.len())];
         Some((a, m, g))
     });
-    let (performed, anomaly) = match drawn {
+    // Rendering and judging happen here; the exchange itself runs as a task
+    // of its own and notes when it finished, so the time this task spends
+    // on other requests never inflates a latency.
+    let (request, checks, anomaly) = match drawn {
         None => (
-            http_probe::perform(spec, ctx, &request_ids, &scope, deadline, &Checks::Spec).await,
+            http_probe::build_request(spec, ctx, &request_ids, &scope),
+            Checks::Spec,
             None,
         ),
         Some((a, m, mut g)) => match mutated(spec, ctx, &request_ids, &scope, a, m, &mut g) {
-            Ok(Some(request)) => (
-                http_probe::send(
-                    spec,
-                    ctx,
-                    request,
-                    &scope,
-                    deadline,
-                    &Checks::Other(&a.expect),
-                )
-                .await,
-                Some(m),
-            ),
+            Ok(Some(request)) => (Ok(request), Checks::Other(&a.expect), Some(m)),
             // Nothing to mutate in this body: send it as a regular request.
             Ok(None) => (
-                http_probe::perform(spec, ctx, &request_ids, &scope, deadline, &Checks::Spec).await,
+                http_probe::build_request(spec, ctx, &request_ids, &scope),
+                Checks::Spec,
                 None,
             ),
-            Err(msg) => (Performed::failed(FailureReason::Request, msg), Some(m)),
+            Err(msg) => (Err(msg), Checks::Other(&a.expect), Some(m)),
         },
+    };
+    let (performed, finished) = match request {
+        Err(msg) => (
+            Performed::failed(FailureReason::Request, msg),
+            Instant::now(),
+        ),
+        Ok(request) => {
+            let options = http_probe::options(spec, ctx);
+            // Aborted if the workload is cancelled while it is in flight.
+            let task = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(
+                http_probe::exchange(request, options, deadline),
+            ));
+            match task.await {
+                Ok(exchanged) => {
+                    let finished = exchanged.finished;
+                    (
+                        http_probe::judge(spec, exchanged, &scope, &checks),
+                        finished,
+                    )
+                }
+                Err(e) => (
+                    Performed::failed(
+                        FailureReason::Request,
+                        format!("the request task failed: {e}"),
+                    ),
+                    Instant::now(),
+                ),
+            }
+        }
     };
     let timed = performed.responded || performed.reason == Some(FailureReason::Timeout);
     Done {
         sample: Sample {
-            latency: timed.then(|| intended.elapsed()),
+            latency: timed.then(|| finished.saturating_duration_since(intended)),
             success: performed.reason.is_none(),
         },
         reason: performed.reason,
