@@ -531,18 +531,13 @@ fn expression_facts(facts: &DnsFacts, timings: &[(&str, Duration)], ctx: &RunCon
         .iter()
         .map(|(name, d)| ((*name).to_owned(), duration_value(*d)))
         .collect();
-    let vars: HashMap<String, cel::Value> = ctx
-        .vars
-        .iter()
-        .map(|(k, v)| (k.clone(), cel::Value::from(v.clone())))
-        .collect();
     let mut f = Facts::default();
     f.set("rcode", facts.rcode.clone().unwrap_or_default());
     f.set("answers", json_value(&answers));
     f.set("authority", facts.authority as i64);
     f.set("additional", facts.additional as i64);
     f.set("timings", timings);
-    f.set("vars", vars);
+    f.set("vars", super::net::vars_value(ctx.vars));
     f
 }
 

@@ -410,6 +410,9 @@ async fn call(
             .or(ctx.env.tls.server_name.as_deref()),
         alpn: b"h2",
     });
+    // Rendering and building the request are synthmon's work, not the
+    // target's: the measured phases start here.
+    clock.begin();
     let io = dial(
         &target.host,
         target.port,
