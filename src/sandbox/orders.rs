@@ -426,8 +426,8 @@ mod tests {
     //! client; the anomalies come from the workload's own mutator.
 
     use crate::probe::mutate::{self, Mutation};
-    use crate::sandbox::{Sandbox, SandboxOptions};
-    use axum::http::{HeaderMap, Method, Request, StatusCode, header};
+    use crate::sandbox::SandboxOptions;
+    use axum::http::{Method, Request, StatusCode, header};
     use bytes::Bytes;
     use http_body_util::{BodyExt, Full};
     use hyper_util::rt::TokioIo;
@@ -442,23 +442,7 @@ mod tests {
     /// The longest any one test may run.
     const TEST_LIMIT: Duration = Duration::from_secs(10);
 
-    async fn start(opts: SandboxOptions) -> Sandbox {
-        Sandbox::start("127.0.0.1:0".parse().unwrap(), opts)
-            .await
-            .unwrap()
-    }
-
-    struct Reply {
-        status: StatusCode,
-        headers: HeaderMap,
-        body: Bytes,
-    }
-
-    impl Reply {
-        fn json(&self) -> Value {
-            serde_json::from_slice(&self.body).unwrap()
-        }
-    }
+    use crate::sandbox::tests::{Reply, start};
 
     /// One request on a fresh connection, the whole answer read.
     async fn send(

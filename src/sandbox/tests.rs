@@ -24,7 +24,7 @@ async fn bounded<F: Future>(test: F) -> F::Output {
     timeout(TEST_LIMIT, test).await.expect("test timed out")
 }
 
-async fn start(opts: SandboxOptions) -> Sandbox {
+pub(super) async fn start(opts: SandboxOptions) -> Sandbox {
     Sandbox::start("127.0.0.1:0".parse().unwrap(), opts)
         .await
         .unwrap()
@@ -58,18 +58,18 @@ async fn open(
 }
 
 /// A complete response.
-struct Reply {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: Bytes,
+pub(super) struct Reply {
+    pub(super) status: StatusCode,
+    pub(super) headers: HeaderMap,
+    pub(super) body: Bytes,
 }
 
 impl Reply {
-    fn json(&self) -> Value {
+    pub(super) fn json(&self) -> Value {
         serde_json::from_slice(&self.body).unwrap()
     }
 
-    fn header(&self, name: &str) -> &str {
+    pub(super) fn header(&self, name: &str) -> &str {
         self.headers.get(name).unwrap().to_str().unwrap()
     }
 }
