@@ -187,12 +187,10 @@ fn build_step(
     }
     let until = match &raw.until {
         None => {
-            for key in ["until_interval", "until_timeout"] {
-                let set = if key == "until_interval" {
-                    raw.until_interval.is_some()
-                } else {
-                    raw.until_timeout.is_some()
-                };
+            for (key, set) in [
+                ("until_interval", raw.until_interval.is_some()),
+                ("until_timeout", raw.until_timeout.is_some()),
+            ] {
                 if set {
                     c.err(&format!("{prefix}.{key}"), format!("`{key}` needs `until`"));
                 }

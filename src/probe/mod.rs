@@ -131,13 +131,15 @@ impl RunContext<'_> {
 
 /// Runs one probe against one environment once, within the probe's timeout.
 pub async fn run(ctx: &RunContext<'_>) -> Outcome {
+    // Workloads and flows watch the cancel token themselves: a workload
+    // stops sending, a flow still runs its teardown.
     if let Some(w) = &ctx.probe.workload {
         return workload::run(w, ctx).await;
     }
     let kind = async {
         match &ctx.probe.kind {
-            ProbeKind::Http(spec) => http::run(spec, ctx).await,
             ProbeKind::Flow(spec) => flow::run(spec, ctx).await,
+            ProbeKind::Http(spec) => http::run(spec, ctx).await,
             ProbeKind::Tcp(spec) => tcp::run(spec, ctx).await,
             ProbeKind::Dns(spec) => dns::run(spec, ctx).await,
             ProbeKind::Tls(spec) => tls::run(spec, ctx).await,
@@ -145,8 +147,7 @@ pub async fn run(ctx: &RunContext<'_>) -> Outcome {
             ProbeKind::Stream(spec) => stream::run(spec, ctx).await,
         }
     };
-    if matches!(ctx.probe.kind, ProbeKind::Flow(_)) {
-        // A flow watches the token itself: its teardown must still run.
+    if let ProbeKind::Flow(_) = &ctx.probe.kind {
         return kind.await;
     }
     tokio::select! {

@@ -223,7 +223,17 @@ pub(crate) fn build(raw: RawWorkload, spec: &HttpSpec, c: &mut Checker<'_>) -> O
         max_concurrency,
         anomalies,
     };
-    let scheduled = workload.arrivals().len() as u64;
+    // Counted from the rates, not by listing the arrivals: a mistyped rate
+    // must not allocate millions of entries at load.
+    let arriving: f64 = workload
+        .stages
+        .iter()
+        .map(|s| (s.from + s.to) / 2.0 * s.duration.as_secs_f64())
+        .sum();
+    let scheduled = match raw.requests {
+        Some(n) => (arriving.ceil() as u64).min(n),
+        None => arriving.ceil() as u64,
+    };
     if c.error_count() == before && scheduled == 0 {
         c.err("workload", "this workload schedules no request");
     }
