@@ -13,7 +13,7 @@ use common::{quiet_daemon_options, synthmon, write_config};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use synthmon::daemon::Daemon;
-use synthmon::sandbox::{Sandbox, SandboxOptions};
+use synthmon::sandbox::Sandbox;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 type Received = Arc<Mutex<Vec<serde_json::Value>>>;
@@ -91,9 +91,7 @@ async fn wait_for(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failure_pages_once_across_a_restart_and_resolves_once() {
     tokio::time::timeout(Duration::from_secs(60), async {
-        let sandbox = Sandbox::start("127.0.0.1:0".parse().unwrap(), SandboxOptions::default())
-            .await
-            .unwrap();
+        let sandbox = common::sandbox().await;
         let (hook, got) = receiver().await;
         let dir = tempfile::tempdir().unwrap();
         let config = format!(

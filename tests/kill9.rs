@@ -31,7 +31,6 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-use synthmon::sandbox::{Sandbox, SandboxOptions};
 
 /// How often conditions are re-checked.
 const POLL: Duration = Duration::from_millis(20);
@@ -322,12 +321,7 @@ fn kill_9_while_the_receiver_is_down_pages_exactly_once_and_resolves_once() {
         .enable_all()
         .build()
         .unwrap();
-    let sandbox = rt
-        .block_on(Sandbox::start(
-            "127.0.0.1:0".parse().unwrap(),
-            SandboxOptions::default(),
-        ))
-        .unwrap();
+    let sandbox = rt.block_on(common::sandbox());
     let port = closed_port();
     let got: Inbox = Arc::default();
 

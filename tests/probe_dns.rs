@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use synthmon::outcome::{Details, FailureReason, Outcome};
 use synthmon::probe::dns::DnsFacts;
-use synthmon::sandbox::{Sandbox, SandboxOptions};
+use synthmon::sandbox::Sandbox;
 use tokio::net::UdpSocket;
 
 /// Every test body runs under this bound.
@@ -31,9 +31,7 @@ async fn bounded<F: Future>(f: F) -> F::Output {
 }
 
 async fn sandbox() -> (Sandbox, String) {
-    let sb = Sandbox::start("127.0.0.1:0".parse().unwrap(), SandboxOptions::default())
-        .await
-        .unwrap();
+    let sb = common::sandbox().await;
     let dns = sb.variables()["sandbox_dns"].clone();
     (sb, dns)
 }

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use synthmon::outcome::{Details, FailureReason, Outcome};
 use synthmon::probe::tcp::TcpFacts;
 use synthmon::probe::tls::TlsFacts;
-use synthmon::sandbox::{Sandbox, SandboxOptions};
+
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 
@@ -403,9 +403,7 @@ async fn an_endless_line_is_cut_at_the_read_cap() {
 #[tokio::test]
 async fn the_sandbox_removes_its_ca_file_when_it_stops() {
     bounded(async {
-        let sb = Sandbox::start("127.0.0.1:0".parse().unwrap(), SandboxOptions::default())
-            .await
-            .unwrap();
+        let sb = common::sandbox().await;
         let path = std::path::PathBuf::from(&sb.variables()["sandbox_ca_file"]);
         let pem = std::fs::read_to_string(&path).unwrap();
         assert!(pem.starts_with("-----BEGIN CERTIFICATE-----"), "{pem}");
