@@ -263,7 +263,10 @@ pub fn list(config: &Config) -> String {
             rows.push([
                 p.name.clone(),
                 env.clone(),
-                p.kind.name().to_owned(),
+                match p.workload {
+                    Some(_) => format!("{}+workload", p.kind.name()),
+                    None => p.kind.name().to_owned(),
+                },
                 schedule.clone(),
                 humantime::format_duration(p.timeout).to_string(),
                 p.tags.join(","),

@@ -358,7 +358,9 @@ impl Details {
         match self {
             Details::Tcp(f) => f.cert_expiry(),
             Details::Tls(f) => f.cert_expiry(),
-            Details::Dns(_) | Details::Grpc(_) | Details::Stream(_) => None,
+            Details::Grpc(f) => f.cert_expiry,
+            Details::Stream(f) => f.cert_expiry,
+            Details::Dns(_) => None,
         }
     }
 }

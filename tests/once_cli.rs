@@ -43,6 +43,20 @@ fn example_probe_names() -> Vec<String> {
     example_probes().into_iter().map(|(n, _)| n).collect()
 }
 
+/// The names of the example probes that carry a `workload` table.
+fn example_workload_names() -> Vec<String> {
+    std::fs::read_dir(repo().join("probes"))
+        .unwrap()
+        .filter_map(|e| {
+            let text = std::fs::read_to_string(e.unwrap().path()).ok()?;
+            let table: toml::Table = text.parse().ok()?;
+            table
+                .contains_key("workload")
+                .then(|| table["name"].as_str().unwrap().to_owned())
+        })
+        .collect()
+}
+
 fn repo_config() -> String {
     repo().join("config.toml").display().to_string()
 }
@@ -316,6 +330,8 @@ fn list_prints_a_row_per_probe_and_environment() {
         assert!(lines[0].contains(header), "{}", run.stdout);
     }
     let names = example_probe_names();
+    let workloads = example_workload_names();
+    assert!(!workloads.is_empty(), "no example workload probe");
     assert_eq!(lines.len(), 1 + names.len(), "{}", run.stdout);
     for name in &names {
         let row = lines
@@ -329,8 +345,15 @@ fn list_prints_a_row_per_probe_and_environment() {
             .find(|(n, _)| n == name)
             .unwrap()
             .1;
-        assert_eq!(cells[2], kind, "{row}");
+        // A workload is its kind sending at a rate: `http+workload`.
+        let expected = if workloads.contains(name) {
+            format!("{kind}+workload")
+        } else {
+            kind.clone()
+        };
+        assert_eq!(cells[2], expected, "{row}");
     }
+
     let health = lines
         .iter()
         .find(|l| l.starts_with("sandbox-health "))

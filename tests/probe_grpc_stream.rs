@@ -360,6 +360,57 @@ async fn grpc_a_silent_server_times_out_within_the_deadline() {
     .await;
 }
 
+/// Over TLS, the handshake's certificate expiry is reported whatever the
+/// protocol after it: here the sandbox's TLS line port (its valid leaf is
+/// good for 90 days, trusted through the environment's `ca_file`), which
+/// answers HTTP/2 and HTTP/1 with its banner, so both kinds fail as
+/// `protocol` after a handshake that succeeded.
+#[tokio::test]
+async fn grpc_and_stream_over_tls_report_the_certificate_expiry() {
+    bounded(async {
+        let sb = sandbox().await;
+        let vars = sb.variables();
+        let tls_port = vars["sandbox_tls"].clone();
+        let config = format!(
+            "{}tls = {{ ca_file = \"{}\" }}\n",
+            config_with_target(&sb.base_url()),
+            vars["sandbox_ca_file"]
+        );
+        let in_90_days = chrono::Utc::now().timestamp() + 90 * 86_400;
+        let bodies = [
+            grpc(&tls_port, "tls = true"),
+            stream(&format!("https://{tls_port}/events"), ""),
+        ];
+        for body in bodies {
+            let dir = tempfile::tempdir().unwrap();
+            let probe =
+                format!("name = \"p\"\nenvironments = [\"target\"]\ntimeout = \"3s\"\n{body}\n");
+            let path = write_config(dir.path(), &config, &[("p.toml", &probe)]);
+            let o = run_one(&load(&path)).await;
+            assert_eq!(o.reason, Some(FailureReason::Protocol), "{o:#?}");
+            let expiry = match o.details.as_ref() {
+                Some(Details::Grpc(f)) => f.cert_expiry,
+                Some(Details::Stream(f)) => f.cert_expiry,
+                other => panic!("no grpc or stream details: {other:?}"),
+            };
+            let expiry = expiry.unwrap_or_else(|| panic!("no cert expiry: {o:#?}"));
+            assert!(
+                (expiry - in_90_days).abs() < 600,
+                "expiry {expiry} is not 90 days from now ({in_90_days})"
+            );
+            assert_eq!(o.cert_expiry(), Some(expiry));
+            let json = serde_json::to_value(o.details.as_ref().unwrap()).unwrap();
+            assert_eq!(json.to_string().matches("cert_expiry").count(), 1, "{json}");
+        }
+        // Without TLS there is no certificate to report.
+        let o = run_probe(&sb.base_url(), "", &grpc(&vars["sandbox_grpc"], "")).await;
+        assert!(o.success, "{o:#?}");
+        assert_eq!(o.cert_expiry(), None);
+        sb.shutdown().await;
+    })
+    .await;
+}
+
 /// What the reference server saw of one call.
 type SeenMetadata = Arc<Mutex<Vec<tonic::metadata::MetadataMap>>>;
 

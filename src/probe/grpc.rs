@@ -118,6 +118,10 @@ pub struct GrpcFacts {
     pub grpc_code_name: Option<String>,
     pub grpc_message: Option<String>,
     pub http_status: Option<u16>,
+    /// With TLS: the earliest `notAfter` of the presented certificates,
+    /// Unix seconds (exported as `probe_ssl_earliest_cert_expiry`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cert_expiry: Option<i64>,
 }
 
 impl GrpcFacts {
@@ -413,7 +417,7 @@ async fn call(
     // Rendering and building the request are synthmon's work, not the
     // target's: the measured phases start here.
     clock.begin();
-    let io = dial(
+    let dialed = dial(
         &target.host,
         target.port,
         tls,
@@ -421,7 +425,8 @@ async fn call(
         ["resolve", "connect", "tls"],
     )
     .await?;
-    let sniff = Sniff::new(io);
+    facts.cert_expiry = dialed.cert_expiry;
+    let sniff = Sniff::new(dialed.io);
     let head = Arc::clone(&sniff.head);
     let exchange = exchange(sniff, request, health_request(&spec.service), clock, facts).await;
     clock.lap("call");

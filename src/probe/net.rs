@@ -338,6 +338,14 @@ pub(crate) struct TlsSetup<'a> {
     pub alpn: &'static [u8],
 }
 
+/// A connection as [`dial`] made it.
+pub(crate) struct Dialed {
+    pub io: Box<dyn Io>,
+    /// The earliest `notAfter` of the certificates presented, Unix seconds
+    /// (`probe_ssl_earliest_cert_expiry`); `None` without TLS.
+    pub cert_expiry: Option<i64>,
+}
+
 /// [`open`] and, with `tls`, a handshake; each step is lapped on `clock`
 /// under the names in `phases` (resolve, connect, tls). A deadline passed
 /// while resolving or connecting is `connect_timeout`; during the
@@ -348,7 +356,7 @@ pub(crate) async fn dial(
     tls: Option<TlsSetup<'_>>,
     clock: &mut Clock,
     phases: [&'static str; 3],
-) -> Result<Box<dyn Io>, Fail> {
+) -> Result<Dialed, Fail> {
     let [resolve_phase, connect_phase, tls_phase] = phases;
     // An IPv6 host without its URL brackets, so `open` sees the literal.
     let bare = match host {
@@ -358,7 +366,10 @@ pub(crate) async fn dial(
     };
     let tcp = open(&bare, port, clock, [resolve_phase, connect_phase]).await?;
     let Some(tls) = tls else {
-        return Ok(Box::new(tcp));
+        return Ok(Dialed {
+            io: Box::new(tcp),
+            cert_expiry: None,
+        });
     };
     let name = match (tls.server_name, host) {
         (Some(name), _) => ServerName::try_from(name.to_owned()),
@@ -374,7 +385,15 @@ pub(crate) async fn dial(
         .step("tls", tls_phase, handshake)
         .await?
         .map_err(|e| handshake_failed(host, &e))?;
-    Ok(Box::new(stream))
+    let cert_expiry = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(super::transport::earliest_expiry);
+    Ok(Dialed {
+        io: Box::new(stream),
+        cert_expiry,
+    })
 }
 
 /// A handshake that failed in itself (no common version, not TLS, a bad

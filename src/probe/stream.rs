@@ -146,6 +146,10 @@ pub struct StreamFacts {
     pub bytes: u64,
     /// The first events' data (capped, see the module docs).
     pub data: Vec<String>,
+    /// Over https: the earliest `notAfter` of the certificates presented on
+    /// the last connection, Unix seconds (`probe_ssl_earliest_cert_expiry`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cert_expiry: Option<i64>,
 }
 
 impl StreamFacts {
@@ -492,7 +496,14 @@ impl<'s> Streamer<'s> {
             server_name: ctx.env.tls.server_name.as_deref(),
             alpn: b"http/1.1",
         };
-        let connecting = connect(url, headers, tls, &mut self.clock, phase);
+        let connecting = connect(
+            url,
+            headers,
+            tls,
+            &mut self.clock,
+            phase,
+            &mut self.facts.cert_expiry,
+        );
         let response = match limit {
             None => connecting.await?,
             Some((at, wake)) => match tokio::time::timeout_at(at, connecting).await {
@@ -845,6 +856,7 @@ async fn connect(
     tls: TlsSetup<'_>,
     clock: &mut Clock,
     phase: &'static str,
+    cert_expiry: &mut Option<i64>,
 ) -> Result<(http::response::Parts, Connection), Fail> {
     let bad = |m: String| Fail::new(FailureReason::Request, m);
     let secure = match url.scheme() {
@@ -860,7 +872,9 @@ async fn connect(
         return Err(bad(format!("{url} has no host")));
     };
     let host: Host<String> = host.to_owned();
-    let io = dial(&host, port, secure.then_some(tls), clock, [phase; 3]).await?;
+    let dialed = dial(&host, port, secure.then_some(tls), clock, [phase; 3]).await?;
+    *cert_expiry = dialed.cert_expiry;
+    let io = dialed.io;
     let protocol = |doing: &str, e: hyper::Error| {
         Fail::new(
             FailureReason::Protocol,

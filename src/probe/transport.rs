@@ -702,7 +702,7 @@ async fn tls_handshake(
 
 /// The earliest `notAfter` among `chain`, as Unix seconds; certificates that
 /// do not parse are skipped.
-fn earliest_expiry(chain: &[CertificateDer<'_>]) -> Option<i64> {
+pub(crate) fn earliest_expiry(chain: &[CertificateDer<'_>]) -> Option<i64> {
     chain
         .iter()
         .filter_map(|der| x509_parser::parse_x509_certificate(der).ok())
