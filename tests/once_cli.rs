@@ -469,3 +469,43 @@ fn once_reports_thresholds_and_a_failing_one_exits_1() {
     assert!((0.06..1.0).contains(&p99), "{result}");
     assert_eq!(result["latency"]["samples"], 1);
 }
+
+/// A workload draws its progress bar when stderr is a terminal, and only
+/// then: the same run through `script(1)` (a real pseudo-terminal) shows
+/// the bar's frames, through a pipe it shows none.
+#[test]
+fn a_workload_draws_a_progress_bar_on_a_terminal_only() {
+    let args = [
+        "--config",
+        &repo_config(),
+        "--once",
+        "--probe",
+        "order-load",
+    ];
+    let piped = synthmon(&repo(), &args, &[]);
+    piped.assert_code(0);
+    assert!(
+        !piped.stderr.contains("requests ·") && !piped.stdout.contains("requests ·"),
+        "a bar drawn into a pipe:\n{}",
+        piped.stderr
+    );
+
+    let command = std::iter::once(env!("CARGO_BIN_EXE_synthmon"))
+        .chain(args)
+        .map(|a| format!("'{a}'"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    // `script` is util-linux's (Debian's essential bsdutils): never skipped.
+    let out = std::process::Command::new("script")
+        .args(["--quiet", "--return", "--command", &command, "/dev/null"])
+        .current_dir(repo())
+        .env("NO_COLOR", "1")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("script(1) from util-linux runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{:?}\n{text}", out.status);
+    let frame = regex::Regex::new(r"order-load @ sandbox \[[=> ]{30}\] \d+/40 requests").unwrap();
+    assert!(frame.is_match(&text), "no progress bar frame:\n{text:?}");
+    assert!(text.contains("PASS"), "{text}");
+}
