@@ -3,9 +3,7 @@
 //! compared to golden files. Also configuration layering through
 //! `SYNTHMON_<TABLE>__<KEY>` variables and `--set`.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
+use crate::common;
 
 use common::{golden, position_of, synthmon, write_config};
 use std::path::Path;

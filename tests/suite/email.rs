@@ -6,8 +6,6 @@
 //! Also: a server that never answers (timeout), one that rejects RCPT (550)
 //! and one without STARTTLS.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use chrono::{DateTime, Utc};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};

@@ -4,9 +4,7 @@
 //! tests start themselves for the hostile cases (refusing, silent, endless).
 //! Configs are written to temp dirs and loaded with `config::load`.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
+use crate::common;
 
 use common::{config_with_target, load, position_of, run_all, write_config};
 use std::collections::BTreeMap;

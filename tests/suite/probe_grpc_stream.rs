@@ -4,9 +4,7 @@
 //! the probe and the sandbox server against it), and tiny raw servers that
 //! misbehave on purpose or record what they were sent.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
+use crate::common;
 
 use common::sandbox;
 

@@ -15,9 +15,7 @@
 //! windows in which nothing more may arrive. A Drop guard kills the daemon
 //! however the test ends.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
+use crate::common;
 
 use axum::extract::State;
 use axum::http::HeaderMap;

@@ -9,9 +9,7 @@
 //! wait polls a condition on those lines (or on a socket) against a
 //! deadline, and a Drop guard kills the child however the test ends.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
+use crate::common;
 
 use common::{position_of, synthmon, write_config};
 use serde_json::Value;

@@ -4,9 +4,7 @@
 //! Configs are written to temp dirs and loaded with `config::load`, then run
 //! with `once::select` + `once::run`.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
+use crate::common;
 
 use common::{config_with_target, load, position_of, run_all, run_one, write_config};
 use hickory_proto::op::{Message, MessageType};

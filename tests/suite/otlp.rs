@@ -4,9 +4,7 @@
 //! for real against the built-in sandbox or a raw TCP server; their outcomes
 //! go through `TraceExporter` and the tests read what the receiver got.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
+use crate::common;
 
 use common::sandbox;
 

@@ -4,9 +4,7 @@
 //! after a failure, a timeout and a shutdown, secret captures, and the
 //! load-time checks.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
+use crate::common;
 
 use common::{http_request, load, run_one, write_config};
 use std::collections::BTreeMap;

@@ -3,9 +3,7 @@
 //! restarted while the alert fires (no second page); the target recovers
 //! (exactly one resolve).
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
+use crate::common;
 
 use axum::extract::State;
 use axum::routing::post;

@@ -3,9 +3,7 @@
 //! the sandbox's header echo) yet appears in no report, error or log line,
 //! in human or JSON output, even with `SYNTHMON_LOG=trace`.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
+use crate::common;
 
 use common::{position_of, synthmon, write_config};
 

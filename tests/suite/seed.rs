@@ -3,9 +3,7 @@
 //! `POST /echo` shows (the probe's expectations fail on purpose so the JSON
 //! report carries each echoed field as an observed value).
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
+use crate::common;
 
 use common::{synthmon, write_config};
 

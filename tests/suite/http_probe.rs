@@ -3,9 +3,7 @@
 //! request head. Configs are written to temp dirs and loaded with
 //! `config::load`, then run with `once::select` + `once::run`.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
+use crate::common;
 
 use common::sandbox;
 

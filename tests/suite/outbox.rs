@@ -3,9 +3,7 @@
 //! rate-limit. Also the webhook payloads: golden files per preset and the
 //! generic payload checked against `docs/webhook-v1.schema.json`.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
+use crate::common;
 
 use axum::body::Bytes;
 use axum::extract::State;

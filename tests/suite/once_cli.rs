@@ -2,9 +2,7 @@
 //! (human and JSON), a failing probe's report, probe selection errors, and
 //! `list`. Every run is the built binary, bounded by a deadline.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
+use crate::common;
 
 use common::{position_of, repo, synthmon, write_config};
 

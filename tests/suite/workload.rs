@@ -5,9 +5,7 @@
 //! concurrency cap drops rather than delays, and anomalies are rejected and
 //! counted apart.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
+use crate::common;
 
 use common::sandbox;
 

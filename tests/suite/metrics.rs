@@ -2,9 +2,7 @@
 //! thresholds, removed probes' series disappearing at a reload, and the
 //! overlap counter. In-process daemon, real HTTP scrapes on 127.0.0.1.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
+use crate::common;
 
 use common::write_config;
 use std::time::{Duration, Instant};

@@ -1,0 +1,30 @@
+//! synthmon's integration suite: one test binary for every file here.
+//!
+//! Each module was once a binary of its own; linking twenty copies of the
+//! dependency graph took most of a CI disk and a minute of link time, so
+//! they share one. Nothing in synthmon keeps process-global state (the
+//! metrics registries are local recorders, the tracer is passed around), so
+//! the modules cannot see each other's runs. Run one module with
+//! `cargo test --test suite flow::`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+mod alerting;
+mod check_errors;
+mod daemon;
+mod email;
+mod flow;
+mod http_probe;
+mod kill9;
+mod metrics;
+mod once_cli;
+mod otlp;
+mod outbox;
+mod probe_dns;
+mod probe_grpc_stream;
+mod probe_tcp_tls;
+mod secrets;
+mod seed;
+mod workload;
