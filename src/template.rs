@@ -232,8 +232,27 @@ pub struct Text {
     source: String,
     /// Holds `{{` or `{%`: needs rendering.
     dynamic: bool,
-    /// Exactly one `{{ expression }}` and nothing else: the expression.
-    whole: Option<String>,
+    /// Exactly one `{{ expression }}` and nothing else: the expression,
+    /// compiled once at load (a workload renders it per request).
+    whole: Option<Compiled>,
+}
+
+/// A compiled expression owned by its [`Text`].
+#[derive(Clone)]
+struct Compiled(Arc<minijinja::Expression<'static, 'static>>);
+
+impl std::fmt::Debug for Compiled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Compiled")
+    }
+}
+
+impl PartialEq for Compiled {
+    /// Texts with equal sources compile to the same expression, and
+    /// [`Text`]'s equality compares the sources.
+    fn eq(&self, _: &Compiled) -> bool {
+        true
+    }
 }
 
 /// Why a template was rejected at load.
@@ -293,12 +312,14 @@ impl Text {
             .strip_prefix("{{")
             .and_then(|r| r.strip_suffix("}}"))
             .filter(|inner| !inner.contains("{{") && !inner.contains("}}"))
-            .map(|inner| inner.trim().to_owned());
-        if let Some(expr) = &whole {
-            ENV.compile_expression(expr).map_err(|e| TemplateError {
-                message: format!("invalid template `{source}`: {}", describe(&e)),
-            })?;
-        }
+            .map(|inner| {
+                ENV.compile_expression_owned(inner.trim().to_owned())
+                    .map(|e| Compiled(Arc::new(e)))
+                    .map_err(|e| TemplateError {
+                        message: format!("invalid template `{source}`: {}", describe(&e)),
+                    })
+            })
+            .transpose()?;
         Ok(Text {
             source: source.to_owned(),
             dynamic,
@@ -349,21 +370,39 @@ impl Text {
         if !self.dynamic {
             return Ok(self.source.clone());
         }
-        ENV.render_str(&self.source, scope.context())
-            .map_err(|e| format!("cannot render `{}`: {}", self.source, describe(&e)))
+        self.render_in(scope.context())
     }
 
     /// Renders to a JSON value: typed when the string is one whole
     /// expression, else a string.
     pub fn render_json(&self, scope: &Scope) -> Result<serde_json::Value, String> {
-        let Some(expr) = &self.whole else {
-            return self.render(scope).map(serde_json::Value::String);
+        self.render_json_in(scope.context())
+    }
+
+    /// [`Text::render`] with the scope's context already built.
+    fn render_in(&self, context: Value) -> Result<String, String> {
+        let rendered = match &self.whole {
+            // Printed as a template prints a value; strict, like a template,
+            // about printing an undefined one.
+            Some(Compiled(expr)) => expr.eval(context).and_then(|v| {
+                if v.is_undefined() {
+                    Err(Error::from(ErrorKind::UndefinedError))
+                } else {
+                    Ok(v.to_string())
+                }
+            }),
+            None => ENV.render_str(&self.source, context),
         };
-        let compiled = ENV
-            .compile_expression(expr)
-            .map_err(|e| format!("cannot render `{}`: {}", self.source, describe(&e)))?;
-        let value = compiled
-            .eval(scope.context())
+        rendered.map_err(|e| format!("cannot render `{}`: {}", self.source, describe(&e)))
+    }
+
+    /// [`Text::render_json`] with the scope's context already built.
+    fn render_json_in(&self, context: Value) -> Result<serde_json::Value, String> {
+        let Some(Compiled(expr)) = &self.whole else {
+            return self.render_in(context).map(serde_json::Value::String);
+        };
+        let value = expr
+            .eval(context)
             .map_err(|e| format!("cannot render `{}`: {}", self.source, describe(&e)))?;
         serde_json::to_value(&value)
             .map_err(|e| format!("cannot render `{}` as JSON: {e}", self.source))
@@ -446,20 +485,29 @@ impl JsonTemplate {
         }
     }
 
+    /// Renders every leaf; the scope's context is built once for the
+    /// whole body (its generator still draws in leaf order).
     pub fn render(&self, scope: &Scope) -> Result<serde_json::Value, String> {
+        match self {
+            JsonTemplate::Value(v) => Ok(v.clone()),
+            _ => self.render_in(&scope.context()),
+        }
+    }
+
+    fn render_in(&self, context: &Value) -> Result<serde_json::Value, String> {
         Ok(match self {
             JsonTemplate::Value(v) => v.clone(),
-            JsonTemplate::Text(t) => t.render_json(scope)?,
+            JsonTemplate::Text(t) => t.render_json_in(context.clone())?,
             JsonTemplate::Array(items) => serde_json::Value::Array(
                 items
                     .iter()
-                    .map(|i| i.render(scope))
+                    .map(|i| i.render_in(context))
                     .collect::<Result<_, _>>()?,
             ),
             JsonTemplate::Object(fields) => {
                 let mut map = serde_json::Map::new();
                 for (k, v) in fields {
-                    map.insert(k.clone(), v.render(scope)?);
+                    map.insert(k.clone(), v.render_in(context)?);
                 }
                 serde_json::Value::Object(map)
             }
@@ -533,8 +581,40 @@ mod tests {
 
     #[test]
     fn missing_values_fail_at_render() {
-        let t = Text::compile("{{ vars.nope }}", None).unwrap();
-        let e = t.render(&scope(None)).unwrap_err();
-        assert!(e.contains("undefined"), "{e}");
+        for source in [
+            "{{ vars.nope }}",
+            "id-{{ vars.nope }}",
+            "{{ vars.order.nope }}",
+        ] {
+            let t = Text::compile(source, None).unwrap();
+            let e = t.render(&scope(None)).unwrap_err();
+            assert!(e.contains("undefined"), "{source}: {e}");
+        }
+    }
+
+    /// A whole expression is evaluated from its compiled form, and prints
+    /// exactly as the same expression inside a larger template does.
+    #[test]
+    fn whole_expressions_print_as_templates_do() {
+        let s = scope(Some(3));
+        for expr in [
+            "vars.user",
+            "vars.order.id",
+            "vars.order",
+            "1.5",
+            "true",
+            "none",
+            "[1, 'a']",
+            "probe ~ '-' ~ iteration",
+        ] {
+            let whole = Text::compile(&format!("{{{{ {expr} }}}}"), None).unwrap();
+            let inside = Text::compile(&format!("<{{{{ {expr} }}}}>"), None).unwrap();
+            assert!(whole.whole.is_some() && inside.whole.is_none(), "{expr}");
+            assert_eq!(
+                format!("<{}>", whole.render(&s).unwrap()),
+                inside.render(&s).unwrap(),
+                "{expr}"
+            );
+        }
     }
 }
