@@ -58,6 +58,10 @@ pub enum FailureReason {
     Teardown,
     /// The run was cut short by a shutdown.
     Cancelled,
+    /// Command: the program could not be started.
+    Exec,
+    /// Command: the program exited non-zero or was killed by a signal.
+    Exit,
 }
 
 impl FailureReason {
@@ -85,6 +89,8 @@ impl FailureReason {
             FailureReason::Until => "until",
             FailureReason::Teardown => "teardown",
             FailureReason::Cancelled => "cancelled",
+            FailureReason::Exec => "exec",
+            FailureReason::Exit => "exit",
         }
     }
 }
@@ -339,6 +345,7 @@ pub enum Details {
     Tls(crate::probe::tls::TlsFacts),
     Grpc(crate::probe::grpc::GrpcFacts),
     Stream(crate::probe::stream::StreamFacts),
+    Command(crate::probe::command::CommandFacts),
 }
 
 impl Details {
@@ -351,6 +358,7 @@ impl Details {
             Details::Tls(f) => f.gauges(),
             Details::Grpc(f) => f.gauges(),
             Details::Stream(f) => f.gauges(),
+            Details::Command(f) => f.gauges(),
         }
     }
 
@@ -360,7 +368,7 @@ impl Details {
             Details::Tls(f) => f.cert_expiry(),
             Details::Grpc(f) => f.cert_expiry,
             Details::Stream(f) => f.cert_expiry,
-            Details::Dns(_) => None,
+            Details::Dns(_) | Details::Command(_) => None,
         }
     }
 }

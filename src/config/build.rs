@@ -1335,6 +1335,7 @@ impl Checker<'_> {
             ("tls", raw.tls.is_some()),
             ("grpc", raw.grpc.is_some()),
             ("stream", raw.stream.is_some()),
+            ("command", raw.command.is_some()),
         ]
         .iter()
         .filter(|(_, p)| *p)
@@ -1397,6 +1398,8 @@ impl Checker<'_> {
             crate::probe::grpc::build(t, self).map(ProbeKind::Grpc)
         } else if let Some(t) = raw.stream {
             crate::probe::stream::build(t, self).map(ProbeKind::Stream)
+        } else if let Some(t) = raw.command {
+            crate::probe::command::build(t, self).map(ProbeKind::Command)
         } else {
             self.diags.push(self.doc.error_at_key(
                 "",

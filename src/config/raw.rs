@@ -213,12 +213,14 @@ pub struct RawProbe {
     pub tls: Option<crate::probe::tls::RawTls>,
     pub grpc: Option<crate::probe::grpc::RawGrpc>,
     pub stream: Option<crate::probe::stream::RawStream>,
+    pub command: Option<crate::probe::command::RawCommand>,
 }
 
 impl RawProbe {
     /// The names of the kind tables, for "expected one of" messages.
-    pub const KINDS: &'static [&'static str] =
-        &["http", "flow", "tcp", "dns", "tls", "grpc", "stream"];
+    pub const KINDS: &'static [&'static str] = &[
+        "http", "flow", "tcp", "dns", "tls", "grpc", "stream", "command",
+    ];
 }
 
 /// `[flow]`: setup, steps and teardown, each a list of requests.

@@ -10,6 +10,7 @@
 //! `gauges()` for /metrics), `SCOPE` (the names its `expect` expressions may
 //! read) and `run`.
 
+pub mod command;
 pub mod dns;
 pub mod flow;
 pub mod grpc;
@@ -42,6 +43,7 @@ pub enum ProbeKind {
     Tls(tls::TlsSpec),
     Grpc(grpc::GrpcSpec),
     Stream(stream::StreamSpec),
+    Command(command::CommandSpec),
 }
 
 impl ProbeKind {
@@ -54,6 +56,7 @@ impl ProbeKind {
             ProbeKind::Tls(_) => "tls",
             ProbeKind::Grpc(_) => "grpc",
             ProbeKind::Stream(_) => "stream",
+            ProbeKind::Command(_) => "command",
         }
     }
 }
@@ -145,6 +148,7 @@ pub async fn run(ctx: &RunContext<'_>) -> Outcome {
             ProbeKind::Tls(spec) => tls::run(spec, ctx).await,
             ProbeKind::Grpc(spec) => grpc::run(spec, ctx).await,
             ProbeKind::Stream(spec) => stream::run(spec, ctx).await,
+            ProbeKind::Command(spec) => command::run(spec, ctx).await,
         }
     };
     if let ProbeKind::Flow(_) = &ctx.probe.kind {

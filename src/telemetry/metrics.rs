@@ -328,6 +328,11 @@ fn with_labels(mut b: PrometheusBuilder, labels: &[(String, String)]) -> Prometh
 /// described here so every series on /metrics has help text.
 const KIND_GAUGES: &[(&str, Option<Unit>, &str)] = &[
     (
+        "probe_command_exit_code",
+        None,
+        "Exit code of the last command run (128 + the signal when a signal ended it).",
+    ),
+    (
         "probe_tls_verified",
         None,
         "Whether the peer's certificate chain and host name verified (1) or not (0).",

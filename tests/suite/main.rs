@@ -22,6 +22,7 @@ mod metrics;
 mod once_cli;
 mod otlp;
 mod outbox;
+mod probe_command;
 mod probe_dns;
 mod probe_grpc_stream;
 mod probe_tcp_tls;

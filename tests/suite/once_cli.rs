@@ -9,7 +9,9 @@ use common::{position_of, repo, synthmon, write_config};
 /// The `name = "…"` and kind (the one kind table present) of every
 /// example probe in the repository, sorted by name.
 fn example_probes() -> Vec<(String, String)> {
-    const KINDS: [&str; 7] = ["http", "flow", "tcp", "dns", "tls", "grpc", "stream"];
+    const KINDS: [&str; 8] = [
+        "http", "flow", "tcp", "dns", "tls", "grpc", "stream", "command",
+    ];
     let mut probes = Vec::new();
     for entry in std::fs::read_dir(repo().join("probes")).unwrap() {
         let path = entry.unwrap().path();
@@ -83,6 +85,7 @@ fn once_on_the_repository_config_passes_every_example_probe() {
             "dns" => &["resolve", "query"],
             "grpc" => &["connect", "call"],
             "stream" => &["connect", "first_event"],
+            "command" => &["run"],
             _ => &["resolve", "connect"],
         };
         for phase in phases {
