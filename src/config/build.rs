@@ -218,6 +218,35 @@ impl Checker<'_> {
         );
     }
 
+    /// A size written at `path` (`4096` or `"4 KiB"`), from 1 byte to
+    /// `max`; `default` when unset, or after recording why it is not one.
+    pub(crate) fn size(
+        &mut self,
+        path: &str,
+        raw: Option<&RawSize>,
+        default: u64,
+        max: u64,
+    ) -> u64 {
+        match raw.map(parse_size) {
+            None => default,
+            Some(Ok(n)) if (1..=max).contains(&n) => n,
+            Some(Ok(n)) => {
+                self.err(
+                    path,
+                    format!(
+                        "expected a size from 1 B to {}, found {n} bytes",
+                        size_words(max)
+                    ),
+                );
+                default
+            }
+            Some(Err(msg)) => {
+                self.err(path, msg);
+                default
+            }
+        }
+    }
+
     /// How many errors were recorded so far (to tell whether a part built).
     pub(crate) fn error_count(&self) -> usize {
         self.diags.len()
@@ -1188,6 +1217,15 @@ pub fn parse_size(raw: &RawSize) -> Result<u64, String> {
     Ok((num * mult as f64) as u64)
 }
 
+/// `n` bytes in the largest binary unit that divides it: `64 KiB`.
+fn size_words(n: u64) -> String {
+    const UNITS: [(u64, &str); 3] = [(1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")];
+    UNITS.iter().find(|(unit, _)| n % unit == 0).map_or_else(
+        || format!("{n} B"),
+        |(unit, name)| format!("{} {name}", n / unit),
+    )
+}
+
 impl Checker<'_> {
     pub(crate) fn location(&self, path: &str) -> SourceLocation {
         let (line, column) = self.doc.value_position(path);
@@ -1696,23 +1734,12 @@ impl Checker<'_> {
         } else {
             Some(Body::Empty)
         };
-        let max_body_bytes = match &raw.max_body_size {
-            None => DEFAULT_MAX_BODY_BYTES,
-            Some(size) => match parse_size(size) {
-                Ok(n) if (1..=MAX_BODY_BYTES_LIMIT).contains(&n) => n,
-                Ok(n) => {
-                    self.err(
-                        &format!("{prefix}.max_body_size"),
-                        format!("expected a size from 1 B to 1 GiB, found {n} bytes"),
-                    );
-                    DEFAULT_MAX_BODY_BYTES
-                }
-                Err(msg) => {
-                    self.err(&format!("{prefix}.max_body_size"), msg);
-                    DEFAULT_MAX_BODY_BYTES
-                }
-            },
-        };
+        let max_body_bytes = self.size(
+            &format!("{prefix}.max_body_size"),
+            raw.max_body_size.as_ref(),
+            DEFAULT_MAX_BODY_BYTES,
+            MAX_BODY_BYTES_LIMIT,
+        );
         let expect = self.expectations(prefix, &raw.expect, http_probe::SCOPE);
         let implicit_status = if expect.iter().any(|a| a.expr.reads("status")) {
             None
@@ -1762,6 +1789,15 @@ impl Checker<'_> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn size_limits_are_worded_in_their_unit() {
+        assert_eq!(size_words(1 << 30), "1 GiB");
+        assert_eq!(size_words(64 * 1024 * 1024), "64 MiB");
+        assert_eq!(size_words(64 * 1024), "64 KiB");
+        assert_eq!(size_words(1536), "1536 B");
+        assert_eq!(size_words(1000), "1000 B");
+    }
 
     #[test]
     fn schedules() {

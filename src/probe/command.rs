@@ -33,7 +33,7 @@
 
 use super::net::{Clock, Fail};
 use super::{Assertion, RunContext};
-use crate::config::build::{Checker, parse_size};
+use crate::config::build::Checker;
 use crate::config::raw::RawSize;
 use crate::expr::{Facts, json_value};
 use crate::outcome::{Details, FailureReason, Outcome};
@@ -224,21 +224,12 @@ pub(crate) fn build(raw: RawCommand, c: &mut Checker<'_>) -> Option<CommandSpec>
         .stdin
         .as_deref()
         .and_then(|s| c.text("command.stdin", s, None));
-    let max_output = match raw.max_output_size.as_ref().map(parse_size) {
-        None => DEFAULT_MAX_OUTPUT,
-        Some(Ok(n)) if (1..=MAX_OUTPUT_LIMIT).contains(&n) => n,
-        Some(Ok(n)) => {
-            c.err(
-                "command.max_output_size",
-                format!("expected a size from 1 byte to 16 MiB, found {n} bytes"),
-            );
-            DEFAULT_MAX_OUTPUT
-        }
-        Some(Err(msg)) => {
-            c.err("command.max_output_size", msg);
-            DEFAULT_MAX_OUTPUT
-        }
-    };
+    let max_output = c.size(
+        "command.max_output_size",
+        raw.max_output_size.as_ref(),
+        DEFAULT_MAX_OUTPUT,
+        MAX_OUTPUT_LIMIT,
+    );
     let expect = c.expectations("command", &raw.expect, SCOPE);
     let implicit_exit = !expect.iter().any(|a| a.expr.reads("exit_code"));
     if c.error_count() > errors {

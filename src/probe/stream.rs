@@ -21,7 +21,7 @@
 
 use super::net::{self, AbortOnDrop, Clock, Fail, TlsSetup, describe, dial};
 use super::{Assertion, RunContext};
-use crate::config::build::{Checker, parse_size};
+use crate::config::build::Checker;
 use crate::config::raw::RawSize;
 use crate::expr::{Facts, duration_value};
 use crate::outcome::{AssertionResult, Details, FailureReason, Outcome, SourceLocation};
@@ -235,23 +235,12 @@ pub(crate) fn build(raw: RawStream, c: &mut Checker<'_>) -> Option<StreamSpec> {
             "`reconnect` splits `min_events` over two connections: it needs min_events of 2 or more",
         );
     }
-    let max_event_bytes = match &raw.max_event_bytes {
-        None => DEFAULT_MAX_EVENT_BYTES,
-        Some(size) => match parse_size(size) {
-            Ok(n) if (1..=MAX_EVENT_BYTES_LIMIT).contains(&n) => n,
-            Ok(n) => {
-                c.err(
-                    "stream.max_event_bytes",
-                    format!("expected a size from 1 B to 64 MiB, found {n} bytes"),
-                );
-                DEFAULT_MAX_EVENT_BYTES
-            }
-            Err(msg) => {
-                c.err("stream.max_event_bytes", msg);
-                DEFAULT_MAX_EVENT_BYTES
-            }
-        },
-    };
+    let max_event_bytes = c.size(
+        "stream.max_event_bytes",
+        raw.max_event_bytes.as_ref(),
+        DEFAULT_MAX_EVENT_BYTES,
+        MAX_EVENT_BYTES_LIMIT,
+    );
     let expect = c.expectations("stream", &raw.expect, SCOPE);
     let min_events_at = raw.min_events.map(|_| c.location("stream.min_events"));
     let reconnect_at = reconnect.then(|| c.location("stream.reconnect"));

@@ -21,7 +21,7 @@
 use super::net::{self, Clock, Fail, address_text, close, parse_address};
 use super::tls::{self as tls_probe, CaFile, TlsInfo};
 use super::{Assertion, RunContext};
-use crate::config::build::{Checker, parse_size};
+use crate::config::build::Checker;
 use crate::config::raw::RawSize;
 use crate::expr::Facts;
 use crate::outcome::{Details, FailureReason, Outcome};
@@ -177,21 +177,12 @@ pub(crate) fn build(raw: RawTcp, c: &mut Checker<'_>) -> Option<TcpSpec> {
             ReadMode::None
         }
     };
-    let max_read = match raw.max_read_size.as_ref().map(parse_size) {
-        None => DEFAULT_MAX_READ,
-        Some(Ok(n)) if (1..=MAX_READ_LIMIT).contains(&n) => n,
-        Some(Ok(n)) => {
-            c.err(
-                "tcp.max_read_size",
-                format!("expected a size from 1 byte to 64 KiB, found {n} bytes"),
-            );
-            DEFAULT_MAX_READ
-        }
-        Some(Err(msg)) => {
-            c.err("tcp.max_read_size", msg);
-            DEFAULT_MAX_READ
-        }
-    };
+    let max_read = c.size(
+        "tcp.max_read_size",
+        raw.max_read_size.as_ref(),
+        DEFAULT_MAX_READ,
+        MAX_READ_LIMIT,
+    );
     let expect = c.expectations("tcp", &raw.expect, SCOPE);
     if c.error_count() > errors {
         return None;

@@ -23,7 +23,7 @@
 use super::http::{self as http_probe, Checks, HttpSpec, Performed, RenderedBody};
 use super::mutate::{self, Mutation};
 use super::{Assertion, RunContext};
-use crate::config::build::{Checker, parse_size};
+use crate::config::build::Checker;
 use crate::config::raw::RawWorkload;
 use crate::generate::Generator;
 use crate::outcome::{FailureReason, Outcome, Sample, WorkloadFacts};
@@ -291,23 +291,12 @@ fn anomalies(
     if mutations.is_empty() {
         mutations = Mutation::ALL.to_vec();
     }
-    let oversize_bytes = match &raw.oversize {
-        None => DEFAULT_OVERSIZE,
-        Some(size) => match parse_size(size) {
-            Ok(n) if (1..=16 * 1024 * 1024).contains(&n) => n,
-            Ok(_) => {
-                c.err(
-                    "workload.anomalies.oversize",
-                    "expected a size from 1 B to 16 MiB",
-                );
-                DEFAULT_OVERSIZE
-            }
-            Err(msg) => {
-                c.err("workload.anomalies.oversize", msg);
-                DEFAULT_OVERSIZE
-            }
-        },
-    };
+    let oversize_bytes = c.size(
+        "workload.anomalies.oversize",
+        raw.oversize.as_ref(),
+        DEFAULT_OVERSIZE,
+        16 * 1024 * 1024,
+    );
     let mut expect = c.expectations("workload.anomalies", &raw.expect, http_probe::SCOPE);
     if raw.expect.is_empty() {
         if let Ok(expr) = crate::expr::Expr::compile("status >= 400 && status < 500", &["status"]) {

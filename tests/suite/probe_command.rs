@@ -441,7 +441,7 @@ shell = true
         "bad.toml",
         bad,
         "\"1 GiB\"",
-        "command.max_output_size: expected a size from 1 byte to 16 MiB",
+        "command.max_output_size: expected a size from 1 B to 16 MiB, found 1073741824 bytes",
     );
     expect_at(
         "unknown.toml",

@@ -472,7 +472,7 @@ fn load_errors_are_located() {
             at("bad-values.toml", bad_values, "\"lines\"")
         ),
         format!(
-            "{}tcp.max_read_size: expected a size from 1 byte to 64 KiB, found 1048576 bytes",
+            "{}tcp.max_read_size: expected a size from 1 B to 64 KiB, found 1048576 bytes",
             at("bad-values.toml", bad_values, "\"1 MiB\"")
         ),
         format!(
