@@ -7,7 +7,6 @@
 use crate::common;
 
 use common::{http_request, load, run_one, write_config};
-use std::collections::BTreeMap;
 use std::future::Future;
 use std::time::{Duration, Instant};
 use synthmon::outcome::{FailureReason, Outcome, Stage};
@@ -174,33 +173,15 @@ async fn teardown_runs_after_a_shutdown_cancels_the_run() {
             )],
         );
         let config = load(&path);
-        let probe = &config.probes[0];
-        let env = &config.environments["sandbox"];
-        let base_url = url::Url::parse(&sb.base_url()).unwrap();
-        let vars = BTreeMap::new();
-        let cancel = tokio_util::sync::CancellationToken::new();
-        let ctx = synthmon::probe::RunContext {
-            probe,
-            env,
-            base_url: &base_url,
-            tagging: &config.tagging,
-            redactor: &config.redactor,
-            vars: &vars,
-            cancel: cancel.clone(),
-            seed: None,
-            progress: None,
-        };
-        let trigger = async {
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            cancel.cancel();
-        };
-        let started = Instant::now();
-        let (o, ()) = tokio::join!(synthmon::probe::run(&ctx), trigger);
+        let (o, took) = common::run_cancelled_after(
+            &config,
+            "sandbox",
+            &sb.base_url(),
+            Duration::from_millis(300),
+        )
+        .await;
         assert_eq!(o.reason, Some(FailureReason::Cancelled), "{o:#?}");
-        assert!(
-            started.elapsed() < Duration::from_secs(2),
-            "the cancel was not prompt"
-        );
+        assert!(took < Duration::from_secs(2), "the cancel was not prompt");
         assert!(step(&o, "delete").success, "{o:#?}");
         assert_eq!(order_count(&sb).await, 0);
         sb.shutdown().await;

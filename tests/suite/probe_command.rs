@@ -355,28 +355,10 @@ async fn a_shutdown_kills_the_process_group_promptly() {
             )],
         );
         let config = load(&path);
-        let base_url = url::Url::parse(BASE).unwrap();
-        let vars = BTreeMap::new();
-        let cancel = tokio_util::sync::CancellationToken::new();
-        let ctx = synthmon::probe::RunContext {
-            probe: &config.probes[0],
-            env: &config.environments["target"],
-            base_url: &base_url,
-            tagging: &config.tagging,
-            redactor: &config.redactor,
-            vars: &vars,
-            cancel: cancel.clone(),
-            seed: None,
-            progress: None,
-        };
-        let trigger = async {
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            cancel.cancel();
-        };
-        let started = Instant::now();
-        let (o, ()) = tokio::join!(synthmon::probe::run(&ctx), trigger);
+        let (o, took) =
+            common::run_cancelled_after(&config, "target", BASE, Duration::from_millis(300)).await;
         assert_eq!(o.reason, Some(FailureReason::Cancelled), "{o:#?}");
-        assert!(started.elapsed() < Duration::from_secs(2));
+        assert!(took < Duration::from_secs(2), "the cancel was not prompt");
         let grandchild: u32 = std::fs::read_to_string(&pid_file)
             .unwrap()
             .trim()

@@ -174,6 +174,38 @@ pub async fn run_all(
         .unwrap()
 }
 
+/// Runs the first probe of `config` in environment `env` at `base_url`,
+/// cancelling the run as a daemon shutdown does after `after`; returns the
+/// outcome and how long the run took in all.
+pub async fn run_cancelled_after(
+    config: &synthmon::config::Config,
+    env: &str,
+    base_url: &str,
+    after: Duration,
+) -> (synthmon::outcome::Outcome, Duration) {
+    let base_url = url::Url::parse(base_url).unwrap();
+    let vars = BTreeMap::new();
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let ctx = synthmon::probe::RunContext {
+        probe: &config.probes[0],
+        env: &config.environments[env],
+        base_url: &base_url,
+        tagging: &config.tagging,
+        redactor: &config.redactor,
+        vars: &vars,
+        cancel: cancel.clone(),
+        seed: None,
+        progress: None,
+    };
+    let trigger = async {
+        tokio::time::sleep(after).await;
+        cancel.cancel();
+    };
+    let started = Instant::now();
+    let (outcome, ()) = tokio::join!(synthmon::probe::run(&ctx), trigger);
+    (outcome, started.elapsed())
+}
+
 /// The single outcome of a config with one (probe, environment) pair.
 pub async fn run_one(
     config: &std::sync::Arc<synthmon::config::Config>,
