@@ -63,6 +63,7 @@ if ! command -v systemd-analyze >/dev/null 2>&1; then
   echo "systemd-analyze missing: installing Debian's systemd package"
   apt-get update -q
   apt-get install -y -q --no-install-recommends systemd
+  apt-get clean
 fi
 command -v systemd-analyze >/dev/null 2>&1 || die "systemd-analyze not found after install"
 echo "systemd-analyze: $(systemd-analyze --version | head -n 1)"

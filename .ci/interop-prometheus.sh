@@ -28,6 +28,7 @@ if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+  apt-get clean
 fi
 command -v promtool >/dev/null || die "promtool is missing after installing prometheus"
 command -v prometheus >/dev/null || die "prometheus is missing after installing it"
@@ -203,6 +204,7 @@ if ! am_bin >/dev/null || ! command -v amtool >/dev/null; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends prometheus-alertmanager >/dev/null
+  apt-get clean
 fi
 AM="$(am_bin)" || die "alertmanager (or prometheus-alertmanager) is missing after installing prometheus-alertmanager"
 command -v amtool >/dev/null || die "amtool is missing after installing prometheus-alertmanager"
