@@ -13,7 +13,10 @@ Phases:
   1. HTTP load generation on fresh connections: wrk (Connection: close)
      vs a synthmon workload against the sandbox's /health. Both open a TCP
      connection per request, as a synthetic probe does.
-  2. Probe cost: blackbox_exporter driven by wrk through /probe (each call
+  2. The same with JSON POSTs to the sandbox's /echo: wrk sends one static
+     order body, synthmon generates all seven fields of every body from
+     seeded templates (the cost of synthetic payloads).
+  3. Probe cost: blackbox_exporter driven by wrk through /probe (each call
      is one HTTP probe of /health) vs synthmon's workload, as CPU time per
      probe (utime + stime from /proc) and peak RSS.
 """
@@ -69,10 +72,12 @@ def peak_rss_kib(pid):
     return 0
 
 
-def wrk(url, seconds, headers=()):
+def wrk(url, seconds, headers=(), script=None):
     args = ["wrk", "-t", "2", "-c", str(CONCURRENCY), "-d", f"{seconds}s", "--latency"]
     for h in headers:
         args += ["-H", h]
+    if script:
+        args += ["-s", script]
     out = subprocess.run(args + [url], capture_output=True, text=True, timeout=seconds + 30)
     if out.returncode != 0:
         die(f"wrk failed: {out.stderr}")
@@ -86,7 +91,21 @@ def wrk(url, seconds, headers=()):
     )
 
 
-def synthmon_workload(rate, seconds):
+# The body both tools POST in phase 3: wrk sends it as is, synthmon generates
+# every field per request from seeded templates.
+STATIC_ORDER = ('{"item": "widget", "quantity": 3, "customer": "Ada Lovelace", '
+                '"email": "ada@example.test", "priority": "standard", "currency": "EUR", '
+                '"ref": "synth-0123456789abcdef"}')
+TEMPLATED_ORDER = (
+    'method = "POST"\nurl = "/echo"\n'
+    'json = { item = "{{ choice([\'widget\', \'gadget\', \'gizmo\']) }}", '
+    'quantity = "{{ zipf(10, 1.2) }}", customer = "{{ name() }}", email = "{{ email() }}", '
+    'priority = "{{ weighted({\'standard\': 9, \'express\': 1}) }}", '
+    'currency = "{{ choice([\'EUR\', \'GBP\', \'USD\']) }}", ref = "{{ synthetic_id() }}" }\n'
+)
+
+
+def synthmon_workload(rate, seconds, http='url = "/health"\n'):
     """Runs a synthmon --once workload; returns (achieved ok/s, cpu s, peak RSS KiB, facts)."""
     with tempfile.TemporaryDirectory() as d:
         os.makedirs(os.path.join(d, "probes"))
@@ -100,7 +119,7 @@ def synthmon_workload(rate, seconds):
                 'name = "load"\nenvironments = ["bench"]\nschedule = "every 1h"\n'
                 'timeout = "5s"\n\n[workload]\n'
                 f"duration = \"{seconds}s\"\nrate = {rate}\nmax_concurrency = {CONCURRENCY}\n\n"
-                '[http]\nurl = "/health"\n'
+                '[http]\n' + http
             )
         proc = subprocess.Popen(
             [SYNTHMON, "--config", os.path.join(d, "config.toml"), "--once", "--output", "json"],
@@ -165,7 +184,20 @@ def main():
         rate = max(100, int(wrk_rps * 1.5))
         sm_rps, sm_cpu, sm_rss, facts = synthmon_workload(rate, SECONDS)
 
-        # 2. Probe cost against blackbox_exporter driven through /probe.
+        # 2. The same on POSTs of an order body: static for wrk, generated
+        # per request (seven templated fields) for synthmon.
+        lua = os.path.join(tmp, "post.lua")
+        with open(lua, "w") as f:
+            f.write('wrk.method = "POST"\n'
+                    'wrk.headers["Content-Type"] = "application/json"\n'
+                    f"wrk.body = '{STATIC_ORDER}'\n")
+        post_rps, _, post_errors, _ = wrk(
+            f"http://{SANDBOX}/echo", SECONDS, headers=["Connection: close"], script=lua
+        )
+        post_rate = max(100, int(post_rps * 1.5))
+        sm_post_rps, _, _, post_facts = synthmon_workload(post_rate, SECONDS, TEMPLATED_ORDER)
+
+        # 3. Probe cost against blackbox_exporter driven through /probe.
         target = f"http://{BLACKBOX}/probe?module=http_2xx&target=http%3A%2F%2F{SANDBOX}%2Fhealth"
         bb_cpu0 = cpu_seconds(blackbox.pid)
         bb_rps, _, bb_errors, _ = wrk(target, SECONDS)
@@ -178,6 +210,8 @@ def main():
         rows = [
             ("HTTP requests/s on fresh connections", "wrk -H 'Connection: close'",
              f"{sm_rps / wrk_rps:.2f}×"),
+            ("JSON POSTs/s, synthmon generating each body", "wrk posting a static body",
+             f"{sm_post_rps / post_rps:.2f}×"),
             ("probes/s (one HTTP check each)", "blackbox_exporter via /probe",
              f"{sm_rps / bb_rps:.2f}×"),
             ("CPU time per probe (lower is better)", "blackbox_exporter",
@@ -192,6 +226,8 @@ def main():
         print()
         print(f"synthmon workload: asked {rate}/s for {SECONDS}s; sent {facts['sent']}, "
               f"dropped at the cap {facts['dropped']}, failed {facts['failed']}")
+        print(f"synthmon POST workload: sent {post_facts['sent']}, dropped "
+              f"{post_facts['dropped']}, failed {post_facts['failed']}; wrk POST non-2xx: {post_errors}")
         print(f"wrk non-2xx: {wrk_errors}, socket errors: {wrk_sock}; "
               f"blackbox /probe non-2xx: {bb_errors}")
         print("(synthmon measures latency from the intended send time and keeps "
