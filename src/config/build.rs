@@ -247,6 +247,29 @@ impl Checker<'_> {
         }
     }
 
+    /// A workload must end (its arrivals, plus `tail` for the last one)
+    /// before the schedule's next run.
+    fn workload_fits(
+        &mut self,
+        workload: Option<&crate::probe::workload::Workload>,
+        schedule: &Schedule,
+        tail: Duration,
+    ) {
+        if let (Some(w), Some(interval)) = (workload, min_gap(schedule)) {
+            if w.span() + tail >= interval {
+                self.err(
+                    "workload",
+                    format!(
+                        "the workload ({} of arrivals plus {} for the last one) must end before the next run, {} later",
+                        humantime::format_duration(w.span()),
+                        humantime::format_duration(tail),
+                        humantime::format_duration(interval)
+                    ),
+                );
+            }
+        }
+    }
+
     /// How many errors were recorded so far (to tell whether a part built).
     pub(crate) fn error_count(&self) -> usize {
         self.diags.len()
@@ -1401,31 +1424,32 @@ impl Checker<'_> {
                 "expected a short prefix of printable characters, like `synth-`",
             );
         }
-        if raw.workload.is_some() && raw.http.is_none() {
-            self.err("workload", "`[workload]` applies to `[http]` probes only");
+        if raw.workload.is_some() && raw.http.is_none() && raw.flow.is_none() {
+            self.err(
+                "workload",
+                "`[workload]` applies to `[http]` and `[flow]` probes only",
+            );
         }
         let mut workload = None;
         let kind = if let Some(h) = raw.http {
             let spec = self.http("http", h, &known_vars);
             if let (Some(w), Some(spec)) = (raw.workload, &spec) {
-                workload = crate::probe::workload::build(w, spec, self);
+                workload = crate::probe::workload::build(w, Some(spec), self);
             }
-            if let (Some(w), Some(interval)) = (&workload, min_gap(&schedule)) {
-                if w.span() + timeout >= interval {
-                    self.err(
-                        "workload",
-                        format!(
-                            "the workload ({} of arrivals plus the {} timeout) must end before the next run, {} later",
-                            humantime::format_duration(w.span()),
-                            humantime::format_duration(timeout),
-                            humantime::format_duration(interval)
-                        ),
-                    );
-                }
-            }
+            self.workload_fits(workload.as_ref(), &schedule, timeout);
             spec.map(ProbeKind::Http)
         } else if let Some(f) = raw.flow {
-            crate::probe::flow::build(f, &known_vars, self).map(ProbeKind::Flow)
+            let spec = crate::probe::flow::build(f, &known_vars, self);
+            if let (Some(w), Some(spec)) = (raw.workload, &spec) {
+                workload = crate::probe::workload::build(w, None, self);
+                // The last iteration's teardown belongs to the run too.
+                self.workload_fits(
+                    workload.as_ref(),
+                    &schedule,
+                    timeout + spec.teardown_timeout,
+                );
+            }
+            spec.map(ProbeKind::Flow)
         } else if let Some(t) = raw.tcp {
             crate::probe::tcp::build(t, self).map(ProbeKind::Tcp)
         } else if let Some(t) = raw.dns {

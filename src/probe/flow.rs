@@ -276,11 +276,24 @@ fn vars_read(spec: &HttpSpec) -> Vec<String> {
 }
 
 pub async fn run(spec: &FlowSpec, ctx: &RunContext<'_>) -> Outcome {
+    iterate(spec, ctx, 0, ctx.deadline()).await
+}
+
+/// One pass through the flow: iteration `iteration` of a workload (0 for
+/// a single run), whose setup and steps end by `deadline`. Its generators
+/// draw from the iteration's own stream, and `iteration` reads it. The
+/// outcome's duration covers setup and steps; teardown comes after it.
+pub(crate) async fn iterate(
+    spec: &FlowSpec,
+    ctx: &RunContext<'_>,
+    iteration: u64,
+    deadline: Instant,
+) -> Outcome {
     let ids = RunIds::generate();
     let start = Instant::now();
-    let deadline = start + ctx.probe.timeout;
     let mut outcome = Outcome::new(&ctx.probe.name, &ctx.env.name, "flow", &ids);
-    let mut scope = ctx.scope(&ids, 0);
+    let mut scope = ctx.scope(&ids, iteration);
+    scope.iteration = iteration;
     let mut redactor = ctx.redactor.clone();
 
     // Setup and steps: stop at the first failure, the deadline or a cancel.

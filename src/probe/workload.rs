@@ -1,5 +1,6 @@
-//! Workloads: an `http` probe's request sent at an arrival rate, the open
-//! model of k6's constant- and ramping-arrival-rate executors.
+//! Workloads: an `http` probe's request, or a whole `flow` (one iteration
+//! per arrival), sent at an arrival rate: the open model of k6's constant-
+//! and ramping-arrival-rate executors.
 //!
 //! Request `i` has an *intended* send time fixed by the rate alone. The
 //! sender sleeps until that time and launches the request if fewer than
@@ -19,16 +20,26 @@
 //! Payloads are seeded per request index (see [`crate::generate`]), and the
 //! anomaly draw uses a stream of its own, so enabling anomalies does not
 //! change the bytes of the regular requests.
+//!
+//! For a `flow`, each arrival starts one iteration (setup, steps, teardown)
+//! whose setup and steps end by its intended time plus the timeout. Its
+//! sample runs from the intended time to the end of its last main step
+//! (teardown is cleanup, not the journey); a failed iteration counts as a
+//! failed request with its flow's reason. Anomalies apply to `http` only.
+//! At a shutdown, the iterations in flight are awaited, not dropped: each
+//! stops at its next step and still runs its teardown.
 
+use super::flow::FlowSpec;
 use super::http::{self as http_probe, Checks, HttpSpec, Performed, RenderedBody};
 use super::mutate::{self, Mutation};
 use super::{Assertion, RunContext};
 use crate::config::build::Checker;
 use crate::config::raw::RawWorkload;
 use crate::generate::Generator;
-use crate::outcome::{FailureReason, Outcome, Sample, WorkloadFacts};
+use crate::outcome::{FailureReason, Outcome, Sample, Stage as StepStage, WorkloadFacts};
 use crate::tagging::RunIds;
 use futures_util::StreamExt;
+use futures_util::future::Either;
 use futures_util::stream::FuturesUnordered;
 use rand::Rng;
 use std::collections::BTreeMap;
@@ -128,7 +139,12 @@ fn time_for(r0: f64, r1: f64, d: f64, n: f64) -> f64 {
 }
 
 /// Checks `[workload]` for the http probe `spec`.
-pub(crate) fn build(raw: RawWorkload, spec: &HttpSpec, c: &mut Checker<'_>) -> Option<Workload> {
+/// Checks `[workload]` for an `http` probe (`spec`) or a flow (`None`).
+pub(crate) fn build(
+    raw: RawWorkload,
+    spec: Option<&HttpSpec>,
+    c: &mut Checker<'_>,
+) -> Option<Workload> {
     let before = c.error_count();
     let rate_ok = |r: f64| r.is_finite() && (0.0..=MAX_RATE).contains(&r);
     let mut stages = Vec::new();
@@ -216,7 +232,17 @@ pub(crate) fn build(raw: RawWorkload, spec: &HttpSpec, c: &mut Checker<'_>) -> O
             "expected 1 to 10000 requests in flight",
         );
     }
-    let anomalies = raw.anomalies.and_then(|a| anomalies(a, spec, c));
+    let anomalies = match (raw.anomalies, spec) {
+        (None, _) => None,
+        (Some(a), Some(spec)) => anomalies(a, spec, c),
+        (Some(_), None) => {
+            c.err(
+                "workload.anomalies",
+                "anomalies mutate an http request's JSON body: they apply to `[http]` workloads, not flows",
+            );
+            None
+        }
+    };
     let workload = Workload {
         stages,
         requests: raw.requests,
@@ -324,19 +350,43 @@ struct Done {
     anomaly: Option<Mutation>,
 }
 
+/// What a workload sends per arrival.
+#[derive(Clone, Copy)]
+enum Unit<'s> {
+    Request(&'s HttpSpec),
+    Iteration(&'s FlowSpec),
+}
+
+impl Unit<'_> {
+    fn noun(self) -> &'static str {
+        match self {
+            Unit::Request(_) => "requests",
+            Unit::Iteration(_) => "iterations",
+        }
+    }
+}
+
 pub async fn run(w: &Workload, ctx: &RunContext<'_>) -> Outcome {
     let ids = RunIds::generate();
     let mut outcome = Outcome::new(&ctx.probe.name, &ctx.env.name, ctx.probe.kind.name(), &ids);
-    let super::ProbeKind::Http(spec) = &ctx.probe.kind else {
-        outcome.fail(FailureReason::Request, "a workload needs an http probe");
-        return outcome;
+    let unit = match &ctx.probe.kind {
+        super::ProbeKind::Http(spec) => Unit::Request(spec),
+        super::ProbeKind::Flow(spec) => Unit::Iteration(spec),
+        _ => {
+            outcome.fail(
+                FailureReason::Request,
+                "a workload needs an http or flow probe",
+            );
+            return outcome;
+        }
     };
     let arrivals = w.arrivals();
     let bar = ctx.progress.as_ref().map(|multi| {
         let bar = multi.add(indicatif::ProgressBar::new(arrivals.len() as u64));
-        if let Ok(style) = indicatif::ProgressStyle::with_template(
-            "{prefix} [{bar:30}] {pos}/{len} requests · {per_sec} · eta {eta}",
-        ) {
+        if let Ok(style) = indicatif::ProgressStyle::with_template(&format!(
+            "{{prefix}} [{{bar:30}}] {{pos}}/{{len}} {} · {{per_sec}} · eta {{eta}}",
+            unit.noun()
+        )) {
             bar.set_style(style.progress_chars("=> "));
         }
         bar.set_prefix(format!("{} @ {}", ctx.probe.name, ctx.env.name));
@@ -397,13 +447,27 @@ pub async fn run(w: &Workload, ctx: &RunContext<'_>) -> Outcome {
                     facts.dropped += 1;
                 } else {
                     last_send = Instant::now();
-                    in_flight.push(one(spec, w, ctx, &ids, next as u64, intended));
+                    in_flight.push(match unit {
+                        Unit::Request(spec) => {
+                            Either::Left(one(spec, w, ctx, &ids, next as u64, intended))
+                        }
+                        Unit::Iteration(spec) => {
+                            Either::Right(iteration(spec, ctx, next as u64, intended))
+                        }
+                    });
                 }
                 next += 1;
                 if let Some(b) = &bar {
                     b.inc(1);
                 }
             }
+        }
+    }
+    // A flow's iterations still in flight at a shutdown stop at their next
+    // step and run their teardown: wait for them rather than drop them.
+    if let Unit::Iteration(_) = unit {
+        while let Some(done) = in_flight.next().await {
+            record(done, &mut facts);
         }
     }
     drop(in_flight);
@@ -442,7 +506,11 @@ pub async fn run(w: &Workload, ctx: &RunContext<'_>) -> Outcome {
             .join(", ");
         outcome.fail(
             reason,
-            format!("{} of {regular} requests failed ({detail})", facts.failed),
+            format!(
+                "{} of {regular} {} failed ({detail})",
+                facts.failed,
+                unit.noun()
+            ),
         );
     }
     if facts.anomalies.unexpected > 0 {
@@ -463,6 +531,27 @@ async fn sleep_until_opt(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
+    }
+}
+
+/// Runs iteration `i` of a flow, intended to start at `intended`.
+async fn iteration(spec: &FlowSpec, ctx: &RunContext<'_>, i: u64, intended: Instant) -> Done {
+    let began = Instant::now();
+    let o = super::flow::iterate(spec, ctx, i, intended + ctx.probe.timeout).await;
+    // Timed when the target answered a main step, or ran out the clock;
+    // not when nothing reached it (a refused connection is no latency).
+    let reached = o
+        .steps
+        .iter()
+        .any(|s| s.responded && s.stage != StepStage::Teardown);
+    let timed = reached || o.reason == Some(FailureReason::Timeout);
+    Done {
+        sample: Sample {
+            latency: timed.then(|| (began + o.duration).saturating_duration_since(intended)),
+            success: o.reason.is_none(),
+        },
+        reason: o.reason,
+        anomaly: None,
     }
 }
 

@@ -283,3 +283,171 @@ url = "/health"
         assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
     }
 }
+
+/// A flow with a workload: create an order, read it back, delete it in
+/// teardown, `requests` times at `rate`; the read step runs `read`.
+fn order_journey(requests: u32, rate: u32, read: &str) -> String {
+    format!(
+        r#"name = "journey"
+environments = ["target"]
+timeout = "2s"
+schedule = "every 1m"
+thresholds = ["p(99) < 1500ms"]
+
+[workload]
+requests = {requests}
+rate = {rate}
+max_concurrency = 20
+
+[[flow.steps]]
+name = "create"
+method = "POST"
+url = "/api/orders"
+json = {{ item = "widget", quantity = 1, customer = "{{{{ synthetic_id() }}}}" }}
+capture = {{ order_id = "json.id" }}
+expect = ["status == 201"]
+
+[[flow.steps]]
+name = "read"
+url = "{read}"
+
+[[flow.teardown]]
+name = "delete"
+method = "DELETE"
+url = "/api/orders/{{{{ vars.order_id }}}}"
+expect = ["status == 204"]
+"#
+    )
+}
+
+async fn order_count(sb: &Sandbox) -> u64 {
+    let (status, body) = common::http_request(sb.addr(), "GET", "/api/orders", None).await;
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    v["count"].as_u64().unwrap()
+}
+
+#[tokio::test]
+async fn a_flow_workload_runs_iterations_at_the_rate_and_cleans_up_after_each() {
+    bounded(async {
+        let sb = sandbox().await;
+        let started = Instant::now();
+        let o = run_probe(
+            &sb,
+            &order_journey(40, 20, "/api/orders/{{ vars.order_id }}"),
+        )
+        .await;
+        let took = started.elapsed();
+        assert_eq!(o.kind, "flow");
+        let w = o.workload.as_ref().unwrap();
+        assert!(o.success, "{:?} {:?}", o.error, w.failures);
+        assert_eq!((w.scheduled, w.sent, w.dropped), (40, 40, 0));
+        assert_eq!((w.ok, w.failed), (40, 0));
+        let timed = w.samples.iter().filter(|s| s.latency.is_some()).count();
+        assert_eq!(timed, 40);
+        // 40 at 20/s: the last iteration starts at 1.95 s.
+        assert!(
+            took >= Duration::from_millis(1_900) && took < Duration::from_secs(6),
+            "took {took:?}"
+        );
+        assert_eq!(order_count(&sb).await, 0, "an iteration left its order");
+        sb.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn failed_iterations_count_with_their_reason_and_still_tear_down() {
+    bounded(async {
+        let sb = sandbox().await;
+        let o = run_probe(&sb, &order_journey(10, 20, "/status/503")).await;
+        let w = o.workload.as_ref().unwrap();
+        assert_eq!((w.sent, w.ok, w.failed), (10, 0, 10), "{:?}", w.failures);
+        assert_eq!(w.failures.get("status"), Some(&10), "{:?}", w.failures);
+        assert_eq!(
+            o.reason,
+            Some(synthmon::outcome::FailureReason::Status),
+            "{o:?}"
+        );
+        assert!(
+            o.error
+                .as_deref()
+                .unwrap()
+                .starts_with("10 of 10 iterations failed"),
+            "{:?}",
+            o.error
+        );
+        // The target answered every iteration: each is a latency sample.
+        assert_eq!(w.samples.iter().filter(|s| s.latency.is_some()).count(), 10);
+        assert_eq!(order_count(&sb).await, 0);
+        sb.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_shutdown_mid_workload_still_tears_down_every_iteration_in_flight() {
+    bounded(async {
+        let sb = sandbox().await;
+        let dir = tempfile::tempdir().unwrap();
+        let path = write_config(
+            dir.path(),
+            &config_with_target(&sb.base_url()),
+            &[("w.toml", &order_journey(40, 20, "/delay/400"))],
+        );
+        let config = load(&path);
+        let (o, took) = common::run_cancelled_after(
+            &config,
+            "target",
+            &sb.base_url(),
+            Duration::from_millis(700),
+        )
+        .await;
+        assert_eq!(
+            o.reason,
+            Some(synthmon::outcome::FailureReason::Cancelled),
+            "{:?}",
+            o.error
+        );
+        let w = o.workload.as_ref().unwrap();
+        assert!(w.sent >= 10 && w.sent < 40, "sent {}", w.sent);
+        assert!(took < Duration::from_secs(3), "took {took:?}");
+        assert_eq!(
+            order_count(&sb).await,
+            0,
+            "a cancelled iteration left its order"
+        );
+        sb.shutdown().await;
+    })
+    .await;
+}
+
+#[test]
+fn flow_workload_mistakes_are_reported_at_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let journey = order_journey(10, 20, "/health");
+    let anomalies = journey.replace(
+        "max_concurrency = 20\n",
+        "max_concurrency = 20\n\n[workload.anomalies]\nfraction = 0.1\n",
+    );
+    let too_long = journey
+        .replace("name = \"journey\"", "name = \"too-long\"")
+        .replace("schedule = \"every 1m\"", "schedule = \"every 5s\"")
+        .replace("requests = 10\n", "duration = \"4s\"\n");
+    let path = write_config(
+        dir.path(),
+        &config_with_target("http://127.0.0.1:9"),
+        &[("a.toml", &anomalies), ("t.toml", &too_long)],
+    );
+    let opts = synthmon::config::LoadOptions {
+        config_path: Some(path),
+        overrides: vec![],
+    };
+    let text = synthmon::config::load(&opts).unwrap_err().to_string();
+    for expected in [
+        "a.toml:12:1: error: workload.anomalies: anomalies mutate an http request's JSON body: they apply to `[http]` workloads, not flows",
+        "t.toml:7:1: error: workload: the workload (4s of arrivals plus 12s for the last one) must end before the next run, 5s later",
+    ] {
+        assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
+    }
+}
