@@ -135,6 +135,13 @@ pub fn render(outcomes: &[Outcome], color: bool) -> String {
                 l.samples
             );
         }
+        // A workload's thresholds count its requests (or a flow's
+        // iterations); a single run's count the pair's runs.
+        let counted = match (&o.workload, o.kind) {
+            (Some(_), "flow") => "iteration",
+            (Some(_), _) => "request",
+            (None, _) => "run",
+        };
         for t in &o.thresholds {
             let style = match t.state {
                 State::Failing => FAIL,
@@ -148,7 +155,7 @@ pub fn render(outcomes: &[Outcome], color: bool) -> String {
             };
             let _ = writeln!(
                 out,
-                "      threshold {}: {} (observed {observed} over {} run{})",
+                "      threshold {}: {} (observed {observed} over {} {counted}{})",
                 t.threshold,
                 paint(style, t.state.as_str()),
                 t.runs,

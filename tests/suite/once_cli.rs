@@ -487,6 +487,12 @@ fn a_workload_draws_a_progress_bar_on_a_terminal_only() {
     ];
     let piped = synthmon(&repo(), &args, &[]);
     piped.assert_code(0);
+    // A workload's thresholds count its requests.
+    let counted = regex::Regex::new(
+        r"threshold p\(99\) < 250ms: ok \(observed [0-9.]+ms over \d+ requests\)",
+    )
+    .unwrap();
+    assert!(counted.is_match(&piped.stdout), "{}", piped.stdout);
     assert!(
         !piped.stderr.contains("requests ·") && !piped.stdout.contains("requests ·"),
         "a bar drawn into a pipe:\n{}",
