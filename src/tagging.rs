@@ -60,6 +60,15 @@ impl RunIds {
         format!("00-{}-{}-01", self.trace_id, self.span_id)
     }
 
+    /// The W3C `baggage` value of a synthetic request (or a command's
+    /// `BAGGAGE` variable) from probe `probe` in this run.
+    pub fn baggage(&self, probe: &str) -> String {
+        format!(
+            "synthetic=true,synthetic.probe={probe},synthetic.run_id={}",
+            self.run_id
+        )
+    }
+
     /// Sets every tagging header on `headers` (replacing any the probe set).
     /// Probe names are restricted at load to characters that need no
     /// escaping in headers or baggage.
@@ -70,13 +79,7 @@ impl RunIds {
             (PROBE_HEADER, probe.to_owned()),
             (RUN_ID_HEADER, self.run_id.clone()),
             (TRACEPARENT, self.traceparent()),
-            (
-                BAGGAGE,
-                format!(
-                    "synthetic=true,synthetic.probe={probe},synthetic.run_id={}",
-                    self.run_id
-                ),
-            ),
+            (BAGGAGE, self.baggage(probe)),
         ] {
             if let Ok(v) = HeaderValue::from_str(&value) {
                 headers.insert(name, v);

@@ -381,10 +381,7 @@ async fn execute(
         cmd.env(name, render(value, &format!("command.env.{name}"))?);
     }
     let tagging_value = String::from_utf8_lossy(ctx.tagging.value.as_bytes()).into_owned();
-    let baggage = format!(
-        "synthetic=true,synthetic.probe={},synthetic.run_id={}",
-        ctx.probe.name, ids.run_id
-    );
+    let baggage = ids.baggage(&ctx.probe.name);
     for (name, value) in [
         ("SYNTHETIC", tagging_value.as_str()),
         ("SYNTHETIC_PROBE", &ctx.probe.name),
