@@ -2,9 +2,10 @@
 //! dispatches to `--once`, `check`, `list` or `sandbox`. Exit codes: 0 all
 //! passed, 1 a probe failed, 2 a config or usage error.
 
-use crate::config::{self, Config, LoadOptions};
+use crate::config::{self, LoadOptions};
 use crate::once::{self, Selection};
 use crate::outcome::Outcome;
+use crate::plan::{self, Config};
 use crate::report;
 use clap::{Parser, Subcommand, ValueEnum};
 use std::collections::BTreeMap;
@@ -154,7 +155,7 @@ pub async fn dispatch(cli: Cli) -> u8 {
         Some(Command::Sandbox { listen }) => return sandbox(*listen).await,
         Some(Command::Run) => return daemon(load).await,
         Some(Command::Check) => {
-            return match config::load(&load) {
+            return match plan::load(&load) {
                 Ok(c) => {
                     let pairs: usize = c.probes.iter().map(|p| p.environments.len()).sum();
                     println!(
@@ -168,7 +169,7 @@ pub async fn dispatch(cli: Cli) -> u8 {
             };
         }
         Some(Command::List) => {
-            return match config::load(&load) {
+            return match plan::load(&load) {
                 Ok(c) => {
                     print!("{}", list(&c));
                     EXIT_OK
@@ -181,7 +182,7 @@ pub async fn dispatch(cli: Cli) -> u8 {
     if !cli.once {
         return daemon(load).await;
     }
-    let config = match config::load(&load) {
+    let config = match plan::load(&load) {
         Ok(c) => std::sync::Arc::new(c),
         Err(diags) => return print_diagnostics(&diags),
     };

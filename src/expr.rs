@@ -13,6 +13,13 @@ use cel::{Context, Env, Value};
 use std::fmt::Write as _;
 use std::sync::{Arc, LazyLock};
 
+/// A compiled `expect` entry and where it was written.
+#[derive(Debug)]
+pub struct Assertion {
+    pub expr: Expr,
+    pub location: crate::diag::SourceLocation,
+}
+
 /// The standard CEL environment plus the strings extension, built once.
 static ENV: LazyLock<Arc<Env>> = LazyLock::new(|| {
     let mut env = Env::stdlib();
@@ -88,7 +95,7 @@ impl Expr {
                         .collect::<Vec<_>>()
                         .join(", ")
                 );
-                if let Some(near) = crate::config::diag::nearest(var, scope.iter().copied()) {
+                if let Some(near) = crate::diag::nearest(var, scope.iter().copied()) {
                     let _ = write!(msg, "; did you mean `{near}`?");
                 }
                 return Err(ExprError {

@@ -5,8 +5,10 @@
 //! pairs concurrently (bounded), and returns outcomes in a stable order
 //! (probe file order, then environment order).
 
-use crate::config::{BaseUrl, Config, diag};
+use crate::config::BaseUrl;
+use crate::diag;
 use crate::outcome::Outcome;
+use crate::plan::Config;
 use crate::probe::{self, RunContext};
 use crate::sandbox::{Sandbox, SandboxOptions};
 use futures_util::StreamExt;

@@ -151,19 +151,7 @@ pub(crate) fn ser_secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok
     s.serialize_f64(d.as_secs_f64())
 }
 
-/// Where something was written: a file and a 1-based line and column.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct SourceLocation {
-    pub file: String,
-    pub line: usize,
-    pub column: usize,
-}
-
-impl std::fmt::Display for SourceLocation {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}:{}:{}", self.file, self.line, self.column)
-    }
-}
+pub use crate::diag::SourceLocation;
 
 /// One checked expectation.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -336,40 +324,67 @@ pub struct Phase {
     pub seconds: Duration,
 }
 
-/// The kind-specific facts of a run, next to the common fields.
-#[derive(Clone, Debug, Serialize)]
-#[serde(untagged)]
-pub enum Details {
-    Tcp(crate::probe::tcp::TcpFacts),
-    Dns(crate::probe::dns::DnsFacts),
-    Tls(crate::probe::tls::TlsFacts),
-    Grpc(crate::probe::grpc::GrpcFacts),
-    Stream(crate::probe::stream::StreamFacts),
-    Command(crate::probe::command::CommandFacts),
-}
-
-impl Details {
+/// What a kind saw, beyond the common fields: a kind implements this for
+/// its own facts type (defined in its file), so reporters and `/metrics`
+/// handle every kind alike. Serializing (for JSON reports) and downcasting
+/// (for tests and kind-specific callers) come from [`FactsData`].
+pub trait KindFacts: std::fmt::Debug + Send + Sync + FactsData {
     /// Per-kind gauges in blackbox_exporter's names where it has one, e.g.
     /// `probe_dns_answer_rrs`; each is labelled with probe and environment.
+    fn gauges(&self) -> Vec<(&'static str, f64)> {
+        Vec::new()
+    }
+
+    /// Earliest `notAfter` (Unix seconds) of the certificates the peer
+    /// showed, for kinds that shook hands.
+    fn cert_expiry(&self) -> Option<i64> {
+        None
+    }
+}
+
+/// The data side of [`KindFacts`], implemented for every serializable type.
+pub trait FactsData: std::any::Any {
+    fn to_json(&self) -> serde_json::Value;
+    fn as_any(&self) -> &dyn std::any::Any;
+}
+
+impl<T: Serialize + std::any::Any> FactsData for T {
+    fn to_json(&self) -> serde_json::Value {
+        serde_json::to_value(self).unwrap_or(serde_json::Value::Null)
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
+/// The kind-specific facts of a run, next to the common fields; serialized
+/// as the kind's facts themselves.
+#[derive(Clone, Debug)]
+pub struct Details(std::sync::Arc<dyn KindFacts>);
+
+impl Details {
+    pub fn new<F: KindFacts>(facts: F) -> Details {
+        Details(std::sync::Arc::new(facts))
+    }
+
+    /// The facts as their kind's own type, if they are of that type.
+    pub fn get<F: KindFacts>(&self) -> Option<&F> {
+        self.0.as_any().downcast_ref::<F>()
+    }
+
     pub fn gauges(&self) -> Vec<(&'static str, f64)> {
-        match self {
-            Details::Tcp(f) => f.gauges(),
-            Details::Dns(f) => f.gauges(),
-            Details::Tls(f) => f.gauges(),
-            Details::Grpc(f) => f.gauges(),
-            Details::Stream(f) => f.gauges(),
-            Details::Command(f) => f.gauges(),
-        }
+        self.0.gauges()
     }
 
     pub fn cert_expiry(&self) -> Option<i64> {
-        match self {
-            Details::Tcp(f) => f.cert_expiry(),
-            Details::Tls(f) => f.cert_expiry(),
-            Details::Grpc(f) => f.cert_expiry,
-            Details::Stream(f) => f.cert_expiry,
-            Details::Dns(_) | Details::Command(_) => None,
-        }
+        self.0.cert_expiry()
+    }
+}
+
+impl Serialize for Details {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.to_json().serialize(s)
     }
 }
 

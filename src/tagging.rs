@@ -3,9 +3,16 @@
 //! `X-Synthetic-Run-Id`, a synthmon `User-Agent`, and W3C `traceparent` and
 //! `baggage` so the target's own traces join the probe's trace.
 
-use crate::config::Tagging;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use rand::Rng;
+
+/// How synthetic requests are marked so production can recognise them.
+#[derive(Debug, Clone)]
+pub struct Tagging {
+    pub header: http::HeaderName,
+    pub value: http::HeaderValue,
+    pub user_agent: http::HeaderValue,
+}
 
 pub const PROBE_HEADER: HeaderName = HeaderName::from_static("x-synthetic-probe");
 pub const RUN_ID_HEADER: HeaderName = HeaderName::from_static("x-synthetic-run-id");
@@ -15,6 +22,18 @@ pub const STEP_HEADER: HeaderName = HeaderName::from_static("x-synthetic-step");
 pub const ANOMALY_HEADER: HeaderName = HeaderName::from_static("x-synthetic-anomaly");
 pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 pub const BAGGAGE: HeaderName = HeaderName::from_static("baggage");
+
+impl Default for Tagging {
+    /// `X-Synthetic: true` and synthmon's own `User-Agent`.
+    fn default() -> Tagging {
+        Tagging {
+            header: HeaderName::from_static("x-synthetic"),
+            value: HeaderValue::from_static("true"),
+            user_agent: HeaderValue::from_str(&default_user_agent())
+                .unwrap_or_else(|_| HeaderValue::from_static("synthmon")),
+        }
+    }
+}
 
 /// The default `User-Agent`.
 pub fn default_user_agent() -> String {

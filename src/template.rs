@@ -286,7 +286,7 @@ impl Text {
                     NAMES.join(", ")
                 );
                 if let Some(near) =
-                    crate::config::diag::nearest(top, FUNCTIONS.iter().chain(NAMES.iter()).copied())
+                    crate::diag::nearest(top, FUNCTIONS.iter().chain(NAMES.iter()).copied())
                 {
                     msg.push_str(&format!("; did you mean `{near}`?"));
                 }
@@ -298,8 +298,7 @@ impl Text {
                     let mut msg = format!(
                         "unknown variable `vars.{var}` in template `{source}`: define it in the environment's `variables` or capture it in an earlier step"
                     );
-                    if let Some(near) =
-                        crate::config::diag::nearest(var, known.iter().map(String::as_str))
+                    if let Some(near) = crate::diag::nearest(var, known.iter().map(String::as_str))
                     {
                         msg.push_str(&format!("; did you mean `vars.{near}`?"));
                     }

@@ -12,6 +12,11 @@ use serde::Serialize;
 use std::fmt;
 use std::time::Duration;
 
+/// Width of one sub-window: the granularity of every window.
+pub const SUB_WINDOW: Duration = Duration::from_secs(30);
+/// The longest window a threshold may use.
+pub const MAX_WINDOW: Duration = Duration::from_secs(3600);
+
 /// What a threshold aggregates.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Metric {

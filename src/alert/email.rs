@@ -14,9 +14,9 @@
 //! transient (anything else: a timeout, a connection or TLS failure, a 4xx
 //! reply: retried). The password is never logged or put in an error.
 
-use super::outbox::Attempt;
+use super::deliver::{Attempt, Receiver, SendFuture, SharedReceiver};
+use super::receiver::{EmailSettings, SmtpTls};
 use super::{AlertKind, Notice, Notification};
-use crate::config::{EmailSettings, SmtpTls};
 use chrono::SecondsFormat;
 use lettre::message::{Mailbox, Message, MultiPart};
 use lettre::transport::smtp::AsyncSmtpTransport;
@@ -408,6 +408,27 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     out
+}
+
+impl Receiver for EmailReceiver {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn deliver<'a>(
+        &'a self,
+        _client: &'a reqwest::Client,
+        batch: &'a [Notification],
+        _idempotency_key: &'a str,
+    ) -> SendFuture<'a> {
+        Box::pin(send(self, batch))
+    }
+}
+
+impl From<EmailReceiver> for SharedReceiver {
+    fn from(r: EmailReceiver) -> SharedReceiver {
+        std::sync::Arc::new(r)
+    }
 }
 
 #[cfg(test)]

@@ -4,8 +4,10 @@
 //! ([`outbox`]); receivers format them for the wire ([`webhook`] for
 //! HTTP receivers, [`email`] for SMTP).
 
+pub mod deliver;
 pub mod email;
 pub mod outbox;
+pub mod receiver;
 pub mod route;
 pub mod state;
 pub mod webhook;

@@ -35,8 +35,7 @@
 //!   [`Outbox::prune`]; pending rows are never pruned.
 
 use super::Notification;
-use super::email::{self, EmailReceiver};
-use super::webhook::{self, WebhookReceiver};
+pub use super::deliver::{Attempt, Receiver, SharedReceiver};
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, params};
 use std::collections::{BTreeMap, BTreeSet};
@@ -59,71 +58,6 @@ const STORE_RETRY: Duration = Duration::from_secs(5);
 /// One receiver's queue: its name, how many deliveries are pending, and
 /// when the oldest of them was enqueued.
 pub type ReceiverDepth = (String, u64, Option<DateTime<Utc>>);
-
-/// The result of one attempt to deliver.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Attempt {
-    /// The receiver accepted it (2xx).
-    Delivered,
-    /// Worth retrying: 408, 429, 5xx, a network error, a timeout.
-    /// `retry_after` is the receiver's `Retry-After`, if it sent one.
-    Transient {
-        error: String,
-        retry_after: Option<Duration>,
-    },
-    /// Retrying cannot help: any other status, or an unbuildable request.
-    Permanent { error: String },
-}
-
-/// A receiver a worker delivers to.
-#[derive(Debug, Clone)]
-pub enum Receiver {
-    Webhook(WebhookReceiver),
-    Email(EmailReceiver),
-}
-
-impl Receiver {
-    /// Unique among receivers; names the outbox rows and the logs.
-    pub fn name(&self) -> &str {
-        match self {
-            Receiver::Webhook(r) => &r.name,
-            Receiver::Email(r) => &r.name,
-        }
-    }
-
-    /// Whether a batch goes out as one attempt per notification.
-    fn one_request_per_notification(&self) -> bool {
-        match self {
-            Receiver::Webhook(r) => r.preset.one_request_per_notification(),
-            Receiver::Email(_) => false,
-        }
-    }
-
-    /// One attempt to deliver `batch` (HTTP for webhooks, SMTP for email).
-    pub async fn deliver(
-        &self,
-        client: &reqwest::Client,
-        batch: &[Notification],
-        idempotency_key: &str,
-    ) -> Attempt {
-        match self {
-            Receiver::Webhook(r) => webhook::send(client, r, batch, idempotency_key).await,
-            Receiver::Email(r) => email::send(r, batch).await,
-        }
-    }
-}
-
-impl From<WebhookReceiver> for Receiver {
-    fn from(r: WebhookReceiver) -> Receiver {
-        Receiver::Webhook(r)
-    }
-}
-
-impl From<EmailReceiver> for Receiver {
-    fn from(r: EmailReceiver) -> Receiver {
-        Receiver::Email(r)
-    }
-}
 
 /// One pending delivery: a batch for one receiver.
 #[derive(Debug, Clone, PartialEq)]
@@ -710,7 +644,7 @@ struct WorkerHandle {
 /// Everything one worker task owns.
 struct Worker {
     outbox: Arc<Outbox>,
-    receiver: Receiver,
+    receiver: SharedReceiver,
     client: reqwest::Client,
     options: DispatchOptions,
     wake: Arc<Notify>,
@@ -760,7 +694,7 @@ impl Dispatcher {
     /// the default options. The workers stop when `stop` is cancelled, on
     /// [`Dispatcher::shutdown`], or when the dispatcher is dropped; what
     /// they were sending then stays pending.
-    pub fn start<R: Into<Receiver>>(
+    pub fn start<R: Into<SharedReceiver>>(
         outbox: Arc<Outbox>,
         receivers: Vec<R>,
         stop: CancellationToken,
@@ -770,20 +704,20 @@ impl Dispatcher {
 
     /// [`Dispatcher::start`] with explicit retry options. Errs when two
     /// receivers share a name or the HTTP client cannot be built.
-    pub fn start_with<R: Into<Receiver>>(
+    pub fn start_with<R: Into<SharedReceiver>>(
         outbox: Arc<Outbox>,
         receivers: Vec<R>,
         stop: CancellationToken,
         options: DispatchOptions,
     ) -> Result<Dispatcher, String> {
-        let receivers: Vec<Receiver> = receivers.into_iter().map(Into::into).collect();
+        let receivers: Vec<SharedReceiver> = receivers.into_iter().map(Into::into).collect();
         let mut names = BTreeSet::new();
         for r in &receivers {
             if !names.insert(r.name()) {
                 return Err(format!("two receivers are named {:?}", r.name()));
             }
         }
-        let client = webhook::client()?;
+        let client = super::deliver::client()?;
         let stop = stop.child_token();
         let abort = CancellationToken::new();
         let tracker = TaskTracker::new();

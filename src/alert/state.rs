@@ -130,17 +130,8 @@ use chrono::{DateTime, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
-use std::time::Duration;
 
-/// When an alert starts firing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum FireRule {
-    /// The last `n` runs counted.
-    Consecutive(u32),
-    /// At least `m` of the last `k` runs counted.
-    MOfK { m: u32, k: u32 },
-}
+pub use crate::config::{FireRule, Rules};
 
 impl FireRule {
     /// How many runs the rule looks at.
@@ -170,31 +161,6 @@ impl FireRule {
                     .count();
                 counted >= m as usize
             }
-        }
-    }
-}
-
-/// How a pair's runs become alerts.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Rules {
-    /// When failing (over bad runs) and degraded (over non-good runs) fire.
-    pub fire: FireRule,
-    /// Consecutive good runs that resolve an alert (non-bad runs, to step a
-    /// failing pair down to degraded).
-    pub resolve_after: u32,
-    /// How often a firing alert is repeated; `None` never repeats.
-    pub repeat_interval: Option<Duration>,
-    /// Whether the degraded state has its own alert (kind `Degraded`).
-    pub notify_degraded: bool,
-}
-
-impl Default for Rules {
-    fn default() -> Self {
-        Rules {
-            fire: FireRule::Consecutive(3),
-            resolve_after: 2,
-            repeat_interval: Some(Duration::from_secs(4 * 3600)),
-            notify_degraded: true,
         }
     }
 }
@@ -790,6 +756,7 @@ mod tests {
     use crate::outcome::{AssertionResult, FailureReason, SourceLocation, ThresholdResult};
     use AlertKind::{Degraded as Deg, Failing as Fail};
     use Notice::{Repeat, Resolve, Trigger};
+    use std::time::Duration;
 
     /// One step of a table: a run with a verdict, or a tick.
     #[derive(Clone, Copy, Debug)]

@@ -35,9 +35,9 @@
 //! (a Slack webhook URL is itself a secret) are never logged or stored in
 //! an error message; errors name the receiver only.
 
-use super::outbox::Attempt;
+use super::deliver::{Attempt, Receiver, SendFuture, SharedReceiver};
 use super::{AlertKind, FailedCheck, Notice, Notification, ThresholdBreach};
-use crate::config::{Severity, TlsOptions};
+use crate::config::Severity;
 use chrono::{DateTime, SecondsFormat, Utc};
 use hmac::{Hmac, Mac};
 use serde::Serialize;
@@ -593,20 +593,6 @@ pub fn render_template(source: &str, doc: &Value) -> Result<String, String> {
         .map_err(|e| format!("cannot render the body template: {e}"))
 }
 
-/// The HTTP client for webhook deliveries: rustls with the probes' ring
-/// provider (no aws-lc or OpenSSL), no redirects (a POST must not turn into
-/// a GET somewhere else), a synthmon user agent. Timeouts are per receiver,
-/// applied around each attempt.
-pub fn client() -> Result<reqwest::Client, String> {
-    let tls = crate::probe::transport::tls_client_config(&TlsOptions::default())?;
-    reqwest::Client::builder()
-        .tls_backend_preconfigured((*tls).clone())
-        .redirect(reqwest::redirect::Policy::none())
-        .user_agent(concat!("synthmon/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .map_err(|e| format!("cannot build the webhook HTTP client: {e}"))
-}
-
 /// One attempt to deliver `batch` to `receiver`: builds the body and
 /// headers, POSTs within the receiver's timeout (which bounds the whole
 /// exchange, connect to the end of the response body) and classifies the
@@ -732,6 +718,31 @@ fn error_chain(e: reqwest::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+impl Receiver for WebhookReceiver {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn one_request_per_notification(&self) -> bool {
+        self.preset.one_request_per_notification()
+    }
+
+    fn deliver<'a>(
+        &'a self,
+        client: &'a reqwest::Client,
+        batch: &'a [Notification],
+        idempotency_key: &'a str,
+    ) -> SendFuture<'a> {
+        Box::pin(send(client, self, batch, idempotency_key))
+    }
+}
+
+impl From<WebhookReceiver> for SharedReceiver {
+    fn from(r: WebhookReceiver) -> SharedReceiver {
+        std::sync::Arc::new(r)
+    }
 }
 
 #[cfg(test)]

@@ -1,42 +1,41 @@
-//! Configuration: the daemon config file, environments and probe files.
+//! Configuration files: the low layer that reads and checks them, knowing
+//! no probe kind and no receiver.
 //!
 //! Loading is two-stage. [`raw`] holds serde types that mirror the files
-//! (`deny_unknown_fields`); [`build`] turns them into the checked runtime
+//! (`deny_unknown_fields`); [`check::Checker`] turns them into the checked
 //! types below (parsed URLs, durations, compiled expressions, resolved
 //! secrets) and collects every error with its file, line and column before
-//! failing. This module reads files and environment variables; it does no
-//! other I/O and starts nothing.
+//! failing. [`load`] reads `config.toml` and its layers into [`Settings`];
+//! probe kinds build their own tables through the same checker, and the
+//! assembly (`crate::plan`) ties it all into the runtime plan. This module
+//! reads files and environment variables; it does no other I/O and starts
+//! nothing.
 
-pub mod build;
-pub mod diag;
+pub mod check;
+pub mod load;
 pub mod raw;
-pub mod secret;
 
-use crate::probe::ProbeKind;
-use secret::Redactor;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use build::{LoadOptions, load};
-pub use diag::{Diagnostic, Diagnostics};
+pub use crate::diag::{Diagnostic, Diagnostics};
+pub use crate::net::tls::TlsOptions;
+pub use load::{
+    CONFIG_SEARCH, DEFAULT_DRAIN_TIMEOUT, DEFAULT_GROUP_WAIT, DEFAULT_INTERVAL, DEFAULT_LISTEN,
+    DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_CONCURRENT_RUNS, DEFAULT_MAX_REDIRECTS,
+    DEFAULT_OTLP_TIMEOUT, DEFAULT_PROBE_GLOB, DEFAULT_RECEIVER_TIMEOUT, DEFAULT_SPAN_QUEUE,
+    DEFAULT_TIMEOUT, ENV_PREFIX, LoadOptions, Loaded, MAX_BODY_BYTES_LIMIT, load_settings,
+};
 
-/// The whole checked configuration: daemon settings, environments, probes.
+/// The daemon's own settings from `config.toml` (all but alerting).
 #[derive(Debug)]
-pub struct Config {
-    /// The config file this was loaded from, if any (the embedded default
-    /// has none).
-    pub file: Option<PathBuf>,
+pub struct Settings {
     pub daemon: DaemonConfig,
     pub tagging: Tagging,
     pub environments: BTreeMap<String, Environment>,
-    pub probes: Vec<Probe>,
     pub telemetry: TelemetryConfig,
-    pub alerting: AlertingConfig,
-    /// Every secret value the config resolved, so that output can be
-    /// scrubbed of them.
-    pub redactor: Redactor,
 }
 
 #[derive(Debug, Clone)]
@@ -54,90 +53,12 @@ pub struct DaemonConfig {
     pub max_concurrent_runs: usize,
 }
 
-/// `[alerting]`, checked: every receiver a route names exists.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct AlertingConfig {
-    pub group_wait: Duration,
-    pub receivers: BTreeMap<String, ReceiverConfig>,
-    pub routes: Vec<crate::alert::route::Route>,
-    pub default_receivers: Vec<String>,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub enum ReceiverKind {
-    Webhook,
-    Slack,
-    PagerDuty { routing_key: String },
-    Alertmanager,
-    Email(EmailSettings),
-}
-
-/// How an email receiver secures its SMTP connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SmtpTls {
-    /// Plain connection upgraded with STARTTLS; fails if the server does
-    /// not offer it.
-    StartTls,
-    /// TLS from the first byte (SMTPS, usually port 465).
-    Implicit,
-    /// No TLS at all: loopback servers only.
-    None,
-}
-
-/// A checked email receiver. The password (and user name) may be secrets:
-/// `Debug` never shows the password.
-#[derive(Clone, PartialEq)]
-pub struct EmailSettings {
-    pub smtp_host: String,
-    pub smtp_port: u16,
-    pub tls: SmtpTls,
-    pub username: Option<String>,
-    pub password: Option<String>,
-    /// A mailbox: `ops@example.com` or `Synthmon <ops@example.com>`.
-    pub from: String,
-    /// At least one mailbox.
-    pub to: Vec<String>,
-    /// Extra trust anchors (PEM) added to the system roots.
-    pub ca_file: Option<PathBuf>,
-}
-
-impl std::fmt::Debug for EmailSettings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EmailSettings")
-            .field("smtp_host", &self.smtp_host)
-            .field("smtp_port", &self.smtp_port)
-            .field("tls", &self.tls)
-            .field("username", &self.username.as_ref().map(|_| "<set>"))
-            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
-            .field("from", &self.from)
-            .field("to", &self.to)
-            .field("ca_file", &self.ca_file)
-            .finish()
-    }
-}
-
-/// A checked receiver. Header values, the HMAC secret and the routing key
-/// may be secrets: never log them.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ReceiverConfig {
-    pub name: String,
-    pub kind: ReceiverKind,
-    /// Where to deliver; for email receivers `smtp://host:port`, for
-    /// display only (the settings are in [`ReceiverKind::Email`]).
-    pub url: url::Url,
-    pub headers: Vec<(String, String)>,
-    pub hmac_secret: Option<String>,
-    pub timeout: Duration,
-    /// A webhook's body template and its content type, checked at load.
-    pub template: Option<(String, String)>,
-}
-
 /// When a probe's alerts fire and resolve: the state machine's own rules
 /// (defaults: fire after 3 bad runs, resolve after 2 good ones, repeat
 /// every 4 h, degraded alerts on), plus the probes it depends on.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct AlertPolicy {
-    pub rules: crate::alert::state::Rules,
+    pub rules: Rules,
     pub depends_on: Vec<String>,
 }
 
@@ -161,13 +82,7 @@ pub enum OtlpProtocol {
     HttpProtobuf,
 }
 
-/// How synthetic requests are marked so production can recognise them.
-#[derive(Debug, Clone)]
-pub struct Tagging {
-    pub header: http::HeaderName,
-    pub value: http::HeaderValue,
-    pub user_agent: http::HeaderValue,
-}
+pub use crate::tagging::Tagging;
 
 /// A named target: where probes go and what they carry there.
 #[derive(Debug, Clone)]
@@ -191,18 +106,6 @@ pub enum BaseUrl {
     Sandbox,
 }
 
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct TlsOptions {
-    /// Extra trust anchors (PEM) added to the system roots.
-    pub ca_file: Option<PathBuf>,
-    pub client_cert: Option<PathBuf>,
-    pub client_key: Option<PathBuf>,
-    /// Skip certificate verification. Logged loudly at load.
-    pub insecure_skip_verify: bool,
-    /// Name to verify and send as SNI instead of the URL's host.
-    pub server_name: Option<String>,
-}
-
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Deserialize, serde::Serialize,
 )]
@@ -223,27 +126,37 @@ pub enum Schedule {
     },
 }
 
-/// One checked probe definition.
-#[derive(Debug)]
-pub struct Probe {
-    pub name: String,
-    /// The file it came from, for messages.
-    pub file: PathBuf,
-    pub schedule: Schedule,
-    pub environments: Vec<String>,
-    /// One deadline for a whole run.
-    pub timeout: Duration,
-    pub tags: Vec<String>,
-    pub severity: Severity,
-    pub labels: BTreeMap<String, String>,
-    pub thresholds: Vec<crate::threshold::Threshold>,
-    pub alert: AlertPolicy,
-    /// Seeds the probe's generators: the same seed gives the same payloads
-    /// byte for byte. `--seed` overrides it.
-    pub seed: Option<u64>,
-    /// The synthetic marker generated ids carry (`synth-` by default).
-    pub marker: String,
-    /// Sends the request at an arrival rate instead of once (http only).
-    pub workload: Option<crate::probe::workload::Workload>,
-    pub kind: ProbeKind,
+/// When an alert starts firing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FireRule {
+    /// The last `n` runs counted.
+    Consecutive(u32),
+    /// At least `m` of the last `k` runs counted.
+    MOfK { m: u32, k: u32 },
+}
+
+/// How a pair's runs become alerts.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Rules {
+    /// When failing (over bad runs) and degraded (over non-good runs) fire.
+    pub fire: FireRule,
+    /// Consecutive good runs that resolve an alert (non-bad runs, to step a
+    /// failing pair down to degraded).
+    pub resolve_after: u32,
+    /// How often a firing alert is repeated; `None` never repeats.
+    pub repeat_interval: Option<Duration>,
+    /// Whether the degraded state has its own alert (kind `Degraded`).
+    pub notify_degraded: bool,
+}
+
+impl Default for Rules {
+    fn default() -> Self {
+        Rules {
+            fire: FireRule::Consecutive(3),
+            resolve_after: 2,
+            repeat_interval: Some(Duration::from_secs(4 * 3600)),
+            notify_degraded: true,
+        }
+    }
 }

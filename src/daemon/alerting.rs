@@ -10,12 +10,13 @@
 
 use crate::alert::Notification;
 use crate::alert::email::EmailReceiver;
-use crate::alert::outbox::{Dispatcher, Outbox, Receiver};
+use crate::alert::outbox::{Dispatcher, Outbox, SharedReceiver};
+use crate::alert::receiver::{ReceiverConfig, ReceiverKind};
 use crate::alert::route::receivers_for;
 use crate::alert::state::{Engine, EngineSnapshot, FireRule, PairInfo};
 use crate::alert::webhook::{Preset, WebhookReceiver};
-use crate::config::{Config, ReceiverConfig, ReceiverKind};
 use crate::outcome::Outcome;
+use crate::plan::Config;
 use chrono::Utc;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -64,7 +65,7 @@ impl Alerting {
             .receivers
             .values()
             .map(receiver)
-            .collect::<Vec<Receiver>>();
+            .collect::<Vec<SharedReceiver>>();
         let dispatcher = Dispatcher::start(outbox.clone(), receivers, stop.clone())?;
         tracing::info!(state_dir = %dir.display(), receivers = config.alerting.receivers.len(), "alerting active");
         Ok(Some(Alerting {
@@ -246,7 +247,7 @@ pub async fn send_once(
     for (receivers, batch) in group(config, notes) {
         outbox.enqueue(&receivers, &batch, now)?;
     }
-    let receivers: Vec<Receiver> = config.alerting.receivers.values().map(receiver).collect();
+    let receivers: Vec<SharedReceiver> = config.alerting.receivers.values().map(receiver).collect();
     let dispatcher = Dispatcher::start(outbox.clone(), receivers, CancellationToken::new())?;
     dispatcher.nudge();
     let deadline = Instant::now() + wait;
@@ -264,10 +265,10 @@ pub async fn send_once(
     })
 }
 
-fn receiver(r: &ReceiverConfig) -> Receiver {
+fn receiver(r: &ReceiverConfig) -> SharedReceiver {
     let (preset, url) = match &r.kind {
         ReceiverKind::Email(settings) => {
-            return Receiver::Email(EmailReceiver {
+            return std::sync::Arc::new(EmailReceiver {
                 name: r.name.clone(),
                 settings: settings.clone(),
                 timeout: r.timeout,
@@ -299,7 +300,7 @@ fn receiver(r: &ReceiverConfig) -> Receiver {
             (Preset::Alertmanager, url)
         }
     };
-    Receiver::Webhook(WebhookReceiver {
+    std::sync::Arc::new(WebhookReceiver {
         name: r.name.clone(),
         url,
         preset,

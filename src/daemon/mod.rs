@@ -15,8 +15,9 @@ pub mod pipeline;
 pub mod scheduler;
 mod watch;
 
-use crate::config::{self, Config, Diagnostics, LoadOptions};
+use crate::config::{self, Diagnostics, LoadOptions};
 use crate::outcome::Outcome;
+use crate::plan::{self, Config};
 use crate::sandbox::Sandbox;
 use crate::telemetry::metrics::Metrics;
 use notify::Notifier;
@@ -373,7 +374,7 @@ pub async fn run(
 /// settings).
 async fn load(opts: &LoadOptions) -> Result<Config, Diagnostics> {
     let opts = opts.clone();
-    match tokio::task::spawn_blocking(move || config::load(&opts)).await {
+    match tokio::task::spawn_blocking(move || plan::load(&opts)).await {
         Ok(result) => result,
         Err(e) => Err(Diagnostics(vec![config::Diagnostic::new(
             "config",

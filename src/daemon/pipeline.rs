@@ -7,8 +7,8 @@
 
 use super::alerting::Alerting;
 use crate::alert::state::PairState;
-use crate::config::Config;
 use crate::outcome::Outcome;
+use crate::plan::Config;
 use crate::telemetry::measure::Store;
 use crate::telemetry::metrics::Metrics;
 use crate::telemetry::traces::TraceExporter;

@@ -14,8 +14,9 @@
 
 use super::Shared;
 use super::pipeline::Event;
-use crate::config::{BaseUrl, Config, Schedule};
+use crate::config::{BaseUrl, Schedule};
 use crate::outcome::Outcome;
+use crate::plan::Config;
 use crate::probe::{self, RunContext};
 use crate::sandbox::{Sandbox, SandboxOptions};
 use crate::schedule::{IntervalClock, spread_offset};
@@ -452,7 +453,7 @@ fn log_outcome(o: &Outcome) {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
-    use crate::config::{LoadOptions, load};
+    use crate::config::LoadOptions;
 
     const SECOND: Duration = Duration::from_secs(1);
 
@@ -474,7 +475,7 @@ mod tests {
             )
             .unwrap();
         }
-        let config = load(&LoadOptions {
+        let config = crate::plan::load(&LoadOptions {
             config_path: Some(dir.path().join("config.toml")),
             overrides: vec![],
         })

@@ -6,7 +6,7 @@
 //! files appearing or disappearing under a glob, with no platform quirks.
 //! The cost is a `stat` per file per poll.
 
-use crate::config::Config;
+use crate::plan::Config;
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 

@@ -31,12 +31,12 @@
 //!   `stdout`, `stderr`, `json` (stdout parsed, or null), `timings` and
 //!   `vars`.
 
-use super::net::{Clock, Fail};
-use super::{Assertion, RunContext};
-use crate::config::build::Checker;
+use super::kind::{Assertion, BuildInput, Kind, KindEntry, RunContext, RunFuture};
+use crate::config::check::Checker;
 use crate::config::raw::RawSize;
 use crate::expr::{Facts, json_value};
-use crate::outcome::{Details, FailureReason, Outcome};
+use crate::net::{Clock, Fail};
+use crate::outcome::{Details, FailureReason, KindFacts, Outcome};
 use crate::tagging::RunIds;
 use crate::template::Text;
 use serde::{Deserialize, Serialize};
@@ -320,13 +320,13 @@ pub async fn run(spec: &CommandSpec, ctx: &RunContext<'_>) -> Outcome {
                     .map_or(cel::Value::Null, |v| json_value(&v)),
             );
             f.set("timings", clock.timings());
-            f.set("vars", super::net::vars_value(ctx.vars));
-            super::check_expectations(&mut outcome, &spec.expect, &f);
+            f.set("vars", super::kind::vars_value(ctx.vars));
+            super::kind::check_expectations(&mut outcome, &spec.expect, &f);
         }
     }
-    outcome.details = Some(Details::Command(facts));
-    super::finish(&mut outcome);
-    super::redact(outcome, ctx.redactor)
+    outcome.details = Some(Details::new(facts));
+    super::kind::finish(&mut outcome);
+    super::kind::redact(outcome, ctx.redactor)
 }
 
 /// Kills the process group it names when dropped: at the end of every run,
@@ -492,5 +492,36 @@ impl Capture {
         *truncated = self.total > self.kept.len() as u64;
         *bytes = self.total;
         *text = String::from_utf8_lossy(&self.kept).into_owned();
+    }
+}
+
+/// The registry's line for `[command]`.
+pub const KIND: KindEntry = KindEntry {
+    name: "command",
+    build: build_kind,
+};
+
+fn build_kind(c: &mut Checker<'_>, _: &BuildInput<'_>) -> Option<Box<dyn Kind>> {
+    let raw: RawCommand = c.table("command")?;
+    build(raw, c).map(|spec| Box::new(spec) as Box<dyn Kind>)
+}
+
+impl Kind for CommandSpec {
+    fn name(&self) -> &'static str {
+        "command"
+    }
+
+    fn run<'a>(&'a self, ctx: &'a RunContext<'_>) -> RunFuture<'a> {
+        Box::pin(run(self, ctx))
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
+impl KindFacts for CommandFacts {
+    fn gauges(&self) -> Vec<(&'static str, f64)> {
+        CommandFacts::gauges(self)
     }
 }

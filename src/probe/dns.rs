@@ -22,10 +22,12 @@
 //! fails with `timeout`. Every read is sized: one 64 KiB datagram buffer,
 //! one TCP message of at most 64 KiB.
 
-use super::{Assertion, RunContext};
-use crate::config::build::Checker;
+use super::kind::{Assertion, BuildInput, Kind, KindEntry, RunContext, RunFuture};
+use crate::config::check::Checker;
 use crate::expr::{Facts, duration_value, json_value};
-use crate::outcome::{AssertionResult, Details, FailureReason, Outcome, Phase, SourceLocation};
+use crate::outcome::{
+    AssertionResult, Details, FailureReason, KindFacts, Outcome, Phase, SourceLocation,
+};
 use crate::tagging::RunIds;
 use crate::template::Text;
 use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
@@ -516,12 +518,12 @@ pub async fn run(spec: &DnsSpec, ctx: &RunContext<'_>) -> Outcome {
                 ("total", outcome.duration),
             ];
             let scope = expression_facts(&facts, &timings, ctx);
-            super::check_expectations(&mut outcome, &spec.expect, &scope);
+            super::kind::check_expectations(&mut outcome, &spec.expect, &scope);
         }
     }
-    outcome.details = Some(Details::Dns(facts));
-    super::finish(&mut outcome);
-    super::redact(outcome, ctx.redactor)
+    outcome.details = Some(Details::new(facts));
+    super::kind::finish(&mut outcome);
+    super::kind::redact(outcome, ctx.redactor)
 }
 
 /// The values an expectation can read about an answer.
@@ -537,7 +539,7 @@ fn expression_facts(facts: &DnsFacts, timings: &[(&str, Duration)], ctx: &RunCon
     f.set("authority", facts.authority as i64);
     f.set("additional", facts.additional as i64);
     f.set("timings", timings);
-    f.set("vars", super::net::vars_value(ctx.vars));
+    f.set("vars", super::kind::vars_value(ctx.vars));
     f
 }
 
@@ -828,6 +830,37 @@ fn socket_failure(addr: SocketAddr, transport: &str, e: &std::io::Error) -> Fail
             FailureReason::Connect,
             format!("cannot talk to {addr} over {transport}: {e}"),
         )
+    }
+}
+
+/// The registry's line for `[dns]`.
+pub const KIND: KindEntry = KindEntry {
+    name: "dns",
+    build: build_kind,
+};
+
+fn build_kind(c: &mut Checker<'_>, _: &BuildInput<'_>) -> Option<Box<dyn Kind>> {
+    let raw: RawDns = c.table("dns")?;
+    build(raw, c).map(|spec| Box::new(spec) as Box<dyn Kind>)
+}
+
+impl Kind for DnsSpec {
+    fn name(&self) -> &'static str {
+        "dns"
+    }
+
+    fn run<'a>(&'a self, ctx: &'a RunContext<'_>) -> RunFuture<'a> {
+        Box::pin(run(self, ctx))
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
+impl KindFacts for DnsFacts {
+    fn gauges(&self) -> Vec<(&'static str, f64)> {
+        DnsFacts::gauges(self)
     }
 }
 

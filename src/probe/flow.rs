@@ -20,14 +20,15 @@
 //! - a capture marked `secret` is added to the run's redactor, so its value
 //!   never reaches a report, a log or a trace.
 
-use super::RunContext;
 use super::http::{self as http_probe, Checks, HttpSpec, Performed};
-use crate::config::build::Checker;
-use crate::config::raw::{RawCapture, RawFlow, RawHttp};
+use super::http::{RawCapture, RawHttp};
+use super::kind::{BuildInput, Kind, KindEntry, RunContext, RunFuture};
+use crate::config::check::Checker;
 use crate::expr::Expr;
 use crate::outcome::{FailureReason, Outcome, Stage, StepOutcome};
 use crate::tagging::RunIds;
 use crate::template::Scope;
+use serde::Deserialize;
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -40,6 +41,20 @@ pub const DEFAULT_TEARDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 /// (10 s) it keeps a shutdown inside the unit's `TimeoutStopSec=30s` and
 /// Kubernetes' default 30 s grace period.
 pub const MAX_TEARDOWN_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// `[flow]`: setup, steps and teardown, each a list of requests.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFlow {
+    #[serde(default)]
+    pub setup: Vec<RawHttp>,
+    #[serde(default)]
+    pub steps: Vec<RawHttp>,
+    #[serde(default)]
+    pub teardown: Vec<RawHttp>,
+    /// Time the teardown gets of its own, after the run's deadline if need be.
+    pub teardown_timeout: Option<String>,
+}
 
 #[derive(Debug)]
 pub struct FlowSpec {
@@ -137,7 +152,7 @@ fn build_step(
     c: &mut Checker<'_>,
 ) -> Option<Step> {
     let name = match &raw.name {
-        Some(n) if !crate::config::build::valid_name(n) => {
+        Some(n) if !crate::config::check::valid_name(n) => {
             c.err(
                 &format!("{prefix}.name"),
                 format!("expected a name matching [A-Za-z0-9][A-Za-z0-9_.-]*, found `{n}`"),
@@ -162,7 +177,7 @@ fn build_step(
         );
     }
     names.push(name.clone());
-    let request = c.request(prefix, &raw, known);
+    let request = http_probe::request(c, prefix, &raw, known);
     let mut captures = Vec::new();
     for (var, capture) in &raw.capture {
         let path = format!("{prefix}.capture.{var}");
@@ -399,7 +414,7 @@ async fn run_step(
     ctx: &RunContext<'_>,
     ids: &RunIds,
     scope: &mut Scope,
-    redactor: &mut crate::config::secret::Redactor,
+    redactor: &mut crate::secret::Redactor,
     deadline: Instant,
     index: u64,
     run_start: Instant,
@@ -512,4 +527,37 @@ async fn run_step(
     }
     out.success = out.reason.is_none();
     out
+}
+
+/// The registry's line for `[flow]`.
+pub const KIND: KindEntry = KindEntry {
+    name: "flow",
+    build: build_kind,
+};
+
+fn build_kind(c: &mut Checker<'_>, input: &BuildInput<'_>) -> Option<Box<dyn Kind>> {
+    let raw: RawFlow = c.table("flow")?;
+    build(raw, input.known_vars, c).map(|spec| Box::new(spec) as Box<dyn Kind>)
+}
+
+impl Kind for FlowSpec {
+    fn name(&self) -> &'static str {
+        "flow"
+    }
+
+    fn run<'a>(&'a self, ctx: &'a RunContext<'_>) -> RunFuture<'a> {
+        Box::pin(run(self, ctx))
+    }
+
+    fn runs_to_the_end(&self) -> bool {
+        true
+    }
+
+    fn workload_tail(&self) -> Option<std::time::Duration> {
+        Some(self.teardown_timeout)
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
 }

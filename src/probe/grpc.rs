@@ -19,11 +19,11 @@
 //! Resolving, connecting and the TLS handshake are [`super::net`]'s
 //! ([`dial`]), shared with the `stream` kind.
 
-use super::net::{self, AbortOnDrop, Clock, Fail, Io, TlsSetup, describe, dial};
-use super::{Assertion, RunContext};
-use crate::config::build::Checker;
+use super::kind::{Assertion, BuildInput, Kind, KindEntry, RunContext, RunFuture};
+use crate::config::check::Checker;
 use crate::expr::Facts;
-use crate::outcome::{Details, FailureReason, Outcome};
+use crate::net::{AbortOnDrop, Clock, Fail, Io, TlsSetup, describe, dial};
+use crate::outcome::{Details, FailureReason, KindFacts, Outcome};
 use crate::tagging::RunIds;
 use crate::template::Text;
 use bytes::{BufMut, Bytes, BytesMut};
@@ -332,17 +332,17 @@ pub async fn run(spec: &GrpcSpec, ctx: &RunContext<'_>) -> Outcome {
                 facts.grpc_message.clone().unwrap_or_default(),
             );
             f.set("timings", clock.timings());
-            f.set("vars", net::vars_value(ctx.vars));
-            super::check_expectations(&mut outcome, &spec.expect, &f);
+            f.set("vars", super::kind::vars_value(ctx.vars));
+            super::kind::check_expectations(&mut outcome, &spec.expect, &f);
         }
     }
     ctx.redactor.scrub(&mut facts.address);
     if let Some(m) = facts.grpc_message.as_mut() {
         ctx.redactor.scrub(m);
     }
-    outcome.details = Some(Details::Grpc(facts));
-    super::finish(&mut outcome);
-    super::redact(outcome, ctx.redactor)
+    outcome.details = Some(Details::new(facts));
+    super::kind::finish(&mut outcome);
+    super::kind::redact(outcome, ctx.redactor)
 }
 
 /// The implicit checks: a non-OK gRPC status, then a status other than
@@ -880,6 +880,40 @@ impl AsyncWrite for Sniff {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// The registry's line for `[grpc]`.
+pub const KIND: KindEntry = KindEntry {
+    name: "grpc",
+    build: build_kind,
+};
+
+fn build_kind(c: &mut Checker<'_>, _: &BuildInput<'_>) -> Option<Box<dyn Kind>> {
+    let raw: RawGrpc = c.table("grpc")?;
+    build(raw, c).map(|spec| Box::new(spec) as Box<dyn Kind>)
+}
+
+impl Kind for GrpcSpec {
+    fn name(&self) -> &'static str {
+        "grpc"
+    }
+
+    fn run<'a>(&'a self, ctx: &'a RunContext<'_>) -> RunFuture<'a> {
+        Box::pin(run(self, ctx))
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
+impl KindFacts for GrpcFacts {
+    fn gauges(&self) -> Vec<(&'static str, f64)> {
+        GrpcFacts::gauges(self)
+    }
+    fn cert_expiry(&self) -> Option<i64> {
+        self.cert_expiry
     }
 }
 

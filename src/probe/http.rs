@@ -1,12 +1,17 @@
 //! The `http` probe: one request, checked against its expectations.
 //!
 //! The exchange itself (connections, phases, redirects, body cap) lives in
-//! [`super::transport`]; this file builds the request from the probe and its
-//! environment, tags it, and turns the response into an [`Outcome`].
+//! the net layer ([`crate::net::http1`]); this file owns the `[http]` table
+//! (also the shape of a flow step), checks it, builds the request from the
+//! probe and its environment, tags it, and turns the response into an
+//! [`Outcome`].
 
-use super::transport::{self, TransportOptions};
-use super::{Assertion, RunContext};
+use super::kind::{Assertion, BuildInput, Kind, KindEntry, RunContext, RunFuture};
+use crate::config::check::Checker;
+use crate::config::raw::RawSize;
+use crate::config::{DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_REDIRECTS, MAX_BODY_BYTES_LIMIT};
 use crate::expr::{Facts, duration_value, json_value};
+use crate::net::http1::{self as transport, TransportOptions};
 use crate::outcome::{
     AssertionResult, FailureReason, HttpFacts, HttpPhases, Outcome, SourceLocation,
 };
@@ -14,6 +19,7 @@ use crate::tagging::RunIds;
 use crate::template::{JsonTemplate, Scope, Text};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
+use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap};
 use tokio::time::Instant;
 
@@ -21,6 +27,64 @@ use tokio::time::Instant;
 pub const SCOPE: &[&str] = &[
     "status", "headers", "body", "json", "timings", "tls", "vars",
 ];
+
+/// The `[http]` table as written; a flow step is the same table with a
+/// few more keys.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHttp {
+    pub method: Option<String>,
+    pub url: Option<String>,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    #[serde(default)]
+    pub query: BTreeMap<String, String>,
+    /// A raw body, sent as is.
+    pub body: Option<String>,
+    /// A JSON body (any TOML value), sent with `content-type: application/json`.
+    pub json: Option<toml::Value>,
+    /// A form body, sent urlencoded.
+    pub form: Option<BTreeMap<String, String>>,
+    pub follow_redirects: Option<bool>,
+    pub max_redirects: Option<u32>,
+    /// Bytes, or a string like "4 MiB".
+    pub max_body_size: Option<RawSize>,
+    pub decompress: Option<bool>,
+    #[serde(default)]
+    pub expect: Vec<String>,
+    /// Flow steps only: the step's name in reports and metrics.
+    pub name: Option<String>,
+    /// Flow steps only: variable name → expression over the response.
+    #[serde(default)]
+    pub capture: BTreeMap<String, RawCapture>,
+    /// Flow steps only: repeat the request until this expression holds.
+    pub until: Option<String>,
+    /// Flow steps only: the pause between `until` attempts (default 500ms).
+    pub until_interval: Option<String>,
+    /// Flow steps only: give up on `until` after this long (default: the
+    /// run's deadline).
+    pub until_timeout: Option<String>,
+}
+
+/// A capture: an expression, or a table marking the value secret.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(
+    untagged,
+    expecting = "an expression like \"json.id\" or a table { from = \"…\", secret = true }"
+)]
+pub enum RawCapture {
+    Expr(String),
+    Full(RawCaptureTable),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCaptureTable {
+    pub from: String,
+    /// Redact the captured value wherever it appears in reports.
+    #[serde(default)]
+    pub secret: bool,
+}
 
 /// The checked body of an `http` probe, and of one flow step.
 #[derive(Debug)]
@@ -427,6 +491,179 @@ pub fn vars_value(vars: &BTreeMap<String, serde_json::Value>) -> cel::Value {
         .map(|(k, v)| (k.clone(), json_value(v)))
         .collect::<HashMap<_, _>>()
         .into()
+}
+
+/// One HTTP request written at `prefix` (`http`, `flow.steps[0]`).
+/// Every string it sends is a template that may read `known_vars`.
+pub fn request(
+    c: &mut Checker<'_>,
+    prefix: &str,
+    raw: &RawHttp,
+    known_vars: &[String],
+) -> Option<HttpSpec> {
+    let known = Some(known_vars);
+    let method_text = raw.method.as_deref().unwrap_or("GET");
+    let method = http::Method::from_bytes(method_text.to_ascii_uppercase().as_bytes())
+        .map_err(|_| {
+            c.err(
+                &format!("{prefix}.method"),
+                format!("expected an HTTP method like `GET`, found `{method_text}`"),
+            )
+        })
+        .ok();
+    let url = match raw.url.as_deref() {
+        None => {
+            c.missing(prefix, "url");
+            None
+        }
+        Some(u) => {
+            let path = format!("{prefix}.url");
+            let text = c.text(&path, u, known);
+            if let Some(t) = text.as_ref().filter(|t| t.is_literal()) {
+                if let Ok(base) = url::Url::parse("http://base.invalid/") {
+                    if let Err(err) = join_url(&base, t.source()) {
+                        c.err(&path, format!("expected a URL or a path: {err}"));
+                    }
+                }
+            }
+            text
+        }
+    };
+    let mut headers = Vec::new();
+    for (name, value) in &raw.headers {
+        let key = format!("{prefix}.headers.{name}");
+        let Ok(header) = http::HeaderName::from_bytes(name.as_bytes()) else {
+            c.diags.push(
+                c.doc
+                    .error_at_key(&key, format!("`{name}` is not a valid HTTP header name")),
+            );
+            continue;
+        };
+        if let Some(t) = c.text(&key, value, known) {
+            if t.is_literal() && http::HeaderValue::from_str(t.source()).is_err() {
+                // Never echo the value: it may hold a secret.
+                c.err(
+                    &key,
+                    "the header value is not valid in HTTP (control characters or non-ASCII)",
+                );
+                continue;
+            }
+            headers.push((header, t));
+        }
+    }
+    let mut query = Vec::new();
+    for (k, v) in &raw.query {
+        if let Some(t) = c.text(&format!("{prefix}.query.{k}"), v, known) {
+            query.push((k.clone(), t));
+        }
+    }
+    let bodies = [raw.body.is_some(), raw.json.is_some(), raw.form.is_some()];
+    if bodies.iter().filter(|b| **b).count() > 1 {
+        c.diags.push(c.doc.error_at_key(
+            prefix,
+            "`body`, `json` and `form` are exclusive: write at most one".to_owned(),
+        ));
+    }
+    let body = if let Some(b) = &raw.body {
+        c.text(&format!("{prefix}.body"), b, known).map(Body::Raw)
+    } else if let Some(j) = &raw.json {
+        let path = format!("{prefix}.json");
+        match serde_json::to_value(j) {
+            Ok(v) => c.json_template(&path, &v, known).map(Body::Json),
+            Err(e) => {
+                c.err(&path, format!("cannot express this value as JSON: {e}"));
+                None
+            }
+        }
+    } else if let Some(form) = &raw.form {
+        let mut pairs = Vec::new();
+        for (k, v) in form {
+            if let Some(t) = c.text(&format!("{prefix}.form.{k}"), v, known) {
+                pairs.push((k.clone(), t));
+            }
+        }
+        Some(Body::Form(pairs))
+    } else {
+        Some(Body::Empty)
+    };
+    let max_body_bytes = c.size(
+        &format!("{prefix}.max_body_size"),
+        raw.max_body_size.as_ref(),
+        DEFAULT_MAX_BODY_BYTES,
+        MAX_BODY_BYTES_LIMIT,
+    );
+    let expect = c.expectations(prefix, &raw.expect, SCOPE);
+    let implicit_status = if expect.iter().any(|a| a.expr.reads("status")) {
+        None
+    } else {
+        Some(c.location(&format!("{prefix}.url")))
+    };
+    Some(HttpSpec {
+        method: method?,
+        url: url?,
+        headers,
+        query,
+        body: body?,
+        follow_redirects: raw.follow_redirects.unwrap_or(true),
+        max_redirects: raw.max_redirects.unwrap_or(DEFAULT_MAX_REDIRECTS),
+        max_body_bytes,
+        decompress: raw.decompress.unwrap_or(true),
+        expect,
+        implicit_status,
+    })
+}
+
+/// The registry's line for `[http]`.
+pub const KIND: KindEntry = KindEntry {
+    name: "http",
+    build: build_kind,
+};
+
+fn build_kind(c: &mut Checker<'_>, input: &BuildInput<'_>) -> Option<Box<dyn Kind>> {
+    let raw: RawHttp = c.table("http")?;
+    build(c, "http", raw, input.known_vars).map(|spec| Box::new(spec) as Box<dyn Kind>)
+}
+
+impl Kind for HttpSpec {
+    fn name(&self) -> &'static str {
+        "http"
+    }
+
+    fn run<'a>(&'a self, ctx: &'a RunContext<'_>) -> RunFuture<'a> {
+        Box::pin(run(self, ctx))
+    }
+
+    fn workload_tail(&self) -> Option<std::time::Duration> {
+        Some(std::time::Duration::ZERO)
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
+/// An `[http]` probe's table: a request without the flow-step keys.
+pub fn build(
+    c: &mut Checker<'_>,
+    prefix: &str,
+    raw: RawHttp,
+    known_vars: &[String],
+) -> Option<HttpSpec> {
+    for (key, set) in [
+        ("name", raw.name.is_some()),
+        ("capture", !raw.capture.is_empty()),
+        ("until", raw.until.is_some()),
+        ("until_interval", raw.until_interval.is_some()),
+        ("until_timeout", raw.until_timeout.is_some()),
+    ] {
+        if set {
+            c.err(
+                &format!("{prefix}.{key}"),
+                format!("`{key}` applies to flow steps only"),
+            );
+        }
+    }
+    request(c, prefix, &raw, known_vars)
 }
 
 #[cfg(test)]

@@ -19,12 +19,12 @@
 //! [`MAX_DATA_KEPT`] event data strings (each cut at [`MAX_DATA_CHARS`]) are
 //! kept for expectations.
 
-use super::net::{self, AbortOnDrop, Clock, Fail, TlsSetup, describe, dial};
-use super::{Assertion, RunContext};
-use crate::config::build::Checker;
+use super::kind::{Assertion, BuildInput, Kind, KindEntry, RunContext, RunFuture};
+use crate::config::check::Checker;
 use crate::config::raw::RawSize;
 use crate::expr::{Facts, duration_value};
-use crate::outcome::{AssertionResult, Details, FailureReason, Outcome, SourceLocation};
+use crate::net::{AbortOnDrop, Clock, Fail, TlsSetup, describe, dial};
+use crate::outcome::{AssertionResult, Details, FailureReason, KindFacts, Outcome, SourceLocation};
 use crate::tagging::RunIds;
 use crate::template::Text;
 use bytes::Bytes;
@@ -277,7 +277,7 @@ pub async fn run(spec: &StreamSpec, ctx: &RunContext<'_>) -> Outcome {
             }
             outcome.assertions = implicit;
             let f = s.expression_facts(ctx);
-            super::check_expectations(&mut outcome, &spec.expect, &f);
+            super::kind::check_expectations(&mut outcome, &spec.expect, &f);
         }
     }
     let mut facts = s.facts;
@@ -285,9 +285,9 @@ pub async fn run(spec: &StreamSpec, ctx: &RunContext<'_>) -> Outcome {
     for d in &mut facts.data {
         ctx.redactor.scrub(d);
     }
-    outcome.details = Some(Details::Stream(facts));
-    super::finish(&mut outcome);
-    super::redact(outcome, ctx.redactor)
+    outcome.details = Some(Details::new(facts));
+    super::kind::finish(&mut outcome);
+    super::kind::redact(outcome, ctx.redactor)
 }
 
 /// What woke the reader up when no data came.
@@ -817,7 +817,7 @@ impl<'s> Streamer<'s> {
         f.set("data", self.facts.data.clone());
         f.set("status", self.facts.status.map_or(0, i64::from));
         f.set("timings", self.clock.timings());
-        f.set("vars", net::vars_value(ctx.vars));
+        f.set("vars", super::kind::vars_value(ctx.vars));
         f
     }
 }
@@ -1033,6 +1033,40 @@ impl Parser {
             // measured.
             _ => {}
         }
+    }
+}
+
+/// The registry's line for `[stream]`.
+pub const KIND: KindEntry = KindEntry {
+    name: "stream",
+    build: build_kind,
+};
+
+fn build_kind(c: &mut Checker<'_>, _: &BuildInput<'_>) -> Option<Box<dyn Kind>> {
+    let raw: RawStream = c.table("stream")?;
+    build(raw, c).map(|spec| Box::new(spec) as Box<dyn Kind>)
+}
+
+impl Kind for StreamSpec {
+    fn name(&self) -> &'static str {
+        "stream"
+    }
+
+    fn run<'a>(&'a self, ctx: &'a RunContext<'_>) -> RunFuture<'a> {
+        Box::pin(run(self, ctx))
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
+impl KindFacts for StreamFacts {
+    fn gauges(&self) -> Vec<(&'static str, f64)> {
+        StreamFacts::gauges(self)
+    }
+    fn cert_expiry(&self) -> Option<i64> {
+        self.cert_expiry
     }
 }
 

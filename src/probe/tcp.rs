@@ -18,13 +18,15 @@
 //! [`super::net`]'s, shared with `tls`; the certificate checks are
 //! [`super::tls`]'s.
 
-use super::net::{self, Clock, Fail, address_text, close, parse_address};
-use super::tls::{self as tls_probe, CaFile, TlsInfo};
-use super::{Assertion, RunContext};
-use crate::config::build::Checker;
+use super::kind::address_text;
+use super::kind::{Assertion, BuildInput, Kind, KindEntry, RunContext, RunFuture};
+use super::tls::{self as tls_probe, CaFile};
+use crate::config::check::Checker;
 use crate::config::raw::RawSize;
 use crate::expr::Facts;
-use crate::outcome::{Details, FailureReason, Outcome};
+use crate::net::tls::TlsInfo;
+use crate::net::{self, Clock, Fail, close, parse_address};
+use crate::outcome::{Details, FailureReason, KindFacts, Outcome};
 use crate::tagging::RunIds;
 use crate::template::Text;
 use serde::{Deserialize, Serialize};
@@ -230,13 +232,13 @@ pub async fn run(spec: &TcpSpec, ctx: &RunContext<'_>) -> Outcome {
                 "tls",
                 facts.tls.as_ref().map_or(cel::Value::Null, TlsInfo::value),
             );
-            f.set("vars", net::vars_value(ctx.vars));
-            super::check_expectations(&mut outcome, &spec.expect, &f);
+            f.set("vars", super::kind::vars_value(ctx.vars));
+            super::kind::check_expectations(&mut outcome, &spec.expect, &f);
         }
     }
-    outcome.details = Some(Details::Tcp(facts));
-    super::finish(&mut outcome);
-    super::redact(outcome, ctx.redactor)
+    outcome.details = Some(Details::new(facts));
+    super::kind::finish(&mut outcome);
+    super::kind::redact(outcome, ctx.redactor)
 }
 
 /// One run: render, connect, handshake, exchange, close.
@@ -267,10 +269,10 @@ async fn probe(
                 .map(|f| f.path(ctx, ids))
                 .transpose()
                 .map_err(|e| Fail::new(FailureReason::Request, e))?;
-            let client = tls_probe::Client::build(ca, &ctx.env.tls)
+            let client = crate::net::tls::Client::build(ca, &ctx.env.tls)
                 .await
                 .map_err(|e| Fail::new(FailureReason::Request, e))?;
-            let name = tls_probe::name_for(settings.server_name.as_deref(), &host)
+            let name = crate::net::tls::name_for(settings.server_name.as_deref(), &host)
                 .map_err(|e| Fail::new(FailureReason::Request, e))?;
             Some((client, name, settings.insecure_skip_verify))
         }
@@ -283,7 +285,7 @@ async fn probe(
         None => converse(tcp, spec, send.as_deref(), clock, facts).await,
         Some((client, name, insecure)) => {
             let (stream, info) = clock
-                .phase("tls", tls_probe::handshake(tcp, name, &client))
+                .phase("tls", crate::net::tls::handshake(tcp, name, &client))
                 .await??;
             let failure = info.failure();
             facts.tls = Some(info);
@@ -500,6 +502,40 @@ impl Reader {
                 return Ok(String::from_utf8_lossy(&all).into_owned());
             }
         }
+    }
+}
+
+/// The registry's line for `[tcp]`.
+pub const KIND: KindEntry = KindEntry {
+    name: "tcp",
+    build: build_kind,
+};
+
+fn build_kind(c: &mut Checker<'_>, _: &BuildInput<'_>) -> Option<Box<dyn Kind>> {
+    let raw: RawTcp = c.table("tcp")?;
+    build(raw, c).map(|spec| Box::new(spec) as Box<dyn Kind>)
+}
+
+impl Kind for TcpSpec {
+    fn name(&self) -> &'static str {
+        "tcp"
+    }
+
+    fn run<'a>(&'a self, ctx: &'a RunContext<'_>) -> RunFuture<'a> {
+        Box::pin(run(self, ctx))
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
+impl KindFacts for TcpFacts {
+    fn gauges(&self) -> Vec<(&'static str, f64)> {
+        TcpFacts::gauges(self)
+    }
+    fn cert_expiry(&self) -> Option<i64> {
+        TcpFacts::cert_expiry(self)
     }
 }
 

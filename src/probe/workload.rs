@@ -31,10 +31,10 @@
 
 use super::flow::FlowSpec;
 use super::http::{self as http_probe, Checks, HttpSpec, Performed, RenderedBody};
+use super::kind::{Assertion, RunContext};
 use super::mutate::{self, Mutation};
-use super::{Assertion, RunContext};
-use crate::config::build::Checker;
-use crate::config::raw::RawWorkload;
+use crate::config::check::Checker;
+use crate::config::raw::RawSize;
 use crate::generate::Generator;
 use crate::outcome::{FailureReason, Outcome, Sample, Stage as StepStage, WorkloadFacts};
 use crate::tagging::RunIds;
@@ -42,101 +42,60 @@ use futures_util::StreamExt;
 use futures_util::future::Either;
 use futures_util::stream::FuturesUnordered;
 use rand::Rng;
+use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::time::Duration;
 use tokio::time::Instant;
 
-/// The most requests one run may schedule: samples are kept per request
-/// until the run ends, so this bounds a run's memory (≈ 24 bytes each).
-pub const MAX_REQUESTS: u64 = 1_000_000;
-/// The highest rate a stage may ask for, per second.
-pub const MAX_RATE: f64 = 100_000.0;
-/// Default in-flight cap.
-pub const DEFAULT_MAX_CONCURRENCY: usize = 100;
-/// Default size of an `oversize` anomaly's value.
-pub const DEFAULT_OVERSIZE: u64 = 64 * 1024;
-/// Stream numbers at and above this are the anomaly draws'.
-const ANOMALY_STREAM: u64 = 1 << 62;
-
-#[derive(Debug)]
-pub struct Workload {
-    /// Rate segments, in order.
-    pub stages: Vec<Stage>,
-    /// Stop after this many requests even if stages remain.
+/// `[workload]`: an open-model arrival rate.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWorkload {
+    /// Send this many requests…
     pub requests: Option<u64>,
-    pub max_concurrency: usize,
-    pub anomalies: Option<Anomalies>,
+    /// …or keep sending for this long.
+    pub duration: Option<String>,
+    /// Requests per second (constant arrival rate).
+    pub rate: Option<f64>,
+    /// Or ramping stages; each moves the rate linearly to its target.
+    #[serde(default)]
+    pub stages: Vec<RawStage>,
+    /// The rate the first stage ramps from (default 0).
+    pub start_rate: Option<f64>,
+    /// At most this many requests in flight; later ones are dropped.
+    pub max_concurrency: Option<usize>,
+    pub anomalies: Option<RawAnomalies>,
 }
 
-/// The rate moves linearly from `from` to `to` over `duration`.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Stage {
-    pub duration: Duration,
-    pub from: f64,
-    pub to: f64,
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStage {
+    pub duration: Option<String>,
+    pub target: Option<f64>,
 }
 
-#[derive(Debug)]
-pub struct Anomalies {
-    pub fraction: f64,
-    pub mutations: Vec<Mutation>,
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAnomalies {
+    /// The share of requests to mutate, 0–1.
+    pub fraction: Option<f64>,
+    /// Which mutations to draw from (default all).
+    #[serde(default)]
+    pub mutations: Vec<String>,
+    /// Fields to mutate (default any top-level field).
+    #[serde(default)]
     pub fields: Vec<String>,
-    pub oversize_bytes: usize,
-    pub expect: Vec<Assertion>,
+    /// The size an oversize value grows to (default 64 KiB).
+    pub oversize: Option<RawSize>,
+    /// What a correct rejection looks like (default a 4xx status).
+    #[serde(default)]
+    pub expect: Vec<String>,
 }
 
-impl Workload {
-    /// The longest a run can last: every stage plus the last request's
-    /// timeout.
-    pub fn span(&self) -> Duration {
-        self.stages.iter().map(|s| s.duration).sum()
-    }
-
-    /// The intended offsets of every request, from the run's start.
-    pub fn arrivals(&self) -> Vec<Duration> {
-        let mut out = Vec::new();
-        let limit = self.requests.unwrap_or(MAX_REQUESTS).min(MAX_REQUESTS);
-        let mut base = Duration::ZERO;
-        // Arrivals so far, carried across stages as a fraction so the
-        // boundary between stages loses nothing.
-        let mut done = 0.0_f64;
-        for stage in &self.stages {
-            let d = stage.duration.as_secs_f64();
-            let total = (stage.from + stage.to) / 2.0 * d;
-            // Request k (counting from 1 across stages) is due when the
-            // cumulative arrivals reach k - 1: request 1 leaves at once.
-            loop {
-                let k = out.len() as f64;
-                let need = k - done;
-                // An arrival due exactly at the stage's end belongs to
-                // the next stage (or, after the last, to no run).
-                if need >= total - 1e-9 || out.len() as u64 >= limit {
-                    break;
-                }
-                let t = time_for(stage.from, stage.to, d, need.max(0.0));
-                out.push(base + Duration::from_secs_f64(t));
-            }
-            done += total;
-            base += stage.duration;
-            if out.len() as u64 >= limit {
-                break;
-            }
-        }
-        out
-    }
-}
-
-/// Within a stage whose rate goes linearly from `r0` to `r1` over `d`
-/// seconds, the time at which `n` arrivals have accumulated:
-/// n = r0·t + (r1 − r0)·t² / (2d).
-fn time_for(r0: f64, r1: f64, d: f64, n: f64) -> f64 {
-    let a = (r1 - r0) / (2.0 * d);
-    if a.abs() < 1e-12 {
-        return if r0 > 0.0 { n / r0 } else { d };
-    }
-    let disc = (r0 * r0 + 4.0 * a * n).max(0.0);
-    ((-r0 + disc.sqrt()) / (2.0 * a)).clamp(0.0, d)
-}
+pub use super::arrival::{
+    ANOMALY_STREAM, Anomalies, DEFAULT_MAX_CONCURRENCY, DEFAULT_OVERSIZE, MAX_RATE, MAX_REQUESTS,
+    Stage, Workload,
+};
 
 /// Checks `[workload]` for the http probe `spec`.
 /// Checks `[workload]` for an `http` probe (`spec`) or a flow (`None`).
@@ -272,11 +231,7 @@ pub(crate) fn build(
     (c.error_count() == before).then_some(workload)
 }
 
-fn anomalies(
-    raw: crate::config::raw::RawAnomalies,
-    spec: &HttpSpec,
-    c: &mut Checker<'_>,
-) -> Option<Anomalies> {
+fn anomalies(raw: RawAnomalies, spec: &HttpSpec, c: &mut Checker<'_>) -> Option<Anomalies> {
     if !matches!(spec.body, http_probe::Body::Json(_)) {
         c.err(
             "workload.anomalies",
@@ -369,10 +324,14 @@ impl Unit<'_> {
 pub async fn run(w: &Workload, ctx: &RunContext<'_>) -> Outcome {
     let ids = RunIds::generate();
     let mut outcome = Outcome::new(&ctx.probe.name, &ctx.env.name, ctx.probe.kind.name(), &ids);
-    let unit = match &ctx.probe.kind {
-        super::ProbeKind::Http(spec) => Unit::Request(spec),
-        super::ProbeKind::Flow(spec) => Unit::Iteration(spec),
-        _ => {
+    let kind = ctx.probe.kind.as_any();
+    let unit = match (
+        kind.downcast_ref::<HttpSpec>(),
+        kind.downcast_ref::<FlowSpec>(),
+    ) {
+        (Some(spec), _) => Unit::Request(spec),
+        (None, Some(spec)) => Unit::Iteration(spec),
+        (None, None) => {
             outcome.fail(
                 FailureReason::Request,
                 "a workload needs an http or flow probe",
@@ -652,7 +611,7 @@ fn mutated(
     a: &Anomalies,
     mutation: Mutation,
     g: &mut Generator,
-) -> Result<Option<super::transport::Request>, String> {
+) -> Result<Option<crate::net::http1::Request>, String> {
     let RenderedBody::Json(mut body) = http_probe::render_body(&spec.body, scope)? else {
         return Ok(None);
     };

@@ -20,10 +20,7 @@ use std::collections::VecDeque;
 use std::time::Duration;
 use tokio::time::Instant;
 
-/// Width of one sub-window: the granularity of every window.
-pub const SUB_WINDOW: Duration = Duration::from_secs(30);
-/// The longest window a threshold may use.
-pub const MAX_WINDOW: Duration = Duration::from_secs(3600);
+pub use crate::threshold::{MAX_WINDOW, SUB_WINDOW};
 /// Latencies kept exactly per sub-window before switching to a histogram.
 pub const EXACT_SAMPLES: usize = 1024;
 /// Histogram range: 1 µs to 1 h, two significant digits.

@@ -21,8 +21,8 @@
 //! Memory stays flat without scrapes: `upkeep` (run every few seconds by
 //! the daemon) drains histogram samples into their buckets.
 
-use crate::config::Config;
 use crate::outcome::Outcome;
+use crate::plan::Config;
 use crate::threshold::{Metric, State};
 use metrics::{
     Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram,

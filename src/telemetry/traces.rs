@@ -36,7 +36,7 @@
 //! Headers are merged per name, the config's value winning. Header values
 //! may be secrets: they are never logged, and `Debug` shows names only.
 
-use crate::config::build::DEFAULT_OTLP_TIMEOUT;
+use crate::config::DEFAULT_OTLP_TIMEOUT;
 use crate::config::{OtlpProtocol, TelemetryConfig, TlsOptions};
 use crate::outcome::{HttpFacts, Outcome};
 use http::{HeaderMap, HeaderName, HeaderValue};
@@ -549,7 +549,7 @@ impl Settings {
             OtlpProtocol::HttpProtobuf => {
                 // reqwest is built without a default crypto provider; hand it
                 // the same ring-based rustls config the probes use.
-                let tls = crate::probe::transport::tls_client_config(&TlsOptions::default())?;
+                let tls = crate::net::tls::client_config(&TlsOptions::default())?;
                 let client = reqwest::Client::builder()
                     .tls_backend_preconfigured((*tls).clone())
                     .timeout(self.timeout)

@@ -11,9 +11,10 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use synthmon::alert::email::{self, EmailReceiver};
-use synthmon::alert::outbox::{Attempt, Dispatcher, Outbox, Receiver};
+use synthmon::alert::outbox::{Attempt, Dispatcher, Outbox};
+use synthmon::alert::receiver::{EmailSettings, SmtpTls};
 use synthmon::alert::{AlertKind, FailedCheck, Notice, Notification, ThresholdBreach, fingerprint};
-use synthmon::config::{EmailSettings, Severity, SmtpTls};
+use synthmon::config::Severity;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -552,11 +553,7 @@ async fn the_dispatcher_delivers_to_an_email_receiver() {
         let stop = CancellationToken::new();
         let dispatcher = Dispatcher::start(
             Arc::clone(&outbox),
-            vec![Receiver::Email(receiver(
-                server.port,
-                SmtpTls::StartTls,
-                Some(&ca),
-            ))],
+            vec![receiver(server.port, SmtpTls::StartTls, Some(&ca))],
             stop.clone(),
         )
         .unwrap();
@@ -594,12 +591,12 @@ async fn the_dispatcher_delivers_to_an_email_receiver() {
     .expect("test timed out");
 }
 
-fn load(config: &str) -> Result<synthmon::config::Config, String> {
+fn load(config: &str) -> Result<synthmon::plan::Config, String> {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("config.toml");
     std::fs::write(&path, config).unwrap();
     std::fs::write(dir.path().join("smtp-password"), "hunter2-from-file\n").unwrap();
-    synthmon::config::load(&synthmon::config::LoadOptions {
+    synthmon::plan::load(&synthmon::config::LoadOptions {
         config_path: Some(path),
         overrides: Vec::new(),
     })
@@ -624,7 +621,7 @@ timeout = "7s"
     );
     let c = load(&config).unwrap();
     let r = &c.alerting.receivers["mail"];
-    let synthmon::config::ReceiverKind::Email(s) = &r.kind else {
+    let synthmon::alert::receiver::ReceiverKind::Email(s) = &r.kind else {
         panic!("not an email receiver: {r:?}");
     };
     assert_eq!(s.smtp_host, "smtp.example.com");

@@ -352,7 +352,7 @@ capture = { bad = "json.id ==" }
         config_path: Some(path),
         overrides: vec![],
     };
-    let text = synthmon::config::load(&opts).unwrap_err().to_string();
+    let text = synthmon::plan::load(&opts).unwrap_err().to_string();
     for expected in [
         "probes/f.toml:11:8: error: flow.steps[1].name: duplicate step name `create`",
         "probes/f.toml:12:7: error: flow.steps[1].url: unknown variable `vars.ordr_id`",

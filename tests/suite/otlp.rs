@@ -205,7 +205,7 @@ async fn run_probe(
     base_url: &str,
     telemetry: &str,
     probe: &str,
-) -> (Outcome, std::sync::Arc<synthmon::config::Config>) {
+) -> (Outcome, std::sync::Arc<synthmon::plan::Config>) {
     let dir = tempfile::tempdir().unwrap();
     let config = format!(
         "{}\n[telemetry]\n{telemetry}\n",

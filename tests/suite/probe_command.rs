@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::Path;
 use std::time::{Duration, Instant};
-use synthmon::outcome::{Details, FailureReason, Outcome};
+use synthmon::outcome::{FailureReason, Outcome};
 use synthmon::probe::command::CommandFacts;
 
 /// Every test body runs under this bound.
@@ -46,7 +46,7 @@ async fn run(top: &str, body: &str) -> Outcome {
 
 fn facts(o: &Outcome) -> &CommandFacts {
     match o.details.as_ref() {
-        Some(Details::Command(f)) => f,
+        Some(d) if d.get::<CommandFacts>().is_some() => d.get::<CommandFacts>().unwrap(),
         other => panic!("no command details: {other:?}"),
     }
 }
@@ -396,7 +396,7 @@ shell = true
         &config_with_target(BASE),
         &[("bad.toml", bad), ("unknown.toml", unknown)],
     );
-    let diags = synthmon::config::load(&synthmon::config::LoadOptions {
+    let diags = synthmon::plan::load(&synthmon::config::LoadOptions {
         config_path: Some(path),
         overrides: vec![],
     })

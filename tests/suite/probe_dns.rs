@@ -16,7 +16,7 @@ use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use synthmon::outcome::{Details, FailureReason, Outcome};
+use synthmon::outcome::{FailureReason, Outcome};
 use synthmon::probe::dns::DnsFacts;
 use synthmon::sandbox::Sandbox;
 use tokio::net::UdpSocket;
@@ -64,7 +64,7 @@ async fn run_probe(text: &str) -> Outcome {
 
 fn facts(o: &Outcome) -> &DnsFacts {
     match &o.details {
-        Some(Details::Dns(f)) => f,
+        Some(d) if d.get::<DnsFacts>().is_some() => d.get::<DnsFacts>().unwrap(),
         other => panic!("no dns details: {other:?}"),
     }
 }
@@ -674,7 +674,7 @@ expect = ["rcod == 'NOERROR'"]
         config_path: Some(path),
         overrides: vec![],
     };
-    let Err(diagnostics) = synthmon::config::load(&opts) else {
+    let Err(diagnostics) = synthmon::plan::load(&opts) else {
         panic!("a probe with six mistakes loaded");
     };
     let diagnostics = diagnostics.0;

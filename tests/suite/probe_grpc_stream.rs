@@ -12,7 +12,7 @@ use common::{config_with_target, load, position_of, run_one, write_config};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use synthmon::outcome::{Details, FailureReason, Outcome};
+use synthmon::outcome::{FailureReason, Outcome};
 use synthmon::probe::grpc::GrpcFacts;
 use synthmon::probe::stream::StreamFacts;
 
@@ -42,14 +42,14 @@ async fn run_probe(base_url: &str, top: &str, body: &str) -> Outcome {
 
 fn grpc_facts(o: &Outcome) -> &GrpcFacts {
     match o.details.as_ref() {
-        Some(Details::Grpc(f)) => f,
+        Some(d) if d.get::<GrpcFacts>().is_some() => d.get::<GrpcFacts>().unwrap(),
         other => panic!("no grpc details: {other:?}"),
     }
 }
 
 fn stream_facts(o: &Outcome) -> &StreamFacts {
     match o.details.as_ref() {
-        Some(Details::Stream(f)) => f,
+        Some(d) if d.get::<StreamFacts>().is_some() => d.get::<StreamFacts>().unwrap(),
         other => panic!("no stream details: {other:?}"),
     }
 }
@@ -387,8 +387,9 @@ async fn grpc_and_stream_over_tls_report_the_certificate_expiry() {
             let o = run_one(&load(&path)).await;
             assert_eq!(o.reason, Some(FailureReason::Protocol), "{o:#?}");
             let expiry = match o.details.as_ref() {
-                Some(Details::Grpc(f)) => f.cert_expiry,
-                Some(Details::Stream(f)) => f.cert_expiry,
+                Some(d) if d.get::<GrpcFacts>().is_some() || d.get::<StreamFacts>().is_some() => {
+                    d.cert_expiry()
+                }
                 other => panic!("no grpc or stream details: {other:?}"),
             };
             let expiry = expiry.unwrap_or_else(|| panic!("no cert expiry: {o:#?}"));
@@ -1000,7 +1001,7 @@ reconnect = true
         config_path: Some(path),
         overrides: vec![],
     };
-    let diags = synthmon::config::load(&opts).unwrap_err().to_string();
+    let diags = synthmon::plan::load(&opts).unwrap_err().to_string();
     let expect_at = |file: &str, text: &str, needle: &str, message: &str| {
         let (line, column) = position_of(text, needle);
         let at = format!("{file}:{line}:{column}: error: {message}");

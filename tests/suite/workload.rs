@@ -272,7 +272,7 @@ url = "/health"
         config_path: Some(path),
         overrides: vec![],
     };
-    let text = synthmon::config::load(&opts).unwrap_err().to_string();
+    let text = synthmon::plan::load(&opts).unwrap_err().to_string();
     for expected in [
         "probes/w.toml:5:8: error: workload.rate: expected requests per second above 0",
         "workload.max_concurrency: expected 1 to 10000",
@@ -443,7 +443,7 @@ fn flow_workload_mistakes_are_reported_at_load() {
         config_path: Some(path),
         overrides: vec![],
     };
-    let text = synthmon::config::load(&opts).unwrap_err().to_string();
+    let text = synthmon::plan::load(&opts).unwrap_err().to_string();
     for expected in [
         "a.toml:12:1: error: workload.anomalies: anomalies mutate an http request's JSON body: they apply to `[http]` workloads, not flows",
         "t.toml:7:1: error: workload: the workload (4s of arrivals plus 12s for the last one) must end before the next run, 5s later",

@@ -152,12 +152,12 @@ pub fn position_of(text: &str, needle: &str) -> (usize, usize) {
 
 /// Loads the config at `path` (no overrides), panicking with the
 /// diagnostics if it does not load.
-pub fn load(path: &Path) -> std::sync::Arc<synthmon::config::Config> {
+pub fn load(path: &Path) -> std::sync::Arc<synthmon::plan::Config> {
     let opts = synthmon::config::LoadOptions {
         config_path: Some(path.to_path_buf()),
         overrides: vec![],
     };
-    match synthmon::config::load(&opts) {
+    match synthmon::plan::load(&opts) {
         Ok(c) => std::sync::Arc::new(c),
         Err(d) => panic!("config does not load:\n{d}"),
     }
@@ -165,7 +165,7 @@ pub fn load(path: &Path) -> std::sync::Arc<synthmon::config::Config> {
 
 /// Runs every (probe, environment) pair of `config` once, in-process.
 pub async fn run_all(
-    config: &std::sync::Arc<synthmon::config::Config>,
+    config: &std::sync::Arc<synthmon::plan::Config>,
     vars: &BTreeMap<String, String>,
 ) -> Vec<synthmon::outcome::Outcome> {
     let pairs = synthmon::once::select(config, &synthmon::once::Selection::default()).unwrap();
@@ -178,7 +178,7 @@ pub async fn run_all(
 /// cancelling the run as a daemon shutdown does after `after`; returns the
 /// outcome and how long the run took in all.
 pub async fn run_cancelled_after(
-    config: &synthmon::config::Config,
+    config: &synthmon::plan::Config,
     env: &str,
     base_url: &str,
     after: Duration,
@@ -208,7 +208,7 @@ pub async fn run_cancelled_after(
 
 /// The single outcome of a config with one (probe, environment) pair.
 pub async fn run_one(
-    config: &std::sync::Arc<synthmon::config::Config>,
+    config: &std::sync::Arc<synthmon::plan::Config>,
 ) -> synthmon::outcome::Outcome {
     let mut outcomes = run_all(config, &BTreeMap::new()).await;
     assert_eq!(outcomes.len(), 1, "{outcomes:#?}");

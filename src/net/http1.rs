@@ -11,10 +11,11 @@
 //! the environment are deliberately ignored, because a probe measures the
 //! path to the target, not to a proxy.
 //!
-//! It also builds the rustls client configuration from [`TlsOptions`]
-//! (system roots, an extra CA bundle, a client certificate).
+//! The TLS client configuration comes from [`super::tls::client_config`];
+//! a failed handshake is worded by [`super::error::handshake_failed`], like
+//! every other kind's.
 
-use crate::config::TlsOptions;
+use super::error::describe;
 use crate::outcome::{FailureReason, HttpPhases};
 use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderValue};
@@ -22,15 +23,11 @@ use http::{Method, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Body as _, Incoming};
 use hyper_util::rt::TokioIo;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::WebPkiSupportedAlgorithms;
-use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
-use rustls_pki_types::pem::{self, PemObject};
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::ClientConfig;
+use rustls_pki_types::ServerName;
 use std::future::Future;
 use std::io::{self, Read};
 use std::net::{IpAddr, SocketAddr};
-use std::path::Path;
 use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
@@ -105,141 +102,6 @@ pub async fn exchange(
     }
 }
 
-/// Builds the client TLS config: system roots (rustls-native-certs) plus an
-/// optional extra CA bundle, optional client cert+key, or a verifier that
-/// accepts anything when `insecure_skip_verify`.
-pub fn tls_client_config(opts: &TlsOptions) -> Result<Arc<ClientConfig>, String> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let algorithms = provider.signature_verification_algorithms;
-    let builder = ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("cannot set up tls: {e}"))?;
-    let builder = if opts.insecure_skip_verify {
-        builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AcceptAnyCert(algorithms)))
-    } else {
-        builder.with_root_certificates(root_store(opts.ca_file.as_deref())?)
-    };
-    let config = match (&opts.client_cert, &opts.client_key) {
-        (None, None) => builder.with_no_client_auth(),
-        (Some(cert), Some(key)) => builder
-            .with_client_auth_cert(read_certs(cert, "client_cert")?, read_key(key)?)
-            .map_err(|e| {
-                format!(
-                    "client_cert {} and client_key {} cannot be used: {e}",
-                    cert.display(),
-                    key.display()
-                )
-            })?,
-        (Some(_), None) => return Err("client_cert is set without client_key".to_owned()),
-        (None, Some(_)) => return Err("client_key is set without client_cert".to_owned()),
-    };
-    Ok(Arc::new(config))
-}
-
-/// The system roots plus every certificate in `ca_file`.
-fn root_store(ca_file: Option<&Path>) -> Result<RootCertStore, String> {
-    let mut roots = RootCertStore::empty();
-    roots.add_parsable_certificates(native_roots().iter().cloned());
-    if let Some(path) = ca_file {
-        for cert in read_certs(path, "ca_file")? {
-            roots.add(cert).map_err(|e| {
-                format!(
-                    "ca_file {} holds an unusable certificate: {e}",
-                    path.display()
-                )
-            })?;
-        }
-    }
-    Ok(roots)
-}
-
-/// The platform's trust anchors, loaded once per process because loading
-/// them can mean parsing a large file.
-fn native_roots() -> &'static [CertificateDer<'static>] {
-    static ROOTS: OnceLock<Vec<CertificateDer<'static>>> = OnceLock::new();
-    ROOTS.get_or_init(|| {
-        let found = rustls_native_certs::load_native_certs();
-        for error in &found.errors {
-            tracing::warn!("cannot load a system root certificate: {error}");
-        }
-        found.certs
-    })
-}
-
-/// Every certificate in the PEM file at `path`, which must hold at least one.
-fn read_certs(path: &Path, field: &str) -> Result<Vec<CertificateDer<'static>>, String> {
-    let certs = CertificateDer::pem_file_iter(path)
-        .and_then(|iter| iter.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| pem_error(field, path, e))?;
-    if certs.is_empty() {
-        return Err(format!(
-            "no certificate found in {field} {}",
-            path.display()
-        ));
-    }
-    Ok(certs)
-}
-
-/// The first private key in the PEM file at `path`.
-fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
-    PrivateKeyDer::from_pem_file(path).map_err(|e| pem_error("client_key", path, e))
-}
-
-fn pem_error(field: &str, path: &Path, error: pem::Error) -> String {
-    let path = path.display();
-    match error {
-        pem::Error::Io(e) => format!("cannot read {field} {path}: {e}"),
-        pem::Error::NoItemsFound if field == "client_key" => {
-            format!("no private key found in {field} {path}")
-        }
-        pem::Error::NoItemsFound => format!("no certificate found in {field} {path}"),
-        other => format!("{field} {path} is not valid pem: {other}"),
-    }
-}
-
-/// A verifier for `insecure_skip_verify`: it accepts any certificate for any
-/// name, but still checks the handshake signatures so the session keys are
-/// bound to the presented key.
-#[derive(Debug)]
-struct AcceptAnyCert(WebPkiSupportedAlgorithms);
-
-impl ServerCertVerifier for AcceptAnyCert {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_schemes()
-    }
-}
-
 /// A failure before the phases, status and redirect count are attached.
 #[derive(Debug)]
 struct Fail {
@@ -261,19 +123,6 @@ impl Fail {
             format!("body exceeds the {max}-byte cap ({stage})"),
         )
     }
-}
-
-/// An error and its sources as one sentence, e.g. hyper's terse message
-/// followed by the I/O error beneath it.
-fn describe(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(inner) = source {
-        text.push_str(": ");
-        text.push_str(&inner.to_string());
-        source = inner.source();
-    }
-    text
 }
 
 fn protocol(doing: &str, error: &hyper::Error) -> Fail {
@@ -686,28 +535,16 @@ async fn tls_handshake(
         .with_alpn(vec![b"http/1.1".to_vec()])
         .connect(name, tcp);
     let stream = progress.within(Phase::Tls, handshake).await?.map_err(|e| {
-        Fail::new(
-            FailureReason::Tls,
-            format!("tls handshake with {host} failed: {}", describe(&e)),
-        )
+        let shared = super::error::handshake_failed(host, &e);
+        Fail::new(shared.reason, shared.message)
     })?;
     progress.lap(Instant::now());
     progress.tls_expiry = stream
         .get_ref()
         .1
         .peer_certificates()
-        .and_then(earliest_expiry);
+        .and_then(super::tls::earliest_expiry);
     Ok(stream)
-}
-
-/// The earliest `notAfter` among `chain`, as Unix seconds; certificates that
-/// do not parse are skipped.
-pub(crate) fn earliest_expiry(chain: &[CertificateDer<'_>]) -> Option<i64> {
-    chain
-        .iter()
-        .filter_map(|der| x509_parser::parse_x509_certificate(der).ok())
-        .map(|(_, cert)| cert.validity().not_after.timestamp())
-        .min()
 }
 
 /// Reads body frames until the end, failing as soon as more than `max`
@@ -841,6 +678,8 @@ impl AsyncWrite for FirstByte {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
+    use crate::net::tls::TlsOptions;
+    use rustls_pki_types::PrivateKeyDer;
     use std::io::Write;
     use std::sync::Mutex;
     use std::sync::atomic::{AtomicU64, Ordering};
@@ -861,7 +700,7 @@ mod tests {
             max_redirects: 5,
             max_body_bytes: 1 << 20,
             decompress: true,
-            tls: tls_client_config(&TlsOptions::default()).unwrap(),
+            tls: crate::net::tls::client_config(&TlsOptions::default()).unwrap(),
             server_name: None,
         }
     }
@@ -1328,7 +1167,7 @@ mod tests {
 
     fn tls_options(tls: TlsOptions) -> TransportOptions {
         TransportOptions {
-            tls: tls_client_config(&tls).unwrap(),
+            tls: crate::net::tls::client_config(&tls).unwrap(),
             server_name: tls.server_name,
             ..options()
         }
@@ -1342,11 +1181,12 @@ mod tests {
         let by_ip = format!("https://{addr}/");
 
         let failure = run(get(&by_name), &options(), BOUND).await.unwrap_err();
-        assert_eq!(failure.reason, FailureReason::Tls, "{failure:?}");
-        assert!(
-            failure
-                .message
-                .contains("invalid peer certificate: UnknownIssuer"),
+        // Classified like every kind's certificate failures, not as a
+        // generic `tls` with rustls' Debug text.
+        assert_eq!(failure.reason, FailureReason::CertUntrusted, "{failure:?}");
+        assert_eq!(
+            failure.message,
+            "certificate of localhost is not trusted: unknown issuer (self-signed, or a private CA: set ca_file to trust it)",
             "{failure:?}"
         );
         assert!(failure.phases.tls > Duration::ZERO);
@@ -1380,10 +1220,10 @@ mod tests {
         let failure = run(get(&by_ip), &tls_options(trusted.clone()), BOUND)
             .await
             .unwrap_err();
-        assert_eq!(failure.reason, FailureReason::Tls, "{failure:?}");
-        assert!(
-            failure.message.contains("not valid for name"),
-            "{failure:?}"
+        assert_eq!(failure.reason, FailureReason::CertHostname, "{failure:?}");
+        assert_eq!(
+            failure.message,
+            "certificate is not valid for 127.0.0.1: it names localhost"
         );
         let renamed = tls_options(TlsOptions {
             server_name: Some("localhost".to_owned()),
@@ -1398,7 +1238,7 @@ mod tests {
         let missing = dir.path().join("missing.pem");
         let empty = dir.path().join("empty.pem");
         std::fs::write(&empty, "no pem here\n").unwrap();
-        let error = |tls: TlsOptions| tls_client_config(&tls).unwrap_err();
+        let error = |tls: TlsOptions| crate::net::tls::client_config(&tls).unwrap_err();
 
         let message = error(TlsOptions {
             ca_file: Some(missing.clone()),
@@ -1441,6 +1281,6 @@ mod tests {
             client_key: Some(key),
             ..TlsOptions::default()
         };
-        assert!(tls_client_config(&with_client_cert).is_ok());
+        assert!(crate::net::tls::client_config(&with_client_cert).is_ok());
     }
 }

@@ -15,6 +15,20 @@ use std::fmt;
 /// document before giving up on finding further errors.
 const MAX_ROUNDS: usize = 100;
 
+/// Where something was written: a file and a 1-based line and column.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct SourceLocation {
+    pub file: String,
+    pub line: usize,
+    pub column: usize,
+}
+
+impl std::fmt::Display for SourceLocation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}:{}", self.file, self.line, self.column)
+    }
+}
+
 /// One error in a config or probe file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Diagnostic {
@@ -694,7 +708,59 @@ pub fn deserialize_collecting<T: serde::de::DeserializeOwned>(
     doc: &SourceDoc,
     diags: &mut Diagnostics,
 ) -> Option<T> {
-    let mut working = doc.table().clone();
+    deserialize_part(doc, Part::default(), diags)
+}
+
+/// Which part of a document [`deserialize_part`] reads.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Part<'a> {
+    /// The top-level table to read (`http`, `workload`); empty: the whole
+    /// document.
+    pub table: &'a str,
+    /// Top-level keys to leave out (the tables read by other parts). They
+    /// are still named as valid keys in unknown-key messages.
+    pub skip: &'a [&'a str],
+}
+
+/// [`deserialize_collecting`] over a part of the document: one top-level
+/// table, or the document without some top-level tables. Errors are located
+/// in the whole document, their paths starting with the table's key. This
+/// is how a probe file's common keys and its kind's table are read by
+/// different owners without either knowing the other's schema.
+pub fn deserialize_part<T: serde::de::DeserializeOwned>(
+    doc: &SourceDoc,
+    part: Part<'_>,
+    diags: &mut Diagnostics,
+) -> Option<T> {
+    let prefix: Vec<Seg> = if part.table.is_empty() {
+        Vec::new()
+    } else {
+        vec![Seg::Key(part.table.to_owned())]
+    };
+    let prefixed = |segs: &[Seg]| -> Vec<Seg> {
+        let mut all = prefix.clone();
+        all.extend_from_slice(segs);
+        all
+    };
+    let mut working = if part.table.is_empty() {
+        let mut whole = doc.table().clone();
+        for key in part.skip {
+            whole.remove(*key);
+        }
+        whole
+    } else {
+        match doc.table().get(part.table) {
+            Some(toml::Value::Table(t)) => t.clone(),
+            Some(other) => {
+                diags.push(doc.error_at(
+                    part.table,
+                    format!("expected a table, found {}", describe(other)),
+                ));
+                return None;
+            }
+            None => toml::Table::new(),
+        }
+    };
     let mut found: Vec<Diagnostic> = Vec::new();
     let mut failed: HashSet<String> = HashSet::new();
     let mut removed: HashSet<String> = HashSet::new();
@@ -716,7 +782,15 @@ pub fn deserialize_collecting<T: serde::de::DeserializeOwned>(
         // Where the offending entry is in the working copy, and what to
         // report.
         let diagnostic = match kind {
-            Problem::UnknownField { name, expected } => {
+            Problem::UnknownField { name, mut expected } => {
+                let at_root = match segs.as_slice() {
+                    [] => true,
+                    [Seg::Key(k)] => *k == name,
+                    _ => false,
+                };
+                if at_root && part.table.is_empty() {
+                    expected.extend(part.skip.iter().map(|k| (*k).to_owned()));
+                }
                 // The path may name the unknown key itself or its parent
                 // table; make it name the key.
                 let mut with_key = segs.clone();
@@ -726,7 +800,7 @@ pub fn deserialize_collecting<T: serde::de::DeserializeOwned>(
                 {
                     segs = with_key;
                 }
-                let path = format_path(&indices.original(&segs));
+                let path = format_path(&prefixed(&indices.original(&segs)));
                 let message = if expected.is_empty() {
                     format!("unknown key `{name}` (no keys are allowed here)")
                 } else {
@@ -737,7 +811,7 @@ pub fn deserialize_collecting<T: serde::de::DeserializeOwned>(
                 Some(diagnostic)
             }
             Problem::UnknownVariant { name, expected } => {
-                let path = format_path(&indices.original(&segs));
+                let path = format_path(&prefixed(&indices.original(&segs)));
                 let message = if expected.is_empty() {
                     format!("unknown value `{name}` (no values are allowed here)")
                 } else {
@@ -755,7 +829,7 @@ pub fn deserialize_collecting<T: serde::de::DeserializeOwned>(
                 if !is_table && segs.last() == Some(&Seg::Key(name.clone())) {
                     segs.pop();
                 }
-                let parent = format_path(&indices.original(&segs));
+                let parent = format_path(&prefixed(&indices.original(&segs)));
                 let key = join_key(&parent, &name);
                 if removed.contains(&key) {
                     None
@@ -770,7 +844,7 @@ pub fn deserialize_collecting<T: serde::de::DeserializeOwned>(
                 }
             }
             Problem::Other { message } => {
-                let path = format_path(&indices.original(&segs));
+                let path = format_path(&prefixed(&indices.original(&segs)));
                 // An error at a table or array that lost entries to earlier
                 // removals (an enum table left empty, a tuple now too short)
                 // is a consequence of those removals, not a new error.
@@ -784,7 +858,7 @@ pub fn deserialize_collecting<T: serde::de::DeserializeOwned>(
         };
 
         let original = indices.original(&segs);
-        let path = format_path(&original);
+        let path = format_path(&prefixed(&original));
         if !failed.insert(path.clone()) {
             // The same path failed again: removing it did not help.
             break;

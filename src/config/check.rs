@@ -1,0 +1,460 @@
+//! The located checker every part of a config or probe file is built with.
+//!
+//! [`Checker`] walks one file's raw values against its located document and
+//! records every problem (file, line, column, key path, what was expected)
+//! instead of stopping at the first. The file's owners — the daemon
+//! settings here, each probe kind in its own file, the assembly in
+//! `plan` — build their tables through its methods, each taking a dotted
+//! key path (`tcp.address`, `flow.steps[2].url`). It knows no kind and no
+//! receiver; the free functions are the shared value syntaxes (sizes,
+//! names, schedules).
+
+use super::Schedule;
+use super::raw::RawSize;
+use crate::diag::{self, Diagnostic, Diagnostics, SourceDoc, SourceLocation};
+use crate::expr::{Assertion, Expr};
+use crate::secret::{self, Redactor};
+use crate::template::Text;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+/// Checks one file's raw values against its located document, recording
+/// every problem, and builds the runtime values that pass.
+pub struct Checker<'a> {
+    pub doc: &'a SourceDoc,
+    pub diags: &'a mut Diagnostics,
+    pub redactor: &'a mut Redactor,
+    pub base_dir: &'a Path,
+}
+
+impl<'a> Checker<'a> {
+    pub fn new(
+        doc: &'a SourceDoc,
+        diags: &'a mut Diagnostics,
+        redactor: &'a mut Redactor,
+        base_dir: &'a Path,
+    ) -> Checker<'a> {
+        Checker {
+            doc,
+            diags,
+            redactor,
+            base_dir,
+        }
+    }
+
+    /// Reads the top-level table `key` of this file into its owner's raw
+    /// type (a probe kind's `[tcp]`, `[workload]`), every error located.
+    pub fn table<T: serde::de::DeserializeOwned>(&mut self, key: &str) -> Option<T> {
+        diag::deserialize_part(
+            self.doc,
+            diag::Part {
+                table: key,
+                skip: &[],
+            },
+            self.diags,
+        )
+    }
+
+    /// Records a diagnostic made elsewhere.
+    pub fn push(&mut self, diagnostic: Diagnostic) {
+        self.diags.push(diagnostic);
+    }
+}
+
+impl Checker<'_> {
+    /// An error at the value of `path`.
+    pub fn err(&mut self, path: &str, message: impl Into<String>) {
+        let d = self.doc.error_at(path, message);
+        self.diags.push(d);
+    }
+
+    /// A required key missing from the table at `table`.
+    pub fn missing(&mut self, table: &str, key: &str) {
+        self.diags.push(
+            self.doc
+                .error_at_key(table, format!("missing required key `{key}`")),
+        );
+    }
+
+    /// A size written at `path` (`4096` or `"4 KiB"`), from 1 byte to
+    /// `max`; `default` when unset, or after recording why it is not one.
+    pub fn size(&mut self, path: &str, raw: Option<&RawSize>, default: u64, max: u64) -> u64 {
+        match raw.map(parse_size) {
+            None => default,
+            Some(Ok(n)) if (1..=max).contains(&n) => n,
+            Some(Ok(n)) => {
+                self.err(
+                    path,
+                    format!(
+                        "expected a size from 1 B to {}, found {n} bytes",
+                        size_words(max)
+                    ),
+                );
+                default
+            }
+            Some(Err(msg)) => {
+                self.err(path, msg);
+                default
+            }
+        }
+    }
+
+    /// How many errors were recorded so far (to tell whether a part built).
+    pub fn error_count(&self) -> usize {
+        self.diags.len()
+    }
+
+    /// The directory relative paths in this file resolve against.
+    pub fn base_dir(&self) -> &Path {
+        self.base_dir
+    }
+
+    /// Compiles the `expect` list of the table at `table`.
+    pub fn expectations(
+        &mut self,
+        table: &str,
+        sources: &[String],
+        scope: &[&str],
+    ) -> Vec<Assertion> {
+        let mut out = Vec::new();
+        for (i, source) in sources.iter().enumerate() {
+            let path = format!("{table}.expect[{i}]");
+            if let Some(expr) = self.expr(&path, source, scope) {
+                out.push(Assertion {
+                    expr,
+                    location: self.location(&path),
+                });
+            }
+        }
+        out
+    }
+
+    /// Compiles one expression written at `path`.
+    pub fn expr(&mut self, path: &str, source: &str, scope: &[&str]) -> Option<Expr> {
+        match Expr::compile(source, scope) {
+            Ok(expr) => Some(expr),
+            Err(e) => {
+                let mut d = self.doc.error_at(path, e.message);
+                if let Some(col) = e.column {
+                    // Past the opening quote of a one-line string.
+                    d.column += col;
+                }
+                self.diags.push(d);
+                None
+            }
+        }
+    }
+
+    /// Expands secrets in a string value and compiles it as a template.
+    /// `known_vars` lists the `vars.X` it may read (`None`: any).
+    pub fn text(&mut self, path: &str, value: &str, known_vars: Option<&[String]>) -> Option<Text> {
+        let expanded = self.expand(path, value)?;
+        match Text::compile(&expanded, known_vars) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                // The message quotes the template: keep secrets out of it.
+                let mut msg = e.message;
+                self.redactor.scrub(&mut msg);
+                self.err(path, msg);
+                None
+            }
+        }
+    }
+
+    pub fn duration(&mut self, path: &str, value: Option<&str>, default: Duration) -> Duration {
+        match value {
+            None => default,
+            Some(text) => match humantime::parse_duration(text) {
+                Ok(d) => d,
+                Err(e) => {
+                    self.err(
+                        path,
+                        format!("expected a duration like `30s` or `500ms`, found `{text}` ({e})"),
+                    );
+                    default
+                }
+            },
+        }
+    }
+
+    pub fn header_value(&mut self, path: &str, value: &str) -> Option<http::HeaderValue> {
+        http::HeaderValue::from_str(value)
+            .map_err(|_| {
+                self.err(
+                    path,
+                    "expected a header value of visible ASCII characters".to_owned(),
+                )
+            })
+            .ok()
+    }
+
+    /// Expands secret references in a string value, reporting failures.
+    pub fn expand(&mut self, path: &str, value: &str) -> Option<String> {
+        match secret::expand(value, self.base_dir, self.redactor) {
+            Ok((out, _)) => Some(out),
+            Err(msg) => {
+                self.err(path, msg);
+                None
+            }
+        }
+    }
+
+    /// Header name/value pairs with secrets expanded.
+    pub fn headers(
+        &mut self,
+        path: &str,
+        raw: BTreeMap<String, String>,
+    ) -> Vec<(http::HeaderName, String)> {
+        let mut out = Vec::new();
+        for (name, value) in raw {
+            let key = format!("{path}.{name}");
+            let Ok(header) = http::HeaderName::from_bytes(name.as_bytes()) else {
+                self.diags.push(
+                    self.doc
+                        .error_at_key(&key, format!("`{name}` is not a valid HTTP header name")),
+                );
+                continue;
+            };
+            if let Some(v) = self.expand(&key, &value) {
+                if http::HeaderValue::from_str(&v).is_err() {
+                    // Never echo the value: it may hold a secret.
+                    self.err(
+                        &key,
+                        "the header value is not valid in HTTP (control characters or non-ASCII)",
+                    );
+                    continue;
+                }
+                out.push((header, v));
+            }
+        }
+        out
+    }
+
+    pub fn location(&self, path: &str) -> SourceLocation {
+        let (line, column) = self.doc.value_position(path);
+        SourceLocation {
+            file: self.doc.file().to_owned(),
+            line,
+            column,
+        }
+    }
+
+    /// Compiles the templates in a JSON body; a bad leaf is located at its key.
+    pub fn json_template(
+        &mut self,
+        path: &str,
+        value: &serde_json::Value,
+        known: Option<&[String]>,
+    ) -> Option<crate::template::JsonTemplate> {
+        match crate::template::JsonTemplate::compile(value, known) {
+            Ok(t) => Some(t),
+            Err((leaf, e)) => {
+                let mut msg = e.message;
+                self.redactor.scrub(&mut msg);
+                let at = if leaf.is_empty() {
+                    path.to_owned()
+                } else {
+                    format!("{path}.{leaf}")
+                };
+                self.err(&at, msg);
+                None
+            }
+        }
+    }
+}
+
+/// A path as the user would write it: relative to the working directory
+/// when it is below it.
+pub fn display_path(p: &Path) -> String {
+    let rel = std::env::current_dir()
+        .ok()
+        .and_then(|cwd| p.strip_prefix(cwd).ok().map(Path::to_path_buf));
+    rel.unwrap_or_else(|| p.to_path_buf()).display().to_string()
+}
+
+/// Probe and environment names become metric labels, header values and
+/// baggage entries, so they are kept to characters that need no escaping.
+pub fn valid_name(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+        && s.len() <= 128
+}
+
+pub fn valid_label(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// Parses `every 30s`, or a cron expression (5 fields, or 6 with seconds)
+/// evaluated in `timezone` (an IANA name, default UTC).
+pub fn parse_schedule(text: &str, timezone: Option<&str>) -> Result<Schedule, String> {
+    let text = text.trim();
+    if let Some(rest) = text.strip_prefix("every ") {
+        if timezone.is_some() {
+            return Err("`timezone` applies to cron schedules only".into());
+        }
+        let d = humantime::parse_duration(rest.trim())
+            .map_err(|e| format!("expected `every <duration>` like `every 30s`: {e}"))?;
+        if d < Duration::from_secs(1) {
+            return Err(format!("the interval must be at least 1s, found `{text}`"));
+        }
+        return Ok(Schedule::Every(d));
+    }
+    let tz = timezone.unwrap_or("UTC");
+    crate::schedule::parse_timezone(tz)?;
+    crate::schedule::parse_cron(text).map_err(|e| {
+        format!("{e} (expected `every <duration>` like `every 30s`, or a cron expression)")
+    })?;
+    Ok(Schedule::Cron {
+        expression: crate::schedule::normalize_cron(text),
+        timezone: tz.to_owned(),
+    })
+}
+
+/// The shortest time between two runs of a schedule, if it can be known.
+pub fn min_gap(schedule: &Schedule) -> Option<Duration> {
+    match schedule {
+        Schedule::Every(d) => Some(*d),
+        Schedule::Cron {
+            expression,
+            timezone,
+        } => {
+            let cron = crate::schedule::parse_cron(expression).ok()?;
+            let tz = crate::schedule::parse_timezone(timezone).ok()?;
+            crate::schedule::cron_min_gap(&cron, &tz, chrono::Utc::now())
+        }
+    }
+}
+
+/// Parses `"3 of 5"`.
+pub fn parse_m_of_k(text: &str) -> Result<(u32, u32), String> {
+    let bad = || format!("expected `M of K` like `3 of 5` (1 ≤ M ≤ K ≤ 100), found `{text}`");
+    let (m, k) = text.split_once(" of ").ok_or_else(bad)?;
+    let m: u32 = m.trim().parse().map_err(|_| bad())?;
+    let k: u32 = k.trim().parse().map_err(|_| bad())?;
+    if m == 0 || m > k || k > 100 {
+        return Err(bad());
+    }
+    Ok((m, k))
+}
+
+/// Parses `4194304`, `512 KiB`, `4MiB`, `1 MB`, …
+pub fn parse_size(raw: &RawSize) -> Result<u64, String> {
+    let text = match raw {
+        RawSize::Bytes(n) => return Ok(*n),
+        RawSize::Text(t) => t.trim(),
+    };
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (num, unit) = text.split_at(split);
+    let num: f64 = num
+        .parse()
+        .map_err(|_| format!("expected a size like `4 MiB`, found `{text}`"))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kb" => 1000,
+        "kib" | "k" => 1024,
+        "mb" => 1000 * 1000,
+        "mib" | "m" => 1024 * 1024,
+        "gb" => 1000 * 1000 * 1000,
+        "gib" | "g" => 1024 * 1024 * 1024,
+        other => {
+            return Err(format!(
+                "unknown size unit `{other}` in `{text}` (expected B, KB, KiB, MB, MiB, GB or GiB)"
+            ));
+        }
+    };
+    Ok((num * mult as f64) as u64)
+}
+
+/// `n` bytes in the largest binary unit that divides it: `64 KiB`.
+pub fn size_words(n: u64) -> String {
+    const UNITS: [(u64, &str); 3] = [(1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")];
+    UNITS.iter().find(|(unit, _)| n % unit == 0).map_or_else(
+        || format!("{n} B"),
+        |(unit, name)| format!("{} {name}", n / unit),
+    )
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn size_limits_are_worded_in_their_unit() {
+        assert_eq!(size_words(1 << 30), "1 GiB");
+        assert_eq!(size_words(64 * 1024 * 1024), "64 MiB");
+        assert_eq!(size_words(64 * 1024), "64 KiB");
+        assert_eq!(size_words(1536), "1536 B");
+        assert_eq!(size_words(1000), "1000 B");
+    }
+
+    #[test]
+    fn schedules() {
+        assert_eq!(
+            parse_schedule("every 30s", None).unwrap(),
+            Schedule::Every(Duration::from_secs(30))
+        );
+        assert_eq!(
+            parse_schedule(" every 2m ", None).unwrap(),
+            Schedule::Every(Duration::from_secs(120))
+        );
+        assert!(parse_schedule("every 100ms", None).is_err());
+        assert!(parse_schedule("every soon", None).is_err());
+        assert!(parse_schedule("every 1m", Some("UTC")).is_err());
+        assert_eq!(
+            parse_schedule("*/5 * * * *", Some("Europe/Berlin")).unwrap(),
+            Schedule::Cron {
+                expression: "0 */5 * * * *".into(),
+                timezone: "Europe/Berlin".into()
+            }
+        );
+        assert!(parse_schedule("*/5 * * * *", Some("Mars/Base")).is_err());
+        assert!(parse_schedule("99 * * * *", None).is_err());
+        assert_eq!(
+            min_gap(&parse_schedule("0 */10 * * * *", None).unwrap()),
+            Some(Duration::from_secs(600))
+        );
+    }
+
+    #[test]
+    fn m_of_k() {
+        assert_eq!(parse_m_of_k("3 of 5").unwrap(), (3, 5));
+        assert_eq!(parse_m_of_k(" 1 of 1 ").unwrap(), (1, 1));
+        assert!(parse_m_of_k("6 of 5").is_err());
+        assert!(parse_m_of_k("0 of 5").is_err());
+        assert!(parse_m_of_k("3/5").is_err());
+        assert!(parse_m_of_k("1 of 101").is_err());
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size(&RawSize::Bytes(10)).unwrap(), 10);
+        assert_eq!(parse_size(&RawSize::Text("4 MiB".into())).unwrap(), 4 << 20);
+        assert_eq!(
+            parse_size(&RawSize::Text("512KiB".into())).unwrap(),
+            512 << 10
+        );
+        assert_eq!(
+            parse_size(&RawSize::Text("1 MB".into())).unwrap(),
+            1_000_000
+        );
+        assert!(parse_size(&RawSize::Text("4 parsecs".into())).is_err());
+        assert!(parse_size(&RawSize::Text("lots".into())).is_err());
+    }
+
+    #[test]
+    fn names() {
+        assert!(valid_name("api-health.v2_x"));
+        assert!(!valid_name("-lead"));
+        assert!(!valid_name("has space"));
+        assert!(!valid_name(""));
+        assert!(valid_label("team_name"));
+        assert!(!valid_label("team-name"));
+    }
+}

@@ -1,0 +1,399 @@
+//! Loading `config.toml`: finding it, layering it with the `config` crate
+//! (defaults → file → `SYNTHMON_…__…` environment → `--set`), and checking
+//! the daemon's own settings (daemon, tagging, environments, telemetry).
+//!
+//! Probe files and alerting are checked by the assembly (`plan`), which
+//! continues with the same located document, diagnostics and redactor so
+//! that one run reports every error of every file.
+
+use super::check::{Checker, valid_label, valid_name};
+use super::raw::{self, RawConfig, RawEnvironment};
+use super::{
+    BaseUrl, DaemonConfig, Environment, OtlpProtocol, Settings, Tagging, TelemetryConfig,
+    TlsOptions,
+};
+use crate::diag::{self, Diagnostic, Diagnostics, SourceDoc};
+use crate::secret::Redactor;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9464";
+pub const DEFAULT_PROBE_GLOB: &str = "probes/*.toml";
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(60);
+pub const DEFAULT_MAX_REDIRECTS: u32 = 10;
+pub const DEFAULT_MAX_CONCURRENT_RUNS: usize = 64;
+pub const DEFAULT_SPAN_QUEUE: usize = 2048;
+pub const DEFAULT_GROUP_WAIT: Duration = Duration::from_secs(10);
+pub const DEFAULT_RECEIVER_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_OTLP_TIMEOUT: Duration = Duration::from_secs(5);
+pub const DEFAULT_MAX_BODY_BYTES: u64 = 4 * 1024 * 1024;
+/// The largest body cap a probe may ask for.
+pub const MAX_BODY_BYTES_LIMIT: u64 = 1024 * 1024 * 1024;
+/// Where the config is looked for when `--config` is not given.
+pub const CONFIG_SEARCH: &[&str] = &["config.toml", "/etc/synthmon/config.toml"];
+/// Environment variables with this prefix and a `__` override config keys.
+pub const ENV_PREFIX: &str = "SYNTHMON";
+
+/// How to load: which file, and the command line's overrides.
+#[derive(Debug, Default, Clone)]
+pub struct LoadOptions {
+    pub config_path: Option<PathBuf>,
+    /// `key.path=value` pairs from `--set`, applied last.
+    pub overrides: Vec<(String, String)>,
+}
+
+/// The first stage of loading: the config file read, layered and checked
+/// (daemon, tagging, environments, telemetry), with everything a later
+/// stage needs to go on checking the probe files and alerting in the same
+/// run. Errors so far are in `diags`; the caller adds its own and fails if
+/// any was recorded.
+pub struct Loaded {
+    pub file: PathBuf,
+    pub doc: SourceDoc,
+    pub diags: Diagnostics,
+    pub redactor: Redactor,
+    pub base_dir: PathBuf,
+    /// The settings; where a value was wrong its default stands in, and
+    /// `diags` says why, so the later stages can still check the rest.
+    pub settings: Settings,
+    /// `[alerting]` as written, for the assembly to build receivers from.
+    pub alerting: super::raw::RawAlerting,
+}
+
+/// Reads, layers and checks the config file. `Err` only when the file
+/// cannot be found, read or parsed at all.
+pub fn load_settings(opts: &LoadOptions) -> Result<Loaded, Diagnostics> {
+    let path = find_config(opts)?;
+    let display = path.display().to_string();
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        one(Diagnostic {
+            file: display.clone(),
+            line: 0,
+            column: 0,
+            key: String::new(),
+            message: format!("cannot read config file: {e}"),
+            help: None,
+        })
+    })?;
+    let doc = SourceDoc::parse(&display, &text).map_err(one)?;
+    let mut diags = Diagnostics::default();
+    // The file alone, with locations: every mistake in it at once.
+    let Some(from_file) = diag::deserialize_collecting::<RawConfig>(&doc, &mut diags) else {
+        return Err(diags);
+    };
+    // With errors in the file, the layers would only repeat them; check
+    // what remains of the file instead, so the build step and the probe
+    // files still report theirs in the same run.
+    let mut raw = if diags.is_empty() {
+        layered(&text, &display, &opts.overrides)?
+    } else {
+        from_file
+    };
+    let base_dir = path
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
+    let mut redactor = Redactor::default();
+    let alerting = std::mem::take(&mut raw.alerting);
+    let settings = Checker::new(&doc, &mut diags, &mut redactor, &base_dir).settings(raw);
+    Ok(Loaded {
+        file: path,
+        doc,
+        diags,
+        redactor,
+        base_dir,
+        settings,
+        alerting,
+    })
+}
+
+pub fn one(d: Diagnostic) -> Diagnostics {
+    Diagnostics(vec![d])
+}
+
+fn find_config(opts: &LoadOptions) -> Result<PathBuf, Diagnostics> {
+    if let Some(p) = &opts.config_path {
+        return Ok(p.clone());
+    }
+    CONFIG_SEARCH
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.is_file())
+        .ok_or_else(|| {
+            one(Diagnostic {
+                file: CONFIG_SEARCH[0].into(),
+                line: 0,
+                column: 0,
+                key: String::new(),
+                message: format!(
+                    "no config file found (looked for {}); pass --config FILE",
+                    CONFIG_SEARCH.join(", ")
+                ),
+                help: None,
+            })
+        })
+}
+
+/// File → `SYNTHMON_…__…` environment → `--set`, through the `config` crate.
+fn layered(
+    text: &str,
+    display: &str,
+    overrides: &[(String, String)],
+) -> Result<RawConfig, Diagnostics> {
+    // Only variables with a `__` are config keys (every key sits in a
+    // table), so SYNTHMON_LOG and friends are not mistaken for keys.
+    let env: config::Map<String, String> = std::env::vars()
+        .filter(|(k, _)| k.starts_with(&format!("{ENV_PREFIX}_")) && k.contains("__"))
+        .collect();
+    let mut builder = config::Config::builder()
+        .add_source(config::File::from_str(text, config::FileFormat::Toml))
+        .add_source(
+            config::Environment::with_prefix(ENV_PREFIX)
+                .prefix_separator("_")
+                .separator("__")
+                .try_parsing(true)
+                .source(Some(env)),
+        );
+    for (key, value) in overrides {
+        builder = builder
+            .set_override(key.as_str(), value.as_str())
+            .map_err(|e| layer_error(display, key, &e))?;
+    }
+    builder
+        .build()
+        .and_then(|c| c.try_deserialize::<RawConfig>())
+        .map_err(|e| layer_error(display, "", &e))
+}
+
+fn layer_error(display: &str, key: &str, e: &config::ConfigError) -> Diagnostics {
+    one(Diagnostic {
+        file: format!("{display} (with {ENV_PREFIX}_* variables and --set)"),
+        line: 0,
+        column: 0,
+        key: key.to_owned(),
+        message: e.to_string(),
+        help: None,
+    })
+}
+
+impl Checker<'_> {
+    /// The daemon's own settings: everything in `config.toml` but alerting.
+    pub fn settings(&mut self, raw: RawConfig) -> Settings {
+        let d = raw.daemon;
+        let listen = d.listen.as_deref().unwrap_or(DEFAULT_LISTEN);
+        let listen = match listen.parse() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                self.err(
+                    "daemon.listen",
+                    format!("expected an address like `127.0.0.1:9464`, found `{listen}`"),
+                );
+                None
+            }
+        };
+        let drain_timeout = self.duration(
+            "daemon.drain_timeout",
+            d.drain_timeout.as_deref(),
+            DEFAULT_DRAIN_TIMEOUT,
+        );
+        let globs = d
+            .probes
+            .unwrap_or_else(|| vec![DEFAULT_PROBE_GLOB.to_owned()])
+            .into_iter()
+            .map(|g| self.base_dir.join(g).display().to_string())
+            .collect::<Vec<_>>();
+        let daemon = DaemonConfig {
+            listen: listen.unwrap_or_else(|| ([127, 0, 0, 1], 9464).into()),
+            // systemd's StateDirectory= hands the path over in
+            // STATE_DIRECTORY (a colon-separated list; the first is ours).
+            state_dir: d.state_dir.map(|s| self.base_dir.join(s)).or_else(|| {
+                std::env::var("STATE_DIRECTORY")
+                    .ok()
+                    .and_then(|v| v.split(':').next().map(PathBuf::from))
+                    .filter(|p| !p.as_os_str().is_empty())
+            }),
+            probe_globs: globs,
+            instance: d.instance.unwrap_or_default(),
+            location: d.location.unwrap_or_default(),
+            drain_timeout,
+            max_concurrent_runs: d.max_concurrent_runs.unwrap_or(DEFAULT_MAX_CONCURRENT_RUNS),
+        };
+        if daemon.max_concurrent_runs == 0 {
+            self.err("daemon.max_concurrent_runs", "expected at least 1");
+        }
+        let tagging = self.tagging(raw.tagging);
+        let mut environments = BTreeMap::new();
+        for (name, env) in raw.environments {
+            if let Some(e) = self.environment(&name, env) {
+                environments.insert(name, e);
+            }
+        }
+        let telemetry = self.telemetry(raw.telemetry);
+        Settings {
+            daemon,
+            tagging: tagging.unwrap_or_default(),
+            environments,
+            telemetry,
+        }
+    }
+
+    fn telemetry(&mut self, raw: raw::RawTelemetry) -> TelemetryConfig {
+        let otlp_protocol = match raw.otlp_protocol.as_deref() {
+            None | Some("grpc") => OtlpProtocol::Grpc,
+            Some("http/protobuf") => OtlpProtocol::HttpProtobuf,
+            Some(other) => {
+                self.err(
+                    "telemetry.otlp_protocol",
+                    format!("expected `grpc` or `http/protobuf`, found `{other}`"),
+                );
+                OtlpProtocol::Grpc
+            }
+        };
+        if let Some(endpoint) = &raw.otlp_endpoint {
+            match url::Url::parse(endpoint) {
+                Ok(u) if matches!(u.scheme(), "http" | "https") => {}
+                _ => self.err(
+                    "telemetry.otlp_endpoint",
+                    format!(
+                        "expected an http(s) URL like `http://127.0.0.1:4317`, found `{endpoint}`"
+                    ),
+                ),
+            }
+        }
+        let mut otlp_headers = Vec::new();
+        for (k, v) in raw.otlp_headers {
+            if let Some(v) = self.expand(&format!("telemetry.otlp_headers.{k}"), &v) {
+                otlp_headers.push((k, v));
+            }
+        }
+        let queue_size = raw.queue_size.unwrap_or(DEFAULT_SPAN_QUEUE);
+        if queue_size == 0 {
+            self.err("telemetry.queue_size", "expected at least 1");
+        }
+        TelemetryConfig {
+            otlp_endpoint: raw.otlp_endpoint,
+            otlp_protocol,
+            otlp_headers,
+            otlp_timeout: self.duration(
+                "telemetry.otlp_timeout",
+                raw.otlp_timeout.as_deref(),
+                DEFAULT_OTLP_TIMEOUT,
+            ),
+            queue_size,
+            service_name: raw.service_name,
+        }
+    }
+
+    fn tagging(&mut self, raw: raw::RawTagging) -> Option<Tagging> {
+        let header = raw.header.as_deref().unwrap_or("x-synthetic");
+        let header = http::HeaderName::from_bytes(header.as_bytes())
+            .map_err(|_| {
+                self.err(
+                    "tagging.header",
+                    format!("expected an HTTP header name, found `{header}`"),
+                )
+            })
+            .ok();
+        let value = self.header_value("tagging.value", raw.value.as_deref().unwrap_or("true"));
+        let ua = raw
+            .user_agent
+            .unwrap_or_else(crate::tagging::default_user_agent);
+        let user_agent = self.header_value("tagging.user_agent", &ua);
+        Some(Tagging {
+            header: header?,
+            value: value?,
+            user_agent: user_agent?,
+        })
+    }
+
+    fn environment(&mut self, name: &str, raw: RawEnvironment) -> Option<Environment> {
+        let path = format!("environments.{name}");
+        if !valid_name(name) {
+            self.diags.push(self.doc.error_at_key(
+                &path,
+                format!("environment name `{name}` must match [A-Za-z0-9][A-Za-z0-9_.-]*"),
+            ));
+        }
+        let base_url = match raw.base_url.as_deref() {
+            None => {
+                self.diags.push(
+                    self.doc
+                        .error_at_key(&path, "missing required key `base_url`".to_owned()),
+                );
+                None
+            }
+            Some("builtin:sandbox") => Some(BaseUrl::Sandbox),
+            Some(text) => {
+                let key = format!("{path}.base_url");
+                let expanded = self.expand(&key, text)?;
+                match url::Url::parse(&expanded) {
+                    Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {
+                        Some(BaseUrl::Url(u))
+                    }
+                    Ok(_) => {
+                        self.err(
+                            &key,
+                            "expected an http:// or https:// URL with a host, or `builtin:sandbox`",
+                        );
+                        None
+                    }
+                    Err(e) => {
+                        self.err(
+                            &key,
+                            format!("expected an http(s) URL or `builtin:sandbox`: {e}"),
+                        );
+                        None
+                    }
+                }
+            }
+        };
+        let headers = self.headers(&format!("{path}.headers"), raw.headers);
+        let mut variables = BTreeMap::new();
+        for (k, v) in raw.variables {
+            if let Some(v) = self.expand(&format!("{path}.variables.{k}"), &v) {
+                variables.insert(k, v);
+            }
+        }
+        for key in raw.labels.keys() {
+            if !valid_label(key) {
+                self.diags.push(self.doc.error_at_key(
+                    &format!("{path}.labels.{key}"),
+                    format!("label name `{key}` must match [a-zA-Z_][a-zA-Z0-9_]*"),
+                ));
+            }
+        }
+        let raw_tls = raw.tls.unwrap_or_default();
+        let tls = TlsOptions {
+            ca_file: raw_tls.ca_file.map(|f| self.base_dir.join(f)),
+            client_cert: raw_tls.client_cert.map(|f| self.base_dir.join(f)),
+            client_key: raw_tls.client_key.map(|f| self.base_dir.join(f)),
+            insecure_skip_verify: raw_tls.insecure_skip_verify.unwrap_or(false),
+            server_name: raw_tls.server_name,
+        };
+        if tls.insecure_skip_verify {
+            tracing::warn!(
+                environment = name,
+                "tls.insecure_skip_verify is on: certificates of this environment are NOT verified"
+            );
+        }
+        let tls_client = match crate::net::tls::client_config(&tls) {
+            Ok(c) => Some(c),
+            Err(msg) => {
+                self.err(&format!("{path}.tls"), msg);
+                None
+            }
+        };
+        Some(Environment {
+            name: name.to_owned(),
+            base_url: base_url?,
+            headers,
+            variables,
+            tls,
+            tls_client: tls_client?,
+            labels: raw.labels,
+        })
+    }
+}

@@ -1,0 +1,262 @@
+//! How network failures become a reason and a sentence.
+//!
+//! Every kind fails through [`Fail`]: a closed [`FailureReason`] (a metric
+//! label) and a message for people. The wording of a fault lives here once,
+//! so the same fault reads the same in every kind: [`describe`] turns an
+//! error chain into one sentence (never a `Debug` dump), [`cert_failure`]
+//! words a certificate verdict, and [`handshake_failed`] looks through an
+//! I/O error for the rustls verdict beneath it.
+
+use crate::outcome::FailureReason;
+use rustls::CertificateError;
+use rustls_pki_types::UnixTime;
+use std::fmt::Display;
+use std::io;
+
+/// A failure with its reason and a sentence for people.
+///
+/// The steps of a run return it with `?`; the kind turns the first one into
+/// the outcome's failure, so the reason is decided where the failure is
+/// understood, not guessed later from an error's text.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Fail {
+    pub reason: FailureReason,
+    pub message: String,
+}
+
+impl Fail {
+    pub fn new(reason: FailureReason, message: impl Into<String>) -> Fail {
+        Fail {
+            reason,
+            message: message.into(),
+        }
+    }
+}
+
+/// An error and its sources as one sentence: the outer error alone often
+/// says only "connection error", and the cause is what a person can act on.
+/// A cause is left out when the sentence already ends with it (errors that
+/// print their cause and return it as the source too, like h2's).
+pub fn describe(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(inner) = source {
+        let more = inner.to_string();
+        if !text.ends_with(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        source = inner.source();
+    }
+    text
+}
+
+/// The rustls error somewhere in `error`'s chain, if any.
+pub fn rustls_error<'e>(error: &'e (dyn std::error::Error + 'static)) -> Option<&'e rustls::Error> {
+    let mut current = Some(error);
+    while let Some(e) = current {
+        if let Some(found) = e.downcast_ref::<rustls::Error>() {
+            return Some(found);
+        }
+        if let Some(io) = e.downcast_ref::<io::Error>() {
+            if let Some(inner) = io.get_ref() {
+                if let Some(found) = inner.downcast_ref::<rustls::Error>() {
+                    return Some(found);
+                }
+            }
+        }
+        current = e.source();
+    }
+    None
+}
+
+/// A handshake that failed (no common version, not TLS, a bad signature or
+/// certificate), with `peer` as the run knows it. A certificate verdict gets
+/// its own reason and sentence ([`cert_failure`]); anything else is `tls`.
+pub fn handshake_failed(peer: impl Display, error: &io::Error) -> Fail {
+    let peer = peer.to_string();
+    if let Some(verdict @ rustls::Error::InvalidCertificate(_)) = rustls_error(error) {
+        let (reason, message) = cert_failure(&peer, verdict);
+        return Fail::new(reason, message);
+    }
+    Fail::new(
+        FailureReason::Tls,
+        format!("tls handshake with {peer} failed: {}", describe(error)),
+    )
+}
+
+/// The reason and sentence for a certificate that did not verify, from
+/// rustls' verdict alone (so a strict handshake, which keeps nothing else,
+/// and a recording one say the same): `certificate of db.example expired
+/// on 2020-01-02 (1069 days ago)`.
+pub fn cert_failure(name: &str, error: &rustls::Error) -> (FailureReason, String) {
+    let rustls::Error::InvalidCertificate(cert) = error else {
+        return (
+            FailureReason::Tls,
+            format!("certificate of {name} cannot be used: {error}"),
+        );
+    };
+    match cert {
+        CertificateError::ExpiredContext { time, not_after } => (
+            FailureReason::CertExpired,
+            format!(
+                "certificate of {name} expired on {} ({} ago)",
+                day(*not_after),
+                ago(*not_after, *time)
+            ),
+        ),
+        CertificateError::Expired => (
+            FailureReason::CertExpired,
+            format!("certificate of {name} has expired"),
+        ),
+        CertificateError::NotValidYetContext { time, not_before } => (
+            FailureReason::CertExpired,
+            format!(
+                "certificate of {name} is not valid before {} ({} from now)",
+                day(*not_before),
+                ago(*time, *not_before)
+            ),
+        ),
+        CertificateError::NotValidYet => (
+            FailureReason::CertExpired,
+            format!("certificate of {name} is not valid yet"),
+        ),
+        CertificateError::NotValidForNameContext { presented, .. } => (
+            FailureReason::CertHostname,
+            format!(
+                "certificate is not valid for {name}: it names {}",
+                if presented.is_empty() {
+                    "no host".to_owned()
+                } else {
+                    presented
+                        .iter()
+                        .map(|n| presented_name(n))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                }
+            ),
+        ),
+        CertificateError::NotValidForName => (
+            FailureReason::CertHostname,
+            format!("certificate is not valid for {name}"),
+        ),
+        CertificateError::UnknownIssuer => (
+            FailureReason::CertUntrusted,
+            format!(
+                "certificate of {name} is not trusted: unknown issuer (self-signed, or a private CA: set ca_file to trust it)"
+            ),
+        ),
+        CertificateError::Revoked => (
+            FailureReason::CertUntrusted,
+            format!("certificate of {name} is not trusted: it has been revoked"),
+        ),
+        CertificateError::BadSignature
+        | CertificateError::UnsupportedSignatureAlgorithmContext { .. }
+        | CertificateError::UnsupportedSignatureAlgorithmForPublicKeyContext { .. }
+        | CertificateError::InvalidPurpose
+        | CertificateError::InvalidPurposeContext { .. }
+        | CertificateError::UnhandledCriticalExtension => (
+            FailureReason::CertUntrusted,
+            format!("certificate of {name} is not trusted: {error}"),
+        ),
+        _ => (
+            FailureReason::Tls,
+            format!("certificate of {name} cannot be used: {error}"),
+        ),
+    }
+}
+
+/// A name as webpki presents it (`DnsName("a.example")`,
+/// `IpAddress(127.0.0.1)`) without the wrapping.
+fn presented_name(name: &str) -> &str {
+    let inner = name
+        .strip_prefix("DnsName(\"")
+        .and_then(|n| n.strip_suffix("\")"))
+        .or_else(|| {
+            name.strip_prefix("IpAddress(")
+                .and_then(|n| n.strip_suffix(')'))
+        });
+    inner.unwrap_or(name)
+}
+
+/// A time as its UTC date and time, e.g. `2020-01-02 00:00:00 UTC`.
+fn day(t: UnixTime) -> String {
+    i64::try_from(t.as_secs())
+        .ok()
+        .and_then(|s| chrono::DateTime::from_timestamp(s, 0))
+        .map_or_else(
+            || format!("{}s after the epoch", t.as_secs()),
+            |t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
+        )
+}
+
+/// The time from `earlier` to `later` in words: `3 days`, `5 hours`.
+fn ago(earlier: UnixTime, later: UnixTime) -> String {
+    let secs = later.as_secs().saturating_sub(earlier.as_secs());
+    let (n, unit) = match secs {
+        s if s >= 2 * 86_400 => (s / 86_400, "days"),
+        s if s >= 2 * 3_600 => (s / 3_600, "hours"),
+        s if s >= 2 * 60 => (s / 60, "minutes"),
+        s => (s, "seconds"),
+    };
+    format!("{n} {unit}")
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn at(secs: u64) -> UnixTime {
+        UnixTime::since_unix_epoch(Duration::from_secs(secs))
+    }
+
+    #[test]
+    fn certificate_verdicts_are_worded_once() {
+        let expired = rustls::Error::InvalidCertificate(CertificateError::ExpiredContext {
+            time: at(1_700_000_000),
+            not_after: at(1_700_000_000 - 3 * 86_400),
+        });
+        assert_eq!(
+            cert_failure("db.example", &expired),
+            (
+                FailureReason::CertExpired,
+                "certificate of db.example expired on 2023-11-11 22:13:20 UTC (3 days ago)"
+                    .to_owned()
+            )
+        );
+        let host = rustls::Error::InvalidCertificate(CertificateError::NotValidForNameContext {
+            expected: rustls_pki_types::ServerName::try_from("db.example").unwrap(),
+            presented: vec!["DnsName(\"wrong.example\")".to_owned()],
+        });
+        assert_eq!(
+            cert_failure("db.example", &host),
+            (
+                FailureReason::CertHostname,
+                "certificate is not valid for db.example: it names wrong.example".to_owned()
+            )
+        );
+        let untrusted = rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer);
+        assert_eq!(
+            cert_failure("db.example", &untrusted).0,
+            FailureReason::CertUntrusted
+        );
+        let other = rustls::Error::General("boom".to_owned());
+        assert_eq!(cert_failure("db.example", &other).0, FailureReason::Tls);
+    }
+
+    #[test]
+    fn handshake_errors_find_the_verdict_inside_io_errors() {
+        let io = io::Error::new(
+            io::ErrorKind::InvalidData,
+            rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer),
+        );
+        let fail = handshake_failed("localhost", &io);
+        assert_eq!(fail.reason, FailureReason::CertUntrusted);
+        let plain = io::Error::new(io::ErrorKind::UnexpectedEof, "eof");
+        let fail = handshake_failed("localhost", &plain);
+        assert_eq!(fail.reason, FailureReason::Tls);
+        assert_eq!(fail.message, "tls handshake with localhost failed: eof");
+    }
+}

@@ -1,0 +1,593 @@
+//! TLS for every kind that dials: the one client-config builder, the one
+//! trust store cache, the one certificate verifier, and the facts of a
+//! handshake.
+//!
+//! Two ways to shake hands share everything here. A *strict* client
+//! ([`client_config`], built once per environment at load) aborts the
+//! handshake on a bad certificate, as `http`, `grpc`, `stream`, `websocket`
+//! and outgoing notifications do; the failure is classified by
+//! [`super::error::classify`]. A *recording* client ([`Client`], one per run,
+//! for the `tls` kind and `tcp` with TLS) runs the same webpki checks but
+//! records the verdict and lets the handshake finish, so the chain can be
+//! described. Either way the verdict is rustls' own error, and
+//! [`super::error::cert_failure`] words it: the same fault gets the same
+//! reason and sentence whatever the kind.
+
+use super::error::{Fail, handshake_failed};
+use crate::outcome::FailureReason;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::{verify_server_cert_signed_by_trust_anchor, verify_server_name};
+use rustls::crypto::WebPkiSupportedAlgorithms;
+use rustls::server::ParsedCertificate;
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls_pki_types::pem::{self, PemObject};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use serde::Serialize;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::time::Duration;
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+
+/// TLS settings of an environment (or a receiver): trust, client
+/// certificate, verification.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TlsOptions {
+    /// Extra trust anchors (PEM) added to the system roots.
+    pub ca_file: Option<PathBuf>,
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
+    /// Skip certificate verification. Logged loudly at load.
+    pub insecure_skip_verify: bool,
+    /// Name to verify and send as SNI instead of the URL's host.
+    pub server_name: Option<String>,
+}
+
+/// Builds the client TLS config: system roots (rustls-native-certs) plus an
+/// optional extra CA bundle, optional client cert+key, or a verifier that
+/// accepts anything when `insecure_skip_verify`.
+pub fn client_config(opts: &TlsOptions) -> Result<Arc<ClientConfig>, String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let algorithms = provider.signature_verification_algorithms;
+    let builder = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("cannot set up tls: {e}"))?;
+    let builder = if opts.insecure_skip_verify {
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AcceptAnyCert(algorithms)))
+    } else {
+        builder.with_root_certificates(roots(opts.ca_file.as_deref())?)
+    };
+    let config = match (&opts.client_cert, &opts.client_key) {
+        (None, None) => builder.with_no_client_auth(),
+        (Some(cert), Some(key)) => builder
+            .with_client_auth_cert(read_certs(cert, "client_cert")?, read_key(key)?)
+            .map_err(|e| {
+                format!(
+                    "client_cert {} and client_key {} cannot be used: {e}",
+                    cert.display(),
+                    key.display()
+                )
+            })?,
+        (Some(_), None) => return Err("client_cert is set without client_key".to_owned()),
+        (None, Some(_)) => return Err("client_key is set without client_cert".to_owned()),
+    };
+    Ok(Arc::new(config))
+}
+
+/// The system roots plus every certificate in `ca_file`: the one trust
+/// store of every TLS client synthmon makes.
+pub fn roots(ca_file: Option<&Path>) -> Result<Arc<RootCertStore>, String> {
+    let Some(path) = ca_file else {
+        return Ok(Arc::clone(system_roots()));
+    };
+    let mut roots = RootCertStore::clone(system_roots());
+    for cert in read_certs(path, "ca_file")? {
+        roots.add(cert).map_err(|e| {
+            format!(
+                "ca_file {} holds an unusable certificate: {e}",
+                path.display()
+            )
+        })?;
+    }
+    Ok(Arc::new(roots))
+}
+
+/// The platform's trust anchors, parsed once per process because loading
+/// them can mean parsing a large file.
+fn system_roots() -> &'static Arc<RootCertStore> {
+    static ROOTS: OnceLock<Arc<RootCertStore>> = OnceLock::new();
+    ROOTS.get_or_init(|| {
+        let found = rustls_native_certs::load_native_certs();
+        for error in &found.errors {
+            tracing::warn!("cannot load a system root certificate: {error}");
+        }
+        let mut roots = RootCertStore::empty();
+        roots.add_parsable_certificates(found.certs);
+        Arc::new(roots)
+    })
+}
+
+/// Every certificate in the PEM file at `path`, which must hold at least one.
+pub fn read_certs(path: &Path, field: &str) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .and_then(|iter| iter.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| pem_error(field, path, e))?;
+    if certs.is_empty() {
+        return Err(format!(
+            "no certificate found in {field} {}",
+            path.display()
+        ));
+    }
+    Ok(certs)
+}
+
+/// The first private key in the PEM file at `path`.
+fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
+    PrivateKeyDer::from_pem_file(path).map_err(|e| pem_error("client_key", path, e))
+}
+
+fn pem_error(field: &str, path: &Path, error: pem::Error) -> String {
+    let path = path.display();
+    match error {
+        pem::Error::Io(e) => format!("cannot read {field} {path}: {e}"),
+        pem::Error::NoItemsFound if field == "client_key" => {
+            format!("no private key found in {field} {path}")
+        }
+        pem::Error::NoItemsFound => format!("no certificate found in {field} {path}"),
+        other => format!("{field} {path} is not valid pem: {other}"),
+    }
+}
+
+/// A verifier for `insecure_skip_verify`: it accepts any certificate for any
+/// name, but still checks the handshake signatures so the session keys are
+/// bound to the presented key.
+#[derive(Debug)]
+struct AcceptAnyCert(WebPkiSupportedAlgorithms);
+
+impl ServerCertVerifier for AcceptAnyCert {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_schemes()
+    }
+}
+
+/// The name to verify: `server_name` if set, else the address's host.
+pub fn name_for(server_name: Option<&str>, host: &str) -> Result<ServerName<'static>, String> {
+    let name = server_name.unwrap_or(host);
+    ServerName::try_from(name.to_owned())
+        .map_err(|e| format!("`{name}` cannot be a tls server name: {e}"))
+}
+
+/// The TLS client of one run: its config and the verifier that records
+/// what it found. A fresh one per run, so nothing is resumed and every run
+/// sees the full handshake and certificate.
+pub struct Client {
+    config: Arc<ClientConfig>,
+    recorder: Arc<Recorder>,
+}
+
+impl Client {
+    /// [`Client::new`] on the blocking pool: the first call parses the
+    /// system's trust store and every call reads PEM files, which must not
+    /// hold up the other runs polled on the same task.
+    pub async fn build(ca_file: Option<PathBuf>, env: &TlsOptions) -> Result<Client, String> {
+        let env = env.clone();
+        tokio::task::spawn_blocking(move || Client::new(ca_file.as_deref(), &env))
+            .await
+            .map_err(|e| format!("cannot set up tls: {e}"))?
+    }
+
+    /// Trusts the system roots plus `ca_file`, or else the environment's
+    /// `ca_file`; presents the environment's client certificate, if any.
+    pub fn new(ca_file: Option<&Path>, env: &TlsOptions) -> Result<Client, String> {
+        let roots = roots(ca_file.or(env.ca_file.as_deref()))?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let recorder = Arc::new(Recorder {
+            roots,
+            algorithms: provider.signature_verification_algorithms,
+            verdict: Mutex::new(None),
+        });
+        let builder = ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| format!("cannot set up tls: {e}"))?
+            .dangerous()
+            .with_custom_certificate_verifier(recorder.clone());
+        let config = match (&env.client_cert, &env.client_key) {
+            (Some(cert), Some(key)) => {
+                let certs = read_certs(cert, "client_cert")?;
+                let key = read_key(key)?;
+                builder
+                    .with_client_auth_cert(certs, key)
+                    .map_err(|e| format!("the client certificate cannot be used: {e}"))?
+            }
+            _ => builder.with_no_client_auth(),
+        };
+        Ok(Client {
+            config: Arc::new(config),
+            recorder,
+        })
+    }
+}
+
+/// A verifier that judges the server's certificate like rustls' own
+/// (webpki chain to a trust anchor, then the name) but records the verdict
+/// and lets the handshake go on, so a bad certificate can be described.
+/// Handshake signatures are still verified, against the presented key.
+#[derive(Debug)]
+struct Recorder {
+    roots: Arc<RootCertStore>,
+    algorithms: WebPkiSupportedAlgorithms,
+    verdict: Mutex<Option<Verdict>>,
+}
+
+/// What the verifier found.
+#[derive(Clone, Debug)]
+struct Verdict {
+    /// rustls' own answer: the chain's problem first, then the name's.
+    result: Result<(), rustls::Error>,
+    /// The chain leads to a trust anchor, times aside.
+    trusted: bool,
+    /// The leaf names the server name.
+    hostname_ok: bool,
+}
+
+impl Recorder {
+    fn judge(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        now: UnixTime,
+    ) -> Verdict {
+        let leaf = match ParsedCertificate::try_from(end_entity) {
+            Ok(leaf) => leaf,
+            Err(e) => {
+                return Verdict {
+                    result: Err(e),
+                    trusted: false,
+                    hostname_ok: false,
+                };
+            }
+        };
+        let chain_at = |at: UnixTime| {
+            verify_server_cert_signed_by_trust_anchor(
+                &leaf,
+                &self.roots,
+                intermediates,
+                at,
+                self.algorithms.all,
+            )
+        };
+        let chain = chain_at(now);
+        // A chain that fails only on time still leads to a trusted root:
+        // check again at an instant when every presented certificate was
+        // valid, so `trusted` and `expired` are separate facts.
+        let trusted = chain.is_ok()
+            || validity_overlap(end_entity, intermediates).is_some_and(|at| chain_at(at).is_ok());
+        let name = verify_server_name(&leaf, server_name);
+        Verdict {
+            hostname_ok: name.is_ok(),
+            result: chain.and(name),
+            trusted,
+        }
+    }
+
+    fn take(&self) -> Option<Verdict> {
+        self.verdict
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+    }
+}
+
+/// The middle of the time every certificate in the chain was valid, if
+/// there is such a time.
+fn validity_overlap(
+    end_entity: &CertificateDer<'_>,
+    intermediates: &[CertificateDer<'_>],
+) -> Option<UnixTime> {
+    let mut from = i64::MIN;
+    let mut until = i64::MAX;
+    for der in std::iter::once(end_entity).chain(intermediates) {
+        let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+        from = from.max(cert.validity().not_before.timestamp());
+        until = until.min(cert.validity().not_after.timestamp());
+    }
+    let middle = from.checked_add(until.checked_sub(from)? / 2)?;
+    (from <= until && middle >= 0)
+        .then(|| UnixTime::since_unix_epoch(Duration::from_secs(middle.unsigned_abs())))
+}
+
+impl ServerCertVerifier for Recorder {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let verdict = self.judge(end_entity, intermediates, server_name, now);
+        *self.verdict.lock().unwrap_or_else(PoisonError::into_inner) = Some(verdict);
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
+
+/// The handshake on `tcp` as `name`, with `client`'s recording verifier;
+/// fails only when the handshake itself does (no common version, not TLS,
+/// a bad signature), never on the certificate's verdict.
+pub async fn handshake(
+    tcp: TcpStream,
+    name: ServerName<'static>,
+    client: &Client,
+) -> Result<(TlsStream<TcpStream>, TlsInfo), Fail> {
+    let connector = tokio_rustls::TlsConnector::from(Arc::clone(&client.config));
+    let stream = connector
+        .connect(name.clone(), tcp)
+        .await
+        .map_err(|e| handshake_failed(name.to_str(), &e))?;
+    let info = TlsInfo::new(stream.get_ref().1, &name, client.recorder.take());
+    Ok((stream, info))
+}
+
+/// What a handshake showed: the session, the leaf certificate, the chain's
+/// earliest expiry and the verifier's verdict.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct TlsInfo {
+    /// `TLSv1.3` or `TLSv1.2`.
+    pub version: String,
+    /// The IANA name, e.g. `TLS13_AES_256_GCM_SHA384`.
+    pub cipher: String,
+    /// The name verified (and sent as SNI when it is not an IP address).
+    pub server_name: String,
+    /// The leaf's subject and issuer, e.g. `CN=localhost`.
+    pub subject: String,
+    pub issuer: String,
+    /// The leaf's DNS names and IP addresses.
+    pub sans: Vec<String>,
+    #[serde(serialize_with = "ser_time")]
+    pub not_before: Option<i64>,
+    #[serde(serialize_with = "ser_time")]
+    pub not_after: Option<i64>,
+    /// Earliest `notAfter` of the presented chain, Unix seconds (kept as a
+    /// number: it is blackbox_exporter's `probe_ssl_earliest_cert_expiry`).
+    pub earliest_cert_expiry: Option<i64>,
+    /// Days until `earliest_cert_expiry` (negative once expired).
+    pub days_left: Option<f64>,
+    /// Certificates the server presented.
+    pub chain_length: usize,
+    /// Everything checked out: trusted, in its validity period, right name.
+    pub verified: bool,
+    /// The chain leads to a trusted root (times aside).
+    pub trusted: bool,
+    /// The leaf names `server_name`.
+    pub hostname_ok: bool,
+    /// A presented certificate is past its `notAfter`.
+    pub expired: bool,
+    /// Why verification failed, as rustls says it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verify_error: Option<String>,
+    #[serde(skip)]
+    verdict: Option<rustls::Error>,
+}
+
+fn ser_time<S: serde::Serializer>(t: &Option<i64>, s: S) -> Result<S::Ok, S::Error> {
+    match t.and_then(|t| chrono::DateTime::from_timestamp(t, 0)) {
+        Some(t) => s.serialize_str(&t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+        None => s.serialize_none(),
+    }
+}
+
+impl TlsInfo {
+    fn new(
+        conn: &rustls::ClientConnection,
+        name: &ServerName<'_>,
+        verdict: Option<Verdict>,
+    ) -> TlsInfo {
+        let chain = conn.peer_certificates().unwrap_or_default();
+        let parsed: Vec<_> = chain
+            .iter()
+            .filter_map(|der| x509_parser::parse_x509_certificate(der).ok())
+            .map(|(_, cert)| cert)
+            .collect();
+        let now = chrono::Utc::now().timestamp();
+        let earliest = parsed
+            .iter()
+            .map(|c| c.validity().not_after.timestamp())
+            .min();
+        let version = match conn.protocol_version() {
+            Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3".to_owned(),
+            Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2".to_owned(),
+            Some(other) => format!("{other:?}"),
+            None => String::new(),
+        };
+        let cipher = conn
+            .negotiated_cipher_suite()
+            .map(|s| {
+                let suite = s.suite();
+                suite
+                    .as_str()
+                    .map_or_else(|| format!("{suite:?}"), str::to_owned)
+            })
+            .unwrap_or_default();
+        let verdict = verdict.unwrap_or(Verdict {
+            result: Err(rustls::Error::General(
+                "the certificate was not verified".to_owned(),
+            )),
+            trusted: false,
+            hostname_ok: false,
+        });
+        let mut info = TlsInfo {
+            version,
+            cipher,
+            server_name: name.to_str().into_owned(),
+            earliest_cert_expiry: earliest,
+            days_left: earliest.map(|e| (e - now) as f64 / 86_400.0),
+            chain_length: chain.len(),
+            verified: verdict.result.is_ok(),
+            trusted: verdict.trusted,
+            hostname_ok: verdict.hostname_ok,
+            expired: earliest.is_some_and(|e| e < now),
+            verify_error: verdict.result.as_ref().err().map(ToString::to_string),
+            verdict: verdict.result.err(),
+            ..TlsInfo::default()
+        };
+        if let Some(leaf) = parsed.first() {
+            info.subject = leaf.subject().to_string();
+            info.issuer = leaf.issuer().to_string();
+            info.not_before = Some(leaf.validity().not_before.timestamp());
+            info.not_after = Some(leaf.validity().not_after.timestamp());
+            if let Ok(Some(san)) = leaf.subject_alternative_name() {
+                info.sans = san
+                    .value
+                    .general_names
+                    .iter()
+                    .filter_map(|n| match n {
+                        x509_parser::extensions::GeneralName::DNSName(d) => Some((*d).to_owned()),
+                        x509_parser::extensions::GeneralName::IPAddress(ip) => ip_text(ip),
+                        _ => None,
+                    })
+                    .collect();
+            }
+        }
+        info
+    }
+
+    /// The reason and message a run fails with when the certificate did not
+    /// verify; `None` when it did.
+    pub fn failure(&self) -> Option<(FailureReason, String)> {
+        let error = self.verdict.as_ref()?;
+        Some(super::error::cert_failure(&self.server_name, error))
+    }
+
+    /// `tls` as expressions see it.
+    pub fn value(&self) -> cel::Value {
+        let time = |t: Option<i64>| {
+            t.and_then(|t| chrono::DateTime::from_timestamp(t, 0))
+                .map_or(cel::Value::Null, |t| {
+                    cel::Value::Timestamp(t.fixed_offset())
+                })
+        };
+        let mut m: HashMap<String, cel::Value> = HashMap::new();
+        let mut put = |k: &str, v: cel::Value| {
+            m.insert(k.to_owned(), v);
+        };
+        put("version", self.version.clone().into());
+        put("cipher", self.cipher.clone().into());
+        put("server_name", self.server_name.clone().into());
+        put("subject", self.subject.clone().into());
+        put("issuer", self.issuer.clone().into());
+        put("sans", self.sans.clone().into());
+        put("not_before", time(self.not_before));
+        put("not_after", time(self.not_after));
+        put("earliest_cert_expiry", time(self.earliest_cert_expiry));
+        put(
+            "days_left",
+            self.days_left.map_or(cel::Value::Null, cel::Value::Float),
+        );
+        put(
+            "chain_length",
+            cel::Value::Int(i64::try_from(self.chain_length).unwrap_or(i64::MAX)),
+        );
+        put("verified", self.verified.into());
+        put("trusted", self.trusted.into());
+        put("hostname_ok", self.hostname_ok.into());
+        put("expired", self.expired.into());
+        put(
+            "verify_error",
+            self.verify_error.clone().unwrap_or_default().into(),
+        );
+        m.into()
+    }
+
+    /// `probe_tls_verified` and `probe_tls_version` (1.2 or 1.3;
+    /// blackbox_exporter has it as an info label, which a gauge labelled
+    /// only by probe and environment cannot carry). Days left are
+    /// `probe_ssl_earliest_cert_expiry - time()` in PromQL: Prometheus
+    /// wants base units, so no gauge counts days.
+    pub fn gauges(&self) -> Vec<(&'static str, f64)> {
+        let mut out = Vec::new();
+        out.push(("probe_tls_verified", if self.verified { 1.0 } else { 0.0 }));
+        match self.version.as_str() {
+            "TLSv1.3" => out.push(("probe_tls_version", 1.3)),
+            "TLSv1.2" => out.push(("probe_tls_version", 1.2)),
+            _ => {}
+        }
+        out
+    }
+}
+
+/// An IP address SAN as text (4 or 16 bytes).
+fn ip_text(bytes: &[u8]) -> Option<String> {
+    match bytes.len() {
+        4 => <[u8; 4]>::try_from(bytes)
+            .ok()
+            .map(|b| std::net::IpAddr::from(b).to_string()),
+        16 => <[u8; 16]>::try_from(bytes)
+            .ok()
+            .map(|b| std::net::IpAddr::from(b).to_string()),
+        _ => None,
+    }
+}
+/// The earliest `notAfter` among `chain`, as Unix seconds; certificates that
+/// do not parse are skipped.
+pub fn earliest_expiry(chain: &[CertificateDer<'_>]) -> Option<i64> {
+    chain
+        .iter()
+        .filter_map(|der| x509_parser::parse_x509_certificate(der).ok())
+        .map(|(_, cert)| cert.validity().not_after.timestamp())
+        .min()
+}

@@ -1,0 +1,569 @@
+//! Probe files: finding them through the daemon's globs, checking each
+//! one's common keys, handing its kind's table to the kind's builder (the
+//! registry, [`crate::probe::KINDS`]) and its `[workload]` to the workload
+//! builder, and the checks that span files (duplicate names, `depends_on`).
+
+use crate::alert::receiver::{AlertingConfig, ReceiverKind};
+use crate::config::check::{
+    Checker, display_path, min_gap, parse_m_of_k, parse_schedule, valid_label, valid_name,
+};
+use crate::config::raw::{self, RawProbe};
+use crate::config::{
+    AlertPolicy, BaseUrl, DEFAULT_INTERVAL, DEFAULT_TIMEOUT, Environment, FireRule, Schedule,
+    Severity,
+};
+use crate::diag::{self, Diagnostic, Part, SourceDoc};
+use crate::probe::http::HttpSpec;
+use crate::probe::kind::{BuildInput, Kind, KindEntry, Probe};
+use crate::probe::workload::{RawWorkload, Workload};
+use crate::threshold::{self, Threshold, parse_condition};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The kinds a `[workload]` can drive.
+const WORKLOAD_KINDS: &[&str] = &["http", "flow"];
+
+/// A probe's common parts, checked, waiting for its kind.
+struct ProbeParts<'a> {
+    name: String,
+    file: &'a Path,
+    schedule: Schedule,
+    envs: Vec<String>,
+    timeout: Duration,
+    tags: Vec<String>,
+    severity: Option<Severity>,
+    labels: BTreeMap<String, String>,
+    thresholds: Vec<Threshold>,
+    alert: AlertPolicy,
+    seed: Option<u64>,
+    marker: String,
+    workload: Option<Workload>,
+}
+
+/// Alertmanager ends a firing alert at its `endsAt`, which synthmon sets to
+/// three repeat intervals ahead and refreshes with every repeat; with
+/// `repeat_interval = "never"` there is no refresh, and Alertmanager ends
+/// the alert after its `resolve_timeout` (5 minutes by default). Say so.
+pub(super) fn warn_alertmanager_timeout(alerting: &AlertingConfig, probes: &[Probe]) {
+    let has_am = alerting
+        .receivers
+        .values()
+        .any(|r| r.kind == ReceiverKind::Alertmanager);
+    if !has_am {
+        return;
+    }
+    let never: Vec<&str> = probes
+        .iter()
+        .filter(|p| p.alert.rules.repeat_interval.is_none())
+        .map(|p| p.name.as_str())
+        .collect();
+    if !never.is_empty() {
+        tracing::warn!(
+            probes = %never.join(", "),
+            "an alertmanager receiver ends alerts that are never repeated after its resolve_timeout (default 5m): \
+             give these probes an [alert] repeat_interval"
+        );
+    }
+}
+
+impl Checker<'_> {
+    /// A workload must end (its arrivals, plus `tail` for the last one)
+    /// before the schedule's next run.
+    fn workload_fits(&mut self, workload: Option<&Workload>, schedule: &Schedule, tail: Duration) {
+        if let (Some(w), Some(interval)) = (workload, min_gap(schedule)) {
+            if w.span() + tail >= interval {
+                self.err(
+                    "workload",
+                    format!(
+                        "the workload ({} of arrivals plus {} for the last one) must end before the next run, {} later",
+                        humantime::format_duration(w.span()),
+                        humantime::format_duration(tail),
+                        humantime::format_duration(interval)
+                    ),
+                );
+            }
+        }
+    }
+
+    pub(super) fn probes(
+        &mut self,
+        globs: &[String],
+        environments: &BTreeMap<String, Environment>,
+    ) -> Vec<Probe> {
+        let mut files = Vec::new();
+        for pattern in globs {
+            match glob::glob(pattern) {
+                Ok(paths) => {
+                    let mut matched: Vec<PathBuf> = paths.filter_map(Result::ok).collect();
+                    matched.sort();
+                    if matched.is_empty() {
+                        tracing::warn!(glob = %pattern, "probe glob matches no file");
+                    }
+                    files.extend(matched);
+                }
+                Err(e) => self.err("daemon.probes", format!("invalid glob `{pattern}`: {e}")),
+            }
+        }
+        files.dedup();
+        let mut probes: Vec<Probe> = Vec::new();
+        // Name → (file, line) of its first definition.
+        let mut seen: BTreeMap<String, (String, usize)> = BTreeMap::new();
+        let mut depends: Vec<(SourceDoc, Vec<String>)> = Vec::new();
+        // Every probe name written, built or not: `depends_on` is checked
+        // against these so a broken probe does not hide or cause errors.
+        let mut declared: std::collections::BTreeSet<String> = Default::default();
+        for file in files {
+            let display = display_path(&file);
+            let text = match std::fs::read_to_string(&file) {
+                Ok(t) => t,
+                Err(e) => {
+                    self.diags.push(Diagnostic {
+                        file: display,
+                        line: 0,
+                        column: 0,
+                        key: String::new(),
+                        message: format!("cannot read probe file: {e}"),
+                        help: None,
+                    });
+                    continue;
+                }
+            };
+            let doc = match SourceDoc::parse(&display, &text) {
+                Ok(d) => d,
+                Err(d) => {
+                    self.diags.push(d);
+                    continue;
+                }
+            };
+            // The common keys here; the kind's table and `[workload]` are
+            // read by their owners.
+            let skip: Vec<&str> = std::iter::once("workload")
+                .chain(crate::probe::KINDS.iter().map(|k| k.name))
+                .collect();
+            let raw = diag::deserialize_part::<RawProbe>(
+                &doc,
+                Part {
+                    table: "",
+                    skip: &skip,
+                },
+                self.diags,
+            );
+            let Some(raw) = raw else { continue };
+            declared.extend(raw.name.clone());
+            let depends_on = raw
+                .alert
+                .as_ref()
+                .map(|a| a.depends_on.clone())
+                .unwrap_or_default();
+            let mut probe_checker = Checker {
+                doc: &doc,
+                diags: self.diags,
+                redactor: self.redactor,
+                base_dir: file.parent().unwrap_or(self.base_dir),
+            };
+            let built = probe_checker.probe(raw, &file, environments);
+            let Some(probe) = built else {
+                depends.push((doc, depends_on));
+                continue;
+            };
+            if let Some((first_file, first_line)) = seen.get(&probe.name) {
+                let d = doc.error_at(
+                    "name",
+                    format!(
+                        "duplicate probe name `{}`: also defined at {first_file}:{first_line}",
+                        probe.name
+                    ),
+                );
+                self.diags.push(d);
+                continue;
+            }
+            seen.insert(
+                probe.name.clone(),
+                (display.clone(), doc.value_position("name").0),
+            );
+            depends.push((doc, depends_on));
+            probes.push(probe);
+        }
+        // `depends_on` names other probes, which may live in later files.
+        for (doc, names) in depends {
+            for (i, name) in names.iter().enumerate() {
+                if !declared.contains(name) {
+                    let mut d = doc.error_at(
+                        &format!("alert.depends_on[{i}]"),
+                        format!("unknown probe `{name}`"),
+                    );
+                    d.help = diag::nearest(name, declared.iter().map(String::as_str))
+                        .map(|n| format!("did you mean `{n}`?"));
+                    self.diags.push(d);
+                }
+            }
+        }
+        probes
+    }
+
+    fn probe(
+        &mut self,
+        raw: RawProbe,
+        file: &Path,
+        environments: &BTreeMap<String, Environment>,
+    ) -> Option<Probe> {
+        let errors_before = self.diags.len();
+        let name = match raw.name {
+            None => {
+                self.diags.push(
+                    self.doc
+                        .error_at_key("", "missing required key `name`".to_owned()),
+                );
+                String::new()
+            }
+            Some(n) if !valid_name(&n) => {
+                self.err(
+                    "name",
+                    format!("expected a name matching [A-Za-z0-9][A-Za-z0-9_.-]* (at most 128 characters), found `{n}`"),
+                );
+                n
+            }
+            Some(n) => n,
+        };
+        let schedule = match raw.schedule.as_deref() {
+            None if raw.timezone.is_some() => {
+                self.err("timezone", "`timezone` applies to cron schedules only");
+                Schedule::Every(DEFAULT_INTERVAL)
+            }
+            None => Schedule::Every(DEFAULT_INTERVAL),
+            Some(text) => match parse_schedule(text, raw.timezone.as_deref()) {
+                Ok(s) => s,
+                Err(msg) => {
+                    let path = if msg.contains("time zone") || msg.contains("`timezone`") {
+                        "timezone"
+                    } else {
+                        "schedule"
+                    };
+                    self.err(path, msg);
+                    Schedule::Every(DEFAULT_INTERVAL)
+                }
+            },
+        };
+        let timeout = match raw.timeout.as_deref() {
+            None => DEFAULT_TIMEOUT,
+            Some(text) => match humantime::parse_duration(text) {
+                Ok(d) if !d.is_zero() => d,
+                _ => {
+                    self.err(
+                        "timeout",
+                        format!("expected a duration like `5s`, found `{text}`"),
+                    );
+                    DEFAULT_TIMEOUT
+                }
+            },
+        };
+        if let Some(interval) = min_gap(&schedule) {
+            if timeout >= interval {
+                let path = if raw.timeout.is_some() {
+                    "timeout"
+                } else {
+                    "schedule"
+                };
+                self.err(
+                    path,
+                    format!(
+                        "the timeout ({}) must be shorter than the time between runs ({})",
+                        humantime::format_duration(timeout),
+                        humantime::format_duration(interval)
+                    ),
+                );
+            }
+        }
+        let envs = match raw.environments {
+            None => {
+                self.diags.push(
+                    self.doc
+                        .error_at_key("", "missing required key `environments`".to_owned()),
+                );
+                Vec::new()
+            }
+            Some(list) if list.is_empty() => {
+                self.err("environments", "expected at least one environment");
+                list
+            }
+            Some(list) => list,
+        };
+        for (i, env) in envs.iter().enumerate() {
+            if !environments.contains_key(env) {
+                let mut d = self.doc.error_at(
+                    &format!("environments[{i}]"),
+                    format!(
+                        "unknown environment `{env}` (defined: {})",
+                        environments
+                            .keys()
+                            .map(|k| format!("`{k}`"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                );
+                d.help = diag::nearest(env, environments.keys().map(String::as_str))
+                    .map(|n| format!("did you mean `{n}`?"));
+                self.diags.push(d);
+            }
+        }
+        for key in raw.labels.keys() {
+            if !valid_label(key) {
+                self.diags.push(self.doc.error_at_key(
+                    &format!("labels.{key}"),
+                    format!("label name `{key}` must match [a-zA-Z_][a-zA-Z0-9_]*"),
+                ));
+            }
+        }
+        let thresholds = self.thresholds(&raw.thresholds);
+        let alert = self.alert_policy(raw.alert.unwrap_or_default());
+        if alert.depends_on.contains(&name) {
+            self.err("alert.depends_on", "a probe cannot depend on itself");
+        }
+        // The variables templates may read: every environment's, plus the
+        // sandbox's listener addresses.
+        let mut known_vars: Vec<String> = Vec::new();
+        for env in envs.iter().filter_map(|e| environments.get(e)) {
+            known_vars.extend(env.variables.keys().cloned());
+            if env.base_url == BaseUrl::Sandbox {
+                known_vars.extend(crate::sandbox::VARIABLES.iter().map(|v| (*v).to_owned()));
+            }
+        }
+        known_vars.sort();
+        known_vars.dedup();
+        let present: Vec<&'static KindEntry> = crate::probe::KINDS
+            .iter()
+            .filter(|k| self.doc.table().contains_key(k.name))
+            .collect();
+        if present.len() > 1 {
+            self.err(
+                present[1].name,
+                format!(
+                    "a probe has exactly one kind, but this file has {}",
+                    present
+                        .iter()
+                        .map(|k| format!("`[{}]`", k.name))
+                        .collect::<Vec<_>>()
+                        .join(" and ")
+                ),
+            );
+        }
+        let marker = raw
+            .marker
+            .unwrap_or_else(|| crate::generate::DEFAULT_MARKER.to_owned());
+        if marker.len() > 64 || marker.chars().any(|c| c.is_control() || c == '"') {
+            self.err(
+                "marker",
+                "expected a short prefix of printable characters, like `synth-`",
+            );
+        }
+        let kind = match present.first() {
+            Some(entry) => (entry.build)(
+                self,
+                &BuildInput {
+                    known_vars: &known_vars,
+                },
+            ),
+            None => {
+                self.diags.push(self.doc.error_at_key(
+                    "",
+                    format!(
+                        "missing the probe's body: expected one of the tables {}",
+                        crate::probe::KINDS
+                            .iter()
+                            .map(|k| format!("`[{}]`", k.name))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                ));
+                None
+            }
+        };
+        let mut workload = None;
+        if self.doc.table().contains_key("workload") {
+            let tail = kind.as_ref().and_then(|k| k.workload_tail());
+            let supported = present
+                .first()
+                .is_some_and(|k| WORKLOAD_KINDS.contains(&k.name));
+            if !supported {
+                self.err(
+                    "workload",
+                    "`[workload]` applies to `[http]` and `[flow]` probes only",
+                );
+            } else if let (Some(kind), Some(tail)) = (kind.as_ref(), tail) {
+                if let Some(raw_w) = self.table::<RawWorkload>("workload") {
+                    let http = kind.as_any().downcast_ref::<HttpSpec>();
+                    workload = crate::probe::workload::build(raw_w, http, self);
+                    self.workload_fits(workload.as_ref(), &schedule, timeout + tail);
+                }
+            }
+        }
+        self.finish_probe(
+            errors_before,
+            ProbeParts {
+                name,
+                file,
+                schedule,
+                envs,
+                timeout,
+                tags: raw.tags,
+                severity: raw.severity,
+                labels: raw.labels,
+                thresholds,
+                alert,
+                seed: raw.seed,
+                marker,
+                workload,
+            },
+            kind,
+        )
+    }
+
+    fn finish_probe(
+        &mut self,
+        errors_before: usize,
+        parts: ProbeParts<'_>,
+        kind: Option<Box<dyn Kind>>,
+    ) -> Option<Probe> {
+        if self.diags.len() > errors_before {
+            return None;
+        }
+        Some(Probe {
+            name: parts.name,
+            file: parts.file.to_path_buf(),
+            schedule: parts.schedule,
+            environments: parts.envs,
+            timeout: parts.timeout,
+            tags: parts.tags,
+            severity: parts.severity.unwrap_or(Severity::Warning),
+            labels: parts.labels,
+            thresholds: parts.thresholds,
+            alert: parts.alert,
+            seed: parts.seed,
+            marker: parts.marker,
+            workload: parts.workload,
+            kind: kind?,
+        })
+    }
+
+    fn alert_policy(&mut self, raw: raw::RawAlert) -> AlertPolicy {
+        let mut policy = AlertPolicy::default();
+        match (raw.fire_after, raw.fire.as_deref()) {
+            (Some(_), Some(_)) => self.err(
+                "alert.fire",
+                "write either `fire_after = N` or `fire = \"M of K\"`, not both",
+            ),
+            (Some(n), None) if (1..=100).contains(&n) => {
+                policy.rules.fire = FireRule::Consecutive(n)
+            }
+            (Some(n), None) => self.err(
+                "alert.fire_after",
+                format!("expected 1 to 100 consecutive runs, found {n}"),
+            ),
+            (None, Some(text)) => match parse_m_of_k(text) {
+                Ok((m, k)) => policy.rules.fire = FireRule::MOfK { m, k },
+                Err(e) => self.err("alert.fire", e),
+            },
+            (None, None) => {}
+        }
+        if let Some(n) = raw.resolve_after {
+            if (1..=100).contains(&n) {
+                policy.rules.resolve_after = n;
+            } else {
+                self.err(
+                    "alert.resolve_after",
+                    format!("expected 1 to 100 consecutive runs, found {n}"),
+                );
+            }
+        }
+        match raw.repeat_interval.as_deref() {
+            None => {}
+            Some("never") => policy.rules.repeat_interval = None,
+            Some(text) => {
+                let d = self.duration(
+                    "alert.repeat_interval",
+                    Some(text),
+                    Duration::from_secs(4 * 3600),
+                );
+                if d < Duration::from_secs(60) {
+                    self.err(
+                        "alert.repeat_interval",
+                        "expected at least 1m (or \"never\")",
+                    );
+                }
+                policy.rules.repeat_interval = Some(d);
+            }
+        }
+        if let Some(b) = raw.notify_degraded {
+            policy.rules.notify_degraded = b;
+        }
+        policy.depends_on = raw.depends_on;
+        policy
+    }
+
+    fn thresholds(&mut self, raw: &[raw::RawThreshold]) -> Vec<Threshold> {
+        use raw::RawThreshold;
+        let mut out = Vec::new();
+        for (i, t) in raw.iter().enumerate() {
+            let path = format!("thresholds[{i}]");
+            let (failing_text, degraded_text, window_text, nested) = match t {
+                RawThreshold::Short(s) => (s.as_str(), None, None, false),
+                RawThreshold::Full(t) => (
+                    t.failing.as_str(),
+                    t.degraded.as_deref(),
+                    t.window.as_deref(),
+                    true,
+                ),
+            };
+            let at = |field: &str| {
+                if nested {
+                    format!("{path}.{field}")
+                } else {
+                    path.clone()
+                }
+            };
+            let failing = parse_condition(failing_text)
+                .map_err(|e| self.err(&at("failing"), e))
+                .ok();
+            let degraded = match degraded_text.map(parse_condition) {
+                None => None,
+                Some(Ok(d)) => Some(d),
+                Some(Err(e)) => {
+                    self.err(&at("degraded"), e);
+                    continue;
+                }
+            };
+            let window = self.duration(&at("window"), window_text, threshold::DEFAULT_WINDOW);
+            if window < threshold::SUB_WINDOW || window > threshold::MAX_WINDOW {
+                self.err(
+                    &at("window"),
+                    format!(
+                        "expected a window from {} to {}, found {}",
+                        humantime::format_duration(threshold::SUB_WINDOW),
+                        humantime::format_duration(threshold::MAX_WINDOW),
+                        humantime::format_duration(window)
+                    ),
+                );
+            }
+            let Some(failing) = failing else { continue };
+            if let Some(d) = &degraded {
+                if d.metric != failing.metric {
+                    self.err(
+                        &at("degraded"),
+                        format!(
+                            "the degraded level must judge the same metric as the failing one (`{}`), found `{}`",
+                            failing.source, d.source
+                        ),
+                    );
+                    continue;
+                }
+            }
+            out.push(Threshold {
+                failing,
+                degraded,
+                window,
+            });
+        }
+        out
+    }
+}

@@ -1,0 +1,100 @@
+//! A workload's checked arrival schedule: constant and linear-ramp stages,
+//! the concurrency cap and the anomaly settings, with the arithmetic of
+//! when the n-th request is due. Data only, so the probe definition can hold
+//! it without depending on the code that drives a workload.
+
+use super::mutate::Mutation;
+use crate::expr::Assertion;
+use std::time::Duration;
+
+/// The most requests one run may schedule: samples are kept per request
+/// until the run ends, so this bounds a run's memory (≈ 24 bytes each).
+pub const MAX_REQUESTS: u64 = 1_000_000;
+/// The highest rate a stage may ask for, per second.
+pub const MAX_RATE: f64 = 100_000.0;
+/// Default in-flight cap.
+pub const DEFAULT_MAX_CONCURRENCY: usize = 100;
+/// Default size of an `oversize` anomaly's value.
+pub const DEFAULT_OVERSIZE: u64 = 64 * 1024;
+/// Stream numbers at and above this are the anomaly draws'.
+pub const ANOMALY_STREAM: u64 = 1 << 62;
+
+#[derive(Debug)]
+pub struct Workload {
+    /// Rate segments, in order.
+    pub stages: Vec<Stage>,
+    /// Stop after this many requests even if stages remain.
+    pub requests: Option<u64>,
+    pub max_concurrency: usize,
+    pub anomalies: Option<Anomalies>,
+}
+
+/// The rate moves linearly from `from` to `to` over `duration`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Stage {
+    pub duration: Duration,
+    pub from: f64,
+    pub to: f64,
+}
+
+#[derive(Debug)]
+pub struct Anomalies {
+    pub fraction: f64,
+    pub mutations: Vec<Mutation>,
+    pub fields: Vec<String>,
+    pub oversize_bytes: usize,
+    pub expect: Vec<Assertion>,
+}
+
+impl Workload {
+    /// The longest a run can last: every stage plus the last request's
+    /// timeout.
+    pub fn span(&self) -> Duration {
+        self.stages.iter().map(|s| s.duration).sum()
+    }
+
+    /// The intended offsets of every request, from the run's start.
+    pub fn arrivals(&self) -> Vec<Duration> {
+        let mut out = Vec::new();
+        let limit = self.requests.unwrap_or(MAX_REQUESTS).min(MAX_REQUESTS);
+        let mut base = Duration::ZERO;
+        // Arrivals so far, carried across stages as a fraction so the
+        // boundary between stages loses nothing.
+        let mut done = 0.0_f64;
+        for stage in &self.stages {
+            let d = stage.duration.as_secs_f64();
+            let total = (stage.from + stage.to) / 2.0 * d;
+            // Request k (counting from 1 across stages) is due when the
+            // cumulative arrivals reach k - 1: request 1 leaves at once.
+            loop {
+                let k = out.len() as f64;
+                let need = k - done;
+                // An arrival due exactly at the stage's end belongs to
+                // the next stage (or, after the last, to no run).
+                if need >= total - 1e-9 || out.len() as u64 >= limit {
+                    break;
+                }
+                let t = time_for(stage.from, stage.to, d, need.max(0.0));
+                out.push(base + Duration::from_secs_f64(t));
+            }
+            done += total;
+            base += stage.duration;
+            if out.len() as u64 >= limit {
+                break;
+            }
+        }
+        out
+    }
+}
+
+/// Within a stage whose rate goes linearly from `r0` to `r1` over `d`
+/// seconds, the time at which `n` arrivals have accumulated:
+/// n = r0·t + (r1 − r0)·t² / (2d).
+fn time_for(r0: f64, r1: f64, d: f64, n: f64) -> f64 {
+    let a = (r1 - r0) / (2.0 * d);
+    if a.abs() < 1e-12 {
+        return if r0 > 0.0 { n / r0 } else { d };
+    }
+    let disc = (r0 * r0 + 4.0 * a * n).max(0.0);
+    ((-r0 + disc.sqrt()) / (2.0 * a)).clamp(0.0, d)
+}

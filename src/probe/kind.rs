@@ -1,0 +1,270 @@
+//! What every probe kind shares and the registry builds on: the checked
+//! probe definition ([`Probe`]), the [`Kind`] trait a kind implements, the
+//! registry entry ([`KindEntry`]), the per-run [`RunContext`], and the
+//! helpers every kind uses to judge and finish an [`Outcome`].
+//!
+//! This file knows no kind; each kind file depends on it, never the
+//! reverse, and `probe/mod.rs` lists the kinds.
+
+use super::arrival::Workload;
+use crate::config::check::Checker;
+use crate::config::{AlertPolicy, Environment, Schedule, Severity, Tagging};
+use crate::expr::Facts;
+use crate::outcome::{AssertionResult, FailureReason, Outcome};
+use crate::secret::Redactor;
+use crate::tagging::RunIds;
+use crate::template::{Scope, Text};
+use std::any::Any;
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::time::Duration;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+pub use crate::expr::Assertion;
+
+/// A kind's run, boxed so the registry can hold every kind behind one type.
+pub type RunFuture<'a> = Pin<Box<dyn Future<Output = Outcome> + Send + 'a>>;
+
+/// A probe kind's checked body: what it is called and how it runs.
+pub trait Kind: std::fmt::Debug + Send + Sync + Any {
+    /// The kind's name: its table in a probe file, `kind` in reports.
+    fn name(&self) -> &'static str;
+
+    /// Runs once against `ctx`, within the probe's timeout; a failure is an
+    /// [`Outcome`], never a panic or an `Err`.
+    fn run<'a>(&'a self, ctx: &'a RunContext<'_>) -> RunFuture<'a>;
+
+    /// The kind watches the cancel token itself and must run to its end
+    /// (a flow's teardown); others are cut off at a shutdown.
+    fn runs_to_the_end(&self) -> bool {
+        false
+    }
+
+    /// `Some(tail)` when a `[workload]` can drive this kind: the time the
+    /// last arrival may still take beyond the probe's timeout (a flow's
+    /// teardown). `None`: workloads do not apply.
+    fn workload_tail(&self) -> Option<Duration> {
+        None
+    }
+
+    /// For the few places that need the concrete spec (workloads).
+    fn as_any(&self) -> &dyn Any;
+}
+
+/// What a kind's builder gets besides its own table.
+pub struct BuildInput<'a> {
+    /// The `vars.X` its templates may read.
+    pub known_vars: &'a [String],
+}
+
+/// One line of the registry: a kind's table name and its builder, which
+/// reads the table (through [`Checker::table`]), checks it with located
+/// errors and returns the runnable spec.
+pub struct KindEntry {
+    pub name: &'static str,
+    pub build: fn(&mut Checker<'_>, &BuildInput<'_>) -> Option<Box<dyn Kind>>,
+}
+
+/// When a probe's alerts fire, which probes hold them back.
+/// One checked probe definition.
+#[derive(Debug)]
+pub struct Probe {
+    pub name: String,
+    /// The file it came from, for messages.
+    pub file: PathBuf,
+    pub schedule: Schedule,
+    pub environments: Vec<String>,
+    /// One deadline for a whole run.
+    pub timeout: Duration,
+    pub tags: Vec<String>,
+    pub severity: Severity,
+    pub labels: BTreeMap<String, String>,
+    pub thresholds: Vec<crate::threshold::Threshold>,
+    pub alert: AlertPolicy,
+    /// Seeds the probe's generators: the same seed gives the same payloads
+    /// byte for byte. `--seed` overrides it.
+    pub seed: Option<u64>,
+    /// The synthetic marker generated ids carry (`synth-` by default).
+    pub marker: String,
+    /// Sends the request at an arrival rate instead of once (http and flow).
+    pub workload: Option<Workload>,
+    pub kind: Box<dyn Kind>,
+}
+
+/// Everything one run needs besides the probe's own body.
+pub struct RunContext<'a> {
+    pub probe: &'a Probe,
+    pub env: &'a Environment,
+    /// The environment's base URL, `builtin:sandbox` already replaced by the
+    /// sandbox's real address.
+    pub base_url: &'a url::Url,
+    pub tagging: &'a Tagging,
+    pub redactor: &'a Redactor,
+    /// The environment's variables overlaid with `--var` (and, for the
+    /// sandbox, the addresses of its extra listeners).
+    pub vars: &'a BTreeMap<String, String>,
+    /// Cancelled when the daemon gives up on in-flight runs: a run stops
+    /// what it is doing, and a flow still runs its teardown.
+    pub cancel: CancellationToken,
+    /// `--seed`, which overrides the probe's own `seed`.
+    pub seed: Option<u64>,
+    /// Where a workload draws its progress bar (`--once` on a terminal).
+    pub progress: Option<indicatif::MultiProgress>,
+}
+
+impl RunContext<'_> {
+    /// The deadline of a run that starts now.
+    pub fn deadline(&self) -> Instant {
+        Instant::now() + self.probe.timeout
+    }
+
+    /// The seed in force: `--seed`, else the probe's.
+    pub fn effective_seed(&self) -> Option<u64> {
+        self.seed.or(self.probe.seed)
+    }
+
+    /// A template scope for this run; `stream` numbers the request inside
+    /// the run so seeded payloads do not depend on timing.
+    pub fn scope(&self, ids: &RunIds, stream: u64) -> Scope {
+        let generator = crate::generate::Generator::new(
+            self.effective_seed(),
+            &self.probe.name,
+            stream,
+            &self.probe.marker,
+        );
+        let vars = self
+            .vars
+            .iter()
+            .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+            .collect();
+        Scope::new(
+            generator,
+            vars,
+            &ids.run_id,
+            &self.probe.name,
+            &self.env.name,
+        )
+    }
+
+    /// Renders a template value, for kinds whose fields take templates.
+    pub fn render(&self, text: &crate::template::Text, ids: &RunIds) -> Result<String, String> {
+        if text.is_literal() {
+            return Ok(text.source().to_owned());
+        }
+        text.render(&self.scope(ids, 0))
+    }
+}
+
+/// Checks `expect` against `facts`, appending one result per expectation;
+/// the first failure sets the outcome's reason to `assertion` unless a
+/// reason is already set. Returns how many failed.
+pub fn check_expectations(outcome: &mut Outcome, expect: &[Assertion], facts: &Facts) -> usize {
+    let failed = check_into(&mut outcome.assertions, expect, facts);
+    if failed > 0 && outcome.reason.is_none() {
+        outcome.reason = Some(FailureReason::Assertion);
+    }
+    failed
+}
+
+/// Checks `expect` against `facts` into `results`; returns how many failed.
+pub fn check_into(
+    results: &mut Vec<AssertionResult>,
+    expect: &[Assertion],
+    facts: &Facts,
+) -> usize {
+    let mut failed = 0;
+    for assertion in expect {
+        let check = assertion.expr.check(facts);
+        if !check.passed {
+            failed += 1;
+        }
+        results.push(AssertionResult {
+            expression: assertion.expr.source().to_owned(),
+            passed: check.passed,
+            actual: check.actual,
+            location: Some(assertion.location.clone()),
+        });
+    }
+    failed
+}
+
+/// "2 of 3 expectations failed", or `None` when all passed.
+pub fn expectation_summary(results: &[AssertionResult]) -> Option<String> {
+    let failed = results.iter().filter(|a| !a.passed).count();
+    (failed > 0).then(|| {
+        format!(
+            "{failed} of {} expectation{} failed",
+            results.len(),
+            if results.len() == 1 { "" } else { "s" }
+        )
+    })
+}
+
+/// Sets `success` from the reason and, when expectations failed and no
+/// other error was recorded, the summary as the error.
+pub fn finish(outcome: &mut Outcome) {
+    if outcome.error.is_none() {
+        outcome.error = expectation_summary(&outcome.assertions);
+    }
+    outcome.success = outcome.reason.is_none();
+}
+
+/// Scrubs every secret value from the user-visible strings of an outcome.
+pub fn redact(mut outcome: Outcome, redactor: &Redactor) -> Outcome {
+    if redactor.is_empty() {
+        return outcome;
+    }
+    let scrub_http = |h: &mut crate::outcome::HttpFacts| redactor.scrub(&mut h.url);
+    if let Some(e) = outcome.error.as_mut() {
+        redactor.scrub(e);
+    }
+    if let Some(h) = outcome.http.as_mut() {
+        scrub_http(h);
+    }
+    for a in &mut outcome.assertions {
+        redactor.scrub(&mut a.actual);
+        redactor.scrub(&mut a.expression);
+    }
+    for s in &mut outcome.steps {
+        if let Some(e) = s.error.as_mut() {
+            redactor.scrub(e);
+        }
+        if let Some(h) = s.http.as_mut() {
+            scrub_http(h);
+        }
+        for a in &mut s.assertions {
+            redactor.scrub(&mut a.actual);
+            redactor.scrub(&mut a.expression);
+        }
+    }
+    outcome
+}
+
+/// Checks a required `address` of the table `table` (`tcp` or `tls`): a
+/// template, or a literal `host:port` checked now.
+pub fn address_text(c: &mut Checker<'_>, table: &str, raw: Option<&str>) -> Option<Text> {
+    let path = format!("{table}.address");
+    let Some(raw) = raw else {
+        c.missing(table, "address");
+        return None;
+    };
+    let text = c.text(&path, raw, None)?;
+    if text.is_literal() {
+        if let Err(msg) = crate::net::parse_address(text.source()) {
+            c.err(&path, msg);
+            return None;
+        }
+    }
+    Some(text)
+}
+
+/// `vars` as expressions see it: the run's variables as strings.
+pub fn vars_value(vars: &BTreeMap<String, String>) -> cel::Value {
+    vars.iter()
+        .map(|(k, v)| (k.clone(), cel::Value::from(v.clone())))
+        .collect::<HashMap<String, cel::Value>>()
+        .into()
+}
