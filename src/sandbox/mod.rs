@@ -15,7 +15,8 @@
 //! The routes live in submodules by theme: `basic` (health, status codes,
 //! fixed JSON, header echo, redirects), `orders` (a small order API),
 //! `timing` (fixed and sampled delays), `bodies` (large, compressed, stalled
-//! and dripped bodies) and `faults` (rule-based fault injection).
+//! and dripped bodies), `faults` (rule-based fault injection) and `ws`
+//! (echo, ticker and rejecting upgrade endpoints).
 
 mod basic;
 mod bodies;
@@ -26,6 +27,7 @@ mod orders;
 mod stream;
 mod tcp;
 mod timing;
+mod ws;
 
 #[cfg(test)]
 mod tests;
@@ -116,6 +118,12 @@ impl Sandbox {
         let state = Arc::new(Shared::new(opts));
         let shutdown = state.shutdown.clone();
         let signal = state.shutdown_signal();
+        // Small writes go out at once: with Nagle's algorithm a second
+        // short answer on a connection (a streamed message, an echo) waits
+        // for the client's delayed ACK, ~40 ms that no real service adds.
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         let server =
             axum::serve(listener, build_router(state.clone())).with_graceful_shutdown(signal);
         let task = tokio::spawn(server.into_future());
@@ -245,6 +253,7 @@ fn build_router(state: AppState) -> Router {
         .merge(bodies::routes())
         .merge(faults::routes())
         .merge(stream::routes())
+        .merge(ws::routes())
         .fallback(basic::not_found)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
