@@ -62,6 +62,9 @@ pub enum FailureReason {
     Exec,
     /// Command: the program exited non-zero or was killed by a signal.
     Exit,
+    /// The peer closed a long-lived connection before the run was done,
+    /// or with an abnormal close code.
+    Closed,
 }
 
 impl FailureReason {
@@ -91,6 +94,7 @@ impl FailureReason {
             FailureReason::Cancelled => "cancelled",
             FailureReason::Exec => "exec",
             FailureReason::Exit => "exit",
+            FailureReason::Closed => "closed",
         }
     }
 }
