@@ -20,6 +20,7 @@ pub mod mutate;
 pub mod stream;
 pub mod tcp;
 pub mod tls;
+pub mod websocket;
 pub mod workload;
 
 use crate::outcome::{FailureReason, Outcome};
@@ -41,6 +42,7 @@ pub const KINDS: &[KindEntry] = &[
     grpc::KIND,
     stream::KIND,
     command::KIND,
+    websocket::KIND,
 ];
 
 /// The registry entry for a table name.

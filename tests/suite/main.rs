@@ -12,6 +12,7 @@
 mod common;
 
 mod alerting;
+mod cert_verdicts;
 mod check_errors;
 mod daemon;
 mod email;
@@ -26,6 +27,7 @@ mod probe_command;
 mod probe_dns;
 mod probe_grpc_stream;
 mod probe_tcp_tls;
+mod probe_websocket;
 mod secrets;
 mod seed;
 mod workload;

@@ -7,18 +7,17 @@ use crate::common;
 use common::{position_of, repo, synthmon, write_config};
 
 /// The `name = "…"` and kind (the one kind table present) of every
-/// example probe in the repository, sorted by name.
+/// example probe in the repository, sorted by name. The kinds come from the
+/// registry, so a new kind without an example fails here.
 fn example_probes() -> Vec<(String, String)> {
-    const KINDS: [&str; 8] = [
-        "http", "flow", "tcp", "dns", "tls", "grpc", "stream", "command",
-    ];
+    let kinds: Vec<&str> = synthmon::probe::KINDS.iter().map(|k| k.name).collect();
     let mut probes = Vec::new();
     for entry in std::fs::read_dir(repo().join("probes")).unwrap() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "toml") {
             let text = std::fs::read_to_string(&path).unwrap();
             let table: toml::Table = text.parse().unwrap();
-            let kind = KINDS
+            let kind = kinds
                 .iter()
                 .find(|k| table.contains_key(**k))
                 .unwrap_or_else(|| panic!("no kind table in {}", path.display()));
@@ -30,7 +29,7 @@ fn example_probes() -> Vec<(String, String)> {
     }
     probes.sort();
     // Every kind has an example.
-    for kind in KINDS {
+    for kind in kinds {
         assert!(
             probes.iter().any(|(_, k)| k == kind),
             "no example probe of kind `{kind}`: {probes:?}"
@@ -86,6 +85,7 @@ fn once_on_the_repository_config_passes_every_example_probe() {
             "grpc" => &["connect", "call"],
             "stream" => &["connect", "first_event"],
             "command" => &["run"],
+            "websocket" => &["upgrade", "first_message", "close"],
             _ => &["resolve", "connect"],
         };
         for phase in phases {
