@@ -1,6 +1,8 @@
 //! The contract between the outbox and the receivers: one attempt's
 //! result ([`Attempt`]) and the [`Receiver`] trait each receiver type
-//! implements in its own file. The outbox knows receivers only through it.
+//! implements in its own file. The outbox knows receivers only through it,
+//! the assembly only through it and the registry
+//! ([`super::receivers::RECEIVERS`]).
 
 use super::Notification;
 use crate::config::TlsOptions;
@@ -27,13 +29,21 @@ pub enum Attempt {
 /// One attempt in flight.
 pub type SendFuture<'a> = Pin<Box<dyn Future<Output = Attempt> + Send + 'a>>;
 
-/// A receiver a worker delivers to (webhook presets, email).
-pub trait Receiver: std::fmt::Debug + Send + Sync {
+/// A receiver a worker delivers to (webhook presets, email). `Any`, so
+/// that tests can look at the concrete receiver a config built.
+pub trait Receiver: std::any::Any + std::fmt::Debug + Send + Sync {
     /// Unique among receivers; names the outbox rows and the logs.
     fn name(&self) -> &str;
 
     /// Whether a batch goes out as one attempt per notification.
     fn one_request_per_notification(&self) -> bool {
+        false
+    }
+
+    /// Whether the receiver ends a firing alert by itself when nothing
+    /// refreshes it (Alertmanager, after `expires_at`): alerts that never
+    /// repeat end there early.
+    fn expires_alerts(&self) -> bool {
         false
     }
 

@@ -13,10 +13,17 @@
 //! 5xx SMTP reply, or a message that cannot be built: dead-lettered) or
 //! transient (anything else: a timeout, a connection or TLS failure, a 4xx
 //! reply: retried). The password is never logged or put in an error.
+//!
+//! [`RECEIVER`] is the registry's line for `type = "email"`: it checks the
+//! table into [`EmailSettings`] and builds the [`EmailReceiver`].
 
 use super::deliver::{Attempt, Receiver, SendFuture, SharedReceiver};
-use super::receiver::{EmailSettings, SmtpTls};
+use super::receiver::{ReceiverEntry, ReceiverInput};
 use super::{AlertKind, Notice, Notification};
+use crate::config::DEFAULT_RECEIVER_TIMEOUT;
+use crate::config::check::Checker;
+use crate::config::raw::RawReceiver;
+use crate::diag;
 use chrono::SecondsFormat;
 use lettre::message::{Mailbox, Message, MultiPart};
 use lettre::transport::smtp::AsyncSmtpTransport;
@@ -25,7 +32,52 @@ use lettre::transport::smtp::client::{Certificate, CertificateStore, Tls, TlsPar
 use lettre::{AsyncTransport, Tokio1Executor};
 use std::fmt;
 use std::fmt::Write as _;
+use std::path::PathBuf;
 use std::time::Duration;
+
+/// How an email receiver secures its SMTP connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SmtpTls {
+    /// Plain connection upgraded with STARTTLS; fails if the server does
+    /// not offer it.
+    StartTls,
+    /// TLS from the first byte (SMTPS, usually port 465).
+    Implicit,
+    /// No TLS at all: loopback servers only.
+    None,
+}
+
+/// A checked email receiver. The password (and user name) may be secrets:
+/// `Debug` never shows the password.
+#[derive(Clone, PartialEq)]
+pub struct EmailSettings {
+    pub smtp_host: String,
+    pub smtp_port: u16,
+    pub tls: SmtpTls,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// A mailbox: `ops@example.com` or `Synthmon <ops@example.com>`.
+    pub from: String,
+    /// At least one mailbox.
+    pub to: Vec<String>,
+    /// Extra trust anchors (PEM) added to the system roots.
+    pub ca_file: Option<PathBuf>,
+}
+
+impl fmt::Debug for EmailSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EmailSettings")
+            .field("smtp_host", &self.smtp_host)
+            .field("smtp_port", &self.smtp_port)
+            .field("tls", &self.tls)
+            .field("username", &self.username.as_ref().map(|_| "<set>"))
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("from", &self.from)
+            .field("to", &self.to)
+            .field("ca_file", &self.ca_file)
+            .finish()
+    }
+}
 
 /// One configured email receiver.
 #[derive(Clone)]
@@ -408,6 +460,185 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     out
+}
+
+/// The registry's line for `type = "email"`.
+pub const RECEIVER: ReceiverEntry = ReceiverEntry {
+    types: &["email"],
+    keys: &[
+        "timeout",
+        "smtp_host",
+        "smtp_port",
+        "tls",
+        "username",
+        "password",
+        "from",
+        "to",
+        "ca_file",
+    ],
+    build,
+};
+
+/// Checks an email receiver's table: SMTP settings instead of a URL.
+fn build(
+    c: &mut Checker<'_>,
+    input: &ReceiverInput<'_>,
+    raw: RawReceiver,
+) -> Option<SharedReceiver> {
+    let path = input.path;
+    let mut ok = input.report_misplaced(c, |key, _| {
+        format!("`{key}` does not apply to email receivers")
+    });
+    let missing = |c: &mut Checker<'_>, key: &str| {
+        c.diags.push(c.doc.error_at_key(
+            path,
+            format!("missing required key `{key}` for an email receiver"),
+        ));
+    };
+    let host = match raw.smtp_host.as_deref().map(str::trim) {
+        Some(h) if !h.is_empty() => Some(h.trim_matches(['[', ']']).to_owned()),
+        Some(_) => {
+            c.err(
+                &format!("{path}.smtp_host"),
+                "expected a host name or address",
+            );
+            None
+        }
+        None => {
+            missing(c, "smtp_host");
+            None
+        }
+    };
+    let port = raw.smtp_port.unwrap_or(587);
+    if port == 0 {
+        c.err(
+            &format!("{path}.smtp_port"),
+            "expected a port from 1 to 65535",
+        );
+        ok = false;
+    }
+    let tls = match raw.tls.as_deref() {
+        None | Some("starttls") => Some(SmtpTls::StartTls),
+        Some("implicit") => Some(SmtpTls::Implicit),
+        Some("none") => Some(SmtpTls::None),
+        Some(other) => {
+            let modes = ["starttls", "implicit", "none"];
+            let mut d = c.doc.error_at(
+                &format!("{path}.tls"),
+                format!(
+                    "unknown tls mode `{other}` (expected one of `starttls`, `implicit`, `none`)"
+                ),
+            );
+            d.help = diag::nearest(other, modes).map(|n| format!("did you mean `{n}`?"));
+            c.diags.push(d);
+            None
+        }
+    };
+    if let (Some(SmtpTls::None), Some(h)) = (tls, host.as_deref()) {
+        let loopback = h.eq_ignore_ascii_case("localhost")
+            || h.parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback());
+        if !loopback {
+            let mut d = c.doc.error_at(
+                &format!("{path}.tls"),
+                format!(
+                    "`tls = \"none\"` would send the password and alerts in clear text to `{h}`; it is allowed for loopback hosts only"
+                ),
+            );
+            d.help = Some("use `starttls` (port 587) or `implicit` (port 465)".to_owned());
+            c.diags.push(d);
+            ok = false;
+        }
+    }
+    let username = match raw.username.as_deref() {
+        Some(u) => Some(c.expand(&format!("{path}.username"), u)?),
+        None => None,
+    };
+    let password = match raw.password.as_deref() {
+        Some(p) => Some(c.expand(&format!("{path}.password"), p)?),
+        None => None,
+    };
+    if username.is_some() != password.is_some() {
+        c.diags.push(c.doc.error_at_key(
+            path,
+            "`username` and `password` go together: set both or neither".to_owned(),
+        ));
+        ok = false;
+    }
+    let from = match raw.from.as_deref() {
+        Some(f) => match f.parse::<Mailbox>() {
+            Ok(_) => Some(f.to_owned()),
+            Err(e) => {
+                c.err(
+                    &format!("{path}.from"),
+                    format!("`{f}` is not an email address: {e}"),
+                );
+                None
+            }
+        },
+        None => {
+            missing(c, "from");
+            None
+        }
+    };
+    let to = match raw.to {
+        Some(to) if to.is_empty() => {
+            c.err(&format!("{path}.to"), "expected at least one recipient");
+            None
+        }
+        Some(to) => {
+            let mut good = true;
+            for (i, t) in to.iter().enumerate() {
+                if let Err(e) = t.parse::<Mailbox>() {
+                    c.err(
+                        &format!("{path}.to[{i}]"),
+                        format!("`{t}` is not an email address: {e}"),
+                    );
+                    good = false;
+                }
+            }
+            good.then_some(to)
+        }
+        None => {
+            missing(c, "to");
+            None
+        }
+    };
+    let timeout = c.duration(
+        &format!("{path}.timeout"),
+        raw.timeout.as_deref(),
+        DEFAULT_RECEIVER_TIMEOUT,
+    );
+    let (Some(host), Some(tls), Some(from), Some(to), true) = (host, tls, from, to, ok) else {
+        return None;
+    };
+    // The host must make a valid `smtp://host:port` address.
+    let display = if host.contains(':') {
+        format!("smtp://[{host}]:{port}")
+    } else {
+        format!("smtp://{host}:{port}")
+    };
+    if url::Url::parse(&display).is_err() {
+        c.err(
+            &format!("{path}.smtp_host"),
+            format!("`{host}` is not a valid host"),
+        );
+        return None;
+    }
+    Some(std::sync::Arc::new(EmailReceiver {
+        name: input.name.to_owned(),
+        settings: EmailSettings {
+            smtp_host: host,
+            smtp_port: port,
+            tls,
+            username,
+            password,
+            from,
+            to,
+            ca_file: raw.ca_file.map(|f| c.base_dir.join(f)),
+        },
+        timeout,
+    }))
 }
 
 impl Receiver for EmailReceiver {

@@ -2,12 +2,16 @@
 //! notifications ([`state`]); notifications are written to a durable outbox
 //! before anything is sent and delivered per receiver with retries
 //! ([`outbox`]); receivers format them for the wire ([`webhook`] for
-//! HTTP receivers, [`email`] for SMTP).
+//! HTTP receivers, [`email`] for SMTP). Each receiver file also checks its
+//! own `[alerting.receivers.NAME]` tables and builds its receiver; the
+//! registry ([`receivers::RECEIVERS`]) lists the files, and the outbox
+//! knows receivers only through [`deliver::Receiver`].
 
 pub mod deliver;
 pub mod email;
 pub mod outbox;
 pub mod receiver;
+pub mod receivers;
 pub mod route;
 pub mod state;
 pub mod webhook;

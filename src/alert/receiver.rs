@@ -1,12 +1,20 @@
-//! Receivers and routes as checked at load: the settings each delivery
-//! needs (the assembly in `crate::plan` builds them from `[alerting]`).
+//! Receivers and routes as checked at load, and what every receiver file
+//! shares with the registry ([`super::receivers::RECEIVERS`]): the entry
+//! ([`ReceiverEntry`]) through which a file checks its
+//! `[alerting.receivers.NAME]` tables and builds the delivering
+//! [`SharedReceiver`], and the [`ReceiverInput`] it is given.
+//!
+//! This file knows no receiver type; each receiver file depends on it,
+//! never the reverse, and the registry lists the files.
 
+use super::deliver::SharedReceiver;
+use crate::config::check::Checker;
+use crate::config::raw::RawReceiver;
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::time::Duration;
 
 /// `[alerting]`, checked: every receiver a route names exists.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default)]
 pub struct AlertingConfig {
     pub group_wait: Duration,
     pub receivers: BTreeMap<String, ReceiverConfig>,
@@ -14,71 +22,64 @@ pub struct AlertingConfig {
     pub default_receivers: Vec<String>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
-pub enum ReceiverKind {
-    Webhook,
-    Slack,
-    PagerDuty { routing_key: String },
-    Alertmanager,
-    Email(EmailSettings),
-}
-
-/// How an email receiver secures its SMTP connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SmtpTls {
-    /// Plain connection upgraded with STARTTLS; fails if the server does
-    /// not offer it.
-    StartTls,
-    /// TLS from the first byte (SMTPS, usually port 465).
-    Implicit,
-    /// No TLS at all: loopback servers only.
-    None,
-}
-
-/// A checked email receiver. The password (and user name) may be secrets:
-/// `Debug` never shows the password.
-#[derive(Clone, PartialEq)]
-pub struct EmailSettings {
-    pub smtp_host: String,
-    pub smtp_port: u16,
-    pub tls: SmtpTls,
-    pub username: Option<String>,
-    pub password: Option<String>,
-    /// A mailbox: `ops@example.com` or `Synthmon <ops@example.com>`.
-    pub from: String,
-    /// At least one mailbox.
-    pub to: Vec<String>,
-    /// Extra trust anchors (PEM) added to the system roots.
-    pub ca_file: Option<PathBuf>,
-}
-
-impl std::fmt::Debug for EmailSettings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EmailSettings")
-            .field("smtp_host", &self.smtp_host)
-            .field("smtp_port", &self.smtp_port)
-            .field("tls", &self.tls)
-            .field("username", &self.username.as_ref().map(|_| "<set>"))
-            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
-            .field("from", &self.from)
-            .field("to", &self.to)
-            .field("ca_file", &self.ca_file)
-            .finish()
-    }
-}
-
-/// A checked receiver. Header values, the HMAC secret and the routing key
-/// may be secrets: never log them.
-#[derive(Debug, Clone, PartialEq)]
+/// A checked receiver: its `type` and the receiver its file built, ready
+/// to deliver. Its settings may hold secrets (URLs, header values, keys,
+/// passwords); each receiver's `Debug` leaves them out.
+#[derive(Debug, Clone)]
 pub struct ReceiverConfig {
-    pub name: String,
-    pub kind: ReceiverKind,
-    /// Where to deliver; for email receivers `smtp://host:port`, for
-    /// display only (the settings are in [`ReceiverKind::Email`]).
-    pub url: url::Url,
-    pub headers: Vec<(String, String)>,
-    pub hmac_secret: Option<String>,
-    pub timeout: Duration,
-    /// A webhook's body template and its content type, checked at load.
-    pub template: Option<(String, String)>,
+    /// The `type` it was configured with (`webhook` when unset).
+    pub type_name: &'static str,
+    pub receiver: SharedReceiver,
+}
+
+/// One line of the registry: the `type` values a receiver file handles,
+/// the keys of `[alerting.receivers.NAME]` those types read, and the
+/// builder that checks such a table (every error located, at
+/// `alerting.receivers.NAME.KEY`) into the receiver that delivers.
+pub struct ReceiverEntry {
+    pub types: &'static [&'static str],
+    /// Every key these types read besides `type` (which the assembly
+    /// reads). A key written for a type whose entry does not list it is
+    /// handed to the builder as [`Misplaced`], which reports it.
+    pub keys: &'static [&'static str],
+    pub build: fn(&mut Checker<'_>, &ReceiverInput<'_>, RawReceiver) -> Option<SharedReceiver>,
+}
+
+/// What a receiver file's builder gets besides the table itself.
+pub struct ReceiverInput<'a> {
+    /// The receiver's name: unique, names outbox rows and logs.
+    pub name: &'a str,
+    /// Its table's key path, `alerting.receivers.NAME`.
+    pub path: &'a str,
+    /// Its `type`, one of the entry's types.
+    pub type_name: &'static str,
+    /// Keys written in the table that this entry does not read, each with
+    /// the types that do; the builder reports each (wording is its own).
+    pub misplaced: &'a [Misplaced],
+}
+
+/// A key written for a receiver type that does not read it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Misplaced {
+    pub key: &'static str,
+    /// The types whose entries read it, in registry order.
+    pub owners: Vec<&'static str>,
+}
+
+impl ReceiverInput<'_> {
+    /// Reports every misplaced key at its value with `message(key,
+    /// owners)`; `true` when there was none.
+    pub fn report_misplaced(
+        &self,
+        c: &mut Checker<'_>,
+        message: impl Fn(&str, &[&str]) -> String,
+    ) -> bool {
+        for m in self.misplaced {
+            c.err(
+                &format!("{}.{}", self.path, m.key),
+                message(m.key, &m.owners),
+            );
+        }
+        self.misplaced.is_empty()
+    }
 }

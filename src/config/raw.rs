@@ -40,10 +40,13 @@ pub struct RawAlerting {
     pub default_receivers: Vec<String>,
 }
 
+/// `[alerting.receivers.NAME]`: the keys of every receiver type, so that
+/// unknown keys are named against all of them. Which type reads which key
+/// is its receiver file's business (`alert::receivers::RECEIVERS`).
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawReceiver {
-    /// `webhook`, `slack`, `pagerduty` or `alertmanager`.
+    /// The receiver type (`alert::receivers::RECEIVERS` lists them).
     #[serde(rename = "type")]
     pub kind: Option<String>,
     pub url: Option<String>,
@@ -75,6 +78,33 @@ pub struct RawReceiver {
     pub to: Option<Vec<String>>,
     /// Email: extra trust anchors (PEM) for the SMTP server's certificate.
     pub ca_file: Option<String>,
+}
+
+impl RawReceiver {
+    /// The keys written in this table besides `type`, in field order (an
+    /// empty `headers` table counts as unwritten).
+    pub fn set_keys(&self) -> Vec<&'static str> {
+        [
+            ("url", self.url.is_some()),
+            ("headers", !self.headers.is_empty()),
+            ("hmac_secret", self.hmac_secret.is_some()),
+            ("template", self.template.is_some()),
+            ("content_type", self.content_type.is_some()),
+            ("routing_key", self.routing_key.is_some()),
+            ("timeout", self.timeout.is_some()),
+            ("smtp_host", self.smtp_host.is_some()),
+            ("smtp_port", self.smtp_port.is_some()),
+            ("tls", self.tls.is_some()),
+            ("username", self.username.is_some()),
+            ("password", self.password.is_some()),
+            ("from", self.from.is_some()),
+            ("to", self.to.is_some()),
+            ("ca_file", self.ca_file.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(key, set)| set.then_some(key))
+        .collect()
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -9,12 +9,9 @@
 //! effect on restart; routes and probe policies follow reloads.
 
 use crate::alert::Notification;
-use crate::alert::email::EmailReceiver;
 use crate::alert::outbox::{Dispatcher, Outbox, SharedReceiver};
-use crate::alert::receiver::{ReceiverConfig, ReceiverKind};
 use crate::alert::route::receivers_for;
 use crate::alert::state::{Engine, EngineSnapshot, FireRule, PairInfo};
-use crate::alert::webhook::{Preset, WebhookReceiver};
 use crate::outcome::Outcome;
 use crate::plan::Config;
 use chrono::Utc;
@@ -60,13 +57,7 @@ impl Alerting {
             },
             None => Engine::new(),
         };
-        let receivers = config
-            .alerting
-            .receivers
-            .values()
-            .map(receiver)
-            .collect::<Vec<SharedReceiver>>();
-        let dispatcher = Dispatcher::start(outbox.clone(), receivers, stop.clone())?;
+        let dispatcher = Dispatcher::start(outbox.clone(), receivers(config), stop.clone())?;
         tracing::info!(state_dir = %dir.display(), receivers = config.alerting.receivers.len(), "alerting active");
         Ok(Some(Alerting {
             engine,
@@ -247,8 +238,8 @@ pub async fn send_once(
     for (receivers, batch) in group(config, notes) {
         outbox.enqueue(&receivers, &batch, now)?;
     }
-    let receivers: Vec<SharedReceiver> = config.alerting.receivers.values().map(receiver).collect();
-    let dispatcher = Dispatcher::start(outbox.clone(), receivers, CancellationToken::new())?;
+    let dispatcher =
+        Dispatcher::start(outbox.clone(), receivers(config), CancellationToken::new())?;
     dispatcher.nudge();
     let deadline = Instant::now() + wait;
     let pending = loop {
@@ -265,49 +256,14 @@ pub async fn send_once(
     })
 }
 
-fn receiver(r: &ReceiverConfig) -> SharedReceiver {
-    let (preset, url) = match &r.kind {
-        ReceiverKind::Email(settings) => {
-            return std::sync::Arc::new(EmailReceiver {
-                name: r.name.clone(),
-                settings: settings.clone(),
-                timeout: r.timeout,
-            });
-        }
-        ReceiverKind::Webhook => match &r.template {
-            Some((source, content_type)) => (
-                Preset::Template {
-                    source: source.clone(),
-                    content_type: content_type.clone(),
-                },
-                r.url.clone(),
-            ),
-            None => (Preset::Generic, r.url.clone()),
-        },
-        ReceiverKind::Slack => (Preset::Slack, r.url.clone()),
-        ReceiverKind::PagerDuty { routing_key } => (
-            Preset::PagerDuty {
-                routing_key: routing_key.clone(),
-            },
-            r.url.clone(),
-        ),
-        ReceiverKind::Alertmanager => {
-            // A bare Alertmanager address gets the v2 alerts path.
-            let mut url = r.url.clone();
-            if url.path() == "/" || url.path().is_empty() {
-                url.set_path("/api/v2/alerts");
-            }
-            (Preset::Alertmanager, url)
-        }
-    };
-    std::sync::Arc::new(WebhookReceiver {
-        name: r.name.clone(),
-        url,
-        preset,
-        headers: r.headers.clone(),
-        hmac_secret: r.hmac_secret.clone(),
-        timeout: r.timeout,
-    })
+/// The configured receivers, built at load by their files.
+fn receivers(config: &Config) -> Vec<SharedReceiver> {
+    config
+        .alerting
+        .receivers
+        .values()
+        .map(|r| r.receiver.clone())
+        .collect()
 }
 
 /// `[daemon] state_dir`, else systemd's `STATE_DIRECTORY` (already folded

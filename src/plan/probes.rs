@@ -3,7 +3,7 @@
 //! registry, [`crate::probe::KINDS`]) and its `[workload]` to the workload
 //! builder, and the checks that span files (duplicate names, `depends_on`).
 
-use crate::alert::receiver::{AlertingConfig, ReceiverKind};
+use crate::alert::receiver::AlertingConfig;
 use crate::config::check::{
     Checker, display_path, min_gap, parse_m_of_k, parse_schedule, valid_label, valid_name,
 };
@@ -49,7 +49,7 @@ pub(super) fn warn_alertmanager_timeout(alerting: &AlertingConfig, probes: &[Pro
     let has_am = alerting
         .receivers
         .values()
-        .any(|r| r.kind == ReceiverKind::Alertmanager);
+        .any(|r| r.receiver.expires_alerts());
     if !has_am {
         return;
     }

@@ -10,9 +10,8 @@ use chrono::{DateTime, Utc};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use synthmon::alert::email::{self, EmailReceiver};
+use synthmon::alert::email::{self, EmailReceiver, EmailSettings, SmtpTls};
 use synthmon::alert::outbox::{Attempt, Dispatcher, Outbox};
-use synthmon::alert::receiver::{EmailSettings, SmtpTls};
 use synthmon::alert::{AlertKind, FailedCheck, Notice, Notification, ThresholdBreach, fingerprint};
 use synthmon::config::Severity;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
@@ -621,7 +620,14 @@ timeout = "7s"
     );
     let c = load(&config).unwrap();
     let r = &c.alerting.receivers["mail"];
-    let synthmon::alert::receiver::ReceiverKind::Email(s) = &r.kind else {
+    assert_eq!(r.type_name, "email");
+    let any: &dyn std::any::Any = r.receiver.as_ref();
+    let Some(EmailReceiver {
+        settings: s,
+        timeout,
+        ..
+    }) = any.downcast_ref::<EmailReceiver>()
+    else {
         panic!("not an email receiver: {r:?}");
     };
     assert_eq!(s.smtp_host, "smtp.example.com");
@@ -635,7 +641,7 @@ timeout = "7s"
     );
     assert_eq!(s.to, vec!["oncall@example.com", "Ops <ops@example.com>"]);
     assert!(s.ca_file.as_ref().is_some_and(|f| f.ends_with("ca.pem")));
-    assert_eq!(r.timeout, Duration::from_secs(7));
+    assert_eq!(*timeout, Duration::from_secs(7));
     // Debug output never shows the password.
     assert!(!format!("{r:?}").contains("hunter2"), "{r:?}");
 
