@@ -7,6 +7,7 @@ use crate::once::{self, Selection};
 use crate::outcome::Outcome;
 use crate::plan::{self, Config};
 use crate::report;
+use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
@@ -201,10 +202,7 @@ pub async fn dispatch(cli: Cli) -> u8 {
     let vars: BTreeMap<String, String> = cli.vars.iter().cloned().collect();
     let outcomes = match once::run(&config, &pairs, &vars, cli.seed).await {
         Ok(o) => o,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            return EXIT_USAGE;
-        }
+        Err(e) => return fail(e.into()),
     };
     if cli.alert {
         match crate::daemon::alerting::send_once(&config, &outcomes, Duration::from_secs(30)).await
@@ -235,6 +233,13 @@ pub async fn dispatch(cli: Cli) -> u8 {
 
 fn print_diagnostics(diags: &config::Diagnostics) -> u8 {
     eprintln!("{diags}");
+    EXIT_USAGE
+}
+
+/// Prints `error` with its causes on one line (`error: what: why`) and
+/// returns the exit code for an invocation that could not run.
+fn fail(error: anyhow::Error) -> u8 {
+    eprintln!("error: {error:#}");
     EXIT_USAGE
 }
 
@@ -298,9 +303,9 @@ async fn daemon(load: LoadOptions) -> u8 {
     match crate::daemon::run(opts, terminate()).await {
         Ok(()) => EXIT_OK,
         Err(e) => {
-            tracing::error!(error = %e, "synthmon cannot start");
-            eprintln!("error: {e}");
-            EXIT_USAGE
+            let e = anyhow::Error::new(e);
+            tracing::error!(error = %format_args!("{e:#}"), "synthmon cannot start");
+            fail(e)
         }
     }
 }
@@ -331,12 +336,10 @@ async fn sandbox(listen: SocketAddr) -> u8 {
     let sandbox =
         match crate::sandbox::Sandbox::start(listen, crate::sandbox::SandboxOptions::default())
             .await
+            .with_context(|| format!("cannot start the sandbox on {listen}"))
         {
             Ok(s) => s,
-            Err(e) => {
-                eprintln!("error: cannot start the sandbox on {listen}: {e}");
-                return EXIT_USAGE;
-            }
+            Err(e) => return fail(e),
         };
     println!("sandbox listening on {}", sandbox.base_url());
     let _ = tokio::signal::ctrl_c().await;

@@ -29,8 +29,26 @@ pub struct Selection {
 /// A (probe index, environment name) pair to run.
 pub type Pair = (usize, String);
 
+/// Why a `--once` invocation could not run. A failed probe is not an
+/// error: it is an [`Outcome`]. The cause, where there is one, is the
+/// [`source`](std::error::Error::source), not part of the message.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot start the built-in sandbox")]
+    Sandbox(#[source] std::io::Error),
+    #[error("the built-in sandbox's base URL does not parse")]
+    SandboxUrl(#[source] url::ParseError),
+    /// A run's task panicked: a bug in synthmon, not a probe failure.
+    #[error("a probe run failed inside synthmon")]
+    Run(#[source] tokio::task::JoinError),
+    /// `[telemetry]` or the `OTEL_*` variables do not describe an exporter.
+    #[error("cannot set up trace export: {0}")]
+    Traces(String),
+}
+
 /// The pairs `sel` selects. Naming a probe or environment that does not
-/// exist is a usage error, not an empty run.
+/// exist is a usage error, not an empty run; the error is the message to
+/// show, with a suggestion when a name is close to one that exists.
 pub fn select(config: &Config, sel: &Selection) -> Result<Vec<Pair>, String> {
     for name in &sel.probes {
         if !config.probes.iter().any(|p| &p.name == name) {
@@ -76,7 +94,7 @@ pub async fn run(
     pairs: &[Pair],
     vars: &BTreeMap<String, String>,
     seed: Option<u64>,
-) -> anyhow::Result<Vec<Outcome>> {
+) -> Result<Vec<Outcome>, Error> {
     let needs_sandbox = pairs.iter().any(|(_, env)| {
         config
             .environments
@@ -85,14 +103,19 @@ pub async fn run(
     });
     let sandbox = if needs_sandbox {
         let listen = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
-        Some(Sandbox::start(listen, SandboxOptions::default()).await?)
+        Some(
+            Sandbox::start(listen, SandboxOptions::default())
+                .await
+                .map_err(Error::Sandbox)?,
+        )
     } else {
         None
     };
     let sandbox_url = sandbox
         .as_ref()
         .map(|s| url::Url::parse(&s.base_url()))
-        .transpose()?;
+        .transpose()
+        .map_err(Error::SandboxUrl)?;
 
     // Per environment: its base URL and its variables overlaid with --var.
     let mut targets = BTreeMap::new();
@@ -149,7 +172,7 @@ pub async fn run(
         .await
         .into_iter()
         .collect::<Result<Vec<Outcome>, _>>()
-        .map_err(|e| anyhow::anyhow!("a probe run failed inside synthmon: {e}"))?;
+        .map_err(Error::Run)?;
 
     if let Some(s) = sandbox {
         s.shutdown().await;
@@ -164,14 +187,14 @@ pub async fn run(
 
 /// Exports a trace per outcome when OTLP is configured, waiting a bounded
 /// time for the collector.
-async fn export_traces(config: &Config, outcomes: &[Outcome]) -> anyhow::Result<()> {
+async fn export_traces(config: &Config, outcomes: &[Outcome]) -> Result<(), Error> {
     use crate::telemetry::traces::{Resource, TraceExporter};
     let resource = Resource {
         instance: config.daemon.instance.clone(),
         location: config.daemon.location.clone(),
     };
     let exporter = TraceExporter::start(&config.telemetry, resource, &|k| std::env::var(k).ok())
-        .map_err(|e| anyhow::anyhow!("cannot set up trace export: {e}"))?;
+        .map_err(Error::Traces)?;
     if let Some(exporter) = exporter {
         for o in outcomes {
             exporter.record(o);

@@ -126,18 +126,33 @@ impl Shared {
     }
 }
 
-/// Why the daemon could not start.
+/// How long start-up waits for the scheduler to arm the first schedules.
+const ARM_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Why the daemon could not start. The cause, where there is one, is the
+/// [`source`](std::error::Error::source), not part of the message: print
+/// the chain (as `cli` does, or with [`crate::net::error::describe`]).
 #[derive(Debug, thiserror::Error)]
-pub enum StartError {
+pub enum Error {
+    /// The config did not load: every diagnostic, located.
     #[error("invalid configuration:\n{0}")]
     Config(Diagnostics),
-    #[error("cannot listen on {addr}: {source}")]
-    Listen {
+    #[error("cannot listen on {addr}")]
+    Bind {
         addr: SocketAddr,
+        #[source]
         source: std::io::Error,
     },
-    #[error("{0:#}")]
-    Other(#[from] anyhow::Error),
+    /// `[telemetry]` or the `OTEL_*` variables do not describe an exporter.
+    #[error("cannot set up trace export: {0}")]
+    Traces(String),
+    /// The state directory, the outbox or the delivery workers.
+    #[error("cannot set up alerting: {0}")]
+    Alerting(String),
+    #[error(transparent)]
+    Scheduler(#[from] scheduler::Error),
+    #[error("the scheduler did not arm its schedules within {0:?}")]
+    NotArmed(Duration),
 }
 
 /// A running daemon.
@@ -161,7 +176,7 @@ impl Daemon {
     pub async fn start(
         opts: DaemonOptions,
         outcomes: Option<mpsc::Sender<Outcome>>,
-    ) -> Result<Daemon, StartError> {
+    ) -> Result<Daemon, Error> {
         // Take SIGHUP over before anything slow: its default action would
         // kill the process if it came during start-up.
         let hup = if opts.reload_on_sighup {
@@ -171,7 +186,7 @@ impl Daemon {
         } else {
             None
         };
-        let config = Arc::new(load(&opts.load).await.map_err(StartError::Config)?);
+        let config = Arc::new(load(&opts.load).await.map_err(Error::Config)?);
         let watcher = watch::Watcher::new(&config);
         let traces = crate::telemetry::traces::TraceExporter::start(
             &config.telemetry,
@@ -181,17 +196,17 @@ impl Daemon {
             },
             &|k| std::env::var(k).ok(),
         )
-        .map_err(|e| StartError::Other(anyhow::anyhow!("cannot set up trace export: {e}")))?;
+        .map_err(Error::Traces)?;
         let alerting = alerting::Alerting::start(&config, &CancellationToken::new())
-            .map_err(|e| StartError::Other(anyhow::anyhow!("cannot set up alerting: {e}")))?;
+            .map_err(Error::Alerting)?;
         let listen = config.daemon.listen;
         let listener = tokio::net::TcpListener::bind(listen)
             .await
-            .map_err(|source| StartError::Listen {
+            .map_err(|source| Error::Bind {
                 addr: listen,
                 source,
             })?;
-        let addr = listener.local_addr().map_err(|source| StartError::Listen {
+        let addr = listener.local_addr().map_err(|source| Error::Bind {
             addr: listen,
             source,
         })?;
@@ -260,13 +275,8 @@ impl Daemon {
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
         };
-        if tokio::time::timeout(Duration::from_secs(30), armed)
-            .await
-            .is_err()
-        {
-            return Err(StartError::Other(anyhow::anyhow!(
-                "the scheduler did not arm its schedules within 30s"
-            )));
+        if tokio::time::timeout(ARM_TIMEOUT, armed).await.is_err() {
+            return Err(Error::NotArmed(ARM_TIMEOUT));
         }
         notifier.notify("READY=1");
         tracing::info!(
@@ -360,10 +370,7 @@ impl Daemon {
 }
 
 /// Runs the daemon until `shutdown` resolves, then drains and returns.
-pub async fn run(
-    opts: DaemonOptions,
-    shutdown: impl Future<Output = ()>,
-) -> Result<(), StartError> {
+pub async fn run(opts: DaemonOptions, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
     let daemon = Daemon::start(opts, None).await?;
     shutdown.await;
     daemon.shutdown().await;

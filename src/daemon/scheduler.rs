@@ -15,6 +15,7 @@
 use super::Shared;
 use super::pipeline::Event;
 use crate::config::{BaseUrl, Schedule};
+use crate::net::error::describe;
 use crate::outcome::Outcome;
 use crate::plan::Config;
 use crate::probe::{self, RunContext};
@@ -28,12 +29,38 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::sync::{Semaphore, mpsc};
 use tokio::time::Instant;
-use tokio_cron_scheduler::{Job, JobScheduler};
+use tokio_cron_scheduler::{Job, JobScheduler, JobSchedulerError};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 /// Identifies a pair: (probe name, environment name).
 pub type PairKey = (String, String);
+
+/// Why the scheduler could not start or arm a config. The cause, where
+/// there is one, is the [`source`](std::error::Error::source).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot start the cron scheduler")]
+    CronStart(#[source] JobSchedulerError),
+    /// The time zone was checked at load, so this means the two disagree.
+    #[error("cannot arm `{probe}` in `{environment}`: {message}")]
+    TimeZone {
+        probe: String,
+        environment: String,
+        message: String,
+    },
+    #[error("cannot arm the cron schedule of `{probe}` in `{environment}`")]
+    Cron {
+        probe: String,
+        environment: String,
+        #[source]
+        source: JobSchedulerError,
+    },
+    #[error("cannot start the built-in sandbox")]
+    Sandbox(#[source] std::io::Error),
+    #[error("the built-in sandbox's base URL does not parse")]
+    SandboxUrl(#[source] url::ParseError),
+}
 
 /// Messages into the loop.
 #[derive(Debug)]
@@ -101,9 +128,9 @@ impl Scheduler {
         run_cancel: CancellationToken,
         events: mpsc::Sender<Event>,
         metrics: Arc<Metrics>,
-    ) -> anyhow::Result<Scheduler> {
-        let cron = JobScheduler::new().await?;
-        cron.start().await?;
+    ) -> Result<Scheduler, Error> {
+        let cron = JobScheduler::new().await.map_err(Error::CronStart)?;
+        cron.start().await.map_err(Error::CronStart)?;
         let (cron_tx, cron_rx) = mpsc::channel(CRON_QUEUE);
         let permits_total = config.daemon.max_concurrent_runs;
         Ok(Scheduler {
@@ -132,7 +159,7 @@ impl Scheduler {
     pub async fn run(mut self, mut commands: mpsc::Receiver<Command>, stop: CancellationToken) {
         let initial = self.config.clone();
         if let Err(e) = self.apply(initial).await {
-            tracing::error!(error = %format!("{e:#}"), "cannot arm the schedules");
+            tracing::error!(error = %describe(&e), "cannot arm the schedules");
         }
         self.shared.set_ready();
         let tick = self.shared.tick;
@@ -149,7 +176,7 @@ impl Scheduler {
                 cmd = commands.recv() => match cmd {
                     Some(Command::Apply(config)) => {
                         if let Err(e) = self.apply(config).await {
-                            tracing::error!(error = %format!("{e:#}"), "cannot apply the new config");
+                            tracing::error!(error = %describe(&e), "cannot apply the new config");
                         }
                     }
                     Some(Command::Stall(d)) => tokio::time::sleep(d).await,
@@ -285,7 +312,7 @@ impl Scheduler {
 
     /// Switches to `config`: pairs whose schedule did not change keep their
     /// slots and in-flight state; new pairs are armed; removed ones stop.
-    async fn apply(&mut self, config: Arc<Config>) -> anyhow::Result<()> {
+    async fn apply(&mut self, config: Arc<Config>) -> Result<(), Error> {
         self.ensure_targets(&config).await?;
         if config.daemon.max_concurrent_runs != self.permits_total {
             tracing::warn!(
@@ -334,7 +361,7 @@ impl Scheduler {
         Ok(())
     }
 
-    async fn arm(&mut self, key: PairKey, schedule: Schedule) -> anyhow::Result<()> {
+    async fn arm(&mut self, key: PairKey, schedule: Schedule) -> Result<(), Error> {
         let generation = self.next_generation;
         self.next_generation += 1;
         let mut entry = Entry {
@@ -359,7 +386,13 @@ impl Scheduler {
                 expression,
                 timezone,
             } => {
-                let tz = crate::schedule::parse_timezone(timezone).map_err(anyhow::Error::msg)?;
+                let tz = crate::schedule::parse_timezone(timezone).map_err(|message| {
+                    Error::TimeZone {
+                        probe: key.0.clone(),
+                        environment: key.1.clone(),
+                        message,
+                    }
+                })?;
                 let tx = self.cron_tx.clone();
                 let shared = self.shared.clone();
                 let metrics = self.metrics.clone();
@@ -375,8 +408,14 @@ impl Scheduler {
                             metrics.missed(1);
                         }
                     })
-                })?;
-                entry.cron_job = Some(self.cron.add(job).await?);
+                });
+                let cron_error = |source: JobSchedulerError| Error::Cron {
+                    probe: key.0.clone(),
+                    environment: key.1.clone(),
+                    source,
+                };
+                let job = job.map_err(cron_error)?;
+                entry.cron_job = Some(self.cron.add(job).await.map_err(cron_error)?);
             }
         }
         self.entries.insert(key, entry);
@@ -385,7 +424,7 @@ impl Scheduler {
 
     /// Resolves every environment's base URL, starting the built-in sandbox
     /// the first time an environment needs it.
-    async fn ensure_targets(&mut self, config: &Config) -> anyhow::Result<()> {
+    async fn ensure_targets(&mut self, config: &Config) -> Result<(), Error> {
         let mut targets = BTreeMap::new();
         for (name, env) in &config.environments {
             let mut vars = env.variables.clone();
@@ -397,7 +436,9 @@ impl Scheduler {
                         Some(s) => s,
                         None => {
                             let listen = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
-                            let s = Sandbox::start(listen, SandboxOptions::default()).await?;
+                            let s = Sandbox::start(listen, SandboxOptions::default())
+                                .await
+                                .map_err(Error::Sandbox)?;
                             tracing::info!(url = %s.base_url(), "built-in sandbox target started");
                             slot.insert(s)
                         }
@@ -405,7 +446,7 @@ impl Scheduler {
                     for (k, v) in sandbox.variables() {
                         vars.entry(k.clone()).or_insert_with(|| v.clone());
                     }
-                    url::Url::parse(&sandbox.base_url())?
+                    url::Url::parse(&sandbox.base_url()).map_err(Error::SandboxUrl)?
                 }
             };
             targets.insert(name.clone(), Target { url, vars });

@@ -6,9 +6,10 @@
 //! Every call into the store goes through [`blocking`], i.e. runs on
 //! tokio's blocking pool, never on a worker's async task.
 
-use super::store::{Delivery, Outbox, idempotency_key};
+use super::store::{Delivery, Outbox, OutboxError, idempotency_key, legacy};
 use crate::alert::Notification;
 use crate::alert::deliver::{Attempt, SharedReceiver};
+use crate::net::error::describe;
 use chrono::Utc;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -154,15 +155,15 @@ enum Next {
 }
 
 /// Runs `f` on the outbox on tokio's blocking pool.
-async fn blocking<T, F>(outbox: &Arc<Outbox>, f: F) -> Result<T, String>
+async fn blocking<T, F>(outbox: &Arc<Outbox>, f: F) -> Result<T, OutboxError>
 where
     T: Send + 'static,
-    F: FnOnce(&Outbox) -> Result<T, String> + Send + 'static,
+    F: FnOnce(&Outbox) -> Result<T, OutboxError> + Send + 'static,
 {
     let outbox = Arc::clone(outbox);
     tokio::task::spawn_blocking(move || f(&outbox))
         .await
-        .map_err(|e| format!("outbox: a storage task failed: {e}"))?
+        .map_err(OutboxError::Store)?
 }
 
 /// The delivery workers: one task per receiver.
@@ -180,12 +181,15 @@ impl Dispatcher {
     /// the default options. The workers stop when `stop` is cancelled, on
     /// [`Dispatcher::shutdown`], or when the dispatcher is dropped; what
     /// they were sending then stays pending.
+    ///
+    /// Returns the error as text until `src/daemon/alerting.rs` takes
+    /// [`OutboxError`].
     pub fn start<R: Into<SharedReceiver>>(
         outbox: Arc<Outbox>,
         receivers: Vec<R>,
         stop: CancellationToken,
     ) -> Result<Dispatcher, String> {
-        Self::start_with(outbox, receivers, stop, DispatchOptions::default())
+        Self::start_with(outbox, receivers, stop, DispatchOptions::default()).map_err(legacy)
     }
 
     /// [`Dispatcher::start`] with explicit retry options. Errs when two
@@ -195,15 +199,15 @@ impl Dispatcher {
         receivers: Vec<R>,
         stop: CancellationToken,
         options: DispatchOptions,
-    ) -> Result<Dispatcher, String> {
+    ) -> Result<Dispatcher, OutboxError> {
         let receivers: Vec<SharedReceiver> = receivers.into_iter().map(Into::into).collect();
         let mut names = BTreeSet::new();
         for r in &receivers {
             if !names.insert(r.name()) {
-                return Err(format!("two receivers are named {:?}", r.name()));
+                return Err(OutboxError::DuplicateReceiver(r.name().to_owned()));
             }
         }
-        let client = crate::alert::deliver::client()?;
+        let client = crate::alert::deliver::client().map_err(OutboxError::Client)?;
         let stop = stop.child_token();
         let abort = CancellationToken::new();
         let tracker = TaskTracker::new();
@@ -252,9 +256,12 @@ impl Dispatcher {
         &self,
         receivers: Vec<String>,
         batch: Vec<Notification>,
-    ) -> Result<(), String> {
+    ) -> Result<(), OutboxError> {
         let now = Utc::now();
-        blocking(&self.outbox, move |o| o.enqueue(&receivers, &batch, now)).await?;
+        blocking(&self.outbox, move |o| {
+            o.try_enqueue(&receivers, &batch, now)
+        })
+        .await?;
         self.nudge();
         Ok(())
     }
@@ -311,7 +318,7 @@ impl Worker {
             let due = match due {
                 Ok(due) => due,
                 Err(error) => {
-                    tracing::error!(receiver = %name, "{error}");
+                    tracing::error!(receiver = %name, "{}", describe(&error));
                     if self.pause(STORE_RETRY).await {
                         return;
                     }
@@ -327,7 +334,7 @@ impl Worker {
                         .min(self.options.idle_recheck),
                     Ok(None) => self.options.idle_recheck,
                     Err(error) => {
-                        tracing::error!(receiver = %name, "{error}");
+                        tracing::error!(receiver = %name, "{}", describe(&error));
                         STORE_RETRY
                     }
                 };
@@ -368,12 +375,12 @@ impl Worker {
     /// Stores a result; on failure logs it and tells the loop to pause.
     async fn record<F>(&self, f: F) -> Option<Next>
     where
-        F: FnOnce(&Outbox) -> Result<(), String> + Send + 'static,
+        F: FnOnce(&Outbox) -> Result<(), OutboxError> + Send + 'static,
     {
         match blocking(&self.outbox, f).await {
             Ok(()) => None,
             Err(error) => {
-                tracing::error!(receiver = %self.receiver.name(), "{error}");
+                tracing::error!(receiver = %self.receiver.name(), "{}", describe(&error));
                 Some(Next::StoreFailed)
             }
         }

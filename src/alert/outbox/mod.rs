@@ -34,6 +34,16 @@
 //! - **Bounded disk.** Delivered and dead rows are removed by
 //!   [`Outbox::prune`]; pending rows are never pruned.
 //!
+//! # Errors
+//!
+//! A receiver that fails is not an error: its [`Attempt`] is recorded on
+//! the row. [`OutboxError`] is a fault of the outbox itself (its directory,
+//! SQLite, a blocking task), with the cause as its source. For now
+//! [`Outbox::open`], [`Outbox::enqueue`], [`Outbox::depth`],
+//! [`Outbox::commit_group`], [`Outbox::load_state`] and
+//! [`Dispatcher::start`] hand it to `daemon::alerting` as text, causes
+//! included; every other call returns it typed.
+//!
 //! # Layout
 //!
 //! - `store.rs`: the SQLite store ([`Outbox`]) and its row types. Its calls
@@ -49,4 +59,6 @@ mod store;
 
 pub use super::deliver::{Attempt, Receiver, SharedReceiver};
 pub use dispatch::{DispatchOptions, DispatchStats, Dispatcher, ReceiverStats, backoff};
-pub use store::{Delivery, DeliveryState, DeliveryStatus, Outbox, ReceiverDepth, idempotency_key};
+pub use store::{
+    Delivery, DeliveryState, DeliveryStatus, Outbox, OutboxError, ReceiverDepth, idempotency_key,
+};

@@ -16,12 +16,76 @@
 use crate::alert::Notification;
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, params};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 /// The schema version this code writes (`PRAGMA user_version`).
 const SCHEMA_VERSION: i64 = 1;
+
+/// A fault of the outbox itself: its directory, its database, or the
+/// blocking task a call ran on. A receiver that fails is not an error here
+/// but an [`Attempt`](super::Attempt) recorded on its row.
+///
+/// Messages say what the outbox was doing; the cause (SQLite's or the
+/// OS's message) is the [`source`](std::error::Error::source), so print the
+/// whole chain (as `cli` does, or with [`crate::net::error::describe`]).
+#[derive(Debug, thiserror::Error)]
+pub enum OutboxError {
+    #[error("outbox: cannot create {}", dir.display())]
+    CreateDir {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("outbox: cannot open {}", path.display())]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("outbox: {} does not support WAL (journal mode {mode})", path.display())]
+    NoWal { path: PathBuf, mode: String },
+    #[error("outbox: cannot create the schema")]
+    Schema(#[source] rusqlite::Error),
+    #[error(
+        "outbox: {} has schema version {found}, newer than this synthmon knows ({known})",
+        path.display()
+    )]
+    NewerSchema {
+        path: PathBuf,
+        found: i64,
+        known: i64,
+    },
+    #[error("outbox: cannot enqueue an empty batch")]
+    EmptyBatch,
+    #[error("outbox: cannot encode a batch")]
+    Encode(#[source] serde_json::Error),
+    /// A statement failed; `what` says which, as "cannot {what}".
+    #[error("outbox: cannot {what}")]
+    Query {
+        what: &'static str,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("outbox: cannot commit")]
+    Commit(#[source] rusqlite::Error),
+    /// The blocking task a store call ran on failed (it panicked, or the
+    /// runtime is shutting down).
+    #[error("outbox: a storage task failed")]
+    Store(#[source] tokio::task::JoinError),
+    #[error("two receivers are named {0:?}")]
+    DuplicateReceiver(String),
+    /// The HTTP client the receivers share could not be built.
+    #[error("outbox: cannot set up the delivery client: {0}")]
+    Client(String),
+}
+
+/// The error as one line with its causes, for the functions that still
+/// return `String` to `src/daemon/alerting.rs`.
+pub(super) fn legacy(error: OutboxError) -> String {
+    crate::net::error::describe(&error)
+}
 
 /// One receiver's queue: its name, how many deliveries are pending, and
 /// when the oldest of them was enqueued.
@@ -108,8 +172,8 @@ fn from_ms(ms: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(ms).unwrap_or(DateTime::UNIX_EPOCH)
 }
 
-fn db_error(what: &str) -> impl Fn(rusqlite::Error) -> String + '_ {
-    move |e| format!("outbox: cannot {what}: {e}")
+fn db_error(what: &'static str) -> impl Fn(rusqlite::Error) -> OutboxError {
+    move |source| OutboxError::Query { what, source }
 }
 
 impl Outbox {
@@ -118,23 +182,35 @@ impl Outbox {
     /// newer synthmon.
     ///
     /// Blocking: call from `spawn_blocking` or a blocking thread.
+    ///
+    /// Returns the error as text until `src/daemon/alerting.rs` takes
+    /// [`OutboxError`].
     pub fn open(path: &Path) -> Result<Outbox, String> {
+        Self::try_open(path).map_err(legacy)
+    }
+
+    /// [`Outbox::open`] with a typed error.
+    pub(super) fn try_open(path: &Path) -> Result<Outbox, OutboxError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| format!("outbox: cannot create {}: {e}", dir.display()))?;
+            std::fs::create_dir_all(dir).map_err(|source| OutboxError::CreateDir {
+                dir: dir.to_owned(),
+                source,
+            })?;
         }
-        let conn = Connection::open(path)
-            .map_err(|e| format!("outbox: cannot open {}: {e}", path.display()))?;
+        let conn = Connection::open(path).map_err(|source| OutboxError::Open {
+            path: path.to_owned(),
+            source,
+        })?;
         conn.busy_timeout(Duration::from_secs(5))
             .map_err(db_error("set the busy timeout"))?;
         let mode: String = conn
             .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
             .map_err(db_error("switch to WAL"))?;
         if !mode.eq_ignore_ascii_case("wal") {
-            return Err(format!(
-                "outbox: {} does not support WAL (journal mode {mode})",
-                path.display()
-            ));
+            return Err(OutboxError::NoWal {
+                path: path.to_owned(),
+                mode,
+            });
         }
         // Killing the process (even with SIGKILL) loses nothing under
         // `synchronous = NORMAL` in WAL mode: a commit is in the WAL file,
@@ -177,13 +253,14 @@ impl Outbox {
                      PRAGMA user_version = {SCHEMA_VERSION};
                      COMMIT;"
                 ))
-                .map_err(db_error("create the schema"))?,
+                .map_err(OutboxError::Schema)?,
             SCHEMA_VERSION => {}
             newer => {
-                return Err(format!(
-                    "outbox: {} has schema version {newer}, newer than this synthmon knows ({SCHEMA_VERSION})",
-                    path.display()
-                ));
+                return Err(OutboxError::NewerSchema {
+                    path: path.to_owned(),
+                    found: newer,
+                    known: SCHEMA_VERSION,
+                });
             }
         }
         Ok(Outbox {
@@ -202,19 +279,34 @@ impl Outbox {
     /// a no-op. Errs on an empty batch.
     ///
     /// Blocking: call from `spawn_blocking` or a blocking thread.
+    ///
+    /// Returns the error as text until `src/daemon/alerting.rs` takes
+    /// [`OutboxError`].
     pub fn enqueue(
         &self,
         receivers: &[String],
         batch: &[Notification],
         now: DateTime<Utc>,
     ) -> Result<(), String> {
+        self.try_enqueue(receivers, batch, now).map_err(legacy)
+    }
+
+    /// [`Outbox::enqueue`] with a typed error.
+    pub(super) fn try_enqueue(
+        &self,
+        receivers: &[String],
+        batch: &[Notification],
+        now: DateTime<Utc>,
+    ) -> Result<(), OutboxError> {
         if batch.is_empty() {
-            return Err("outbox: cannot enqueue an empty batch".to_owned());
+            return Err(OutboxError::EmptyBatch);
         }
         let mut conn = self.conn();
-        let tx = conn.transaction().map_err(db_error("begin"))?;
+        let tx = conn
+            .transaction()
+            .map_err(db_error("begin a transaction"))?;
         insert_batch(&tx, receivers, batch, now)?;
-        tx.commit().map_err(db_error("commit"))
+        tx.commit().map_err(OutboxError::Commit)
     }
 
     /// The deliveries of `receiver` due at `now`, oldest first, at most
@@ -229,7 +321,7 @@ impl Outbox {
         receiver: &str,
         now: DateTime<Utc>,
         limit: usize,
-    ) -> Result<Vec<Delivery>, String> {
+    ) -> Result<Vec<Delivery>, OutboxError> {
         let conn = self.conn();
         let rows: Vec<(i64, String, String, i64, i64, i64)> = {
             let mut stmt = conn
@@ -291,7 +383,7 @@ impl Outbox {
     /// it), or `None` when nothing is pending.
     ///
     /// Blocking: call from `spawn_blocking` or a blocking thread.
-    pub fn next_due(&self, receiver: &str) -> Result<Option<DateTime<Utc>>, String> {
+    pub fn next_due(&self, receiver: &str) -> Result<Option<DateTime<Utc>>, OutboxError> {
         self.conn()
             .query_row(
                 "SELECT next_at FROM deliveries WHERE receiver = ?1 AND state = 'pending'
@@ -310,7 +402,7 @@ impl Outbox {
         state: &str,
         error: Option<&str>,
         now: DateTime<Utc>,
-    ) -> Result<(), String> {
+    ) -> Result<(), OutboxError> {
         self.conn()
             .execute(
                 "UPDATE deliveries
@@ -326,7 +418,7 @@ impl Outbox {
     /// Marks a delivery as accepted by its receiver (counting that attempt).
     ///
     /// Blocking: call from `spawn_blocking` or a blocking thread.
-    pub fn mark_delivered(&self, id: i64, now: DateTime<Utc>) -> Result<(), String> {
+    pub fn mark_delivered(&self, id: i64, now: DateTime<Utc>) -> Result<(), OutboxError> {
         self.finish(id, "delivered", None, now)
     }
 
@@ -340,7 +432,7 @@ impl Outbox {
         attempts: u32,
         next_at: DateTime<Utc>,
         error: &str,
-    ) -> Result<(), String> {
+    ) -> Result<(), OutboxError> {
         self.conn()
             .execute(
                 "UPDATE deliveries SET attempts = ?2, next_at = ?3, last_error = ?4
@@ -355,7 +447,7 @@ impl Outbox {
     /// that attempt).
     ///
     /// Blocking: call from `spawn_blocking` or a blocking thread.
-    pub fn mark_dead(&self, id: i64, error: &str, now: DateTime<Utc>) -> Result<(), String> {
+    pub fn mark_dead(&self, id: i64, error: &str, now: DateTime<Utc>) -> Result<(), OutboxError> {
         self.finish(id, "dead", Some(error), now)
     }
 
@@ -364,7 +456,7 @@ impl Outbox {
     /// resumes after them.
     ///
     /// Blocking: call from `spawn_blocking` or a blocking thread.
-    pub fn mark_progress(&self, id: i64, parts_done: u32) -> Result<(), String> {
+    pub fn mark_progress(&self, id: i64, parts_done: u32) -> Result<(), OutboxError> {
         self.conn()
             .execute(
                 "UPDATE deliveries SET parts_done = ?2 WHERE id = ?1 AND state = 'pending'",
@@ -378,7 +470,15 @@ impl Outbox {
     /// enqueued. Receivers with nothing pending are not listed.
     ///
     /// Blocking: call from `spawn_blocking` or a blocking thread.
+    ///
+    /// Returns the error as text until `src/daemon/alerting.rs` takes
+    /// [`OutboxError`].
     pub fn depth(&self) -> Result<Vec<ReceiverDepth>, String> {
+        self.try_depth().map_err(legacy)
+    }
+
+    /// [`Outbox::depth`] with a typed error.
+    pub(super) fn try_depth(&self) -> Result<Vec<ReceiverDepth>, OutboxError> {
         let conn = self.conn();
         let mut stmt = conn
             .prepare_cached(
@@ -400,7 +500,7 @@ impl Outbox {
     /// How many dead letters `receiver` has (until they are pruned).
     ///
     /// Blocking: call from `spawn_blocking` or a blocking thread.
-    pub fn dead_letters(&self, receiver: &str) -> Result<u64, String> {
+    pub fn dead_letters(&self, receiver: &str) -> Result<u64, OutboxError> {
         self.conn()
             .query_row(
                 "SELECT COUNT(*) FROM deliveries WHERE receiver = ?1 AND state = 'dead'",
@@ -418,7 +518,7 @@ impl Outbox {
         &self,
         receiver: &str,
         idempotency_key: &str,
-    ) -> Result<Option<DeliveryStatus>, String> {
+    ) -> Result<Option<DeliveryStatus>, OutboxError> {
         self.conn()
             .query_row(
                 "SELECT state, attempts, last_error FROM deliveries
@@ -445,7 +545,7 @@ impl Outbox {
     /// pending rows always stay. Returns how many were removed.
     ///
     /// Blocking: call from `spawn_blocking` or a blocking thread.
-    pub fn prune(&self, older_than: DateTime<Utc>) -> Result<u64, String> {
+    pub fn prune(&self, older_than: DateTime<Utc>) -> Result<u64, OutboxError> {
         self.conn()
             .execute(
                 "DELETE FROM deliveries WHERE state != 'pending' AND finished_at < ?1",
@@ -462,6 +562,9 @@ impl Outbox {
     /// neither loses a page nor sends one twice.
     ///
     /// Blocking: call from `spawn_blocking` or a blocking thread.
+    ///
+    /// Returns the error as text until `src/daemon/alerting.rs` takes
+    /// [`OutboxError`].
     pub fn commit_group(
         &self,
         groups: &[(Vec<String>, Vec<Notification>)],
@@ -469,8 +572,22 @@ impl Outbox {
         state_json: &str,
         now: DateTime<Utc>,
     ) -> Result<(), String> {
+        self.try_commit_group(groups, state_key, state_json, now)
+            .map_err(legacy)
+    }
+
+    /// [`Outbox::commit_group`] with a typed error.
+    pub(super) fn try_commit_group(
+        &self,
+        groups: &[(Vec<String>, Vec<Notification>)],
+        state_key: &str,
+        state_json: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), OutboxError> {
         let mut conn = self.conn();
-        let tx = conn.transaction().map_err(db_error("begin"))?;
+        let tx = conn
+            .transaction()
+            .map_err(db_error("begin a transaction"))?;
         for (receivers, batch) in groups.iter().filter(|(_, b)| !b.is_empty()) {
             insert_batch(&tx, receivers, batch, now)?;
         }
@@ -480,14 +597,14 @@ impl Outbox {
             params![state_key, state_json, ms(now)],
         )
         .map_err(db_error("save state"))?;
-        tx.commit().map_err(db_error("commit"))
+        tx.commit().map_err(OutboxError::Commit)
     }
 
     /// Stores `json` under `key` (the alert engine's snapshot), replacing
     /// what was there.
     ///
     /// Blocking: call from `spawn_blocking` or a blocking thread.
-    pub fn save_state(&self, key: &str, json: &str) -> Result<(), String> {
+    pub fn save_state(&self, key: &str, json: &str) -> Result<(), OutboxError> {
         self.conn()
             .execute(
                 "INSERT INTO kv (key, json, updated_at) VALUES (?1, ?2, ?3)
@@ -501,7 +618,15 @@ impl Outbox {
     /// What [`Outbox::save_state`] last stored under `key`.
     ///
     /// Blocking: call from `spawn_blocking` or a blocking thread.
+    ///
+    /// Returns the error as text until `src/daemon/alerting.rs` takes
+    /// [`OutboxError`].
     pub fn load_state(&self, key: &str) -> Result<Option<String>, String> {
+        self.try_load_state(key).map_err(legacy)
+    }
+
+    /// [`Outbox::load_state`] with a typed error.
+    pub(super) fn try_load_state(&self, key: &str) -> Result<Option<String>, OutboxError> {
         self.conn()
             .query_row("SELECT json FROM kv WHERE key = ?1", params![key], |r| {
                 r.get(0)
@@ -518,10 +643,9 @@ fn insert_batch(
     receivers: &[String],
     batch: &[Notification],
     now: DateTime<Utc>,
-) -> Result<(), String> {
+) -> Result<(), OutboxError> {
     let key = idempotency_key(batch);
-    let json =
-        serde_json::to_string(batch).map_err(|e| format!("outbox: cannot encode a batch: {e}"))?;
+    let json = serde_json::to_string(batch).map_err(OutboxError::Encode)?;
     let mut insert = tx
         .prepare_cached(
             "INSERT INTO deliveries (receiver, idempotency_key, batch, created_at, next_at)
@@ -663,6 +787,10 @@ mod tests {
     #[test]
     fn a_newer_schema_is_refused_and_an_empty_batch_too() {
         let (dir, outbox) = open();
+        assert!(matches!(
+            outbox.try_enqueue(&["r".into()], &[], Utc::now()),
+            Err(OutboxError::EmptyBatch)
+        ));
         assert!(outbox.enqueue(&["r".into()], &[], Utc::now()).is_err());
         drop(outbox);
         let path = dir.path().join("state/outbox.db");
@@ -670,8 +798,39 @@ mod tests {
         conn.pragma_update(None, "user_version", 99)
             .unwrap_or_else(|e| panic!("{e}"));
         drop(conn);
+        match Outbox::try_open(&path) {
+            Err(OutboxError::NewerSchema {
+                found: 99,
+                known: SCHEMA_VERSION,
+                ..
+            }) => {}
+            other => panic!("expected a newer schema error, got {other:?}"),
+        }
         let error = Outbox::open(&path).err().unwrap_or_default();
         assert!(error.contains("schema version 99"), "{error}");
+    }
+
+    #[test]
+    fn a_database_error_keeps_its_cause_as_the_source() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        // A directory where the database file should be: SQLite cannot
+        // open it.
+        let path = dir.path().join("outbox.db");
+        std::fs::create_dir(&path).unwrap_or_else(|e| panic!("{e}"));
+        let error = match Outbox::try_open(&path) {
+            Err(e) => e,
+            Ok(_) => panic!("opened a directory as a database"),
+        };
+        let cause = std::error::Error::source(&error)
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        assert!(!cause.is_empty(), "{error:?}");
+        let top = error.to_string();
+        assert!(top.starts_with("outbox: cannot"), "{top}");
+        assert!(!top.contains(&cause), "the cause is printed twice: {top}");
+        // The text form still carries the cause.
+        let text = Outbox::open(&path).err().unwrap_or_default();
+        assert!(text.starts_with(&top) && text.contains(&cause), "{text}");
     }
 
     #[test]
