@@ -215,7 +215,7 @@ impl Daemon {
             tick: opts.tick,
             ready: AtomicBool::new(false),
             stats: Stats::default(),
-            metrics: Arc::new(Metrics::new(&config)),
+            metrics: Arc::new(Metrics::new(&config.daemon, &config.probes)),
             spans_dropped: Arc::new(AtomicU64::new(0)),
             sandbox: tokio::sync::Mutex::new(None),
         });

@@ -70,7 +70,7 @@ pub async fn run(mut events: mpsc::Receiver<Event>, mut config: Arc<Config>, sin
                 if c.telemetry != config.telemetry {
                     tracing::warn!("[telemetry] changes take effect on restart");
                 }
-                metrics.reconfigure(&c);
+                metrics.reconfigure(&c.probes);
                 if let Some(a) = alerting.as_mut() {
                     a.retain(&c);
                 }

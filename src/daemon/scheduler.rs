@@ -530,7 +530,7 @@ mod tests {
             tick: SECOND,
             ready: AtomicBool::new(false),
             stats: super::super::Stats::default(),
-            metrics: Arc::new(Metrics::new(config)),
+            metrics: Arc::new(Metrics::new(&config.daemon, &config.probes)),
             spans_dropped: Arc::new(std::sync::atomic::AtomicU64::new(0)),
             sandbox: tokio::sync::Mutex::new(None),
         })

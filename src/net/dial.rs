@@ -2,7 +2,7 @@
 //! optional TLS handshake offering one ALPN protocol through a strict
 //! client config, and a polite close.
 //!
-//! Every kind that dials (`tcp`, `tls`, `grpc`, `stream`, `websocket`; the
+//! Every kind that dials (`tcp`, `tls`, `grpc`, `stream` and the rest; the
 //! `http` kind through [`super::http1`]) reaches the network through here,
 //! so every kind times its phases, honours its deadline and words a refused
 //! connection the same way. What a kind says about its own protocol (a

@@ -4,7 +4,7 @@
 //!
 //! Two ways to shake hands share everything here. A *strict* client
 //! ([`client_config`], built once per environment at load) aborts the
-//! handshake on a bad certificate, as `http`, `grpc`, `stream`, `websocket`
+//! handshake on a bad certificate, as `http`, `grpc`, `stream` and the others
 //! and outgoing notifications do; the failure is classified by
 //! [`super::error::classify`]. A *recording* client ([`Client`], one per run,
 //! for the `tls` kind and `tcp` with TLS) runs the same webpki checks but

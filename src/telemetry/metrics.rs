@@ -21,8 +21,9 @@
 //! Memory stays flat without scrapes: `upkeep` (run every few seconds by
 //! the daemon) drains histogram samples into their buckets.
 
+use crate::config::DaemonConfig;
 use crate::outcome::Outcome;
-use crate::plan::Config;
+use crate::probe::Probe;
 use crate::threshold::{Metric, State};
 use metrics::{
     Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram,
@@ -66,11 +67,12 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    pub fn new(config: &Config) -> Metrics {
+    /// The registries for a daemon with `daemon`'s labels and `probes`.
+    pub fn new(daemon: &DaemonConfig, probes: &[Probe]) -> Metrics {
         let mut labels = Vec::new();
         for (k, v) in [
-            ("instance", &config.daemon.instance),
-            ("location", &config.daemon.location),
+            ("instance", &daemon.instance),
+            ("location", &daemon.location),
         ] {
             if !v.is_empty() {
                 labels.push((k.to_owned(), v.clone()));
@@ -98,14 +100,14 @@ impl Metrics {
             probes: RwLock::new(Arc::new(Registry::new(PrometheusBuilder::new()))),
             labels,
         };
-        metrics.reconfigure(config);
+        metrics.reconfigure(probes);
         metrics
     }
 
-    /// Starts a new probe registry for `config` (see the module docs).
-    pub fn reconfigure(&self, config: &Config) {
+    /// Starts a new probe registry for `probes` (see the module docs).
+    pub fn reconfigure(&self, probes: &[Probe]) {
         let mut buckets: Vec<f64> = DEFAULT_BUCKETS.to_vec();
-        for p in &config.probes {
+        for p in probes {
             for t in &p.thresholds {
                 for c in std::iter::once(&t.failing).chain(t.degraded.iter()) {
                     if c.metric.is_latency() && !matches!(c.metric, Metric::Min) && c.limit > 0.0 {
