@@ -437,7 +437,12 @@ pub async fn send(receiver: &EmailReceiver, batch: &[Notification]) -> Attempt {
 /// everything else (4xx, connection, TLS, timeouts) transient. lettre's
 /// errors hold server replies and I/O causes, never the credentials.
 pub fn classify(e: &lettre::transport::smtp::Error, s: &EmailSettings) -> Attempt {
-    let error = format!("SMTP {}:{}: {}", s.smtp_host, s.smtp_port, error_chain(e));
+    let error = format!(
+        "SMTP {}:{}: {}",
+        s.smtp_host,
+        s.smtp_port,
+        crate::net::describe(e)
+    );
     if e.is_permanent() {
         Attempt::Permanent { error }
     } else {
@@ -446,20 +451,6 @@ pub fn classify(e: &lettre::transport::smtp::Error, s: &EmailSettings) -> Attemp
             retry_after: None,
         }
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = s.source();
-    }
-    out
 }
 
 /// The registry's line for `type = "email"`.

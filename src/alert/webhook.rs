@@ -711,20 +711,10 @@ pub fn parse_retry_after(value: &str, now: DateTime<Utc>) -> Option<Duration> {
     )
 }
 
-/// A request error as text, with its causes, without the URL.
+/// A request error as text, with its causes, without the URL (it may
+/// carry a token).
 fn error_chain(e: reqwest::Error) -> String {
-    let e = e.without_url();
-    let mut text = e.to_string();
-    let mut source = std::error::Error::source(&e);
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
+    crate::net::describe(&e.without_url())
 }
 
 /// The registry's line for the receivers that POST over HTTP.

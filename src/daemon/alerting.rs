@@ -6,12 +6,16 @@
 //! in the same transaction as the engine snapshot that produced them, so a
 //! crash (even `kill -9`) neither loses a page nor sends one twice. The
 //! engine is restored from that snapshot at start. Receiver changes take
-//! effect on restart; routes and probe policies follow reloads.
+//! effect on restart; routes and probe policies follow reloads. Every call
+//! into the SQLite store runs on tokio's blocking pool
+//! ([`crate::alert::outbox::blocking`]), so an fsync never stalls a runtime
+//! thread.
 
 use crate::alert::Notification;
-use crate::alert::outbox::{Dispatcher, Outbox, SharedReceiver};
+use crate::alert::outbox::{Dispatcher, Outbox, OutboxError, SharedReceiver, blocking};
 use crate::alert::route::receivers_for;
 use crate::alert::state::{Engine, EngineSnapshot, FireRule, PairInfo};
+use crate::net::describe;
 use crate::outcome::Outcome;
 use crate::plan::Config;
 use chrono::Utc;
@@ -39,15 +43,16 @@ pub struct Alerting {
 impl Alerting {
     /// Opens the outbox in the state directory and starts delivery, when
     /// any receiver is configured; `Ok(None)` otherwise.
-    pub fn start(config: &Config, stop: &CancellationToken) -> Result<Option<Alerting>, String> {
+    pub async fn start(
+        config: &Config,
+        stop: &CancellationToken,
+    ) -> Result<Option<Alerting>, String> {
         if config.alerting.receivers.is_empty() {
             return Ok(None);
         }
         let dir = state_dir(config)?;
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| format!("cannot create the state directory {}: {e}", dir.display()))?;
-        let outbox = Arc::new(Outbox::open(&dir.join(DB_FILE))?);
-        let engine = match outbox.load_state(STATE_KEY)? {
+        let (outbox, saved) = open(dir.join(DB_FILE), true).await?;
+        let engine = match saved {
             Some(json) => match serde_json::from_str::<EngineSnapshot>(&json) {
                 Ok(snapshot) => Engine::restore(snapshot),
                 Err(e) => {
@@ -57,7 +62,8 @@ impl Alerting {
             },
             None => Engine::new(),
         };
-        let dispatcher = Dispatcher::start(outbox.clone(), receivers(config), stop.clone())?;
+        let dispatcher = Dispatcher::start(outbox.clone(), receivers(config), stop.clone())
+            .map_err(|e| describe(&e))?;
         tracing::info!(state_dir = %dir.display(), receivers = config.alerting.receivers.len(), "alerting active");
         Ok(Some(Alerting {
             engine,
@@ -79,11 +85,11 @@ impl Alerting {
 
     /// Time-driven work: repeats, and committing a group whose window
     /// closed.
-    pub fn tick(&mut self, config: &Config) {
+    pub async fn tick(&mut self, config: &Config) {
         let notes = self.engine.tick(Utc::now());
         self.add(notes, config);
         if self.flush_at.is_some_and(|t| Instant::now() >= t) {
-            self.flush(config);
+            self.flush(config).await;
         }
     }
 
@@ -113,7 +119,7 @@ impl Alerting {
 
     /// Commits the open group: one batch per receiver, plus the engine
     /// snapshot, in one transaction; then wakes the workers.
-    fn flush(&mut self, config: &Config) {
+    async fn flush(&mut self, config: &Config) {
         self.flush_at = None;
         let groups = group(config, std::mem::take(&mut self.pending));
         let snapshot = match serde_json::to_string(&self.engine.snapshot()) {
@@ -123,12 +129,16 @@ impl Alerting {
                 return;
             }
         };
-        match self
-            .outbox
-            .commit_group(&groups, STATE_KEY, &snapshot, Utc::now())
-        {
+        let now = Utc::now();
+        let committed = blocking(&self.outbox, move |o| {
+            o.commit_group(&groups, STATE_KEY, &snapshot, now)
+        })
+        .await;
+        match committed {
             Ok(()) => self.dispatcher.nudge(),
-            Err(e) => tracing::error!(error = %e, "cannot write notifications to the outbox"),
+            Err(e) => {
+                tracing::error!(error = %describe(&e), "cannot write notifications to the outbox");
+            }
         }
     }
 
@@ -139,16 +149,18 @@ impl Alerting {
 
     /// Delivery counters per receiver, and the outbox's pending depth and
     /// oldest pending notification per receiver, for metrics.
-    pub fn delivery(
+    pub async fn delivery(
         &self,
     ) -> (
         crate::alert::outbox::DispatchStats,
         Vec<crate::alert::outbox::ReceiverDepth>,
     ) {
-        let depth = self.outbox.depth().unwrap_or_else(|e| {
-            tracing::warn!(error = %e, "cannot read the outbox depth");
-            Vec::new()
-        });
+        let depth = blocking(&self.outbox, Outbox::depth)
+            .await
+            .unwrap_or_else(|e| {
+                tracing::warn!(error = %describe(&e), "cannot read the outbox depth");
+                Vec::new()
+            });
         (self.dispatcher.stats(), depth)
     }
 
@@ -156,7 +168,7 @@ impl Alerting {
     /// (undelivered notifications stay in the outbox for the next start).
     pub async fn shutdown(mut self, config: &Config, deadline: Duration) {
         if !self.pending.is_empty() {
-            self.flush(config);
+            self.flush(config).await;
         }
         self.dispatcher.shutdown(deadline).await;
     }
@@ -220,9 +232,7 @@ pub async fn send_once(
         return Err("--alert needs receivers in [alerting]".into());
     }
     let dir = state_dir(config)?;
-    std::fs::create_dir_all(&dir)
-        .map_err(|e| format!("cannot create the state directory {}: {e}", dir.display()))?;
-    let outbox = Arc::new(Outbox::open(&dir.join(DB_FILE))?);
+    let (outbox, _) = open(dir.join(DB_FILE), false).await?;
     let mut engine = Engine::new();
     let now = Utc::now();
     let mut notes = Vec::new();
@@ -235,15 +245,25 @@ pub async fn send_once(
         notes.extend(engine.observe(o, &info, now));
     }
     let notifications = notes.len();
-    for (receivers, batch) in group(config, notes) {
-        outbox.enqueue(&receivers, &batch, now)?;
-    }
-    let dispatcher =
-        Dispatcher::start(outbox.clone(), receivers(config), CancellationToken::new())?;
+    let groups = group(config, notes);
+    blocking(&outbox, move |o| {
+        groups
+            .iter()
+            .try_for_each(|(receivers, batch)| o.enqueue(receivers, batch, now))
+    })
+    .await
+    .map_err(|e| describe(&e))?;
+    let dispatcher = Dispatcher::start(outbox.clone(), receivers(config), CancellationToken::new())
+        .map_err(|e| describe(&e))?;
     dispatcher.nudge();
     let deadline = Instant::now() + wait;
     let pending = loop {
-        let pending: u64 = outbox.depth()?.iter().map(|(_, n, _)| n).sum();
+        let pending: u64 = blocking(&outbox, Outbox::depth)
+            .await
+            .map_err(|e| describe(&e))?
+            .iter()
+            .map(|(_, n, _)| n)
+            .sum();
         if pending == 0 || Instant::now() >= deadline {
             break pending;
         }
@@ -254,6 +274,23 @@ pub async fn send_once(
         notifications,
         pending,
     })
+}
+
+/// Opens the outbox at `path` (creating its directory) on the blocking
+/// pool, with the saved engine snapshot when `load` is set.
+async fn open(path: PathBuf, load: bool) -> Result<(Arc<Outbox>, Option<String>), String> {
+    let opened = tokio::task::spawn_blocking(move || {
+        let outbox = Outbox::open(&path)?;
+        let saved = if load {
+            outbox.load_state(STATE_KEY)?
+        } else {
+            None
+        };
+        Ok::<_, OutboxError>((Arc::new(outbox), saved))
+    })
+    .await
+    .map_err(|e| describe(&OutboxError::Store(e)))?;
+    opened.map_err(|e| describe(&e))
 }
 
 /// The configured receivers, built at load by their files.

@@ -198,6 +198,7 @@ impl Daemon {
         )
         .map_err(Error::Traces)?;
         let alerting = alerting::Alerting::start(&config, &CancellationToken::new())
+            .await
             .map_err(Error::Alerting)?;
         let listen = config.daemon.listen;
         let listener = tokio::net::TcpListener::bind(listen)

@@ -59,8 +59,8 @@ pub async fn run(mut events: mpsc::Receiver<Event>, mut config: Arc<Config>, sin
             },
             _ = ticker.tick() => {
                 if let Some(a) = alerting.as_mut() {
-                    a.tick(&config);
-                    publish_delivery(a, &metrics);
+                    a.tick(&config).await;
+                    publish_delivery(a, &metrics).await;
                 }
                 continue;
             }
@@ -135,8 +135,8 @@ pub async fn run(mut events: mpsc::Receiver<Event>, mut config: Arc<Config>, sin
 }
 
 /// Publishes delivery totals and outbox depth per receiver.
-fn publish_delivery(alerting: &Alerting, metrics: &Metrics) {
-    let (stats, depth) = alerting.delivery();
+async fn publish_delivery(alerting: &Alerting, metrics: &Metrics) {
+    let (stats, depth) = alerting.delivery().await;
     let now = chrono::Utc::now();
     for (name, s) in &stats.receivers {
         let (pending, oldest) = depth

@@ -35,14 +35,15 @@ impl Fail {
 
 /// An error and its sources as one sentence: the outer error alone often
 /// says only "connection error", and the cause is what a person can act on.
-/// A cause is left out when the sentence already ends with it (errors that
-/// print their cause and return it as the source too, like h2's).
+/// A cause is left out when the sentence already says it (errors that print
+/// their cause and return it as the source too, like h2's and lettre's).
+/// The one error-chain printer: probes, receivers and the daemon use it.
 pub fn describe(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(inner) = source {
         let more = inner.to_string();
-        if !text.ends_with(&more) {
+        if !text.contains(&more) {
             text.push_str(": ");
             text.push_str(&more);
         }

@@ -6,7 +6,7 @@
 //! Every call into the store goes through [`blocking`], i.e. runs on
 //! tokio's blocking pool, never on a worker's async task.
 
-use super::store::{Delivery, Outbox, OutboxError, idempotency_key, legacy};
+use super::store::{Delivery, Outbox, OutboxError, idempotency_key};
 use crate::alert::Notification;
 use crate::alert::deliver::{Attempt, SharedReceiver};
 use crate::net::error::describe;
@@ -155,7 +155,7 @@ enum Next {
 }
 
 /// Runs `f` on the outbox on tokio's blocking pool.
-async fn blocking<T, F>(outbox: &Arc<Outbox>, f: F) -> Result<T, OutboxError>
+pub async fn blocking<T, F>(outbox: &Arc<Outbox>, f: F) -> Result<T, OutboxError>
 where
     T: Send + 'static,
     F: FnOnce(&Outbox) -> Result<T, OutboxError> + Send + 'static,
@@ -181,15 +181,12 @@ impl Dispatcher {
     /// the default options. The workers stop when `stop` is cancelled, on
     /// [`Dispatcher::shutdown`], or when the dispatcher is dropped; what
     /// they were sending then stays pending.
-    ///
-    /// Returns the error as text until `src/daemon/alerting.rs` takes
-    /// [`OutboxError`].
     pub fn start<R: Into<SharedReceiver>>(
         outbox: Arc<Outbox>,
         receivers: Vec<R>,
         stop: CancellationToken,
-    ) -> Result<Dispatcher, String> {
-        Self::start_with(outbox, receivers, stop, DispatchOptions::default()).map_err(legacy)
+    ) -> Result<Dispatcher, OutboxError> {
+        Self::start_with(outbox, receivers, stop, DispatchOptions::default())
     }
 
     /// [`Dispatcher::start`] with explicit retry options. Errs when two
@@ -258,10 +255,7 @@ impl Dispatcher {
         batch: Vec<Notification>,
     ) -> Result<(), OutboxError> {
         let now = Utc::now();
-        blocking(&self.outbox, move |o| {
-            o.try_enqueue(&receivers, &batch, now)
-        })
-        .await?;
+        blocking(&self.outbox, move |o| o.enqueue(&receivers, &batch, now)).await?;
         self.nudge();
         Ok(())
     }

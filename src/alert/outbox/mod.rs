@@ -58,7 +58,7 @@ mod dispatch;
 mod store;
 
 pub use super::deliver::{Attempt, Receiver, SharedReceiver};
-pub use dispatch::{DispatchOptions, DispatchStats, Dispatcher, ReceiverStats, backoff};
+pub use dispatch::{DispatchOptions, DispatchStats, Dispatcher, ReceiverStats, backoff, blocking};
 pub use store::{
     Delivery, DeliveryState, DeliveryStatus, Outbox, OutboxError, ReceiverDepth, idempotency_key,
 };

@@ -81,12 +81,6 @@ pub enum OutboxError {
     Client(String),
 }
 
-/// The error as one line with its causes, for the functions that still
-/// return `String` to `src/daemon/alerting.rs`.
-pub(super) fn legacy(error: OutboxError) -> String {
-    crate::net::error::describe(&error)
-}
-
 /// One receiver's queue: its name, how many deliveries are pending, and
 /// when the oldest of them was enqueued.
 pub type ReceiverDepth = (String, u64, Option<DateTime<Utc>>);
@@ -182,15 +176,7 @@ impl Outbox {
     /// newer synthmon.
     ///
     /// Blocking: call from `spawn_blocking` or a blocking thread.
-    ///
-    /// Returns the error as text until `src/daemon/alerting.rs` takes
-    /// [`OutboxError`].
-    pub fn open(path: &Path) -> Result<Outbox, String> {
-        Self::try_open(path).map_err(legacy)
-    }
-
-    /// [`Outbox::open`] with a typed error.
-    pub(super) fn try_open(path: &Path) -> Result<Outbox, OutboxError> {
+    pub fn open(path: &Path) -> Result<Outbox, OutboxError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|source| OutboxError::CreateDir {
                 dir: dir.to_owned(),
@@ -279,20 +265,7 @@ impl Outbox {
     /// a no-op. Errs on an empty batch.
     ///
     /// Blocking: call from `spawn_blocking` or a blocking thread.
-    ///
-    /// Returns the error as text until `src/daemon/alerting.rs` takes
-    /// [`OutboxError`].
     pub fn enqueue(
-        &self,
-        receivers: &[String],
-        batch: &[Notification],
-        now: DateTime<Utc>,
-    ) -> Result<(), String> {
-        self.try_enqueue(receivers, batch, now).map_err(legacy)
-    }
-
-    /// [`Outbox::enqueue`] with a typed error.
-    pub(super) fn try_enqueue(
         &self,
         receivers: &[String],
         batch: &[Notification],
@@ -470,15 +443,7 @@ impl Outbox {
     /// enqueued. Receivers with nothing pending are not listed.
     ///
     /// Blocking: call from `spawn_blocking` or a blocking thread.
-    ///
-    /// Returns the error as text until `src/daemon/alerting.rs` takes
-    /// [`OutboxError`].
-    pub fn depth(&self) -> Result<Vec<ReceiverDepth>, String> {
-        self.try_depth().map_err(legacy)
-    }
-
-    /// [`Outbox::depth`] with a typed error.
-    pub(super) fn try_depth(&self) -> Result<Vec<ReceiverDepth>, OutboxError> {
+    pub fn depth(&self) -> Result<Vec<ReceiverDepth>, OutboxError> {
         let conn = self.conn();
         let mut stmt = conn
             .prepare_cached(
@@ -562,22 +527,7 @@ impl Outbox {
     /// neither loses a page nor sends one twice.
     ///
     /// Blocking: call from `spawn_blocking` or a blocking thread.
-    ///
-    /// Returns the error as text until `src/daemon/alerting.rs` takes
-    /// [`OutboxError`].
     pub fn commit_group(
-        &self,
-        groups: &[(Vec<String>, Vec<Notification>)],
-        state_key: &str,
-        state_json: &str,
-        now: DateTime<Utc>,
-    ) -> Result<(), String> {
-        self.try_commit_group(groups, state_key, state_json, now)
-            .map_err(legacy)
-    }
-
-    /// [`Outbox::commit_group`] with a typed error.
-    pub(super) fn try_commit_group(
         &self,
         groups: &[(Vec<String>, Vec<Notification>)],
         state_key: &str,
@@ -618,15 +568,7 @@ impl Outbox {
     /// What [`Outbox::save_state`] last stored under `key`.
     ///
     /// Blocking: call from `spawn_blocking` or a blocking thread.
-    ///
-    /// Returns the error as text until `src/daemon/alerting.rs` takes
-    /// [`OutboxError`].
-    pub fn load_state(&self, key: &str) -> Result<Option<String>, String> {
-        self.try_load_state(key).map_err(legacy)
-    }
-
-    /// [`Outbox::load_state`] with a typed error.
-    pub(super) fn try_load_state(&self, key: &str) -> Result<Option<String>, OutboxError> {
+    pub fn load_state(&self, key: &str) -> Result<Option<String>, OutboxError> {
         self.conn()
             .query_row("SELECT json FROM kv WHERE key = ?1", params![key], |r| {
                 r.get(0)
@@ -788,7 +730,7 @@ mod tests {
     fn a_newer_schema_is_refused_and_an_empty_batch_too() {
         let (dir, outbox) = open();
         assert!(matches!(
-            outbox.try_enqueue(&["r".into()], &[], Utc::now()),
+            outbox.enqueue(&["r".into()], &[], Utc::now()),
             Err(OutboxError::EmptyBatch)
         ));
         assert!(outbox.enqueue(&["r".into()], &[], Utc::now()).is_err());
@@ -798,7 +740,7 @@ mod tests {
         conn.pragma_update(None, "user_version", 99)
             .unwrap_or_else(|e| panic!("{e}"));
         drop(conn);
-        match Outbox::try_open(&path) {
+        match Outbox::open(&path) {
             Err(OutboxError::NewerSchema {
                 found: 99,
                 known: SCHEMA_VERSION,
@@ -806,7 +748,10 @@ mod tests {
             }) => {}
             other => panic!("expected a newer schema error, got {other:?}"),
         }
-        let error = Outbox::open(&path).err().unwrap_or_default();
+        let error = Outbox::open(&path)
+            .err()
+            .map(|e| crate::net::describe(&e))
+            .unwrap_or_default();
         assert!(error.contains("schema version 99"), "{error}");
     }
 
@@ -817,7 +762,7 @@ mod tests {
         // open it.
         let path = dir.path().join("outbox.db");
         std::fs::create_dir(&path).unwrap_or_else(|e| panic!("{e}"));
-        let error = match Outbox::try_open(&path) {
+        let error = match Outbox::open(&path) {
             Err(e) => e,
             Ok(_) => panic!("opened a directory as a database"),
         };
@@ -828,8 +773,8 @@ mod tests {
         let top = error.to_string();
         assert!(top.starts_with("outbox: cannot"), "{top}");
         assert!(!top.contains(&cause), "the cause is printed twice: {top}");
-        // The text form still carries the cause.
-        let text = Outbox::open(&path).err().unwrap_or_default();
+        // The one-line form still carries the cause.
+        let text = crate::net::describe(&error);
         assert!(text.starts_with(&top) && text.contains(&cause), "{text}");
     }
 
