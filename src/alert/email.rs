@@ -5,8 +5,9 @@
 //! (the default) upgrades a plain connection and fails when the server does
 //! not offer STARTTLS (it never falls back to clear text), `implicit` speaks
 //! TLS from the first byte, `none` is for loopback servers only (the config
-//! refuses it for anything else). The system roots are trusted, plus the
-//! receiver's `ca_file`.
+//! refuses it for anything else). The trust is the net layer's (the system
+//! roots plus the receiver's `ca_file`), and a bad certificate is worded as
+//! for every probe kind.
 //!
 //! The whole attempt (connect, TLS, AUTH, MAIL/RCPT/DATA) is bounded by the
 //! receiver's timeout. An attempt is classified as delivered, permanent (a
@@ -364,21 +365,23 @@ pub fn message(receiver: &EmailReceiver, batch: &[Notification]) -> Result<Messa
         .map_err(|e| format!("cannot build the message: {e}"))
 }
 
-/// The TLS parameters: system roots plus `ca_file`, ring via rustls.
+/// The TLS parameters: the trust every synthmon TLS client has
+/// (`net::tls`: the system roots plus `ca_file`), ring via rustls.
 async fn tls_parameters(s: &EmailSettings) -> Result<TlsParameters, String> {
+    let ca_file = s.ca_file.clone();
+    let certs = tokio::task::spawn_blocking(move || {
+        crate::net::tls::trusted_certificates(ca_file.as_deref())
+    })
+    .await
+    .map_err(|e| format!("cannot set up tls: {e}"))??;
     let mut builder =
-        TlsParameters::builder(s.smtp_host.clone()).certificate_store(CertificateStore::Default);
-    if let Some(path) = &s.ca_file {
-        let pem = tokio::fs::read(path)
-            .await
-            .map_err(|e| format!("cannot read ca_file {}: {e}", path.display()))?;
-        let cert = Certificate::from_pem(&pem).map_err(|e| {
-            format!(
-                "ca_file {} holds no usable certificate: {e}",
-                path.display()
-            )
-        })?;
-        builder = builder.add_root_certificate(cert);
+        TlsParameters::builder(s.smtp_host.clone()).certificate_store(CertificateStore::None);
+    for der in certs {
+        // A system certificate lettre cannot use is skipped, as rustls'
+        // own store skips unparsable ones.
+        if let Ok(cert) = Certificate::from_der(der.to_vec()) {
+            builder = builder.add_root_certificate(cert);
+        }
     }
     builder
         .build_rustls()
@@ -437,12 +440,14 @@ pub async fn send(receiver: &EmailReceiver, batch: &[Notification]) -> Attempt {
 /// everything else (4xx, connection, TLS, timeouts) transient. lettre's
 /// errors hold server replies and I/O causes, never the credentials.
 pub fn classify(e: &lettre::transport::smtp::Error, s: &EmailSettings) -> Attempt {
-    let error = format!(
-        "SMTP {}:{}: {}",
-        s.smtp_host,
-        s.smtp_port,
-        crate::net::describe(e)
-    );
+    // A certificate verdict reads as it does for every probe kind.
+    let cause = match crate::net::error::rustls_error(e) {
+        Some(verdict @ rustls::Error::InvalidCertificate(_)) => {
+            crate::net::error::cert_failure(&s.smtp_host, verdict).1
+        }
+        _ => crate::net::describe(e),
+    };
+    let error = format!("SMTP {}:{}: {cause}", s.smtp_host, s.smtp_port);
     if e.is_permanent() {
         Attempt::Permanent { error }
     } else {

@@ -95,19 +95,40 @@ pub fn roots(ca_file: Option<&Path>) -> Result<Arc<RootCertStore>, String> {
     Ok(Arc::new(roots))
 }
 
-/// The platform's trust anchors, parsed once per process because loading
-/// them can mean parsing a large file.
-fn system_roots() -> &'static Arc<RootCertStore> {
-    static ROOTS: OnceLock<Arc<RootCertStore>> = OnceLock::new();
-    ROOTS.get_or_init(|| {
+/// The platform's trust anchors as loaded (DER), once per process because
+/// loading them can mean parsing a large file.
+fn system_certs() -> &'static [CertificateDer<'static>] {
+    static CERTS: OnceLock<Vec<CertificateDer<'static>>> = OnceLock::new();
+    CERTS.get_or_init(|| {
         let found = rustls_native_certs::load_native_certs();
         for error in &found.errors {
             tracing::warn!("cannot load a system root certificate: {error}");
         }
+        found.certs
+    })
+}
+
+/// [`system_certs`] as a rustls trust store, built once.
+fn system_roots() -> &'static Arc<RootCertStore> {
+    static ROOTS: OnceLock<Arc<RootCertStore>> = OnceLock::new();
+    ROOTS.get_or_init(|| {
         let mut roots = RootCertStore::empty();
-        roots.add_parsable_certificates(found.certs);
+        roots.add_parsable_certificates(system_certs().iter().cloned());
         Arc::new(roots)
     })
+}
+
+/// The same trust as [`roots`], as certificates, for TLS stacks that take
+/// their anchors one by one (lettre's SMTP client builds its own rustls
+/// config): the system's plus every certificate in `ca_file`.
+pub fn trusted_certificates(
+    ca_file: Option<&Path>,
+) -> Result<Vec<CertificateDer<'static>>, String> {
+    let mut certs = system_certs().to_vec();
+    if let Some(path) = ca_file {
+        certs.extend(read_certs(path, "ca_file")?);
+    }
+    Ok(certs)
 }
 
 /// Every certificate in the PEM file at `path`, which must hold at least one.
