@@ -1,264 +1,30 @@
-//! The `stream` probe: Server-Sent Events and chunked streams: time to first event/byte, event count, largest gap, reconnect with `Last-Event-ID`.
-//!
-//! One run opens a fresh HTTP/1.1 connection (hyper, TLS through rustls),
-//! sends a tagged `GET`, and reads the body as it arrives: SSE events
-//! (parsed as the WHATWG EventSource algorithm does) or, in `chunked` mode,
-//! each piece of body as it is delivered. It stops successfully once
-//! `min_events` arrived, once `duration` has passed, or when the server ends
-//! the stream; it fails at once when the gap after an event exceeds
-//! `max_gap`, when the first event is later than `first_event_timeout`, or
-//! when an event exceeds `max_event_bytes`. With `reconnect`, it drops the
-//! connection half-way (after `min_events / 2` events, else after half of
-//! `duration`, else when the server ends the first stream), reconnects with
-//! `Last-Event-ID`, and checks that the stream resumes after that id.
-//!
-//! The phases are `connect` (start to response headers), `first_event`
-//! (headers to the first event) and `stream` (the rest, a reconnect
-//! included), contiguous, under the probe's one deadline. Memory is bounded:
-//! one event at most `max_event_bytes`, and only the first
-//! [`MAX_DATA_KEPT`] event data strings (each cut at [`MAX_DATA_CHARS`]) are
-//! kept for expectations.
+//! One `stream` run: [`run`] connects, reads events until the run has
+//! enough, the server ends the stream or a limit fails it, reconnects with
+//! `Last-Event-ID` when asked and checks the stream resumed after it, then
+//! judges the implicit checks and the expectations.
 
-use super::kind::{Assertion, BuildInput, Kind, KindEntry, RunContext, RunFuture};
-use crate::config::check::Checker;
-use crate::config::raw::RawSize;
+use super::connect::{Connection, connect};
+use super::facts::{MAX_DATA_KEPT, StreamFacts, cut};
+use super::spec::StreamSpec;
+use super::sse::{Event, Mode, Parser};
 use crate::expr::{Facts, duration_value};
-use crate::net::{AbortOnDrop, Clock, Fail, TlsSetup, describe, dial};
-use crate::outcome::{AssertionResult, Details, FailureReason, KindFacts, Outcome, SourceLocation};
+use crate::net::{Clock, Fail, TlsSetup, describe};
+use crate::outcome::{AssertionResult, Details, FailureReason, Outcome};
+use crate::probe::kind::RunContext;
 use crate::tagging::RunIds;
-use crate::template::Text;
-use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, header};
-use http_body_util::{BodyExt, Empty};
-use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
-use serde::{Deserialize, Serialize};
+use http_body_util::BodyExt;
+use std::collections::HashSet;
 use std::collections::hash_map::DefaultHasher;
-use std::collections::{BTreeMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
-use url::{Host, Url};
+use url::Url;
 
-/// The variables a `stream` expectation can read.
-pub const SCOPE: &[&str] = &[
-    "events",
-    "first_event",
-    "max_gap",
-    "last_event_id",
-    "reconnected",
-    "resumed_from",
-    "data",
-    "status",
-    "timings",
-    "vars",
-];
-
-/// The default cap on one event (or chunk).
-const DEFAULT_MAX_EVENT_BYTES: u64 = 256 * 1024;
-/// The largest `max_event_bytes` accepted.
-const MAX_EVENT_BYTES_LIMIT: u64 = 64 * 1024 * 1024;
-/// How many event data strings are kept for `data`.
-pub const MAX_DATA_KEPT: usize = 100;
-/// How many characters of each kept data string.
-pub const MAX_DATA_CHARS: usize = 1024;
 /// How many ids of the first connection are remembered to recognise a
 /// replay after reconnecting (non-numeric ids only).
 const MAX_IDS_REMEMBERED: usize = 10_000;
-
-/// The `[stream]` table as written.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawStream {
-    pub url: Option<String>,
-    #[serde(default)]
-    pub headers: BTreeMap<String, String>,
-    /// `sse` (default) or `chunked`.
-    pub mode: Option<String>,
-    pub min_events: Option<u64>,
-    pub duration: Option<String>,
-    pub max_gap: Option<String>,
-    pub first_event_timeout: Option<String>,
-    pub reconnect: Option<bool>,
-    pub max_event_bytes: Option<RawSize>,
-    #[serde(default)]
-    pub expect: Vec<String>,
-}
-
-/// How the body is cut into events.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Mode {
-    /// `text/event-stream`, events separated by blank lines.
-    Sse,
-    /// Any body; each piece as it arrives is one event.
-    Chunked,
-}
-
-impl Mode {
-    fn as_str(self) -> &'static str {
-        match self {
-            Mode::Sse => "sse",
-            Mode::Chunked => "chunked",
-        }
-    }
-}
-
-/// The checked `[stream]` table.
-#[derive(Debug)]
-pub struct StreamSpec {
-    /// Absolute, or relative to the environment's base URL (as for `http`).
-    pub url: Text,
-    pub headers: Vec<(HeaderName, Text)>,
-    pub mode: Mode,
-    pub min_events: Option<u64>,
-    /// Stop after this long (from the start of the run).
-    pub duration: Option<Duration>,
-    pub max_gap: Option<Duration>,
-    /// The first event must come this soon after the start of the run.
-    pub first_event_timeout: Option<Duration>,
-    pub reconnect: bool,
-    pub max_event_bytes: u64,
-    pub expect: Vec<Assertion>,
-    /// Where `min_events` and `reconnect` were written, for their implicit
-    /// checks.
-    pub min_events_at: Option<SourceLocation>,
-    pub reconnect_at: Option<SourceLocation>,
-}
-
-/// What a `stream` run saw.
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct StreamFacts {
-    pub url: String,
-    pub mode: &'static str,
-    /// The status of the last response.
-    pub status: Option<u16>,
-    pub events: u64,
-    /// From the start of the run to the first event.
-    pub first_event_seconds: Option<f64>,
-    /// The largest gap between two consecutive events.
-    pub max_gap_seconds: f64,
-    pub last_event_id: Option<String>,
-    pub reconnected: bool,
-    /// The `Last-Event-ID` sent when reconnecting.
-    pub resumed_from: Option<String>,
-    /// Body bytes read, over every connection.
-    pub bytes: u64,
-    /// The first events' data (capped, see the module docs).
-    pub data: Vec<String>,
-    /// Over https: the earliest `notAfter` of the certificates presented on
-    /// the last connection, Unix seconds (`probe_ssl_earliest_cert_expiry`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub cert_expiry: Option<i64>,
-}
-
-impl StreamFacts {
-    /// Gauges for /metrics, labelled with probe and environment.
-    pub fn gauges(&self) -> Vec<(&'static str, f64)> {
-        let mut out = vec![
-            ("probe_stream_events", self.events as f64),
-            ("probe_stream_max_gap_seconds", self.max_gap_seconds),
-        ];
-        if let Some(first) = self.first_event_seconds {
-            out.push(("probe_stream_first_event_seconds", first));
-        }
-        out
-    }
-}
-
-/// Checks the raw table; problems are recorded on `c` at `stream.…` paths.
-pub(crate) fn build(raw: RawStream, c: &mut Checker<'_>) -> Option<StreamSpec> {
-    let url = match raw.url.as_deref() {
-        None => {
-            c.missing("stream", "url");
-            None
-        }
-        Some(u) => {
-            let text = c.text("stream.url", u, None);
-            if let Some(t) = text.as_ref().filter(|t| t.is_literal()) {
-                if let Ok(base) = Url::parse("http://base.invalid/") {
-                    if let Err(err) = super::http::join_url(&base, t.source()) {
-                        c.err("stream.url", format!("expected a URL or a path: {err}"));
-                    }
-                }
-            }
-            text
-        }
-    };
-    let mut headers = Vec::new();
-    for (name, value) in &raw.headers {
-        let key = format!("stream.headers.{name}");
-        let Ok(header) = HeaderName::from_bytes(name.as_bytes()) else {
-            c.err(&key, format!("`{name}` is not a valid HTTP header name"));
-            continue;
-        };
-        if let Some(t) = c.text(&key, value, None) {
-            if t.is_literal() && HeaderValue::from_str(t.source()).is_err() {
-                // Never echo the value: it may hold a secret.
-                c.err(
-                    &key,
-                    "the header value is not valid in HTTP (control characters or non-ASCII)",
-                );
-                continue;
-            }
-            headers.push((header, t));
-        }
-    }
-    let mode = match raw.mode.as_deref() {
-        None | Some("sse") => Some(Mode::Sse),
-        Some("chunked") => Some(Mode::Chunked),
-        Some(other) => {
-            c.err(
-                "stream.mode",
-                format!("expected `sse` or `chunked`, found `{other}`"),
-            );
-            None
-        }
-    };
-    if raw.min_events == Some(0) {
-        c.err("stream.min_events", "expected at least 1 event");
-    }
-    let duration = positive(c, "duration", raw.duration.as_deref());
-    let max_gap = positive(c, "max_gap", raw.max_gap.as_deref());
-    let first_event_timeout =
-        positive(c, "first_event_timeout", raw.first_event_timeout.as_deref());
-    let reconnect = raw.reconnect.unwrap_or(false);
-    if reconnect && mode == Some(Mode::Chunked) {
-        c.err(
-            "stream.reconnect",
-            "`reconnect` resumes with Last-Event-ID, which only SSE has: use mode = \"sse\"",
-        );
-    }
-    if reconnect && raw.min_events == Some(1) {
-        c.err(
-            "stream.reconnect",
-            "`reconnect` splits `min_events` over two connections: it needs min_events of 2 or more",
-        );
-    }
-    let max_event_bytes = c.size(
-        "stream.max_event_bytes",
-        raw.max_event_bytes.as_ref(),
-        DEFAULT_MAX_EVENT_BYTES,
-        MAX_EVENT_BYTES_LIMIT,
-    );
-    let expect = c.expectations("stream", &raw.expect, SCOPE);
-    let min_events_at = raw.min_events.map(|_| c.location("stream.min_events"));
-    let reconnect_at = reconnect.then(|| c.location("stream.reconnect"));
-    Some(StreamSpec {
-        url: url?,
-        headers,
-        mode: mode?,
-        min_events: raw.min_events.filter(|n| *n > 0),
-        duration,
-        max_gap,
-        first_event_timeout,
-        reconnect,
-        max_event_bytes,
-        expect,
-        min_events_at,
-        reconnect_at,
-    })
-}
 
 pub async fn run(spec: &StreamSpec, ctx: &RunContext<'_>) -> Outcome {
     let ids = RunIds::generate();
@@ -277,7 +43,7 @@ pub async fn run(spec: &StreamSpec, ctx: &RunContext<'_>) -> Outcome {
             }
             outcome.assertions = implicit;
             let f = s.expression_facts(ctx);
-            super::kind::check_expectations(&mut outcome, &spec.expect, &f);
+            crate::probe::kind::check_expectations(&mut outcome, &spec.expect, &f);
         }
     }
     let mut facts = s.facts;
@@ -286,8 +52,8 @@ pub async fn run(spec: &StreamSpec, ctx: &RunContext<'_>) -> Outcome {
         ctx.redactor.scrub(d);
     }
     outcome.details = Some(Details::new(facts));
-    super::kind::finish(&mut outcome);
-    super::kind::redact(outcome, ctx.redactor)
+    crate::probe::kind::finish(&mut outcome);
+    crate::probe::kind::redact(outcome, ctx.redactor)
 }
 
 /// What woke the reader up when no data came.
@@ -322,22 +88,6 @@ enum Resume {
     Waiting,
     Passed,
     Failed(String),
-}
-
-/// One open response.
-struct Connection {
-    body: Incoming,
-    _sender: hyper::client::conn::http1::SendRequest<Empty<Bytes>>,
-    _driver: AbortOnDrop,
-}
-
-/// One event as parsed.
-#[derive(Debug, PartialEq, Eq)]
-struct Event {
-    /// The last event id buffer at dispatch; `None` until an `id:` field on
-    /// this connection set it (or when it was set to "").
-    id: Option<String>,
-    data: String,
 }
 
 /// The state of one run.
@@ -380,7 +130,7 @@ impl<'s> Streamer<'s> {
     async fn go(&mut self, ctx: &RunContext<'_>, ids: &RunIds) -> Result<(), Fail> {
         let request_error = |m: String| Fail::new(FailureReason::Request, m);
         let path = ctx.render(&self.spec.url, ids).map_err(request_error)?;
-        let url = super::http::join_url(ctx.base_url, &path)
+        let url = crate::probe::http::join_url(ctx.base_url, &path)
             .map_err(|e| request_error(format!("cannot build the URL from `{path}`: {e}")))?;
         self.facts.url = url.to_string();
         let mut headers = self.headers(ctx, ids)?;
@@ -817,7 +567,7 @@ impl<'s> Streamer<'s> {
         f.set("data", self.facts.data.clone());
         f.set("status", self.facts.status.map_or(0, i64::from));
         f.set("timings", self.clock.timings());
-        f.set("vars", super::kind::vars_value(ctx.vars));
+        f.set("vars", crate::probe::kind::vars_value(ctx.vars));
         f
     }
 }
@@ -826,327 +576,4 @@ fn hash(id: &str) -> u64 {
     let mut h = DefaultHasher::new();
     id.hash(&mut h);
     h.finish()
-}
-
-/// `data` cut to [`MAX_DATA_CHARS`] characters.
-fn cut(mut data: String) -> String {
-    if let Some((at, _)) = data.char_indices().nth(MAX_DATA_CHARS) {
-        data.truncate(at);
-    }
-    data
-}
-
-/// Opens a fresh connection to `url` and sends the GET; returns the
-/// response head and the body to read. Every step before the headers is
-/// lapped as `phase`.
-async fn connect(
-    url: &Url,
-    headers: &HeaderMap,
-    tls: TlsSetup<'_>,
-    clock: &mut Clock,
-    phase: &'static str,
-    cert_expiry: &mut Option<i64>,
-) -> Result<(http::response::Parts, Connection), Fail> {
-    let bad = |m: String| Fail::new(FailureReason::Request, m);
-    let secure = match url.scheme() {
-        "http" => false,
-        "https" => true,
-        other => {
-            return Err(bad(format!(
-                "unsupported url scheme {other:?} in {url} (only http and https are supported)"
-            )));
-        }
-    };
-    let (Some(host), Some(port)) = (url.host(), url.port_or_known_default()) else {
-        return Err(bad(format!("{url} has no host")));
-    };
-    let host: Host<String> = host.to_owned();
-    let dialed = dial(&host, port, secure.then_some(tls), clock, [phase; 3]).await?;
-    *cert_expiry = dialed.cert_expiry;
-    let io = dialed.io;
-    let protocol = |doing: &str, e: hyper::Error| {
-        Fail::new(
-            FailureReason::Protocol,
-            format!("{doing} with {url} failed: {}", describe(&e)),
-        )
-    };
-    let waiting = "while waiting for the response headers (connect)";
-    let (mut sender, connection) = clock
-        .within(
-            waiting,
-            hyper::client::conn::http1::handshake(TokioIo::new(io)),
-        )
-        .await?
-        .map_err(|e| protocol("starting http/1.1", e))?;
-    let driver = AbortOnDrop(tokio::spawn(async move {
-        // The connection's error also reaches the body read.
-        let _ = connection.await;
-    }));
-    let mut request = http::Request::new(Empty::<Bytes>::new());
-    let target = &url[url::Position::BeforePath..url::Position::AfterQuery];
-    *request.uri_mut() = target.parse().map_err(|e: http::uri::InvalidUri| {
-        bad(format!("cannot build the request for {url}: {e}"))
-    })?;
-    let mut headers = headers.clone();
-    let authority = match url.port() {
-        Some(port) => format!("{host}:{port}"),
-        None => host.to_string(),
-    };
-    let authority = HeaderValue::try_from(authority)
-        .map_err(|e| bad(format!("cannot build the Host header for {url}: {e}")))?;
-    headers.insert(header::HOST, authority);
-    headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
-    *request.headers_mut() = headers;
-    let response = clock
-        .within(waiting, sender.send_request(request))
-        .await?
-        .map_err(|e| protocol("the request", e))?;
-    let (parts, body) = response.into_parts();
-    Ok((
-        parts,
-        Connection {
-            body,
-            _sender: sender,
-            _driver: driver,
-        },
-    ))
-}
-
-/// A duration key that must be above zero when given.
-fn positive(c: &mut Checker<'_>, key: &str, value: Option<&str>) -> Option<Duration> {
-    let path = format!("stream.{key}");
-    let value = value?;
-    let errors = c.error_count();
-    let d = c.duration(&path, Some(value), Duration::ZERO);
-    if d.is_zero() {
-        if c.error_count() == errors {
-            c.err(&path, "expected a duration above zero");
-        }
-        return None;
-    }
-    Some(d)
-}
-
-/// Cuts a body into events, bounded by `max` bytes per event (and per line).
-struct Parser {
-    mode: Mode,
-    max: u64,
-    /// The line being read.
-    line: Vec<u8>,
-    /// The `data` of the event being read, lines joined with `\n`.
-    data: String,
-    has_data: bool,
-    /// The last event id buffer: it persists from event to event.
-    id: Option<String>,
-    /// A CR ended the previous chunk: an LF first in this one belongs to it.
-    after_cr: bool,
-    /// The start of the stream, where a byte order mark is dropped.
-    at_start: bool,
-}
-
-impl Parser {
-    fn new(mode: Mode, max: u64) -> Self {
-        Parser {
-            mode,
-            max,
-            line: Vec::new(),
-            data: String::new(),
-            has_data: false,
-            id: None,
-            after_cr: false,
-            at_start: true,
-        }
-    }
-
-    /// Feeds a piece of body, pushing every completed event to `out`. Fails
-    /// with the size reached when an event grows past the cap (the events
-    /// completed before it are still pushed).
-    fn feed(&mut self, bytes: &[u8], out: &mut Vec<Event>) -> Result<(), u64> {
-        if self.mode == Mode::Chunked {
-            if bytes.len() as u64 > self.max {
-                return Err(bytes.len() as u64);
-            }
-            out.push(Event {
-                id: None,
-                data: String::from_utf8_lossy(bytes).into_owned(),
-            });
-            return Ok(());
-        }
-        for &byte in bytes {
-            if std::mem::take(&mut self.after_cr) && byte == b'\n' {
-                continue;
-            }
-            match byte {
-                b'\r' => {
-                    self.after_cr = true;
-                    self.end_line(out);
-                }
-                b'\n' => self.end_line(out),
-                _ => {
-                    self.line.push(byte);
-                    let size = (self.line.len() + self.data.len()) as u64;
-                    if size > self.max {
-                        return Err(size);
-                    }
-                }
-            }
-        }
-        Ok(())
-    }
-
-    fn end_line(&mut self, out: &mut Vec<Event>) {
-        let mut line = std::mem::take(&mut self.line);
-        if std::mem::take(&mut self.at_start) && line.starts_with(b"\xEF\xBB\xBF") {
-            line.drain(..3);
-        }
-        if line.is_empty() {
-            if self.has_data {
-                out.push(Event {
-                    id: self.id.clone(),
-                    data: std::mem::take(&mut self.data),
-                });
-            }
-            self.data.clear();
-            self.has_data = false;
-            return;
-        }
-        if line[0] == b':' {
-            return;
-        }
-        let line = String::from_utf8_lossy(&line);
-        let (field, value) = match line.split_once(':') {
-            Some((f, v)) => (f, v.strip_prefix(' ').unwrap_or(v)),
-            None => (line.as_ref(), ""),
-        };
-        match field {
-            "data" => {
-                if self.has_data {
-                    self.data.push('\n');
-                }
-                self.data.push_str(value);
-                self.has_data = true;
-            }
-            "id" if !value.contains('\0') => {
-                self.id = (!value.is_empty()).then(|| value.to_owned());
-            }
-            // `event`, `retry` and unknown fields do not change what is
-            // measured.
-            _ => {}
-        }
-    }
-}
-
-/// The registry's line for `[stream]`.
-pub const KIND: KindEntry = KindEntry {
-    name: "stream",
-    build: build_kind,
-};
-
-fn build_kind(c: &mut Checker<'_>, _: &BuildInput<'_>) -> Option<Box<dyn Kind>> {
-    let raw: RawStream = c.table("stream")?;
-    build(raw, c).map(|spec| Box::new(spec) as Box<dyn Kind>)
-}
-
-impl Kind for StreamSpec {
-    fn name(&self) -> &'static str {
-        "stream"
-    }
-
-    fn run<'a>(&'a self, ctx: &'a RunContext<'_>) -> RunFuture<'a> {
-        Box::pin(run(self, ctx))
-    }
-
-    fn as_any(&self) -> &dyn std::any::Any {
-        self
-    }
-}
-
-impl KindFacts for StreamFacts {
-    fn gauges(&self) -> Vec<(&'static str, f64)> {
-        StreamFacts::gauges(self)
-    }
-    fn cert_expiry(&self) -> Option<i64> {
-        self.cert_expiry
-    }
-}
-
-#[cfg(test)]
-#[allow(clippy::unwrap_used)]
-mod tests {
-    use super::*;
-
-    fn parse(pieces: &[&[u8]]) -> Vec<Event> {
-        let mut p = Parser::new(Mode::Sse, 1024);
-        let mut out = Vec::new();
-        for piece in pieces {
-            p.feed(piece, &mut out).unwrap();
-        }
-        out
-    }
-
-    fn ev(id: Option<&str>, data: &str) -> Event {
-        Event {
-            id: id.map(str::to_owned),
-            data: data.to_owned(),
-        }
-    }
-
-    #[test]
-    fn events_are_cut_at_blank_lines_whatever_the_line_ending() {
-        let whole = parse(&[b"id: 1\ndata: a\n\nid: 2\r\ndata: b\r\n\r\nid: 3\rdata: c\r\r"]);
-        assert_eq!(
-            whole,
-            vec![ev(Some("1"), "a"), ev(Some("2"), "b"), ev(Some("3"), "c")]
-        );
-        // The same bytes one at a time, CR LF split across pieces.
-        let text = b"id: 1\ndata: a\n\nid: 2\r\ndata: b\r\n\r\nid: 3\rdata: c\r\r";
-        let bytes: Vec<&[u8]> = text.chunks(1).collect();
-        assert_eq!(parse(&bytes), whole);
-    }
-
-    #[test]
-    fn fields_follow_the_eventsource_rules() {
-        let events = parse(&[
-            b"\xEF\xBB\xBF: a comment\ndata:x\ndata:  y\nevent: tick\nretry: 10\n\n",
-            b"data\n\n",
-            b"id: 7\n\n",
-            b"data: after id\n\n",
-            b"id\ndata: reset\n\n",
-        ]);
-        assert_eq!(
-            events,
-            vec![
-                ev(None, "x\n y"),
-                ev(None, ""),
-                ev(Some("7"), "after id"),
-                ev(None, "reset"),
-            ]
-        );
-        // A byte order mark split over pieces is dropped too.
-        assert_eq!(
-            parse(&[b"\xEF", b"\xBB", b"\xBFdata: z\n\n"]),
-            vec![ev(None, "z")]
-        );
-        // An event without a terminating blank line is not dispatched.
-        assert_eq!(parse(&[b"data: unfinished\n"]), vec![]);
-    }
-
-    #[test]
-    fn an_event_or_line_over_the_cap_fails() {
-        let mut p = Parser::new(Mode::Sse, 16);
-        let mut out = Vec::new();
-        p.feed(b"data: ok\n\n", &mut out).unwrap();
-        let err = p.feed(b"data: 0123456789abcdef\n\n", &mut out).unwrap_err();
-        assert_eq!(err, 17);
-        assert_eq!(out, vec![ev(None, "ok")]);
-        // Many short data lines add up.
-        let mut p = Parser::new(Mode::Sse, 16);
-        assert!(
-            p.feed(b"data: 12345\ndata: 12345\ndata: 12345\n", &mut out)
-                .is_err()
-        );
-        let mut p = Parser::new(Mode::Chunked, 4);
-        p.feed(b"abcd", &mut out).unwrap();
-        assert_eq!(p.feed(b"abcde", &mut out).unwrap_err(), 5);
-    }
 }
