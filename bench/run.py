@@ -32,7 +32,9 @@ import time
 import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SYNTHMON = os.path.join(ROOT, "target", "release", "synthmon")
+# BENCH_SYNTHMON picks another build (e.g. an older commit's, to compare
+# two versions against the same peers on the same machine).
+SYNTHMON = os.environ.get("BENCH_SYNTHMON") or os.path.join(ROOT, "target", "release", "synthmon")
 SANDBOX = "127.0.0.1:18181"
 BLACKBOX = "127.0.0.1:19115"
 SECONDS = int(os.environ.get("BENCH_SECONDS", "8"))
