@@ -85,8 +85,8 @@ url = "/latency?dist=uniform&min_ms=5&max_ms=40"
 TOML
 
 # One probe of each kind that adds series of its own, so promtool lints
-# them too: a flow's per-step series, a workload's counters, tls and dns
-# gauges.
+# them too: a flow's per-step series, a workload's counters, tls, dns and
+# websocket gauges (each kind declares its gauges' help text).
 cat >"$TMP/probes/journey.toml" <<'TOML'
 name = "interop-journey"
 schedule = "every 2s"
@@ -123,6 +123,15 @@ environments = ["sandbox"]
 address = "{{ vars.sandbox_tls }}"
 server_name = "localhost"
 ca_file = "{{ vars.sandbox_ca_file }}"
+TOML
+cat >"$TMP/probes/ws.toml" <<'TOML'
+name = "interop-ws"
+schedule = "every 2s"
+timeout = "1s"
+environments = ["sandbox"]
+[websocket]
+url = "/ws/echo"
+send = [{ text = "ping" }]
 TOML
 cat >"$TMP/probes/dns.toml" <<'TOML'
 name = "interop-dns"

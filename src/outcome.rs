@@ -346,6 +346,16 @@ pub trait KindFacts: std::fmt::Debug + Send + Sync + FactsData {
     }
 }
 
+/// A gauge a kind exports, declared with its kind so `/metrics` can give
+/// every series its help text before the first run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GaugeSpec {
+    pub name: &'static str,
+    /// The value is in seconds (Prometheus' base unit).
+    pub seconds: bool,
+    pub help: &'static str,
+}
+
 /// The data side of [`KindFacts`], implemented for every serializable type.
 pub trait FactsData: std::any::Any {
     fn to_json(&self) -> serde_json::Value;

@@ -14,7 +14,7 @@
 //! reason and sentence whatever the kind.
 
 use super::error::{Fail, handshake_failed};
-use crate::outcome::FailureReason;
+use crate::outcome::{FailureReason, GaugeSpec};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::{verify_server_cert_signed_by_trust_anchor, verify_server_name};
 use rustls::crypto::WebPkiSupportedAlgorithms;
@@ -612,3 +612,18 @@ pub fn earliest_expiry(chain: &[CertificateDer<'_>]) -> Option<i64> {
         .map(|(_, cert)| cert.validity().not_after.timestamp())
         .min()
 }
+
+/// The gauges [`TlsInfo::gauges`] exports, for the kinds that report a
+/// handshake's facts (`tls`, `tcp` with TLS).
+pub const GAUGES: &[GaugeSpec] = &[
+    GaugeSpec {
+        name: "probe_tls_verified",
+        seconds: false,
+        help: "Whether the peer's certificate chain and host name verified (1) or not (0).",
+    },
+    GaugeSpec {
+        name: "probe_tls_version",
+        seconds: false,
+        help: "TLS version of the last handshake (1.2 or 1.3).",
+    },
+];

@@ -36,7 +36,7 @@ use crate::config::check::Checker;
 use crate::config::raw::RawSize;
 use crate::expr::{Facts, json_value};
 use crate::net::{Clock, Fail};
-use crate::outcome::{Details, FailureReason, KindFacts, Outcome};
+use crate::outcome::{Details, FailureReason, GaugeSpec, KindFacts, Outcome};
 use crate::tagging::RunIds;
 use crate::template::Text;
 use serde::{Deserialize, Serialize};
@@ -499,7 +499,15 @@ impl Capture {
 pub const KIND: KindEntry = KindEntry {
     name: "command",
     build: build_kind,
+    gauges: GAUGES,
 };
+
+/// What this kind's facts export on /metrics.
+const GAUGES: &[GaugeSpec] = &[GaugeSpec {
+    name: "probe_command_exit_code",
+    seconds: false,
+    help: "Exit code of the last command run (128 + the signal when a signal ended it).",
+}];
 
 fn build_kind(c: &mut Checker<'_>, _: &BuildInput<'_>) -> Option<Box<dyn Kind>> {
     let raw: RawCommand = c.table("command")?;

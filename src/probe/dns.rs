@@ -26,7 +26,7 @@ use super::kind::{Assertion, BuildInput, Kind, KindEntry, RunContext, RunFuture}
 use crate::config::check::Checker;
 use crate::expr::{Facts, duration_value, json_value};
 use crate::outcome::{
-    AssertionResult, Details, FailureReason, KindFacts, Outcome, Phase, SourceLocation,
+    AssertionResult, Details, FailureReason, GaugeSpec, KindFacts, Outcome, Phase, SourceLocation,
 };
 use crate::tagging::RunIds;
 use crate::template::Text;
@@ -837,7 +837,37 @@ fn socket_failure(addr: SocketAddr, transport: &str, e: &std::io::Error) -> Fail
 pub const KIND: KindEntry = KindEntry {
     name: "dns",
     build: build_kind,
+    gauges: GAUGES,
 };
+
+/// What this kind's facts export on /metrics.
+const GAUGES: &[GaugeSpec] = &[
+    GaugeSpec {
+        name: "probe_dns_lookup_time_seconds",
+        seconds: true,
+        help: "Time from sending the DNS query to its answer.",
+    },
+    GaugeSpec {
+        name: "probe_dns_answer_rrs",
+        seconds: false,
+        help: "Records in the answer section.",
+    },
+    GaugeSpec {
+        name: "probe_dns_authority_rrs",
+        seconds: false,
+        help: "Records in the authority section.",
+    },
+    GaugeSpec {
+        name: "probe_dns_additional_rrs",
+        seconds: false,
+        help: "Records in the additional section.",
+    },
+    GaugeSpec {
+        name: "probe_dns_rcode",
+        seconds: false,
+        help: "Response code of the last answer (0 NOERROR, 2 SERVFAIL, 3 NXDOMAIN, …).",
+    },
+];
 
 fn build_kind(c: &mut Checker<'_>, _: &BuildInput<'_>) -> Option<Box<dyn Kind>> {
     let raw: RawDns = c.table("dns")?;

@@ -533,6 +533,7 @@ async fn run_step(
 pub const KIND: KindEntry = KindEntry {
     name: "flow",
     build: build_kind,
+    gauges: &[],
 };
 
 fn build_kind(c: &mut Checker<'_>, input: &BuildInput<'_>) -> Option<Box<dyn Kind>> {

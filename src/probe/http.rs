@@ -617,6 +617,7 @@ pub fn request(
 pub const KIND: KindEntry = KindEntry {
     name: "http",
     build: build_kind,
+    gauges: &[],
 };
 
 fn build_kind(c: &mut Checker<'_>, input: &BuildInput<'_>) -> Option<Box<dyn Kind>> {

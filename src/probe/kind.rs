@@ -10,7 +10,7 @@ use super::arrival::Workload;
 use crate::config::check::Checker;
 use crate::config::{AlertPolicy, Environment, Schedule, Severity, Tagging};
 use crate::expr::Facts;
-use crate::outcome::{AssertionResult, FailureReason, Outcome};
+use crate::outcome::{AssertionResult, FailureReason, GaugeSpec, Outcome};
 use crate::secret::Redactor;
 use crate::tagging::RunIds;
 use crate::template::{Scope, Text};
@@ -66,6 +66,9 @@ pub struct BuildInput<'a> {
 pub struct KindEntry {
     pub name: &'static str,
     pub build: fn(&mut Checker<'_>, &BuildInput<'_>) -> Option<Box<dyn Kind>>,
+    /// The gauges its facts export ([`crate::outcome::KindFacts::gauges`]),
+    /// with their help text.
+    pub gauges: &'static [GaugeSpec],
 }
 
 /// When a probe's alerts fire, which probes hold them back.

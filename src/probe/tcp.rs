@@ -509,6 +509,7 @@ impl Reader {
 pub const KIND: KindEntry = KindEntry {
     name: "tcp",
     build: build_kind,
+    gauges: crate::net::tls::GAUGES,
 };
 
 fn build_kind(c: &mut Checker<'_>, _: &BuildInput<'_>) -> Option<Box<dyn Kind>> {

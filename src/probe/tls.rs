@@ -231,6 +231,7 @@ async fn inspect(
 pub const KIND: KindEntry = KindEntry {
     name: "tls",
     build: build_kind,
+    gauges: crate::net::tls::GAUGES,
 };
 
 fn build_kind(c: &mut Checker<'_>, _: &BuildInput<'_>) -> Option<Box<dyn Kind>> {

@@ -22,7 +22,7 @@ use crate::config::check::Checker;
 use crate::config::raw::RawSize;
 use crate::expr::{Facts, duration_value, json_value};
 use crate::net::{Clock, Fail, TlsSetup, describe, dial};
-use crate::outcome::{Details, FailureReason, KindFacts, Outcome};
+use crate::outcome::{Details, FailureReason, GaugeSpec, KindFacts, Outcome};
 use crate::tagging::RunIds;
 use crate::template::{JsonTemplate, Text};
 use futures_util::{SinkExt, StreamExt};
@@ -798,6 +798,23 @@ impl WebsocketFacts {
 pub const KIND: KindEntry = KindEntry {
     name: "websocket",
     build: build_kind,
+    gauges: &[
+        GaugeSpec {
+            name: "probe_websocket_messages",
+            seconds: false,
+            help: "Messages the last websocket run received.",
+        },
+        GaugeSpec {
+            name: "probe_websocket_first_message_seconds",
+            seconds: true,
+            help: "Time from the upgrade to the first message.",
+        },
+        GaugeSpec {
+            name: "probe_websocket_max_gap_seconds",
+            seconds: true,
+            help: "Largest gap between two messages of the last run.",
+        },
+    ],
 };
 
 fn build_kind(c: &mut Checker<'_>, input: &BuildInput<'_>) -> Option<Box<dyn Kind>> {

@@ -326,76 +326,6 @@ fn with_labels(mut b: PrometheusBuilder, labels: &[(String, String)]) -> Prometh
     b
 }
 
-/// The gauges the kinds other than http export through `Details::gauges`,
-/// described here so every series on /metrics has help text.
-const KIND_GAUGES: &[(&str, Option<Unit>, &str)] = &[
-    (
-        "probe_command_exit_code",
-        None,
-        "Exit code of the last command run (128 + the signal when a signal ended it).",
-    ),
-    (
-        "probe_tls_verified",
-        None,
-        "Whether the peer's certificate chain and host name verified (1) or not (0).",
-    ),
-    (
-        "probe_tls_version",
-        None,
-        "TLS version of the last handshake (1.2 or 1.3).",
-    ),
-    (
-        "probe_dns_lookup_time_seconds",
-        Some(Unit::Seconds),
-        "Time from sending the DNS query to its answer.",
-    ),
-    (
-        "probe_dns_answer_rrs",
-        None,
-        "Records in the answer section.",
-    ),
-    (
-        "probe_dns_authority_rrs",
-        None,
-        "Records in the authority section.",
-    ),
-    (
-        "probe_dns_additional_rrs",
-        None,
-        "Records in the additional section.",
-    ),
-    (
-        "probe_dns_rcode",
-        None,
-        "Response code of the last answer (0 NOERROR, 2 SERVFAIL, 3 NXDOMAIN, …).",
-    ),
-    (
-        "probe_grpc_healthcheck_response",
-        None,
-        "Whether the health service answered SERVING (1) or not (0).",
-    ),
-    (
-        "probe_grpc_status_code",
-        None,
-        "gRPC status code of the last health check call (0 OK).",
-    ),
-    (
-        "probe_stream_events",
-        None,
-        "Events (or chunks) the last stream run received.",
-    ),
-    (
-        "probe_stream_first_event_seconds",
-        Some(Unit::Seconds),
-        "Time from the start of the run to the first event.",
-    ),
-    (
-        "probe_stream_max_gap_seconds",
-        Some(Unit::Seconds),
-        "Largest gap between two events of the last run.",
-    ),
-];
-
 fn describe_probe_series() {
     describe_gauge!(
         "probe_success",
@@ -433,10 +363,12 @@ fn describe_probe_series() {
         Unit::Seconds,
         "Earliest notAfter of the certificates the peer showed, Unix seconds."
     );
-    for (name, unit, help) in KIND_GAUGES {
-        match unit {
-            Some(unit) => describe_gauge!(*name, *unit, *help),
-            None => describe_gauge!(*name, *help),
+    // Each kind declares the gauges its facts export.
+    for gauge in crate::probe::KINDS.iter().flat_map(|k| k.gauges) {
+        if gauge.seconds {
+            describe_gauge!(gauge.name, Unit::Seconds, gauge.help);
+        } else {
+            describe_gauge!(gauge.name, gauge.help);
         }
     }
     describe_gauge!(

@@ -35,7 +35,7 @@ use super::kind::{BuildInput, Kind, KindEntry, RunContext, RunFuture};
 use crate::config::check::Checker;
 use crate::expr::Facts;
 use crate::net::Clock;
-use crate::outcome::{Details, FailureReason, Outcome};
+use crate::outcome::{Details, FailureReason, GaugeSpec, Outcome};
 use crate::tagging::RunIds;
 use call::call;
 use wire::NOT_FOUND;
@@ -131,7 +131,22 @@ fn judge(spec: &GrpcSpec, facts: &GrpcFacts, outcome: &mut Outcome) {
 pub const KIND: KindEntry = KindEntry {
     name: "grpc",
     build: build_kind,
+    gauges: GAUGES,
 };
+
+/// What this kind's facts export on /metrics.
+const GAUGES: &[GaugeSpec] = &[
+    GaugeSpec {
+        name: "probe_grpc_healthcheck_response",
+        seconds: false,
+        help: "Whether the health service answered SERVING (1) or not (0).",
+    },
+    GaugeSpec {
+        name: "probe_grpc_status_code",
+        seconds: false,
+        help: "gRPC status code of the last health check call (0 OK).",
+    },
+];
 
 fn build_kind(c: &mut Checker<'_>, _: &BuildInput<'_>) -> Option<Box<dyn Kind>> {
     let raw: RawGrpc = c.table("grpc")?;

@@ -34,6 +34,7 @@ mod sse;
 
 use super::kind::{BuildInput, Kind, KindEntry, RunContext, RunFuture};
 use crate::config::check::Checker;
+use crate::outcome::GaugeSpec;
 
 pub use facts::{MAX_DATA_CHARS, MAX_DATA_KEPT, StreamFacts};
 pub use session::run;
@@ -44,7 +45,27 @@ pub use sse::Mode;
 pub const KIND: KindEntry = KindEntry {
     name: "stream",
     build: build_kind,
+    gauges: GAUGES,
 };
+
+/// What this kind's facts export on /metrics.
+const GAUGES: &[GaugeSpec] = &[
+    GaugeSpec {
+        name: "probe_stream_events",
+        seconds: false,
+        help: "Events (or chunks) the last stream run received.",
+    },
+    GaugeSpec {
+        name: "probe_stream_first_event_seconds",
+        seconds: true,
+        help: "Time from the start of the run to the first event.",
+    },
+    GaugeSpec {
+        name: "probe_stream_max_gap_seconds",
+        seconds: true,
+        help: "Largest gap between two events of the last run.",
+    },
+];
 
 fn build_kind(c: &mut Checker<'_>, _: &BuildInput<'_>) -> Option<Box<dyn Kind>> {
     let raw: RawStream = c.table("stream")?;
