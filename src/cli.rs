@@ -185,7 +185,12 @@ pub async fn dispatch(cli: Cli) -> u8 {
     }
     let config = match plan::load(&load) {
         Ok(c) => std::sync::Arc::new(c),
-        Err(diags) => return print_diagnostics(&diags),
+        Err(diags) => {
+            if cli.output == Output::Json {
+                println!("{}", report::json::render_diagnostics(&diags));
+            }
+            return print_diagnostics(&diags);
+        }
     };
     let selection = Selection {
         probes: cli.probes.clone(),
@@ -195,6 +200,9 @@ pub async fn dispatch(cli: Cli) -> u8 {
     let pairs = match once::select(&config, &selection) {
         Ok(p) => p,
         Err(msg) => {
+            if cli.output == Output::Json {
+                println!("{}", report::json::render_error(&msg));
+            }
             eprintln!("error: {msg}");
             return EXIT_USAGE;
         }

@@ -296,6 +296,74 @@ fn an_unknown_probe_is_a_usage_error_with_a_suggestion() {
     );
 }
 
+/// Regression: `--output json` printed no JSON document when the config
+/// had errors, so a CI job parsing stdout got nothing to parse.
+#[test]
+fn once_json_on_a_bad_config_prints_an_error_document_and_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    write_config(
+        dir.path(),
+        "[daemon]\nprobes = [\"probes/*.toml\"]\n\n[environments.sandbox]\nbase_url = \"builtin:sandbox\"\n",
+        &[(
+            "bad.toml",
+            "name = \"bad\"\nenvironments = [\"sandbox\"]\ntimout = \"1s\"\n\n[http]\nurl = \"/health\"\n",
+        )],
+    );
+    let run = synthmon(dir.path(), &["--once", "--output", "json"], &[]);
+    run.assert_code(2);
+    let doc: serde_json::Value = serde_json::from_str(&run.stdout)
+        .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}", run.stdout));
+    assert_eq!(doc["schema_version"], 1, "{doc:#}");
+    let errors = doc["errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 1, "{doc:#}");
+    let e = &errors[0];
+    assert!(e["file"].as_str().unwrap().ends_with("bad.toml"), "{e:#}");
+    assert_eq!(
+        (e["line"].as_u64(), e["column"].as_u64()),
+        (Some(3), Some(1)),
+        "{e:#}"
+    );
+    assert_eq!(e["key"], "timout");
+    assert!(
+        e["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("unknown key `timout`"),
+        "{e:#}"
+    );
+    assert_eq!(e["help"], "did you mean `timeout`?");
+    // People reading the terminal still get the located text on stderr.
+    assert!(
+        run.stderr.contains("bad.toml:3:1: error: timout"),
+        "{}",
+        run.stderr
+    );
+
+    // A selection that matches nothing is an error document too.
+    let run = synthmon(
+        &repo(),
+        &[
+            "--config",
+            &repo_config(),
+            "--once",
+            "--output",
+            "json",
+            "--probe",
+            "nosuch",
+        ],
+        &[],
+    );
+    run.assert_code(2);
+    let doc: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert!(
+        doc["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("no probe named `nosuch`"),
+        "{doc:#}"
+    );
+}
+
 #[test]
 fn probe_selection_runs_only_the_named_probe() {
     let run = synthmon(
