@@ -85,7 +85,7 @@ impl Metrics {
             describe_counter!("synthmon_config_reloads_total", "Config reloads by result (ok, failed).");
             describe_counter!("synthmon_missed_runs_total", "Schedule slots skipped because the scheduler was stalled or a cron fire could not be queued.");
             describe_counter!("synthmon_dropped_outcomes_total", "Run outcomes the telemetry pipeline could not take in time.");
-            describe_gauge!("synthmon_spans_dropped", "Trace spans dropped since start (export queue full, collector down or slow).");
+            describe_counter!("synthmon_spans_dropped_total", "Trace spans dropped since start (export queue full, collector down or slow).");
             describe_gauge!("synthmon_build_info", "Build information; always 1.");
             describe_counter!("synthmon_notifications_total", "Notification delivery attempts by receiver and result: delivered, retried (transient failure, retry scheduled), dead (permanent failure, dead letter), failed (every failed attempt).");
             describe_gauge!("synthmon_outbox_pending", "Notifications waiting in the outbox, by receiver.");
@@ -93,6 +93,11 @@ impl Metrics {
             gauge!("synthmon_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
             counter!("synthmon_config_reloads_total", "result" => "ok").absolute(0);
             counter!("synthmon_config_reloads_total", "result" => "failed").absolute(0);
+            // Present from the start, so rate() and alert rules see a zero
+            // rather than no series until the first event.
+            counter!("synthmon_missed_runs_total").absolute(0);
+            counter!("synthmon_dropped_outcomes_total").absolute(0);
+            counter!("synthmon_spans_dropped_total").absolute(0);
         });
         let metrics = Metrics {
             process,
@@ -124,6 +129,14 @@ impl Metrics {
             .unwrap_or_else(|_| with_labels(PrometheusBuilder::new(), &self.labels));
         let registry = Registry::new(builder);
         registry.with(describe_probe_series);
+        registry.with(|| {
+            for p in probes {
+                for e in &p.environments {
+                    counter!("synthmon_skipped_overlaps_total", "probe" => p.name.clone(), "environment" => e.clone())
+                        .absolute(0);
+                }
+            }
+        });
         if let Ok(mut slot) = self.probes.write() {
             *slot = Arc::new(registry);
         }
@@ -300,7 +313,7 @@ impl Metrics {
     pub fn render(&self, spans_dropped: u64) -> String {
         self.process.with(|| {
             self.collector.collect();
-            gauge!("synthmon_spans_dropped").set(spans_dropped as f64);
+            counter!("synthmon_spans_dropped_total").absolute(spans_dropped);
         });
         let mut out = self.process.handle.render();
         if let Some(reg) = self.probes() {

@@ -250,3 +250,41 @@ url = "/health"
     .await
     .unwrap();
 }
+
+/// Regression: the counters the docs name (missed runs, dropped outcomes,
+/// skipped overlaps, dropped spans) were absent until their first event, so
+/// a rule on them saw no series; and dropped spans were a gauge without
+/// `_total`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_documented_counters_are_present_at_zero_before_their_first_event() {
+    tokio::time::timeout(Duration::from_secs(30), async {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write_config(
+            dir.path(),
+            CONFIG,
+            &[("p.toml", &probe("quiet", "/health", ""))],
+        );
+        let d = start(path).await;
+        let body = scrape(&d).await;
+        for (name, labels) in [
+            ("synthmon_missed_runs_total", ""),
+            ("synthmon_dropped_outcomes_total", ""),
+            ("synthmon_spans_dropped_total", ""),
+            ("synthmon_skipped_overlaps_total", "probe=\"quiet\""),
+        ] {
+            let line = body
+                .lines()
+                .find(|l| l.starts_with(name) && l.contains(labels))
+                .unwrap_or_else(|| panic!("no {name}{{{labels}}} in\n{body}"));
+            assert!(line.ends_with(" 0"), "{line}");
+            assert!(
+                body.contains(&format!("# TYPE {name} counter")),
+                "{name} is not a counter:\n{body}"
+            );
+        }
+        assert!(!body.contains("synthmon_spans_dropped "), "{body}");
+        d.shutdown().await;
+    })
+    .await
+    .unwrap();
+}

@@ -838,7 +838,7 @@ fn start_outside_a_runtime_is_an_error_not_a_panic() {
 
 /// The daemon with its collector down: probes keep their schedule, every
 /// outcome still reaches the pipeline, and the lost spans are counted on
-/// `/metrics` as `synthmon_spans_dropped`.
+/// `/metrics` as `synthmon_spans_dropped_total`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn daemon_keeps_its_schedule_with_the_collector_down() {
     bounded(async {
@@ -877,7 +877,7 @@ async fn daemon_keeps_its_schedule_with_the_collector_down() {
             let body = http_get(&format!("http://{addr}/metrics")).await;
             dropped = body
                 .lines()
-                .find(|l| l.starts_with("synthmon_spans_dropped"))
+                .find(|l| l.starts_with("synthmon_spans_dropped_total"))
                 .and_then(|l| l.rsplit(' ').next())
                 .and_then(|v| v.parse::<f64>().ok())
                 .unwrap_or(0.0);
@@ -886,7 +886,7 @@ async fn daemon_keeps_its_schedule_with_the_collector_down() {
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
-        assert!(dropped >= 2.0, "synthmon_spans_dropped = {dropped}");
+        assert!(dropped >= 2.0, "synthmon_spans_dropped_total = {dropped}");
         daemon.shutdown().await;
     })
     .await;
