@@ -35,6 +35,11 @@ pub trait Receiver: std::any::Any + std::fmt::Debug + Send + Sync {
     /// Unique among receivers; names the outbox rows and the logs.
     fn name(&self) -> &str;
 
+    /// The receiver's type as configured (`webhook`, `slack`, `pagerduty`,
+    /// `alertmanager`, `email`): the logs name a receiver by its type and
+    /// its name, so an SMTP failure never reads as a webhook's.
+    fn kind(&self) -> &'static str;
+
     /// Whether a batch goes out as one attempt per notification.
     fn one_request_per_notification(&self) -> bool {
         false

@@ -11,7 +11,8 @@
 //!
 //! The whole attempt (connect, TLS, AUTH, MAIL/RCPT/DATA) is bounded by the
 //! receiver's timeout. An attempt is classified as delivered, permanent (a
-//! 5xx SMTP reply, or a message that cannot be built: dead-lettered) or
+//! 5xx SMTP reply, a server that does not offer STARTTLS to a `starttls`
+//! receiver, or a message that cannot be built: dead-lettered) or
 //! transient (anything else: a timeout, a connection or TLS failure, a 4xx
 //! reply: retried). The password is never logged or put in an error.
 //!
@@ -27,10 +28,11 @@ use crate::config::raw::RawReceiver;
 use crate::diag;
 use chrono::SecondsFormat;
 use lettre::message::{Mailbox, Message, MultiPart};
-use lettre::transport::smtp::AsyncSmtpTransport;
-use lettre::transport::smtp::authentication::Credentials;
-use lettre::transport::smtp::client::{Certificate, CertificateStore, Tls, TlsParameters};
-use lettre::{AsyncTransport, Tokio1Executor};
+use lettre::transport::smtp::authentication::{Credentials, DEFAULT_MECHANISMS};
+use lettre::transport::smtp::client::{
+    AsyncSmtpConnection, Certificate, CertificateStore, TlsParameters,
+};
+use lettre::transport::smtp::extension::ClientId;
 use std::fmt;
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -388,24 +390,6 @@ async fn tls_parameters(s: &EmailSettings) -> Result<TlsParameters, String> {
         .map_err(|e| format!("cannot set up tls: {e}"))
 }
 
-/// The SMTP transport for one attempt (no pooling: one connection each).
-async fn transport(receiver: &EmailReceiver) -> Result<AsyncSmtpTransport<Tokio1Executor>, String> {
-    let s = &receiver.settings;
-    let tls = match s.tls {
-        SmtpTls::StartTls => Tls::Required(tls_parameters(s).await?),
-        SmtpTls::Implicit => Tls::Wrapper(tls_parameters(s).await?),
-        SmtpTls::None => Tls::None,
-    };
-    let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(s.smtp_host.as_str())
-        .port(s.smtp_port)
-        .tls(tls)
-        .timeout(Some(receiver.timeout));
-    if let (Some(user), Some(password)) = (&s.username, &s.password) {
-        builder = builder.credentials(Credentials::new(user.clone(), password.clone()));
-    }
-    Ok(builder.build())
-}
-
 /// One attempt to deliver `batch` to `receiver`, bounded as a whole by the
 /// receiver's timeout.
 pub async fn send(receiver: &EmailReceiver, batch: &[Notification]) -> Attempt {
@@ -413,27 +397,106 @@ pub async fn send(receiver: &EmailReceiver, batch: &[Notification]) -> Attempt {
         Ok(m) => m,
         Err(error) => return Attempt::Permanent { error },
     };
-    let transport = match transport(receiver).await {
-        Ok(t) => t,
-        // A CA file may be fixed or appear: retry.
-        Err(error) => {
-            return Attempt::Transient {
-                error,
-                retry_after: None,
-            };
-        }
+    let s = &receiver.settings;
+    let tls = match s.tls {
+        SmtpTls::None => None,
+        SmtpTls::StartTls | SmtpTls::Implicit => match tls_parameters(s).await {
+            Ok(parameters) => Some(parameters),
+            // A CA file may be fixed or appear: retry.
+            Err(error) => {
+                return Attempt::Transient {
+                    error,
+                    retry_after: None,
+                };
+            }
+        },
     };
-    match tokio::time::timeout(receiver.timeout, transport.send(message)).await {
+    match tokio::time::timeout(receiver.timeout, session(receiver, tls, &message)).await {
         Err(_) => Attempt::Transient {
             error: format!(
                 "the SMTP exchange with {}:{} did not finish within {:?}",
-                receiver.settings.smtp_host, receiver.settings.smtp_port, receiver.timeout
+                s.smtp_host, s.smtp_port, receiver.timeout
             ),
             retry_after: None,
         },
-        Ok(Ok(_)) => Attempt::Delivered,
-        Ok(Err(e)) => classify(&e, &receiver.settings),
+        Ok(Ok(())) => Attempt::Delivered,
+        // The server's configuration, not a passing fault: retrying would
+        // knock on the same door forever.
+        Ok(Err(Stopped::NoStartTls)) => Attempt::Permanent {
+            error: format!(
+                "SMTP {}:{}: the server does not offer STARTTLS (tls = \"starttls\"); refusing to send in clear",
+                s.smtp_host, s.smtp_port
+            ),
+        },
+        Ok(Err(Stopped::Smtp(e))) => classify(&e, s),
     }
+}
+
+/// Why a session ended without the message accepted.
+#[derive(Debug)]
+enum Stopped {
+    /// `tls = "starttls"`, and the server's EHLO reply does not offer it.
+    NoStartTls,
+    /// lettre's error: a reply, the connection, TLS.
+    Smtp(lettre::transport::smtp::Error),
+}
+
+impl From<lettre::transport::smtp::Error> for Stopped {
+    fn from(e: lettre::transport::smtp::Error) -> Self {
+        Stopped::Smtp(e)
+    }
+}
+
+/// One SMTP session on a fresh connection (no pooling): greeting and EHLO
+/// (over TLS from the first byte for `implicit`), STARTTLS for `starttls`,
+/// AUTH, MAIL/RCPT/DATA, QUIT. `tls` is set unless `tls = "none"`.
+///
+/// The STARTTLS step is taken here rather than by lettre's transport,
+/// whose refusal is a generic client error shared with unrelated faults
+/// (no common AUTH mechanism, non-ASCII without SMTPUTF8): asking the
+/// connection whether the server offers STARTTLS tells that case apart
+/// without reading error text. Nothing (no AUTH, no envelope) is sent
+/// before the upgrade.
+async fn session(
+    receiver: &EmailReceiver,
+    tls: Option<TlsParameters>,
+    message: &Message,
+) -> Result<(), Stopped> {
+    let s = &receiver.settings;
+    let hello = ClientId::default();
+    let (implicit, starttls) = match s.tls {
+        SmtpTls::Implicit => (tls, None),
+        SmtpTls::StartTls => (None, tls),
+        SmtpTls::None => (None, None),
+    };
+    let mut connection = AsyncSmtpConnection::connect_tokio1(
+        (s.smtp_host.as_str(), s.smtp_port),
+        Some(receiver.timeout),
+        &hello,
+        implicit,
+        None,
+    )
+    .await?;
+    if let Some(parameters) = starttls {
+        if !connection.can_starttls() {
+            // QUIT and close; nothing else was said.
+            connection.abort().await;
+            return Err(Stopped::NoStartTls);
+        }
+        connection.starttls(parameters, &hello).await?;
+    }
+    if let (Some(user), Some(password)) = (&s.username, &s.password) {
+        let credentials = Credentials::new(user.clone(), password.clone());
+        connection.auth(DEFAULT_MECHANISMS, &credentials).await?;
+    }
+    let sent = connection
+        .send(message.envelope(), &message.formatted())
+        .await;
+    // QUIT without waiting for its reply, then close, as lettre's own
+    // transport ends a session.
+    connection.abort().await;
+    sent?;
+    Ok(())
 }
 
 /// The verdict for an SMTP error: a permanent (5xx) reply is permanent,
@@ -640,6 +703,10 @@ fn build(
 impl Receiver for EmailReceiver {
     fn name(&self) -> &str {
         &self.name
+    }
+
+    fn kind(&self) -> &'static str {
+        "email"
     }
 
     fn deliver<'a>(

@@ -4,7 +4,8 @@
 //! LOGIN (refused before STARTTLS), MAIL, RCPT, DATA and QUIT. It records
 //! what it was told so the tests can check the envelope and the message.
 //! Also: a server that never answers (timeout), one that rejects RCPT (550)
-//! and one without STARTTLS.
+//! and one without STARTTLS. The server and the fixtures are `pub(super)`
+//! for the regression tests in `regressions_sinks.rs`.
 
 use chrono::{DateTime, Utc};
 use std::collections::BTreeMap;
@@ -19,39 +20,41 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 const USER: &str = "alerts@example.test";
-const PASSWORD: &str = "s3cr3t-pa55";
+pub(super) const PASSWORD: &str = "s3cr3t-pa55";
 /// Bounds every test.
 const TEST_LIMIT: Duration = Duration::from_secs(30);
 
 /// How the test server behaves.
 #[derive(Clone, Copy, Default)]
-struct Behaviour {
+pub(super) struct Behaviour {
     /// Offer STARTTLS (and AUTH only after it).
-    starttls: bool,
+    pub(super) starttls: bool,
     /// Reject every RCPT with 550.
-    reject_rcpt: bool,
+    pub(super) reject_rcpt: bool,
     /// Accept connections and never say anything.
-    silent: bool,
+    pub(super) silent: bool,
+    /// Speak TLS from the first byte (SMTPS).
+    pub(super) implicit: bool,
 }
 
 /// What one SMTP session told the server.
 #[derive(Debug, Default, Clone)]
-struct Session {
-    tls: bool,
+pub(super) struct Session {
+    pub(super) tls: bool,
     /// `(mechanism, user, over TLS)` for each successful AUTH.
-    auth: Vec<(String, String, bool)>,
+    pub(super) auth: Vec<(String, String, bool)>,
     /// AUTH commands refused because the connection was still plain.
-    auth_refused_plain: u32,
-    mail_from: String,
-    rcpt_to: Vec<String>,
-    data: String,
-    quit: bool,
+    pub(super) auth_refused_plain: u32,
+    pub(super) mail_from: String,
+    pub(super) rcpt_to: Vec<String>,
+    pub(super) data: String,
+    pub(super) quit: bool,
 }
 
-struct Server {
-    port: u16,
-    sessions: Arc<Mutex<Vec<Session>>>,
-    ca_pem: String,
+pub(super) struct Server {
+    pub(super) port: u16,
+    pub(super) sessions: Arc<Mutex<Vec<Session>>>,
+    pub(super) ca_pem: String,
 }
 
 fn tls_acceptor() -> (tokio_rustls::TlsAcceptor, String) {
@@ -77,7 +80,7 @@ fn tls_acceptor() -> (tokio_rustls::TlsAcceptor, String) {
     )
 }
 
-async fn smtp_server(behaviour: Behaviour) -> Server {
+pub(super) async fn smtp_server(behaviour: Behaviour) -> Server {
     let (acceptor, ca_pem) = tls_acceptor();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -95,6 +98,17 @@ async fn smtp_server(behaviour: Behaviour) -> Server {
                     return;
                 }
                 let mut session = Session::default();
+                if behaviour.implicit {
+                    if let Ok(tls) = acceptor.accept(tcp).await {
+                        session.tls = true;
+                        let mut tls = BufReader::new(tls);
+                        if reply(&mut tls, "220 test.local ESMTP\r\n").await {
+                            dialogue(&mut tls, behaviour, &mut session).await;
+                        }
+                    }
+                    recorded.lock().unwrap().push(session);
+                    return;
+                }
                 let mut plain = BufReader::new(tcp);
                 if plain.write_all(b"220 test.local ESMTP\r\n").await.is_err() {
                     return;
@@ -285,7 +299,7 @@ fn at(s: &str) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
 }
 
-fn notification(probe: &str) -> Notification {
+pub(super) fn notification(probe: &str) -> Notification {
     Notification {
         fingerprint: fingerprint(probe, "prod", AlertKind::Failing),
         notice: Notice::Trigger,
@@ -320,7 +334,11 @@ fn notification(probe: &str) -> Notification {
     }
 }
 
-fn receiver(port: u16, tls: SmtpTls, ca_file: Option<&std::path::Path>) -> EmailReceiver {
+pub(super) fn receiver(
+    port: u16,
+    tls: SmtpTls,
+    ca_file: Option<&std::path::Path>,
+) -> EmailReceiver {
     EmailReceiver {
         name: "mail".into(),
         settings: EmailSettings {
@@ -408,6 +426,56 @@ async fn delivers_over_starttls_with_auth_to_every_recipient() {
         assert!(decoded.contains("4bf92f3577b34da6a3ce929d0e0e4736"), "{decoded}");
         // The password is not in the message.
         assert!(!data.contains(PASSWORD));
+    })
+    .await
+    .expect("test timed out");
+}
+
+#[tokio::test]
+async fn delivers_over_implicit_tls_and_in_clear_to_loopback() {
+    tokio::time::timeout(TEST_LIMIT, async {
+        let server = smtp_server(Behaviour {
+            implicit: true,
+            ..Behaviour::default()
+        })
+        .await;
+        let dir = tempfile::tempdir().unwrap();
+        let ca = write_ca(&dir, &server.ca_pem);
+        let r = receiver(server.port, SmtpTls::Implicit, Some(&ca));
+        assert_eq!(
+            email::send(&r, &[notification("api")]).await,
+            Attempt::Delivered
+        );
+        let session = loop {
+            if let Some(s) = server.sessions.lock().unwrap().first().cloned() {
+                break s;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert!(session.tls, "{session:?}");
+        assert_eq!(session.auth.len(), 1, "{session:?}");
+        assert!(session.auth[0].2, "AUTH over TLS: {session:?}");
+        assert!(
+            session
+                .data
+                .contains("Subject: [FIRING] api @ prod is failing")
+        );
+
+        // `tls = "none"` (loopback only): no STARTTLS asked for.
+        let server = smtp_server(Behaviour::default()).await;
+        let r = receiver(server.port, SmtpTls::None, None);
+        assert_eq!(
+            email::send(&r, &[notification("api")]).await,
+            Attempt::Delivered
+        );
+        let session = loop {
+            if let Some(s) = server.sessions.lock().unwrap().first().cloned() {
+                break s;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert!(!session.tls, "{session:?}");
+        assert_eq!(session.rcpt_to.len(), 2, "{session:?}");
     })
     .await
     .expect("test timed out");

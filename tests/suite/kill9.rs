@@ -372,8 +372,9 @@ expect = ["status == 200"]
         step(started, Duration::from_secs(15)),
         "a failed delivery attempt to `hook`",
         |l| {
-            message(l).starts_with("webhook delivery failed, will retry")
+            message(l).starts_with("notification delivery failed, will retry")
                 && field(l, "receiver") == "hook"
+                && field(l, "receiver_kind") == "webhook"
         },
     );
     eprintln!(

@@ -281,7 +281,7 @@ impl Dispatcher {
             .is_err()
         {
             tracing::warn!(
-                "webhook deliveries still in flight after {deadline:?}; abandoning them (they are sent again after restart)"
+                "notification deliveries still in flight after {deadline:?}; abandoning them (they are sent again after restart)"
             );
             self.abort.cancel();
             self.tracker.wait().await;
@@ -301,6 +301,7 @@ impl Drop for Dispatcher {
 impl Worker {
     async fn run(self) {
         let name = self.receiver.name().to_owned();
+        let kind = self.receiver.kind();
         loop {
             if self.stop.is_cancelled() {
                 return;
@@ -312,7 +313,7 @@ impl Worker {
             let due = match due {
                 Ok(due) => due,
                 Err(error) => {
-                    tracing::error!(receiver = %name, "{}", describe(&error));
+                    tracing::error!(receiver_kind = kind, receiver = %name, "{}", describe(&error));
                     if self.pause(STORE_RETRY).await {
                         return;
                     }
@@ -328,7 +329,7 @@ impl Worker {
                         .min(self.options.idle_recheck),
                     Ok(None) => self.options.idle_recheck,
                     Err(error) => {
-                        tracing::error!(receiver = %name, "{}", describe(&error));
+                        tracing::error!(receiver_kind = kind, receiver = %name, "{}", describe(&error));
                         STORE_RETRY
                     }
                 };
@@ -374,7 +375,12 @@ impl Worker {
         match blocking(&self.outbox, f).await {
             Ok(()) => None,
             Err(error) => {
-                tracing::error!(receiver = %self.receiver.name(), "{}", describe(&error));
+                tracing::error!(
+                    receiver_kind = self.receiver.kind(),
+                    receiver = %self.receiver.name(),
+                    "{}",
+                    describe(&error)
+                );
                 Some(Next::StoreFailed)
             }
         }
@@ -385,6 +391,7 @@ impl Worker {
     /// the result.
     async fn deliver(&self, delivery: Delivery) -> Next {
         let name = self.receiver.name();
+        let kind = self.receiver.kind();
         let id = delivery.id;
         let parts: Vec<&[Notification]> = if self.receiver.one_request_per_notification() {
             delivery.batch.chunks(1).collect()
@@ -413,10 +420,11 @@ impl Worker {
                 Attempt::Delivered => {
                     bump(&self.counters.delivered);
                     tracing::debug!(
+                        receiver_kind = kind,
                         receiver = name,
                         id,
                         attempts = delivery.attempts + 1,
-                        "webhook delivered"
+                        "notification delivered"
                     );
                     let now = Utc::now();
                     return self
@@ -434,11 +442,12 @@ impl Worker {
                     let next_at = Utc::now()
                         + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::MAX);
                     tracing::warn!(
+                        receiver_kind = kind,
                         receiver = name,
                         id,
                         attempts,
                         retry_in = ?wait,
-                        "webhook delivery failed, will retry: {error}"
+                        "notification delivery failed, will retry: {error}"
                     );
                     return self
                         .record(move |o| o.mark_retry(id, attempts, next_at, &error))
@@ -449,10 +458,11 @@ impl Worker {
                     bump(&self.counters.failed_attempts);
                     bump(&self.counters.dead);
                     tracing::error!(
+                        receiver_kind = kind,
                         receiver = name,
                         id,
                         idempotency_key = %delivery.idempotency_key,
-                        "webhook delivery failed permanently, dead letter: {error}"
+                        "notification delivery failed permanently, dead letter: {error}"
                     );
                     let now = Utc::now();
                     return self

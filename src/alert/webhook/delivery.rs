@@ -136,6 +136,17 @@ impl Receiver for WebhookReceiver {
         &self.name
     }
 
+    fn kind(&self) -> &'static str {
+        // The `type` the receiver was configured with: a template is the
+        // generic type's body written by the user.
+        match self.preset {
+            Preset::Generic | Preset::Template { .. } => "webhook",
+            Preset::Slack => "slack",
+            Preset::PagerDuty { .. } => "pagerduty",
+            Preset::Alertmanager => "alertmanager",
+        }
+    }
+
     fn one_request_per_notification(&self) -> bool {
         self.preset.one_request_per_notification()
     }
@@ -157,7 +168,28 @@ impl Receiver for WebhookReceiver {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::alert::webhook::fixtures::at;
+    use crate::alert::webhook::fixtures::{at, receiver};
+
+    #[test]
+    fn each_preset_is_named_by_its_receiver_type() {
+        let template = Preset::Template {
+            source: "{{ version }}".to_owned(),
+            content_type: "text/plain".to_owned(),
+        };
+        let pagerduty = Preset::PagerDuty {
+            routing_key: "key".to_owned(),
+        };
+        for (preset, kind) in [
+            (Preset::Generic, "webhook"),
+            (template, "webhook"),
+            (Preset::Slack, "slack"),
+            (pagerduty, "pagerduty"),
+            (Preset::Alertmanager, "alertmanager"),
+        ] {
+            assert_eq!(receiver(preset).kind(), kind);
+        }
+    }
+
     #[test]
     fn statuses_are_classified() {
         assert!(matches!(classify(204, None), Attempt::Delivered));

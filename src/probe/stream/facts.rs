@@ -19,7 +19,9 @@ pub struct StreamFacts {
     pub events: u64,
     /// From the start of the run to the first event.
     pub first_event_seconds: Option<f64>,
-    /// The largest gap between two consecutive events.
+    /// The largest gap between two consecutive events; when a stall
+    /// failed the run (`max_gap`), the wait from the last event to it
+    /// counts too.
     pub max_gap_seconds: f64,
     pub last_event_id: Option<String>,
     pub reconnected: bool,

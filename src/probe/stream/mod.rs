@@ -63,7 +63,7 @@ const GAUGES: &[GaugeSpec] = &[
     GaugeSpec {
         name: "probe_stream_max_gap_seconds",
         seconds: true,
-        help: "Largest gap between two events of the last run.",
+        help: "Largest gap between two events of the last run, a stall that failed it included.",
     },
 ];
 

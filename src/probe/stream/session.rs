@@ -400,8 +400,7 @@ impl<'s> Streamer<'s> {
             }
             Some(previous) => {
                 let gap = now.saturating_duration_since(previous);
-                self.max_gap = self.max_gap.max(gap);
-                self.facts.max_gap_seconds = self.max_gap.as_secs_f64();
+                self.note_gap(gap);
                 if let Some(limit) = self.spec.max_gap {
                     if gap > limit {
                         return Err(Fail::new(
@@ -441,6 +440,13 @@ impl<'s> Streamer<'s> {
         Ok(None)
     }
 
+    /// Counts `gap` (between two events, or from the last event to the
+    /// stall that ended the run) towards the largest gap.
+    fn note_gap(&mut self, gap: Duration) {
+        self.max_gap = self.max_gap.max(gap);
+        self.facts.max_gap_seconds = self.max_gap.as_secs_f64();
+    }
+
     /// Whether the first event after reconnecting comes after the id sent.
     fn judge_resume(&self, id: Option<&str>) -> Resume {
         let sent = self.facts.resumed_from.as_deref().unwrap_or_default();
@@ -472,7 +478,7 @@ impl<'s> Streamer<'s> {
     }
 
     /// The result of a wake-up with no data.
-    fn woke(&self, wake: Wake) -> Result<Ended, Fail> {
+    fn woke(&mut self, wake: Wake) -> Result<Ended, Fail> {
         match wake {
             Wake::Duration => Ok(Ended::Stop),
             Wake::Reconnect => Ok(Ended::Reconnect),
@@ -488,21 +494,27 @@ impl<'s> Streamer<'s> {
         }
     }
 
-    /// A stall: how long it waited, for what, and after which event.
-    fn stalled(&self, wake: Wake, doing: &str) -> Fail {
+    /// A stall: how long it waited, for what, and after which event. A
+    /// stall after an event is a gap too, the one that failed the run, so
+    /// it counts towards `max_gap` (at least the configured limit).
+    fn stalled(&mut self, wake: Wake, doing: &str) -> Fail {
         let doing = if doing.is_empty() {
             String::new()
         } else {
             format!(" ({doing})")
         };
         let message = match (wake, self.last_event_at, self.spec.max_gap) {
-            (Wake::Gap, Some(at), Some(limit)) => format!(
-                "no event for {:.3}s after event {}{}{doing}; max_gap is {}",
-                at.elapsed().as_secs_f64(),
-                self.facts.events,
-                self.id_note(),
-                humantime::format_duration(limit)
-            ),
+            (Wake::Gap, Some(at), Some(limit)) => {
+                let gap = at.elapsed();
+                self.note_gap(gap);
+                format!(
+                    "no event for {:.3}s after event {}{}{doing}; max_gap is {}",
+                    gap.as_secs_f64(),
+                    self.facts.events,
+                    self.id_note(),
+                    humantime::format_duration(limit)
+                )
+            }
             _ => format!(
                 "no event within {:.3}s of the start{doing}; first_event_timeout is {}",
                 self.clock.start().elapsed().as_secs_f64(),
