@@ -25,6 +25,30 @@ use croner::parser::{CronParser, Seconds};
 use std::time::Duration;
 use tokio::time::Instant;
 
+/// How far ahead "never" is: 30 years, as tokio's own timers take it. A
+/// deadline or a slot later than this is treated as this.
+pub const FAR_FUTURE: Duration = Duration::from_secs(30 * 365 * 24 * 3600);
+
+/// `at + d`, or at most [`FAR_FUTURE`] later, so it cannot panic on
+/// overflow whatever `d` is (`Instant + Duration` does when the sum does
+/// not fit; load-time bounds keep user durations far from that, and this
+/// keeps the arithmetic safe for any value that skips them).
+pub fn saturating_add(at: Instant, d: Duration) -> Instant {
+    at.checked_add(d.min(FAR_FUTURE))
+        .or_else(|| at.checked_add(FAR_FUTURE))
+        .unwrap_or(at)
+}
+
+/// A number of nanoseconds as a duration, saturating at [`Duration::MAX`].
+fn nanos(n: u128) -> Duration {
+    const PER_SECOND: u128 = 1_000_000_000;
+    match u64::try_from(n / PER_SECOND) {
+        // The remainder is below 10⁹ and fits.
+        Ok(secs) => Duration::new(secs, (n % PER_SECOND) as u32),
+        Err(_) => Duration::MAX,
+    }
+}
+
 /// FNV-1a, 64 bit: a hash that is stable across builds and platforms (std's
 /// `DefaultHasher` promises neither), for schedule offsets and sharding.
 pub fn stable_hash(bytes: &[u8]) -> u64 {
@@ -40,11 +64,15 @@ pub fn stable_hash(bytes: &[u8]) -> u64 {
 /// a thousand probes with the same interval do not fire in the same
 /// millisecond.
 pub fn spread_offset(key: &str, interval: Duration) -> Duration {
-    let ms = interval.as_millis().max(1) as u64;
+    let ms = u64::try_from(interval.as_millis().max(1)).unwrap_or(u64::MAX);
     Duration::from_millis(stable_hash(key.as_bytes()) % ms)
 }
 
 /// The slots of an interval schedule: `anchor + offset + k × interval`.
+///
+/// The arithmetic saturates at [`FAR_FUTURE`]: an interval too long for
+/// the clock (which `check` refuses, see `config::check::MAX_INTERVAL`)
+/// puts its slots in the far future instead of panicking.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct IntervalClock {
     pub anchor: Instant,
@@ -55,14 +83,16 @@ pub struct IntervalClock {
 impl IntervalClock {
     /// The first slot at or after `now`.
     pub fn first_at_or_after(&self, now: Instant) -> Instant {
-        let base = self.anchor + self.offset;
+        let base = saturating_add(self.anchor, self.offset);
         if now <= base {
             return base;
         }
         let since = now - base;
         let period = self.interval.as_nanos().max(1);
+        // `since` is below 2⁶⁴ s and `period` below 2⁹⁴ ns, so neither the
+        // quotient nor `k × period` (at most `since + period`) overflows.
         let k = since.as_nanos().div_ceil(period);
-        base + Duration::from_nanos((k * period) as u64)
+        saturating_add(base, nanos(k.saturating_mul(period)))
     }
 
     /// Given the slot that was due and the instant the scheduler got to it,
@@ -70,10 +100,10 @@ impl IntervalClock {
     /// between. After a stall, a sleep or a clock jump the missed slots are
     /// skipped, never fired in a burst.
     pub fn after_fire(&self, due: Instant, now: Instant) -> (Instant, u64) {
-        let next = self.first_at_or_after(now.max(due) + Duration::from_nanos(1));
+        let next = self.first_at_or_after(saturating_add(now.max(due), Duration::from_nanos(1)));
         let late = now.saturating_duration_since(due);
-        let missed = (late.as_nanos() / self.interval.as_nanos().max(1)) as u64;
-        (next, missed)
+        let missed = late.as_nanos() / self.interval.as_nanos().max(1);
+        (next, u64::try_from(missed).unwrap_or(u64::MAX))
     }
 }
 
@@ -172,6 +202,51 @@ mod tests {
         let (next, missed) = c.after_fire(due, now);
         assert_eq!(missed, 20);
         assert!(next > now && next <= now + Duration::from_secs(30));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn slots_of_an_interval_too_long_for_the_clock_saturate_instead_of_panicking() {
+        let anchor = Instant::now();
+        assert_eq!(saturating_add(anchor, Duration::MAX), anchor + FAR_FUTURE);
+        assert_eq!(
+            saturating_add(anchor, Duration::from_secs(5)),
+            anchor + Duration::from_secs(5)
+        );
+        let huge = IntervalClock {
+            anchor,
+            offset: spread_offset("p@e", Duration::MAX),
+            interval: Duration::MAX,
+        };
+        let first = huge.first_at_or_after(anchor);
+        assert!(first > anchor && first <= anchor + FAR_FUTURE);
+        // Past the (saturated) first slot: the next is no earlier.
+        let late = anchor + FAR_FUTURE + Duration::from_secs(1);
+        assert!(huge.first_at_or_after(late) >= late);
+        let (next, missed) = huge.after_fire(first, first + Duration::from_secs(3600));
+        assert!(next > first);
+        assert_eq!(missed, 0);
+        // Just past 2⁶⁴ ms: the old arithmetic truncated offset and period
+        // to 5 s, so a pair meant to run never ran every 5 s.
+        let wraps = IntervalClock {
+            anchor,
+            offset: spread_offset("p@e", Duration::new(18_446_744_073_709_556, 616_000_000)),
+            interval: Duration::new(18_446_744_073_709_556, 616_000_000),
+        };
+        let first = wraps.first_at_or_after(anchor);
+        assert!(
+            first >= anchor + Duration::from_secs(3600),
+            "{:?}",
+            first - anchor
+        );
+        let (next, _) = wraps.after_fire(first, first);
+        assert_eq!(next, first + FAR_FUTURE);
+        // An offset past the far future is taken as the far future.
+        let far = IntervalClock {
+            anchor,
+            offset: Duration::MAX,
+            interval: Duration::from_secs(30),
+        };
+        assert_eq!(far.first_at_or_after(anchor), anchor + FAR_FUTURE);
     }
 
     #[test]

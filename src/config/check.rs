@@ -162,19 +162,29 @@ impl Checker<'_> {
         }
     }
 
+    /// A duration written at `path` (`30s`, `1m 30s`, `500ms`), at most
+    /// [`MAX_DURATION`]; `default` when unset, or after recording why it
+    /// is not one.
     pub fn duration(&mut self, path: &str, value: Option<&str>, default: Duration) -> Duration {
-        match value {
+        self.duration_at_most(path, value, default, MAX_DURATION)
+    }
+
+    /// [`Checker::duration`] with a tighter bound, `max`, for keys whose
+    /// sane range is known (a probe's timeout, the drain).
+    pub fn duration_at_most(
+        &mut self,
+        path: &str,
+        value: Option<&str>,
+        default: Duration,
+        max: Duration,
+    ) -> Duration {
+        match value.map(|text| parse_duration(text, max)) {
             None => default,
-            Some(text) => match humantime::parse_duration(text) {
-                Ok(d) => d,
-                Err(e) => {
-                    self.err(
-                        path,
-                        format!("expected a duration like `30s` or `500ms`, found `{text}` ({e})"),
-                    );
-                    default
-                }
-            },
+            Some(Ok(d)) => d,
+            Some(Err(msg)) => {
+                self.err(path, msg);
+                default
+            }
         }
     }
 
@@ -288,18 +298,83 @@ pub fn valid_label(s: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
+/// One year as humantime reads `1y` (365.25 days), so that `1y` itself is
+/// within the bounds below and they print as `1year`.
+const YEAR: Duration = Duration::from_secs(31_557_600);
+
+/// The longest duration any key accepts unless its owner asks for less.
+/// Every duration a user writes ends up added to the monotonic clock (a
+/// deadline, a flush time, a pause); a year is beyond any sane setting and
+/// far from the clock's limit, where `Instant + Duration` panics
+/// (`300000000000y` did).
+pub const MAX_DURATION: Duration = YEAR;
+
+/// The longest interval of an `every …` schedule. A probe that runs less
+/// than once a year is no longer monitoring, so anything longer is a typo
+/// (`every 1y` for `every 1m`?); slots are computed on the monotonic clock,
+/// which a bound keeps far from its limit.
+pub const MAX_INTERVAL: Duration = YEAR;
+
+/// Parses a duration a user wrote (`30s`, `1m 30s`, `500ms`), at most
+/// `max`. A bare number is refused with a hint about units: `"5"` is not
+/// five seconds.
+pub fn parse_duration(text: &str, max: Duration) -> Result<Duration, String> {
+    let trimmed = text.trim();
+    let d = match humantime::parse_duration(trimmed) {
+        Ok(d) => d,
+        Err(_) if is_plain_number(trimmed) => return Err(unit_needed(trimmed)),
+        Err(e) => {
+            return Err(format!(
+                "expected a duration like `5s`, found `{text}` ({e})"
+            ));
+        }
+    };
+    if d > max {
+        return Err(format!(
+            "expected a duration of at most {}, found `{text}`",
+            humantime::format_duration(max)
+        ));
+    }
+    Ok(d)
+}
+
+/// `5`, `1.5`: a number with no unit after it.
+fn is_plain_number(text: &str) -> bool {
+    !text.is_empty() && text.parse::<f64>().is_ok_and(f64::is_finite)
+}
+
+/// What a number written where a duration belongs is told.
+fn unit_needed(number: &str) -> String {
+    format!("expected a duration with a unit like `5s` or `500ms`, found the number {number}")
+}
+
 /// Parses `every 30s`, or a cron expression (5 fields, or 6 with seconds)
-/// evaluated in `timezone` (an IANA name, default UTC).
+/// evaluated in `timezone` (an IANA name, default UTC). An interval is from
+/// 1s to [`MAX_INTERVAL`].
 pub fn parse_schedule(text: &str, timezone: Option<&str>) -> Result<Schedule, String> {
     let text = text.trim();
     if let Some(rest) = text.strip_prefix("every ") {
         if timezone.is_some() {
             return Err("`timezone` applies to cron schedules only".into());
         }
-        let d = humantime::parse_duration(rest.trim())
-            .map_err(|e| format!("expected `every <duration>` like `every 30s`: {e}"))?;
+        let rest = rest.trim();
+        let d = match humantime::parse_duration(rest) {
+            Ok(d) => d,
+            Err(_) if is_plain_number(rest) => {
+                return Err(format!(
+                    "expected an interval with a unit like `every 30s` or `every 5m`, found the number {rest}"
+                ));
+            }
+            Err(e) => return Err(format!("expected `every <duration>` like `every 30s`: {e}")),
+        };
         if d < Duration::from_secs(1) {
             return Err(format!("the interval must be at least 1s, found `{text}`"));
+        }
+        if d > MAX_INTERVAL {
+            return Err(format!(
+                "the interval must be at most {}, found `{text}`",
+                humantime::format_duration(MAX_INTERVAL)
+            ));
         }
         return Ok(Schedule::Every(d));
     }
@@ -419,6 +494,48 @@ mod tests {
         assert_eq!(
             min_gap(&parse_schedule("0 */10 * * * *", None).unwrap()),
             Some(Duration::from_secs(600))
+        );
+    }
+
+    #[test]
+    fn durations_are_bounded_and_a_bare_number_asks_for_a_unit() {
+        let day = Duration::from_secs(86_400);
+        assert_eq!(
+            parse_duration("1m 30s", day).unwrap(),
+            Duration::from_secs(90)
+        );
+        assert_eq!(parse_duration("1d", day).unwrap(), day);
+        assert_eq!(parse_duration("0", day).unwrap(), Duration::ZERO);
+        assert_eq!(
+            parse_duration("25h", day).unwrap_err(),
+            "expected a duration of at most 1day, found `25h`"
+        );
+        // Used to parse, then overflow `Instant + Duration` at run time.
+        assert_eq!(
+            parse_duration("300000000000y", MAX_DURATION).unwrap_err(),
+            "expected a duration of at most 1year, found `300000000000y`"
+        );
+        assert_eq!(parse_duration("1y", MAX_DURATION).unwrap(), MAX_DURATION);
+        assert_eq!(
+            parse_duration("5", day).unwrap_err(),
+            "expected a duration with a unit like `5s` or `500ms`, found the number 5"
+        );
+        assert!(
+            parse_duration("5 parsecs", day)
+                .unwrap_err()
+                .starts_with("expected a duration like `5s`, found `5 parsecs` (")
+        );
+        assert_eq!(
+            parse_schedule("every 300000000000y", None).unwrap_err(),
+            "the interval must be at most 1year, found `every 300000000000y`"
+        );
+        assert_eq!(
+            parse_schedule("every 1y", None).unwrap(),
+            Schedule::Every(MAX_INTERVAL)
+        );
+        assert_eq!(
+            parse_schedule("every 30", None).unwrap_err(),
+            "expected an interval with a unit like `every 30s` or `every 5m`, found the number 30"
         );
     }
 

@@ -22,6 +22,18 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:9464";
 pub const DEFAULT_PROBE_GLOB: &str = "probes/*.toml";
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+/// The longest `timeout` a probe may have. A run is a check, not a batch
+/// job: the slowest sane one (a long flow, a nightly export polled with
+/// `until`) takes minutes; a day is room to spare, and the run's deadline
+/// stays far from the monotonic clock's limit.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+/// The longest `daemon.drain_timeout`. A stop or a deploy that waits more
+/// than an hour for in-flight runs is stuck; systemd (`TimeoutStopSec`)
+/// and Kubernetes (`terminationGracePeriodSeconds`) kill far sooner.
+pub const MAX_DRAIN_TIMEOUT: Duration = Duration::from_secs(3600);
+/// The longest `telemetry.otlp_timeout`. An export that takes longer than
+/// a few minutes is lost anyway, and the bounded span queue fills behind it.
+pub const MAX_OTLP_TIMEOUT: Duration = Duration::from_secs(300);
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(60);
 pub const DEFAULT_MAX_REDIRECTS: u32 = 10;
 pub const DEFAULT_MAX_CONCURRENT_RUNS: usize = 64;
@@ -194,10 +206,11 @@ impl Checker<'_> {
                 None
             }
         };
-        let drain_timeout = self.duration(
+        let drain_timeout = self.duration_at_most(
             "daemon.drain_timeout",
             d.drain_timeout.as_deref(),
             DEFAULT_DRAIN_TIMEOUT,
+            MAX_DRAIN_TIMEOUT,
         );
         let globs = d
             .probes
@@ -277,10 +290,11 @@ impl Checker<'_> {
             otlp_endpoint: raw.otlp_endpoint,
             otlp_protocol,
             otlp_headers,
-            otlp_timeout: self.duration(
+            otlp_timeout: self.duration_at_most(
                 "telemetry.otlp_timeout",
                 raw.otlp_timeout.as_deref(),
                 DEFAULT_OTLP_TIMEOUT,
+                MAX_OTLP_TIMEOUT,
             ),
             queue_size,
             service_name: raw.service_name,

@@ -20,7 +20,7 @@ use crate::outcome::Outcome;
 use crate::plan::Config;
 use crate::probe::{self, RunContext};
 use crate::sandbox::{Sandbox, SandboxOptions};
-use crate::schedule::{IntervalClock, spread_offset};
+use crate::schedule::{IntervalClock, saturating_add, spread_offset};
 use crate::telemetry::metrics::Metrics;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
@@ -166,10 +166,12 @@ impl Scheduler {
         loop {
             let now = Instant::now();
             self.shared.beat(now);
+            // At least every tick (the heartbeat), whatever `tick` is.
+            let beat = saturating_add(now, tick);
             let wake = self
                 .queue
                 .peek()
-                .map_or(now + tick, |Reverse((due, _, _))| (*due).min(now + tick));
+                .map_or(beat, |Reverse((due, _, _))| (*due).min(beat));
             tokio::select! {
                 biased;
                 () = stop.cancelled() => break,
@@ -676,6 +678,32 @@ mod tests {
             (58..=61).contains(&missed),
             "{missed} slots reported missed"
         );
+        h.stop().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_interval_too_long_for_the_clock_is_not_wrapped_into_a_short_one() {
+        // `check` refuses such an interval; a config built in code may still
+        // hold one. 2⁶⁴ ms + 5 s used to be truncated to 5 s (offset and
+        // period both): the pair fired every 5 s instead of never.
+        let (_dir, cfg) = config(&[("huge", "every 10s"), ("steady", "every 10s")]);
+        let mut cfg = Arc::into_inner(cfg).unwrap();
+        let wraps_to_5s = Duration::new(18_446_744_073_709_556, 616_000_000);
+        assert_eq!(wraps_to_5s.as_millis(), (1u128 << 64) + 5_000);
+        cfg.probes[0].schedule = Schedule::Every(wraps_to_5s);
+        let mut h = start(Arc::new(cfg), Duration::ZERO).await;
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        let fires = h.drain();
+        assert!(times(&fires, "huge").is_empty(), "{fires:?}");
+        assert_eq!(times(&fires, "steady").len(), 3, "{fires:?}");
+        h.stop().await;
+
+        // The longest interval `check` accepts arms and waits, too.
+        let (_dir, cfg) = config(&[("yearly", "every 1y")]);
+        let mut h = start(cfg, Duration::ZERO).await;
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        assert!(h.drain().len() <= 1);
+        assert!(!h.task.is_finished(), "the loop is still running");
         h.stop().await;
     }
 

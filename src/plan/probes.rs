@@ -5,8 +5,10 @@
 
 use crate::alert::receiver::AlertingConfig;
 use crate::config::check::{
-    Checker, display_path, min_gap, parse_m_of_k, parse_schedule, valid_label, valid_name,
+    Checker, display_path, min_gap, parse_duration, parse_m_of_k, parse_schedule, valid_label,
+    valid_name,
 };
+use crate::config::load::MAX_TIMEOUT;
 use crate::config::raw::{self, RawProbe};
 use crate::config::{
     AlertPolicy, BaseUrl, DEFAULT_INTERVAL, DEFAULT_TIMEOUT, Environment, FireRule, Schedule,
@@ -247,13 +249,17 @@ impl Checker<'_> {
         };
         let timeout = match raw.timeout.as_deref() {
             None => DEFAULT_TIMEOUT,
-            Some(text) => match humantime::parse_duration(text) {
+            Some(text) => match parse_duration(text, MAX_TIMEOUT) {
                 Ok(d) if !d.is_zero() => d,
-                _ => {
+                Ok(_) => {
                     self.err(
                         "timeout",
-                        format!("expected a duration like `5s`, found `{text}`"),
+                        format!("expected a duration above zero like `5s`, found `{text}`"),
                     );
+                    DEFAULT_TIMEOUT
+                }
+                Err(msg) => {
+                    self.err("timeout", msg);
                     DEFAULT_TIMEOUT
                 }
             },

@@ -116,12 +116,73 @@ pub enum Body {
 
 /// Joins a probe URL onto a base URL (see [`HttpSpec::url`]).
 pub fn join_url(base: &url::Url, path: &str) -> Result<url::Url, url::ParseError> {
-    if path.starts_with("http://") || path.starts_with("https://") {
+    if is_http_url(path) {
         return url::Url::parse(path);
     }
     let base = base.as_str().trim_end_matches('/');
     let path = path.trim_start_matches('/');
     url::Url::parse(&format!("{base}/{path}"))
+}
+
+/// Starts with `http://` or `https://`, the scheme in any case.
+fn is_http_url(text: &str) -> bool {
+    text.split_once("://").is_some_and(|(scheme, _)| {
+        scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https")
+    })
+}
+
+/// What an http request's `url` must be: an absolute `http://` or
+/// `https://` URL with a host, or a path starting with `/` on the
+/// environment's base URL. Checked at load for a literal url and at run
+/// time for a rendered one; the message says what was found and, for the
+/// usual slips (`http//host`, `health`), what was probably meant.
+pub fn check_url(text: &str) -> Result<(), String> {
+    const EXPECTED: &str =
+        "expected an http(s) URL like `https://api.example.com/health` or a path starting with `/`";
+    if is_http_url(text) {
+        return match url::Url::parse(text) {
+            Ok(u) if u.host_str().is_some_and(|h| !h.is_empty()) => Ok(()),
+            Ok(_) => Err(format!("{EXPECTED}, found `{text}`, which has no host")),
+            Err(e) => Err(format!("{EXPECTED}, found `{text}` ({e})")),
+        };
+    }
+    if text.starts_with('/') {
+        return Ok(());
+    }
+    // `http//host`, `https:/host`, `http:host`: a mistyped `://`.
+    let slip = ["https", "http"].iter().find_map(|scheme| {
+        let rest = text
+            .get(..scheme.len())
+            .filter(|head| head.eq_ignore_ascii_case(scheme))
+            .map(|_| &text[scheme.len()..])?;
+        rest.starts_with([':', '/'])
+            .then(|| format!("{scheme}://{}", rest.trim_start_matches([':', '/'])))
+    });
+    if let Some(meant) = slip {
+        return Err(format!(
+            "{EXPECTED}, found `{text}` (did you mean `{meant}`?)"
+        ));
+    }
+    let scheme = text
+        .split_once("://")
+        .map(|(scheme, _)| scheme)
+        .filter(|s| {
+            s.starts_with(|c: char| c.is_ascii_alphabetic())
+                && s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+        });
+    if let Some(scheme) = scheme {
+        return Err(format!(
+            "{EXPECTED}, found `{text}` (the `{scheme}` scheme is not HTTP)"
+        ));
+    }
+    if text.contains(':') {
+        // `localhost:8080/x`, `mailto:…`: no guess is safe.
+        return Err(format!("{EXPECTED}, found `{text}`"));
+    }
+    Err(format!(
+        "{EXPECTED}, found `{text}` (did you mean `/{text}`?)"
+    ))
 }
 
 pub async fn run(spec: &HttpSpec, ctx: &RunContext<'_>) -> Outcome {
@@ -134,7 +195,7 @@ pub async fn run(spec: &HttpSpec, ctx: &RunContext<'_>) -> Outcome {
         ctx,
         &ids,
         &scope,
-        start + ctx.probe.timeout,
+        ctx.deadline_from(start),
         &Checks::Spec,
     )
     .await;
@@ -372,6 +433,7 @@ pub fn build_request_with(
     body: RenderedBody,
 ) -> Result<transport::Request, String> {
     let path = spec.url.render(scope)?;
+    check_url(&path).map_err(|e| format!("the url template rendered an unusable url: {e}"))?;
     let mut url = join_url(ctx.base_url, &path)
         .map_err(|e| format!("cannot build the request URL from `{path}`: {e}"))?;
     if !spec.query.is_empty() {
@@ -519,14 +581,20 @@ pub fn request(
         Some(u) => {
             let path = format!("{prefix}.url");
             let text = c.text(&path, u, known);
-            if let Some(t) = text.as_ref().filter(|t| t.is_literal()) {
-                if let Ok(base) = url::Url::parse("http://base.invalid/") {
-                    if let Err(err) = join_url(&base, t.source()) {
-                        c.err(&path, format!("expected a URL or a path: {err}"));
-                    }
+            // A templated url is checked when it is rendered, at run time.
+            match text
+                .as_ref()
+                .filter(|t| t.is_literal())
+                .map(|t| check_url(t.source()))
+            {
+                Some(Err(mut msg)) => {
+                    // The url may hold an expanded secret.
+                    c.redactor.scrub(&mut msg);
+                    c.err(&path, msg);
+                    None
                 }
+                _ => text,
             }
-            text
         }
     };
     let mut headers = Vec::new();
@@ -671,6 +739,37 @@ pub fn build(
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn urls_must_be_http_or_a_path() {
+        for ok in [
+            "/",
+            "/orders?x=1",
+            "http://h.example/x",
+            "HTTPS://h.example",
+            "https://h.example:8443/a",
+        ] {
+            assert_eq!(check_url(ok), Ok(()), "{ok}");
+        }
+        let err = |u: &str| check_url(u).unwrap_err();
+        assert!(err("http//x/y").ends_with("found `http//x/y` (did you mean `http://x/y`?)"));
+        assert!(err("https:/x").ends_with("(did you mean `https://x`?)"));
+        assert!(err("http:x").ends_with("(did you mean `http://x`?)"));
+        assert!(err("ftp://x").ends_with("found `ftp://x` (the `ftp` scheme is not HTTP)"));
+        assert!(err("file:///etc/passwd").ends_with("(the `file` scheme is not HTTP)"));
+        assert!(err("health").ends_with("found `health` (did you mean `/health`?)"));
+        assert!(err("httpbin.org/get").ends_with("(did you mean `/httpbin.org/get`?)"));
+        assert!(err("localhost:8080/x").ends_with("found `localhost:8080/x`"));
+        assert!(err("x?u=ftp://y").ends_with("found `x?u=ftp://y`"));
+        assert!(err("http://").contains("found `http://`"));
+        assert!(err("").starts_with("expected an http(s) URL"));
+        // An absolute URL is recognised in any case, as `check_url` does.
+        let base = url::Url::parse("http://base.example/").unwrap();
+        assert_eq!(
+            join_url(&base, "HTTPS://h.example/x").unwrap().as_str(),
+            "https://h.example/x"
+        );
+    }
 
     #[test]
     fn relative_urls_append_to_the_base_path() {

@@ -121,7 +121,15 @@ pub struct RunContext<'a> {
 impl RunContext<'_> {
     /// The deadline of a run that starts now.
     pub fn deadline(&self) -> Instant {
-        Instant::now() + self.probe.timeout
+        self.deadline_from(Instant::now())
+    }
+
+    /// The deadline of a run that started at `start`. Saturates (at
+    /// [`crate::schedule::FAR_FUTURE`]) rather than panic on a timeout too
+    /// long for the clock, which `check` refuses but a `Probe` built in
+    /// code may still carry.
+    pub fn deadline_from(&self, start: Instant) -> Instant {
+        crate::schedule::saturating_add(start, self.probe.timeout)
     }
 
     /// The seed in force: `--seed`, else the probe's.
