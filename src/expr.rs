@@ -4,12 +4,20 @@
 //! One language serves every place a user writes logic (`expect` now;
 //! captures, `until` and threshold operands later). Compilation checks syntax
 //! and that every variable the expression reads exists in its scope, so a
-//! typo fails `synthmon check` rather than a probe at 3 a.m. When an
-//! assertion fails, [`Expr::check`] explains it by evaluating the operands of
-//! the failing comparison, so reports show what was actually seen.
+//! typo fails `synthmon check` rather than a probe at 3 a.m. It also checks
+//! what can be known before a run: `duration('…')` and `timestamp('…')`
+//! literals are parsed, and a value whose type synthmon fixes (`TYPES`:
+//! `status` is a number, `timings.*` are durations) compared with a literal
+//! of another type is an error with the literal to write instead. Integers
+//! synthmon feeds in (JSON numbers, counts) are CEL `int`s, like the
+//! literals they meet (`json.count + 1`). When an assertion fails,
+//! [`Expr::check`] explains it by evaluating the operands of the failing
+//! comparison, so reports show what was actually seen.
 
-use cel::common::ast::{CallExpr, Expr as Node, IdedExpr, operators};
+use cel::common::ast::{CallExpr, EntryExpr, Expr as Node, IdedExpr, LiteralValue, operators};
+use cel::objects::{Key, Map};
 use cel::{Context, Env, Value};
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::{Arc, LazyLock};
 
@@ -104,6 +112,9 @@ impl Expr {
                 });
             }
         }
+        if let Some(e) = check_literals(&program, scope, &bound) {
+            return Err(e);
+        }
         Ok(Expr {
             source: source.to_owned(),
             program,
@@ -137,7 +148,7 @@ impl Expr {
             },
             Err(e) => Check {
                 passed: false,
-                actual: format!("evaluation failed: {e}"),
+                actual: format!("evaluation failed: {}", execution_error(&e)),
             },
         }
     }
@@ -148,10 +159,13 @@ impl Expr {
     /// operands). Errors say what went wrong, for reports.
     pub fn eval(&self, facts: &Facts) -> Result<serde_json::Value, String> {
         let ctx = facts.context();
-        let value = self
-            .program
-            .execute(&ctx)
-            .map_err(|e| format!("`{}`: evaluation failed: {e}", self.source))?;
+        let value = self.program.execute(&ctx).map_err(|e| {
+            format!(
+                "`{}`: evaluation failed: {}",
+                self.source,
+                execution_error(&e)
+            )
+        })?;
         value
             .json()
             .map_err(|e| format!("`{}` gave a value JSON cannot hold: {e:?}", self.source))
@@ -165,8 +179,10 @@ pub struct Facts {
 }
 
 impl Facts {
+    /// Makes `name` readable as `value`; a `uint` in it that fits an `int`
+    /// becomes one (see `plain_ints`).
     pub fn set(&mut self, name: &'static str, value: impl Into<Value>) {
-        self.values.push((name, value.into()));
+        self.values.push((name, plain_ints(value.into())));
     }
 
     fn context(&self) -> Context<'_, '_> {
@@ -192,9 +208,72 @@ fn find(text: Arc<String>, pattern: Arc<String>) -> Result<Value, cel::Execution
     Ok(Value::String(Arc::new(found)))
 }
 
-/// Converts JSON into a CEL value (numbers that fit stay integers).
+/// Converts JSON into a CEL value. An integer is an `int`, like the
+/// literals it meets (`json.count + 1`), or a `uint` above `i64::MAX`; any
+/// other number is a `double`. (`cel::to_value` makes every non-negative
+/// integer a `uint`, and CEL has no arithmetic between `uint` and `int`.)
 pub fn json_value(v: &serde_json::Value) -> Value {
-    cel::to_value(v).unwrap_or(Value::Null)
+    use serde_json::Value as Json;
+    match v {
+        Json::Null => Value::Null,
+        Json::Bool(b) => Value::Bool(*b),
+        Json::Number(n) => match (n.as_i64(), n.as_u64()) {
+            (Some(i), _) => Value::Int(i),
+            (None, Some(u)) => Value::UInt(u),
+            (None, None) => n.as_f64().map_or(Value::Null, Value::Float),
+        },
+        Json::String(s) => Value::String(Arc::new(s.clone())),
+        Json::Array(items) => Value::List(Arc::new(items.iter().map(json_value).collect())),
+        Json::Object(fields) => fields
+            .iter()
+            .map(|(k, v)| (k.clone(), json_value(v)))
+            .collect::<HashMap<String, Value>>()
+            .into(),
+    }
+}
+
+/// `value` with every `uint` that fits an `int` made one, in lists and maps
+/// (keys included) too: CEL has no arithmetic between the two and literals
+/// are `int`s, so `count + 1` would otherwise fail on a count given as `u64`.
+/// Untouched (not copied) when it holds no such `uint`.
+fn plain_ints(value: Value) -> Value {
+    if !has_small_uint(&value) {
+        return value;
+    }
+    match value {
+        Value::UInt(u) => i64::try_from(u).map_or(Value::UInt(u), Value::Int),
+        Value::List(items) => {
+            Value::List(Arc::new(items.iter().cloned().map(plain_ints).collect()))
+        }
+        Value::Map(m) => Value::Map(Map {
+            map: Arc::new(
+                m.map
+                    .iter()
+                    .map(|(k, v)| (plain_key(k.clone()), plain_ints(v.clone())))
+                    .collect(),
+            ),
+        }),
+        other => other,
+    }
+}
+
+fn plain_key(key: Key) -> Key {
+    match key {
+        Key::Uint(u) => i64::try_from(u).map_or(Key::Uint(u), Key::Int),
+        other => other,
+    }
+}
+
+/// Whether [`plain_ints`] would change `value`.
+fn has_small_uint(value: &Value) -> bool {
+    match value {
+        Value::UInt(u) => i64::try_from(*u).is_ok(),
+        Value::List(items) => items.iter().any(has_small_uint),
+        Value::Map(m) => m.map.iter().any(|(k, v)| {
+            matches!(k, Key::Uint(u) if i64::try_from(*u).is_ok()) || has_small_uint(v)
+        }),
+        _ => false,
+    }
 }
 
 /// A CEL duration from a std duration.
@@ -227,6 +306,464 @@ fn bound_variables(node: &IdedExpr, out: &mut Vec<String>) {
         Node::Select(sel) => bound_variables(&sel.operand, out),
         Node::List(list) => list.elements.iter().for_each(|e| bound_variables(e, out)),
         _ => {}
+    }
+}
+
+/// The type of a value, as far as comparing it with a literal goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Type {
+    /// `int`, `uint` or `double`: CEL compares them with each other.
+    Number,
+    String,
+    Bool,
+    Bytes,
+    Duration,
+    Timestamp,
+}
+
+impl Type {
+    fn name(self) -> &'static str {
+        match self {
+            Type::Number => "number",
+            Type::String => "string",
+            Type::Bool => "bool",
+            Type::Bytes => "bytes",
+            Type::Duration => "duration",
+            Type::Timestamp => "timestamp",
+        }
+    }
+}
+
+/// The types synthmon gives the values it puts in scope, as `(marker, path,
+/// type)`; a `*` in a path stands for any field of a map.
+///
+/// A row applies when the scope holds its marker, a name only its kind's
+/// scope has (empty: wherever the path's first name is in scope). So a name
+/// that means different things to different kinds (`status` is a number to
+/// `http`, the serving status text to `grpc`) is judged by its own kind's
+/// rows, and a kind added later is judged by none until it adds its own.
+/// Values may also be null (no TLS, no close frame yet); a `null` literal is
+/// never a mismatch. The rows follow the kinds' `expression_facts`.
+const TYPES: &[(&str, &str, Type)] = &[
+    // Every kind (`net::clock::Clock::timings`, `http`'s own phases).
+    ("", "timings.*", Type::Duration),
+    // `tls` of `http` (`days_left`, `earliest_cert_expiry`), `tcp` and `tls`
+    // (`net::tls::TlsInfo::value`).
+    ("", "tls.days_left", Type::Number),
+    ("", "tls.chain_length", Type::Number),
+    ("", "tls.earliest_cert_expiry", Type::Timestamp),
+    ("", "tls.not_before", Type::Timestamp),
+    ("", "tls.not_after", Type::Timestamp),
+    ("", "tls.version", Type::String),
+    ("", "tls.cipher", Type::String),
+    ("", "tls.server_name", Type::String),
+    ("", "tls.subject", Type::String),
+    ("", "tls.issuer", Type::String),
+    ("", "tls.verify_error", Type::String),
+    ("", "tls.verified", Type::Bool),
+    ("", "tls.trusted", Type::Bool),
+    ("", "tls.hostname_ok", Type::Bool),
+    ("", "tls.expired", Type::Bool),
+    // `http`, flow steps and workload anomalies.
+    ("headers", "status", Type::Number),
+    ("headers", "headers.*", Type::String),
+    ("headers", "body", Type::String),
+    // `grpc`.
+    ("grpc_code", "status", Type::String),
+    ("grpc_code", "grpc_code", Type::Number),
+    ("grpc_code", "grpc_message", Type::String),
+    // `dns`.
+    ("rcode", "rcode", Type::String),
+    ("rcode", "authority", Type::Number),
+    ("rcode", "additional", Type::Number),
+    // `command`.
+    ("exit_code", "exit_code", Type::Number),
+    ("exit_code", "signal", Type::Number),
+    ("exit_code", "stdout", Type::String),
+    ("exit_code", "stderr", Type::String),
+    // `tcp`.
+    ("banner", "connected", Type::Bool),
+    ("banner", "banner", Type::String),
+    ("banner", "response", Type::String),
+    // `stream`.
+    ("events", "events", Type::Number),
+    ("events", "first_event", Type::Duration),
+    ("events", "max_gap", Type::Duration),
+    ("events", "last_event_id", Type::String),
+    ("events", "resumed_from", Type::String),
+    ("events", "reconnected", Type::Bool),
+    ("events", "status", Type::Number),
+    // The kind whose scope has `messages` (a message stream).
+    ("messages", "count", Type::Number),
+    ("messages", "first_message", Type::Duration),
+    ("messages", "max_gap", Type::Duration),
+    ("messages", "status", Type::Number),
+    ("messages", "subprotocol", Type::String),
+    ("messages", "close.code", Type::Number),
+    ("messages", "close.reason", Type::String),
+    ("messages", "close.by", Type::String),
+];
+
+/// The type [`TYPES`] gives `path` in `scope`.
+fn known_type(path: &[&str], scope: &[&str]) -> Option<Type> {
+    TYPES
+        .iter()
+        .find(|(marker, row, _)| {
+            (marker.is_empty() || scope.contains(marker))
+                && row.split('.').count() == path.len()
+                && row.split('.').zip(path).all(|(r, p)| r == "*" || r == *p)
+        })
+        .map(|&(_, _, ty)| ty)
+}
+
+/// `timings.total`, `headers['server']`: a variable of the scope and the
+/// fields or constant keys read from it. `None` for anything else, a name
+/// a comprehension binds included (it may shadow a variable).
+fn path_of<'a>(node: &'a IdedExpr, scope: &[&str], bound: &[String]) -> Option<Vec<&'a str>> {
+    match &node.expr {
+        Node::Ident(name) => (scope.contains(&name.as_str()) && !bound.iter().any(|b| b == name))
+            .then(|| vec![name.as_str()]),
+        Node::Select(sel) if !sel.test => {
+            let mut path = path_of(&sel.operand, scope, bound)?;
+            path.push(&sel.field);
+            Some(path)
+        }
+        Node::Call(call) if call.func_name == operators::INDEX => match call.args.as_slice() {
+            [operand, key] => {
+                let Node::Literal(LiteralValue::String(key)) = &key.expr else {
+                    return None;
+                };
+                let mut path = path_of(operand, scope, bound)?;
+                path.push(key.inner());
+                Some(path)
+            }
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// A literal operand: its type, how it is written in a message, and its
+/// bare value (a string's content, a number's digits) for a hint.
+struct Literal {
+    ty: Type,
+    text: String,
+    bare: String,
+}
+
+fn literal_of(node: &IdedExpr) -> Option<Literal> {
+    let lit = |ty, text: String, bare: String| Some(Literal { ty, text, bare });
+    match &node.expr {
+        Node::Literal(value) => match value {
+            LiteralValue::Int(i) => lit(Type::Number, i.inner().to_string(), i.inner().to_string()),
+            LiteralValue::UInt(u) => lit(
+                Type::Number,
+                format!("{}u", u.inner()),
+                u.inner().to_string(),
+            ),
+            LiteralValue::Double(f) => lit(
+                Type::Number,
+                format!("{:?}", f.inner()),
+                format!("{:?}", f.inner()),
+            ),
+            LiteralValue::String(s) => lit(Type::String, quote(s.inner()), s.inner().to_owned()),
+            LiteralValue::Boolean(b) => {
+                lit(Type::Bool, b.inner().to_string(), b.inner().to_string())
+            }
+            LiteralValue::Bytes(b) => {
+                let text = String::from_utf8_lossy(b.inner()).into_owned();
+                lit(Type::Bytes, format!("b{}", quote(&text)), text)
+            }
+            LiteralValue::Null => None,
+        },
+        Node::Call(call) if call.target.is_none() => {
+            match (call.func_name.as_str(), call.args.as_slice()) {
+                (operators::NEGATE, [arg]) => {
+                    let inner = literal_of(arg).filter(|l| l.ty == Type::Number)?;
+                    lit(
+                        Type::Number,
+                        format!("-{}", inner.text),
+                        format!("-{}", inner.bare),
+                    )
+                }
+                (name @ ("duration" | "timestamp"), [arg]) => {
+                    let inner = literal_of(arg)?;
+                    let ty = if name == "duration" {
+                        Type::Duration
+                    } else {
+                        Type::Timestamp
+                    };
+                    lit(ty, format!("{name}({})", inner.text), inner.bare)
+                }
+                _ => None,
+            }
+        }
+        _ => None,
+    }
+}
+
+/// `'text'` as CEL writes it.
+fn quote(text: &str) -> String {
+    if text.contains('\'') {
+        format!("{text:?}")
+    } else {
+        format!("'{text}'")
+    }
+}
+
+/// What to write instead of `lit` where a `known` value is expected.
+fn hint(known: Type, lit: &Literal) -> Option<String> {
+    let bare = lit.bare.as_str();
+    let numeric = !bare.is_empty()
+        && bare
+            .chars()
+            .all(|c| c.is_ascii_digit() || matches!(c, '.' | '-'))
+        && bare.parse::<f64>().is_ok();
+    match (known, lit.ty) {
+        (Type::Number, Type::String) if numeric => Some(bare.to_owned()),
+        (Type::String, Type::Number) => Some(quote(bare)),
+        (Type::Bool, Type::String) if matches!(bare, "true" | "false") => Some(bare.to_owned()),
+        (Type::Duration, Type::Number) => Some(format!("duration('{bare}ms')")),
+        (Type::Duration, Type::String) if is_duration_text(bare) => {
+            Some(format!("duration({})", quote(bare)))
+        }
+        (Type::Duration, Type::String) if numeric => Some(format!("duration('{bare}ms')")),
+        (Type::Timestamp, Type::String) => Some(format!("timestamp({})", quote(bare))),
+        _ => None,
+    }
+}
+
+/// The mistake in comparing `value` with `literal`, when `value` has a type
+/// [`TYPES`] knows and the literal is clearly of another.
+fn mismatch(
+    value: &IdedExpr,
+    literal: &IdedExpr,
+    scope: &[&str],
+    bound: &[String],
+) -> Option<String> {
+    let known = known_type(&path_of(value, scope, bound)?, scope)?;
+    let lit = literal_of(literal)?;
+    if lit.ty == known {
+        return None;
+    }
+    let mut msg = format!(
+        "`{}` is a {}, compared with the {} {}",
+        render(value),
+        known.name(),
+        lit.ty.name(),
+        lit.text
+    );
+    if let Some(h) = hint(known, &lit) {
+        let _ = write!(msg, " (write {h})");
+    }
+    Some(msg)
+}
+
+/// Whether all of `text` is a duration in CEL's syntax: `0`, or an
+/// optional `-` and number–unit pairs (`1h30m`, `1.5s`, `300ms`). The
+/// numbers are read as CEL's parser reads them (a float, exponent
+/// allowed); CEL itself ignores what follows the last pair, which is a
+/// mistake here (`300ms junk`).
+fn is_duration_text(text: &str) -> bool {
+    let rest = text.strip_prefix('-').unwrap_or(text);
+    if rest == "0" {
+        return true;
+    }
+    let mut rest = rest.as_bytes();
+    if rest.is_empty() {
+        return false;
+    }
+    while !rest.is_empty() {
+        let mut i = usize::from(matches!(rest.first(), Some(b'+' | b'-')));
+        let int = rest[i..].iter().take_while(|b| b.is_ascii_digit()).count();
+        i += int;
+        let mut frac = 0;
+        if rest.get(i) == Some(&b'.') {
+            frac = rest[i + 1..]
+                .iter()
+                .take_while(|b| b.is_ascii_digit())
+                .count();
+            i += 1 + frac;
+        }
+        if int + frac == 0 {
+            return false;
+        }
+        if matches!(rest.get(i), Some(b'e' | b'E')) {
+            let sign = usize::from(matches!(rest.get(i + 1), Some(b'+' | b'-')));
+            let exp = rest[(i + 1 + sign).min(rest.len())..]
+                .iter()
+                .take_while(|b| b.is_ascii_digit())
+                .count();
+            if exp > 0 {
+                i += 1 + sign + exp;
+            }
+        }
+        rest = &rest[i..];
+        match [&b"ns"[..], b"us", b"ms", b"h", b"m", b"s"]
+            .into_iter()
+            .find(|unit| rest.starts_with(unit))
+        {
+            Some(unit) => rest = &rest[unit.len()..],
+            None => return false,
+        }
+    }
+    true
+}
+
+/// Why a `duration('…')` or `timestamp('…')` of a constant `text` cannot be
+/// evaluated, judged by CEL's own functions (and, for a duration, by
+/// [`is_duration_text`], since CEL ignores trailing text).
+fn constant_error(name: &str, text: &str, call: &IdedExpr) -> Option<String> {
+    let evaluated = Context::with_env(ENV.clone()).resolve(call);
+    match name {
+        "duration" if !is_duration_text(text) => Some(format!(
+            "invalid duration `{text}`: expected a number and a unit like `300ms` or `1.5s`"
+        )),
+        "duration" => evaluated
+            .is_err()
+            .then(|| format!("invalid duration `{text}`: out of range")),
+        _ => evaluated.is_err().then(|| {
+            format!(
+                "invalid timestamp `{text}`: expected an RFC 3339 time like `2030-01-31T00:00:00Z`"
+            )
+        }),
+    }
+}
+
+/// Mistakes in a program's literals that need no run to see: a
+/// `duration('…')` or `timestamp('…')` that cannot be parsed, then a value
+/// of a known type compared with a literal of another (`status == '200'`).
+/// The leftmost of the first sort is reported, at its column.
+fn check_literals(program: &cel::Program, scope: &[&str], bound: &[String]) -> Option<ExprError> {
+    let source = &program.source_info().source;
+    let column = |node: &IdedExpr| {
+        let mut nodes = Vec::new();
+        every_node(node, &mut nodes);
+        nodes
+            .iter()
+            .filter_map(|n| start_of(n, program.source_info()))
+            .min()
+            .and_then(|start| column_at(source, start))
+    };
+    let mut nodes = Vec::new();
+    every_node(program.expression(), &mut nodes);
+    let mut constants = Vec::new();
+    let mut mismatches = Vec::new();
+    for node in nodes {
+        let Node::Call(call) = &node.expr else {
+            continue;
+        };
+        match (call.func_name.as_str(), call.args.as_slice()) {
+            (name @ ("duration" | "timestamp"), [arg]) if call.target.is_none() => {
+                if let Node::Literal(LiteralValue::String(text)) = &arg.expr {
+                    if let Some(msg) = constant_error(name, text.inner(), node) {
+                        constants.push((column(arg), msg));
+                    }
+                }
+            }
+            (
+                operators::EQUALS
+                | operators::NOT_EQUALS
+                | operators::LESS
+                | operators::LESS_EQUALS
+                | operators::GREATER
+                | operators::GREATER_EQUALS,
+                [a, b],
+            ) => {
+                for (value, literal) in [(a, b), (b, a)] {
+                    if let Some(msg) = mismatch(value, literal, scope, bound) {
+                        mismatches.push((column(literal), msg));
+                    }
+                }
+            }
+            (operators::IN, [value, list]) => {
+                if let Node::List(list) = &list.expr {
+                    for element in &list.elements {
+                        if let Some(msg) = mismatch(value, element, scope, bound) {
+                            mismatches.push((column(element), msg));
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    let leftmost = |found: Vec<(Option<usize>, String)>| {
+        found
+            .into_iter()
+            .min_by_key(|(column, _)| column.unwrap_or(usize::MAX))
+            .map(|(column, message)| ExprError { message, column })
+    };
+    leftmost(constants).or_else(|| leftmost(mismatches))
+}
+
+/// The byte offset where `node` itself starts. A call of a global
+/// function is recorded at its `(`; its name comes before.
+fn start_of(node: &IdedExpr, info: &cel::common::ast::SourceInfo) -> Option<usize> {
+    let (start, _) = info.offset_for(node.id)?;
+    let start = start as usize;
+    if let Node::Call(call) = &node.expr {
+        let before = info.source.get(..start)?;
+        if call.target.is_none() && before.ends_with(call.func_name.as_str()) {
+            return Some(start - call.func_name.len());
+        }
+    }
+    Some(start)
+}
+
+/// The 1-based column (in characters) of byte `offset` of a one-line
+/// `source` (`None` past a line break: the column would be on another
+/// line).
+fn column_at(source: &str, offset: usize) -> Option<usize> {
+    let before = source.get(..offset)?;
+    (!before.contains('\n')).then(|| before.chars().count() + 1)
+}
+
+/// `node` and everything under it, parents first.
+fn every_node<'a>(node: &'a IdedExpr, out: &mut Vec<&'a IdedExpr>) {
+    out.push(node);
+    match &node.expr {
+        Node::Call(call) => {
+            call.target.iter().for_each(|t| every_node(t, out));
+            call.args.iter().for_each(|a| every_node(a, out));
+        }
+        Node::Comprehension(c) => {
+            for child in [
+                &c.iter_range,
+                &c.accu_init,
+                &c.loop_cond,
+                &c.loop_step,
+                &c.result,
+            ] {
+                every_node(child, out);
+            }
+        }
+        Node::Select(sel) => every_node(&sel.operand, out),
+        Node::List(list) => list.elements.iter().for_each(|e| every_node(e, out)),
+        Node::Map(map) => map.entries.iter().for_each(|e| entry_nodes(&e.expr, out)),
+        Node::Struct(st) => st.entries.iter().for_each(|e| entry_nodes(&e.expr, out)),
+        Node::Ident(_) | Node::Literal(_) | Node::Unspecified => {}
+    }
+}
+
+fn entry_nodes<'a>(entry: &'a EntryExpr, out: &mut Vec<&'a IdedExpr>) {
+    match entry {
+        EntryExpr::MapEntry(e) => {
+            every_node(&e.key, out);
+            every_node(&e.value, out);
+        }
+        EntryExpr::StructField(f) => every_node(&f.value, out),
+    }
+}
+
+/// An evaluation error in words: CEL's duration parser reports a bad text
+/// as a Rust debug string (`Parsing Error: Error { input: " ms", … }`).
+fn execution_error(e: &cel::ExecutionError) -> String {
+    match e {
+        cel::ExecutionError::FunctionError { function, .. } if function == "duration" => {
+            "duration(): expected a number and a unit like `300ms` or `1.5s`".into()
+        }
+        other => other.to_string(),
     }
 }
 
@@ -384,7 +921,9 @@ fn truncate(mut s: String, max: usize) -> String {
 mod tests {
     use super::*;
 
-    const SCOPE: &[&str] = &["status", "headers", "body", "json", "timings", "vars"];
+    const SCOPE: &[&str] = &[
+        "status", "headers", "body", "json", "timings", "tls", "vars",
+    ];
 
     fn facts() -> Facts {
         let mut f = Facts::default();
@@ -400,8 +939,10 @@ mod tests {
             "body",
             r#"{"id":"ord_1","items":[1,2],"ok":true}"#.to_string(),
         );
-        let json: serde_json::Value =
-            serde_json::from_str(r#"{"id":"ord_1","items":[1,2],"ok":true,"n":0}"#).unwrap();
+        let json: serde_json::Value = serde_json::from_str(
+            r#"{"id":"ord_1","items":[1,2],"ok":true,"n":0,"count":3,"price":9.5,"big":18446744073709551615}"#,
+        )
+        .unwrap();
         f.set("json", json_value(&json));
         f.set(
             "timings",
@@ -482,6 +1023,291 @@ mod tests {
         assert!(e.contains("unknown variable `stauts`"), "{e}");
         assert!(e.contains("did you mean `status`?"), "{e}");
         assert!(Expr::compile("json.items.all(i, i > 0)", SCOPE).is_ok());
+    }
+
+    fn compile_error(src: &str, scope: &[&str]) -> ExprError {
+        match Expr::compile(src, scope) {
+            Ok(_) => panic!("`{src}` compiled"),
+            Err(e) => e,
+        }
+    }
+
+    /// The 1-based column of `needle` in `src`.
+    fn column_of(src: &str, needle: &str) -> Option<usize> {
+        src.find(needle).map(|i| src[..i].chars().count() + 1)
+    }
+
+    #[test]
+    fn cel_arithmetic_mixing_uint_and_int_fails_on_json_numbers_and_captures() {
+        for src in [
+            "json.count + 1 == 4",
+            "json.count - 1 == 2",
+            "json.count * 2 == 6",
+            "json.items[0] + json.items[1] == 3",
+            "json.items.map(i, i + 1) == [2, 3]",
+            "status + 1 == 501",
+            "json.items.size() > 0",
+            "size(json.items) + 1 == 3",
+            "json.count > 2",
+            "json.count == 3",
+            "json.count == 3u",
+            "json.count < 3.5",
+            "json.price + 0.5 == 10.0",
+        ] {
+            let c = check(src);
+            assert!(c.passed, "{src}: {}", c.actual);
+        }
+        // Each JSON number keeps what it is: an `int`, a `double`, or a
+        // `uint` when no `int` holds it.
+        let json: serde_json::Value =
+            serde_json::from_str(r#"[3, -3, 2.5, 18446744073709551615]"#).unwrap();
+        assert_eq!(
+            json_value(&json),
+            Value::List(Arc::new(vec![
+                Value::Int(3),
+                Value::Int(-3),
+                Value::Float(2.5),
+                Value::UInt(u64::MAX),
+            ]))
+        );
+        // A capture is evaluated to JSON and read back as `vars.NAME`.
+        let count = Expr::compile("json.count", SCOPE)
+            .unwrap()
+            .eval(&facts())
+            .unwrap();
+        let mut f = Facts::default();
+        f.set(
+            "vars",
+            std::collections::HashMap::from([("count".to_string(), json_value(&count))]),
+        );
+        let c = Expr::compile("vars.count + 1 == 4", &["vars"])
+            .unwrap()
+            .check(&f);
+        assert!(c.passed, "{}", c.actual);
+        // Whatever a kind sets as a `uint` (a status, a size, a count) is
+        // an `int` too, inside lists and maps included.
+        let mut f = Facts::default();
+        f.set("status", Value::UInt(200));
+        f.set("sizes", Value::List(Arc::new(vec![Value::UInt(7)])));
+        f.set(
+            "counts",
+            std::collections::HashMap::from([("events".to_string(), Value::UInt(2))]),
+        );
+        f.set("huge", Value::UInt(u64::MAX));
+        for src in [
+            "status + 1 == 201",
+            "sizes[0] + 1 == 8",
+            "counts.events + 1 == 3",
+            "huge == 18446744073709551615u",
+        ] {
+            let c = Expr::compile(src, &["status", "sizes", "counts", "huge"])
+                .unwrap()
+                .check(&f);
+            assert!(c.passed, "{src}: {}", c.actual);
+        }
+    }
+
+    #[test]
+    fn duration_300_ms_prints_a_raw_rust_debug_string() {
+        let src = "timings.total < duration('300 ms')";
+        let e = compile_error(src, SCOPE);
+        assert_eq!(
+            e.message,
+            "invalid duration `300 ms`: expected a number and a unit like `300ms` or `1.5s`"
+        );
+        assert_eq!(e.column, column_of(src, "'300 ms'"));
+        for bad in ["300", "ms", "", "1.5 s", "300ms junk", "1s5", "5d", "-"] {
+            let src = format!("timings.total < duration('{bad}')");
+            let e = compile_error(&src, SCOPE);
+            assert_eq!(
+                e.message,
+                format!(
+                    "invalid duration `{bad}`: expected a number and a unit like `300ms` or `1.5s`"
+                ),
+                "{src}"
+            );
+            assert!(!e.message.contains("Error {"), "{}", e.message);
+        }
+        let e = compile_error("timings.total < duration('9999999999h')", SCOPE);
+        assert_eq!(e.message, "invalid duration `9999999999h`: out of range");
+        let src = "tls.not_after > timestamp('2030-01-31')";
+        let e = compile_error(src, SCOPE);
+        assert_eq!(
+            e.message,
+            "invalid timestamp `2030-01-31`: expected an RFC 3339 time like `2030-01-31T00:00:00Z`"
+        );
+        assert_eq!(e.column, column_of(src, "'2030"));
+        // Inside a comprehension and a list, too.
+        assert!(Expr::compile("[duration('1 s')].size() == 1", SCOPE).is_err());
+        assert!(Expr::compile("json.items.all(i, duration('x') > duration('1s'))", SCOPE).is_err());
+        for good in [
+            "300ms", "1.5s", "1h30m", "0", "-1.5s", "2m", "10us", "5ns", "0.5h",
+        ] {
+            let src = format!("timings.total < duration('{good}') || true");
+            assert!(Expr::compile(&src, SCOPE).is_ok(), "{src}");
+        }
+        assert!(Expr::compile("tls.not_after > timestamp('2030-01-31T00:00:00Z')", SCOPE).is_ok());
+        // A duration the text only shows at run time fails in words.
+        let mut f = facts();
+        f.set(
+            "vars",
+            std::collections::HashMap::from([("limit".to_string(), "300 ms".to_string())]),
+        );
+        let c = Expr::compile("timings.total < duration(vars.limit)", SCOPE)
+            .unwrap()
+            .check(&f);
+        assert!(!c.passed);
+        assert_eq!(
+            c.actual,
+            "evaluation failed: duration(): expected a number and a unit like `300ms` or `1.5s`"
+        );
+    }
+
+    #[test]
+    fn cel_type_errors_accepted_at_load_status_eq_string_timings_total_lt_number() {
+        for (src, literal, message) in [
+            (
+                "status == '200'",
+                "'200'",
+                "`status` is a number, compared with the string '200' (write 200)",
+            ),
+            (
+                "timings.total < 300",
+                "300",
+                "`timings.total` is a duration, compared with the number 300 (write duration('300ms'))",
+            ),
+            (
+                "'200' != status",
+                "'200'",
+                "`status` is a number, compared with the string '200' (write 200)",
+            ),
+            (
+                "json.ok && timings.connect >= 1.5",
+                "1.5",
+                "`timings.connect` is a duration, compared with the number 1.5 (write duration('1.5ms'))",
+            ),
+            (
+                "timings.total < '300ms'",
+                "'300ms'",
+                "`timings.total` is a duration, compared with the string '300ms' (write duration('300ms'))",
+            ),
+            (
+                "status in [200, '201']",
+                "'201'",
+                "`status` is a number, compared with the string '201' (write 201)",
+            ),
+            (
+                "body != 'héllo wörld' && status == '200'",
+                "'200'",
+                "`status` is a number, compared with the string '200' (write 200)",
+            ),
+            (
+                "status == 'OK'",
+                "'OK'",
+                "`status` is a number, compared with the string 'OK'",
+            ),
+            (
+                "status < duration('1s')",
+                "duration",
+                "`status` is a number, compared with the duration duration('1s')",
+            ),
+            (
+                "headers['content-type'] == 1",
+                "1",
+                "`headers[\"content-type\"]` is a string, compared with the number 1 (write '1')",
+            ),
+            (
+                "tls.days_left > '14'",
+                "'14'",
+                "`tls.days_left` is a number, compared with the string '14' (write 14)",
+            ),
+            (
+                "tls.not_after > '2030-01-31T00:00:00Z'",
+                "'2030",
+                "`tls.not_after` is a timestamp, compared with the string '2030-01-31T00:00:00Z' (write timestamp('2030-01-31T00:00:00Z'))",
+            ),
+        ] {
+            let e = compile_error(src, SCOPE);
+            assert_eq!(e.message, message, "{src}");
+            assert_eq!(e.column, column_of(src, literal), "{src}");
+        }
+        // Other kinds' names, by their kinds' scopes.
+        let ws = &[
+            "messages",
+            "count",
+            "first_message",
+            "max_gap",
+            "status",
+            "close",
+            "timings",
+        ];
+        let e = compile_error("first_message < 500", ws);
+        assert_eq!(
+            e.message,
+            "`first_message` is a duration, compared with the number 500 (write duration('500ms'))"
+        );
+        assert!(
+            compile_error("close.code == '1000'", ws)
+                .message
+                .contains("(write 1000)")
+        );
+        let stream = &[
+            "events",
+            "first_event",
+            "max_gap",
+            "reconnected",
+            "status",
+            "timings",
+        ];
+        assert!(
+            compile_error("max_gap < 2000", stream)
+                .message
+                .contains("duration('2000ms')")
+        );
+        assert!(
+            compile_error("reconnected == 'true'", stream)
+                .message
+                .contains("(write true)")
+        );
+        let dns = &[
+            "rcode",
+            "answers",
+            "authority",
+            "additional",
+            "timings",
+            "vars",
+        ];
+        assert!(
+            compile_error("rcode == 0", dns)
+                .message
+                .contains("(write '0')")
+        );
+
+        // Never an expression that could be right.
+        let grpc = &["status", "grpc_code", "grpc_message", "timings", "vars"];
+        for (src, scope) in [
+            ("status == 'SERVING'", grpc as &[&str]),
+            ("grpc_code == 0", grpc),
+            ("status == 200", SCOPE),
+            ("status == 200.0 || status == 200u", SCOPE),
+            ("status != null", SCOPE),
+            ("-1 < status", SCOPE),
+            ("status in [200, 201]", SCOPE),
+            ("json.status == '200'", SCOPE),
+            ("vars.status == '200'", SCOPE),
+            ("json.items.all(status, status == 'ok')", SCOPE),
+            ("string(status) == '200'", SCOPE),
+            ("timings.total < duration('300ms')", SCOPE),
+            ("has(timings.total) == true", SCOPE),
+            ("tls.days_left > 14 && tls.days_left > 13.5", SCOPE),
+            ("headers['content-type'] == 'application/json'", SCOPE),
+            ("body == ''", SCOPE),
+            ("status == '200'", &["status"]),
+            ("anything == '200'", &["anything", "headers"]),
+        ] {
+            let compiled = Expr::compile(src, scope);
+            assert!(compiled.is_ok(), "{src}: {:?}", compiled.err());
+        }
     }
 
     #[test]
