@@ -316,6 +316,12 @@ impl Metrics {
             counter!("synthmon_spans_dropped_total").absolute(spans_dropped);
         });
         let mut out = self.process.handle.render();
+        // The `metrics` crate's counters are whole numbers, so the process
+        // collector truncates CPU time to seconds and a daemon using less
+        // than a second showed 0. Write the sample with its fraction.
+        if let Some(cpu) = metrics_process::collector::collect().cpu_seconds_total {
+            out = with_sample(&out, "process_cpu_seconds_total", cpu);
+        }
         if let Some(reg) = self.probes() {
             out.push_str(&reg.handle.render());
         }
@@ -330,6 +336,27 @@ impl Metrics {
             reg.handle.run_upkeep();
         }
     }
+}
+
+/// `text` with the value of every sample of `name` (any labels) replaced
+/// by `value`.
+fn with_sample(text: &str, name: &str, value: f64) -> String {
+    let mut out = String::with_capacity(text.len());
+    for line in text.lines() {
+        let is_sample = line
+            .strip_prefix(name)
+            .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'));
+        match line.rsplit_once(' ') {
+            Some((series, _)) if is_sample => {
+                out.push_str(series);
+                out.push(' ');
+                out.push_str(&format!("{value:.3}"));
+            }
+            _ => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
 }
 
 fn with_labels(mut b: PrometheusBuilder, labels: &[(String, String)]) -> PrometheusBuilder {
@@ -444,4 +471,18 @@ fn describe_probe_series() {
         "synthmon_alert_state",
         "Alert state of the pair: 0 ok, 1 degraded, 2 failing."
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_sample;
+
+    #[test]
+    fn cpu_seconds_keep_their_fraction() {
+        let text = "# TYPE process_cpu_seconds_total counter\nprocess_cpu_seconds_total{instance=\"a\"} 0\nprocess_cpu_seconds_total_other 7\nprocess_open_fds 9\n";
+        assert_eq!(
+            with_sample(text, "process_cpu_seconds_total", 0.25),
+            "# TYPE process_cpu_seconds_total counter\nprocess_cpu_seconds_total{instance=\"a\"} 0.250\nprocess_cpu_seconds_total_other 7\nprocess_open_fds 9\n"
+        );
+    }
 }

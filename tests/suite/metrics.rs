@@ -283,6 +283,15 @@ async fn the_documented_counters_are_present_at_zero_before_their_first_event() 
             );
         }
         assert!(!body.contains("synthmon_spans_dropped "), "{body}");
+        // Regression: process_cpu_seconds_total was truncated to whole
+        // seconds, so a daemon that had used less than a second showed 0.
+        let cpu = body
+            .lines()
+            .find(|l| l.starts_with("process_cpu_seconds_total"))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("no process_cpu_seconds_total in\n{body}"));
+        assert!(cpu > 0.0, "process_cpu_seconds_total = {cpu}");
         d.shutdown().await;
     })
     .await
