@@ -6,9 +6,10 @@
 //! and that every variable the expression reads exists in its scope, so a
 //! typo fails `synthmon check` rather than a probe at 3 a.m. It also checks
 //! what can be known before a run: `duration('…')` and `timestamp('…')`
-//! literals are parsed, and a value whose type synthmon fixes (`TYPES`:
-//! `status` is a number, `timings.*` are durations) compared with a literal
-//! of another type is an error with the literal to write instead. Integers
+//! literals are parsed, and a value whose type the scope declares ([`Scope`]:
+//! each kind declares its own, e.g. `status` is a number for `http`;
+//! `timings.*` are durations everywhere) compared with a literal of another
+//! type is an error with the literal to write instead. Integers
 //! synthmon feeds in (JSON numbers, counts) are CEL `int`s, like the
 //! literals they meet (`json.count + 1`). When an assertion fails,
 //! [`Expr::check`] explains it by evaluating the operands of the failing
@@ -70,8 +71,23 @@ pub struct Check {
 }
 
 impl Expr {
-    /// Compiles `source`; `scope` names the variables it may read.
+    /// Compiles `source`; `scope` names the variables it may read (their
+    /// types unknown but for the universal ones, like `timings`).
     pub fn compile(source: &str, scope: &[&str]) -> Result<Expr, ExprError> {
+        Expr::compile_in(
+            source,
+            Scope {
+                names: scope,
+                types: &[],
+            },
+        )
+    }
+
+    /// Compiles `source` in `scope`: the variables it may read and, where
+    /// the kind that fills them knows, their types (a literal of another
+    /// type compared with one is a compile error with a hint).
+    pub fn compile_in(source: &str, typed: Scope<'_>) -> Result<Expr, ExprError> {
+        let scope = typed.names;
         let program = ENV.compile(source).map_err(|e| {
             let first = e.errors.first();
             // ANTLR's "expecting {…}" lists every token class; it is noise
@@ -112,7 +128,7 @@ impl Expr {
                 });
             }
         }
-        if let Some(e) = check_literals(&program, scope, &bound) {
+        if let Some(e) = check_literals(&program, &typed, &bound) {
             return Err(e);
         }
         Ok(Expr {
@@ -311,7 +327,7 @@ fn bound_variables(node: &IdedExpr, out: &mut Vec<String>) {
 
 /// The type of a value, as far as comparing it with a literal goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Type {
+pub enum Type {
     /// `int`, `uint` or `double`: CEL compares them with each other.
     Number,
     String,
@@ -334,86 +350,37 @@ impl Type {
     }
 }
 
-/// The types synthmon gives the values it puts in scope, as `(marker, path,
-/// type)`; a `*` in a path stands for any field of a map.
-///
-/// A row applies when the scope holds its marker, a name only its kind's
-/// scope has (empty: wherever the path's first name is in scope). So a name
-/// that means different things to different kinds (`status` is a number to
-/// `http`, the serving status text to `grpc`) is judged by its own kind's
-/// rows, and a kind added later is judged by none until it adds its own.
-/// Values may also be null (no TLS, no close frame yet); a `null` literal is
-/// never a mismatch. The rows follow the kinds' `expression_facts`.
-const TYPES: &[(&str, &str, Type)] = &[
-    // Every kind (`net::clock::Clock::timings`, `http`'s own phases).
-    ("", "timings.*", Type::Duration),
-    // `tls` of `http` (`days_left`, `earliest_cert_expiry`), `tcp` and `tls`
-    // (`net::tls::TlsInfo::value`).
-    ("", "tls.days_left", Type::Number),
-    ("", "tls.chain_length", Type::Number),
-    ("", "tls.earliest_cert_expiry", Type::Timestamp),
-    ("", "tls.not_before", Type::Timestamp),
-    ("", "tls.not_after", Type::Timestamp),
-    ("", "tls.version", Type::String),
-    ("", "tls.cipher", Type::String),
-    ("", "tls.server_name", Type::String),
-    ("", "tls.subject", Type::String),
-    ("", "tls.issuer", Type::String),
-    ("", "tls.verify_error", Type::String),
-    ("", "tls.verified", Type::Bool),
-    ("", "tls.trusted", Type::Bool),
-    ("", "tls.hostname_ok", Type::Bool),
-    ("", "tls.expired", Type::Bool),
-    // `http`, flow steps and workload anomalies.
-    ("headers", "status", Type::Number),
-    ("headers", "headers.*", Type::String),
-    ("headers", "body", Type::String),
-    // `grpc`.
-    ("grpc_code", "status", Type::String),
-    ("grpc_code", "grpc_code", Type::Number),
-    ("grpc_code", "grpc_message", Type::String),
-    // `dns`.
-    ("rcode", "rcode", Type::String),
-    ("rcode", "authority", Type::Number),
-    ("rcode", "additional", Type::Number),
-    // `command`.
-    ("exit_code", "exit_code", Type::Number),
-    ("exit_code", "signal", Type::Number),
-    ("exit_code", "stdout", Type::String),
-    ("exit_code", "stderr", Type::String),
-    // `tcp`.
-    ("banner", "connected", Type::Bool),
-    ("banner", "banner", Type::String),
-    ("banner", "response", Type::String),
-    // `stream`.
-    ("events", "events", Type::Number),
-    ("events", "first_event", Type::Duration),
-    ("events", "max_gap", Type::Duration),
-    ("events", "last_event_id", Type::String),
-    ("events", "resumed_from", Type::String),
-    ("events", "reconnected", Type::Bool),
-    ("events", "status", Type::Number),
-    // The kind whose scope has `messages` (a message stream).
-    ("messages", "count", Type::Number),
-    ("messages", "first_message", Type::Duration),
-    ("messages", "max_gap", Type::Duration),
-    ("messages", "status", Type::Number),
-    ("messages", "subprotocol", Type::String),
-    ("messages", "close.code", Type::Number),
-    ("messages", "close.reason", Type::String),
-    ("messages", "close.by", Type::String),
-];
+/// Typed names: `(path, type)`, a `*` in a path standing for any field of
+/// a map (`headers.*`). Each kind declares the types of what it puts in
+/// scope next to its scope, so this module knows no kind.
+pub type Types<'a> = &'a [(&'a str, Type)];
 
-/// The type [`TYPES`] gives `path` in `scope`.
-fn known_type(path: &[&str], scope: &[&str]) -> Option<Type> {
-    TYPES
+/// Where an expression is compiled: the names it may read and the types
+/// known of them (several tables: a kind's own and shared ones, like the
+/// net layer's `tls` facts). Values may also be null (no TLS, no close
+/// frame yet); a `null` literal is never a mismatch.
+#[derive(Clone, Copy, Debug)]
+pub struct Scope<'a> {
+    pub names: &'a [&'a str],
+    pub types: &'a [Types<'a>],
+}
+
+/// Types every kind shares: the phase timings of `net::clock::Clock` (and
+/// `http`'s own phases) are durations.
+const UNIVERSAL: Types<'static> = &[("timings.*", Type::Duration)];
+
+/// The type `scope` gives `path`, if it knows one.
+fn known_type(path: &[&str], scope: &Scope<'_>) -> Option<Type> {
+    scope
+        .types
         .iter()
-        .find(|(marker, row, _)| {
-            (marker.is_empty() || scope.contains(marker))
-                && row.split('.').count() == path.len()
+        .chain(std::iter::once(&UNIVERSAL))
+        .flat_map(|table| table.iter())
+        .find(|(row, _)| {
+            row.split('.').count() == path.len()
                 && row.split('.').zip(path).all(|(r, p)| r == "*" || r == *p)
         })
-        .map(|&(_, _, ty)| ty)
+        .map(|&(_, ty)| ty)
 }
 
 /// `timings.total`, `headers['server']`: a variable of the scope and the
@@ -534,14 +501,14 @@ fn hint(known: Type, lit: &Literal) -> Option<String> {
 }
 
 /// The mistake in comparing `value` with `literal`, when `value` has a type
-/// [`TYPES`] knows and the literal is clearly of another.
+/// the scope knows and the literal is clearly of another.
 fn mismatch(
     value: &IdedExpr,
     literal: &IdedExpr,
-    scope: &[&str],
+    scope: &Scope<'_>,
     bound: &[String],
 ) -> Option<String> {
-    let known = known_type(&path_of(value, scope, bound)?, scope)?;
+    let known = known_type(&path_of(value, scope.names, bound)?, scope)?;
     let lit = literal_of(literal)?;
     if lit.ty == known {
         return None;
@@ -634,7 +601,11 @@ fn constant_error(name: &str, text: &str, call: &IdedExpr) -> Option<String> {
 /// `duration('…')` or `timestamp('…')` that cannot be parsed, then a value
 /// of a known type compared with a literal of another (`status == '200'`).
 /// The leftmost of the first sort is reported, at its column.
-fn check_literals(program: &cel::Program, scope: &[&str], bound: &[String]) -> Option<ExprError> {
+fn check_literals(
+    program: &cel::Program,
+    scope: &Scope<'_>,
+    bound: &[String],
+) -> Option<ExprError> {
     let source = &program.source_info().source;
     let column = |node: &IdedExpr| {
         let mut nodes = Vec::new();
@@ -1025,8 +996,53 @@ mod tests {
         assert!(Expr::compile("json.items.all(i, i > 0)", SCOPE).is_ok());
     }
 
+    /// Types like the kinds declare them (`probe::*::SCOPE`), picked by a
+    /// name only that kind's scope has, for the type-checking tests.
+    fn typed<'a>(names: &'a [&'a str]) -> Scope<'a> {
+        const HTTP: Types<'static> = &[
+            ("status", Type::Number),
+            ("headers.*", Type::String),
+            ("body", Type::String),
+        ];
+        const MESSAGES: Types<'static> = &[
+            ("count", Type::Number),
+            ("first_message", Type::Duration),
+            ("max_gap", Type::Duration),
+            ("status", Type::Number),
+            ("close.code", Type::Number),
+        ];
+        const STREAM: Types<'static> = &[
+            ("events", Type::Number),
+            ("first_event", Type::Duration),
+            ("max_gap", Type::Duration),
+            ("reconnected", Type::Bool),
+            ("status", Type::Number),
+        ];
+        const DNS: Types<'static> = &[("rcode", Type::String)];
+        const GRPC: Types<'static> = &[("status", Type::String), ("grpc_code", Type::Number)];
+        const TLS: Types<'static> = &[
+            ("tls.days_left", Type::Number),
+            ("tls.not_after", Type::Timestamp),
+        ];
+        let kinds: [(&str, &'static [Types<'static>]); 5] = [
+            ("headers", &[HTTP, TLS]),
+            ("messages", &[MESSAGES]),
+            ("events", &[STREAM]),
+            ("rcode", &[DNS]),
+            ("grpc_code", &[GRPC]),
+        ];
+        let table = kinds
+            .into_iter()
+            .find(|(marker, _)| names.contains(marker))
+            .map_or(&[] as &[Types<'static>], |(_, tables)| tables);
+        Scope {
+            names,
+            types: table,
+        }
+    }
+
     fn compile_error(src: &str, scope: &[&str]) -> ExprError {
-        match Expr::compile(src, scope) {
+        match Expr::compile_in(src, typed(scope)) {
             Ok(_) => panic!("`{src}` compiled"),
             Err(e) => e,
         }
@@ -1305,7 +1321,7 @@ mod tests {
             ("status == '200'", &["status"]),
             ("anything == '200'", &["anything", "headers"]),
         ] {
-            let compiled = Expr::compile(src, scope);
+            let compiled = Expr::compile_in(src, typed(scope));
             assert!(compiled.is_ok(), "{src}: {:?}", compiled.err());
         }
     }

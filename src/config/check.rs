@@ -12,7 +12,7 @@
 use super::Schedule;
 use super::raw::RawSize;
 use crate::diag::{self, Diagnostic, Diagnostics, SourceDoc, SourceLocation};
-use crate::expr::{Assertion, Expr};
+use crate::expr::{Assertion, Expr, Scope};
 use crate::secret::{self, Redactor};
 use crate::template::Text;
 use std::collections::BTreeMap;
@@ -115,7 +115,7 @@ impl Checker<'_> {
         &mut self,
         table: &str,
         sources: &[String],
-        scope: &[&str],
+        scope: Scope<'_>,
     ) -> Vec<Assertion> {
         let mut out = Vec::new();
         for (i, source) in sources.iter().enumerate() {
@@ -131,8 +131,8 @@ impl Checker<'_> {
     }
 
     /// Compiles one expression written at `path`.
-    pub fn expr(&mut self, path: &str, source: &str, scope: &[&str]) -> Option<Expr> {
-        match Expr::compile(source, scope) {
+    pub fn expr(&mut self, path: &str, source: &str, scope: Scope<'_>) -> Option<Expr> {
+        match Expr::compile_in(source, scope) {
             Ok(expr) => Some(expr),
             Err(e) => {
                 let mut d = self.doc.error_at(path, e.message);

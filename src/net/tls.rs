@@ -627,3 +627,23 @@ pub const GAUGES: &[GaugeSpec] = &[
         help: "TLS version of the last handshake (1.2 or 1.3).",
     },
 ];
+
+/// The types of the `tls` facts ([`TlsInfo::value`]) for expressions, for
+/// the kinds that put them in scope.
+pub const EXPR_TYPES: crate::expr::Types<'static> = &[
+    ("tls.days_left", crate::expr::Type::Number),
+    ("tls.chain_length", crate::expr::Type::Number),
+    ("tls.earliest_cert_expiry", crate::expr::Type::Timestamp),
+    ("tls.not_before", crate::expr::Type::Timestamp),
+    ("tls.not_after", crate::expr::Type::Timestamp),
+    ("tls.version", crate::expr::Type::String),
+    ("tls.cipher", crate::expr::Type::String),
+    ("tls.server_name", crate::expr::Type::String),
+    ("tls.subject", crate::expr::Type::String),
+    ("tls.issuer", crate::expr::Type::String),
+    ("tls.verify_error", crate::expr::Type::String),
+    ("tls.verified", crate::expr::Type::Bool),
+    ("tls.trusted", crate::expr::Type::Bool),
+    ("tls.hostname_ok", crate::expr::Type::Bool),
+    ("tls.expired", crate::expr::Type::Bool),
+];

@@ -35,6 +35,7 @@ use super::kind::{Assertion, BuildInput, Kind, KindEntry, RunContext, RunFuture}
 use crate::config::check::Checker;
 use crate::config::raw::RawSize;
 use crate::expr::{Facts, json_value};
+use crate::expr::{Scope, Type, Types};
 use crate::net::{Clock, Fail};
 use crate::outcome::{Details, FailureReason, GaugeSpec, KindFacts, Outcome};
 use crate::tagging::RunIds;
@@ -49,14 +50,26 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
 
 /// The variables a `command` expectation can read.
-pub const SCOPE: &[&str] = &[
-    "exit_code",
-    "signal",
-    "stdout",
-    "stderr",
-    "json",
-    "timings",
-    "vars",
+pub const SCOPE: Scope<'static> = Scope {
+    names: &[
+        "exit_code",
+        "signal",
+        "stdout",
+        "stderr",
+        "json",
+        "timings",
+        "vars",
+    ],
+    types: &[TYPES],
+};
+
+/// The types of what this kind puts in scope, so `synthmon check` catches
+/// a literal of another type compared with them.
+const TYPES: Types<'static> = &[
+    ("exit_code", Type::Number),
+    ("signal", Type::Number),
+    ("stdout", Type::String),
+    ("stderr", Type::String),
 ];
 
 /// What each of stdout and stderr may keep when `max_output_size` is not set.

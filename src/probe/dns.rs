@@ -25,6 +25,7 @@
 use super::kind::{Assertion, BuildInput, Kind, KindEntry, RunContext, RunFuture};
 use crate::config::check::Checker;
 use crate::expr::{Facts, duration_value, json_value};
+use crate::expr::{Scope, Type, Types};
 use crate::outcome::{
     AssertionResult, Details, FailureReason, GaugeSpec, KindFacts, Outcome, Phase, SourceLocation,
 };
@@ -42,13 +43,24 @@ use tokio::net::{TcpStream, UdpSocket};
 use tokio::time::{Instant, timeout_at};
 
 /// The variables a `dns` expectation can read.
-pub const SCOPE: &[&str] = &[
-    "rcode",
-    "answers",
-    "authority",
-    "additional",
-    "timings",
-    "vars",
+pub const SCOPE: Scope<'static> = Scope {
+    names: &[
+        "rcode",
+        "answers",
+        "authority",
+        "additional",
+        "timings",
+        "vars",
+    ],
+    types: &[TYPES],
+};
+
+/// The types of what this kind puts in scope, so `synthmon check` catches
+/// a literal of another type compared with them.
+const TYPES: Types<'static> = &[
+    ("rcode", Type::String),
+    ("authority", Type::Number),
+    ("additional", Type::Number),
 ];
 
 /// How long a UDP query waits for its answer before it is sent again

@@ -11,6 +11,7 @@ use crate::config::check::Checker;
 use crate::config::raw::RawSize;
 use crate::config::{DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_REDIRECTS, MAX_BODY_BYTES_LIMIT};
 use crate::expr::{Facts, duration_value, json_value};
+use crate::expr::{Type, Types};
 use crate::net::http1::{self as transport, TransportOptions};
 use crate::outcome::{
     AssertionResult, FailureReason, HttpFacts, HttpPhases, Outcome, SourceLocation,
@@ -24,8 +25,19 @@ use std::collections::{BTreeMap, HashMap};
 use tokio::time::Instant;
 
 /// The variables an http expectation can read.
-pub const SCOPE: &[&str] = &[
-    "status", "headers", "body", "json", "timings", "tls", "vars",
+pub const SCOPE: crate::expr::Scope<'static> = crate::expr::Scope {
+    names: &[
+        "status", "headers", "body", "json", "timings", "tls", "vars",
+    ],
+    types: &[TYPES, crate::net::tls::EXPR_TYPES],
+};
+
+/// The types of what this kind puts in scope, so `synthmon check` catches
+/// a literal of another type compared with them.
+const TYPES: Types<'static> = &[
+    ("status", Type::Number),
+    ("headers.*", Type::String),
+    ("body", Type::String),
 ];
 
 /// The `[http]` table as written; a flow step is the same table with a

@@ -24,6 +24,7 @@ use super::tls::{self as tls_probe, CaFile};
 use crate::config::check::Checker;
 use crate::config::raw::RawSize;
 use crate::expr::Facts;
+use crate::expr::{Scope, Type, Types};
 use crate::net::tls::TlsInfo;
 use crate::net::{self, Clock, Fail, close, parse_address};
 use crate::outcome::{Details, FailureReason, KindFacts, Outcome};
@@ -34,7 +35,18 @@ use std::io;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// The variables a `tcp` expectation can read.
-pub const SCOPE: &[&str] = &["connected", "banner", "response", "timings", "tls", "vars"];
+pub const SCOPE: Scope<'static> = Scope {
+    names: &["connected", "banner", "response", "timings", "tls", "vars"],
+    types: &[TYPES, crate::net::tls::EXPR_TYPES],
+};
+
+/// The types of what this kind puts in scope, so `synthmon check` catches
+/// a literal of another type compared with them.
+const TYPES: Types<'static> = &[
+    ("connected", Type::Bool),
+    ("banner", Type::String),
+    ("response", Type::String),
+];
 
 /// What one read may hold when `max_read_size` is not set.
 pub const DEFAULT_MAX_READ: u64 = 4 * 1024;

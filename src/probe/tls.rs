@@ -29,6 +29,7 @@
 use super::kind::{Assertion, BuildInput, Kind, KindEntry, RunContext, RunFuture};
 use crate::config::check::Checker;
 use crate::expr::Facts;
+use crate::expr::Scope;
 use crate::net::tls::{Client, TlsInfo, handshake, name_for, read_certs};
 use crate::net::{self, Clock, Fail};
 use crate::outcome::{Details, FailureReason, KindFacts, Outcome};
@@ -39,7 +40,10 @@ use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
 /// The variables a `tls` expectation can read.
-pub const SCOPE: &[&str] = &["tls", "timings", "vars"];
+pub const SCOPE: Scope<'static> = Scope {
+    names: &["tls", "timings", "vars"],
+    types: &[crate::net::tls::EXPR_TYPES],
+};
 
 /// The `[tls]` table as written.
 #[derive(Debug, Default, Deserialize)]

@@ -21,6 +21,7 @@ use super::kind::{Assertion, BuildInput, Kind, KindEntry, RunContext, RunFuture}
 use crate::config::check::Checker;
 use crate::config::raw::RawSize;
 use crate::expr::{Facts, duration_value, json_value};
+use crate::expr::{Scope, Type, Types};
 use crate::net::{Clock, Fail, TlsSetup, describe, dial};
 use crate::outcome::{Details, FailureReason, GaugeSpec, KindFacts, Outcome};
 use crate::tagging::RunIds;
@@ -41,16 +42,32 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use url::{Host, Url};
 
 /// The variables a `websocket` expectation can read.
-pub const SCOPE: &[&str] = &[
-    "messages",
-    "count",
-    "first_message",
-    "max_gap",
-    "status",
-    "subprotocol",
-    "close",
-    "timings",
-    "vars",
+pub const SCOPE: Scope<'static> = Scope {
+    names: &[
+        "messages",
+        "count",
+        "first_message",
+        "max_gap",
+        "status",
+        "subprotocol",
+        "close",
+        "timings",
+        "vars",
+    ],
+    types: &[TYPES],
+};
+
+/// The types of what this kind puts in scope, so `synthmon check` catches
+/// a literal of another type compared with them.
+const TYPES: Types<'static> = &[
+    ("count", Type::Number),
+    ("first_message", Type::Duration),
+    ("max_gap", Type::Duration),
+    ("status", Type::Number),
+    ("subprotocol", Type::String),
+    ("close.code", Type::Number),
+    ("close.reason", Type::String),
+    ("close.by", Type::String),
 ];
 
 /// Messages kept for expectations.

@@ -4,6 +4,7 @@
 //! expectations can read.
 
 use crate::config::check::Checker;
+use crate::expr::{Scope, Type, Types};
 use crate::probe::kind::Assertion;
 use crate::template::Text;
 use http::{HeaderName, HeaderValue};
@@ -13,7 +14,18 @@ use std::collections::BTreeMap;
 use url::Host;
 
 /// The variables a `grpc` expectation can read.
-pub const SCOPE: &[&str] = &["status", "grpc_code", "grpc_message", "timings", "vars"];
+pub const SCOPE: Scope<'static> = Scope {
+    names: &["status", "grpc_code", "grpc_message", "timings", "vars"],
+    types: &[TYPES],
+};
+
+/// The types of what this kind puts in scope, so `synthmon check` catches
+/// a literal of another type compared with them.
+const TYPES: Types<'static> = &[
+    ("status", Type::String),
+    ("grpc_code", Type::Number),
+    ("grpc_message", Type::String),
+];
 
 /// Metadata names gRPC or HTTP/2 reserve: the probe sets them itself, and
 /// HTTP/2 forbids the connection-specific ones outright.

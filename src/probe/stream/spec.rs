@@ -5,6 +5,7 @@
 use super::sse::Mode;
 use crate::config::check::Checker;
 use crate::config::raw::RawSize;
+use crate::expr::{Scope, Type, Types};
 use crate::outcome::SourceLocation;
 use crate::probe::kind::Assertion;
 use crate::template::Text;
@@ -15,17 +16,32 @@ use std::time::Duration;
 use url::Url;
 
 /// The variables a `stream` expectation can read.
-pub const SCOPE: &[&str] = &[
-    "events",
-    "first_event",
-    "max_gap",
-    "last_event_id",
-    "reconnected",
-    "resumed_from",
-    "data",
-    "status",
-    "timings",
-    "vars",
+pub const SCOPE: Scope<'static> = Scope {
+    names: &[
+        "events",
+        "first_event",
+        "max_gap",
+        "last_event_id",
+        "reconnected",
+        "resumed_from",
+        "data",
+        "status",
+        "timings",
+        "vars",
+    ],
+    types: &[TYPES],
+};
+
+/// The types of what this kind puts in scope, so `synthmon check` catches
+/// a literal of another type compared with them.
+const TYPES: Types<'static> = &[
+    ("events", Type::Number),
+    ("first_event", Type::Duration),
+    ("max_gap", Type::Duration),
+    ("last_event_id", Type::String),
+    ("resumed_from", Type::String),
+    ("reconnected", Type::Bool),
+    ("status", Type::Number),
 ];
 
 /// The default cap on one event (or chunk).
