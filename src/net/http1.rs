@@ -306,9 +306,20 @@ fn redirect_target(
         )
     };
     let location = location.to_str().map_err(|e| invalid(e.to_string()))?;
-    url.join(location)
-        .map(Some)
-        .map_err(|e| invalid(e.to_string()))
+    let next = url.join(location).map_err(|e| invalid(e.to_string()))?;
+    // Judged here, while the redirect's own status is still the run's: the
+    // next hop would only say it cannot fetch the URL, and the server's
+    // fault would read as synthmon's.
+    if !matches!(next.scheme(), "http" | "https") || next.host().is_none() {
+        return Err(Fail::new(
+            FailureReason::Protocol,
+            format!(
+                "{} from {url} redirects to {next}, which is not an http(s) URL with a host",
+                status.as_u16()
+            ),
+        ));
+    }
+    Ok(Some(next))
 }
 
 /// The request for the next hop: 303, and 301/302 after a POST, become a
@@ -952,6 +963,26 @@ mod tests {
         assert_eq!(response.body, compress(&text, "gzip"));
         let last = log.lock().unwrap().last().cloned().unwrap();
         assert!(!last.contains("accept-encoding"), "{last}");
+    }
+
+    /// Regression: a redirect to `file:///` reported status null and reason
+    /// `request`, as if synthmon had built a bad request.
+    #[tokio::test]
+    async fn a_redirect_to_file_is_the_servers_protocol_fault_with_its_status() {
+        let (addr, _log) =
+            serve(|_, stream| respond(stream, redirect(302, "file:///etc/passwd"))).await;
+        let failure = run(get(&format!("http://{addr}/")), &options(), BOUND)
+            .await
+            .unwrap_err();
+        assert_eq!(failure.reason, FailureReason::Protocol, "{failure:?}");
+        assert_eq!(failure.status, Some(302), "{failure:?}");
+        assert_eq!(failure.redirects, 0, "{failure:?}");
+        assert!(
+            failure.message.ends_with(
+                "redirects to file:///etc/passwd, which is not an http(s) URL with a host"
+            ),
+            "{failure:?}"
+        );
     }
 
     #[tokio::test]
