@@ -317,7 +317,8 @@ for line in open(sys.argv[1], errors="replace"):
         f = json.loads(line).get("fields", {})
     except ValueError:
         continue
-    n += f.get("message") == "webhook delivered" and f.get("receiver") == "am"
+    n += (f.get("message") == "notification delivered" and f.get("receiver") == "am"
+          and f.get("receiver_kind") == "alertmanager")
 sys.exit(0 if eval(sys.argv[2]) else 1)' "$TMP/synthmon-am.log" "$1"
 }
 wait_for 10 "the trigger's delivery to be logged" delivered_to_am 'n == 1'
@@ -325,6 +326,6 @@ curl -fsS -X DELETE "$SB_URL/_sandbox/faults" >/dev/null || die "cannot clear th
 wait_for 30 "the resolve's delivery to alertmanager" delivered_to_am 'n == 2'
 wait_for 30 'the alert probe="interop-failing" to resolve in alertmanager' am_alerts '' 'n == 0'
 pass "after the target recovered, the resolve was accepted and alertmanager no longer lists the alert"
-grep -q '"webhook delivery failed' "$TMP/synthmon-am.log" &&
-  die "a delivery to alertmanager failed: $(grep '"webhook delivery failed' "$TMP/synthmon-am.log" | head -3)"
+grep -q '"notification delivery failed' "$TMP/synthmon-am.log" &&
+  die "a delivery to alertmanager failed: $(grep '"notification delivery failed' "$TMP/synthmon-am.log" | head -3)"
 pass "every delivery to alertmanager was accepted on the first attempt"
