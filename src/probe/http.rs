@@ -5,6 +5,12 @@
 //! (also the shape of a flow step), checks it, builds the request from the
 //! probe and its environment, tags it, and turns the response into an
 //! [`Outcome`].
+//!
+//! `json` is the body parsed, or null when the body is not JSON (invalid,
+//! empty, or nested deeper than serde_json's recursion limit); a failed
+//! expectation that reads it then says why, located
+//! (`the body is not JSON: expected value at line 1 column 1`), rather
+//! than CEL's "no such key" on a null.
 
 use super::kind::{Assertion, BuildInput, Kind, KindEntry, RunContext, RunFuture};
 use crate::config::check::Checker;
@@ -356,7 +362,7 @@ pub fn judge(
             facts: None,
         },
         Ok(resp) => {
-            let facts = facts(&resp, &scope.vars, elapsed);
+            let (facts, not_json) = facts(&resp, &scope.vars, elapsed);
             let mut assertions = Vec::new();
             let mut reason = None;
             let (expect, implicit) = match checks {
@@ -379,12 +385,19 @@ pub fn judge(
                     reason = Some(FailureReason::Status);
                 }
             }
+            let first = assertions.len();
             if super::check_into(&mut assertions, expect, &facts) > 0 && reason.is_none() {
                 reason = Some(FailureReason::Assertion);
             }
+            let mut error = super::expectation_summary(&assertions);
+            if let Some(why) = &not_json {
+                if blame_the_body(&mut assertions[first..], expect, why) {
+                    error = error.map(|summary| format!("{summary} ({why})"));
+                }
+            }
             Performed {
                 reason,
-                error: super::expectation_summary(&assertions),
+                error,
                 http: Some(HttpFacts {
                     method: spec.method.to_string(),
                     url: resp.final_url.to_string(),
@@ -499,12 +512,61 @@ pub fn build_request_with(
     })
 }
 
-/// The values an expectation can read about a response.
+/// How deep serde_json nests before it gives up with "recursion limit
+/// exceeded": its parser allows 128 levels of recursion, the outermost
+/// array or object included, so 127 nested ones parse. Pinned by a test.
+const JSON_MAX_DEPTH: usize = 127;
+
+/// The body as `json` reads it, or why it is not JSON, in words and
+/// located (`the body is not JSON: expected value at line 1 column 1`).
+///
+/// serde_json's recursion limit bounds the parse, so a body nested
+/// 100,000 deep fails after [`JSON_MAX_DEPTH`] levels, without recursing
+/// further, and [`json_value`] (which recurses) only ever sees a document
+/// within that depth.
+fn parse_json(body: &[u8]) -> Result<cel::Value, String> {
+    if body.trim_ascii().is_empty() {
+        return Err("the body is not JSON: it is empty".to_owned());
+    }
+    match serde_json::from_slice::<serde_json::Value>(body) {
+        Ok(doc) => Ok(json_value(&doc)),
+        // serde_json has no public error code for this one, only its text.
+        Err(e) if e.to_string().starts_with("recursion limit exceeded") => Err(format!(
+            "the body is not JSON: nesting deeper than {JSON_MAX_DEPTH} levels ({e})"
+        )),
+        Err(e) => Err(format!("the body is not JSON: {e}")),
+    }
+}
+
+/// Puts `why` (the body is not JSON) into the failed results among
+/// `results` whose expectation reads `json`: `results[i]` is the result of
+/// `expect[i]`. An evaluation error (CEL's "no such key" on a null `json`)
+/// is replaced by it; an explained `false` keeps its operands and gets it
+/// appended. Returns whether any result was changed.
+fn blame_the_body(results: &mut [AssertionResult], expect: &[Assertion], why: &str) -> bool {
+    let mut blamed = false;
+    for (result, assertion) in results.iter_mut().zip(expect) {
+        if result.passed || !assertion.expr.reads("json") {
+            continue;
+        }
+        result.actual =
+            if result.actual.is_empty() || result.actual.starts_with("evaluation failed") {
+                why.to_owned()
+            } else {
+                format!("{}; {why}", result.actual)
+            };
+        blamed = true;
+    }
+    blamed
+}
+
+/// The values an expectation can read about a response, and why the body
+/// is not JSON when it is not (`json` is then null).
 fn facts(
     resp: &transport::Response,
     vars: &BTreeMap<String, serde_json::Value>,
     total: std::time::Duration,
-) -> Facts {
+) -> (Facts, Option<String>) {
     let mut headers: HashMap<String, String> = HashMap::new();
     for (name, value) in &resp.headers {
         let value = String::from_utf8_lossy(value.as_bytes());
@@ -517,9 +579,10 @@ fn facts(
             .or_insert_with(|| value.into_owned());
     }
     let body = String::from_utf8_lossy(&resp.body).into_owned();
-    let json = serde_json::from_slice::<serde_json::Value>(&resp.body)
-        .map(|j| json_value(&j))
-        .unwrap_or(cel::Value::Null);
+    let (json, not_json) = match parse_json(&resp.body) {
+        Ok(json) => (json, None),
+        Err(why) => (cel::Value::Null, Some(why)),
+    };
     let p: &HttpPhases = &resp.phases;
     let mut timings: HashMap<String, cel::Value> = p
         .named()
@@ -556,7 +619,7 @@ fn facts(
     f.set("json", json);
     f.set("timings", timings);
     f.set("vars", vars_value(vars));
-    f
+    (f, not_json)
 }
 
 /// `vars` as expressions see it.
@@ -781,6 +844,97 @@ mod tests {
             join_url(&base, "HTTPS://h.example/x").unwrap().as_str(),
             "https://h.example/x"
         );
+    }
+
+    /// `depth` arrays nested in one another, built without recursion.
+    fn nested(depth: usize) -> Vec<u8> {
+        let mut doc = vec![b'['; depth];
+        doc.resize(2 * depth, b']');
+        doc
+    }
+
+    #[test]
+    fn json_max_depth_is_serde_jsons_recursion_limit() {
+        assert!(parse_json(&nested(JSON_MAX_DEPTH)).is_ok());
+        let err = parse_json(&nested(JSON_MAX_DEPTH + 1)).unwrap_err();
+        assert_eq!(
+            err,
+            format!(
+                "the body is not JSON: nesting deeper than {JSON_MAX_DEPTH} levels \
+                 (recursion limit exceeded at line 1 column {})",
+                JSON_MAX_DEPTH + 1
+            )
+        );
+    }
+
+    #[test]
+    fn a_100k_deep_body_is_refused_at_the_limit_without_recursing() {
+        let started = std::time::Instant::now();
+        let err = parse_json(&nested(100_000)).unwrap_err();
+        assert!(err.contains("nesting deeper than 127 levels"), "{err}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
+    }
+
+    #[test]
+    fn a_body_that_is_not_json_says_where() {
+        let err = |body: &str| parse_json(body.as_bytes()).unwrap_err();
+        assert_eq!(
+            err("<html>"),
+            "the body is not JSON: expected value at line 1 column 1"
+        );
+        assert_eq!(
+            err("{\"items\": [1, 2"),
+            "the body is not JSON: EOF while parsing a list at line 1 column 15"
+        );
+        assert_eq!(err(""), "the body is not JSON: it is empty");
+        assert_eq!(err(" \r\n"), "the body is not JSON: it is empty");
+        assert_eq!(
+            parse_json(b" {\"a\": 1} ").unwrap(),
+            json_value(&serde_json::json!({"a": 1}))
+        );
+    }
+
+    #[test]
+    fn failed_expectations_reading_json_blame_the_body() {
+        let why = "the body is not JSON: expected value at line 1 column 1";
+        let location = crate::diag::SourceLocation {
+            file: "p.toml".into(),
+            line: 1,
+            column: 1,
+        };
+        let expect: Vec<Assertion> = [
+            "json.id == 1",
+            "json != null",
+            "json == null",
+            "status == 200",
+            "status == 200 && json.ok",
+        ]
+        .iter()
+        .map(|src| Assertion {
+            expr: crate::expr::Expr::compile(src, SCOPE.names).unwrap(),
+            location: location.clone(),
+        })
+        .collect();
+        let mut facts = Facts::default();
+        facts.set("status", 500_i64);
+        facts.set("json", cel::Value::Null);
+        let mut results = Vec::new();
+        super::super::check_into(&mut results, &expect, &facts);
+        assert!(blame_the_body(&mut results, &expect, why));
+        let actual: Vec<&str> = results.iter().map(|r| r.actual.as_str()).collect();
+        assert_eq!(
+            actual,
+            [
+                why,
+                &format!("json = null; {why}"),
+                "",
+                "status = 500",
+                &format!("status = 500; {why}"),
+            ]
+        );
+        // Nothing to blame when every expectation reading `json` passed.
+        let mut passed = results[2..4].to_vec();
+        assert!(!blame_the_body(&mut passed, &expect[2..4], why));
     }
 
     #[test]

@@ -1,7 +1,21 @@
-//! Routes with unusual bodies: large, gzip-compressed, stalled and dripped.
+//! Routes with unusual bodies: large, gzip-compressed, stalled and dripped,
+//! and JSON an `http` probe's `json` cannot read.
+//!
+//! - `GET /bytes/{n}`, `GET /gzip/{n}`: `n` bytes of `a` (at most 1 GiB),
+//!   plain or gzip-compressed.
+//! - `GET /stall`: announces 1,000 bytes, sends 10, then nothing.
+//! - `GET /drip?bytes=&interval_ms=`: a byte at a time.
+//! - `GET /json/invalid`: a JSON document cut short (`application/json`,
+//!   status 200), so an expectation reading `json` fails with the parse
+//!   error and where it happened.
+//! - `GET /json/deep?depth=N`: `N` arrays nested in one another (default
+//!   100,000, at most [`MAX_JSON_DEPTH`], i.e. a body of at most 1,000,000
+//!   bytes), far beyond any JSON parser's recursion limit: the probe must
+//!   report a nesting error, not crash or hang.
 //!
 //! Bodies are generated on the fly in chunks of at most [`CHUNK`] bytes, so
-//! memory stays small whatever size is asked for, and every body stream is
+//! memory stays small whatever size is asked for (`/json/deep` included: it
+//! is written by counting, never by recursion), and every body stream is
 //! cut when the sandbox shuts down.
 
 use super::{ApiError, AppState, QueryParams, Shared, parse_u64};
@@ -33,8 +47,21 @@ const MAX_DRIP_BYTES: u64 = 10_000;
 /// The longest interval between two of `/drip`'s bytes.
 const MAX_DRIP_INTERVAL_MS: u64 = 10_000;
 
+/// How deep `/json/deep` nests at most: a body of 1,000,000 bytes.
+const MAX_JSON_DEPTH: u64 = 500_000;
+/// How deep `/json/deep` nests when not told.
+const DEFAULT_JSON_DEPTH: u64 = 100_000;
+/// The size of one chunk of `/json/deep`'s brackets.
+const BRACKETS: usize = 8 * 1024;
+/// `/json/invalid`'s body: the start of a document, cut inside an array.
+const TRUNCATED_JSON: &str =
+    r#"{"service": {"name": "sandbox-orders"}, "items": [{"id": 1, "name": "wid"#;
+
 /// The content of every generated body.
 static FILL: [u8; CHUNK] = [b'a'; CHUNK];
+/// `/json/deep`'s opening and closing brackets.
+static OPEN: [u8; BRACKETS] = [b'['; BRACKETS];
+static CLOSE: [u8; BRACKETS] = [b']'; BRACKETS];
 
 pub(super) fn routes() -> Router<AppState> {
     Router::new()
@@ -42,6 +69,8 @@ pub(super) fn routes() -> Router<AppState> {
         .route("/gzip/{n}", get(gzip))
         .route("/stall", get(stall))
         .route("/drip", get(drip))
+        .route("/json/invalid", get(invalid_json))
+        .route("/json/deep", get(deep_json))
 }
 
 /// The length of the next chunk when `left` bytes remain.
@@ -174,4 +203,78 @@ async fn drip(State(state): State<AppState>, query: QueryParams) -> Result<Respo
         Some((Ok(Bytes::from_static(&FILL[..1])), sent + 1))
     });
     Ok(streamed(&state, body, Some(n)))
+}
+
+/// A JSON document cut short, announced as JSON.
+async fn invalid_json() -> Response {
+    let mut response = Response::new(Body::from(TRUNCATED_JSON));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// `depth` arrays nested in one another (`[[[…]]]`), announced as JSON.
+async fn deep_json(
+    State(state): State<AppState>,
+    query: QueryParams,
+) -> Result<Response, ApiError> {
+    let depth = query.u64("depth")?.unwrap_or(DEFAULT_JSON_DEPTH);
+    if depth == 0 {
+        return Err(ApiError::invalid("depth", "must be at least 1"));
+    }
+    let depth = depth.min(MAX_JSON_DEPTH);
+    let mut response = streamed(&state, nested_arrays(depth), Some(2 * depth));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    Ok(response)
+}
+
+/// `depth` opening brackets then as many closing ones, in chunks of at most
+/// [`BRACKETS`] bytes.
+fn nested_arrays(depth: u64) -> impl Stream<Item = io::Result<Bytes>> + Send + 'static {
+    stream::unfold(0, move |sent| async move {
+        let (fill, left) = if sent < depth {
+            (&OPEN, depth - sent)
+        } else {
+            (&CLOSE, 2 * depth - sent)
+        };
+        let len = usize::try_from(left).map_or(BRACKETS, |left| left.min(BRACKETS));
+        (len > 0).then(|| (Ok(Bytes::from_static(&fill[..len])), sent + len as u64))
+    })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    async fn collect(depth: u64) -> Vec<u8> {
+        let chunks: Vec<io::Result<Bytes>> = nested_arrays(depth).collect().await;
+        chunks.into_iter().flat_map(|c| c.unwrap()).collect()
+    }
+
+    #[tokio::test]
+    async fn nested_arrays_are_balanced_brackets() {
+        assert_eq!(collect(1).await, b"[]");
+        assert_eq!(collect(3).await, b"[[[]]]");
+        let n = BRACKETS as u64 * 2 + 5;
+        let body = collect(n).await;
+        assert_eq!(body.len() as u64, 2 * n);
+        let half = usize::try_from(n).unwrap();
+        assert!(body[..half].iter().all(|b| *b == b'['));
+        assert!(body[half..].iter().all(|b| *b == b']'));
+        // Within serde_json's recursion limit the document parses.
+        let doc: serde_json::Value = serde_json::from_slice(&collect(100).await).unwrap();
+        assert!(doc.is_array());
+    }
+
+    #[test]
+    fn the_truncated_document_is_not_json() {
+        let err = serde_json::from_str::<serde_json::Value>(TRUNCATED_JSON).unwrap_err();
+        assert!(err.is_eof(), "{err}");
+    }
 }

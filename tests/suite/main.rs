@@ -29,6 +29,7 @@ mod probe_grpc_stream;
 mod probe_tcp_tls;
 mod probe_websocket;
 mod regressions_expr;
+mod regressions_json;
 mod regressions_load;
 mod regressions_sinks;
 mod secrets;
