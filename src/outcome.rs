@@ -466,7 +466,19 @@ pub struct WorkloadFacts {
     /// Sent (scheduled minus dropped).
     pub sent: u64,
     /// Not sent because the concurrency cap was reached at their time.
+    /// Counted by `dropped_rate` (dropped ÷ sent + dropped), never by
+    /// `error_rate`.
     pub dropped: u64,
+    /// Of `dropped`, those that came due while the sender itself ran
+    /// behind schedule (this machine could not keep up); the others met a
+    /// full cap on time (the target held every slot).
+    pub dropped_behind: u64,
+    /// The in-flight cap the run kept (`max_concurrency`).
+    pub max_concurrency: u64,
+    /// How far behind the intended send time the sender reached a request,
+    /// at worst.
+    #[serde(serialize_with = "ser_secs")]
+    pub max_lag: Duration,
     /// Regular requests that passed every expectation.
     pub ok: u64,
     /// Regular requests that failed (counted against the target).

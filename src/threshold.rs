@@ -1,6 +1,7 @@
 //! SLA thresholds, k6-style: `p(99) < 500ms`, `avg < 100ms`,
-//! `error_rate < 1%`, `availability >= 99.9%`, each over a window, each
-//! optionally with a *degraded* level beside the *failing* one.
+//! `error_rate < 1%`, `availability >= 99.9%`, `dropped_rate < 1%`, each
+//! over a window, each optionally with a *degraded* level beside the
+//! *failing* one.
 //!
 //! The syntax is `METRIC OP VALUE`, deliberately not CEL: thresholds are
 //! one comparison of one aggregate, and `500ms` / `1%` literals read as the
@@ -29,11 +30,19 @@ pub enum Metric {
     ErrorRate,
     /// Successful runs / all runs.
     Availability,
+    /// Workload requests dropped at the concurrency cap / requests that
+    /// came due (sent or dropped): the share of the configured load that
+    /// never went out. Requests never sent are not in `error_rate`, which
+    /// judges the target on what it was sent.
+    DroppedRate,
 }
 
 impl Metric {
     pub fn is_latency(self) -> bool {
-        !matches!(self, Metric::ErrorRate | Metric::Availability)
+        !matches!(
+            self,
+            Metric::ErrorRate | Metric::Availability | Metric::DroppedRate
+        )
     }
 }
 
@@ -80,6 +89,35 @@ pub struct Threshold {
 
 pub const DEFAULT_WINDOW: Duration = Duration::from_secs(300);
 
+/// The limit a workload's drops are held to when none of its thresholds
+/// names `dropped_rate`: more than 1 % of the load not sent means the
+/// percentiles and error rate describe a lighter load than the one
+/// configured, so the run must not pass; below it, a rare scheduler hiccup
+/// does not fail a long run. The same figure as the usual `error_rate < 1%`.
+pub const DEFAULT_DROPPED_RATE: &str = "dropped_rate < 1%";
+
+impl Threshold {
+    /// The implicit `dropped_rate < 1%` over the default window, labelled
+    /// `(default)` in reports and metrics so nobody looks for it in a file.
+    pub fn default_dropped_rate() -> Threshold {
+        Threshold {
+            failing: Condition {
+                metric: Metric::DroppedRate,
+                op: Op::Lt,
+                limit: 0.01,
+                source: format!("{DEFAULT_DROPPED_RATE} (default)"),
+            },
+            degraded: None,
+            window: DEFAULT_WINDOW,
+        }
+    }
+
+    /// Whether the failing or the degraded condition judges `metric`.
+    pub fn names(&self, metric: Metric) -> bool {
+        self.failing.metric == metric || self.degraded.as_ref().is_some_and(|d| d.metric == metric)
+    }
+}
+
 /// The aggregates of one window, as [`Threshold::evaluate`] needs them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
 pub struct WindowStats {
@@ -87,6 +125,11 @@ pub struct WindowStats {
     pub failures: u64,
     /// Latency samples (runs that got a response).
     pub samples: u64,
+    /// Workload requests that came due (sent or dropped); zero for a
+    /// series that never ran a workload.
+    pub due: u64,
+    /// Workload requests dropped at the concurrency cap.
+    pub dropped: u64,
 }
 
 /// The state of a threshold after a run.
@@ -195,6 +238,7 @@ fn parse_metric(text: &str) -> Result<Metric, String> {
         "med" => return Ok(Metric::Percentile(50.0)),
         "error_rate" => return Ok(Metric::ErrorRate),
         "availability" => return Ok(Metric::Availability),
+        "dropped_rate" => return Ok(Metric::DroppedRate),
         _ => {}
     }
     if let Some(q) = t.strip_prefix("p(").and_then(|r| r.strip_suffix(')')) {
@@ -206,7 +250,7 @@ fn parse_metric(text: &str) -> Result<Metric, String> {
         };
     }
     Err(format!(
-        "unknown metric `{text}` (expected p(N), avg, min, max, med, error_rate or availability)"
+        "unknown metric `{text}` (expected p(N), avg, min, max, med, error_rate, availability or dropped_rate)"
     ))
 }
 
@@ -278,6 +322,8 @@ mod tests {
             ("error_rate < 1%", Metric::ErrorRate, Op::Lt, 0.01),
             ("error_rate <= 0.05", Metric::ErrorRate, Op::Le, 0.05),
             ("availability >= 99.9%", Metric::Availability, Op::Ge, 0.999),
+            ("dropped_rate < 1%", Metric::DroppedRate, Op::Lt, 0.01),
+            ("dropped_rate<=0", Metric::DroppedRate, Op::Le, 0.0),
         ] {
             let c = parse_condition(src).unwrap();
             assert_eq!(c.metric, metric, "{src}");
@@ -296,6 +342,10 @@ mod tests {
             ("p(99) < 500", "unit"),
             ("error_rate < 150%", "rate"),
             ("availability >= lots", "rate"),
+            // A rate, not a latency: `1ms` of drops means nothing.
+            ("dropped_rate < 1ms", "rate"),
+            ("dropped_rate < 200%", "rate"),
+            ("drop_rate < 1%", "dropped_rate"),
         ] {
             let e = parse_condition(src).unwrap_err();
             assert!(e.contains(needle), "{src}: {e}");
@@ -334,6 +384,57 @@ mod tests {
         assert_eq!(th.evaluate(at(0.150)).0, State::Degraded);
         assert_eq!(th.evaluate(at(0.199)).0, State::Degraded);
         assert_eq!(th.evaluate(at(0.200)).0, State::Failing);
+    }
+
+    /// Regression: a workload that dropped 75 % of its requests passed,
+    /// because nothing judged the drops. `dropped_rate` is a rate compared
+    /// at the boundary like any other.
+    #[test]
+    fn dropped_rate_is_a_rate_judged_at_its_boundary() {
+        assert!(!Metric::DroppedRate.is_latency());
+        let at = |v: f64| move |_m: Metric| Some(v);
+        for (threshold, observed, want) in [
+            ("dropped_rate < 1%", 0.0, State::Ok),
+            ("dropped_rate < 1%", 0.009_999, State::Ok),
+            ("dropped_rate < 1%", 0.01, State::Failing),
+            ("dropped_rate <= 1%", 0.01, State::Ok),
+            ("dropped_rate < 1%", 0.75, State::Failing),
+            ("dropped_rate <= 0", 0.000_1, State::Failing),
+        ] {
+            assert_eq!(
+                t(threshold, None).evaluate(at(observed)).0,
+                want,
+                "{threshold} at {observed}"
+            );
+        }
+        // Only the drops are read: a perfect error rate does not help.
+        let th = t("dropped_rate < 1%", None);
+        let observe = |m: Metric| match m {
+            Metric::DroppedRate => Some(0.75),
+            _ => Some(0.0),
+        };
+        assert_eq!(th.evaluate(observe), (State::Failing, Some(0.75)));
+    }
+
+    #[test]
+    fn the_default_dropped_rate_threshold_fails_at_one_percent_and_says_it_is_the_default() {
+        let d = Threshold::default_dropped_rate();
+        // The same condition as writing it, over the default window.
+        let written = parse_condition(DEFAULT_DROPPED_RATE).unwrap();
+        assert_eq!(
+            (d.failing.metric, d.failing.op, d.failing.limit),
+            (written.metric, written.op, written.limit)
+        );
+        assert_eq!(d.window, DEFAULT_WINDOW);
+        assert_eq!(d.failing.source, "dropped_rate < 1% (default)");
+        let at = |v: f64| move |_m: Metric| Some(v);
+        assert_eq!(d.evaluate(at(0.0)).0, State::Ok);
+        assert_eq!(d.evaluate(at(0.01)).0, State::Failing);
+        assert_eq!(d.evaluate(at(0.75)).0, State::Failing);
+        assert!(d.names(Metric::DroppedRate));
+        // A threshold names a metric by its failing or its degraded level.
+        assert!(!t("error_rate < 1%", None).names(Metric::DroppedRate));
+        assert!(t("p(99) < 1s", Some("dropped_rate < 1%")).names(Metric::DroppedRate));
     }
 
     #[test]

@@ -6,6 +6,11 @@
 //! sender sleeps until that time and launches the request if fewer than
 //! `max_concurrency` are in flight; otherwise the request is **dropped and
 //! counted**, never delayed, so a slow target cannot lower the send rate.
+//! Drops are not target errors (`error_rate` judges what was sent), but
+//! they are judged: `dropped_rate` (dropped ÷ due), by default
+//! `dropped_rate < 1%`, so a run that never sent its load does not pass.
+//! Each drop notes whether the sender was on time (the target held every
+//! slot) or behind schedule (this machine could not keep up).
 //! Latency is measured from the intended time, not from when the request
 //! actually left, so time the sender spent behind schedule is charged to
 //! the target (no coordinated omission). Each request's deadline is its
@@ -93,8 +98,8 @@ pub struct RawAnomalies {
 }
 
 pub use super::arrival::{
-    ANOMALY_STREAM, Anomalies, DEFAULT_MAX_CONCURRENCY, DEFAULT_OVERSIZE, MAX_RATE, MAX_REQUESTS,
-    Stage, Workload,
+    ANOMALY_STREAM, Anomalies, BEHIND_SCHEDULE, DEFAULT_MAX_CONCURRENCY, DEFAULT_OVERSIZE,
+    MAX_RATE, MAX_REQUESTS, Stage, Workload,
 };
 
 /// Checks `[workload]` for the http probe `spec`.
@@ -353,6 +358,7 @@ pub async fn run(w: &Workload, ctx: &RunContext<'_>) -> Outcome {
     });
     let mut facts = WorkloadFacts {
         scheduled: arrivals.len() as u64,
+        max_concurrency: w.max_concurrency as u64,
         ..WorkloadFacts::default()
     };
     let mut failures: BTreeMap<FailureReason, u64> = BTreeMap::new();
@@ -402,8 +408,13 @@ pub async fn run(w: &Workload, ctx: &RunContext<'_>) -> Outcome {
             Some(done) = in_flight.next(), if !in_flight.is_empty() => record(done, &mut facts),
             () = sleep_until_opt(next_at), if next_at.is_some() => {
                 let intended = next_at.unwrap_or(start);
+                let lag = Instant::now().saturating_duration_since(intended);
+                facts.max_lag = facts.max_lag.max(lag);
                 if in_flight.len() >= w.max_concurrency {
                     facts.dropped += 1;
+                    if lag > BEHIND_SCHEDULE {
+                        facts.dropped_behind += 1;
+                    }
                 } else {
                     last_send = Instant::now();
                     in_flight.push(match unit {

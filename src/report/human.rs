@@ -1,9 +1,10 @@
 //! The terminal report: one line per (probe, environment) with the result,
 //! total latency and phase breakdown, then each failed expectation with what
-//! was expected, what was seen and where it was written.
+//! was expected, what was seen and where it was written. A workload adds its
+//! totals and, when it dropped requests, how many and why.
 
 use super::Summary;
-use crate::outcome::{AssertionResult, Outcome, Stage};
+use crate::outcome::{AssertionResult, Outcome, Stage, WorkloadFacts};
 use crate::threshold::State;
 use anstyle::{AnsiColor, Style};
 use std::fmt::Write as _;
@@ -103,11 +104,19 @@ pub fn render(outcomes: &[Outcome], color: bool) -> String {
             }
         }
         if let Some(w) = &o.workload {
+            let noun = if o.kind == "flow" {
+                "iterations"
+            } else {
+                "requests"
+            };
             let _ = writeln!(
                 out,
                 "      workload {} sent ({} scheduled, {} dropped) at {:.1}/s · {} ok · {} failed",
                 w.sent, w.scheduled, w.dropped, w.rate, w.ok, w.failed
             );
+            if let Some(why) = dropped(w, noun) {
+                let _ = writeln!(out, "      {}: {why}", paint(WARN, "dropped"));
+            }
             if w.anomalies.sent > 0 {
                 let _ = writeln!(
                     out,
@@ -173,6 +182,39 @@ pub fn render(outcomes: &[Outcome], color: bool) -> String {
     out
 }
 
+/// How many of a workload's requests were dropped and why, when any were:
+/// the target held every slot of the cap, or the sender itself fell behind.
+fn dropped(w: &WorkloadFacts, noun: &str) -> Option<String> {
+    if w.dropped == 0 {
+        return None;
+    }
+    let due = w.sent + w.dropped;
+    let share = w.dropped as f64 / due.max(1) as f64 * 100.0;
+    let mut why = Vec::new();
+    let at_cap = w.dropped.saturating_sub(w.dropped_behind);
+    if at_cap > 0 {
+        why.push(format!(
+            "{at_cap} came due on time with all {} slots of max_concurrency in flight \
+             (the target is slower than the rate allows: raise max_concurrency or lower the rate)",
+            w.max_concurrency
+        ));
+    }
+    if w.dropped_behind > 0 {
+        why.push(format!(
+            "{} came due while the sender ran behind schedule (by up to {}) with all {} slots in flight \
+             (this machine could not keep up with the rate)",
+            w.dropped_behind,
+            ms(w.max_lag),
+            w.max_concurrency
+        ));
+    }
+    Some(format!(
+        "{} of {due} {noun} ({share:.1}%) never sent: {}",
+        w.dropped,
+        why.join("; ")
+    ))
+}
+
 /// Each failed expectation: what was expected, where, and what was seen.
 fn write_failed(
     out: &mut String,
@@ -198,4 +240,64 @@ fn write_failed(
 
 fn ms(d: Duration) -> String {
     format!("{:.1}ms", d.as_secs_f64() * 1000.0)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn workload(dropped: u64, dropped_behind: u64) -> WorkloadFacts {
+        WorkloadFacts {
+            scheduled: 400,
+            sent: 400 - dropped,
+            dropped,
+            dropped_behind,
+            max_concurrency: 2,
+            max_lag: Duration::from_millis(350),
+            ok: 400 - dropped,
+            ..WorkloadFacts::default()
+        }
+    }
+
+    /// Regression: a workload that dropped 75 % of its requests showed
+    /// only a count on its totals line; the report now says how many were
+    /// never sent and why.
+    #[test]
+    fn dropped_requests_are_counted_and_explained() {
+        assert_eq!(dropped(&workload(0, 0), "requests"), None);
+        let at_cap = dropped(&workload(300, 0), "requests").unwrap();
+        assert!(
+            at_cap.starts_with("300 of 400 requests (75.0%) never sent: 300 came due on time with all 2 slots of max_concurrency in flight"),
+            "{at_cap}"
+        );
+        assert!(!at_cap.contains("behind"), "{at_cap}");
+        let both = dropped(&workload(300, 120), "iterations").unwrap();
+        assert!(
+            both.contains("180 came due on time with all 2 slots"),
+            "{both}"
+        );
+        assert!(
+            both.contains("120 came due while the sender ran behind schedule (by up to 350.0ms)"),
+            "{both}"
+        );
+        assert!(both.contains("300 of 400 iterations"), "{both}");
+    }
+
+    #[test]
+    fn the_workload_lines_show_the_drops() {
+        let ids = crate::tagging::RunIds::generate();
+        let mut o = Outcome::new("w", "env", "http", &ids);
+        o.success = true;
+        o.workload = Some(workload(300, 0));
+        let text = render(&[o], false);
+        assert!(
+            text.contains("workload 100 sent (400 scheduled, 300 dropped)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\n      dropped: 300 of 400 requests (75.0%) never sent: "),
+            "{text}"
+        );
+    }
 }

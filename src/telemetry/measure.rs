@@ -1,6 +1,13 @@
 //! Rolling windows of latency and success counts per (probe, environment,
 //! step), and threshold evaluation over them.
 //!
+//! A workload's run adds one [`Tally::Run`] per request it sent and one
+//! [`Tally::Arrivals`] with the requests that came due and those dropped at
+//! the concurrency cap, which `dropped_rate` reads. A series that holds
+//! arrivals is judged by `dropped_rate < 1%` (default) unless one of its
+//! thresholds names `dropped_rate`: a run that never sent most of its load
+//! must not pass.
+//!
 //! A series is a ring of sub-windows ([`SUB_WINDOW`] wide) covering the
 //! longest window any of its thresholds asks for; a window is read by
 //! merging its sub-windows. A sub-window keeps up to [`EXACT_SAMPLES`]
@@ -14,7 +21,7 @@
 //! samples 4 KB; a histogram sub-window ~12.9 KB. See ARCHITECTURE.md for the totals.
 
 use crate::outcome::{LatencySummary, Outcome, ThresholdResult};
-use crate::threshold::{Metric, Threshold, WindowStats};
+use crate::threshold::{DEFAULT_WINDOW, Metric, Threshold, WindowStats};
 use hdrhistogram::Histogram;
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -33,10 +40,16 @@ enum Latencies {
     Hist(Box<Histogram<u32>>),
 }
 
+/// Counts are `u32`, saturating: a sub-window holds at most 30 s of a
+/// pair's runs (a workload's up to 100,000/s gives 3 million), and four
+/// `u32`s keep a sub-window at the size the memory figures state.
 struct Sub {
     index: u64,
-    runs: u64,
-    failures: u64,
+    runs: u32,
+    failures: u32,
+    /// A workload's requests that came due, and those of them dropped.
+    due: u32,
+    dropped: u32,
     latencies: Latencies,
 }
 
@@ -46,6 +59,8 @@ impl Sub {
             index,
             runs: 0,
             failures: 0,
+            due: 0,
+            dropped: 0,
             latencies: Latencies::Exact(Vec::new()),
         }
     }
@@ -67,6 +82,24 @@ impl Sub {
 
 fn new_histogram() -> Option<Histogram<u32>> {
     Histogram::new_with_bounds(LOW_US, HIGH_US, SIGFIG).ok()
+}
+
+/// What a run adds to its series, beside a latency.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tally {
+    /// One run, or one request a workload sent: counts in `error_rate`
+    /// and `availability`.
+    Run { success: bool },
+    /// A workload's arrivals: `due` requests came due, `dropped` of them
+    /// were never sent (the concurrency cap was full). Counts in
+    /// `dropped_rate` only, never as a run.
+    Arrivals { due: u64, dropped: u64 },
+}
+
+impl From<bool> for Tally {
+    fn from(success: bool) -> Tally {
+        Tally::Run { success }
+    }
 }
 
 /// One (probe, environment, step) series.
@@ -93,8 +126,9 @@ impl Series {
         (at.saturating_duration_since(self.origin).as_nanos() / self.width.as_nanos().max(1)) as u64
     }
 
-    /// Records one run: its success and, if it got a response, its latency.
-    pub fn record(&mut self, at: Instant, success: bool, latency: Option<Duration>) {
+    /// Records one run (its success, or a workload's arrivals) and, if it
+    /// got a response, its latency.
+    pub fn record(&mut self, at: Instant, tally: impl Into<Tally>, latency: Option<Duration>) {
         let index = self.index(at);
         if self.subs.back().is_none_or(|s| s.index != index) {
             self.subs.push_back(Sub::new(index));
@@ -109,9 +143,18 @@ impl Series {
         let Some(sub) = self.subs.back_mut() else {
             return;
         };
-        sub.runs += 1;
-        if !success {
-            sub.failures += 1;
+        match tally.into() {
+            Tally::Run { success } => {
+                sub.runs = sub.runs.saturating_add(1);
+                if !success {
+                    sub.failures = sub.failures.saturating_add(1);
+                }
+            }
+            Tally::Arrivals { due, dropped } => {
+                let count = |n: u64| u32::try_from(n).unwrap_or(u32::MAX);
+                sub.due = sub.due.saturating_add(count(due));
+                sub.dropped = sub.dropped.saturating_add(count(dropped));
+            }
         }
         if let Some(d) = latency {
             let us = u32::try_from(d.as_micros()).unwrap_or(u32::MAX).max(1);
@@ -135,8 +178,10 @@ impl Series {
             .iter()
             .filter(|s| s.index >= first && s.index <= now_index)
         {
-            view.stats.runs += sub.runs;
-            view.stats.failures += sub.failures;
+            view.stats.runs += u64::from(sub.runs);
+            view.stats.failures += u64::from(sub.failures);
+            view.stats.due += u64::from(sub.due);
+            view.stats.dropped += u64::from(sub.dropped);
             match &sub.latencies {
                 Latencies::Exact(v) => exact.extend_from_slice(v),
                 Latencies::Hist(h) => {
@@ -203,6 +248,9 @@ impl View {
             Metric::Availability => {
                 (runs > 0.0).then(|| (self.stats.runs - self.stats.failures) as f64 / runs)
             }
+            Metric::DroppedRate => {
+                (self.stats.due > 0).then(|| self.stats.dropped as f64 / self.stats.due as f64)
+            }
             _ => self.latency(metric).map(|us| us as f64 / 1e6),
         }
     }
@@ -222,7 +270,7 @@ impl View {
                         let rank = ((q / 100.0) * n as f64).ceil().max(1.0) as usize;
                         v.get(rank.min(n) - 1).map(|x| u64::from(*x))
                     }
-                    Metric::ErrorRate | Metric::Availability => None,
+                    Metric::ErrorRate | Metric::Availability | Metric::DroppedRate => None,
                 }
             }
             Merged::Hist(h) => match metric {
@@ -230,7 +278,7 @@ impl View {
                 Metric::Max => Some(h.max()),
                 Metric::Avg => Some(h.mean().round() as u64),
                 Metric::Percentile(q) => Some(h.value_at_quantile(q / 100.0)),
-                Metric::ErrorRate | Metric::Availability => None,
+                Metric::ErrorRate | Metric::Availability | Metric::DroppedRate => None,
             },
         }
     }
@@ -252,10 +300,14 @@ pub fn summary(series: &Series, now: Instant, window: Duration) -> Option<Latenc
     })
 }
 
-/// Evaluates `thresholds` over `series` as of `now`.
+/// Evaluates `thresholds` over `series` as of `now`, followed by the
+/// default `dropped_rate` threshold when the series holds a workload's
+/// arrivals and no threshold names `dropped_rate`.
 pub fn evaluate(series: &Series, now: Instant, thresholds: &[Threshold]) -> Vec<ThresholdResult> {
+    let implicit = implicit_thresholds(series, now, thresholds);
     thresholds
         .iter()
+        .chain(&implicit)
         .map(|t| {
             let view = series.window(now, t.window);
             let (state, observed) = t.evaluate(|m| view.observe(m));
@@ -270,10 +322,29 @@ pub fn evaluate(series: &Series, now: Instant, thresholds: &[Threshold]) -> Vec<
                     "ratio"
                 },
                 window_seconds: t.window.as_secs_f64(),
-                runs: view.stats.runs,
+                // A drop rate is over the requests that came due, not over
+                // the ones sent.
+                runs: if t.failing.metric == Metric::DroppedRate {
+                    view.stats.due
+                } else {
+                    view.stats.runs
+                },
             }
         })
         .collect()
+}
+
+/// The thresholds a series is judged by beyond the configured ones: a
+/// workload's series (one that holds arrivals) gets `dropped_rate < 1%`
+/// unless a configured threshold already names `dropped_rate`.
+fn implicit_thresholds(series: &Series, now: Instant, thresholds: &[Threshold]) -> Vec<Threshold> {
+    let named = thresholds.iter().any(|t| t.names(Metric::DroppedRate));
+    let workload = series.window(now, DEFAULT_WINDOW).stats.due > 0;
+    if workload && !named {
+        vec![Threshold::default_dropped_rate()]
+    } else {
+        Vec::new()
+    }
 }
 
 /// Every series of a daemon, keyed by (probe, environment).
@@ -295,11 +366,14 @@ impl Store {
     /// Records `outcome`, then fills in its threshold states and its
     /// latency summary over the default window.
     pub fn record(&mut self, outcome: &mut Outcome, thresholds: &[Threshold]) {
+        // A workload is also judged by the default `dropped_rate`
+        // threshold, over the default window.
         let longest = thresholds
             .iter()
             .map(|t| t.window)
+            .chain(outcome.workload.as_ref().map(|_| DEFAULT_WINDOW))
             .max()
-            .unwrap_or(crate::threshold::DEFAULT_WINDOW);
+            .unwrap_or(DEFAULT_WINDOW);
         let now = Instant::now();
         let origin = self.origin;
         let series = self
@@ -309,11 +383,11 @@ impl Store {
         series.keep = series
             .keep
             .max(longest.as_nanos().div_ceil(SUB_WINDOW.as_nanos()) as u64);
-        for (success, latency) in samples_of(outcome) {
-            series.record(now, success, latency);
+        for (tally, latency) in samples_of(outcome) {
+            series.record(now, tally, latency);
         }
         outcome.thresholds = evaluate(series, now, thresholds);
-        outcome.latency = summary(series, now, crate::threshold::DEFAULT_WINDOW);
+        outcome.latency = summary(series, now, DEFAULT_WINDOW);
     }
 
     /// Drops the series of pairs `keep` rejects (removed probes).
@@ -330,12 +404,24 @@ impl Store {
     }
 }
 
-/// The samples a run contributes to its series: one per request of a
-/// workload, else the run itself.
-pub fn samples_of(outcome: &Outcome) -> Vec<(bool, Option<Duration>)> {
+/// What a run contributes to its series: one entry per request a workload
+/// sent and one for its arrivals (sent and dropped, no latency), else the
+/// run itself.
+pub fn samples_of(outcome: &Outcome) -> Vec<(Tally, Option<Duration>)> {
     match &outcome.workload {
-        Some(w) => w.samples.iter().map(|s| (s.success, s.latency)).collect(),
-        None => vec![(outcome.success, latency_of(outcome))],
+        Some(w) => w
+            .samples
+            .iter()
+            .map(|s| (Tally::from(s.success), s.latency))
+            .chain(std::iter::once((
+                Tally::Arrivals {
+                    due: w.sent + w.dropped,
+                    dropped: w.dropped,
+                },
+                None,
+            )))
+            .collect(),
+        None => vec![(Tally::from(outcome.success), latency_of(outcome))],
     }
 }
 
@@ -451,6 +537,118 @@ mod tests {
         // (197 × 100 + 500) / 198 = 102.0202 ms, kept at µs resolution.
         assert_eq!(avg.observed, Some(0.102_020));
         assert_eq!(avg.runs, 200);
+    }
+
+    /// Regression: a workload that dropped 75 % of its requests at the
+    /// concurrency cap passed with an error rate of 0 %. Its arrivals now
+    /// reach the window, and with no threshold naming `dropped_rate` the
+    /// default `dropped_rate < 1%` judges them.
+    #[tokio::test(start_paused = true)]
+    async fn a_workload_that_drops_most_of_its_requests_fails_the_default_dropped_rate() {
+        let t0 = Instant::now();
+        let mut s = Series::new(t0, SUB_WINDOW, DEFAULT_WINDOW);
+        // 100 sent, all fast and fine; 300 more came due and were dropped.
+        for _ in 0..100 {
+            s.record(t0, true, ms(5));
+        }
+        s.record(
+            t0,
+            Tally::Arrivals {
+                due: 400,
+                dropped: 300,
+            },
+            None,
+        );
+        let written = [threshold("error_rate < 1%", DEFAULT_WINDOW)];
+        let results = evaluate(&s, t0, &written);
+        assert_eq!(results.len(), 2, "{results:?}");
+        // The error rate stays about the requests sent…
+        assert_eq!(results[0].state, State::Ok);
+        assert_eq!(results[0].observed, Some(0.0));
+        assert_eq!(results[0].runs, 100);
+        // …and the default threshold fails on the drops, over the 400 due.
+        let d = &results[1];
+        assert_eq!(d.threshold, "dropped_rate < 1% (default)");
+        assert_eq!(d.state, State::Failing);
+        assert_eq!(d.observed, Some(0.75));
+        assert_eq!(d.unit, "ratio");
+        assert_eq!(d.runs, 400);
+        // Dropped requests are not runs: nothing else moved.
+        let v = s.window(t0, DEFAULT_WINDOW);
+        assert_eq!(
+            (v.stats.runs, v.stats.failures, v.stats.samples),
+            (100, 0, 100)
+        );
+        assert_eq!(v.observe(Metric::Availability), Some(1.0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_written_dropped_rate_threshold_replaces_the_default() {
+        let t0 = Instant::now();
+        let mut s = Series::new(t0, SUB_WINDOW, DEFAULT_WINDOW);
+        s.record(t0, true, ms(5));
+        s.record(
+            t0,
+            Tally::Arrivals {
+                due: 50,
+                dropped: 2,
+            },
+            None,
+        );
+        let check = |src: &str| evaluate(&s, t0, &[threshold(src, DEFAULT_WINDOW)]);
+        // 2 of 50 dropped: 4 %.
+        let r = check("dropped_rate < 5%");
+        assert_eq!(r.len(), 1, "the default is not added: {r:?}");
+        assert_eq!((r[0].state, r[0].observed), (State::Ok, Some(0.04)));
+        assert_eq!(check("dropped_rate < 4%")[0].state, State::Failing);
+        assert_eq!(check("dropped_rate <= 4%")[0].state, State::Ok);
+        // Without one, the default fails at 4 %.
+        let r = check("p(99) < 1s");
+        assert_eq!(r.len(), 2, "{r:?}");
+        assert_eq!(r[1].state, State::Failing);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn runs_without_a_workload_get_no_dropped_rate_threshold() {
+        let t0 = Instant::now();
+        let mut s = Series::new(t0, SUB_WINDOW, DEFAULT_WINDOW);
+        s.record(t0, true, ms(5));
+        assert!(evaluate(&s, t0, &[]).is_empty());
+        // Named anyway, it has nothing to judge.
+        let r = evaluate(&s, t0, &[threshold("dropped_rate < 1%", DEFAULT_WINDOW)]);
+        assert_eq!((r[0].state, r[0].observed), (State::NoData, None));
+        // A workload that dropped nothing passes the default.
+        s.record(t0, Tally::Arrivals { due: 1, dropped: 0 }, None);
+        let r = evaluate(&s, t0, &[]);
+        assert_eq!((r[0].state, r[0].observed), (State::Ok, Some(0.0)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_store_judges_a_workload_outcome_by_its_drops() {
+        let ids = crate::tagging::RunIds::generate();
+        let mut o = Outcome::new("w", "env", "http", &ids);
+        o.success = true;
+        o.workload = Some(crate::outcome::WorkloadFacts {
+            scheduled: 4,
+            sent: 1,
+            dropped: 3,
+            ok: 1,
+            samples: vec![crate::outcome::Sample {
+                latency: ms(5),
+                success: true,
+            }],
+            ..Default::default()
+        });
+        let mut store = Store::default();
+        store.record(&mut o, &[threshold("p(99) < 1s", Duration::from_secs(60))]);
+        assert_eq!(o.thresholds.len(), 2, "{:?}", o.thresholds);
+        assert_eq!(o.thresholds[1].state, State::Failing);
+        assert_eq!(o.thresholds[1].observed, Some(0.75));
+        assert!(
+            o.success,
+            "error_rate and success stay about the sent requests"
+        );
+        assert!(!o.passed(), "a failing dropped_rate fails the verdict");
     }
 
     #[test]

@@ -32,6 +32,7 @@ mod regressions_expr;
 mod regressions_json;
 mod regressions_load;
 mod regressions_sinks;
+mod regressions_workload;
 mod secrets;
 mod seed;
 mod workload;
