@@ -5,6 +5,9 @@
 //! Cron uses `croner` with the same options tokio-cron-scheduler uses
 //! (seconds field required; a 5-field expression gets `0` seconds
 //! prepended), so what `synthmon check` accepts is what the scheduler runs.
+//! When croner refuses an expression its words name no field, so the
+//! refusal is explained here: the field at fault (each tried alone) and
+//! what is wrong with it.
 //!
 //! Daylight-saving rule (croner's, which follows the Open Cron Pattern
 //! Specification), pinned by the tests below in `America/New_York`:
@@ -107,15 +110,266 @@ impl IntervalClock {
     }
 }
 
-/// Parses a cron expression (5 fields, or 6 with seconds first).
+/// Parses a cron expression: 5 fields, 6 with seconds first, or 7 with
+/// seconds first and a year last. A refused expression is explained by the
+/// field at fault: ``cron `0 61 * * * *`: the minute field `61` is out of
+/// range 0–59``.
 pub fn parse_cron(expression: &str) -> Result<Cron, String> {
-    let normalized = normalize_cron(expression);
+    cron_parser()
+        .parse(&normalize_cron(expression))
+        .map_err(|e| explain_cron(expression.trim(), &e))
+}
+
+/// The parser with tokio-cron-scheduler's options.
+fn cron_parser() -> CronParser {
     CronParser::builder()
         .seconds(Seconds::Required)
         .dom_and_dow(true)
         .build()
-        .parse(&normalized)
-        .map_err(|e| format!("invalid cron expression `{expression}`: {e}"))
+}
+
+/// One field of a cron expression, for explaining a refused one.
+struct CronField {
+    /// As the field is named in a message: "the minute field".
+    name: &'static str,
+    /// One value of the field with its article, as in "`x` is not a
+    /// minute (0–59)".
+    unit: &'static str,
+    min: u16,
+    max: u16,
+    /// The names croner reads in this field, for their numbers (the
+    /// position in the list plus `min`).
+    aliases: &'static [&'static str],
+    /// The numbers may be written as names, said in the hint.
+    alias_hint: &'static str,
+    /// The special forms croner reads in this field (`L`, `W`, `#`), which
+    /// are left to its own words.
+    specials: &'static [char],
+}
+
+/// Every field in the 7-field order croner parses (seconds first, year
+/// last); a 5-field expression is the middle five.
+const CRON_FIELDS: [CronField; 7] = [
+    CronField {
+        name: "second",
+        unit: "a second",
+        min: 0,
+        max: 59,
+        aliases: &[],
+        alias_hint: "",
+        specials: &[],
+    },
+    CronField {
+        name: "minute",
+        unit: "a minute",
+        min: 0,
+        max: 59,
+        aliases: &[],
+        alias_hint: "",
+        specials: &[],
+    },
+    CronField {
+        name: "hour",
+        unit: "an hour",
+        min: 0,
+        max: 23,
+        aliases: &[],
+        alias_hint: "",
+        specials: &[],
+    },
+    CronField {
+        name: "day-of-month",
+        unit: "a day of the month",
+        min: 1,
+        max: 31,
+        aliases: &[],
+        alias_hint: "",
+        specials: &['L', 'W', '?'],
+    },
+    CronField {
+        name: "month",
+        unit: "a month",
+        min: 1,
+        max: 12,
+        aliases: &[
+            "JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC",
+        ],
+        alias_hint: " or JAN–DEC",
+        specials: &[],
+    },
+    CronField {
+        name: "day-of-week",
+        unit: "a day of the week",
+        min: 0,
+        max: 7,
+        aliases: &["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"],
+        alias_hint: " or SUN–SAT",
+        specials: &['L', '#', '?', '+'],
+    },
+    CronField {
+        name: "year",
+        unit: "a year",
+        // croner's bounds (`YEAR_LOWER_LIMIT`, `YEAR_UPPER_LIMIT`).
+        min: 1,
+        max: 5000,
+        aliases: &[],
+        alias_hint: "",
+        specials: &[],
+    },
+];
+
+/// Why croner refused `expression`: the field count, or the first field
+/// that croner refuses on its own (every other field `*`) and what is
+/// wrong with it. croner's own words only say what kind of fault it was
+/// ("Number out of bounds."), never where.
+fn explain_cron(expression: &str, error: &croner::errors::CronError) -> String {
+    let parts: Vec<&str> = expression.split_whitespace().collect();
+    let first = match parts.len() {
+        5 => 1,
+        6 | 7 => 0,
+        n => {
+            return format!(
+                "cron `{expression}` has {n} field{}, expected 5 (minute hour day-of-month month day-of-week), \
+                 6 with seconds first, or 7 with seconds first and a year last",
+                if n == 1 { "" } else { "s" }
+            );
+        }
+    };
+    for (i, text) in parts.iter().enumerate() {
+        let index = first + i;
+        let mut alone = ["*"; 7];
+        alone[index] = text;
+        if let Err(e) = cron_parser().parse(&alone.join(" ")) {
+            let field = &CRON_FIELDS[index];
+            let why = field_fault(field, text)
+                .unwrap_or_else(|| format!("`{text}`: {}", croner_words(&e)));
+            return format!("cron `{expression}`: the {} field {why}", field.name);
+        }
+    }
+    format!("cron `{expression}`: {}", croner_words(error))
+}
+
+/// croner's message as a clause: "number out of bounds".
+fn croner_words(error: &croner::errors::CronError) -> String {
+    use croner::errors::CronError as E;
+    let text = match error {
+        E::InvalidPattern(m) | E::IllegalCharacters(m) | E::ComponentError(m) => m.clone(),
+        other => other.to_string(),
+    };
+    let text = text.trim().trim_end_matches('.');
+    let mut chars = text.chars();
+    chars
+        .next()
+        .map_or_else(String::new, |c| c.to_lowercase().chain(chars).collect())
+}
+
+/// What is wrong with one field croner refused, when it is a fault this
+/// can name (a value out of range or not a value at all, a step of zero, a
+/// range that runs backwards); `None` leaves it to croner's words. The
+/// text follows "the minute field ".
+fn field_fault(field: &CronField, text: &str) -> Option<String> {
+    let fault = FieldFault { field, text };
+    text.split(',')
+        .filter(|item| !item.is_empty())
+        .find_map(|item| fault.item(item).err())
+}
+
+/// One field's text, for [`field_fault`].
+struct FieldFault<'a> {
+    field: &'a CronField,
+    text: &'a str,
+}
+
+impl FieldFault<'_> {
+    /// "`61` is out of range 0–59", or "`1,99`: `99` is out of range 1–31"
+    /// when the part at fault is not the whole field.
+    fn at(&self, part: &str, fault: &str) -> String {
+        if part == self.text {
+            format!("`{part}` {fault}")
+        } else {
+            format!("`{}`: `{part}` {fault}", self.text)
+        }
+    }
+
+    /// One item of a list: `*`, a value or a range, with a step or not.
+    fn item(&self, item: &str) -> Result<(), String> {
+        let (base, step) = match item.split_once('/') {
+            Some((base, step)) => (base, Some(step)),
+            None => (item, None),
+        };
+        match step.map(str::parse::<u32>) {
+            Some(Ok(0)) => return Err(self.at(item, "has a step of 0; a step is at least 1")),
+            Some(Err(_)) => {
+                return Err(self.at(item, "has a step that is not a number"));
+            }
+            Some(Ok(_)) | None => {}
+        }
+        if base == "*" || base == "?" {
+            return Ok(());
+        }
+        let Some((low, high)) = base.split_once('-') else {
+            return self.value(base, false).map(drop);
+        };
+        if low.is_empty() || high.is_empty() {
+            return Err(self.at(base, "is not a range like `1-5`"));
+        }
+        if let (Some(l), Some(h)) = (self.value(low, false)?, self.value(high, true)?) {
+            if l > h {
+                let f = self.field;
+                return Err(self.at(
+                    base,
+                    &format!(
+                        "runs backwards; a range does not wrap around (write `{l}-{},{}-{h}`)",
+                        f.max, f.min
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// One value: its number, `None` for a special form croner reads
+    /// (`L`, `15W`), or the fault at it. `range_end`: `SUN` ends a range
+    /// as 7 (croner reads `-SUN` so).
+    fn value(&self, part: &str, range_end: bool) -> Result<Option<u16>, String> {
+        let f = self.field;
+        let range = format!("{}–{}", f.min, f.max);
+        let upper = part.to_ascii_uppercase();
+        if let Some(i) = f.aliases.iter().position(|a| *a == upper) {
+            let n = u16::try_from(i).unwrap_or(u16::MAX);
+            return Ok(Some(if range_end && f.max == 7 && n == 0 {
+                7
+            } else {
+                f.min.saturating_add(n)
+            }));
+        }
+        if let Some((day, nth)) = part.split_once('#')
+            && f.specials.contains(&'#')
+        {
+            if !matches!(nth.parse::<u8>(), Ok(1..=5)) {
+                return Err(self.at(
+                    part,
+                    &format!(
+                        "asks for occurrence `#{nth}` of the weekday in the month, which is 1 to 5"
+                    ),
+                ));
+            }
+            return self.value(day, false);
+        }
+        if upper.contains(f.specials) {
+            return Ok(None);
+        }
+        if part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(self.at(
+                part,
+                &format!("is not {} ({range}{})", f.unit, f.alias_hint),
+            ));
+        }
+        match part.parse::<u16>() {
+            Ok(n) if (f.min..=f.max).contains(&n) => Ok(Some(n)),
+            _ => Err(self.at(part, &format!("is out of range {range}"))),
+        }
+    }
 }
 
 /// The 6-field form tokio-cron-scheduler expects.
@@ -250,12 +504,91 @@ mod tests {
     }
 
     #[test]
-    fn cron_accepts_five_and_six_fields() {
+    fn cron_accepts_five_six_and_seven_fields() {
         assert!(parse_cron("*/5 * * * *").is_ok());
         assert!(parse_cron("*/10 * * * * *").is_ok());
+        assert!(parse_cron("0 0 3 * * * 2030").is_ok());
         assert!(parse_cron("61 * * * *").is_err());
         assert!(parse_cron("every 5m").is_err());
         assert_eq!(normalize_cron(" 0 3 * * * "), "0 0 3 * * *");
+    }
+
+    #[test]
+    fn a_refused_cron_names_the_field_at_fault_and_why() {
+        let why = |expression: &str| parse_cron(expression).unwrap_err();
+        for (expression, message) in [
+            (
+                "0 61 * * * *",
+                "cron `0 61 * * * *`: the minute field `61` is out of range 0–59",
+            ),
+            (
+                "61 * * * *",
+                "cron `61 * * * *`: the minute field `61` is out of range 0–59",
+            ),
+            (
+                "60 * * * * *",
+                "cron `60 * * * * *`: the second field `60` is out of range 0–59",
+            ),
+            (
+                " 0 0 32 * * ",
+                "cron `0 0 32 * *`: the day-of-month field `32` is out of range 1–31",
+            ),
+            (
+                "0 0 1-40/5 * *",
+                "cron `0 0 1-40/5 * *`: the day-of-month field `1-40/5`: `40` is out of range 1–31",
+            ),
+            (
+                "0 0 * 13 *",
+                "cron `0 0 * 13 *`: the month field `13` is out of range 1–12",
+            ),
+            (
+                "0 0 * JAN-FOO *",
+                "cron `0 0 * JAN-FOO *`: the month field `JAN-FOO`: `FOO` is not a month (1–12 or JAN–DEC)",
+            ),
+            (
+                "0 0 * * 8",
+                "cron `0 0 * * 8`: the day-of-week field `8` is out of range 0–7",
+            ),
+            (
+                "0 0 * * SAT-MON",
+                "cron `0 0 * * SAT-MON`: the day-of-week field `SAT-MON` runs backwards; a range does not wrap around (write `6-7,0-1`)",
+            ),
+            (
+                "0 0 * * 0#0",
+                "cron `0 0 * * 0#0`: the day-of-week field `0#0` asks for occurrence `#0` of the weekday in the month, which is 1 to 5",
+            ),
+            (
+                "0 0 * * 9#2",
+                "cron `0 0 * * 9#2`: the day-of-week field `9#2`: `9` is out of range 0–7",
+            ),
+            (
+                "0 a * * *",
+                "cron `0 a * * *`: the hour field `a` is not an hour (0–23)",
+            ),
+            (
+                "0 -5 * * *",
+                "cron `0 -5 * * *`: the hour field `-5` is not a range like `1-5`",
+            ),
+            (
+                "*/x * * * *",
+                "cron `*/x * * * *`: the minute field `*/x` has a step that is not a number",
+            ),
+            (
+                "0 0 1L * *",
+                "cron `0 0 1L * *`: the day-of-month field `1L`: nth specifier # not allowed in the current field",
+            ),
+            (
+                "0 0 0 * * * 5001",
+                "cron `0 0 0 * * * 5001`: the year field `5001` is out of range 1–5000",
+            ),
+            (
+                "every 5m",
+                "cron `every 5m` has 2 fields, expected 5 (minute hour day-of-month month day-of-week), \
+                 6 with seconds first, or 7 with seconds first and a year last",
+            ),
+        ] {
+            assert_eq!(why(expression), message, "{expression}");
+        }
     }
 
     #[test]

@@ -381,7 +381,12 @@ pub fn parse_schedule(text: &str, timezone: Option<&str>) -> Result<Schedule, St
     let tz = timezone.unwrap_or("UTC");
     crate::schedule::parse_timezone(tz)?;
     crate::schedule::parse_cron(text).map_err(|e| {
-        format!("{e} (expected `every <duration>` like `every 30s`, or a cron expression)")
+        // With a wrong count of fields it may not be meant as cron at all.
+        if (5..=7).contains(&text.split_whitespace().count()) {
+            e
+        } else {
+            format!("{e}; for an interval write `every <duration>` like `every 30s`")
+        }
     })?;
     Ok(Schedule::Cron {
         expression: crate::schedule::normalize_cron(text),

@@ -5,7 +5,7 @@
 //! step reports them all, each located at its table.
 
 use crate::config::Severity;
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 use std::collections::BTreeMap;
 
 /// `config.toml`.
@@ -30,6 +30,7 @@ pub struct RawConfig {
 pub struct RawAlerting {
     /// Notifications produced within this window go out as one batch per
     /// receiver.
+    #[serde(default, deserialize_with = "duration")]
     pub group_wait: Option<String>,
     #[serde(default)]
     pub receivers: BTreeMap<String, RawReceiver>,
@@ -61,6 +62,7 @@ pub struct RawReceiver {
     /// PagerDuty Events v2 integration key.
     pub routing_key: Option<String>,
     /// Bounds each delivery attempt as a whole.
+    #[serde(default, deserialize_with = "duration")]
     pub timeout: Option<String>,
     /// Email: the SMTP server.
     pub smtp_host: Option<String>,
@@ -136,6 +138,7 @@ pub struct RawAlert {
     /// Resolve after this many consecutive good runs.
     pub resolve_after: Option<u32>,
     /// Repeat while firing (`"4h"`), or `"never"`.
+    #[serde(default, deserialize_with = "duration")]
     pub repeat_interval: Option<String>,
     pub notify_degraded: Option<bool>,
     /// Probes (same environment) whose failure holds this probe's alerts back.
@@ -158,6 +161,7 @@ pub struct RawTelemetry {
     #[serde(default)]
     pub otlp_headers: BTreeMap<String, String>,
     /// Per-export timeout.
+    #[serde(default, deserialize_with = "duration")]
     pub otlp_timeout: Option<String>,
     /// Spans waiting for export beyond this are dropped and counted.
     pub queue_size: Option<usize>,
@@ -173,6 +177,7 @@ pub struct RawDaemon {
     pub probes: Option<Vec<String>>,
     pub instance: Option<String>,
     pub location: Option<String>,
+    #[serde(default, deserialize_with = "duration")]
     pub drain_timeout: Option<String>,
     /// At most this many runs in flight at once, across all probes.
     pub max_concurrent_runs: Option<usize>,
@@ -218,6 +223,7 @@ pub struct RawProbe {
     /// IANA zone for cron schedules.
     pub timezone: Option<String>,
     pub environments: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "duration")]
     pub timeout: Option<String>,
     #[serde(default)]
     pub tags: Vec<String>,
@@ -245,6 +251,40 @@ pub enum RawSize {
     Text(String),
 }
 
+/// A duration as written: text (`"5s"`, `"1m 30s"`), or a TOML number,
+/// which has no unit but is taken in so that it can be told so.
+#[derive(Debug, Deserialize)]
+#[serde(
+    untagged,
+    expecting = "a duration with a unit like \"5s\" or \"500ms\""
+)]
+enum RawDuration {
+    Text(String),
+    Integer(i64),
+    Float(f64),
+}
+
+/// Reads an optional duration key as its text, for
+/// `#[serde(default, deserialize_with = "crate::config::raw::duration")]`
+/// on an `Option<String>` field: every key a user writes a duration in.
+///
+/// A number becomes its digits, so `Checker::duration` checks it exactly
+/// as the same digits in quotes: `timeout = 5` is told that it needs a
+/// unit ("found the number 5"), where serde alone would say only
+/// "expected a string, found integer `5`", and `0` is zero as `"0"` is.
+/// Environment and `--set` overrides, which the `config` crate hands over
+/// as numbers when they look like one, read the same as in the file.
+pub fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
+    Ok(
+        Option::<RawDuration>::deserialize(deserializer)?.map(|raw| match raw {
+            RawDuration::Text(text) => text,
+            RawDuration::Integer(n) => n.to_string(),
+            // `{:?}` keeps the point: `5.0` rather than `5`.
+            RawDuration::Float(x) => format!("{x:?}"),
+        }),
+    )
+}
+
 /// A threshold: the failing condition alone, or a table.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(
@@ -261,5 +301,46 @@ pub enum RawThreshold {
 pub struct RawThresholdTable {
     pub failing: String,
     pub degraded: Option<String>,
+    #[serde(default, deserialize_with = "duration")]
     pub window: Option<String>,
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Deserialize)]
+    struct Table {
+        #[serde(default, deserialize_with = "duration")]
+        d: Option<String>,
+    }
+
+    #[test]
+    fn a_duration_written_as_a_number_reads_as_its_digits() {
+        let read = |text: &str| toml::from_str::<Table>(text).map(|t| t.d);
+        assert_eq!(read("d = \"5s\"").unwrap().as_deref(), Some("5s"));
+        assert_eq!(read("d = 5").unwrap().as_deref(), Some("5"));
+        assert_eq!(read("d = 2.5").unwrap().as_deref(), Some("2.5"));
+        assert_eq!(read("d = 5.0").unwrap().as_deref(), Some("5.0"));
+        assert_eq!(read("").unwrap(), None);
+        assert_eq!(
+            read("d = true").unwrap_err().message(),
+            "a duration with a unit like \"5s\" or \"500ms\""
+        );
+        // Through the `config` crate, as overrides arrive: text, or a
+        // number when they look like one.
+        let layered = |value: config::Value| {
+            config::Config::builder()
+                .set_override("d", value)
+                .unwrap()
+                .build()
+                .unwrap()
+                .try_deserialize::<Table>()
+                .unwrap()
+                .d
+        };
+        assert_eq!(layered("5s".into()).as_deref(), Some("5s"));
+        assert_eq!(layered(5_i64.into()).as_deref(), Some("5"));
+    }
 }

@@ -53,6 +53,7 @@ pub struct RawFlow {
     #[serde(default)]
     pub teardown: Vec<RawHttp>,
     /// Time the teardown gets of its own, after the run's deadline if need be.
+    #[serde(default, deserialize_with = "crate::config::raw::duration")]
     pub teardown_timeout: Option<String>,
 }
 

@@ -78,9 +78,11 @@ pub struct RawHttp {
     /// Flow steps only: repeat the request until this expression holds.
     pub until: Option<String>,
     /// Flow steps only: the pause between `until` attempts (default 500ms).
+    #[serde(default, deserialize_with = "crate::config::raw::duration")]
     pub until_interval: Option<String>,
     /// Flow steps only: give up on `until` after this long (default: the
     /// run's deadline).
+    #[serde(default, deserialize_with = "crate::config::raw::duration")]
     pub until_timeout: Option<String>,
 }
 

@@ -101,10 +101,13 @@ pub struct RawWebsocket {
     /// sent, or 1 when nothing is sent).
     pub messages: Option<u64>,
     /// Or read for this long, from the upgrade.
+    #[serde(default, deserialize_with = "crate::config::raw::duration")]
     pub duration: Option<String>,
     /// The first message must come this soon after the upgrade.
+    #[serde(default, deserialize_with = "crate::config::raw::duration")]
     pub first_message_timeout: Option<String>,
     /// No two consecutive messages may be further apart than this.
+    #[serde(default, deserialize_with = "crate::config::raw::duration")]
     pub max_gap: Option<String>,
     /// End with the close handshake (default true).
     pub close: Option<bool>,

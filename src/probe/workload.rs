@@ -59,6 +59,7 @@ pub struct RawWorkload {
     /// Send this many requests…
     pub requests: Option<u64>,
     /// …or keep sending for this long.
+    #[serde(default, deserialize_with = "crate::config::raw::duration")]
     pub duration: Option<String>,
     /// Requests per second (constant arrival rate).
     pub rate: Option<f64>,
@@ -75,6 +76,7 @@ pub struct RawWorkload {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawStage {
+    #[serde(default, deserialize_with = "crate::config::raw::duration")]
     pub duration: Option<String>,
     pub target: Option<f64>,
 }

@@ -28,6 +28,7 @@ mod probe_dns;
 mod probe_grpc_stream;
 mod probe_tcp_tls;
 mod probe_websocket;
+mod regressions_config;
 mod regressions_expr;
 mod regressions_json;
 mod regressions_load;

@@ -59,8 +59,11 @@ pub struct RawStream {
     /// `sse` (default) or `chunked`.
     pub mode: Option<String>,
     pub min_events: Option<u64>,
+    #[serde(default, deserialize_with = "crate::config::raw::duration")]
     pub duration: Option<String>,
+    #[serde(default, deserialize_with = "crate::config::raw::duration")]
     pub max_gap: Option<String>,
+    #[serde(default, deserialize_with = "crate::config::raw::duration")]
     pub first_event_timeout: Option<String>,
     pub reconnect: Option<bool>,
     pub max_event_bytes: Option<RawSize>,
