@@ -56,12 +56,24 @@ pub fn client_config(opts: &TlsOptions) -> Result<Arc<ClientConfig>, String> {
     let builder = if opts.insecure_skip_verify {
         builder
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AcceptAnyCert(algorithms)))
+            .with_custom_certificate_verifier(Arc::new(Verifier {
+                algorithms,
+                judging: Judging::AcceptAny,
+            }))
     } else {
         builder.with_root_certificates(roots(opts.ca_file.as_deref())?)
     };
-    let config = match (&opts.client_cert, &opts.client_key) {
-        (None, None) => builder.with_no_client_auth(),
+    with_client_auth(builder, opts).map(Arc::new)
+}
+
+/// Finishes a client config with `opts`' client certificate, if any: the
+/// one place both TLS clients (strict and recording) present it.
+fn with_client_auth(
+    builder: rustls::ConfigBuilder<ClientConfig, rustls::client::WantsClientCert>,
+    opts: &TlsOptions,
+) -> Result<ClientConfig, String> {
+    match (&opts.client_cert, &opts.client_key) {
+        (None, None) => Ok(builder.with_no_client_auth()),
         (Some(cert), Some(key)) => builder
             .with_client_auth_cert(read_certs(cert, "client_cert")?, read_key(key)?)
             .map_err(|e| {
@@ -70,11 +82,10 @@ pub fn client_config(opts: &TlsOptions) -> Result<Arc<ClientConfig>, String> {
                     cert.display(),
                     key.display()
                 )
-            })?,
-        (Some(_), None) => return Err("client_cert is set without client_key".to_owned()),
-        (None, Some(_)) => return Err("client_key is set without client_cert".to_owned()),
-    };
-    Ok(Arc::new(config))
+            }),
+        (Some(_), None) => Err("client_cert is set without client_key".to_owned()),
+        (None, Some(_)) => Err("client_key is set without client_cert".to_owned()),
+    }
 }
 
 /// The system roots plus every certificate in `ca_file`: the one trust
@@ -162,47 +173,6 @@ fn pem_error(field: &str, path: &Path, error: pem::Error) -> String {
     }
 }
 
-/// A verifier for `insecure_skip_verify`: it accepts any certificate for any
-/// name, but still checks the handshake signatures so the session keys are
-/// bound to the presented key.
-#[derive(Debug)]
-struct AcceptAnyCert(WebPkiSupportedAlgorithms);
-
-impl ServerCertVerifier for AcceptAnyCert {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_schemes()
-    }
-}
-
 /// The name to verify: `server_name` if set, else the address's host.
 pub fn name_for(server_name: Option<&str>, host: &str) -> Result<ServerName<'static>, String> {
     let name = server_name.unwrap_or(host);
@@ -215,7 +185,7 @@ pub fn name_for(server_name: Option<&str>, host: &str) -> Result<ServerName<'sta
 /// sees the full handshake and certificate.
 pub struct Client {
     config: Arc<ClientConfig>,
-    recorder: Arc<Recorder>,
+    verifier: Arc<Verifier>,
 }
 
 impl Client {
@@ -234,42 +204,49 @@ impl Client {
     pub fn new(ca_file: Option<&Path>, env: &TlsOptions) -> Result<Client, String> {
         let roots = roots(ca_file.or(env.ca_file.as_deref()))?;
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let recorder = Arc::new(Recorder {
-            roots,
+        let verifier = Arc::new(Verifier {
             algorithms: provider.signature_verification_algorithms,
-            verdict: Mutex::new(None),
+            judging: Judging::Record {
+                roots,
+                verdict: Mutex::new(None),
+            },
         });
         let builder = ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .map_err(|e| format!("cannot set up tls: {e}"))?
             .dangerous()
-            .with_custom_certificate_verifier(recorder.clone());
-        let config = match (&env.client_cert, &env.client_key) {
-            (Some(cert), Some(key)) => {
-                let certs = read_certs(cert, "client_cert")?;
-                let key = read_key(key)?;
-                builder
-                    .with_client_auth_cert(certs, key)
-                    .map_err(|e| format!("the client certificate cannot be used: {e}"))?
-            }
-            _ => builder.with_no_client_auth(),
-        };
+            .with_custom_certificate_verifier(verifier.clone());
         Ok(Client {
-            config: Arc::new(config),
-            recorder,
+            config: Arc::new(with_client_auth(builder, env)?),
+            verifier,
         })
     }
 }
 
-/// A verifier that judges the server's certificate like rustls' own
-/// (webpki chain to a trust anchor, then the name) but records the verdict
-/// and lets the handshake go on, so a bad certificate can be described.
-/// Handshake signatures are still verified, against the presented key.
+/// The one certificate verifier of synthmon's own (the strict clients use
+/// rustls' webpki verifier, which gives the same verdicts). It either
+/// judges the server's certificate like rustls' own (webpki chain to a
+/// trust anchor, then the name) but records the verdict and lets the
+/// handshake go on, so a bad certificate can be described; or, for
+/// `insecure_skip_verify`, accepts any. Handshake signatures are verified
+/// against the presented key either way, so the session keys are bound to
+/// it.
 #[derive(Debug)]
-struct Recorder {
-    roots: Arc<RootCertStore>,
+struct Verifier {
     algorithms: WebPkiSupportedAlgorithms,
-    verdict: Mutex<Option<Verdict>>,
+    judging: Judging,
+}
+
+/// What [`Verifier`] does with the certificate itself.
+#[derive(Debug)]
+enum Judging {
+    /// `insecure_skip_verify`: nothing.
+    AcceptAny,
+    /// Judge against `roots` and keep the verdict for [`Client`].
+    Record {
+        roots: Arc<RootCertStore>,
+        verdict: Mutex<Option<Verdict>>,
+    },
 }
 
 /// What the verifier found.
@@ -283,9 +260,10 @@ struct Verdict {
     hostname_ok: bool,
 }
 
-impl Recorder {
+impl Verifier {
     fn judge(
         &self,
+        roots: &RootCertStore,
         end_entity: &CertificateDer<'_>,
         intermediates: &[CertificateDer<'_>],
         server_name: &ServerName<'_>,
@@ -304,7 +282,7 @@ impl Recorder {
         let chain_at = |at: UnixTime| {
             verify_server_cert_signed_by_trust_anchor(
                 &leaf,
-                &self.roots,
+                roots,
                 intermediates,
                 at,
                 self.algorithms.all,
@@ -324,11 +302,15 @@ impl Recorder {
         }
     }
 
+    /// The last verdict recorded (none when accepting any).
     fn take(&self) -> Option<Verdict> {
-        self.verdict
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take()
+        match &self.judging {
+            Judging::AcceptAny => None,
+            Judging::Record { verdict, .. } => verdict
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take(),
+        }
     }
 }
 
@@ -350,7 +332,7 @@ fn validity_overlap(
         .then(|| UnixTime::since_unix_epoch(Duration::from_secs(middle.unsigned_abs())))
 }
 
-impl ServerCertVerifier for Recorder {
+impl ServerCertVerifier for Verifier {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -359,8 +341,10 @@ impl ServerCertVerifier for Recorder {
         _ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let verdict = self.judge(end_entity, intermediates, server_name, now);
-        *self.verdict.lock().unwrap_or_else(PoisonError::into_inner) = Some(verdict);
+        if let Judging::Record { roots, verdict } = &self.judging {
+            let judged = self.judge(roots, end_entity, intermediates, server_name, now);
+            *verdict.lock().unwrap_or_else(PoisonError::into_inner) = Some(judged);
+        }
         Ok(ServerCertVerified::assertion())
     }
 
@@ -400,7 +384,7 @@ pub async fn handshake(
         .connect(name.clone(), tcp)
         .await
         .map_err(|e| handshake_failed(name.to_str(), &e))?;
-    let info = TlsInfo::new(stream.get_ref().1, &name, client.recorder.take());
+    let info = TlsInfo::new(stream.get_ref().1, &name, client.verifier.take());
     Ok((stream, info))
 }
 
