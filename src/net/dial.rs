@@ -84,7 +84,7 @@ pub async fn open(
 /// The failure when no address accepted: `connect_refused` only when every
 /// address refused (nothing listens there, a clear verdict), else `connect`
 /// (unreachable, reset, …); the message names each address and its error.
-fn unreachable(errors: &[(SocketAddr, io::Error)]) -> Fail {
+pub(super) fn unreachable(errors: &[(SocketAddr, io::Error)]) -> Fail {
     let refused = errors
         .iter()
         .all(|(_, e)| e.kind() == io::ErrorKind::ConnectionRefused);

@@ -15,7 +15,8 @@
 //! a failed handshake is worded by [`super::error::handshake_failed`], like
 //! every other kind's.
 
-use super::error::describe;
+use super::dial::{AbortOnDrop, Io};
+use super::error::{Fail, describe};
 use crate::outcome::{FailureReason, HttpPhases};
 use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderValue};
@@ -102,27 +103,12 @@ pub async fn exchange(
     }
 }
 
-/// A failure before the phases, status and redirect count are attached.
-#[derive(Debug)]
-struct Fail {
-    reason: FailureReason,
-    message: String,
-}
-
-impl Fail {
-    fn new(reason: FailureReason, message: impl Into<String>) -> Self {
-        Fail {
-            reason,
-            message: message.into(),
-        }
-    }
-
-    fn too_large(max: u64, stage: &str) -> Self {
-        Fail::new(
-            FailureReason::BodyTooLarge,
-            format!("body exceeds the {max}-byte cap ({stage})"),
-        )
-    }
+/// The body went past its cap, raw or after decompression (`stage`).
+fn too_large(max: u64, stage: &str) -> Fail {
+    Fail::new(
+        FailureReason::BodyTooLarge,
+        format!("body exceeds the {max}-byte cap ({stage})"),
+    )
 }
 
 fn protocol(doing: &str, error: &hyper::Error) -> Fail {
@@ -511,20 +497,8 @@ async fn connect(addrs: &[SocketAddr], progress: &mut Progress) -> Result<TcpStr
         }
         Err(errors) => errors,
     };
-    let refused = errors
-        .iter()
-        .all(|(_, e)| e.kind() == io::ErrorKind::ConnectionRefused);
-    let reason = if refused {
-        FailureReason::ConnectRefused
-    } else {
-        FailureReason::Connect
-    };
-    let tried = errors
-        .iter()
-        .map(|(addr, e)| format!("{addr}: {e}"))
-        .collect::<Vec<_>>()
-        .join("; ");
-    Err(Fail::new(reason, format!("cannot connect to {tried}")))
+    // The verdict on every address tried, worded as for every kind.
+    Err(super::dial::unreachable(&errors))
 }
 
 /// The TLS handshake, offering only http/1.1 over ALPN.
@@ -564,14 +538,14 @@ async fn tls_handshake(
 /// and the status, so a HEAD or 304 response declares none.
 async fn read_body(mut body: Incoming, max: u64) -> Result<Bytes, Fail> {
     if body.size_hint().lower() > max {
-        return Err(Fail::too_large(max, "raw"));
+        return Err(too_large(max, "raw"));
     }
     let mut buf = BytesMut::new();
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| protocol("reading the body", &e))?;
         if let Ok(data) = frame.into_data() {
             if (buf.len() + data.len()) as u64 > max {
-                return Err(Fail::too_large(max, "raw"));
+                return Err(too_large(max, "raw"));
             }
             buf.extend_from_slice(&data);
         }
@@ -607,7 +581,7 @@ fn decode(headers: &HeaderMap, raw: Bytes, max: u64) -> Result<Bytes, Fail> {
             )
         })?;
     if out.len() as u64 > max {
-        return Err(Fail::too_large(max, "after decompression"));
+        return Err(too_large(max, "after decompression"));
     }
     Ok(Bytes::from(out))
 }
@@ -618,20 +592,6 @@ fn is_zlib(data: &[u8]) -> bool {
         _ => false,
     }
 }
-
-/// Aborts the hyper connection task when a hop ends, however it ends.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-/// A plain or TLS stream.
-trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
-
-impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
 
 /// A stream that records when a read first returned data: the instant of
 /// the first response byte.
