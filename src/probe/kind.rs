@@ -160,6 +160,35 @@ impl RunContext<'_> {
         )
     }
 
+    /// The headers of a request a kind builds itself: the environment's,
+    /// then `defaults` (the kind's own), then `extra` (the probe's, rendered
+    /// for this run), each overriding the one before, then the synthetic
+    /// tags. A value that is not valid in HTTP is an error naming the header.
+    pub fn request_headers(
+        &self,
+        ids: &RunIds,
+        defaults: &[(http::HeaderName, http::HeaderValue)],
+        extra: &[(http::HeaderName, Text)],
+    ) -> Result<http::HeaderMap, String> {
+        let valid = |name: &http::HeaderName, value: &str| {
+            http::HeaderValue::from_str(value)
+                .map_err(|_| format!("header `{name}` has a value that is not valid in HTTP"))
+        };
+        let mut headers = http::HeaderMap::new();
+        for (name, value) in &self.env.headers {
+            headers.insert(name.clone(), valid(name, value)?);
+        }
+        for (name, value) in defaults {
+            headers.insert(name.clone(), value.clone());
+        }
+        for (name, text) in extra {
+            let value = self.render(text, ids)?;
+            headers.insert(name.clone(), valid(name, &value)?);
+        }
+        ids.apply(self.tagging, &self.probe.name, &mut headers);
+        Ok(headers)
+    }
+
     /// Renders a template value, for kinds whose fields take templates.
     pub fn render(&self, text: &crate::template::Text, ids: &RunIds) -> Result<String, String> {
         if text.is_literal() {

@@ -379,30 +379,16 @@ impl Session<'_> {
             .as_str()
             .into_client_request()
             .map_err(|e| bad(format!("cannot build the upgrade request: {e}")))?;
-        let headers = request.headers_mut();
-        for (name, value) in &ctx.env.headers {
-            let value = HeaderValue::from_str(value).map_err(|_| {
-                bad(format!(
-                    "header `{name}` has a value that is not valid in HTTP"
-                ))
-            })?;
-            headers.insert(name.clone(), value);
-        }
-        for (name, text) in &self.spec.headers {
-            let value = ctx.render(text, ids).map_err(bad)?;
-            let value = HeaderValue::from_str(&value).map_err(|_| {
-                bad(format!(
-                    "header `{name}` has a value that is not valid in HTTP"
-                ))
-            })?;
-            headers.insert(name.clone(), value);
-        }
+        let mut defaults = Vec::new();
         if !self.spec.subprotocols.is_empty() {
             let offered = HeaderValue::from_str(&self.spec.subprotocols.join(", "))
                 .map_err(|_| bad("the subprotocols cannot be sent in a header".to_owned()))?;
-            headers.insert(http::header::SEC_WEBSOCKET_PROTOCOL, offered);
+            defaults.push((http::header::SEC_WEBSOCKET_PROTOCOL, offered));
         }
-        ids.apply(ctx.tagging, &ctx.probe.name, headers);
+        let headers = ctx
+            .request_headers(ids, &defaults, &self.spec.headers)
+            .map_err(bad)?;
+        request.headers_mut().extend(headers);
         let outgoing = self.render_messages(ctx, ids)?;
 
         self.clock.begin();

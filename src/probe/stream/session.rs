@@ -182,34 +182,20 @@ impl<'s> Streamer<'s> {
     /// Environment headers, the mode's defaults, the probe's headers, then
     /// the tagging.
     fn headers(&self, ctx: &RunContext<'_>, ids: &RunIds) -> Result<HeaderMap, Fail> {
-        let bad = |m: String| Fail::new(FailureReason::Request, m);
-        let mut headers = HeaderMap::new();
-        for (name, value) in &ctx.env.headers {
-            let value = HeaderValue::from_str(value).map_err(|_| {
-                bad(format!(
-                    "header `{name}` has a value that is not valid in HTTP"
-                ))
-            })?;
-            headers.insert(name.clone(), value);
-        }
-        if self.spec.mode == Mode::Sse {
-            headers.insert(
+        let sse = [
+            (
                 header::ACCEPT,
                 HeaderValue::from_static("text/event-stream"),
-            );
-            headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-        }
-        for (name, text) in &self.spec.headers {
-            let value = ctx.render(text, ids).map_err(bad)?;
-            let value = HeaderValue::from_str(&value).map_err(|_| {
-                bad(format!(
-                    "header `{name}` has a value that is not valid in HTTP"
-                ))
-            })?;
-            headers.insert(name.clone(), value);
-        }
-        ids.apply(ctx.tagging, &ctx.probe.name, &mut headers);
-        Ok(headers)
+            ),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+        ];
+        let defaults: &[_] = if self.spec.mode == Mode::Sse {
+            &sse
+        } else {
+            &[]
+        };
+        ctx.request_headers(ids, defaults, &self.spec.headers)
+            .map_err(|m| Fail::new(FailureReason::Request, m))
     }
 
     /// Connects, sends the request and checks the response head. While no
