@@ -1,6 +1,7 @@
 //! The command line: parses arguments, sets up logging and the runtime, and
 //! dispatches to `--once`, `check`, `list` or `sandbox`. Exit codes: 0 all
-//! passed, 1 a probe failed, 2 a config or usage error.
+//! passed, 1 a probe failed, 2 a config or usage error, 130/143 a `--once`
+//! run stopped by SIGINT/SIGTERM (after its teardowns and partial report).
 
 use crate::config::{self, LoadOptions};
 use crate::once::{self, Selection};
@@ -28,7 +29,9 @@ pub const EXIT_USAGE: u8 = 2;
     name = "synthmon",
     version,
     about = "Synthetic production monitor: probes, tagged synthetic workloads, SLA thresholds, alerts",
-    after_help = "Exit codes: 0 all passed, 1 a probe failed, 2 config or usage error."
+    after_help = "Exit codes: 0 all passed, 1 a probe failed, 2 config or usage error, \
+                  130/143 a --once run interrupted by SIGINT/SIGTERM (teardowns run, partial report; \
+                  a second signal exits at once)."
 )]
 pub struct Cli {
     /// Config file (default: ./config.toml, then /etc/synthmon/config.toml).
@@ -208,11 +211,24 @@ pub async fn dispatch(cli: Cli) -> u8 {
         }
     };
     let vars: BTreeMap<String, String> = cli.vars.iter().cloned().collect();
-    let outcomes = match once::run(&config, &pairs, &vars, cli.seed).await {
+    let interrupt = Interrupt::arm();
+    let outcomes = match once::run_until(&config, &pairs, &vars, cli.seed, &interrupt.cancel).await
+    {
         Ok(o) => o,
         Err(e) => return fail(e.into()),
     };
-    if cli.alert {
+    let interrupted = interrupt.signal();
+    if let Some(signal) = interrupted {
+        eprintln!(
+            "interrupted by {}: teardowns ran; the report below is partial{}",
+            signal.name(),
+            if cli.alert {
+                "; no alerts were sent"
+            } else {
+                ""
+            }
+        );
+    } else if cli.alert {
         match crate::daemon::alerting::send_once(&config, &outcomes, Duration::from_secs(30)).await
         {
             Ok(sent) => eprintln!(
@@ -232,7 +248,9 @@ pub async fn dispatch(cli: Cli) -> u8 {
     let mut stdout = std::io::stdout().lock();
     let _ = stdout.write_all(text.as_bytes());
     let _ = stdout.flush();
-    if outcomes.iter().all(Outcome::passed) {
+    if let Some(signal) = interrupted {
+        signal.exit_code()
+    } else if outcomes.iter().all(Outcome::passed) {
         EXIT_OK
     } else {
         EXIT_FAILED
@@ -315,6 +333,89 @@ async fn daemon(load: LoadOptions) -> u8 {
             tracing::error!(error = %format_args!("{e:#}"), "synthmon cannot start");
             fail(e)
         }
+    }
+}
+
+/// A signal that stops a `--once` run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StopSignal {
+    Interrupt,
+    Terminate,
+}
+
+impl StopSignal {
+    fn name(self) -> &'static str {
+        match self {
+            StopSignal::Interrupt => "SIGINT",
+            StopSignal::Terminate => "SIGTERM",
+        }
+    }
+
+    /// 128 + the signal number, as a shell reports a process it killed.
+    fn exit_code(self) -> u8 {
+        match self {
+            StopSignal::Interrupt => 130,
+            StopSignal::Terminate => 143,
+        }
+    }
+}
+
+/// Ctrl-C (or SIGTERM) during `--once`: the first one cancels the run, so
+/// flows stop at their next step and run their teardowns, and the partial
+/// report is still printed; a second one exits at once, teardowns or not.
+struct Interrupt {
+    cancel: tokio_util::sync::CancellationToken,
+    received: std::sync::Arc<std::sync::OnceLock<StopSignal>>,
+    _watcher: tokio_util::task::AbortOnDropHandle<()>,
+}
+
+impl Interrupt {
+    /// Installs the handlers now, so a signal that arrives while the run
+    /// starts is not lost.
+    fn arm() -> Interrupt {
+        use tokio::signal::unix::{SignalKind, signal};
+        let cancel = tokio_util::sync::CancellationToken::new();
+        let received = std::sync::Arc::new(std::sync::OnceLock::new());
+        let (term, int) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        );
+        let watcher = {
+            let (cancel, received) = (cancel.clone(), received.clone());
+            tokio::spawn(async move {
+                let (Ok(mut term), Ok(mut int)) = (term, int) else {
+                    tracing::warn!("cannot install signal handlers; Ctrl-C ends the run at once");
+                    return;
+                };
+                loop {
+                    let signal = tokio::select! {
+                        _ = int.recv() => StopSignal::Interrupt,
+                        _ = term.recv() => StopSignal::Terminate,
+                    };
+                    if received.set(signal).is_ok() {
+                        eprintln!(
+                            "{}: stopping; running teardowns (send it again to exit at once)",
+                            signal.name()
+                        );
+                        cancel.cancel();
+                    } else {
+                        eprintln!("{}: exiting without waiting for teardowns", signal.name());
+                        let first = received.get().copied().unwrap_or(signal);
+                        std::process::exit(i32::from(first.exit_code()));
+                    }
+                }
+            })
+        };
+        Interrupt {
+            cancel,
+            received,
+            _watcher: tokio_util::task::AbortOnDropHandle::new(watcher),
+        }
+    }
+
+    /// The signal that cancelled the run, if one did.
+    fn signal(&self) -> Option<StopSignal> {
+        self.received.get().copied()
     }
 }
 

@@ -14,6 +14,7 @@ use crate::sandbox::{Sandbox, SandboxOptions};
 use futures_util::StreamExt;
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
 
 /// How many runs may be in flight at once.
 pub const CONCURRENCY: usize = 32;
@@ -95,6 +96,20 @@ pub async fn run(
     vars: &BTreeMap<String, String>,
     seed: Option<u64>,
 ) -> Result<Vec<Outcome>, Error> {
+    run_until(config, pairs, vars, seed, &CancellationToken::new()).await
+}
+
+/// [`run`], stopped early when `cancel` fires (Ctrl-C): runs in flight
+/// stop at their next step and run their teardowns (bounded by the flow's
+/// teardown budget), runs not started yet end at once as cancelled, and
+/// every pair still gets an outcome for the partial report.
+pub async fn run_until(
+    config: &Arc<Config>,
+    pairs: &[Pair],
+    vars: &BTreeMap<String, String>,
+    seed: Option<u64>,
+    cancel: &CancellationToken,
+) -> Result<Vec<Outcome>, Error> {
     let needs_sandbox = pairs.iter().any(|(_, env)| {
         config
             .environments
@@ -149,7 +164,12 @@ pub async fn run(
     let targets = Arc::new(targets);
     let outcomes = futures_util::stream::iter(pairs.iter())
         .map(|(i, env_name)| {
-            let (config, targets, progress) = (config.clone(), targets.clone(), progress.clone());
+            let (config, targets, progress, cancel) = (
+                config.clone(),
+                targets.clone(),
+                progress.clone(),
+                cancel.clone(),
+            );
             let (i, env_name) = (*i, env_name.clone());
             tokio::spawn(async move {
                 let (base_url, vars) = &targets[env_name.as_str()];
@@ -160,7 +180,7 @@ pub async fn run(
                     tagging: &config.tagging,
                     redactor: &config.redactor,
                     vars,
-                    cancel: tokio_util::sync::CancellationToken::new(),
+                    cancel,
                     seed,
                     progress,
                 };

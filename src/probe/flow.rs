@@ -321,7 +321,7 @@ pub(crate) async fn iterate(
             let result = tokio::select! {
                 r = run_step(step, stage, ctx, &ids, &mut scope, &mut redactor, deadline, index, start) => r,
                 () = ctx.cancel.cancelled() => {
-                    let mut s = skipped(step, stage, "cancelled at shutdown");
+                    let mut s = skipped(step, stage, "cancelled (shutdown or interrupt)");
                     s.reason = Some(FailureReason::Cancelled);
                     s
                 }

@@ -65,7 +65,7 @@ pub async fn run(ctx: &RunContext<'_>) -> Outcome {
         o = kind => o,
         () = ctx.cancel.cancelled() => {
             let mut o = Outcome::new(&ctx.probe.name, &ctx.env.name, ctx.probe.kind.name(), &RunIds::generate());
-            o.fail(FailureReason::Cancelled, "the run was cancelled at shutdown");
+            o.fail(FailureReason::Cancelled, "the run was cancelled (shutdown or interrupt)");
             o
         }
     }

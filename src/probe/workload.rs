@@ -462,7 +462,7 @@ pub async fn run(w: &Workload, ctx: &RunContext<'_>) -> Outcome {
     if ctx.cancel.is_cancelled() {
         outcome.fail(
             FailureReason::Cancelled,
-            "the workload was cancelled at shutdown",
+            "the workload was cancelled (shutdown or interrupt)",
         );
     }
     let regular = facts.ok + facts.failed;

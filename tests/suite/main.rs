@@ -31,6 +31,7 @@ mod probe_websocket;
 mod regressions_config;
 mod regressions_expr;
 mod regressions_json;
+mod regressions_lifecycle;
 mod regressions_load;
 mod regressions_sinks;
 mod regressions_workload;
