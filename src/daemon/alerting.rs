@@ -30,6 +30,14 @@ use tokio_util::sync::CancellationToken;
 const STATE_KEY: &str = "alert_engine";
 /// The database file in the state directory.
 pub const DB_FILE: &str = "synthmon.sqlite";
+/// The most notifications held in memory while the outbox cannot be
+/// written (disk full, read-only state directory); beyond it the oldest
+/// are dropped, loudly. Days of flapping probes fit in it.
+pub const MAX_UNWRITTEN: usize = 10_000;
+/// The first wait before trying a failed outbox write again; it doubles up
+/// to [`MAX_WRITE_RETRY`].
+const FIRST_WRITE_RETRY: Duration = Duration::from_secs(1);
+const MAX_WRITE_RETRY: Duration = Duration::from_secs(30);
 
 pub struct Alerting {
     engine: Engine,
@@ -38,6 +46,13 @@ pub struct Alerting {
     pending: Vec<Notification>,
     /// When the open group must be committed.
     flush_at: Option<Instant>,
+    /// Set while the outbox cannot be written: since when, and the wait
+    /// before the next try.
+    unwritable: Option<(Instant, Duration)>,
+    /// Failed commits since start (for `synthmon_outbox_write_failures_total`).
+    write_failures: u64,
+    /// Notifications dropped because [`MAX_UNWRITTEN`] was reached.
+    dropped: u64,
 }
 
 impl Alerting {
@@ -71,6 +86,9 @@ impl Alerting {
             dispatcher,
             pending: Vec::new(),
             flush_at: None,
+            unwritable: None,
+            write_failures: 0,
+            dropped: 0,
         }))
     }
 
@@ -118,14 +136,20 @@ impl Alerting {
     }
 
     /// Commits the open group: one batch per receiver, plus the engine
-    /// snapshot, in one transaction; then wakes the workers.
+    /// snapshot, in one transaction; then wakes the workers. When the
+    /// outbox cannot be written (disk full, read-only state directory) the
+    /// notifications stay in memory and the commit is tried again with a
+    /// growing pause, so nothing is lost while the process lives; the first
+    /// failure and the recovery are logged, and metrics show both.
     async fn flush(&mut self, config: &Config) {
         self.flush_at = None;
-        let groups = group(config, std::mem::take(&mut self.pending));
+        let notes = std::mem::take(&mut self.pending);
+        let groups = group(config, notes.clone());
         let snapshot = match serde_json::to_string(&self.engine.snapshot()) {
             Ok(s) => s,
             Err(e) => {
                 tracing::error!(error = %e, "cannot encode the alert state");
+                self.keep_unwritten(notes);
                 return;
             }
         };
@@ -135,11 +159,72 @@ impl Alerting {
         })
         .await;
         match committed {
-            Ok(()) => self.dispatcher.nudge(),
+            Ok(()) => {
+                if let Some((since, _)) = self.unwritable.take() {
+                    tracing::warn!(
+                        written = notes.len(),
+                        unwritable_for = ?since.elapsed(),
+                        "outbox writable again: notifications held in memory are written"
+                    );
+                }
+                self.dispatcher.nudge();
+            }
             Err(e) => {
-                tracing::error!(error = %describe(&e), "cannot write notifications to the outbox");
+                self.write_failures += 1;
+                let retry = match self.unwritable {
+                    None => {
+                        tracing::error!(
+                            error = %describe(&e),
+                            held = notes.len(),
+                            "cannot write notifications to the outbox (disk full or state \
+                             directory read-only?); holding them in memory and retrying"
+                        );
+                        self.unwritable = Some((Instant::now(), FIRST_WRITE_RETRY));
+                        FIRST_WRITE_RETRY
+                    }
+                    Some((since, wait)) => {
+                        tracing::debug!(error = %describe(&e), held = notes.len(), "outbox still not writable");
+                        let next = (wait * 2).min(MAX_WRITE_RETRY);
+                        self.unwritable = Some((since, next));
+                        next
+                    }
+                };
+                self.keep_unwritten(notes);
+                self.flush_at = Some(Instant::now() + retry);
             }
         }
+    }
+
+    /// Puts `notes` (older) back in front of anything pending, within
+    /// [`MAX_UNWRITTEN`].
+    fn keep_unwritten(&mut self, mut notes: Vec<Notification>) {
+        notes.append(&mut self.pending);
+        if notes.len() > MAX_UNWRITTEN {
+            let excess = notes.len() - MAX_UNWRITTEN;
+            notes.drain(..excess);
+            self.dropped += excess as u64;
+            tracing::error!(
+                dropped = excess,
+                held = MAX_UNWRITTEN,
+                "outbox unwritable for long: dropped the oldest notifications held in memory"
+            );
+        }
+        self.pending = notes;
+        if self.flush_at.is_none() {
+            self.flush_at = Some(Instant::now() + FIRST_WRITE_RETRY);
+        }
+    }
+
+    /// Failed outbox commits since start, notifications held in memory
+    /// waiting for the outbox, and notifications dropped past
+    /// [`MAX_UNWRITTEN`], for metrics.
+    pub fn store_health(&self) -> (u64, u64, u64) {
+        let held = if self.unwritable.is_some() {
+            self.pending.len() as u64
+        } else {
+            0
+        };
+        (self.write_failures, held, self.dropped)
     }
 
     /// The alert state of a pair, for metrics.
@@ -169,6 +254,12 @@ impl Alerting {
     pub async fn shutdown(mut self, config: &Config, deadline: Duration) {
         if !self.pending.is_empty() {
             self.flush(config).await;
+            if self.unwritable.is_some() {
+                tracing::error!(
+                    lost = self.pending.len(),
+                    "stopping while the outbox cannot be written: these notifications are lost"
+                );
+            }
         }
         self.dispatcher.shutdown(deadline).await;
     }
@@ -316,5 +407,175 @@ fn state_dir(config: &Config) -> Result<PathBuf, String> {
     match std::env::var_os("HOME").filter(|v| !v.is_empty()) {
         Some(home) => Ok(Path::new(&home).join(".local/state/synthmon")),
         None => Err("no state directory: set [daemon] state_dir".into()),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use crate::config::LoadOptions;
+    use crate::outcome::FailureReason;
+    use crate::tagging::RunIds;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A webhook receiver on 127.0.0.1 that answers 200 to every request
+    /// and keeps what it was sent.
+    async fn webhook() -> (std::net::SocketAddr, Arc<std::sync::Mutex<Vec<String>>>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let hits: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+        let count = hits.clone();
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                let count = count.clone();
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    let mut seen = Vec::new();
+                    // Headers, then the body by Content-Length.
+                    loop {
+                        let Ok(n) = conn.read(&mut buf).await else {
+                            return;
+                        };
+                        if n == 0 {
+                            return;
+                        }
+                        seen.extend_from_slice(&buf[..n]);
+                        let text = String::from_utf8_lossy(&seen).to_string();
+                        if let Some(end) = text.find("\r\n\r\n") {
+                            let length = text[..end]
+                                .lines()
+                                .find_map(|l| {
+                                    let (k, v) = l.split_once(':')?;
+                                    k.eq_ignore_ascii_case("content-length")
+                                        .then(|| v.trim().parse::<usize>().ok())?
+                                })
+                                .unwrap_or(0);
+                            if seen.len() >= end + 4 + length {
+                                break;
+                            }
+                        }
+                    }
+                    count
+                        .lock()
+                        .unwrap()
+                        .push(String::from_utf8_lossy(&seen).into_owned());
+                    let _ = conn
+                        .write_all(
+                            b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                        )
+                        .await;
+                });
+            }
+        });
+        (addr, hits)
+    }
+
+    fn config(dir: &Path, hook: std::net::SocketAddr) -> Config {
+        std::fs::create_dir_all(dir.join("probes")).unwrap();
+        std::fs::write(
+            dir.join("config.toml"),
+            format!(
+                "[daemon]\nstate_dir = \"{}\"\n\n[environments.e]\nbase_url = \"http://127.0.0.1:9\"\n\n\
+                 [alerting]\ngroup_wait = \"0s\"\n\n[alerting.receivers.hook]\ntype = \"webhook\"\nurl = \"http://{hook}/\"\n\n\
+                 [[alerting.routes]]\nreceivers = [\"hook\"]\n",
+                dir.join("state").display()
+            ),
+        )
+        .unwrap();
+        for name in ["a", "b"] {
+            std::fs::write(
+                dir.join(format!("probes/{name}.toml")),
+                format!("name = \"{name}\"\nenvironments = [\"e\"]\n\n[alert]\nfire_after = 1\n\n[http]\nurl = \"/\"\n"),
+            )
+            .unwrap();
+        }
+        crate::plan::load(&LoadOptions {
+            config_path: Some(dir.join("config.toml")),
+            overrides: vec![],
+        })
+        .unwrap()
+    }
+
+    fn failed(probe: &str) -> Outcome {
+        let mut o = Outcome::new(probe, "e", "http", &RunIds::generate());
+        o.fail(FailureReason::Status, "503");
+        o
+    }
+
+    async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !cond() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn an_unwritable_outbox_loses_no_notification_and_recovers_when_writable_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let (hook, hits) = webhook().await;
+        let config = config(dir.path(), hook);
+        let stop = CancellationToken::new();
+        let mut alerting = Alerting::start(&config, &stop).await.unwrap().unwrap();
+
+        // The state directory turns read-only (or the disk fills up).
+        alerting.outbox.refuse_writes(true).unwrap();
+        alerting.observe(&failed("a"), &config);
+        alerting.tick(&config).await;
+        let (failures, held, dropped) = alerting.store_health();
+        assert_eq!((failures, held, dropped), (1, 1, 0));
+        // More notifications while it stays unwritable: held too, in order.
+        alerting.observe(&failed("b"), &config);
+        tokio::time::sleep(FIRST_WRITE_RETRY + Duration::from_millis(100)).await;
+        alerting.tick(&config).await;
+        let (failures, held, _) = alerting.store_health();
+        assert_eq!((failures, held), (2, 2));
+        assert!(
+            hits.lock().unwrap().is_empty(),
+            "nothing is sent before it is stored"
+        );
+
+        // Space returns: the next retry writes both, and they are delivered.
+        alerting.outbox.refuse_writes(false).unwrap();
+        let deadline = Instant::now() + MAX_WRITE_RETRY + Duration::from_secs(1);
+        while alerting.store_health().1 > 0 {
+            assert!(Instant::now() < deadline, "never written");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            alerting.tick(&config).await;
+        }
+        assert_eq!(alerting.store_health(), (2, 0, 0));
+        // One group, one batch: both notifications in one request.
+        wait_for("the delivery", || !hits.lock().unwrap().is_empty()).await;
+        let sent = hits.lock().unwrap().join("\n");
+        for probe in ["\"probe\":\"a\"", "\"probe\":\"b\""] {
+            assert!(sent.contains(probe), "{probe} missing from {sent}");
+        }
+        alerting.shutdown(&config, Duration::from_secs(2)).await;
+    }
+
+    #[tokio::test]
+    async fn the_memory_hold_of_an_unwritable_outbox_is_bounded_and_counts_what_it_drops() {
+        let dir = tempfile::tempdir().unwrap();
+        let (hook, _) = webhook().await;
+        let config = config(dir.path(), hook);
+        let stop = CancellationToken::new();
+        let mut alerting = Alerting::start(&config, &stop).await.unwrap().unwrap();
+        alerting.outbox.refuse_writes(true).unwrap();
+        let extra = 5;
+        let notes: Vec<Notification> = (0..MAX_UNWRITTEN + extra)
+            .map(|_| {
+                let mut engine = Engine::new();
+                let info = pair_info(&config, &failed("a")).unwrap();
+                engine.observe(&failed("a"), &info, Utc::now()).remove(0)
+            })
+            .collect();
+        alerting.keep_unwritten(notes);
+        alerting.unwritable = Some((Instant::now(), FIRST_WRITE_RETRY));
+        assert_eq!(
+            alerting.store_health(),
+            (0, MAX_UNWRITTEN as u64, extra as u64)
+        );
+        alerting.shutdown(&config, Duration::from_secs(1)).await;
     }
 }

@@ -433,16 +433,40 @@ async fn reloader(
                     );
                 }
                 let config = Arc::new(config);
-                watcher = watch::Watcher::with_seen(&config, before);
-                current = config.clone();
-                if commands.send(Command::Apply(config.clone())).await.is_err()
-                    || events.send(pipeline::Event::Config(config)).await.is_err()
+                // The scheduler switches all or nothing; only a config it
+                // armed reaches the pipeline and becomes the current one.
+                let (done, applied) = tokio::sync::oneshot::channel();
+                if commands
+                    .send(Command::Apply(config.clone(), Some(done)))
+                    .await
+                    .is_err()
                 {
                     return;
                 }
-                shared.stats.reloads_ok.fetch_add(1, Ordering::Relaxed);
-                shared.metrics.reload(true);
-                tracing::info!(cause, probes = current.probes.len(), "config reloaded");
+                let Ok(applied) = applied.await else { return };
+                match applied {
+                    Ok(()) => {
+                        watcher = watch::Watcher::with_seen(&config, before);
+                        current = config.clone();
+                        if events.send(pipeline::Event::Config(config)).await.is_err() {
+                            return;
+                        }
+                        shared.stats.reloads_ok.fetch_add(1, Ordering::Relaxed);
+                        shared.metrics.reload(true);
+                        tracing::info!(cause, probes = current.probes.len(), "config reloaded");
+                    }
+                    Err(e) => {
+                        watcher.set_seen(before);
+                        shared.stats.reloads_failed.fetch_add(1, Ordering::Relaxed);
+                        shared.metrics.reload(false);
+                        tracing::error!(
+                            cause,
+                            error = %crate::net::error::describe(&e),
+                            "config reload rejected: the new schedules could not be armed; \
+                             the running config stays in effect, every schedule unchanged"
+                        );
+                    }
+                }
             }
             Err(diags) => {
                 // Remember what was read so a broken file is reported once,

@@ -137,6 +137,8 @@ pub async fn run(mut events: mpsc::Receiver<Event>, mut config: Arc<Config>, sin
 /// Publishes delivery totals and outbox depth per receiver.
 async fn publish_delivery(alerting: &Alerting, metrics: &Metrics) {
     let (stats, depth) = alerting.delivery().await;
+    let (write_failures, unwritten, dropped) = alerting.store_health();
+    metrics.outbox_store(write_failures, unwritten, dropped);
     let now = chrono::Utc::now();
     for (name, s) in &stats.receivers {
         let (pending, oldest) = depth

@@ -27,7 +27,7 @@ use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_cron_scheduler::{Job, JobScheduler, JobSchedulerError};
 use tokio_util::sync::CancellationToken;
@@ -65,8 +65,9 @@ pub enum Error {
 /// Messages into the loop.
 #[derive(Debug)]
 pub enum Command {
-    /// Switch to a new config (first load or reload).
-    Apply(Arc<Config>),
+    /// Switch to a new config (a reload), all or nothing; the answer says
+    /// whether it was applied.
+    Apply(Arc<Config>, Option<oneshot::Sender<Result<(), Error>>>),
     /// Hold the loop without ticking, as if it were frozen. For tests of
     /// the watchdog and `/healthz`.
     Stall(Duration),
@@ -176,9 +177,13 @@ impl Scheduler {
                 biased;
                 () = stop.cancelled() => break,
                 cmd = commands.recv() => match cmd {
-                    Some(Command::Apply(config)) => {
-                        if let Err(e) = self.apply(config).await {
-                            tracing::error!(error = %describe(&e), "cannot apply the new config");
+                    Some(Command::Apply(config, done)) => {
+                        let applied = self.apply(config).await;
+                        match done {
+                            Some(done) => { let _ = done.send(applied); }
+                            None => if let Err(e) = applied {
+                                tracing::error!(error = %describe(&e), "cannot apply the new config");
+                            },
                         }
                     }
                     Some(Command::Stall(d)) => tokio::time::sleep(d).await,
@@ -312,45 +317,68 @@ impl Scheduler {
         });
     }
 
-    /// Switches to `config`: pairs whose schedule did not change keep their
-    /// slots and in-flight state; new pairs are armed; removed ones stop.
+    /// Switches to `config`, all or nothing: pairs whose schedule did not
+    /// change keep their slots and in-flight state; new pairs are armed;
+    /// removed ones stop. Everything that can fail (the targets, the cron
+    /// jobs) is prepared before anything running is touched, and a failure
+    /// undoes what was prepared, so a rejected config leaves every old
+    /// schedule armed and no new one.
     async fn apply(&mut self, config: Arc<Config>) -> Result<(), Error> {
-        self.ensure_targets(&config).await?;
+        let targets = self.resolve_targets(&config).await?;
         if config.daemon.max_concurrent_runs != self.permits_total {
             tracing::warn!(
                 running_limit = self.permits_total,
                 "daemon.max_concurrent_runs changes take effect on restart"
             );
         }
-        let mut wanted: HashMap<PairKey, Schedule> = HashMap::new();
+        let mut wanted: Vec<(PairKey, Schedule)> = Vec::new();
         for p in &config.probes {
             for env in &p.environments {
-                wanted.insert((p.name.clone(), env.clone()), p.schedule.clone());
+                wanted.push(((p.name.clone(), env.clone()), p.schedule.clone()));
             }
         }
-        let mut stale: Vec<PairKey> = self
+        let unchanged = |entries: &HashMap<PairKey, Entry>, key: &PairKey, schedule: &Schedule| {
+            entries.get(key).is_some_and(|e| &e.schedule == schedule)
+        };
+        // Prepare: arm every new or changed pair beside the running ones.
+        let mut fresh: Vec<(PairKey, Entry)> = Vec::new();
+        for (key, schedule) in &wanted {
+            if unchanged(&self.entries, key, schedule) {
+                continue;
+            }
+            match self.arm(key, schedule).await {
+                Ok(entry) => fresh.push((key.clone(), entry)),
+                Err(e) => {
+                    for (_, entry) in fresh {
+                        self.disarm(entry).await;
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        // Commit: nothing below fails.
+        let wanted: HashMap<PairKey, Schedule> = wanted.into_iter().collect();
+        let stale: Vec<PairKey> = self
             .entries
             .iter()
             .filter(|(k, e)| wanted.get(*k) != Some(&e.schedule))
             .map(|(k, _)| k.clone())
             .collect();
         let removed = stale.iter().filter(|k| !wanted.contains_key(*k)).count();
-        stale.sort();
         for key in &stale {
             if let Some(entry) = self.entries.remove(key) {
-                if let Some(id) = entry.cron_job {
-                    let _ = self.cron.remove(&id).await;
-                }
+                self.disarm(entry).await;
             }
         }
         let kept = self.entries.len();
-        let mut added = 0usize;
-        for (key, schedule) in wanted {
-            if self.entries.contains_key(&key) {
-                continue;
+        let added = fresh.len();
+        for (key, entry) in fresh {
+            if let Some(clock) = &entry.clock {
+                let first = clock.first_at_or_after(Instant::now());
+                self.queue
+                    .push(Reverse((first, entry.generation, key.clone())));
             }
-            self.arm(key, schedule).await?;
-            added += 1;
+            self.entries.insert(key, entry);
         }
         tracing::info!(
             pairs = self.entries.len(),
@@ -359,11 +387,15 @@ impl Scheduler {
             removed,
             "schedules armed"
         );
+        self.targets = targets;
         self.config = config;
         Ok(())
     }
 
-    async fn arm(&mut self, key: PairKey, schedule: Schedule) -> Result<(), Error> {
+    /// Builds the entry of a pair: its interval clock, or its cron job
+    /// (added to the cron scheduler, so [`Self::disarm`] must undo it if the
+    /// entry is not kept). Queue items for intervals are pushed on commit.
+    async fn arm(&mut self, key: &PairKey, schedule: &Schedule) -> Result<Entry, Error> {
         let generation = self.next_generation;
         self.next_generation += 1;
         let mut entry = Entry {
@@ -373,16 +405,13 @@ impl Scheduler {
             running: Arc::new(AtomicBool::new(false)),
             generation,
         };
-        match &schedule {
+        match schedule {
             Schedule::Every(interval) => {
-                let clock = IntervalClock {
+                entry.clock = Some(IntervalClock {
                     anchor: self.anchor,
                     offset: spread_offset(&format!("{}@{}", key.0, key.1), *interval),
                     interval: *interval,
-                };
-                let first = clock.first_at_or_after(Instant::now());
-                self.queue.push(Reverse((first, generation, key.clone())));
-                entry.clock = Some(clock);
+                });
             }
             Schedule::Cron {
                 expression,
@@ -420,13 +449,20 @@ impl Scheduler {
                 entry.cron_job = Some(self.cron.add(job).await.map_err(cron_error)?);
             }
         }
-        self.entries.insert(key, entry);
-        Ok(())
+        Ok(entry)
+    }
+
+    /// Stops an entry's cron job; its interval queue items go stale with
+    /// its generation.
+    async fn disarm(&mut self, entry: Entry) {
+        if let Some(id) = entry.cron_job {
+            let _ = self.cron.remove(&id).await;
+        }
     }
 
     /// Resolves every environment's base URL, starting the built-in sandbox
     /// the first time an environment needs it.
-    async fn ensure_targets(&mut self, config: &Config) -> Result<(), Error> {
+    async fn resolve_targets(&self, config: &Config) -> Result<BTreeMap<String, Target>, Error> {
         let mut targets = BTreeMap::new();
         for (name, env) in &config.environments {
             let mut vars = env.variables.clone();
@@ -453,8 +489,7 @@ impl Scheduler {
             };
             targets.insert(name.clone(), Target { url, vars });
         }
-        self.targets = targets;
-        Ok(())
+        Ok(targets)
     }
 }
 
@@ -708,13 +743,68 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_reload_that_fails_half_way_leaves_every_old_schedule_armed_and_no_new_one() {
+        // The reload removes `gone`, changes `moved`'s interval, adds `new`
+        // and a cron pair the cron scheduler refuses (load checks cron
+        // expressions, so this stands for any arming failure): the whole
+        // reload is refused and the old schedules go on as before.
+        let (_dir, cfg) = config(&[
+            ("keep", "every 10s"),
+            ("gone", "every 10s"),
+            ("moved", "every 10s"),
+        ]);
+        let mut h = start(cfg, Duration::ZERO).await;
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        let before = h.drain();
+        let (_dir2, next) = config(&[
+            ("keep", "every 10s"),
+            ("moved", "every 5s"),
+            ("new", "every 10s"),
+            ("zz-broken", "every 10s"),
+        ]);
+        let mut next = Arc::into_inner(next).unwrap();
+        let broken = next
+            .probes
+            .iter_mut()
+            .find(|p| p.name == "zz-broken")
+            .unwrap();
+        broken.schedule = Schedule::Cron {
+            expression: "not a cron expression".into(),
+            timezone: "UTC".into(),
+        };
+        let (done, answer) = oneshot::channel();
+        h.commands
+            .send(Command::Apply(Arc::new(next), Some(done)))
+            .await
+            .unwrap();
+        let refused = answer.await.unwrap();
+        assert!(
+            matches!(refused, Err(Error::Cron { ref probe, .. }) if probe == "zz-broken"),
+            "{refused:?}"
+        );
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        let after = h.drain();
+        for probe in ["keep", "gone", "moved"] {
+            assert_eq!(times(&before, probe).len(), 2, "{probe}: {before:?}");
+            assert_eq!(
+                times(&after, probe).len(),
+                3,
+                "{probe} still on 10 s: {after:?}"
+            );
+        }
+        assert!(times(&after, "new").is_empty(), "{after:?}");
+        assert!(times(&after, "zz-broken").is_empty(), "{after:?}");
+        h.stop().await;
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_reload_keeps_unchanged_pairs_and_arms_new_ones() {
         let (_dir, cfg) = config(&[("keep", "every 10s"), ("gone", "every 10s")]);
         let mut h = start(cfg, Duration::ZERO).await;
         tokio::time::sleep(Duration::from_secs(20)).await;
         let first = times(&h.drain(), "keep");
         let (_dir2, next) = config(&[("keep", "every 10s"), ("new", "every 10s")]);
-        h.commands.send(Command::Apply(next)).await.unwrap();
+        h.commands.send(Command::Apply(next, None)).await.unwrap();
         tokio::time::sleep(Duration::from_secs(30)).await;
         let fires = h.drain();
         assert!(

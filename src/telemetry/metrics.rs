@@ -4,7 +4,8 @@
 //! Two registries, rendered one after the other:
 //! - the **process** registry lives as long as the process: config reloads,
 //!   missed runs, dropped outcomes and spans, build info, and the standard
-//!   `process_*` series (CPU, RSS, open fds) collected at scrape time;
+//!   `process_*` series (CPU, RSS, open fds) and the runtime's live task
+//!   count (`synthmon_runtime_tasks`) collected at scrape time;
 //! - the **probe** registry belongs to one config generation: every series
 //!   labelled by probe and environment. A reload starts a new one, so the
 //!   series of removed probes disappear at once; the counters and
@@ -87,9 +88,13 @@ impl Metrics {
             describe_counter!("synthmon_dropped_outcomes_total", "Run outcomes the telemetry pipeline could not take in time.");
             describe_counter!("synthmon_spans_dropped_total", "Trace spans dropped since start (export queue full, collector down or slow).");
             describe_gauge!("synthmon_build_info", "Build information; always 1.");
+            describe_gauge!("synthmon_runtime_tasks", "Tokio tasks alive in the daemon's runtime at scrape time (runs, their connections, listeners, workers).");
             describe_counter!("synthmon_notifications_total", "Notification delivery attempts by receiver and result: delivered, retried (transient failure, retry scheduled), dead (permanent failure, dead letter), failed (every failed attempt).");
             describe_gauge!("synthmon_outbox_pending", "Notifications waiting in the outbox, by receiver.");
             describe_gauge!("synthmon_outbox_oldest_age_seconds", Unit::Seconds, "Age of the oldest pending notification, by receiver (0 when none).");
+            describe_counter!("synthmon_outbox_write_failures_total", "Commits of new notifications to the outbox that failed (disk full, read-only state directory); they are retried.");
+            describe_gauge!("synthmon_outbox_unwritten", "Notifications held in memory because the outbox cannot be written; written when it can be.");
+            describe_counter!("synthmon_outbox_dropped_total", "Notifications dropped because the outbox stayed unwritable until the in-memory hold was full.");
             gauge!("synthmon_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
             counter!("synthmon_config_reloads_total", "result" => "ok").absolute(0);
             counter!("synthmon_config_reloads_total", "result" => "failed").absolute(0);
@@ -292,6 +297,16 @@ impl Metrics {
         });
     }
 
+    /// The outbox's own health: failed commits, notifications held in
+    /// memory meanwhile, and those dropped past the hold's bound.
+    pub fn outbox_store(&self, write_failures: u64, unwritten: u64, dropped: u64) {
+        self.process.with(|| {
+            counter!("synthmon_outbox_write_failures_total").absolute(write_failures);
+            gauge!("synthmon_outbox_unwritten").set(unwritten as f64);
+            counter!("synthmon_outbox_dropped_total").absolute(dropped);
+        });
+    }
+
     pub fn reload(&self, ok: bool) {
         self.process.with(|| {
             counter!("synthmon_config_reloads_total", "result" => if ok { "ok" } else { "failed" })
@@ -314,6 +329,11 @@ impl Metrics {
         self.process.with(|| {
             self.collector.collect();
             counter!("synthmon_spans_dropped_total").absolute(spans_dropped);
+            // Outside a runtime (never the case when the daemon serves
+            // /metrics) the gauge keeps its last value.
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                gauge!("synthmon_runtime_tasks").set(rt.metrics().num_alive_tasks() as f64);
+            }
         });
         let mut out = self.process.handle.render();
         // The `metrics` crate's counters are whole numbers, so the process

@@ -254,6 +254,16 @@ impl Outbox {
         })
     }
 
+    /// Makes every later write fail as on a read-only state directory
+    /// (`true`), or lifts that (`false`): SQLite's own `query_only` mode,
+    /// so the errors are the real ones. For fault tests of the callers.
+    #[doc(hidden)]
+    pub fn refuse_writes(&self, refuse: bool) -> Result<(), OutboxError> {
+        self.conn()
+            .pragma_update(None, "query_only", refuse)
+            .map_err(db_error("switch query_only"))
+    }
+
     fn conn(&self) -> MutexGuard<'_, Connection> {
         // A panic while holding the lock leaves no half-done transaction
         // (rusqlite rolls back on drop), so the connection is still usable.
