@@ -65,6 +65,9 @@ pub enum FailureReason {
     /// The peer closed a long-lived connection before the run was done,
     /// or with an abnormal close code.
     Closed,
+    /// synthmon itself ran out of a local resource (file descriptors:
+    /// `RLIMIT_NOFILE`), not a verdict on the target.
+    Resource,
 }
 
 impl FailureReason {
@@ -95,6 +98,7 @@ impl FailureReason {
             FailureReason::Exec => "exec",
             FailureReason::Exit => "exit",
             FailureReason::Closed => "closed",
+            FailureReason::Resource => "resource",
         }
     }
 }

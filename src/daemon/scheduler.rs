@@ -133,7 +133,7 @@ impl Scheduler {
         let cron = JobScheduler::new().await.map_err(Error::CronStart)?;
         cron.start().await.map_err(Error::CronStart)?;
         let (cron_tx, cron_rx) = mpsc::channel(CRON_QUEUE);
-        let permits_total = config.daemon.max_concurrent_runs;
+        let permits_total = fit_to_descriptors(config.daemon.max_concurrent_runs);
         Ok(Scheduler {
             shared,
             config: config.clone(),
@@ -490,6 +490,44 @@ impl Scheduler {
             targets.insert(name.clone(), Target { url, vars });
         }
         Ok(targets)
+    }
+}
+
+/// File descriptors kept for everything but runs: the listener and its
+/// scrapes, the outbox, logs, the trace exporter, the config watcher.
+const RESERVED_FDS: u64 = 64;
+/// Descriptors one run may hold: its connection, the built-in sandbox's
+/// side of it when the target is in this process, and one to spare.
+const FDS_PER_RUN: u64 = 3;
+/// How far the soft `RLIMIT_NOFILE` is raised (towards the hard limit).
+const WANTED_NOFILE: u64 = 65_536;
+
+/// The run cap: `configured`, lowered so that many runs fit in the file
+/// descriptors this process may open (after raising the soft limit as far
+/// as the hard one allows). Runs beyond the cap wait for a slot, so a low
+/// `LimitNOFILE` slows probing down instead of failing runs with `EMFILE`
+/// or starving `/metrics` and `/healthz` of sockets.
+pub fn fit_to_descriptors(configured: usize) -> usize {
+    let limit = match rlimit::increase_nofile_limit(WANTED_NOFILE) {
+        Ok(limit) => limit,
+        Err(e) => {
+            tracing::debug!(error = %e, "cannot read RLIMIT_NOFILE; keeping daemon.max_concurrent_runs");
+            return configured;
+        }
+    };
+    let fit = usize::try_from(limit.saturating_sub(RESERVED_FDS) / FDS_PER_RUN)
+        .unwrap_or(usize::MAX)
+        .max(1);
+    if fit < configured {
+        tracing::warn!(
+            configured,
+            running_limit = fit,
+            nofile = limit,
+            "daemon.max_concurrent_runs lowered to fit RLIMIT_NOFILE (raise LimitNOFILE= to run more at once)"
+        );
+        fit
+    } else {
+        configured
     }
 }
 

@@ -93,12 +93,34 @@ pub(super) fn unreachable(errors: &[(SocketAddr, io::Error)]) -> Fail {
         .map(|(addr, e)| format!("{addr}: {e}"))
         .collect::<Vec<_>>()
         .join("; ");
+    if let Some((_, e)) = errors.iter().find(|(_, e)| out_of_descriptors(e)) {
+        return Fail::new(
+            FailureReason::Resource,
+            format!(
+                "cannot open a socket: {e} (synthmon's RLIMIT_NOFILE is {}; raise LimitNOFILE= or lower daemon.max_concurrent_runs)",
+                nofile_limit().map_or_else(|| "unknown".to_owned(), |n| n.to_string())
+            ),
+        );
+    }
     let reason = if refused {
         FailureReason::ConnectRefused
     } else {
         FailureReason::Connect
     };
     Fail::new(reason, format!("cannot connect to {tried}"))
+}
+
+/// EMFILE or ENFILE: this process (or the system) has no file descriptor
+/// left for a socket.
+pub fn out_of_descriptors(e: &io::Error) -> bool {
+    const ENFILE: i32 = 23;
+    const EMFILE: i32 = 24;
+    matches!(e.raw_os_error(), Some(ENFILE | EMFILE))
+}
+
+/// The process' soft limit on open files.
+pub fn nofile_limit() -> Option<u64> {
+    rlimit::Resource::NOFILE.get_soft().ok()
 }
 
 /// A plain or TLS stream.

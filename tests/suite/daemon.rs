@@ -165,7 +165,24 @@ impl DaemonProc {
     /// Starts the daemon on `config` (listening on a kernel-chosen port)
     /// and waits until it logs that it started.
     fn spawn(cwd: &Path, config: &Path, envs: &[(&str, &str)]) -> DaemonProc {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_synthmon"));
+        DaemonProc::spawn_cmd(
+            Command::new(env!("CARGO_BIN_EXE_synthmon")),
+            cwd,
+            config,
+            envs,
+        )
+    }
+
+    /// [`DaemonProc::spawn`] under `prlimit --nofile=N:N` (util-linux).
+    fn spawn_with_nofile(cwd: &Path, config: &Path, nofile: u64) -> DaemonProc {
+        let mut cmd = Command::new("prlimit");
+        cmd.arg(format!("--nofile={nofile}:{nofile}"))
+            .arg("--")
+            .arg(env!("CARGO_BIN_EXE_synthmon"));
+        DaemonProc::spawn_cmd(cmd, cwd, config, &[])
+    }
+
+    fn spawn_cmd(mut cmd: Command, cwd: &Path, config: &Path, envs: &[(&str, &str)]) -> DaemonProc {
         cmd.arg("run")
             .arg("--config")
             .arg(config)
@@ -1240,5 +1257,135 @@ fn the_daemon_refuses_to_start_on_a_bad_config_or_a_taken_port() {
             .contains(&format!("cannot listen on 127.0.0.1:{port}")),
         "{}",
         run.stderr
+    );
+}
+
+// ---------------------------------------------------------------------------
+// 8. The process exits promptly once the daemon has stopped
+// ---------------------------------------------------------------------------
+
+/// Regression: the daemon took 1–2 s to exit after logging "stopped". Here
+/// every sink is busy at SIGTERM: a webhook that accepts and never answers
+/// (a delivery in flight), an OTLP endpoint nobody listens on, a cron pair
+/// and the built-in sandbox.
+#[test]
+fn the_daemon_exits_promptly_after_logging_stopped_with_every_sink_busy() {
+    let hanging = TcpListener::bind("127.0.0.1:0").unwrap();
+    let hook = hanging.local_addr().unwrap();
+    let held: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
+    let keep = held.clone();
+    std::thread::spawn(move || {
+        for conn in hanging.incoming().flatten() {
+            keep.lock().unwrap().push(conn);
+        }
+    });
+    let dead_otlp = TcpListener::bind("127.0.0.1:0").unwrap();
+    let otlp = dead_otlp.local_addr().unwrap();
+    drop(dead_otlp);
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "[daemon]\nprobes = [\"probes/*.toml\"]\ndrain_timeout = \"2s\"\nstate_dir = \"state\"\n\n\
+         [environments.sandbox]\nbase_url = \"builtin:sandbox\"\n\n\
+         [telemetry]\notlp_endpoint = \"http://{otlp}\"\n\n\
+         [alerting.receivers.hook]\ntype = \"webhook\"\nurl = \"http://{hook}/hook\"\n\n\
+         [[alerting.routes]]\nreceivers = [\"hook\"]\n"
+    );
+    let failing = "name = \"down\"\nschedule = \"every 1s\"\nenvironments = [\"sandbox\"]\ntimeout = \"500ms\"\n\n[http]\nurl = \"/status/503\"\n";
+    let cron = "name = \"tick\"\nschedule = \"* * * * * *\"\nenvironments = [\"sandbox\"]\ntimeout = \"500ms\"\n\n[http]\nurl = \"/health\"\n";
+    let path = write_config(
+        dir.path(),
+        &config,
+        &[("down.toml", failing), ("tick.toml", cron)],
+    );
+    let mut d = DaemonProc::spawn(dir.path(), &path, &[]);
+    // Wait until an alert delivery is hanging on the webhook.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let delivering = wait_until(deadline, || !held.lock().unwrap().is_empty());
+    d.check(delivering, "no webhook delivery started within 20 s");
+    let mark = d.mark();
+    d.signal("-TERM");
+    let (status, exited) = d.wait_exit(Duration::from_secs(10));
+    d.check(status.code() == Some(0), &format!("exit status {status}"));
+    let (_, stopped) = d.wait_line(mark, Duration::ZERO, "the daemon to stop", |l| {
+        l.is("synthmon daemon stopped")
+    });
+    let lag = exited.saturating_duration_since(stopped.at);
+    d.check(
+        lag < Duration::from_millis(500),
+        &format!("the process exited {lag:?} after logging that it stopped"),
+    );
+}
+
+// ---------------------------------------------------------------------------
+// 9. A low RLIMIT_NOFILE and 1,000 slow targets
+// ---------------------------------------------------------------------------
+
+/// `RLIMIT_NOFILE` 256 and 1,000 probes on slow targets: the run cap is
+/// fitted to the descriptors (runs wait for a slot instead of failing with
+/// EMFILE), the process never holds more descriptors than it may, and
+/// `/metrics` and `/healthz` keep answering.
+#[test]
+fn with_rlimit_nofile_256_and_1000_slow_probes_the_daemon_keeps_serving_and_runs_fit() {
+    let dir = tempfile::tempdir().unwrap();
+    let probes: Vec<(String, String)> = (0..1000)
+        .map(|i| {
+            (
+                format!("p{i}.toml"),
+                probe(
+                    &format!("slow-{i}"),
+                    "every 5s",
+                    "2s",
+                    "sandbox",
+                    "/delay/400",
+                ),
+            )
+        })
+        .collect();
+    let refs: Vec<(&str, &str)> = probes
+        .iter()
+        .map(|(n, t)| (n.as_str(), t.as_str()))
+        .collect();
+    // A cap set higher than 256 descriptors can carry.
+    let config_text = SANDBOX_CONFIG.replace("[daemon]\n", "[daemon]\nmax_concurrent_runs = 200\n");
+    let config = write_config(dir.path(), &config_text, &refs);
+    let d = DaemonProc::spawn_with_nofile(dir.path(), &config, 256);
+    let (_, lowered) = d.wait_line(0, Duration::ZERO, "the run cap to be fitted", |l| {
+        l.is("daemon.max_concurrent_runs lowered to fit RLIMIT_NOFILE (raise LimitNOFILE= to run more at once)")
+    });
+    d.check(
+        lowered.field("nofile") == 256
+            && lowered.field("configured") == 200
+            && lowered.field("running_limit") == 64,
+        &format!("unexpected cap line {}", lowered.raw),
+    );
+    // Six seconds of load: more than a round of 1,000 slots.
+    let fd_dir = PathBuf::from(format!("/proc/{}/fd", d.pid()));
+    let mut most_fds = 0;
+    let end = Instant::now() + Duration::from_secs(6);
+    while Instant::now() < end {
+        most_fds = most_fds.max(std::fs::read_dir(&fd_dir).map_or(0, |e| e.count()));
+        d.check(
+            http_get(d.addr, "/healthz") == 200,
+            "/healthz failed under load",
+        );
+        d.check(
+            http_get(d.addr, "/metrics") == 200,
+            "/metrics failed under load",
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    d.check(most_fds < 256, &format!("{most_fds} descriptors open"));
+    let passed = d.matching(0, |l| l.message() == "run passed").len();
+    let starved = d.matching(0, |l| {
+        l.message() == "run failed" && l.str_field("reason") == "resource"
+    });
+    d.check(passed >= 100, &format!("only {passed} runs passed in 6 s"));
+    d.check(
+        starved.is_empty(),
+        &format!(
+            "{} runs ran out of descriptors, e.g. {}",
+            starved.len(),
+            starved.first().map_or("", |(_, l)| l.raw.as_str())
+        ),
     );
 }
