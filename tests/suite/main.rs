@@ -36,5 +36,6 @@ mod regressions_load;
 mod regressions_sinks;
 mod regressions_workload;
 mod secrets;
+mod sinks_at_fault;
 mod seed;
 mod workload;
