@@ -86,6 +86,42 @@ async fn the_order_lifecycle_example_passes_and_leaves_no_order_behind() {
     .await;
 }
 
+/// An order flow of the tests' own (create, wait until processed, verify,
+/// delete), so fault tests do not depend on the shipped example.
+const ORDER_FLOW: &str = r#"name = "order-flow"
+environments = ["sandbox"]
+timeout = "10s"
+
+[flow]
+teardown_timeout = "5s"
+
+[[flow.steps]]
+name = "create"
+method = "POST"
+url = "/api/orders"
+json = { item = "widget", quantity = 2 }
+expect = ["status == 201"]
+capture = { order_id = "json.id" }
+
+[[flow.steps]]
+name = "wait-processed"
+url = "/api/orders/{{ vars.order_id }}"
+until = "status == 200 && json.status == 'processed'"
+until_interval = "100ms"
+until_timeout = "5s"
+
+[[flow.steps]]
+name = "verify"
+url = "/api/orders/{{ vars.order_id }}"
+expect = ["status == 200", "json.id == vars.order_id"]
+
+[[flow.teardown]]
+name = "delete"
+method = "DELETE"
+url = "/api/orders/{{ vars.order_id }}"
+expect = ["status == 204"]
+"#;
+
 #[tokio::test]
 async fn a_failing_verify_step_fails_the_flow_there_and_teardown_still_deletes() {
     bounded(async {
@@ -95,7 +131,7 @@ async fn a_failing_verify_step_fails_the_flow_there_and_teardown_still_deletes()
             r#"{"step": "verify", "path_prefix": "/api/orders", "status": 500}"#,
         )
         .await;
-        let o = run_flow(&sb, &example("order-lifecycle.toml")).await;
+        let o = run_flow(&sb, ORDER_FLOW).await;
         assert!(!o.success);
         assert_eq!(o.reason, Some(FailureReason::Assertion), "{o:#?}");
         let error = o.error.as_deref().unwrap();

@@ -60,6 +60,30 @@ fn repo_config() -> String {
     repo().join("config.toml").display().to_string()
 }
 
+/// A config of the test's own: environment `sandbox` (the built-in
+/// sandbox) with a health probe, a second probe and a small workload, for
+/// tests about the command line rather than about the shipped examples.
+const OWN_CONFIG: &str = "[daemon]\nprobes = [\"probes/*.toml\"]\n\n[environments.sandbox]\nbase_url = \"builtin:sandbox\"\n";
+const OWN_HEALTH: &str = "name = \"sandbox-health\"\nenvironments = [\"sandbox\"]\ntags = [\"smoke\"]\n\n[http]\nurl = \"/health\"\nexpect = [\"status == 200\"]\n";
+const OWN_JSON: &str =
+    "name = \"json-api\"\nenvironments = [\"sandbox\"]\n\n[http]\nurl = \"/json\"\n";
+const OWN_LOAD: &str = "name = \"order-load\"\nschedule = \"every 5m\"\nenvironments = [\"sandbox\"]\ntimeout = \"2s\"\nthresholds = [\"p(99) < 250ms\", \"error_rate < 1%\"]\n\n[workload]\nrequests = 40\nrate = 20\nmax_concurrency = 20\n\n[http]\nmethod = \"POST\"\nurl = \"/api/orders\"\njson = { item = \"widget\", quantity = 1 }\nexpect = [\"status == 201\"]\n";
+
+/// Writes [`OWN_CONFIG`] and its probes into `dir`; returns the config path.
+fn own_config(dir: &std::path::Path) -> String {
+    write_config(
+        dir,
+        OWN_CONFIG,
+        &[
+            ("health.toml", OWN_HEALTH),
+            ("json.toml", OWN_JSON),
+            ("load.toml", OWN_LOAD),
+        ],
+    )
+    .display()
+    .to_string()
+}
+
 #[test]
 fn once_on_the_repository_config_passes_every_example_probe() {
     let run = synthmon(&repo(), &["--config", &repo_config(), "--once"], &[]);
@@ -250,9 +274,11 @@ fn a_non_2xx_status_without_a_status_expectation_fails_with_reason_status() {
 
 #[test]
 fn an_unknown_probe_is_a_usage_error_with_a_suggestion() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = own_config(dir.path());
     let run = synthmon(
-        &repo(),
-        &["--config", &repo_config(), "--once", "--probe", "nosuch"],
+        dir.path(),
+        &["--config", &config, "--once", "--probe", "nosuch"],
         &[],
     );
     run.assert_code(2);
@@ -264,14 +290,8 @@ fn an_unknown_probe_is_a_usage_error_with_a_suggestion() {
     assert!(run.stdout.is_empty(), "{}", run.stdout);
 
     let run = synthmon(
-        &repo(),
-        &[
-            "--config",
-            &repo_config(),
-            "--once",
-            "--probe",
-            "sandbox-helth",
-        ],
+        dir.path(),
+        &["--config", &config, "--once", "--probe", "sandbox-helth"],
         &[],
     );
     run.assert_code(2);
@@ -283,8 +303,8 @@ fn an_unknown_probe_is_a_usage_error_with_a_suggestion() {
     );
 
     let run = synthmon(
-        &repo(),
-        &["--config", &repo_config(), "--once", "--env", "sandbx"],
+        dir.path(),
+        &["--config", &config, "--once", "--env", "sandbx"],
         &[],
     );
     run.assert_code(2);
@@ -340,16 +360,12 @@ fn once_json_on_a_bad_config_prints_an_error_document_and_exits_2() {
     );
 
     // A selection that matches nothing is an error document too.
+    let own = tempfile::tempdir().unwrap();
+    let config = own_config(own.path());
     let run = synthmon(
-        &repo(),
+        own.path(),
         &[
-            "--config",
-            &repo_config(),
-            "--once",
-            "--output",
-            "json",
-            "--probe",
-            "nosuch",
+            "--config", &config, "--once", "--output", "json", "--probe", "nosuch",
         ],
         &[],
     );
@@ -366,15 +382,11 @@ fn once_json_on_a_bad_config_prints_an_error_document_and_exits_2() {
 
 #[test]
 fn probe_selection_runs_only_the_named_probe() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = own_config(dir.path());
     let run = synthmon(
-        &repo(),
-        &[
-            "--config",
-            &repo_config(),
-            "--once",
-            "--probe",
-            "sandbox-health",
-        ],
+        dir.path(),
+        &["--config", &config, "--once", "--probe", "sandbox-health"],
         &[],
     );
     run.assert_code(0);
@@ -546,14 +558,10 @@ fn once_reports_thresholds_and_a_failing_one_exits_1() {
 /// the bar's frames, through a pipe it shows none.
 #[test]
 fn a_workload_draws_a_progress_bar_on_a_terminal_only() {
-    let args = [
-        "--config",
-        &repo_config(),
-        "--once",
-        "--probe",
-        "order-load",
-    ];
-    let piped = synthmon(&repo(), &args, &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let config = own_config(dir.path());
+    let args = ["--config", &config, "--once", "--probe", "order-load"];
+    let piped = synthmon(dir.path(), &args, &[]);
     piped.assert_code(0);
     // A workload's thresholds count its requests.
     let counted = regex::Regex::new(
@@ -575,7 +583,7 @@ fn a_workload_draws_a_progress_bar_on_a_terminal_only() {
     // `script` is util-linux's (Debian's essential bsdutils): never skipped.
     let out = std::process::Command::new("script")
         .args(["--quiet", "--return", "--command", &command, "/dev/null"])
-        .current_dir(repo())
+        .current_dir(dir.path())
         .env("NO_COLOR", "1")
         .stdin(std::process::Stdio::null())
         .output()
