@@ -450,7 +450,20 @@ async fn sandbox(listen: SocketAddr) -> u8 {
             Ok(s) => s,
             Err(e) => return fail(e),
         };
-    println!("sandbox listening on {}", sandbox.base_url());
+    // Every listener, one per line, so a person can try them by hand: the
+    // variables as probe templates name them (`{{ vars.sandbox_tcp }}`).
+    let base = sandbox.base_url();
+    println!("sandbox listening on {base}");
+    let ws = base.replacen("http://", "ws://", 1);
+    println!("  {:<28} {ws}/ws/echo, {ws}/ws/ticker", "ws");
+    for (name, value) in sandbox.variables() {
+        let hint = if name == "sandbox_raw" {
+            format!("  (raw HTTP faults: GET http://{value}/ lists them)")
+        } else {
+            String::new()
+        };
+        println!("  {:<28} {value}{hint}", format!("vars.{name}"));
+    }
     let _ = tokio::signal::ctrl_c().await;
     sandbox.shutdown().await;
     EXIT_OK

@@ -62,9 +62,14 @@ pub enum FailureReason {
     Exec,
     /// Command: the program exited non-zero or was killed by a signal.
     Exit,
-    /// The peer closed a long-lived connection before the run was done,
-    /// or with an abnormal close code.
+    /// The peer closed the connection (a clean close, FIN) before the run
+    /// was done: without a response, in the middle of one (its head cut
+    /// short, fewer body bytes than announced), a long-lived connection
+    /// early, or with an abnormal close code.
     Closed,
+    /// The peer reset the connection (TCP RST) once it was established:
+    /// before its response, or in the middle of it.
+    Reset,
     /// synthmon itself ran out of a local resource (file descriptors:
     /// `RLIMIT_NOFILE`), not a verdict on the target.
     Resource,
@@ -98,6 +103,7 @@ impl FailureReason {
             FailureReason::Exec => "exec",
             FailureReason::Exit => "exit",
             FailureReason::Closed => "closed",
+            FailureReason::Reset => "connection_reset",
             FailureReason::Resource => "resource",
         }
     }
@@ -318,6 +324,9 @@ pub struct HttpFacts {
     pub status: Option<u16>,
     pub redirects: u32,
     pub phases: HttpPhases,
+    /// The body's size: decoded, for a response that arrived whole; for a
+    /// failed exchange, the raw bytes that arrived before it failed (a body
+    /// cut by a reset, a close or the deadline, or over its cap).
     pub body_bytes: u64,
     pub tls: bool,
     /// Earliest `notAfter` of the server's certificates, Unix seconds.

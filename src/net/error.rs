@@ -4,8 +4,9 @@
 //! label) and a message for people. The wording of a fault lives here once,
 //! so the same fault reads the same in every kind: [`describe`] turns an
 //! error chain into one sentence (never a `Debug` dump), [`cert_failure`]
-//! words a certificate verdict, and [`handshake_failed`] looks through an
-//! I/O error for the rustls verdict beneath it.
+//! words a certificate verdict, [`handshake_failed`] looks through an
+//! I/O error for the rustls verdict beneath it, and [`cut`] tells a peer
+//! that reset a connection from one that closed it early.
 
 use crate::outcome::FailureReason;
 use rustls::CertificateError;
@@ -52,6 +53,53 @@ pub fn describe(error: &dyn std::error::Error) -> String {
     text
 }
 
+/// How a peer ended a connection before the exchange on it was done.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cut {
+    /// A clean close (FIN): the stream simply ended early.
+    Closed,
+    /// A reset (TCP RST): the peer aborted the connection.
+    Reset,
+}
+
+impl Cut {
+    pub fn reason(self) -> FailureReason {
+        match self {
+            Cut::Closed => FailureReason::Closed,
+            Cut::Reset => FailureReason::Reset,
+        }
+    }
+
+    /// What the peer did, in words: `closed the connection`.
+    pub fn words(self) -> &'static str {
+        match self {
+            Cut::Closed => "closed the connection",
+            Cut::Reset => "reset the connection (TCP RST)",
+        }
+    }
+}
+
+/// Whether `error`'s chain says the peer cut the connection: a reset (or a
+/// write into one, `EPIPE`) or an unexpected end of the stream. Library
+/// errors that wrap an I/O error keep it in their chain (hyper's do), so
+/// the verdict does not depend on their wording.
+pub fn cut(error: &(dyn std::error::Error + 'static)) -> Option<Cut> {
+    let mut current = Some(error);
+    while let Some(e) = current {
+        if let Some(io) = e.downcast_ref::<io::Error>() {
+            match io.kind() {
+                io::ErrorKind::ConnectionReset
+                | io::ErrorKind::ConnectionAborted
+                | io::ErrorKind::BrokenPipe => return Some(Cut::Reset),
+                io::ErrorKind::UnexpectedEof => return Some(Cut::Closed),
+                _ => {}
+            }
+        }
+        current = e.source();
+    }
+    None
+}
+
 /// The rustls error somewhere in `error`'s chain, if any.
 pub fn rustls_error<'e>(error: &'e (dyn std::error::Error + 'static)) -> Option<&'e rustls::Error> {
     let mut current = Some(error);
@@ -79,6 +127,18 @@ pub fn handshake_failed(peer: impl Display, error: &io::Error) -> Fail {
     if let Some(verdict @ rustls::Error::InvalidCertificate(_)) = rustls_error(error) {
         let (reason, message) = cert_failure(&peer, verdict);
         return Fail::new(reason, message);
+    }
+    if let Some(rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType)) =
+        rustls_error(error)
+    {
+        // The first bytes back were not a TLS record: a plain-text port.
+        return Fail::new(
+            FailureReason::Tls,
+            format!(
+                "tls handshake with {peer} failed: the answer is not TLS (is the port a plain-text one?): {}",
+                describe(error)
+            ),
+        );
     }
     Fail::new(
         FailureReason::Tls,
@@ -248,6 +308,35 @@ mod tests {
     }
 
     #[test]
+    fn resets_and_early_ends_are_found_in_an_error_chain() {
+        #[derive(Debug)]
+        struct Wrapper(io::Error);
+        impl std::fmt::Display for Wrapper {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("connection error")
+            }
+        }
+        impl std::error::Error for Wrapper {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let wrapped = |kind| Wrapper(io::Error::new(kind, "boom"));
+        assert_eq!(
+            cut(&wrapped(io::ErrorKind::ConnectionReset)),
+            Some(Cut::Reset)
+        );
+        assert_eq!(cut(&wrapped(io::ErrorKind::BrokenPipe)), Some(Cut::Reset));
+        assert_eq!(
+            cut(&wrapped(io::ErrorKind::UnexpectedEof)),
+            Some(Cut::Closed)
+        );
+        assert_eq!(cut(&wrapped(io::ErrorKind::InvalidData)), None);
+        assert_eq!(Cut::Reset.reason().as_str(), "connection_reset");
+        assert_eq!(Cut::Closed.reason().as_str(), "closed");
+    }
+
+    #[test]
     fn handshake_errors_find_the_verdict_inside_io_errors() {
         let io = io::Error::new(
             io::ErrorKind::InvalidData,
@@ -255,6 +344,18 @@ mod tests {
         );
         let fail = handshake_failed("localhost", &io);
         assert_eq!(fail.reason, FailureReason::CertUntrusted);
+        let text = io::Error::new(
+            io::ErrorKind::InvalidData,
+            rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType),
+        );
+        let fail = handshake_failed("localhost", &text);
+        assert_eq!(fail.reason, FailureReason::Tls);
+        assert!(
+            fail.message
+                .starts_with("tls handshake with localhost failed: the answer is not TLS"),
+            "{}",
+            fail.message
+        );
         let plain = io::Error::new(io::ErrorKind::UnexpectedEof, "eof");
         let fail = handshake_failed("localhost", &plain);
         assert_eq!(fail.reason, FailureReason::Tls);

@@ -16,7 +16,7 @@
 //! every other kind's.
 
 use super::dial::{AbortOnDrop, Io};
-use super::error::{Fail, describe};
+use super::error::{Cut, Fail, describe};
 use crate::outcome::{FailureReason, HttpPhases};
 use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderValue};
@@ -30,6 +30,7 @@ use std::future::Future;
 use std::io::{self, Read};
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -88,6 +89,9 @@ pub struct Failure {
     /// hop, if any.
     pub status: Option<u16>,
     pub redirects: u32,
+    /// The raw body bytes that arrived on the failing hop before it failed
+    /// (a body cut by a reset or a close, over its cap, or not decodable).
+    pub body_bytes: u64,
 }
 
 /// Performs `req`, following redirects if asked, all before `deadline`.
@@ -116,6 +120,77 @@ fn protocol(doing: &str, error: &hyper::Error) -> Fail {
         FailureReason::Protocol,
         format!("{doing} failed: {}", describe(error)),
     )
+}
+
+/// Hyper's limits on a response head (`max_buf_size` and the header
+/// count), as a person would say them.
+const HEAD_LIMITS: &str = "about 400 KiB and 100 headers";
+
+/// Why no whole response head arrived: the peer reset or closed the
+/// connection (before its first byte, or part-way), the head was too large,
+/// or what came back was not HTTP/1.x (with its first bytes, and a hint
+/// when they look like TLS).
+fn head_failed(error: &hyper::Error, seen: &Seen) -> Fail {
+    let received = seen.received.load(Ordering::Relaxed);
+    let cut = if error.is_incomplete_message() {
+        Some(Cut::Closed)
+    } else {
+        super::error::cut(error)
+    };
+    if let Some(cut) = cut {
+        let when = match (cut, received) {
+            (Cut::Closed, 0) => "without sending a response".to_owned(),
+            (Cut::Reset, 0) => "before sending a response".to_owned(),
+            (_, n) => format!("in the middle of the response head, after {n} bytes"),
+        };
+        return Fail::new(cut.reason(), format!("the server {} {when}", cut.words()));
+    }
+    if error.is_parse_too_large() {
+        return Fail::new(
+            FailureReason::Protocol,
+            format!(
+                "the response head is larger than the client accepts ({HEAD_LIMITS}): {}",
+                describe(error)
+            ),
+        );
+    }
+    if error.is_parse() {
+        let start = seen.start();
+        let message = if looks_like_tls(start) {
+            "the response is a TLS record, not HTTP/1.x: the port speaks TLS (is the URL meant to be https://?)".to_owned()
+        } else {
+            format!(
+                "the response is not valid HTTP/1.x: {} (it begins with \"{}\")",
+                describe(error),
+                start.escape_ascii()
+            )
+        };
+        return Fail::new(FailureReason::Protocol, message);
+    }
+    protocol("the http exchange", error)
+}
+
+/// The first bytes of a TLS record: a handshake or an alert, TLS 1.x.
+fn looks_like_tls(start: &[u8]) -> bool {
+    matches!(start, [0x15 | 0x16, 0x03, 0x00..=0x04, ..])
+}
+
+/// A response that announces both `Transfer-Encoding` and
+/// `Content-Length`: hyper would read it as chunked, as curl and Go do, but
+/// HTTP/1.1 forbids a sender to write both (RFC 9112 §6.1), a recipient
+/// "ought to handle it as an error" (§6.3), and strict clients (Node's
+/// llhttp) and proxies reject it. A monitor says so rather than pass what
+/// some of the service's clients cannot read.
+fn length_and_chunked(headers: &HeaderMap) -> Result<(), Fail> {
+    if headers.contains_key(header::TRANSFER_ENCODING)
+        && headers.contains_key(header::CONTENT_LENGTH)
+    {
+        return Err(Fail::new(
+            FailureReason::Protocol,
+            "the response has both Transfer-Encoding and Content-Length, which HTTP/1.1 forbids (RFC 9112 section 6.1; strict clients and proxies reject it)",
+        ));
+    }
+    Ok(())
 }
 
 /// The phases of one hop, in order.
@@ -166,6 +241,8 @@ struct Progress {
     redirects: u32,
     /// The earliest certificate expiry seen on the current hop.
     tls_expiry: Option<i64>,
+    /// The raw body bytes read on the current hop.
+    body_bytes: u64,
 }
 
 impl Progress {
@@ -180,6 +257,7 @@ impl Progress {
             status: None,
             redirects: 0,
             tls_expiry: None,
+            body_bytes: 0,
         }
     }
 
@@ -225,6 +303,7 @@ impl Progress {
             phases: self.phases,
             status: self.status,
             redirects: self.redirects,
+            body_bytes: self.body_bytes,
         }
     }
 }
@@ -350,6 +429,7 @@ async fn hop(
 ) -> Result<http::Response<Bytes>, Fail> {
     progress.status = None;
     progress.tls_expiry = None;
+    progress.body_bytes = 0;
     let url = &req.url;
     let tls = match url.scheme() {
         "http" => false,
@@ -379,10 +459,10 @@ async fn hop(
         Box::new(tcp)
     };
 
-    let first_byte = Arc::new(OnceLock::new());
+    let seen = Arc::new(Seen::default());
     let io = TokioIo::new(FirstByte {
         inner: io,
-        at: Arc::clone(&first_byte),
+        seen: Arc::clone(&seen),
     });
     let (mut sender, connection) = hyper::client::conn::http1::handshake(io)
         .await
@@ -396,14 +476,22 @@ async fn hop(
     let response = progress
         .within(Phase::Processing, sender.send_request(request))
         .await?
-        .map_err(|e| protocol("the http exchange", &e))?;
-    progress.lap(first_byte.get().copied().unwrap_or_else(Instant::now));
+        .map_err(|e| head_failed(&e, &seen))?;
+    progress.lap(seen.at.get().copied().unwrap_or_else(Instant::now));
     progress.status = Some(response.status().as_u16());
+    length_and_chunked(response.headers())?;
 
     let (parts, body) = response.into_parts();
-    let body = progress
-        .within(Phase::Transfer, read_body(body, opts.max_body_bytes))
-        .await??;
+    let mut received = 0;
+    let read = progress
+        .within(
+            Phase::Transfer,
+            read_body(body, opts.max_body_bytes, &mut received),
+        )
+        .await;
+    // Counted whatever the end: a body cut short still tells how far it got.
+    progress.body_bytes = received;
+    let body = read??;
     progress.lap(Instant::now());
     Ok(http::Response::from_parts(parts, body))
 }
@@ -535,15 +623,19 @@ async fn tls_handshake(
 /// Reads body frames until the end, failing as soon as more than `max`
 /// bytes have arrived, or before reading if the declared length is already
 /// over. hyper derives that length from `Content-Length`, the request method
-/// and the status, so a HEAD or 304 response declares none.
-async fn read_body(mut body: Incoming, max: u64) -> Result<Bytes, Fail> {
+/// and the status, so a HEAD or 304 response declares none. `received`
+/// counts the bytes as they arrive, so a caller whose read was cut short
+/// (by the deadline too) knows how many did.
+async fn read_body(mut body: Incoming, max: u64, received: &mut u64) -> Result<Bytes, Fail> {
+    let announced = body.size_hint().exact();
     if body.size_hint().lower() > max {
         return Err(too_large(max, "raw"));
     }
     let mut buf = BytesMut::new();
     while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| protocol("reading the body", &e))?;
+        let frame = frame.map_err(|e| body_failed(&e, buf.len() as u64, announced))?;
         if let Ok(data) = frame.into_data() {
+            *received += data.len() as u64;
             if (buf.len() + data.len()) as u64 > max {
                 return Err(too_large(max, "raw"));
             }
@@ -551,6 +643,27 @@ async fn read_body(mut body: Incoming, max: u64) -> Result<Bytes, Fail> {
         }
     }
     Ok(buf.freeze())
+}
+
+/// Why a body stopped before its end, after `got` bytes of the `announced`
+/// (`Content-Length`; none for a chunked body, or one that ends with the
+/// connection, whose cause is told: `unexpected EOF during chunk size
+/// line`, a TLS peer gone without `close_notify`).
+fn body_failed(error: &hyper::Error, got: u64, announced: Option<u64>) -> Fail {
+    let Some(cut) = super::error::cut(error) else {
+        return protocol("reading the body", error);
+    };
+    let how_far = match announced {
+        Some(total) => format!("after {got} of the {total} body bytes announced"),
+        None => format!(
+            "in the middle of the body, after {got} bytes ({})",
+            describe(error)
+        ),
+    };
+    Fail::new(
+        cut.reason(),
+        format!("the server {} {how_far}", cut.words()),
+    )
 }
 
 /// Decodes a gzip or deflate body, producing at most `max` bytes; other
@@ -593,11 +706,30 @@ fn is_zlib(data: &[u8]) -> bool {
     }
 }
 
-/// A stream that records when a read first returned data: the instant of
-/// the first response byte.
+/// What the reads of one connection have shown: the instant of the first
+/// response byte, how many bytes came, and the first few of them (what a
+/// reply that is not HTTP looks like).
+#[derive(Default)]
+struct Seen {
+    at: OnceLock<Instant>,
+    first: OnceLock<Vec<u8>>,
+    received: AtomicU64,
+}
+
+impl Seen {
+    /// How many of the first bytes [`Seen`] keeps.
+    const KEPT: usize = 24;
+
+    /// The first bytes of the first read that returned any.
+    fn start(&self) -> &[u8] {
+        self.first.get().map_or(&[], Vec::as_slice)
+    }
+}
+
+/// A stream that notes what its reads return in a [`Seen`].
 struct FirstByte {
     inner: Box<dyn Io>,
-    at: Arc<OnceLock<Instant>>,
+    seen: Arc<Seen>,
 }
 
 impl AsyncRead for FirstByte {
@@ -608,8 +740,15 @@ impl AsyncRead for FirstByte {
     ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let poll = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if buf.filled().len() > before {
-            self.at.get_or_init(Instant::now);
+        let new = &buf.filled()[before..];
+        if !new.is_empty() {
+            self.seen.at.get_or_init(Instant::now);
+            self.seen
+                .first
+                .get_or_init(|| new[..new.len().min(Seen::KEPT)].to_vec());
+            self.seen
+                .received
+                .fetch_add(new.len() as u64, Ordering::Relaxed);
         }
         poll
     }
@@ -1093,6 +1232,63 @@ mod tests {
             .unwrap_err();
         assert_eq!(failure.reason, FailureReason::ConnectTimeout, "{failure:?}");
         assert!(failure.message.ends_with("(resolve)"), "{failure:?}");
+    }
+
+    #[tokio::test]
+    async fn a_cut_connection_is_told_from_a_protocol_fault() {
+        let (addr, _) = serve(|request, stream| async move {
+            match target(&request) {
+                "/reset" => {
+                    stream.set_zero_linger().unwrap();
+                    drop(stream);
+                }
+                "/chunked-cut" => {
+                    let head =
+                        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n";
+                    respond(stream, head).await;
+                }
+                "/tls" => respond(stream, b"\x15\x03\x03\x00\x02\x02\x32").await,
+                "/garbage" => respond(stream, "SSH-2.0-OpenSSH_9.6\r\n").await,
+                _ => respond(stream, "").await,
+            }
+        })
+        .await;
+        let fail = |path: &'static str| async move {
+            run(get(&format!("http://{addr}{path}")), &options(), BOUND)
+                .await
+                .unwrap_err()
+        };
+        let failure = fail("/reset").await;
+        assert_eq!(failure.reason, FailureReason::Reset, "{failure:?}");
+        let failure = fail("/close").await;
+        assert_eq!(failure.reason, FailureReason::Closed, "{failure:?}");
+        assert_eq!(
+            failure.message,
+            "the server closed the connection without sending a response"
+        );
+        let failure = fail("/chunked-cut").await;
+        assert_eq!(failure.reason, FailureReason::Closed, "{failure:?}");
+        assert_eq!(failure.body_bytes, 5, "{failure:?}");
+        assert!(
+            failure.message.starts_with(
+                "the server closed the connection in the middle of the body, after 5 bytes ("
+            ),
+            "{failure:?}"
+        );
+        let failure = fail("/tls").await;
+        assert_eq!(failure.reason, FailureReason::Protocol, "{failure:?}");
+        assert!(
+            failure.message.contains("the port speaks TLS"),
+            "{failure:?}"
+        );
+        let failure = fail("/garbage").await;
+        assert_eq!(failure.reason, FailureReason::Protocol, "{failure:?}");
+        assert!(
+            failure
+                .message
+                .ends_with("(it begins with \"SSH-2.0-OpenSSH_9.6\\r\\n\")"),
+            "{failure:?}"
+        );
     }
 
     #[tokio::test]

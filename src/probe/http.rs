@@ -355,7 +355,7 @@ pub fn judge(
                 status: failure.status,
                 redirects: failure.redirects,
                 phases: failure.phases,
-                body_bytes: 0,
+                body_bytes: failure.body_bytes,
                 tls: false,
                 tls_earliest_cert_expiry: None,
             }),
@@ -379,7 +379,7 @@ pub fn judge(
                     actual: if ok {
                         String::new()
                     } else {
-                        format!("status = {}", resp.status.as_u16())
+                        status_actual(&resp)
                     },
                     location: Some(location.clone()),
                 });
@@ -415,6 +415,19 @@ pub fn judge(
                 facts: Some(facts),
             }
         }
+    }
+}
+
+/// The implicit check's `actual` for a non-2xx status: `status = 500`, and
+/// for a redirect that came back because it has no `Location`, that too
+/// (else a 302 reads as if following redirects were off).
+fn status_actual(resp: &transport::Response) -> String {
+    let status = resp.status.as_u16();
+    let redirect = matches!(status, 301 | 302 | 303 | 307 | 308);
+    if redirect && !resp.headers.contains_key(http::header::LOCATION) {
+        format!("status = {status} (a redirect without a Location header)")
+    } else {
+        format!("status = {status}")
     }
 }
 

@@ -16,7 +16,9 @@
 //! fixed JSON, header echo, redirects), `orders` (a small order API),
 //! `timing` (fixed and sampled delays), `bodies` (large, compressed, stalled
 //! and dripped bodies), `faults` (rule-based fault injection) and `ws`
-//! (echo, ticker and rejecting upgrade endpoints).
+//! (echo, ticker and rejecting upgrade endpoints). Faults HTTP cannot be
+//! made to commit through axum (resets, broken heads, lying lengths) are
+//! served by `raw` on a port of their own.
 
 mod basic;
 mod bodies;
@@ -24,6 +26,7 @@ mod dns;
 mod faults;
 mod grpc;
 mod orders;
+mod raw;
 mod stream;
 mod tcp;
 mod timing;
@@ -77,6 +80,8 @@ pub const VARIABLES: &[&str] = &[
     "sandbox_grpc",
     // A DNS server (UDP and TCP) authoritative for `sandbox.test.`.
     "sandbox_dns",
+    // Raw HTTP/1.1 faults by path (`/reset`, `/garbage`, …; `GET /` lists them).
+    "sandbox_raw",
 ];
 
 /// Tunables of one sandbox instance.
@@ -134,6 +139,7 @@ impl Sandbox {
             tcp::start(ip, state.shutdown.subscribe()).await?,
             grpc::start(ip, state.shutdown.subscribe()).await?,
             dns::start(ip, state.shutdown.subscribe()).await?,
+            raw::start(ip, state.shutdown.subscribe()).await?,
         ] {
             variables.extend(extra.into_iter().map(|(k, v)| (k.to_owned(), v)));
         }

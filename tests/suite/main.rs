@@ -16,6 +16,7 @@ mod cert_verdicts;
 mod check_errors;
 mod daemon;
 mod email;
+mod fault_table;
 mod flow;
 mod http_probe;
 mod kill9;
