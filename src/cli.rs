@@ -186,7 +186,14 @@ pub async fn dispatch(cli: Cli) -> u8 {
     if !cli.once {
         return daemon(load).await;
     }
-    let config = match plan::load(&load) {
+    // Only the secrets of what this run uses must be there.
+    let uses = plan::Uses::Once {
+        probes: cli.probes.clone(),
+        tags: cli.tags.clone(),
+        environments: cli.envs.clone(),
+        alerting: cli.alert,
+    };
+    let config = match plan::load_for(&load, &uses) {
         Ok(c) => std::sync::Arc::new(c),
         Err(diags) => {
             if cli.output == Output::Json {

@@ -4,14 +4,25 @@
 //! They are resolved once, at load, and every resolved value is remembered by
 //! a [`Redactor`] so that outcomes, reports and logs can be scrubbed of it.
 //! `$${` writes a literal `${`.
+//!
+//! The masking rule: a secret of [`MIN_ANYWHERE_LEN`] characters or more is
+//! masked wherever it occurs, and so are the forms it takes when sent
+//! (percent-encoded in a URL query or path, base64 as in a basic-auth header
+//! or the `b64` template filter). A shorter secret (a PIN, a two-letter
+//! key) is masked where it stands alone: bounded on both sides by the start
+//! or end of the text or by a character that is not a letter or a digit.
+//! `Bearer ab`, `"ab"`, `pin=ab` and a field whose whole value is `ab` are
+//! masked; `tab` and `abc` are not, since masking every `ab` inside words
+//! would garble a report while protecting nothing. The loader warns about
+//! such short secrets.
 
 use std::borrow::Cow;
 use std::fmt;
 use std::path::Path;
 
-/// Shorter secret values are not redacted: masking every `a` or `42` in a
-/// report would garble it while protecting nothing.
-pub const MIN_REDACTED_LEN: usize = 4;
+/// Secrets (and forms of them) this long or longer, in characters, are
+/// masked wherever they occur; shorter ones only where they stand alone.
+pub const MIN_ANYWHERE_LEN: usize = 4;
 
 /// The text that replaces a secret value.
 pub const MASK: &str = "***";
@@ -43,24 +54,34 @@ impl<T> fmt::Display for Secret<T> {
     }
 }
 
-/// Every secret value resolved from the config; replaces them with `***`.
+/// Every secret value resolved from the config; replaces them with `***`
+/// (see the module's masking rule).
 #[derive(Clone, Default)]
 pub struct Redactor {
-    /// Longest first, so a secret that contains another is masked whole.
-    values: Vec<Secret<String>>,
+    /// Masked wherever they occur. Longest first, so a secret that contains
+    /// another is masked whole.
+    anywhere: Vec<Secret<String>>,
+    /// Shorter than [`MIN_ANYWHERE_LEN`]: masked where they stand alone.
+    /// Longest first.
+    alone: Vec<Secret<String>>,
 }
 
 impl fmt::Debug for Redactor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Redactor({} secrets)", self.values.len())
+        write!(
+            f,
+            "Redactor({} secrets)",
+            self.anywhere.len() + self.alone.len()
+        )
     }
 }
 
 impl Redactor {
     /// Remembers `value`, and the forms it takes once percent-encoded in a
-    /// URL query or path, so a secret sent in a URL is masked there too.
+    /// URL query or path or encoded in base64, so a secret sent in a URL or
+    /// in an encoded header is masked there too.
     pub fn add(&mut self, value: &str) {
-        if value.len() < MIN_REDACTED_LEN {
+        if value.is_empty() {
             return;
         }
         let query: String = url::form_urlencoded::byte_serialize(value.as_bytes()).collect();
@@ -70,25 +91,49 @@ impl Redactor {
                 u.path().trim_start_matches('/').to_owned()
             })
             .unwrap_or_default();
-        for form in [value.to_owned(), query, path] {
-            if form.len() >= MIN_REDACTED_LEN && !self.values.iter().any(|v| *v.expose() == form) {
-                self.values.push(Secret::new(form));
+        let mut forms = vec![value.to_owned(), query, path];
+        if is_anywhere(value) {
+            forms.extend(base64_forms(value.as_bytes()));
+        }
+        for form in forms {
+            if form.is_empty() {
+                continue;
+            }
+            let list = if is_anywhere(&form) {
+                &mut self.anywhere
+            } else {
+                &mut self.alone
+            };
+            if !list.iter().any(|v| *v.expose() == form) {
+                list.push(Secret::new(form));
             }
         }
-        self.values
-            .sort_by_key(|v| std::cmp::Reverse(v.expose().len()));
+        for list in [&mut self.anywhere, &mut self.alone] {
+            list.sort_by_key(|v| std::cmp::Reverse(v.expose().len()));
+        }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.values.is_empty()
+        self.anywhere.is_empty() && self.alone.is_empty()
+    }
+
+    /// How many short secrets (masked only where they stand alone) are
+    /// known, so a caller can tell that a value it added was one.
+    pub fn short_count(&self) -> usize {
+        self.alone.len()
     }
 
     /// `text` with every known secret value replaced by `***`.
     pub fn redact<'a>(&self, text: &'a str) -> Cow<'a, str> {
         let mut out = Cow::Borrowed(text);
-        for secret in &self.values {
+        for secret in &self.anywhere {
             if out.contains(secret.expose().as_str()) {
                 out = Cow::Owned(out.replace(secret.expose().as_str(), MASK));
+            }
+        }
+        for secret in &self.alone {
+            if let Some(masked) = mask_alone(&out, secret.expose()) {
+                out = Cow::Owned(masked);
             }
         }
         out
@@ -102,6 +147,95 @@ impl Redactor {
     }
 }
 
+/// Long enough to be masked wherever it occurs.
+fn is_anywhere(value: &str) -> bool {
+    value.chars().count() >= MIN_ANYWHERE_LEN
+}
+
+/// `text` with each occurrence of `secret` that stands alone (no letter or
+/// digit right before or after it) replaced by the mask; `None` when there
+/// is none.
+fn mask_alone(text: &str, secret: &str) -> Option<String> {
+    let mut out = String::new();
+    let mut copied = 0;
+    for (at, _) in text.match_indices(secret) {
+        let end = at + secret.len();
+        let before = text[..at].chars().next_back();
+        let after = text[end..].chars().next();
+        if before.is_some_and(char::is_alphanumeric) || after.is_some_and(char::is_alphanumeric) {
+            continue;
+        }
+        out.push_str(&text[copied..at]);
+        out.push_str(MASK);
+        copied = end;
+    }
+    if copied == 0 {
+        return None;
+    }
+    out.push_str(&text[copied..]);
+    Some(out)
+}
+
+/// The standard base64 alphabet (RFC 4648, section 4).
+const BASE64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/// `bytes` in standard base64 with `=` padding, as HTTP basic auth and the
+/// `b64` template filter write it.
+pub fn base64(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for (i, shift) in [18, 12, 6, 0].into_iter().enumerate() {
+            if i <= chunk.len() {
+                out.push(char::from(BASE64[((n >> shift) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// The base64 text a secret leaves inside any longer base64 text: the
+/// encoding of the secret alone, and for each of the three byte alignments
+/// the secret can have inside a longer message, the run of characters that
+/// depend on the secret's bytes only (`user:secret` encoded has one of
+/// them as a substring, whatever the user).
+fn base64_forms(secret: &[u8]) -> Vec<String> {
+    let mut forms = vec![base64(secret)];
+    for offset in 0..3 {
+        let mut message = vec![0u8; offset];
+        message.extend_from_slice(secret);
+        let encoded = base64(&message);
+        let inside = |byte: usize| (offset..offset + secret.len()).contains(&byte);
+        // Character `i` of a group `g` depends on bytes 3g (i = 0), 3g and
+        // 3g+1 (i = 1), 3g+1 and 3g+2 (i = 2), 3g+2 (i = 3).
+        let own: String = encoded
+            .char_indices()
+            .filter(|(i, _)| {
+                let (g, p) = (i / 4 * 3, i % 4);
+                let (first, last) = match p {
+                    0 => (g, g),
+                    1 => (g, g + 1),
+                    2 => (g + 1, g + 2),
+                    _ => (g + 2, g + 2),
+                };
+                inside(first) && inside(last)
+            })
+            .map(|(_, c)| c)
+            .collect();
+        if is_anywhere(&own) {
+            forms.push(own);
+        }
+    }
+    forms
+}
+
 /// Expands `${env:NAME}` and `${file:PATH}` in `input`, recording each
 /// resolved value in `redactor`. Returns whether any reference was found, so
 /// callers know the result is sensitive. A file's trailing newline is
@@ -110,6 +244,33 @@ pub fn expand(
     input: &str,
     base_dir: &Path,
     redactor: &mut Redactor,
+) -> Result<(String, bool), String> {
+    substitute(input, |reference| {
+        let value = resolve(reference, base_dir)?;
+        redactor.add(&value);
+        Ok(value)
+    })
+}
+
+/// How many references `input` holds, without resolving any (nothing is
+/// read), or why one is malformed: unterminated, or neither `env:` nor
+/// `file:`. For a part of the config the run at hand does not use, whose
+/// secrets need not be there but whose mistakes are still mistakes.
+pub fn references(input: &str) -> Result<usize, String> {
+    let mut count = 0;
+    substitute(input, |reference| {
+        parse(reference)?;
+        count += 1;
+        Ok(String::new())
+    })?;
+    Ok(count)
+}
+
+/// `input` with each `${…}` replaced by what `value_of` makes of its
+/// body, and `$${` by `${`; whether there was any reference.
+fn substitute(
+    input: &str,
+    mut value_of: impl FnMut(&str) -> Result<String, String>,
 ) -> Result<(String, bool), String> {
     let mut out = String::with_capacity(input.len());
     let mut rest = input;
@@ -130,10 +291,7 @@ pub fn expand(
         let Some(end) = body_start.find('}') else {
             return Err("unterminated `${` (write `$${` for a literal)".into());
         };
-        let reference = &body_start[..end];
-        let value = resolve(reference, base_dir)?;
-        redactor.add(&value);
-        out.push_str(&value);
+        out.push_str(&value_of(&body_start[..end])?);
         sensitive = true;
         rest = &body_start[end + 1..];
     }
@@ -141,27 +299,42 @@ pub fn expand(
     Ok((out, sensitive))
 }
 
-fn resolve(reference: &str, base_dir: &Path) -> Result<String, String> {
+/// Where a reference points.
+enum Reference<'a> {
+    Env(&'a str),
+    File(&'a str),
+}
+
+fn parse(reference: &str) -> Result<Reference<'_>, String> {
     if let Some(name) = reference.strip_prefix("env:") {
-        return std::env::var(name).map_err(|e| match e {
+        return Ok(Reference::Env(name));
+    }
+    if let Some(path) = reference.strip_prefix("file:") {
+        return Ok(Reference::File(path));
+    }
+    Err(format!(
+        "unknown reference `${{{reference}}}`: expected `${{env:NAME}}` or `${{file:PATH}}`"
+    ))
+}
+
+fn resolve(reference: &str, base_dir: &Path) -> Result<String, String> {
+    match parse(reference)? {
+        Reference::Env(name) => std::env::var(name).map_err(|e| match e {
             std::env::VarError::NotPresent => {
                 format!("environment variable `{name}` referenced by `${{env:{name}}}` is not set")
             }
             std::env::VarError::NotUnicode(_) => {
                 format!("environment variable `{name}` is not valid UTF-8")
             }
-        });
+        }),
+        Reference::File(path) => {
+            let full = base_dir.join(path);
+            match std::fs::read_to_string(&full) {
+                Ok(text) => Ok(text.strip_suffix('\n').unwrap_or(&text).to_owned()),
+                Err(e) => Err(format!("cannot read secret file `{}`: {e}", full.display())),
+            }
+        }
     }
-    if let Some(path) = reference.strip_prefix("file:") {
-        let full = base_dir.join(path);
-        return match std::fs::read_to_string(&full) {
-            Ok(text) => Ok(text.strip_suffix('\n').unwrap_or(&text).to_owned()),
-            Err(e) => Err(format!("cannot read secret file `{}`: {e}", full.display())),
-        };
-    }
-    Err(format!(
-        "unknown reference `${{{reference}}}`: expected `${{env:NAME}}` or `${{file:PATH}}`"
-    ))
 }
 
 #[cfg(test)]
@@ -219,11 +392,82 @@ mod tests {
     }
 
     #[test]
-    fn short_values_are_not_redacted_and_longest_wins() {
+    fn longest_wins() {
         let mut r = Redactor::default();
-        r.add("ab");
         r.add("token");
         r.add("token-long");
-        assert_eq!(r.redact("ab token token-long"), "ab *** ***");
+        assert_eq!(r.redact("token token-long"), "*** ***");
+    }
+
+    #[test]
+    fn short_secrets_are_masked_where_they_stand_alone() {
+        let mut r = Redactor::default();
+        r.add("ab");
+        r.add("7");
+        assert_eq!(r.short_count(), 2);
+        assert_eq!(
+            r.redact("ab Bearer ab, \"ab\" pin=ab/ab. tab abc ab7 7 17 x7 7s"),
+            "*** Bearer ***, \"***\" pin=***/***. tab abc ab7 *** 17 x7 7s"
+        );
+        assert_eq!(r.redact("ab"), "***");
+        assert_eq!(r.redact("nothing here"), "nothing here");
+        // Next to a long secret's mask, it still stands alone.
+        r.add("hunter22");
+        assert_eq!(r.redact("hunter22ab"), "******");
+    }
+
+    #[test]
+    fn base64_is_standard_and_padded() {
+        for (clear, encoded) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+            ("user:pass", "dXNlcjpwYXNz"),
+        ] {
+            assert_eq!(base64(clear.as_bytes()), encoded, "{clear}");
+        }
+    }
+
+    /// A secret encoded inside a longer text (`user:secret` in a basic-auth
+    /// header, `{{ x | b64 }}`) is masked whatever precedes it.
+    #[test]
+    fn base64_forms_are_masked_at_every_alignment() {
+        let secret = "canary-7f3a9c1e5b";
+        let mut r = Redactor::default();
+        r.add(secret);
+        for prefix in ["", "u:", "us:", "use:", "a-longer-user:"] {
+            for suffix in ["", "!", "!!", "!!!"] {
+                let encoded = base64(format!("{prefix}{secret}{suffix}").as_bytes());
+                let masked = r.redact(&encoded);
+                assert!(masked.contains(MASK), "{prefix}|{suffix}: {masked}");
+                // What is left shows at most the bytes around the secret.
+                let left = masked.replace(MASK, "");
+                assert!(
+                    left.len() <= (prefix.len() + suffix.len()) * 4 / 3 + 8,
+                    "{prefix}|{suffix}: {masked}"
+                );
+            }
+        }
+        assert_eq!(r.redact(&base64(secret.as_bytes())), MASK);
+    }
+
+    #[test]
+    fn references_are_counted_without_being_read() {
+        assert_eq!(references("plain $5"), Ok(0));
+        assert_eq!(
+            references("${env:SYNTHMON_TEST_SURELY_UNSET} ${file:/nonexistent/x}"),
+            Ok(2)
+        );
+        assert_eq!(references("$${env:X}"), Ok(0));
+        assert!(
+            references("${vault:x}")
+                .unwrap_err()
+                .contains("unknown reference")
+        );
+        assert!(references("${env:X").is_err());
     }
 }

@@ -41,6 +41,94 @@ pub const FUNCTIONS: &[&str] = &[
     "unix_ms",
 ];
 
+/// The filters a template may apply: synthmon's `b64` and minijinja's
+/// built-ins. The environment itself decides what exists; this list words
+/// the suggestions for a name that does not.
+pub const FILTERS: &[&str] = &[
+    "b64",
+    "abs",
+    "attr",
+    "batch",
+    "bool",
+    "capitalize",
+    "chain",
+    "count",
+    "d",
+    "default",
+    "dictsort",
+    "e",
+    "escape",
+    "first",
+    "float",
+    "format",
+    "groupby",
+    "indent",
+    "int",
+    "items",
+    "join",
+    "last",
+    "length",
+    "lines",
+    "list",
+    "lower",
+    "map",
+    "max",
+    "min",
+    "pprint",
+    "reject",
+    "rejectattr",
+    "replace",
+    "reverse",
+    "round",
+    "safe",
+    "select",
+    "selectattr",
+    "slice",
+    "sort",
+    "split",
+    "string",
+    "sum",
+    "title",
+    "tojson",
+    "trim",
+    "unique",
+    "upper",
+    "zip",
+];
+
+/// The tests (`x is defined`) a template may apply, for suggestions as
+/// [`FILTERS`] is.
+pub const TESTS: &[&str] = &[
+    "boolean",
+    "defined",
+    "divisibleby",
+    "endingwith",
+    "eq",
+    "even",
+    "false",
+    "float",
+    "ge",
+    "gt",
+    "in",
+    "integer",
+    "iterable",
+    "le",
+    "lower",
+    "lt",
+    "mapping",
+    "ne",
+    "none",
+    "number",
+    "odd",
+    "sameas",
+    "sequence",
+    "startingwith",
+    "string",
+    "true",
+    "undefined",
+    "upper",
+];
+
 /// The top-level names a template may read besides the functions.
 pub const NAMES: &[&str] = &[
     "vars",
@@ -106,6 +194,15 @@ static ENV: LazyLock<Environment<'static>> = LazyLock::new(|| {
                 out
             }
         })
+    });
+    // `{{ (vars.user ~ ':' ~ vars.password) | b64 }}`: standard base64 of
+    // the value's text, as an `Authorization: Basic` header wants it.
+    env.add_filter("b64", |value: Value| {
+        let text = match value.as_str() {
+            Some(s) => s.to_owned(),
+            None => value.to_string(),
+        };
+        crate::secret::base64(text.as_bytes())
     });
     env.add_function("unix", || Ok::<_, Error>(chrono::Utc::now().timestamp()));
     env.add_function("unix_ms", || {
@@ -273,6 +370,7 @@ impl Text {
         let tmpl = ENV.template_from_str(source).map_err(|e| TemplateError {
             message: format!("invalid template `{source}`: {}", describe(&e)),
         })?;
+        check_applied(source)?;
         for name in tmpl.undeclared_variables(true) {
             let mut parts = name.splitn(2, '.');
             let top = parts.next().unwrap_or_default();
@@ -405,6 +503,205 @@ impl Text {
             .map_err(|e| format!("cannot render `{}`: {}", self.source, describe(&e)))?;
         serde_json::to_value(&value)
             .map_err(|e| format!("cannot render `{}` as JSON: {e}", self.source))
+    }
+}
+
+/// What a template applies to a value: a filter (`x | upper`,
+/// `{% filter upper %}`) or a test (`x is defined`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Applied {
+    Filter,
+    Test,
+}
+
+/// Checks that every filter and test `source` applies exists: minijinja
+/// looks them up only when rendering, which would turn a typo into a
+/// failed run instead of a load error. `source` has parsed.
+fn check_applied(source: &str) -> Result<(), TemplateError> {
+    check_applied_in(&ENV, source).map_err(|message| TemplateError { message })
+}
+
+/// [`check_applied`] against another environment (a webhook's body
+/// template has minijinja's built-ins only); the message names the
+/// template and the nearest name `env` has.
+pub fn check_applied_in(env: &Environment<'_>, source: &str) -> Result<(), String> {
+    let state = env.empty_state();
+    let exists = |applied: Applied, name: &str| match applied {
+        Applied::Filter => !state
+            .apply_filter(name, &[])
+            .is_err_and(|e| e.kind() == ErrorKind::UnknownFilter),
+        Applied::Test => !state
+            .perform_test(name, &[])
+            .is_err_and(|e| e.kind() == ErrorKind::UnknownTest),
+    };
+    for (applied, name) in applied(source) {
+        if exists(applied, &name) {
+            continue;
+        }
+        let (what, known) = match applied {
+            Applied::Filter => ("filter", FILTERS),
+            Applied::Test => ("test", TESTS),
+        };
+        let mut message = format!("unknown {what} `{name}` in template `{source}`");
+        let candidates = known.iter().copied().filter(|n| exists(applied, n));
+        if let Some(near) = crate::diag::nearest(&name, candidates) {
+            message.push_str(&format!("; did you mean `{near}`?"));
+        }
+        return Err(message);
+    }
+    Ok(())
+}
+
+/// A token of a template's tags, as far as finding filters and tests
+/// needs: names, `|`, `.`, and anything else.
+#[derive(Debug, PartialEq)]
+enum Token<'a> {
+    Name(&'a str),
+    Pipe,
+    Dot,
+    Other,
+}
+
+/// The filters and tests `source` applies, in order, outside string
+/// literals, comments and `{% raw %}` blocks (minijinja's default syntax).
+fn applied(source: &str) -> Vec<(Applied, String)> {
+    let mut found = Vec::new();
+    let mut rest = source;
+    while let Some(open) = rest.find('{') {
+        let tag = &rest[open..];
+        if let Some(comment) = tag.strip_prefix("{#") {
+            rest = comment.find("#}").map_or("", |end| &comment[end + 2..]);
+        } else if let Some(expr) = tag.strip_prefix("{{") {
+            let (tokens, after) = tokenize(expr, "}}");
+            names_applied(&tokens, false, &mut found);
+            rest = after;
+        } else if let Some(block) = tag.strip_prefix("{%") {
+            let (tokens, after) = tokenize(block, "%}");
+            if first_name(&tokens) == Some("raw") {
+                rest = skip_raw(after);
+            } else {
+                names_applied(&tokens, true, &mut found);
+                rest = after;
+            }
+        } else {
+            rest = &tag[1..];
+        }
+    }
+    found
+}
+
+/// The tokens of a tag's inside up to its `end` (`}}` or `%}`) outside
+/// brackets and strings, and the text after it.
+fn tokenize<'a>(text: &'a str, end: &str) -> (Vec<Token<'a>>, &'a str) {
+    let mut tokens = Vec::new();
+    let mut depth = 0usize;
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        let c = bytes[i];
+        if depth == 0 && bytes[i..].starts_with(end.as_bytes()) {
+            return (tokens, &text[i + end.len()..]);
+        }
+        match c {
+            b'\'' | b'"' => {
+                // A string literal, with backslash escapes.
+                i += 1;
+                while i < bytes.len() && bytes[i] != c {
+                    i += if bytes[i] == b'\\' { 2 } else { 1 };
+                }
+                tokens.push(Token::Other);
+            }
+            b'a'..=b'z' | b'A'..=b'Z' | b'_' => {
+                let start = i;
+                while i + 1 < bytes.len()
+                    && (bytes[i + 1].is_ascii_alphanumeric() || bytes[i + 1] == b'_')
+                {
+                    i += 1;
+                }
+                tokens.push(Token::Name(&text[start..=i]));
+            }
+            b'|' => tokens.push(Token::Pipe),
+            b'.' => tokens.push(Token::Dot),
+            b'(' | b'[' | b'{' => {
+                depth += 1;
+                tokens.push(Token::Other);
+            }
+            b')' | b']' | b'}' => {
+                depth = depth.saturating_sub(1);
+                tokens.push(Token::Other);
+            }
+            c if c.is_ascii_whitespace() => {}
+            _ => tokens.push(Token::Other),
+        }
+        i += 1;
+    }
+    (tokens, "")
+}
+
+/// The first name of a block tag (`{%- raw %}`: `raw`), its keyword.
+fn first_name<'a>(tokens: &[Token<'a>]) -> Option<&'a str> {
+    tokens.iter().find_map(|t| match t {
+        Token::Name(name) => Some(*name),
+        _ => None,
+    })
+}
+
+/// The text after the `{% endraw %}` that closes a raw block.
+fn skip_raw(mut rest: &str) -> &str {
+    while let Some(open) = rest.find("{%") {
+        let (tokens, after) = tokenize(&rest[open + 2..], "%}");
+        if first_name(&tokens) == Some("endraw") {
+            return after;
+        }
+        rest = after;
+    }
+    ""
+}
+
+/// Adds the filters (after `|`, or first in a `{% filter %}` block) and
+/// tests (after `is` or `is not`) that `tokens` apply to `found`; dotted
+/// names whole.
+fn names_applied(tokens: &[Token<'_>], block: bool, found: &mut Vec<(Applied, String)>) {
+    let dotted = |from: usize| -> Option<String> {
+        let Some(Token::Name(first)) = tokens.get(from) else {
+            return None;
+        };
+        let mut name = (*first).to_owned();
+        let mut at = from + 1;
+        while let (Some(Token::Dot), Some(Token::Name(next))) = (tokens.get(at), tokens.get(at + 1))
+        {
+            name.push('.');
+            name.push_str(next);
+            at += 2;
+        }
+        Some(name)
+    };
+    // `{%- filter upper %}`: the whitespace marker is not a name.
+    let keyword = tokens.iter().position(|t| matches!(t, Token::Name(_)));
+    if let Some(at) = keyword.filter(|at| block && tokens[*at] == Token::Name("filter")) {
+        if let Some(name) = dotted(at + 1) {
+            found.push((Applied::Filter, name));
+        }
+    }
+    for (at, token) in tokens.iter().enumerate() {
+        match token {
+            Token::Pipe => {
+                if let Some(name) = dotted(at + 1) {
+                    found.push((Applied::Filter, name));
+                }
+            }
+            Token::Name("is") if at == 0 || tokens[at - 1] != Token::Dot => {
+                let from = if tokens.get(at + 1) == Some(&Token::Name("not")) {
+                    at + 2
+                } else {
+                    at + 1
+                };
+                if let Some(name) = dotted(from) {
+                    found.push((Applied::Test, name));
+                }
+            }
+            _ => {}
+        }
     }
 }
 
@@ -576,6 +873,75 @@ mod tests {
         assert!(e.message.contains("vars.order_id"), "{}", e.message);
         let e = Text::compile("{{ 1 + }}", None).unwrap_err();
         assert!(e.message.contains("invalid template"), "{}", e.message);
+    }
+
+    #[test]
+    fn b64_encodes_the_text_of_a_value() {
+        let t = Text::compile("Basic {{ (vars.user ~ ':' ~ 'pw') | b64 }}", None).unwrap();
+        assert_eq!(t.render(&scope(None)).unwrap(), "Basic YWRhOnB3");
+        let t = Text::compile("{{ vars.order.id | b64 }}", None).unwrap();
+        assert_eq!(t.render(&scope(None)).unwrap(), "Nw==");
+    }
+
+    #[test]
+    fn unknown_filters_and_tests_fail_at_load() {
+        let e = Text::compile("{{ vars.user | b46 }}", None).unwrap_err();
+        assert_eq!(
+            e.message,
+            "unknown filter `b46` in template `{{ vars.user | b46 }}`; did you mean `b64`?"
+        );
+        let e = Text::compile("{% if vars.user is defnied %}x{% endif %}", None).unwrap_err();
+        assert!(
+            e.message.starts_with("unknown test `defnied`") && e.message.contains("`defined`"),
+            "{}",
+            e.message
+        );
+        let e = Text::compile("{% filter uper %}x{% endfilter %}", None).unwrap_err();
+        assert!(
+            e.message.starts_with("unknown filter `uper`"),
+            "{}",
+            e.message
+        );
+        let e = Text::compile("a{{ vars.user | trim | nope(1) }}b", None).unwrap_err();
+        assert!(
+            e.message.starts_with("unknown filter `nope`"),
+            "{}",
+            e.message
+        );
+        // Known ones, and look-alikes that are not filters, pass.
+        for ok in [
+            "{{ vars.user | upper | default('a|b') }}",
+            "{{ vars.user|b64 }}",
+            "{%- filter upper -%}x{% endfilter %}",
+            "{% if vars.user is not none and vars.user is string %}y{% endif %}",
+            "{{ {'a': {'b': '}} | nope'}} | tojson }}",
+            "{# a | nope #}{{ vars.user }}",
+            "{% raw %}{{ x | nope }}{% endraw %}{{ vars.user | lower }}",
+            "{{ vars.this | length }} {{ 'x is nope' }}",
+            "é{{ vars.user | title }}ü",
+        ] {
+            assert!(Text::compile(ok, None).is_ok(), "{ok}");
+        }
+    }
+
+    /// The suggestion lists name only what the environment has.
+    #[test]
+    fn every_listed_filter_and_test_exists() {
+        let state = ENV.empty_state();
+        for name in FILTERS {
+            let e = state.apply_filter(name, &[]);
+            assert!(
+                !e.is_err_and(|e| e.kind() == ErrorKind::UnknownFilter),
+                "{name}"
+            );
+        }
+        for name in TESTS {
+            let e = state.perform_test(name, &[]);
+            assert!(
+                !e.is_err_and(|e| e.kind() == ErrorKind::UnknownTest),
+                "{name}"
+            );
+        }
     }
 
     #[test]

@@ -614,7 +614,7 @@ fn build(
         None => None,
     };
     let password = match raw.password.as_deref() {
-        Some(p) => Some(c.expand(&format!("{path}.password"), p)?),
+        Some(p) => Some(c.secret(&format!("{path}.password"), p)?),
         None => None,
     };
     if username.is_some() != password.is_some() {

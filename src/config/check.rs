@@ -26,6 +26,26 @@ pub struct Checker<'a> {
     pub diags: &'a mut Diagnostics,
     pub redactor: &'a mut Redactor,
     pub base_dir: &'a Path,
+    /// What a secret reference that cannot be resolved does.
+    pub secrets: Demand,
+}
+
+/// What becomes of a secret reference (`${env:…}`, `${file:…}`) that
+/// cannot be resolved in the part being checked. A malformed reference is
+/// an error in every case: it is a mistake in the file.
+#[derive(Debug, Default)]
+pub enum Demand {
+    /// An error: the part is used (the daemon, `check`, a selected probe).
+    #[default]
+    Required,
+    /// Set aside, for the assembly to report once it knows whether the
+    /// part is used (an environment, checked before the probes that name
+    /// it); the value is left out meanwhile.
+    Deferred(Vec<Diagnostic>),
+    /// Not read at all, and the value left out: the part is not used by the
+    /// run at hand (a probe `--probe` did not select, `[alerting]` without
+    /// `--alert`).
+    Unused,
 }
 
 impl<'a> Checker<'a> {
@@ -40,6 +60,7 @@ impl<'a> Checker<'a> {
             diags,
             redactor,
             base_dir,
+            secrets: Demand::Required,
         }
     }
 
@@ -199,15 +220,115 @@ impl Checker<'_> {
             .ok()
     }
 
-    /// Expands secret references in a string value, reporting failures.
+    /// Expands secret references in a string value, reporting failures as
+    /// [`Checker::secrets`] says. `None` when the value is not available:
+    /// after an error, or when its secrets are deferred or not needed.
     pub fn expand(&mut self, path: &str, value: &str) -> Option<String> {
-        match secret::expand(value, self.base_dir, self.redactor) {
-            Ok((out, _)) => Some(out),
+        let references = match secret::references(value) {
+            Ok(n) => n,
             Err(msg) => {
                 self.err(path, msg);
+                return None;
+            }
+        };
+        if references > 0 && matches!(self.secrets, Demand::Unused) {
+            return None;
+        }
+        let short_before = self.redactor.short_count();
+        match secret::expand(value, self.base_dir, self.redactor) {
+            Ok((out, _)) => {
+                if self.redactor.short_count() > short_before {
+                    warn_short(self.doc, path);
+                }
+                Some(out)
+            }
+            Err(msg) => {
+                let d = self.doc.error_at(path, msg);
+                match &mut self.secrets {
+                    Demand::Deferred(set_aside) => set_aside.push(d),
+                    Demand::Required | Demand::Unused => self.diags.push(d),
+                }
                 None
             }
         }
+    }
+
+    /// A value that is a secret wherever it came from (a password, a
+    /// signing key): expanded like any value, and then masked in every
+    /// output even when it was written in clear.
+    pub fn secret(&mut self, path: &str, value: &str) -> Option<String> {
+        let expanded = self.expand(path, value)?;
+        let short_before = self.redactor.short_count();
+        self.redactor.add(&expanded);
+        if self.redactor.short_count() > short_before {
+            warn_short(self.doc, path);
+        }
+        Some(expanded)
+    }
+
+    /// `basic_auth = { user = "…", password = "…" }` in the table at
+    /// `table`: the value of its `Authorization: Basic base64(user:password)`
+    /// header, to add to the table's headers (`names`), which must not set
+    /// that header too. The password and the header's token are secrets
+    /// (masked in every output) even when the password is written in
+    /// clear; neither key is a template.
+    pub fn basic_auth<'n>(
+        &mut self,
+        table: &str,
+        raw: Option<&super::raw::RawBasicAuth>,
+        names: impl IntoIterator<Item = &'n http::HeaderName>,
+    ) -> Option<String> {
+        let raw = raw?;
+        let path = format!("{table}.basic_auth");
+        let errors = self.error_count();
+        if names
+            .into_iter()
+            .any(|name| name == http::header::AUTHORIZATION)
+        {
+            self.diags.push(self.doc.error_at_key(
+                &path,
+                format!(
+                    "`basic_auth` and `{table}.headers.Authorization` both set the Authorization header: keep one"
+                ),
+            ));
+        }
+        let user = match raw.user.as_deref() {
+            None => {
+                self.missing(&path, "user");
+                None
+            }
+            Some(u) => self.expand(&format!("{path}.user"), u),
+        };
+        if user.as_deref().is_some_and(|u| u.contains(':')) {
+            // Never echo the value: it may come from a secret.
+            self.err(
+                &format!("{path}.user"),
+                "a basic-auth user cannot contain `:` (RFC 7617)",
+            );
+        }
+        let password = match raw.password.as_deref() {
+            None => {
+                self.missing(&path, "password");
+                None
+            }
+            Some(p) => {
+                let key = format!("{path}.password");
+                if secret::references(p) == Ok(0) {
+                    tracing::warn!(
+                        file = self.doc.file(),
+                        key = %key,
+                        "a basic-auth password is written in clear in the file; reference it with `${{env:NAME}}` or `${{file:PATH}}`"
+                    );
+                }
+                self.secret(&key, p)
+            }
+        };
+        if self.error_count() > errors {
+            return None;
+        }
+        let token = secret::base64(format!("{}:{}", user?, password?).as_bytes());
+        self.redactor.add(&token);
+        Some(format!("Basic {token}"))
     }
 
     /// Header name/value pairs with secrets expanded.
@@ -272,6 +393,31 @@ impl Checker<'_> {
             }
         }
     }
+}
+
+/// Warns that the secret at `path` is short, so masked only where it
+/// stands alone (never naming the value).
+fn warn_short(doc: &SourceDoc, path: &str) {
+    tracing::warn!(
+        file = doc.file(),
+        key = %path,
+        "a secret shorter than {} characters is masked in output only where it stands alone (not inside words); use a longer one",
+        secret::MIN_ANYWHERE_LEN
+    );
+}
+
+/// Refuses a URL that carries credentials (`https://user:pass@host/`):
+/// synthmon does not send them and they would be shown wherever the URL
+/// is, so they belong in `basic_auth`. The message never repeats the URL.
+pub fn no_credentials(url: &url::Url) -> Result<(), String> {
+    if url.username().is_empty() && url.password().is_none() {
+        return Ok(());
+    }
+    Err(
+        "the URL carries credentials (`user:password@`), which are not sent and would show in reports: \
+         remove them and write `basic_auth = { user = \"…\", password = \"${env:NAME}\" }`"
+            .to_owned(),
+    )
 }
 
 /// A path as the user would write it: relative to the working directory

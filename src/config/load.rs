@@ -6,7 +6,7 @@
 //! continues with the same located document, diagnostics and redactor so
 //! that one run reports every error of every file.
 
-use super::check::{Checker, valid_label, valid_name};
+use super::check::{Checker, Demand, valid_label, valid_name};
 use super::raw::{self, RawConfig, RawEnvironment};
 use super::{
     BaseUrl, DaemonConfig, Environment, OtlpProtocol, Settings, Tagging, TelemetryConfig,
@@ -19,6 +19,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9464";
+/// The base URL an environment gets while a secret of its `base_url` is
+/// set aside (it is never run so: the secret's error is reported first).
+const UNRESOLVED_BASE_URL: &str = "http://unresolved-secret.invalid/";
 pub const DEFAULT_PROBE_GLOB: &str = "probes/*.toml";
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -323,7 +326,30 @@ impl Checker<'_> {
         })
     }
 
+    /// An environment. Its secrets are deferred: whether they must resolve
+    /// depends on the probes that run there, which are checked later (see
+    /// [`Environment::unresolved`]).
     fn environment(&mut self, name: &str, raw: RawEnvironment) -> Option<Environment> {
+        let outer = std::mem::replace(&mut self.secrets, Demand::Deferred(Vec::new()));
+        let built = self.environment_parts(name, raw);
+        let set_aside = match std::mem::replace(&mut self.secrets, outer) {
+            Demand::Deferred(set_aside) => set_aside,
+            Demand::Required | Demand::Unused => Vec::new(),
+        };
+        match built {
+            Some(mut env) => {
+                env.unresolved = set_aside;
+                Some(env)
+            }
+            None => {
+                // The config fails anyway: report everything at once.
+                self.diags.extend(set_aside);
+                None
+            }
+        }
+    }
+
+    fn environment_parts(&mut self, name: &str, raw: RawEnvironment) -> Option<Environment> {
         let path = format!("environments.{name}");
         if !valid_name(name) {
             self.diags.push(self.doc.error_at_key(
@@ -342,10 +368,23 @@ impl Checker<'_> {
             Some("builtin:sandbox") => Some(BaseUrl::Sandbox),
             Some(text) => {
                 let key = format!("{path}.base_url");
-                let expanded = self.expand(&key, text)?;
+                let errors = self.error_count();
+                let expanded = match self.expand(&key, text) {
+                    Some(e) => e,
+                    // A secret set aside: the environment stands, unusable
+                    // until the secret is there (it is reported if used).
+                    None if self.error_count() == errors => UNRESOLVED_BASE_URL.to_owned(),
+                    None => return None,
+                };
                 match url::Url::parse(&expanded) {
                     Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {
-                        Some(BaseUrl::Url(u))
+                        match super::check::no_credentials(&u) {
+                            Ok(()) => Some(BaseUrl::Url(u)),
+                            Err(msg) => {
+                                self.err(&key, msg);
+                                None
+                            }
+                        }
                     }
                     Ok(_) => {
                         self.err(
@@ -364,7 +403,14 @@ impl Checker<'_> {
                 }
             }
         };
-        let headers = self.headers(&format!("{path}.headers"), raw.headers);
+        let mut headers = self.headers(&format!("{path}.headers"), raw.headers);
+        if let Some(value) = self.basic_auth(
+            &path,
+            raw.basic_auth.as_ref(),
+            headers.iter().map(|(n, _)| n),
+        ) {
+            headers.push((http::header::AUTHORIZATION, value));
+        }
         let mut variables = BTreeMap::new();
         for (k, v) in raw.variables {
             if let Some(v) = self.expand(&format!("{path}.variables.{k}"), &v) {
@@ -408,6 +454,7 @@ impl Checker<'_> {
             tls,
             tls_client: tls_client?,
             labels: raw.labels,
+            unresolved: Vec::new(),
         })
     }
 }

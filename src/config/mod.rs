@@ -96,6 +96,10 @@ pub struct Environment {
     /// The TLS client settings built from `tls` at load (files read once).
     pub tls_client: std::sync::Arc<rustls::ClientConfig>,
     pub labels: BTreeMap<String, String>,
+    /// The errors of the secret references that could not be resolved
+    /// (the values are left out): reported by the assembly when a probe
+    /// that runs here is used, and always by the daemon and `check`.
+    pub unresolved: Vec<Diagnostic>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

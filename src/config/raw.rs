@@ -202,6 +202,8 @@ pub struct RawEnvironment {
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
     pub tls: Option<RawTls>,
+    /// Sent with every request to this environment, as its `headers` are.
+    pub basic_auth: Option<RawBasicAuth>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -249,6 +251,17 @@ pub struct RawProbe {
 pub enum RawSize {
     Bytes(u64),
     Text(String),
+}
+
+/// `basic_auth = { user = "…", password = "${env:…}" }` of a request
+/// (an environment, `http`, flow steps and the kinds that send an HTTP
+/// request of their own). Both keys are required;
+/// they are `Option` so that each missing one is reported.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBasicAuth {
+    pub user: Option<String>,
+    pub password: Option<String>,
 }
 
 /// A duration as written: text (`"5s"`, `"1m 30s"`), or a TOML number,

@@ -11,7 +11,7 @@ mod alerting;
 mod probes;
 
 use crate::alert::receiver::AlertingConfig;
-use crate::config::check::Checker;
+use crate::config::check::{Checker, Demand};
 use crate::config::{
     DaemonConfig, Diagnostics, Environment, LoadOptions, Loaded, Tagging, TelemetryConfig,
 };
@@ -37,9 +37,72 @@ pub struct Config {
     pub redactor: Redactor,
 }
 
+/// The parts of the config a run uses. Every part is checked either way;
+/// the secret references of the parts in use must resolve, those of the
+/// others are not read (a probe `--probe` did not select, `[alerting]`
+/// without `--alert`) or not demanded (an environment no used probe runs
+/// in), so a run needs only its own secrets.
+#[derive(Debug, Clone, Default)]
+pub enum Uses {
+    /// Every part: the daemon, `check`, `list`.
+    #[default]
+    Everything,
+    /// What one `--once` invocation runs; empty lists select everything,
+    /// as `--probe`, `--tag` and `--env` do.
+    Once {
+        probes: Vec<String>,
+        tags: Vec<String>,
+        environments: Vec<String>,
+        /// `--alert`: the receivers send.
+        alerting: bool,
+    },
+}
+
+impl Uses {
+    /// Whether a probe with this name and tags is selected (`--env`
+    /// narrows where it runs, not whether its own secrets are needed).
+    fn probe(&self, name: &str, tags: &[String]) -> bool {
+        match self {
+            Uses::Everything => true,
+            Uses::Once {
+                probes,
+                tags: wanted,
+                ..
+            } => {
+                (probes.is_empty() || probes.iter().any(|p| p == name))
+                    && (wanted.is_empty() || tags.iter().any(|t| wanted.contains(t)))
+            }
+        }
+    }
+
+    /// Whether a used probe runs in `environment`.
+    fn environment(&self, environment: &str) -> bool {
+        match self {
+            Uses::Everything => true,
+            Uses::Once { environments, .. } => {
+                environments.is_empty() || environments.iter().any(|e| e == environment)
+            }
+        }
+    }
+
+    fn alerting(&self) -> bool {
+        match self {
+            Uses::Everything => true,
+            Uses::Once { alerting, .. } => *alerting,
+        }
+    }
+}
+
 /// Loads and checks everything: the config file, its layers and every probe
 /// file its globs name. Returns every error found, not just the first.
 pub fn load(opts: &LoadOptions) -> Result<Config, Diagnostics> {
+    load_for(opts, &Uses::Everything)
+}
+
+/// [`load`] for a run that uses only some parts of the config (see
+/// [`Uses`]): everything is checked, but only the secrets of the parts in
+/// use must be there.
+pub fn load_for(opts: &LoadOptions, uses: &Uses) -> Result<Config, Diagnostics> {
     let Loaded {
         file,
         doc,
@@ -50,9 +113,25 @@ pub fn load(opts: &LoadOptions) -> Result<Config, Diagnostics> {
         alerting,
     } = crate::config::load_settings(opts)?;
     let mut checker = Checker::new(&doc, &mut diags, &mut redactor, &base_dir);
-    let probes = checker.probes(&settings.daemon.probe_globs, &settings.environments);
+    let probes = checker.probes(&settings.daemon.probe_globs, &settings.environments, uses);
+    if !uses.alerting() {
+        checker.secrets = Demand::Unused;
+    }
     let alerting = checker.alerting(alerting);
     probes::warn_alertmanager_timeout(&alerting, &probes);
+    // An environment's secrets are needed where a used probe runs (by the
+    // daemon and `check`: everywhere).
+    for env in settings.environments.values() {
+        let used = matches!(uses, Uses::Everything)
+            || probes.iter().any(|p| {
+                uses.probe(&p.name, &p.tags)
+                    && p.environments.contains(&env.name)
+                    && uses.environment(&env.name)
+            });
+        if used {
+            diags.extend(env.unresolved.iter().cloned());
+        }
+    }
     if !diags.is_empty() {
         diags.sort();
         return Err(diags);

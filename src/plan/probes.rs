@@ -5,8 +5,8 @@
 
 use crate::alert::receiver::AlertingConfig;
 use crate::config::check::{
-    Checker, display_path, min_gap, parse_duration, parse_m_of_k, parse_schedule, valid_label,
-    valid_name,
+    Checker, Demand, display_path, min_gap, parse_duration, parse_m_of_k, parse_schedule,
+    valid_label, valid_name,
 };
 use crate::config::load::MAX_TIMEOUT;
 use crate::config::raw::{self, RawProbe};
@@ -92,6 +92,7 @@ impl Checker<'_> {
         &mut self,
         globs: &[String],
         environments: &BTreeMap<String, Environment>,
+        uses: &super::Uses,
     ) -> Vec<Probe> {
         let mut files = Vec::new();
         for pattern in globs {
@@ -158,11 +159,19 @@ impl Checker<'_> {
                 .as_ref()
                 .map(|a| a.depends_on.clone())
                 .unwrap_or_default();
+            // A probe the run does not use is checked all the same, but
+            // its secrets are not read (nor needed).
+            let used = uses.probe(raw.name.as_deref().unwrap_or_default(), &raw.tags);
             let mut probe_checker = Checker {
                 doc: &doc,
                 diags: self.diags,
                 redactor: self.redactor,
                 base_dir: file.parent().unwrap_or(self.base_dir),
+                secrets: if used {
+                    Demand::Required
+                } else {
+                    Demand::Unused
+                },
             };
             let built = probe_checker.probe(raw, &file, environments);
             let Some(probe) = built else {

@@ -57,6 +57,8 @@ pub struct RawHttp {
     pub headers: BTreeMap<String, String>,
     #[serde(default)]
     pub query: BTreeMap<String, String>,
+    /// `{ user = "…", password = "${env:…}" }`: sent as `Authorization: Basic …`.
+    pub basic_auth: Option<crate::config::raw::RawBasicAuth>,
     /// A raw body, sent as is.
     pub body: Option<String>,
     /// A JSON body (any TOML value), sent with `content-type: application/json`.
@@ -161,7 +163,9 @@ pub fn check_url(text: &str) -> Result<(), String> {
         "expected an http(s) URL like `https://api.example.com/health` or a path starting with `/`";
     if is_http_url(text) {
         return match url::Url::parse(text) {
-            Ok(u) if u.host_str().is_some_and(|h| !h.is_empty()) => Ok(()),
+            Ok(u) if u.host_str().is_some_and(|h| !h.is_empty()) => {
+                crate::config::check::no_credentials(&u)
+            }
             Ok(_) => Err(format!("{EXPECTED}, found `{text}`, which has no host")),
             Err(e) => Err(format!("{EXPECTED}, found `{text}` ({e})")),
         };
@@ -708,6 +712,13 @@ pub fn request(
             }
             headers.push((header, t));
         }
+    }
+    if let Some(value) = c.basic_auth(
+        prefix,
+        raw.basic_auth.as_ref(),
+        headers.iter().map(|(n, _)| n),
+    ) {
+        headers.push((http::header::AUTHORIZATION, Text::literal(&value)));
     }
     let mut query = Vec::new();
     for (k, v) in &raw.query {

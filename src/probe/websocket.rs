@@ -91,6 +91,8 @@ pub struct RawWebsocket {
     pub url: Option<String>,
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
+    /// `{ user = "…", password = "${env:…}" }`: sent as `Authorization: Basic …`.
+    pub basic_auth: Option<crate::config::raw::RawBasicAuth>,
     /// Offered in `Sec-WebSocket-Protocol`, in order.
     #[serde(default)]
     pub subprotocols: Vec<String>,
@@ -214,6 +216,10 @@ pub(crate) fn build(
                             t.source()
                         ),
                     );
+                } else if let Ok(url) = Url::parse(t.source()) {
+                    if let Err(msg) = crate::config::check::no_credentials(&url) {
+                        c.err("websocket.url", msg);
+                    }
                 }
             }
             text
@@ -229,6 +235,13 @@ pub(crate) fn build(
         if let Some(t) = c.text(&key, value, known) {
             headers.push((header, t));
         }
+    }
+    if let Some(value) = c.basic_auth(
+        "websocket",
+        raw.basic_auth.as_ref(),
+        headers.iter().map(|(n, _)| n),
+    ) {
+        headers.push((http::header::AUTHORIZATION, Text::literal(&value)));
     }
     for (i, p) in raw.subprotocols.iter().enumerate() {
         if p.is_empty() || !p.bytes().all(|b| b.is_ascii_graphic() && b != b',') {
@@ -495,6 +508,8 @@ impl Session<'_> {
         };
         url.set_scheme(scheme)
             .map_err(|()| bad(format!("cannot use {url} as a {scheme} URL")))?;
+        crate::config::check::no_credentials(&url)
+            .map_err(|e| bad(format!("the url template rendered an unusable url: {e}")))?;
         Ok(url)
     }
 

@@ -19,7 +19,7 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-const USER: &str = "alerts@example.test";
+pub(super) const USER: &str = "alerts@example.test";
 pub(super) const PASSWORD: &str = "s3cr3t-pa55";
 /// Bounds every test.
 const TEST_LIMIT: Duration = Duration::from_secs(30);

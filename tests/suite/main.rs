@@ -36,6 +36,7 @@ mod regressions_lifecycle;
 mod regressions_load;
 mod regressions_sinks;
 mod regressions_workload;
+mod secret_canary;
 mod secrets;
 mod sinks_at_fault;
 mod seed;

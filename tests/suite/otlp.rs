@@ -52,20 +52,22 @@ fn resource() -> Resource {
 /// One export request as a receiver saw it: its headers (gRPC metadata or
 /// HTTP headers, lowercase names) and the decoded body.
 #[derive(Debug, Clone)]
-struct Received {
-    headers: HashMap<String, String>,
-    request: ExportTraceServiceRequest,
+pub(super) struct Received {
+    pub(super) headers: HashMap<String, String>,
+    pub(super) request: ExportTraceServiceRequest,
 }
 
+/// What a receiver got; `pub(super)` for the secret canary
+/// (`secret_canary.rs`).
 #[derive(Debug, Clone, Default)]
-struct Store(Arc<Mutex<Vec<Received>>>);
+pub(super) struct Store(Arc<Mutex<Vec<Received>>>);
 
 impl Store {
     fn push(&self, headers: HashMap<String, String>, request: ExportTraceServiceRequest) {
         self.0.lock().unwrap().push(Received { headers, request });
     }
 
-    fn received(&self) -> Vec<Received> {
+    pub(super) fn received(&self) -> Vec<Received> {
         self.0.lock().unwrap().clone()
     }
 
@@ -110,7 +112,7 @@ impl TraceService for Store {
 }
 
 /// An OTLP/gRPC receiver on 127.0.0.1; returns its endpoint URL.
-async fn grpc_receiver() -> (String, Store) {
+pub(super) async fn grpc_receiver() -> (String, Store) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let store = Store::default();

@@ -49,7 +49,7 @@ pub(super) fn build(
         "alertmanager" => Preset::Alertmanager,
         "pagerduty" => match raw.routing_key.as_deref() {
             Some(k) => Preset::PagerDuty {
-                routing_key: c.expand(&format!("{path}.routing_key"), k)?,
+                routing_key: c.secret(&format!("{path}.routing_key"), k)?,
             },
             None => {
                 c.diags.push(c.doc.error_at_key(
@@ -74,7 +74,7 @@ pub(super) fn build(
         }
     }
     let hmac_secret = match raw.hmac_secret {
-        Some(s) => Some(c.expand(&format!("{path}.hmac_secret"), &s)?),
+        Some(s) => Some(c.secret(&format!("{path}.hmac_secret"), &s)?),
         None => None,
     };
     let timeout = c.duration(
@@ -92,7 +92,14 @@ pub(super) fn build(
             }
         }
         (Preset::Generic, Some(source)) => {
-            if let Err(e) = minijinja::Environment::new().template_from_str(&source) {
+            let env = minijinja::Environment::new();
+            if let Err(e) = env.template_from_str(&source) {
+                c.err(
+                    &format!("{path}.template"),
+                    format!("invalid body template: {e}"),
+                );
+            } else if let Err(e) = crate::template::check_applied_in(&env, &source) {
+                // A filter is looked up only when a notification renders.
                 c.err(
                     &format!("{path}.template"),
                     format!("invalid body template: {e}"),

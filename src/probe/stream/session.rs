@@ -132,6 +132,9 @@ impl<'s> Streamer<'s> {
         let path = ctx.render(&self.spec.url, ids).map_err(request_error)?;
         let url = crate::probe::http::join_url(ctx.base_url, &path)
             .map_err(|e| request_error(format!("cannot build the URL from `{path}`: {e}")))?;
+        crate::config::check::no_credentials(&url).map_err(|e| {
+            request_error(format!("the url template rendered an unusable url: {e}"))
+        })?;
         self.facts.url = url.to_string();
         let mut headers = self.headers(ctx, ids)?;
 

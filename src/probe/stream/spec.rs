@@ -56,6 +56,8 @@ pub struct RawStream {
     pub url: Option<String>,
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
+    /// `{ user = "…", password = "${env:…}" }`: sent as `Authorization: Basic …`.
+    pub basic_auth: Option<crate::config::raw::RawBasicAuth>,
     /// `sse` (default) or `chunked`.
     pub mode: Option<String>,
     pub min_events: Option<u64>,
@@ -104,8 +106,13 @@ pub(crate) fn build(raw: RawStream, c: &mut Checker<'_>) -> Option<StreamSpec> {
             let text = c.text("stream.url", u, None);
             if let Some(t) = text.as_ref().filter(|t| t.is_literal()) {
                 if let Ok(base) = Url::parse("http://base.invalid/") {
-                    if let Err(err) = crate::probe::http::join_url(&base, t.source()) {
-                        c.err("stream.url", format!("expected a URL or a path: {err}"));
+                    match crate::probe::http::join_url(&base, t.source()) {
+                        Err(err) => c.err("stream.url", format!("expected a URL or a path: {err}")),
+                        Ok(url) => {
+                            if let Err(msg) = crate::config::check::no_credentials(&url) {
+                                c.err("stream.url", msg);
+                            }
+                        }
                     }
                 }
             }
@@ -130,6 +137,13 @@ pub(crate) fn build(raw: RawStream, c: &mut Checker<'_>) -> Option<StreamSpec> {
             }
             headers.push((header, t));
         }
+    }
+    if let Some(value) = c.basic_auth(
+        "stream",
+        raw.basic_auth.as_ref(),
+        headers.iter().map(|(n, _)| n),
+    ) {
+        headers.push((http::header::AUTHORIZATION, Text::literal(&value)));
     }
     let mode = match raw.mode.as_deref() {
         None | Some("sse") => Some(Mode::Sse),
