@@ -224,6 +224,33 @@ fn find(text: Arc<String>, pattern: Arc<String>) -> Result<Value, cel::Execution
     Ok(Value::String(Arc::new(found)))
 }
 
+/// How deep serde_json nests before it gives up with "recursion limit
+/// exceeded": its parser allows 128 levels of recursion, the outermost
+/// array or object included, so 127 nested ones parse. Pinned by a test.
+pub const JSON_MAX_DEPTH: usize = 127;
+
+/// `text` as an expression's `json` reads it, or why it is not JSON, in
+/// words and located: `{what} is not JSON: expected value at line 1 column
+/// 1` (`what`: "the body", "stdout", "message 2").
+///
+/// serde_json's recursion limit bounds the parse, so a document nested
+/// 100,000 deep fails after [`JSON_MAX_DEPTH`] levels without recursing
+/// further, and [`json_value`] (which recurses) only ever sees a document
+/// within that depth.
+pub fn parse_json(text: &[u8], what: &str) -> Result<Value, String> {
+    if text.trim_ascii().is_empty() {
+        return Err(format!("{what} is not JSON: it is empty"));
+    }
+    match serde_json::from_slice::<serde_json::Value>(text) {
+        Ok(doc) => Ok(json_value(&doc)),
+        // serde_json has no public error code for this one, only its text.
+        Err(e) if e.to_string().starts_with("recursion limit exceeded") => Err(format!(
+            "{what} is not JSON: nesting deeper than {JSON_MAX_DEPTH} levels ({e})"
+        )),
+        Err(e) => Err(format!("{what} is not JSON: {e}")),
+    }
+}
+
 /// Converts JSON into a CEL value. An integer is an `int`, like the
 /// literals it meets (`json.count + 1`), or a `uint` above `i64::MAX`; any
 /// other number is a `double`. (`cel::to_value` makes every non-negative

@@ -34,7 +34,7 @@
 use super::kind::{Assertion, BuildInput, Kind, KindEntry, RunContext, RunFuture};
 use crate::config::check::Checker;
 use crate::config::raw::RawSize;
-use crate::expr::{Facts, json_value};
+use crate::expr::Facts;
 use crate::expr::{Scope, Type, Types};
 use crate::net::{Clock, Fail};
 use crate::outcome::{Details, FailureReason, GaugeSpec, KindFacts, Outcome};
@@ -327,14 +327,20 @@ pub async fn run(spec: &CommandSpec, ctx: &RunContext<'_>) -> Outcome {
             );
             f.set("stdout", facts.stdout.clone());
             f.set("stderr", facts.stderr.clone());
-            f.set(
-                "json",
-                serde_json::from_str::<serde_json::Value>(&facts.stdout)
-                    .map_or(cel::Value::Null, |v| json_value(&v)),
-            );
+            let (json, not_json) = match crate::expr::parse_json(facts.stdout.as_bytes(), "stdout")
+            {
+                Ok(json) => (json, None),
+                Err(why) => (cel::Value::Null, Some(why)),
+            };
+            f.set("json", json);
             f.set("timings", clock.timings());
             f.set("vars", super::kind::vars_value(ctx.vars));
-            super::kind::check_expectations(&mut outcome, &spec.expect, &f);
+            super::kind::check_expectations_with_json(
+                &mut outcome,
+                &spec.expect,
+                &f,
+                not_json.as_deref(),
+            );
         }
     }
     outcome.details = Some(Details::new(facts));

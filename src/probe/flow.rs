@@ -467,6 +467,16 @@ async fn run_step(
         if check.passed {
             break done;
         }
+        let check_actual = match &done.not_json {
+            Some(why) if super::kind::reads_json(&until.expr) => {
+                if check.actual.is_empty() || check.actual.starts_with("evaluation failed") {
+                    why.clone()
+                } else {
+                    format!("{}; {why}", check.actual)
+                }
+            }
+            _ => check.actual,
+        };
         let next = Instant::now() + until.interval;
         if next >= until_deadline {
             out.reason = Some(FailureReason::Until);
@@ -476,10 +486,10 @@ async fn run_step(
                 out.attempts,
                 if out.attempts == 1 { "" } else { "s" },
                 started.elapsed().as_secs_f64(),
-                if check.actual.is_empty() {
+                if check_actual.is_empty() {
                     "false".to_owned()
                 } else {
-                    check.actual
+                    check_actual
                 }
             ));
             break done;
@@ -496,14 +506,20 @@ async fn run_step(
     }
     if out.reason.is_none() {
         if let Some(facts) = &performed.facts {
+            // A capture that reads a body that is not JSON says so.
+            let because = |expr: &Expr| match &performed.not_json {
+                Some(why) if super::kind::reads_json(expr) => format!(" ({why})"),
+                _ => String::new(),
+            };
             for cap in &step.captures {
                 match cap.expr.eval(facts) {
                     Ok(serde_json::Value::Null) => {
                         out.reason = Some(FailureReason::Assertion);
                         out.error = Some(format!(
-                            "capture `{}`: `{}` gave null",
+                            "capture `{}`: `{}` gave null{}",
                             cap.name,
-                            cap.expr.source()
+                            cap.expr.source(),
+                            because(&cap.expr)
                         ));
                         break;
                     }
@@ -519,7 +535,11 @@ async fn run_step(
                     }
                     Err(msg) => {
                         out.reason = Some(FailureReason::Assertion);
-                        out.error = Some(format!("capture `{}`: {msg}", cap.name));
+                        out.error = Some(format!(
+                            "capture `{}`: {msg}{}",
+                            cap.name,
+                            because(&cap.expr)
+                        ));
                         break;
                     }
                 }

@@ -251,6 +251,8 @@ pub struct Performed {
     pub responded: bool,
     /// What expressions can read about the response (captures, `until`).
     pub facts: Option<Facts>,
+    /// Why the body is not JSON, when it is not (`json` is then null).
+    pub not_json: Option<String>,
 }
 
 impl Performed {
@@ -262,6 +264,7 @@ impl Performed {
             assertions: Vec::new(),
             responded: false,
             facts: None,
+            not_json: None,
         }
     }
 }
@@ -366,6 +369,7 @@ pub fn judge(
             assertions: Vec::new(),
             responded: false,
             facts: None,
+            not_json: None,
         },
         Ok(resp) => {
             let (facts, not_json) = facts(&resp, &scope.vars, elapsed);
@@ -397,7 +401,7 @@ pub fn judge(
             }
             let mut error = super::expectation_summary(&assertions);
             if let Some(why) = &not_json {
-                if blame_the_body(&mut assertions[first..], expect, why) {
+                if super::kind::blame_not_json(&mut assertions[first..], expect, why) {
                     error = error.map(|summary| format!("{summary} ({why})"));
                 }
             }
@@ -417,6 +421,7 @@ pub fn judge(
                 assertions,
                 responded: true,
                 facts: Some(facts),
+                not_json,
             }
         }
     }
@@ -531,52 +536,9 @@ pub fn build_request_with(
     })
 }
 
-/// How deep serde_json nests before it gives up with "recursion limit
-/// exceeded": its parser allows 128 levels of recursion, the outermost
-/// array or object included, so 127 nested ones parse. Pinned by a test.
-const JSON_MAX_DEPTH: usize = 127;
-
-/// The body as `json` reads it, or why it is not JSON, in words and
-/// located (`the body is not JSON: expected value at line 1 column 1`).
-///
-/// serde_json's recursion limit bounds the parse, so a body nested
-/// 100,000 deep fails after [`JSON_MAX_DEPTH`] levels, without recursing
-/// further, and [`json_value`] (which recurses) only ever sees a document
-/// within that depth.
+/// The body as `json` reads it, or why it is not JSON.
 fn parse_json(body: &[u8]) -> Result<cel::Value, String> {
-    if body.trim_ascii().is_empty() {
-        return Err("the body is not JSON: it is empty".to_owned());
-    }
-    match serde_json::from_slice::<serde_json::Value>(body) {
-        Ok(doc) => Ok(json_value(&doc)),
-        // serde_json has no public error code for this one, only its text.
-        Err(e) if e.to_string().starts_with("recursion limit exceeded") => Err(format!(
-            "the body is not JSON: nesting deeper than {JSON_MAX_DEPTH} levels ({e})"
-        )),
-        Err(e) => Err(format!("the body is not JSON: {e}")),
-    }
-}
-
-/// Puts `why` (the body is not JSON) into the failed results among
-/// `results` whose expectation reads `json`: `results[i]` is the result of
-/// `expect[i]`. An evaluation error (CEL's "no such key" on a null `json`)
-/// is replaced by it; an explained `false` keeps its operands and gets it
-/// appended. Returns whether any result was changed.
-fn blame_the_body(results: &mut [AssertionResult], expect: &[Assertion], why: &str) -> bool {
-    let mut blamed = false;
-    for (result, assertion) in results.iter_mut().zip(expect) {
-        if result.passed || !assertion.expr.reads("json") {
-            continue;
-        }
-        result.actual =
-            if result.actual.is_empty() || result.actual.starts_with("evaluation failed") {
-                why.to_owned()
-            } else {
-                format!("{}; {why}", result.actual)
-            };
-        blamed = true;
-    }
-    blamed
+    crate::expr::parse_json(body, "the body")
 }
 
 /// The values an expectation can read about a response, and why the body
@@ -840,6 +802,7 @@ pub fn build(
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::expr::JSON_MAX_DEPTH;
 
     #[test]
     fn urls_must_be_http_or_a_path() {
@@ -946,7 +909,11 @@ mod tests {
         facts.set("json", cel::Value::Null);
         let mut results = Vec::new();
         super::super::check_into(&mut results, &expect, &facts);
-        assert!(blame_the_body(&mut results, &expect, why));
+        assert!(crate::probe::kind::blame_not_json(
+            &mut results,
+            &expect,
+            why
+        ));
         let actual: Vec<&str> = results.iter().map(|r| r.actual.as_str()).collect();
         assert_eq!(
             actual,
@@ -960,7 +927,11 @@ mod tests {
         );
         // Nothing to blame when every expectation reading `json` passed.
         let mut passed = results[2..4].to_vec();
-        assert!(!blame_the_body(&mut passed, &expect[2..4], why));
+        assert!(!crate::probe::kind::blame_not_json(
+            &mut passed,
+            &expect[2..4],
+            why
+        ));
     }
 
     #[test]

@@ -231,6 +231,57 @@ pub fn check_into(
     failed
 }
 
+/// Puts `why` (a document that is not JSON: a body, stdout, a message)
+/// into the failed results among `results` whose expectation reads JSON
+/// (`json`, or a `.json` field such as `messages[0].json`): `results[i]`
+/// is the result of `expect[i]`. An evaluation error (CEL's "no such key"
+/// on a null `json`) is replaced by it; an explained `false` keeps its
+/// operands and gets it appended. Returns whether any result was changed.
+pub fn blame_not_json(results: &mut [AssertionResult], expect: &[Assertion], why: &str) -> bool {
+    let mut blamed = false;
+    for (result, assertion) in results.iter_mut().zip(expect) {
+        if result.passed || !reads_json(&assertion.expr) {
+            continue;
+        }
+        result.actual =
+            if result.actual.is_empty() || result.actual.starts_with("evaluation failed") {
+                why.to_owned()
+            } else {
+                format!("{}; {why}", result.actual)
+            };
+        blamed = true;
+    }
+    blamed
+}
+
+/// Whether `expr` reads a parsed JSON document: the `json` variable, or a
+/// `json` field of another (`messages[0].json`).
+pub fn reads_json(expr: &crate::expr::Expr) -> bool {
+    expr.reads("json") || expr.source().contains(".json")
+}
+
+/// [`check_expectations`], then [`blame_not_json`] with `why` when a
+/// document the expectations read was not JSON; the run's error says so.
+pub fn check_expectations_with_json(
+    outcome: &mut Outcome,
+    expect: &[Assertion],
+    facts: &Facts,
+    not_json: Option<&str>,
+) -> usize {
+    let first = outcome.assertions.len();
+    let failed = check_expectations(outcome, expect, facts);
+    if let Some(why) = not_json {
+        if failed > 0
+            && outcome.error.is_none()
+            && blame_not_json(&mut outcome.assertions[first..], expect, why)
+        {
+            outcome.error = expectation_summary(&outcome.assertions)
+                .map(|summary| format!("{summary} ({why})"));
+        }
+    }
+    failed
+}
+
 /// "2 of 3 expectations failed", or `None` when all passed.
 pub fn expectation_summary(results: &[AssertionResult]) -> Option<String> {
     let failed = results.iter().filter(|a| !a.passed).count();

@@ -20,7 +20,7 @@
 use super::kind::{Assertion, BuildInput, Kind, KindEntry, RunContext, RunFuture};
 use crate::config::check::Checker;
 use crate::config::raw::RawSize;
-use crate::expr::{Facts, duration_value, json_value};
+use crate::expr::{Facts, duration_value};
 use crate::expr::{Scope, Type, Types};
 use crate::net::{Clock, Fail, TlsSetup, describe, dial};
 use crate::outcome::{Details, FailureReason, GaugeSpec, KindFacts, Outcome};
@@ -351,8 +351,13 @@ pub async fn run(spec: &WebsocketSpec, ctx: &RunContext<'_>) -> Outcome {
     match result {
         Err(fail) => outcome.fail(fail.reason, fail.message),
         Ok(()) => {
-            let f = session.expression_facts(ctx);
-            super::kind::check_expectations(&mut outcome, &spec.expect, &f);
+            let (f, not_json) = session.expression_facts(ctx);
+            super::kind::check_expectations_with_json(
+                &mut outcome,
+                &spec.expect,
+                &f,
+                not_json.as_deref(),
+            );
         }
     }
     let mut facts = session.facts;
@@ -701,21 +706,26 @@ impl Session<'_> {
         ))
     }
 
-    fn expression_facts(&self, ctx: &RunContext<'_>) -> Facts {
+    /// What expectations read, and why the first message that is not JSON
+    /// is not (its `json` is null).
+    fn expression_facts(&self, ctx: &RunContext<'_>) -> (Facts, Option<String>) {
         let mut f = Facts::default();
+        let mut not_json = None;
         let messages: Vec<cel::Value> = self
             .facts
             .messages
             .iter()
-            .map(|m| {
+            .enumerate()
+            .map(|(i, m)| {
                 let mut map: HashMap<String, cel::Value> = HashMap::new();
                 map.insert("kind".to_owned(), m.kind.into());
                 map.insert("text".to_owned(), m.text.clone().into());
-                map.insert(
-                    "json".to_owned(),
-                    serde_json::from_str::<serde_json::Value>(&m.text)
-                        .map_or(cel::Value::Null, |v| json_value(&v)),
-                );
+                let json = crate::expr::parse_json(m.text.as_bytes(), &format!("messages[{i}]"))
+                    .unwrap_or_else(|why| {
+                        not_json.get_or_insert(why);
+                        cel::Value::Null
+                    });
+                map.insert("json".to_owned(), json);
                 map.insert(
                     "bytes".to_owned(),
                     cel::Value::Int(i64::try_from(m.bytes).unwrap_or(i64::MAX)),
@@ -768,7 +778,7 @@ impl Session<'_> {
         f.set("close", close);
         f.set("timings", self.clock.timings());
         f.set("vars", super::kind::vars_value(ctx.vars));
-        f
+        (f, not_json)
     }
 }
 

@@ -185,3 +185,110 @@ async fn a_100k_deep_json_body_is_a_nesting_error_not_a_crash() {
     })
     .await;
 }
+
+// A document that is not JSON read by the other kinds and by a flow's
+// captures and `until`: each says why (it used to say only what CEL
+// thought of a null `json`, or "gave null").
+
+const NOT_JSON_ELSEWHERE: [(&str, &str); 4] = [
+    (
+        "command.toml",
+        r#"name = "command-stdout"
+environments = ["sandbox"]
+
+[command]
+program = "echo"
+args = ["ready: yes"]
+expect = ["json.ready == true"]
+"#,
+    ),
+    (
+        "websocket.toml",
+        r#"name = "websocket-message"
+environments = ["sandbox"]
+timeout = "3s"
+
+[websocket]
+url = "/ws/echo"
+send = [ { text = "{\"n\": 1" } ]
+expect = ["messages[0].json.n == 1"]
+"#,
+    ),
+    (
+        "capture.toml",
+        r#"name = "flow-capture"
+environments = ["sandbox"]
+
+[[flow.steps]]
+name = "read"
+url = "/json/invalid"
+capture = { service = "json.service.name" }
+"#,
+    ),
+    (
+        "until.toml",
+        r#"name = "flow-until"
+environments = ["sandbox"]
+timeout = "3s"
+
+[[flow.steps]]
+name = "poll"
+url = "/json/invalid"
+until = "json.service.name == 'sandbox-orders'"
+until_interval = "100ms"
+until_timeout = "300ms"
+"#,
+    ),
+];
+
+#[tokio::test]
+async fn not_json_is_explained_for_command_stdout_websocket_messages_and_flow_captures_and_until() {
+    common::within(BOUND, async {
+        let outcomes = run(&NOT_JSON_ELSEWHERE).await;
+
+        let o = outcome(&outcomes, "command-stdout");
+        assert_eq!(o.reason, Some(FailureReason::Assertion), "{o:#?}");
+        let r = result(o, "json.ready == true");
+        assert!(
+            r.actual
+                .starts_with("stdout is not JSON: expected value at line 1 column 1"),
+            "{r:#?}"
+        );
+        assert_no_cel_noise(&r.actual);
+        assert!(
+            o.error
+                .as_deref()
+                .unwrap_or("")
+                .contains("stdout is not JSON"),
+            "{o:#?}"
+        );
+
+        let o = outcome(&outcomes, "websocket-message");
+        let r = result(o, "messages[0].json.n == 1");
+        assert!(
+            r.actual
+                .starts_with("messages[0] is not JSON: EOF while parsing an object"),
+            "{r:#?}"
+        );
+        assert_no_cel_noise(&r.actual);
+
+        let o = outcome(&outcomes, "flow-capture");
+        let step = &o.steps[0];
+        let error = step.error.as_deref().unwrap_or("");
+        assert!(error.starts_with("capture `service`:"), "{step:#?}");
+        assert!(
+            error.contains("(the body is not JSON: EOF while parsing"),
+            "{step:#?}"
+        );
+
+        let o = outcome(&outcomes, "flow-until");
+        assert_eq!(o.reason, Some(FailureReason::Until), "{o:#?}");
+        let error = o.steps[0].error.as_deref().unwrap_or("");
+        assert!(
+            error.contains("(last: the body is not JSON: EOF while parsing"),
+            "{error}"
+        );
+        assert_no_cel_noise(error);
+    })
+    .await;
+}
