@@ -100,6 +100,22 @@ pub fn cut(error: &(dyn std::error::Error + 'static)) -> Option<Cut> {
     None
 }
 
+/// An I/O failure of an established connection while `doing` something:
+/// `closed` or `connection_reset` when the peer cut it (see [`cut`]),
+/// else `protocol`; the message says which, in words.
+pub fn io_failure(doing: &str, error: &(dyn std::error::Error + 'static)) -> Fail {
+    match cut(error) {
+        Some(how) => Fail::new(
+            how.reason(),
+            format!("{doing} failed: the peer {}", how.words()),
+        ),
+        None => Fail::new(
+            FailureReason::Protocol,
+            format!("{doing} failed: {}", describe(error)),
+        ),
+    }
+}
+
 /// The rustls error somewhere in `error`'s chain, if any.
 pub fn rustls_error<'e>(error: &'e (dyn std::error::Error + 'static)) -> Option<&'e rustls::Error> {
     let mut current = Some(error);

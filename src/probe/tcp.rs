@@ -394,12 +394,9 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
             stream.write_all(text.as_bytes()).await?;
             stream.flush().await
         };
-        written.await.map_err(|e| {
-            Fail::new(
-                FailureReason::Protocol,
-                format!("cannot send {} bytes: {e}", text.len()),
-            )
-        })?;
+        written
+            .await
+            .map_err(|e| net::error::io_failure(&format!("sending {} bytes", text.len()), &e))?;
         facts.bytes_sent = text.len() as u64;
     }
     *doing = Doing::Response;
@@ -471,12 +468,13 @@ impl Reader {
                     ),
                 ));
             }
-            let n = self.fill(stream, self.cap).await.map_err(|e| {
-                Fail::new(FailureReason::Protocol, format!("cannot read {what}: {e}"))
-            })?;
+            let n = self
+                .fill(stream, self.cap)
+                .await
+                .map_err(|e| net::error::io_failure(&format!("reading {what}"), &e))?;
             if n == 0 {
                 return Err(Fail::new(
-                    FailureReason::Protocol,
+                    FailureReason::Closed,
                     if self.pending.is_empty() {
                         format!("the peer closed the connection before sending {what}")
                     } else {
@@ -494,12 +492,10 @@ impl Reader {
     async fn until_close<S: AsyncRead + Unpin>(&mut self, stream: &mut S) -> Result<String, Fail> {
         loop {
             // One byte of room past the cap tells "exactly cap" from "more".
-            let n = self.fill(stream, self.cap + 1).await.map_err(|e| {
-                Fail::new(
-                    FailureReason::Protocol,
-                    format!("cannot read the response: {e}"),
-                )
-            })?;
+            let n = self
+                .fill(stream, self.cap + 1)
+                .await
+                .map_err(|e| net::error::io_failure("reading the response", &e))?;
             if self.pending.len() > self.cap {
                 return Err(Fail::new(
                     FailureReason::Protocol,
@@ -569,7 +565,7 @@ mod tests {
             .line(&mut client, "the response line")
             .await
             .unwrap_err();
-        assert_eq!(fail.reason, FailureReason::Protocol);
+        assert_eq!(fail.reason, FailureReason::Closed);
         assert_eq!(
             fail.message,
             "the peer closed the connection in the middle of the response line (4 bytes without a line end)"

@@ -793,10 +793,7 @@ enum Wake {
 /// A protocol-level failure in words: what was being done, and why.
 fn ws_failure(doing: &str, error: &WsError) -> Fail {
     match error {
-        WsError::Io(e) => Fail::new(
-            FailureReason::Protocol,
-            format!("{doing} failed: {}", describe(e)),
-        ),
+        WsError::Io(e) => crate::net::error::io_failure(doing, e),
         WsError::Capacity(e) => {
             Fail::new(FailureReason::BodyTooLarge, format!("{doing} failed: {e}"))
         }

@@ -501,3 +501,35 @@ fn load_errors_are_located() {
         assert!(found, "no line starting with\n  {line}\nin\n{text}");
     }
 }
+
+/// Regression: a peer that hung up or reset the connection was reported by
+/// the `tcp` kind as `protocol` (the `http` kind already told them apart).
+/// The sandbox's raw fault port closes (`/close`) or resets (`/reset`)
+/// after reading a request.
+#[tokio::test]
+async fn a_tcp_peer_that_closes_or_resets_is_closed_or_connection_reset_not_protocol() {
+    bounded(async {
+        let ask = |path: &str| {
+            format!(
+                "address = \"{{{{ vars.sandbox_raw }}}}\"\nsend = \"GET {path} HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n\"\n\
+                 expect = [\"response != ''\"]"
+            )
+        };
+        let probes = [
+            probe("closes", "2s", "tcp", &ask("/close")),
+            probe("resets", "2s", "tcp", &ask("/reset")),
+        ];
+        let outcomes = run_probes("builtin:sandbox", &probes).await;
+        assert_failed(
+            &outcomes["closes"],
+            FailureReason::Closed,
+            "the peer closed the connection before sending",
+        );
+        assert_failed(
+            &outcomes["resets"],
+            FailureReason::Reset,
+            "failed: the peer reset the connection (TCP RST)",
+        );
+    })
+    .await;
+}

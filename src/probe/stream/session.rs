@@ -8,7 +8,7 @@ use super::facts::{MAX_DATA_KEPT, StreamFacts, cut};
 use super::spec::StreamSpec;
 use super::sse::{Event, Mode, Parser};
 use crate::expr::{Facts, duration_value};
-use crate::net::{Clock, Fail, TlsSetup, describe};
+use crate::net::{Clock, Fail, TlsSetup};
 use crate::outcome::{AssertionResult, Details, FailureReason, Outcome};
 use crate::probe::kind::RunContext;
 use crate::tagging::RunIds;
@@ -323,13 +323,9 @@ impl<'s> Streamer<'s> {
                 Err(_) => return self.woke(wake),
                 Ok(None) => return Ok(Ended::Closed),
                 Ok(Some(Err(e))) => {
-                    return Err(Fail::new(
-                        FailureReason::Protocol,
-                        format!(
-                            "reading the stream failed after {} events: {}",
-                            self.facts.events,
-                            describe(&e)
-                        ),
+                    return Err(crate::net::error::io_failure(
+                        &format!("reading the stream after {} events", self.facts.events),
+                        &e,
                     ));
                 }
                 Ok(Some(Ok(frame))) => frame,
