@@ -10,8 +10,9 @@
 # 4. deploy/kubernetes policy: what the daemon's contract needs from a pod
 #    (listener env, health/readiness paths, restricted securityContext,
 #    ConfigMap mounted as a directory, state emptyDir, grace period above the
-#    drain deadline, native sidecar, pinned image tags), and `synthmon check` on
-#    the config.toml + probe files of every ConfigMap
+#    drain deadline, native sidecar, pinned image tags, unprivileged ICMP for
+#    ping probes through the pod's net.ipv4.ping_group_range), and
+#    `synthmon check` on the config.toml + probe files of every ConfigMap
 # 5. deploy/Dockerfile: hadolint, a non-root USER, no `latest` or untagged base
 #
 # Installs what it lacks (Debian's systemd package if systemd-analyze is
@@ -259,6 +260,13 @@ for where, spec in pods:
             errors.append(f"{who}: needs an emptyDir at /var/lib/synthmon")
         if grace <= drain:
             errors.append(f"{where}: terminationGracePeriodSeconds {grace} must exceed drain_timeout {drain:g}s")
+        # `ping` probes need unprivileged ICMP sockets: the pod's (namespaced,
+        # "safe") sysctl must include the container's group.
+        gid = sc.get("runAsGroup", spec.get("securityContext", {}).get("runAsGroup"))
+        sysctls = {s["name"]: str(s.get("value", "")) for s in spec.get("securityContext", {}).get("sysctls", [])}
+        bounds = sysctls.get("net.ipv4.ping_group_range", "").split()
+        if len(bounds) != 2 or gid is None or not int(bounds[0]) <= gid <= int(bounds[1]):
+            errors.append(f"{who}: pod securityContext.sysctls must set net.ipv4.ping_group_range to a range including its group {gid} (ping probes)")
     print(f"checked {where}: {len(synthmons)} synthmon container(s), grace {grace}s")
 
 for e in errors:
@@ -276,6 +284,12 @@ for dir in "$TMP"/configmaps/*/; do
   found=$((found + 1))
 done
 ((found > 0)) || die "no ConfigMap with a config.toml in $K8S_DIR"
+
+# --- 4b. sysctl drop-in for ping probes ------------------------------------------
+step "systemd/synthmon-ping.conf"
+grep -Eq '^net\.ipv4\.ping_group_range[[:space:]]*=[[:space:]]*0[[:space:]]+2147483647[[:space:]]*$' systemd/synthmon-ping.conf ||
+  die "systemd/synthmon-ping.conf must set net.ipv4.ping_group_range = 0 2147483647 (ping probes under the unit's dynamic user)"
+pass "systemd/synthmon-ping.conf allows unprivileged ICMP for every group"
 
 # --- 5. Dockerfile ----------------------------------------------------------------
 step "$DOCKERFILE"

@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Interop with a real Prometheus (Debian's package):
 #   1. `promtool check metrics` on the daemon's live /metrics;
-#   2. a real Prometheus scrapes the daemon every second and answers a query
-#      for probe_success and a histogram_quantile over
-#      synthmon_probe_duration_seconds;
+#   2. a real Prometheus scrapes the daemon every second (gzipped, as it
+#      asks) and answers a query for probe_success with `instance` and
+#      `location` as target labels (README's relabeling), the same through
+#      the synthmon_location_info join, a histogram_quantile over
+#      synthmon_probe_duration_seconds, the exact synthmon_latency_seconds
+#      percentile and the schedule-lag histogram;
 #   3. a real Alertmanager (Debian's prometheus-alertmanager) receives a
 #      synthmon alert (receiver type "alertmanager"), lists it as active,
 #      and drops it once synthmon sends the resolve.
@@ -163,13 +166,22 @@ if ! promtool check metrics <"$TMP/metrics.txt" >"$TMP/promtool.txt" 2>&1 || [ -
 fi
 pass "promtool check metrics ($(grep -vc '^#' "$TMP/metrics.txt") samples)"
 
+# Two jobs on the same daemon: one with README's target labels, one plain
+# (its location comes from the synthmon_location_info join).
 cat >"$TMP/prometheus.yml" <<YAML
 global:
   scrape_interval: 1s
   evaluation_interval: 1s
 scrape_configs:
   - job_name: synthmon
-    honor_labels: true
+    static_configs:
+      - targets: ["127.0.0.1:$SM_PORT"]
+        labels: { location: "loopback" }
+    relabel_configs:
+      - source_labels: [__address__]
+        regex: "(.+):[0-9]+"
+        target_label: instance
+  - job_name: synthmon-plain
     static_configs:
       - targets: ["127.0.0.1:$SM_PORT"]
 YAML
@@ -192,11 +204,31 @@ v = vals[0] if vals else float("nan")
 sys.exit(0 if vals and not math.isnan(v) and eval(check) else 1)' "$2"
 }
 wait_for 40 'probe_success{probe="interop-health"} == 1' \
-  query 'probe_success{probe="interop-health",instance="ci",location="loopback"}' 'v == 1'
-pass "prometheus scraped synthmon: probe_success{probe=\"interop-health\"} = 1"
-Q='histogram_quantile(0.95, sum by (le) (rate(synthmon_probe_duration_seconds_bucket{probe="interop-latency"}[15s])))'
+  query 'probe_success{job="synthmon",probe="interop-health",instance="127.0.0.1",location="loopback"}' 'v == 1'
+pass "prometheus scraped synthmon: probe_success{probe=\"interop-health\"} = 1, instance and location from target labels"
+# query_labels EXPR CHECK: true when CHECK (python over `labels`, the first
+# result's label set) holds.
+query_labels() {
+  curl -fsS --get "http://127.0.0.1:$PROM_PORT/api/v1/query" --data-urlencode "query=$1" |
+    python3 -c '
+import json, sys
+r = json.load(sys.stdin)["data"]["result"]
+labels = r[0]["metric"] if r else {}
+sys.exit(0 if r and eval(sys.argv[1]) else 1)' "$2"
+}
+J='probe_success{job="synthmon-plain",probe="interop-health"} * on (job, instance) group_left (location, instance_name) synthmon_location_info'
+wait_for 20 "location through the synthmon_location_info join" \
+  query_labels "$J" 'labels.get("location") == "loopback" and labels.get("instance_name") == "ci"'
+pass "the synthmon_location_info join gives location=\"loopback\", instance_name=\"ci\""
+Q='histogram_quantile(0.95, sum by (le) (rate(synthmon_probe_duration_seconds_bucket{job="synthmon",probe="interop-latency"}[15s])))'
 wait_for 40 "a histogram quantile for interop-latency" query "$Q" '0.004 < v < 0.25'
 pass "prometheus histogram_quantile(0.95) of synthmon_probe_duration_seconds is within the sandbox's 5–40 ms"
+wait_for 20 "the exact p95 of interop-latency" \
+  query 'synthmon_latency_seconds{job="synthmon",probe="interop-latency",quantile="0.95"}' '0.004 < v < 0.25'
+pass "synthmon_latency_seconds{quantile=\"0.95\"} (exact, over the threshold window) is within the sandbox's 5–40 ms"
+wait_for 20 "the schedule lag histogram" \
+  query 'histogram_quantile(0.99, sum by (le) (rate(synthmon_schedule_lag_seconds_bucket{job="synthmon"}[15s])))' 'v >= 0'
+pass "synthmon_schedule_lag_seconds is a histogram prometheus can take quantiles of"
 wait_for 20 'synthmon_threshold_failing{threshold="p(99) < 250ms"} == 0' \
   query 'synthmon_threshold_failing{probe="interop-health",threshold="p(99) < 250ms"}' 'v == 0'
 pass "threshold state is queryable"

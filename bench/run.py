@@ -234,6 +234,7 @@ def main():
               f"blackbox /probe non-2xx: {bb_errors}")
         print("(synthmon measures latency from the intended send time and keeps "
               "per-request samples; wrk measures from the actual send.)")
+        __import__("metrics_size").report(SYNTHMON)  # 4. /metrics size, p95 error (bench/metrics_size.py)
     finally:
         for p in procs:
             p.send_signal(signal.SIGTERM)

@@ -104,7 +104,16 @@ impl Expr {
                 message: format!("invalid expression `{source}`: {msg}"),
                 column: first
                     .filter(|p| p.pos.0 == 1 && p.pos.1 >= 1)
-                    .map(|p| p.pos.1.unsigned_abs()),
+                    .and_then(|p| {
+                        let at = p.pos.1.unsigned_abs();
+                        // ANTLR's syntax errors count characters, cel's
+                        // macro errors (`has(1)`) bytes.
+                        if p.msg.starts_with("Syntax error") {
+                            Some(at)
+                        } else {
+                            column_at(source, at - 1)
+                        }
+                    }),
             }
         })?;
         let mut bound = Vec::new();

@@ -182,6 +182,12 @@ impl Generator {
     /// An index into `weights`, each drawn with probability proportional to
     /// its weight.
     pub fn weighted_index(&mut self, weights: &[f64]) -> Result<usize, String> {
+        // rand draws below the weights' sum with a `Uniform` it unwraps: a
+        // sum too large for one (`weighted({'a': 1e308 * 2})`) panicked.
+        let total: f64 = weights.iter().sum();
+        if total > 0.0 && rand_distr::Uniform::new(0.0, total).is_err() {
+            return Err("weighted choice: the weights add up to more than a float holds".into());
+        }
         let d = rand_distr::weighted::WeightedIndex::new(weights)
             .map_err(|e| format!("weighted choice: {e}"))?;
         Ok(d.sample(&mut self.rng))

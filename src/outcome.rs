@@ -73,6 +73,10 @@ pub enum FailureReason {
     /// synthmon itself ran out of a local resource (file descriptors:
     /// `RLIMIT_NOFILE`), not a verdict on the target.
     Resource,
+    /// The host does not let synthmon do what the probe needs (the kernel
+    /// forbids unprivileged ICMP: `net.ipv4.ping_group_range`), not a
+    /// verdict on the target.
+    Permission,
 }
 
 impl FailureReason {
@@ -105,6 +109,7 @@ impl FailureReason {
             FailureReason::Closed => "closed",
             FailureReason::Reset => "connection_reset",
             FailureReason::Resource => "resource",
+            FailureReason::Permission => "permission",
         }
     }
 }
@@ -188,8 +193,10 @@ pub struct Outcome {
     pub run_id: String,
     /// The W3C trace id sent to the target in `traceparent`.
     pub trace_id: String,
-    /// The span id sent as the parent in `traceparent`: the id of the HTTP
-    /// client span, so the target's server span becomes its child.
+    /// The run's span id, always an exported span: for a run of one HTTP
+    /// exchange, its client span (sent as the parent in `traceparent`, so
+    /// the target's server span becomes its child); otherwise the root span
+    /// (a flow's steps report their own).
     pub span_id: String,
     /// Wall-clock start, RFC 3339.
     pub started_at: String,
@@ -357,6 +364,21 @@ pub trait KindFacts: std::fmt::Debug + Send + Sync + FactsData {
     fn cert_expiry(&self) -> Option<i64> {
         None
     }
+
+    /// The latencies a run measured of its own exchanges, one each (a
+    /// ping's round trips): thresholds' latency metrics and the duration
+    /// histogram take these instead of the run's duration, which for such
+    /// a kind is mostly its own pacing. `None`: the run's duration is its
+    /// latency.
+    fn latencies(&self) -> Option<Vec<Duration>> {
+        None
+    }
+
+    /// Packets sent and lost, for kinds that count packets (`ping`): the
+    /// `loss` threshold metric reads them.
+    fn packets(&self) -> Option<(u64, u64)> {
+        None
+    }
 }
 
 /// A gauge a kind exports, declared with its kind so `/metrics` can give
@@ -407,6 +429,14 @@ impl Details {
     pub fn cert_expiry(&self) -> Option<i64> {
         self.0.cert_expiry()
     }
+
+    pub fn latencies(&self) -> Option<Vec<Duration>> {
+        self.0.latencies()
+    }
+
+    pub fn packets(&self) -> Option<(u64, u64)> {
+        self.0.packets()
+    }
 }
 
 impl Serialize for Details {
@@ -441,7 +471,8 @@ pub struct StepOutcome {
     /// Names of the variables this step captured (values stay out of
     /// reports: they may be tokens).
     pub captured: Vec<String>,
-    /// The span id sent in this step's (last) `traceparent`.
+    /// The span id of this step's client span, sent in the `traceparent`
+    /// of each of its requests; empty for a step that did not run.
     pub span_id: String,
     #[serde(skip)]
     pub responded: bool,
@@ -501,20 +532,147 @@ pub struct WorkloadFacts {
     /// Achieved send rate, per second, over the send period.
     pub rate: f64,
     pub anomalies: AnomalyFacts,
-    /// One per regular request (anomalies excluded), fed to the rolling
-    /// windows and histograms; never serialized.
+    /// Connections opened, with `keep_alive = true` (`None` otherwise:
+    /// then every request opened its own).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connections: Option<u64>,
+    /// The latencies of the regular requests (anomalies excluded) that got
+    /// an answer or ran out of time, streamed into a bounded record: fed
+    /// to the rolling windows and histograms; never serialized.
     #[serde(skip)]
-    pub samples: Vec<Sample>,
+    pub latencies: Latencies,
 }
 
-/// One request of a workload.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Sample {
-    /// From the request's intended send time to its answer (or to its
-    /// timeout): `None` when there was no answer to time (a refused
-    /// connection).
-    pub latency: Option<Duration>,
-    pub success: bool,
+/// The lowest latency a histogram holds, in microseconds.
+pub const LATENCY_LOW_US: u64 = 1;
+/// The highest latency a histogram holds (1 h), in microseconds.
+pub const LATENCY_HIGH_US: u64 = 3_600_000_000;
+/// Significant digits a latency histogram keeps: within 1 %.
+pub const LATENCY_SIGFIG: u8 = 2;
+/// Latencies a [`Latencies`] keeps exactly before it switches to a
+/// histogram, like a rolling window's sub-window.
+pub const EXACT_LATENCIES: usize = 1024;
+
+/// An empty latency histogram: 1 µs to 1 h, two significant digits,
+/// 3,328 `u32` counters (~13 KB). Every latency histogram of synthmon has
+/// this shape, so one merges into another without losing precision.
+pub fn latency_histogram() -> Option<hdrhistogram::Histogram<u32>> {
+    hdrhistogram::Histogram::new_with_bounds(LATENCY_LOW_US, LATENCY_HIGH_US, LATENCY_SIGFIG).ok()
+}
+
+/// A latency as a histogram records it: whole microseconds, at least 1,
+/// saturating at `u32::MAX` (71 minutes, beyond any timeout).
+pub fn latency_us(d: Duration) -> u32 {
+    u32::try_from(d.as_micros()).unwrap_or(u32::MAX).max(1)
+}
+
+/// A stream of latencies in bounded memory: the first
+/// [`EXACT_LATENCIES`] exactly, then an HDR histogram (within 1 %), so a
+/// million-request workload holds ~13 KB rather than a sample each.
+#[derive(Clone, Debug, Default)]
+pub struct Latencies {
+    /// Microseconds, in arrival order, while there are few.
+    exact: Vec<u32>,
+    hist: Option<Box<hdrhistogram::Histogram<u32>>>,
+}
+
+impl Latencies {
+    /// Records one latency.
+    pub fn record(&mut self, d: Duration) {
+        self.record_us(latency_us(d), 1);
+    }
+
+    /// Records `count` latencies of `us` microseconds.
+    fn record_us(&mut self, us: u32, count: u64) {
+        let n = u32::try_from(count).unwrap_or(u32::MAX);
+        if let Some(h) = &mut self.hist {
+            h.saturating_record_n(u64::from(us), n);
+            return;
+        }
+        let fits = usize::try_from(count)
+            .is_ok_and(|count| self.exact.len().saturating_add(count) <= EXACT_LATENCIES);
+        if fits {
+            self.exact.extend(std::iter::repeat_n(us, n as usize));
+            return;
+        }
+        let Some(mut h) = latency_histogram() else {
+            return;
+        };
+        for x in self.exact.drain(..) {
+            h.saturating_record(u64::from(x));
+        }
+        self.exact = Vec::new();
+        h.saturating_record_n(u64::from(us), n);
+        self.hist = Some(Box::new(h));
+    }
+
+    /// Adds every latency of `other` (a worker's record into the run's).
+    pub fn merge(&mut self, other: &Latencies) {
+        for (d, count) in other.iter() {
+            self.record_us(latency_us(d), count);
+        }
+    }
+
+    /// How many latencies were recorded.
+    pub fn len(&self) -> u64 {
+        match &self.hist {
+            Some(h) => h.len(),
+            None => self.exact.len() as u64,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The latencies as (value, how many): each exact one once, or the
+    /// histogram's buckets at their highest value (so a percentile read
+    /// from them errs above, never below, like the windows').
+    pub fn iter(&self) -> impl Iterator<Item = (Duration, u64)> + '_ {
+        let exact = self
+            .exact
+            .iter()
+            .map(|us| (Duration::from_micros(u64::from(*us)), 1));
+        let hist = self.hist.iter().flat_map(|h| {
+            h.iter_recorded().map(|v| {
+                (
+                    Duration::from_micros(v.value_iterated_to()),
+                    u64::from(v.count_at_value()),
+                )
+            })
+        });
+        exact.chain(hist)
+    }
+
+    /// The nearest-rank percentile `p` (0–100): exact while few, within
+    /// 1 % above beyond.
+    pub fn percentile(&self, p: f64) -> Option<Duration> {
+        let n = self.len();
+        if n == 0 {
+            return None;
+        }
+        let rank = ((p / 100.0) * n as f64).ceil().clamp(1.0, n as f64) as u64;
+        if self.hist.is_none() {
+            let mut sorted = self.exact.clone();
+            sorted.sort_unstable();
+            let us = sorted.get(usize::try_from(rank - 1).ok()?)?;
+            return Some(Duration::from_micros(u64::from(*us)));
+        }
+        let mut seen = 0;
+        self.iter().find_map(|(d, count)| {
+            seen += count;
+            (seen >= rank).then_some(d)
+        })
+    }
+
+    /// Heap bytes held: bounded whatever the number of latencies.
+    pub fn heap_bytes(&self) -> usize {
+        self.exact.capacity() * std::mem::size_of::<u32>()
+            + self.hist.as_ref().map_or(0, |h| {
+                std::mem::size_of::<hdrhistogram::Histogram<u32>>()
+                    + h.distinct_values() * std::mem::size_of::<u32>()
+            })
+    }
 }
 
 /// Injected anomalies and how the target treated them.
@@ -527,4 +685,52 @@ pub struct AnomalyFacts {
     pub unexpected: u64,
     /// Sent per mutation kind.
     pub by_mutation: std::collections::BTreeMap<String, u64>,
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_million_latencies_fit_one_histogram_within_one_percent() {
+        let mut l = Latencies::default();
+        // 1 ms to 1 s, evenly: the true p50 is 500 ms, p99 990 ms.
+        for n in 1..=1_000_000u64 {
+            l.record(Duration::from_micros(n));
+        }
+        assert_eq!(l.len(), 1_000_000);
+        let heap = l.heap_bytes();
+        assert!(heap < 16 * 1024, "{heap} bytes for a million latencies");
+        for (p, truth) in [(50.0, 0.5), (99.0, 0.99), (100.0, 1.0)] {
+            let got = l.percentile(p).unwrap().as_secs_f64();
+            assert!(
+                got >= truth && got <= truth * 1.01,
+                "p{p}: {got} vs {truth}"
+            );
+        }
+        // The buckets handed to the windows add up to every latency.
+        assert_eq!(l.iter().map(|(_, n)| n).sum::<u64>(), 1_000_000);
+    }
+
+    #[test]
+    fn few_latencies_stay_exact_and_merge() {
+        let mut a = Latencies::default();
+        for ms in [30, 10, 20] {
+            a.record(Duration::from_millis(ms));
+        }
+        assert_eq!(a.percentile(50.0), Some(Duration::from_millis(20)));
+        assert_eq!(a.percentile(100.0), Some(Duration::from_millis(30)));
+        assert_eq!(Latencies::default().percentile(50.0), None);
+        let mut b = Latencies::default();
+        for _ in 0..EXACT_LATENCIES {
+            b.record(Duration::from_millis(1));
+        }
+        assert!(b.hist.is_none(), "1,024 are kept exactly");
+        b.merge(&a);
+        assert_eq!(b.len(), EXACT_LATENCIES as u64 + 3);
+        assert!(b.hist.is_some(), "beyond, a histogram holds them");
+        let max = b.percentile(100.0).unwrap().as_secs_f64();
+        assert!((0.030..=0.0303).contains(&max), "{max}");
+    }
 }

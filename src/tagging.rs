@@ -105,6 +105,15 @@ impl RunIds {
             }
         }
     }
+
+    /// Sets what differs between the requests of one run on `headers`,
+    /// which [`RunIds::apply`] tagged for another request of the run: the
+    /// span in `traceparent`.
+    pub fn apply_span(&self, headers: &mut HeaderMap) {
+        if let Ok(v) = HeaderValue::from_str(&self.traceparent()) {
+            headers.insert(TRACEPARENT, v);
+        }
+    }
 }
 
 fn nonzero<const N: usize>(rng: &mut impl Rng) -> [u8; N] {
@@ -117,7 +126,13 @@ fn nonzero<const N: usize>(rng: &mut impl Rng) -> [u8; N] {
 }
 
 fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
+    }
+    out
 }
 
 /// Whether `s` is a valid W3C `traceparent` (version 00).

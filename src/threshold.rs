@@ -1,7 +1,7 @@
 //! SLA thresholds, k6-style: `p(99) < 500ms`, `avg < 100ms`,
-//! `error_rate < 1%`, `availability >= 99.9%`, `dropped_rate < 1%`, each
-//! over a window, each optionally with a *degraded* level beside the
-//! *failing* one.
+//! `error_rate < 1%`, `availability >= 99.9%`, `dropped_rate < 1%`,
+//! `loss < 1%` (ping), each over a window, each optionally with a
+//! *degraded* level beside the *failing* one.
 //!
 //! The syntax is `METRIC OP VALUE`, deliberately not CEL: thresholds are
 //! one comparison of one aggregate, and `500ms` / `1%` literals read as the
@@ -35,13 +35,16 @@ pub enum Metric {
     /// never went out. Requests never sent are not in `error_rate`, which
     /// judges the target on what it was sent.
     DroppedRate,
+    /// Packets lost / packets sent, for kinds that count packets (`ping`);
+    /// no data for the others.
+    Loss,
 }
 
 impl Metric {
     pub fn is_latency(self) -> bool {
         !matches!(
             self,
-            Metric::ErrorRate | Metric::Availability | Metric::DroppedRate
+            Metric::ErrorRate | Metric::Availability | Metric::DroppedRate | Metric::Loss
         )
     }
 }
@@ -130,6 +133,9 @@ pub struct WindowStats {
     pub due: u64,
     /// Workload requests dropped at the concurrency cap.
     pub dropped: u64,
+    /// Packets sent by runs that count packets (`ping`), and those lost.
+    pub packets: u64,
+    pub lost: u64,
 }
 
 /// The state of a threshold after a run.
@@ -239,6 +245,7 @@ fn parse_metric(text: &str) -> Result<Metric, String> {
         "error_rate" => return Ok(Metric::ErrorRate),
         "availability" => return Ok(Metric::Availability),
         "dropped_rate" => return Ok(Metric::DroppedRate),
+        "loss" => return Ok(Metric::Loss),
         _ => {}
     }
     if let Some(q) = t.strip_prefix("p(").and_then(|r| r.strip_suffix(')')) {
@@ -250,7 +257,7 @@ fn parse_metric(text: &str) -> Result<Metric, String> {
         };
     }
     Err(format!(
-        "unknown metric `{text}` (expected p(N), avg, min, max, med, error_rate, availability or dropped_rate)"
+        "unknown metric `{text}` (expected p(N), avg, min, max, med, error_rate, availability, dropped_rate or loss)"
     ))
 }
 
@@ -324,6 +331,8 @@ mod tests {
             ("availability >= 99.9%", Metric::Availability, Op::Ge, 0.999),
             ("dropped_rate < 1%", Metric::DroppedRate, Op::Lt, 0.01),
             ("dropped_rate<=0", Metric::DroppedRate, Op::Le, 0.0),
+            ("loss < 1%", Metric::Loss, Op::Lt, 0.01),
+            ("loss <= 0.2", Metric::Loss, Op::Le, 0.2),
         ] {
             let c = parse_condition(src).unwrap();
             assert_eq!(c.metric, metric, "{src}");

@@ -157,7 +157,7 @@ impl Checker<'_> {
             Ok(expr) => Some(expr),
             Err(e) => {
                 let mut d = self.doc.error_at(path, e.message);
-                if let Some(col) = e.column {
+                if let Some(col) = e.column.filter(|_| self.doc.is_verbatim(path)) {
                     // Past the opening quote of a one-line string.
                     d.column += col;
                 }

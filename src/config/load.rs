@@ -83,16 +83,7 @@ pub struct Loaded {
 pub fn load_settings(opts: &LoadOptions) -> Result<Loaded, Diagnostics> {
     let path = find_config(opts)?;
     let display = path.display().to_string();
-    let text = std::fs::read_to_string(&path).map_err(|e| {
-        one(Diagnostic {
-            file: display.clone(),
-            line: 0,
-            column: 0,
-            key: String::new(),
-            message: format!("cannot read config file: {e}"),
-            help: None,
-        })
-    })?;
+    let text = diag::read_source(&path, &display, "config file").map_err(one)?;
     let doc = SourceDoc::parse(&display, &text).map_err(one)?;
     let mut diags = Diagnostics::default();
     // The file alone, with locations: every mistake in it at once.
@@ -163,6 +154,13 @@ fn layered(
     let env: config::Map<String, String> = std::env::vars()
         .filter(|(k, _)| k.starts_with(&format!("{ENV_PREFIX}_")) && k.contains("__"))
         .collect();
+    let keys = env.keys().chain(overrides.iter().map(|(k, _)| k));
+    if let Some((key, index)) = keys.filter_map(|k| Some((k, oversized_index(k)?))).next() {
+        let e = config::ConfigError::Message(format!(
+            "expected a list index of at most {MAX_OVERRIDE_INDEX}, found [{index}]"
+        ));
+        return Err(layer_error(display, key, &e));
+    }
     let mut builder = config::Config::builder()
         .add_source(config::File::from_str(text, config::FileFormat::Toml))
         .add_source(
@@ -181,6 +179,23 @@ fn layered(
         .build()
         .and_then(|c| c.try_deserialize::<RawConfig>())
         .map_err(|e| layer_error(display, "", &e))
+}
+
+/// The largest list index an override may name: the `config` crate grows a
+/// list to any index it is given (`--set 'daemon[4611686018427387904]=x'`
+/// panicked with a capacity overflow), and no list synthmon reads is long.
+const MAX_OVERRIDE_INDEX: u64 = 10_000;
+
+/// An index in an override's key (`a.b[12]`) beyond [`MAX_OVERRIDE_INDEX`].
+fn oversized_index(key: &str) -> Option<&str> {
+    key.split('[')
+        .skip(1)
+        .filter_map(|rest| Some(rest.split_once(']')?.0))
+        .find(|n| {
+            n.trim()
+                .parse::<i64>()
+                .is_ok_and(|n| n.unsigned_abs() > MAX_OVERRIDE_INDEX)
+        })
 }
 
 fn layer_error(display: &str, key: &str, e: &config::ConfigError) -> Diagnostics {

@@ -235,6 +235,9 @@ pub struct RawProbe {
     /// SLA thresholds: `"p(99) < 500ms"`, or a table with a degraded level.
     #[serde(default)]
     pub thresholds: Vec<RawThreshold>,
+    /// The latency histogram's bucket boundaries: `["50ms", "100ms"]`.
+    #[serde(default, deserialize_with = "durations")]
+    pub buckets: Option<Vec<String>>,
     /// When this probe's alerts fire and resolve.
     pub alert: Option<RawAlert>,
     /// Seeds the generators (`--seed` overrides it).
@@ -288,14 +291,27 @@ enum RawDuration {
 /// Environment and `--set` overrides, which the `config` crate hands over
 /// as numbers when they look like one, read the same as in the file.
 pub fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
-    Ok(
-        Option::<RawDuration>::deserialize(deserializer)?.map(|raw| match raw {
+    Ok(Option::<RawDuration>::deserialize(deserializer)?.map(RawDuration::into_text))
+}
+
+/// [`duration`] for a list of durations (`Option<Vec<String>>`): each
+/// number becomes its digits, to be told it needs a unit where it stands.
+pub fn durations<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Vec<String>>, D::Error> {
+    Ok(Option::<Vec<RawDuration>>::deserialize(deserializer)?
+        .map(|list| list.into_iter().map(RawDuration::into_text).collect()))
+}
+
+impl RawDuration {
+    fn into_text(self) -> String {
+        match self {
             RawDuration::Text(text) => text,
             RawDuration::Integer(n) => n.to_string(),
             // `{:?}` keeps the point: `5.0` rather than `5`.
             RawDuration::Float(x) => format!("{x:?}"),
-        }),
-    )
+        }
+    }
 }
 
 /// A threshold: the failing condition alone, or a table.

@@ -221,7 +221,7 @@ impl Scheduler {
             let Some(clock) = entry.clock else { continue };
             let (next, missed) = clock.after_fire(due, now);
             self.metrics
-                .schedule_lag(&key.0, &key.1, now.saturating_duration_since(due));
+                .schedule_lag(now.saturating_duration_since(due));
             if missed > 0 {
                 self.metrics.missed(missed);
                 self.shared

@@ -33,10 +33,10 @@ const MAX_ROUNDS: usize = 100;
 /// were recorded on the way: the value is the document without its offending
 /// entries, so that the caller's semantic checks can still report the rest
 /// of the file's errors in the same run. Callers must treat any pushed
-/// diagnostic as fatal. `None` means no round succeeded. (After an array
-/// element was removed, later elements of that array sit at lower indices in
-/// the returned value; that only shifts locations of errors found later in
-/// the same array.)
+/// diagnostic as fatal. `None` means no round succeeded. An array that lost
+/// an element comes back cut before it: the later elements would sit at
+/// lower indices, and the caller's errors about them would name (and be
+/// located at) the wrong element.
 pub fn deserialize_collecting<T: serde::de::DeserializeOwned>(
     doc: &SourceDoc,
     diags: &mut Diagnostics,
@@ -208,7 +208,35 @@ pub fn deserialize_part<T: serde::de::DeserializeOwned>(
 
     found.sort_by_key(|d| (d.line, d.column));
     diags.extend(found);
+    if result.is_some() && indices.any_removed() {
+        for (key, value) in working.iter_mut() {
+            cut_shifted(value, key, &indices);
+        }
+        result = serde_path_to_error::deserialize::<_, T>(toml::Value::Table(working)).ok();
+    }
     result
+}
+
+/// Cuts every array in `value` (at original path `path`) that lost an
+/// element before that element, so that what is left sits at the indices
+/// it was written at.
+fn cut_shifted(value: &mut toml::Value, path: &str, indices: &IndexMap) {
+    match value {
+        toml::Value::Table(table) => {
+            for (key, value) in table.iter_mut() {
+                cut_shifted(value, &join_key(path, key), indices);
+            }
+        }
+        toml::Value::Array(array) => {
+            if let Some(first) = indices.first_removed(path) {
+                array.truncate(first);
+            }
+            for (i, value) in array.iter_mut().enumerate() {
+                cut_shifted(value, &format!("{path}[{i}]"), indices);
+            }
+        }
+        _ => {}
+    }
 }
 
 #[cfg(test)]
@@ -423,6 +451,19 @@ mod tests {
                 ),
             ]
         );
+    }
+
+    #[test]
+    fn an_array_that_lost_an_element_comes_back_cut_before_it() {
+        // Found by fuzzing: `expect[2]` was removed, so the expression
+        // written as `expect[3]` came back as `expect[2]`, and its own error
+        // was located at the removed element's line.
+        let text = "[http]\nexpect = [\n  \"a\",\n  \"b\",\n  { },\n  \"d\",\n]\n";
+        let (probe, diags) = collect(text);
+        assert_eq!(diags.len(), 1, "{diags}");
+        assert_eq!(diags.0[0].key, "http.expect[2]");
+        let expect = probe.and_then(|p| p.http).map(|h| h.expect);
+        assert_eq!(expect, Some(vec!["a".to_owned(), "b".to_owned()]));
     }
 
     #[test]

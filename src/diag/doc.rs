@@ -11,6 +11,9 @@ use std::collections::BTreeMap;
 struct Located {
     key: (usize, usize),
     value: (usize, usize),
+    /// The value is a string written on one line, without escapes: its
+    /// text sits in the file one column after `value`.
+    verbatim: bool,
 }
 
 /// Converts byte offsets of one text into 1-based lines and character
@@ -47,6 +50,30 @@ impl<'t> LineIndex<'t> {
         };
         (line.max(1), column + 1)
     }
+}
+
+/// Reads the config or probe file (`what`) at `path` as text. A file that
+/// is not UTF-8 is an error located at its first bad byte; one that cannot
+/// be read at all has no location.
+pub fn read_source(path: &std::path::Path, file: &str, what: &str) -> Result<String, Diagnostic> {
+    let unlocated = |message: String| Diagnostic::new(file, message);
+    let bytes = std::fs::read(path).map_err(|e| unlocated(format!("cannot read {what}: {e}")))?;
+    String::from_utf8(bytes).map_err(|e| {
+        let valid = e.utf8_error().valid_up_to();
+        let bytes = e.as_bytes();
+        // The bytes before the first bad one are UTF-8.
+        let before = std::str::from_utf8(&bytes[..valid]).unwrap_or_default();
+        let (line, column) = LineIndex::new(before).position(valid);
+        Diagnostic {
+            line,
+            column,
+            ..unlocated(format!(
+                "expected UTF-8 text, found the byte {:#04x}",
+                bytes[valid]
+            ))
+        }
+        .with_help("save the file as UTF-8")
+    })
 }
 
 /// A parsed TOML source that knows where every key path was written.
@@ -112,6 +139,12 @@ impl SourceDoc {
         self.lookup(path, |located| located.value)
     }
 
+    /// Whether the value at exactly `path` is a string written on one line
+    /// without escapes, so that a column inside it is one inside the file.
+    pub fn is_verbatim(&self, path: &str) -> bool {
+        self.positions.get(path).is_some_and(|l| l.verbatim)
+    }
+
     /// A diagnostic located at the value of `path`.
     pub fn error_at(&self, path: &str, message: impl Into<String>) -> Diagnostic {
         let (line, column) = self.value_position(path);
@@ -166,10 +199,25 @@ fn record_table(
         let located = Located {
             key: index.position(key.span().start),
             value: index.position(value.span().start),
+            verbatim: verbatim(value, index.text),
         };
         positions.entry(path.clone()).or_insert(located);
         record_value(value.get_ref(), &path, index, positions);
     }
+}
+
+/// Whether `value` is a string whose text in the file is its content
+/// between one pair of quotes (not a multi-line string, no escapes).
+fn verbatim(value: &toml::Spanned<toml::de::DeValue<'_>>, text: &str) -> bool {
+    let toml::de::DeValue::String(content) = value.get_ref() else {
+        return false;
+    };
+    let raw = text.get(value.span()).unwrap_or_default();
+    !raw.starts_with("\"\"\"")
+        && !raw.starts_with("'''")
+        && (raw.strip_prefix('"').and_then(|r| r.strip_suffix('"')))
+            .or_else(|| raw.strip_prefix('\'').and_then(|r| r.strip_suffix('\'')))
+            == Some(content.as_ref())
 }
 
 /// Records the positions of everything nested in `value`, which sits at
@@ -188,9 +236,11 @@ fn record_value(
                 // An array element has no key of its own; both positions are
                 // the element itself (for `[[steps]]` its header).
                 let at = index.position(element.span().start);
-                positions
-                    .entry(element_path.clone())
-                    .or_insert(Located { key: at, value: at });
+                positions.entry(element_path.clone()).or_insert(Located {
+                    key: at,
+                    value: at,
+                    verbatim: verbatim(element, index.text),
+                });
                 record_value(element.get_ref(), &element_path, index, positions);
             }
         }

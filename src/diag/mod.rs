@@ -10,7 +10,7 @@
 //!
 //! The files: `diagnostic.rs` holds [`Diagnostic`], [`Diagnostics`] and
 //! [`SourceLocation`]; `doc.rs` the parsed [`SourceDoc`] and its key
-//! positions; `path.rs` key paths and the working copy they address;
+//! positions, and [`read_source`] (a file as text, bad UTF-8 located); `path.rs` key paths and the working copy they address;
 //! `message.rs` the rewriting of serde's messages and [`nearest`]-key
 //! suggestions; `collect.rs` [`deserialize_collecting`] and
 //! [`deserialize_part`]. Each uses only the ones listed before it (`doc`
@@ -24,5 +24,5 @@ mod path;
 
 pub use collect::{Part, deserialize_collecting, deserialize_part};
 pub use diagnostic::{Diagnostic, Diagnostics, SourceLocation};
-pub use doc::SourceDoc;
+pub use doc::{SourceDoc, read_source};
 pub use message::nearest;

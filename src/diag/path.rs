@@ -180,6 +180,17 @@ impl IndexMap {
             .unwrap_or(working)
     }
 
+    /// Whether any array lost an element.
+    pub(super) fn any_removed(&self) -> bool {
+        !self.removed.is_empty()
+    }
+
+    /// The lowest original index removed from the array at original path
+    /// `array`, if any was.
+    pub(super) fn first_removed(&self, array: &str) -> Option<usize> {
+        self.removed.get(array)?.iter().min().copied()
+    }
+
     /// Notes that the element at original path `original` (ending in an
     /// index) was removed from the working copy.
     pub(super) fn note_removed(&mut self, original: &[Seg]) {

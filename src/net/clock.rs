@@ -82,6 +82,23 @@ impl Clock {
         }
     }
 
+    /// Charges `spent` to phase `name` as the next stretch of the run, for
+    /// work timed by someone else (an HTTP/1.1 exchange's resolve, connect
+    /// and tls, measured by [`super::http1`]): the phase in progress then
+    /// starts `spent` later. The caller charges only time that has passed
+    /// since the last lap, so the phases still add up to
+    /// [`Clock::elapsed`].
+    pub fn charge(&mut self, name: &'static str, spent: Duration) {
+        self.mark += spent;
+        match self.phases.iter_mut().find(|p| p.name == name) {
+            Some(phase) => phase.seconds += spent,
+            None => self.phases.push(Phase {
+                name,
+                seconds: spent,
+            }),
+        }
+    }
+
     /// Lists phase `name` at zero where it took no time (`resolve` for an
     /// IP literal), unless it is listed already.
     pub fn skip(&mut self, name: &'static str) {
@@ -191,5 +208,28 @@ impl Clock {
     pub fn record(&self, outcome: &mut Outcome) {
         outcome.phases = self.phases.clone();
         outcome.duration = self.elapsed();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn charged_time_moves_the_next_phase_start_so_phases_still_add_up() {
+        let mut clock = Clock::new(Instant::now() + Duration::from_secs(10), &["resolve"]);
+        tokio::time::advance(Duration::from_millis(30)).await;
+        clock.lap("resolve");
+        tokio::time::advance(Duration::from_millis(50)).await;
+        // Someone else timed 20 ms of connecting within those 50 ms.
+        clock.charge("connect", Duration::from_millis(20));
+        clock.lap("query");
+        let phases: Vec<_> = clock
+            .phases
+            .iter()
+            .map(|p| (p.name, p.seconds.as_millis()))
+            .collect();
+        assert_eq!(phases, [("resolve", 30), ("connect", 20), ("query", 30)]);
+        assert_eq!(clock.elapsed(), Duration::from_millis(80));
     }
 }

@@ -184,7 +184,11 @@ pub async fn dial(
     let stream = clock
         .step("tls", tls_phase, handshake)
         .await?
-        .map_err(|e| handshake_failed(host, &e))?;
+        // A verdict names the name that was checked: `server_name` when set.
+        .map_err(|e| match tls.server_name {
+            Some(name) => handshake_failed(name, &e),
+            None => handshake_failed(host, &e),
+        })?;
     let cert_expiry = stream
         .get_ref()
         .1

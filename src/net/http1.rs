@@ -1,11 +1,23 @@
-//! One HTTP/1.1 exchange over a fresh connection, with real phase timings.
+//! One HTTP/1.1 exchange over a fresh connection, with real phase timings,
+//! or over a kept-alive one.
 //!
 //! This module owns the wire side of an HTTP probe: resolving the host,
 //! connecting, the TLS handshake, sending one request, reading the response
-//! under a body cap, decoding gzip or deflate, and following redirects. Every
-//! hop opens its own connection (no pooling) and closes it afterwards; the
-//! hyper connection task never outlives [`exchange`]. One deadline covers
-//! the whole exchange, every redirect hop included.
+//! under a body cap, decoding gzip or deflate, and following redirects. By
+//! default ([`exchange`]) every hop opens its own connection, sends
+//! `Connection: close` and closes it afterwards, so a probe measures what a
+//! new user sees; the hyper connection task never outlives the exchange.
+//! One deadline covers the whole exchange, every redirect hop included.
+//!
+//! [`exchange_in`] with a [`KeepAlive`] (a workload's `keep_alive = true`)
+//! sends each hop on an idle connection to its origin when there is one
+//! (its phases then have no resolve, connect or tls), else on a new one
+//! that the pool keeps. A connection goes back to the pool only after a
+//! complete HTTP/1.1 response without `Connection: close`; an error or the
+//! deadline closes it. A request that meets a kept connection the server
+//! had already closed (its idle timeout racing the request) is sent again
+//! once on a new connection, if it had not left or is idempotent: the
+//! server closing an idle connection is not a fault of the target.
 //!
 //! Proxies are not supported: `HTTP_PROXY`, `HTTPS_PROXY` and `NO_PROXY` in
 //! the environment are deliberately ignored, because a probe measures the
@@ -17,6 +29,7 @@
 
 use super::dial::{AbortOnDrop, Io};
 use super::error::{Cut, Fail, describe};
+use super::pool::{Lease, Origin, Pool};
 use crate::outcome::{FailureReason, HttpPhases};
 use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderValue};
@@ -31,7 +44,7 @@ use std::io::{self, Read};
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -94,17 +107,64 @@ pub struct Failure {
     pub body_bytes: u64,
 }
 
-/// Performs `req`, following redirects if asked, all before `deadline`.
+/// Performs `req` on fresh connections, following redirects if asked, all
+/// before `deadline`.
 pub async fn exchange(
     req: Request,
     opts: &TransportOptions,
     deadline: Instant,
 ) -> Result<Response, Failure> {
+    exchange_in(req, opts, None, deadline).await
+}
+
+/// [`exchange`], on the connections `keep` holds open when given.
+pub async fn exchange_in(
+    req: Request,
+    opts: &TransportOptions,
+    keep: Option<&KeepAlive>,
+    deadline: Instant,
+) -> Result<Response, Failure> {
     let mut progress = Progress::new(deadline);
-    match follow(req, opts, &mut progress).await {
+    match follow(req, opts, keep, &mut progress).await {
         Ok(response) => Ok(response),
         Err(fail) => Err(progress.into_failure(fail)),
     }
+}
+
+/// Connections kept open between the exchanges of one run (a workload with
+/// `keep_alive = true`): at most `max` at once, per origin, all sent with
+/// the same [`TransportOptions`]. Dropping it closes them.
+pub struct KeepAlive {
+    pool: Pool<Conn>,
+}
+
+impl KeepAlive {
+    /// Keeps at most `max` connections (a workload's `max_concurrency`).
+    pub fn new(max: usize) -> KeepAlive {
+        KeepAlive {
+            pool: Pool::new(max),
+        }
+    }
+
+    /// Connections opened so far.
+    pub fn opened(&self) -> u64 {
+        self.pool.opened()
+    }
+
+    /// Hops sent on a connection an earlier one opened.
+    pub fn reused(&self) -> u64 {
+        self.pool.reused()
+    }
+}
+
+/// One HTTP/1.1 connection: hyper's sender, what its reads have shown,
+/// and the task that drives it (aborted with it).
+pub struct Conn {
+    sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    seen: Arc<Seen>,
+    /// The earliest certificate expiry its handshake showed.
+    tls_expiry: Option<i64>,
+    _driver: AbortOnDrop,
 }
 
 /// The body went past its cap, raw or after decompression (`stage`).
@@ -131,7 +191,7 @@ const HEAD_LIMITS: &str = "about 400 KiB and 100 headers";
 /// or what came back was not HTTP/1.x (with its first bytes, and a hint
 /// when they look like TLS).
 fn head_failed(error: &hyper::Error, seen: &Seen) -> Fail {
-    let received = seen.received.load(Ordering::Relaxed);
+    let received = seen.received();
     let cut = if error.is_incomplete_message() {
         Some(Cut::Closed)
     } else {
@@ -156,7 +216,7 @@ fn head_failed(error: &hyper::Error, seen: &Seen) -> Fail {
     }
     if error.is_parse() {
         let start = seen.start();
-        let message = if looks_like_tls(start) {
+        let message = if looks_like_tls(&start) {
             "the response is a TLS record, not HTTP/1.x: the port speaks TLS (is the URL meant to be https://?)".to_owned()
         } else {
             format!(
@@ -312,10 +372,11 @@ impl Progress {
 async fn follow(
     mut req: Request,
     opts: &TransportOptions,
+    keep: Option<&KeepAlive>,
     progress: &mut Progress,
 ) -> Result<Response, Fail> {
     loop {
-        let (parts, raw) = hop(&req, opts, progress).await?.into_parts();
+        let (parts, raw) = hop(&req, opts, keep, progress).await?.into_parts();
         let Some(next) = redirect_target(&req.url, parts.status, &parts.headers, opts)? else {
             let body = if opts.decompress {
                 decode(&parts.headers, raw, opts.max_body_bytes)?
@@ -421,10 +482,12 @@ fn redirected(mut req: Request, status: StatusCode, next: Url) -> Request {
     req
 }
 
-/// Sends `req` on a fresh connection and reads the whole raw body.
+/// Sends `req` (on a kept connection to its origin, with `keep`, else on
+/// a fresh one) and reads the whole raw body.
 async fn hop(
     req: &Request,
     opts: &TransportOptions,
+    keep: Option<&KeepAlive>,
     progress: &mut Progress,
 ) -> Result<http::Response<Bytes>, Fail> {
     progress.status = None;
@@ -449,35 +512,44 @@ async fn hop(
             format!("{url} has no host"),
         ));
     };
-    let request = build_request(req, opts)?;
-
-    let addrs = resolve(&host, port, progress).await?;
-    let tcp = connect(&addrs, progress).await?;
-    let io: Box<dyn Io> = if tls {
-        Box::new(tls_handshake(tcp, &host, opts, progress).await?)
-    } else {
-        Box::new(tcp)
+    let request = build_request(req, opts, keep.is_some())?;
+    let origin = Origin {
+        tls,
+        host: host.to_string(),
+        port,
     };
 
-    let seen = Arc::new(Seen::default());
-    let io = TokioIo::new(FirstByte {
-        inner: io,
-        seen: Arc::clone(&seen),
-    });
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(io)
-        .await
-        .map_err(|e| protocol("starting http/1.1", &e))?;
-    let _driver = AbortOnDrop(tokio::spawn(async move {
-        // The connection's own error also reaches the request or the body
-        // read, so there is nothing to do with it here.
-        let _ = connection.await;
-    }));
-
-    let response = progress
-        .within(Phase::Processing, sender.send_request(request))
-        .await?
-        .map_err(|e| head_failed(&e, &seen))?;
-    progress.lap(seen.at.get().copied().unwrap_or_else(Instant::now));
+    let (mut lease, reused) = match idle(keep, &origin, progress).await? {
+        Some(lease) => (lease, true),
+        // Boxed: dialing (TLS above all) is a large future, which the
+        // exchanges on kept connections should not carry.
+        None => (
+            Box::pin(open(&host, port, origin, opts, keep, progress)).await?,
+            false,
+        ),
+    };
+    let response = match send(&mut lease, request, progress).await {
+        Ok(response) => response,
+        Err(failed) if reused && failed.again(&req.method) => {
+            // The attempt on the kept connection counts as waiting.
+            progress.lap(Instant::now());
+            drop(lease);
+            let request = match failed.unsent {
+                Some(request) => request,
+                None => build_request(req, opts, true)?,
+            };
+            let origin = Origin {
+                tls,
+                host: host.to_string(),
+                port,
+            };
+            lease = Box::pin(open(&host, port, origin, opts, keep, progress)).await?;
+            send(&mut lease, request, progress)
+                .await
+                .map_err(|failed| failed.fail)?
+        }
+        Err(failed) => return Err(failed.fail),
+    };
     progress.status = Some(response.status().as_u16());
     length_and_chunked(response.headers())?;
 
@@ -493,14 +565,166 @@ async fn hop(
     progress.body_bytes = received;
     let body = read??;
     progress.lap(Instant::now());
+    if keep.is_some() && reusable(&parts) {
+        lease.release();
+    }
     Ok(http::Response::from_parts(parts, body))
 }
 
+/// An idle connection `keep` holds to `origin` that can take a request
+/// now; those found closed on the way are dropped.
+async fn idle<'k>(
+    keep: Option<&'k KeepAlive>,
+    origin: &Origin,
+    progress: &mut Progress,
+) -> Result<Option<Lease<'k, Conn>>, Fail> {
+    let Some(keep) = keep else {
+        return Ok(None);
+    };
+    while let Some(mut lease) = keep.pool.take(origin, |c| !c.sender.is_closed()) {
+        let Some(conn) = lease.conn() else {
+            continue;
+        };
+        // Ready once its driver has finished the previous exchange; an
+        // error means the server closed it meanwhile.
+        if progress
+            .within(Phase::Processing, conn.sender.ready())
+            .await?
+            .is_ok()
+        {
+            progress.tls_expiry = conn.tls_expiry;
+            return Ok(Some(lease));
+        }
+    }
+    Ok(None)
+}
+
+/// A new connection to `host:port` (resolve, connect, TLS, HTTP/1.1),
+/// held by `keep` when given.
+async fn open<'k>(
+    host: &Host<&str>,
+    port: u16,
+    origin: Origin,
+    opts: &TransportOptions,
+    keep: Option<&'k KeepAlive>,
+    progress: &mut Progress,
+) -> Result<Lease<'k, Conn>, Fail> {
+    let addrs = resolve(host, port, progress).await?;
+    let tcp = connect(&addrs, progress).await?;
+    let io: Box<dyn Io> = if origin.tls {
+        Box::new(tls_handshake(tcp, host, opts, progress).await?)
+    } else {
+        Box::new(tcp)
+    };
+    let seen = Arc::new(Seen::default());
+    let io = TokioIo::new(FirstByte {
+        inner: io,
+        seen: Arc::clone(&seen),
+    });
+    let (sender, connection) = hyper::client::conn::http1::handshake(io)
+        .await
+        .map_err(|e| protocol("starting http/1.1", &e))?;
+    let driver = AbortOnDrop(tokio::spawn(async move {
+        // The connection's own error also reaches the request or the body
+        // read, so there is nothing to do with it here.
+        let _ = connection.await;
+    }));
+    let conn = Conn {
+        sender,
+        seen,
+        tls_expiry: progress.tls_expiry,
+        _driver: driver,
+    };
+    Ok(match keep {
+        Some(keep) => keep.pool.add(origin, conn),
+        None => Lease::alone(origin, conn),
+    })
+}
+
+/// A request that got no response head.
+struct SendFailed {
+    fail: Fail,
+    /// The request, when it never left (the connection was already
+    /// closed when it was handed over).
+    unsent: Option<http::Request<Full<Bytes>>>,
+    /// The connection was closed or reset before any response byte.
+    unanswered: bool,
+}
+
+impl SendFailed {
+    /// Whether to send the request again on a new connection: when it
+    /// never left, or it is idempotent and the kept connection was closed
+    /// under it before an answer (RFC 9112 section 9.3.1).
+    fn again(&self, method: &Method) -> bool {
+        self.unsent.is_some() || (self.unanswered && method.is_idempotent())
+    }
+}
+
+/// Sends `request` on the leased connection and waits for the response
+/// head, marking when its first byte arrived.
+async fn send(
+    lease: &mut Lease<'_, Conn>,
+    request: http::Request<Full<Bytes>>,
+    progress: &mut Progress,
+) -> Result<http::Response<Incoming>, SendFailed> {
+    let failed = |fail| SendFailed {
+        fail,
+        unsent: None,
+        unanswered: false,
+    };
+    let Some(conn) = lease.conn() else {
+        return Err(failed(Fail::new(
+            FailureReason::Request,
+            "the connection was released before its request",
+        )));
+    };
+    conn.seen.reset();
+    let seen = Arc::clone(&conn.seen);
+    let sent = progress
+        .within(Phase::Processing, conn.sender.try_send_request(request))
+        .await
+        .map_err(failed)?;
+    match sent {
+        Ok(response) => {
+            progress.lap(seen.at().unwrap_or_else(Instant::now));
+            Ok(response)
+        }
+        Err(mut e) => {
+            let unsent = e.take_message();
+            let error = e.into_error();
+            let unanswered = seen.received() == 0
+                && (error.is_canceled()
+                    || error.is_incomplete_message()
+                    || super::error::cut(&error).is_some());
+            Err(SendFailed {
+                fail: head_failed(&error, &seen),
+                unsent,
+                unanswered,
+            })
+        }
+    }
+}
+
+/// A response after which the connection can take another request:
+/// HTTP/1.1 without `Connection: close`.
+fn reusable(parts: &http::response::Parts) -> bool {
+    let close = parts
+        .headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|token| token.trim().eq_ignore_ascii_case("close"));
+    parts.version == http::Version::HTTP_11 && !close
+}
+
 /// The hyper request for one hop: origin-form target, `Host` from the URL
-/// unless the caller set one, and `Connection: close`.
+/// unless the caller set one, and `Connection: close` unless the
+/// connection is to be kept.
 fn build_request(
     req: &Request,
     opts: &TransportOptions,
+    keep_alive: bool,
 ) -> Result<http::Request<Full<Bytes>>, Fail> {
     let bad = |what: &str, why: String| {
         Fail::new(
@@ -528,7 +752,9 @@ fn build_request(
             HeaderValue::from_static("gzip, deflate"),
         );
     }
-    headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    if !keep_alive {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
 
     let mut request = http::Request::new(Full::new(req.body.clone()));
     *request.method_mut() = req.method.clone();
@@ -608,7 +834,11 @@ async fn tls_handshake(
         .with_alpn(vec![b"http/1.1".to_vec()])
         .connect(name, tcp);
     let stream = progress.within(Phase::Tls, handshake).await?.map_err(|e| {
-        let shared = super::error::handshake_failed(host, &e);
+        // A verdict names the name that was checked: `server_name` when set.
+        let shared = match &opts.server_name {
+            Some(name) => super::error::handshake_failed(name, &e),
+            None => super::error::handshake_failed(host, &e),
+        };
         Fail::new(shared.reason, shared.message)
     })?;
     progress.lap(Instant::now());
@@ -706,23 +936,75 @@ fn is_zlib(data: &[u8]) -> bool {
     }
 }
 
-/// What the reads of one connection have shown: the instant of the first
-/// response byte, how many bytes came, and the first few of them (what a
-/// reply that is not HTTP looks like).
-#[derive(Default)]
+/// What the reads of one connection have shown since its current request
+/// was sent: the instant of the first response byte, how many bytes came,
+/// and the first few of them (what a reply that is not HTTP looks like).
+/// [`Seen::reset`] starts over for the next request on a kept connection.
 struct Seen {
-    at: OnceLock<Instant>,
-    first: OnceLock<Vec<u8>>,
+    /// When the connection was made; `first_at` counts from here.
+    base: Instant,
+    /// Nanoseconds from `base` to the first byte, plus one; 0 while none.
+    first_at: AtomicU64,
+    first: Mutex<([u8; Seen::KEPT], usize)>,
     received: AtomicU64,
+}
+
+impl Default for Seen {
+    fn default() -> Seen {
+        Seen {
+            base: Instant::now(),
+            first_at: AtomicU64::new(0),
+            first: Mutex::new(([0; Seen::KEPT], 0)),
+            received: AtomicU64::new(0),
+        }
+    }
 }
 
 impl Seen {
     /// How many of the first bytes [`Seen`] keeps.
     const KEPT: usize = 24;
 
+    /// Notes bytes a read returned.
+    fn note(&self, new: &[u8]) {
+        if self.received.fetch_add(new.len() as u64, Ordering::Relaxed) > 0 {
+            return;
+        }
+        let nanos = Instant::now()
+            .saturating_duration_since(self.base)
+            .as_nanos();
+        self.first_at.store(
+            u64::try_from(nanos).unwrap_or(u64::MAX - 1) + 1,
+            Ordering::Relaxed,
+        );
+        let mut first = self.first.lock().unwrap_or_else(PoisonError::into_inner);
+        let n = new.len().min(Seen::KEPT);
+        first.0[..n].copy_from_slice(&new[..n]);
+        first.1 = n;
+    }
+
+    /// When the first response byte arrived.
+    fn at(&self) -> Option<Instant> {
+        match self.first_at.load(Ordering::Relaxed) {
+            0 => None,
+            n => Some(self.base + Duration::from_nanos(n - 1)),
+        }
+    }
+
+    fn received(&self) -> u64 {
+        self.received.load(Ordering::Relaxed)
+    }
+
     /// The first bytes of the first read that returned any.
-    fn start(&self) -> &[u8] {
-        self.first.get().map_or(&[], Vec::as_slice)
+    fn start(&self) -> Vec<u8> {
+        let first = self.first.lock().unwrap_or_else(PoisonError::into_inner);
+        first.0[..first.1].to_vec()
+    }
+
+    /// Forgets the previous request's response.
+    fn reset(&self) {
+        self.received.store(0, Ordering::Relaxed);
+        self.first_at.store(0, Ordering::Relaxed);
+        self.first.lock().unwrap_or_else(PoisonError::into_inner).1 = 0;
     }
 }
 
@@ -742,13 +1024,7 @@ impl AsyncRead for FirstByte {
         let poll = Pin::new(&mut self.inner).poll_read(cx, buf);
         let new = &buf.filled()[before..];
         if !new.is_empty() {
-            self.seen.at.get_or_init(Instant::now);
-            self.seen
-                .first
-                .get_or_init(|| new[..new.len().min(Seen::KEPT)].to_vec());
-            self.seen
-                .received
-                .fetch_add(new.len() as u64, Ordering::Relaxed);
+            self.seen.note(new);
         }
         poll
     }
@@ -791,8 +1067,8 @@ mod tests {
     use crate::net::tls::TlsOptions;
     use rustls_pki_types::PrivateKeyDer;
     use std::io::Write;
-    use std::sync::Mutex;
     use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::{Mutex, OnceLock};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
     use tokio::time::sleep;
@@ -1414,9 +1690,152 @@ mod tests {
         );
         let renamed = tls_options(TlsOptions {
             server_name: Some("localhost".to_owned()),
-            ..trusted
+            ..trusted.clone()
         });
         assert!(run(get(&by_ip), &renamed, BOUND).await.is_ok());
+        // A verdict names the name that was checked, not the host dialled.
+        let misnamed = tls_options(TlsOptions {
+            server_name: Some("other.example".to_owned()),
+            ..trusted
+        });
+        let failure = run(get(&by_ip), &misnamed, BOUND).await.unwrap_err();
+        assert_eq!(
+            failure.message,
+            "certificate is not valid for other.example: it names localhost"
+        );
+    }
+
+    /// Starts an HTTP/1.1 server on 127.0.0.1 that answers every request
+    /// on a connection until the client leaves: `/redirect` with a 302 to
+    /// `/ok` on `localhost` (another origin), `/close` with `Connection:
+    /// close` (then it closes), anything else with a short 200. Returns its
+    /// address, the connections it accepted and the requests it read.
+    async fn serve_kept() -> (SocketAddr, Arc<AtomicU64>, Log) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (accepted, log) = (Arc::new(AtomicU64::new(0)), Log::default());
+        let (count, seen) = (Arc::clone(&accepted), Arc::clone(&log));
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                let seen = Arc::clone(&seen);
+                tokio::spawn(async move {
+                    loop {
+                        let request = read_request(&mut stream).await;
+                        if request.is_empty() {
+                            return;
+                        }
+                        seen.lock().unwrap().push(request.clone());
+                        let response = match target(&request) {
+                            "/redirect" => format!(
+                                "HTTP/1.1 302 Found\r\nLocation: http://localhost:{}/ok\r\nContent-Length: 0\r\n\r\n",
+                                addr.port()
+                            ),
+                            "/close" => {
+                                "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok"
+                                    .to_owned()
+                            }
+                            _ => "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok".to_owned(),
+                        };
+                        if stream.write_all(response.as_bytes()).await.is_err() {
+                            return;
+                        }
+                        if target(&request) == "/close" {
+                            let _ = stream.shutdown().await;
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        (addr, accepted, log)
+    }
+
+    async fn kept(req: Request, keep: &KeepAlive) -> Result<Response, Failure> {
+        let deadline = Instant::now() + BOUND;
+        tokio::time::timeout(BOUND, exchange_in(req, &options(), Some(keep), deadline))
+            .await
+            .expect("the exchange outlived the test bound")
+    }
+
+    #[tokio::test]
+    async fn kept_connections_are_reused_per_origin_with_no_connect_phase() {
+        let (addr, accepted, log) = serve_kept().await;
+        let keep = KeepAlive::new(4);
+        let url = |path: &str| format!("http://{addr}{path}");
+
+        let first = kept(get(&url("/a")), &keep).await.unwrap();
+        assert!(first.phases.connect > Duration::ZERO, "{:?}", first.phases);
+        let started = Instant::now();
+        let second = kept(get(&url("/b")), &keep).await.unwrap();
+        let total = started.elapsed();
+        assert_eq!(&second.body[..], b"ok");
+        let p = second.phases;
+        assert_eq!(
+            (p.resolve, p.connect, p.tls),
+            (Duration::ZERO, Duration::ZERO, Duration::ZERO)
+        );
+        assert!(p.processing > Duration::ZERO, "{p:?}");
+        assert_contiguous(&p, total);
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+        assert_eq!((keep.opened(), keep.reused()), (1, 1));
+        // A kept connection does not ask to be closed.
+        let requests = std::mem::take(&mut *log.lock().unwrap());
+        assert!(
+            requests.iter().all(|r| !r.contains("connection: close")),
+            "{requests:?}"
+        );
+
+        // A redirect to another origin (localhost, not 127.0.0.1) opens a
+        // connection of its own; the next request to each origin reuses.
+        let response = kept(get(&url("/redirect")), &keep).await.unwrap();
+        assert_eq!((response.status, response.redirects), (StatusCode::OK, 1));
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+        kept(get(&url("/c")), &keep).await.unwrap();
+        kept(get(&format!("http://localhost:{}/d", addr.port())), &keep)
+            .await
+            .unwrap();
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+
+        // `Connection: close` in a response retires its connection.
+        kept(get(&url("/close")), &keep).await.unwrap();
+        kept(get(&url("/e")), &keep).await.unwrap();
+        assert_eq!(accepted.load(Ordering::SeqCst), 3);
+        assert_eq!(keep.opened(), 3);
+
+        // Without a pool, the same server sees a connection per exchange.
+        run(get(&url("/f")), &options(), BOUND).await.unwrap();
+        assert_eq!(accepted.load(Ordering::SeqCst), 4);
+        let last = log.lock().unwrap().last().cloned().unwrap();
+        assert!(last.contains("connection: close"), "{last}");
+    }
+
+    #[tokio::test]
+    async fn a_kept_https_connection_keeps_its_certificate_expiry() {
+        let identity = self_signed();
+        let addr = serve_tls(&identity).await;
+        let opts = tls_options(TlsOptions {
+            insecure_skip_verify: true,
+            ..TlsOptions::default()
+        });
+        let keep = KeepAlive::new(2);
+        // The test server closes after one answer: every request still
+        // succeeds, each on a connection with its own handshake.
+        for _ in 0..3 {
+            let deadline = Instant::now() + BOUND;
+            let response = exchange_in(
+                get(&format!("https://{addr}/")),
+                &opts,
+                Some(&keep),
+                deadline,
+            )
+            .await
+            .unwrap();
+            assert_eq!(&response.body[..], b"secure");
+            assert_eq!(response.tls_earliest_expiry, Some(67_090_118_400));
+            assert!(response.phases.tls > Duration::ZERO);
+        }
+        assert_eq!(keep.opened(), 3);
     }
 
     #[test]

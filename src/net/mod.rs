@@ -10,7 +10,9 @@
 //! - [`dial`]: resolve, connect, optional TLS with ALPN, close;
 //! - [`tls`]: client configs, the verifier, the facts of a handshake;
 //! - [`error`]: [`error::Fail`], error chains in words, certificate verdicts;
-//! - [`http1`]: one HTTP/1.1 exchange with real phase timings.
+//! - [`http1`]: one HTTP/1.1 exchange with real phase timings, on a fresh
+//!   connection or a kept-alive one;
+//! - [`pool`]: keep-alive's bounded set of idle connections per origin.
 //!
 //! This layer knows nothing of probes, config files or reports: it takes
 //! settings as plain values and returns facts and [`error::Fail`]s.
@@ -19,6 +21,7 @@ pub mod clock;
 pub mod dial;
 pub mod error;
 pub mod http1;
+pub mod pool;
 pub mod tls;
 
 pub use clock::Clock;

@@ -14,7 +14,7 @@ use crate::config::{
     AlertPolicy, BaseUrl, DEFAULT_INTERVAL, DEFAULT_TIMEOUT, Environment, FireRule, Schedule,
     Severity,
 };
-use crate::diag::{self, Diagnostic, Part, SourceDoc};
+use crate::diag::{self, Part, SourceDoc};
 use crate::probe::http::HttpSpec;
 use crate::probe::kind::{BuildInput, Kind, KindEntry, Probe};
 use crate::probe::workload::{RawWorkload, Workload};
@@ -37,6 +37,7 @@ struct ProbeParts<'a> {
     severity: Option<Severity>,
     labels: BTreeMap<String, String>,
     thresholds: Vec<Threshold>,
+    buckets: Option<Vec<Duration>>,
     alert: AlertPolicy,
     seed: Option<u64>,
     marker: String,
@@ -98,7 +99,12 @@ impl Checker<'_> {
         for pattern in globs {
             match glob::glob(pattern) {
                 Ok(paths) => {
-                    let mut matched: Vec<PathBuf> = paths.filter_map(Result::ok).collect();
+                    // A directory is not a probe file (`probes = [""]` matched
+                    // the config's own directory).
+                    let mut matched: Vec<PathBuf> = paths
+                        .filter_map(Result::ok)
+                        .filter(|p| !p.is_dir())
+                        .collect();
                     matched.sort();
                     if matched.is_empty() {
                         tracing::warn!(glob = %pattern, "probe glob matches no file");
@@ -118,17 +124,10 @@ impl Checker<'_> {
         let mut declared: std::collections::BTreeSet<String> = Default::default();
         for file in files {
             let display = display_path(&file);
-            let text = match std::fs::read_to_string(&file) {
+            let text = match diag::read_source(&file, &display, "probe file") {
                 Ok(t) => t,
-                Err(e) => {
-                    self.diags.push(Diagnostic {
-                        file: display,
-                        line: 0,
-                        column: 0,
-                        key: String::new(),
-                        message: format!("cannot read probe file: {e}"),
-                        help: None,
-                    });
+                Err(d) => {
+                    self.diags.push(d);
                     continue;
                 }
             };
@@ -331,6 +330,7 @@ impl Checker<'_> {
             }
         }
         let thresholds = self.thresholds(&raw.thresholds);
+        let buckets = raw.buckets.as_deref().map(|b| self.buckets(b));
         let alert = self.alert_policy(raw.alert.unwrap_or_default());
         if alert.depends_on.contains(&name) {
             self.err("alert.depends_on", "a probe cannot depend on itself");
@@ -377,6 +377,7 @@ impl Checker<'_> {
                 self,
                 &BuildInput {
                     known_vars: &known_vars,
+                    timeout,
                 },
             ),
             None => {
@@ -425,6 +426,7 @@ impl Checker<'_> {
                 severity: raw.severity,
                 labels: raw.labels,
                 thresholds,
+                buckets,
                 alert,
                 seed: raw.seed,
                 marker,
@@ -453,6 +455,7 @@ impl Checker<'_> {
             severity: parts.severity.unwrap_or(Severity::Warning),
             labels: parts.labels,
             thresholds: parts.thresholds,
+            buckets: parts.buckets,
             alert: parts.alert,
             seed: parts.seed,
             marker: parts.marker,
@@ -514,6 +517,46 @@ impl Checker<'_> {
         }
         policy.depends_on = raw.depends_on;
         policy
+    }
+
+    /// `buckets = ["50ms", "100ms", …]`: the latency histogram's
+    /// boundaries, each a duration from 1µs to the longest
+    /// timeout, none twice, at most
+    /// [`crate::telemetry::latency::MAX_WRITTEN_BUCKETS`] of them.
+    fn buckets(&mut self, raw: &[String]) -> Vec<Duration> {
+        use crate::telemetry::latency::MAX_WRITTEN_BUCKETS;
+        if raw.is_empty() {
+            self.err(
+                "buckets",
+                "expected at least one boundary like `100ms` (leave `buckets` out to derive them from the thresholds and the timeout)",
+            );
+        } else if raw.len() > MAX_WRITTEN_BUCKETS {
+            self.err(
+                "buckets",
+                format!(
+                    "expected at most {MAX_WRITTEN_BUCKETS} boundaries, found {} (each is a series per probe, environment and step)",
+                    raw.len()
+                ),
+            );
+        }
+        let mut out: Vec<Duration> = Vec::new();
+        for (i, text) in raw.iter().enumerate() {
+            let path = format!("buckets[{i}]");
+            match parse_duration(text, MAX_TIMEOUT) {
+                // The histogram's resolution: a microsecond.
+                Ok(d) if d.as_micros() == 0 => self.err(
+                    &path,
+                    format!("expected a duration of at least 1µs, like `100ms`, found `{text}`"),
+                ),
+                Ok(d) if out.iter().any(|o| o.as_micros() == d.as_micros()) => {
+                    self.err(&path, format!("`{text}` is listed twice"));
+                }
+                Ok(d) => out.push(d),
+                Err(msg) => self.err(&path, msg),
+            }
+        }
+        out.sort();
+        out
     }
 
     fn thresholds(&mut self, raw: &[raw::RawThreshold]) -> Vec<Threshold> {

@@ -7,8 +7,9 @@ use super::mutate::Mutation;
 use crate::expr::Assertion;
 use std::time::Duration;
 
-/// The most requests one run may schedule: samples are kept per request
-/// until the run ends, so this bounds a run's memory (≈ 24 bytes each).
+/// The most requests one run may schedule. A run's memory does not grow
+/// with them (arrivals are computed as they come, latencies streamed into
+/// a histogram); this bounds how long one run's verdict waits.
 pub const MAX_REQUESTS: u64 = 1_000_000;
 /// The highest rate a stage may ask for, per second.
 pub const MAX_RATE: f64 = 100_000.0;
@@ -31,6 +32,9 @@ pub struct Workload {
     /// Stop after this many requests even if stages remain.
     pub requests: Option<u64>,
     pub max_concurrency: usize,
+    /// Reuse connections (at most `max_concurrency`) instead of opening
+    /// one per request.
+    pub keep_alive: bool,
     pub anomalies: Option<Anomalies>,
 }
 
@@ -58,37 +62,63 @@ impl Workload {
         self.stages.iter().map(|s| s.duration).sum()
     }
 
-    /// The intended offsets of every request, from the run's start.
+    /// The intended offsets of every request, from the run's start, in
+    /// order, computed as they are asked for: a million-request run holds
+    /// no list of them.
+    pub fn schedule(&self) -> Schedule<'_> {
+        Schedule {
+            stages: &self.stages,
+            stage: 0,
+            base: Duration::ZERO,
+            done: 0.0,
+            emitted: 0,
+            limit: self.requests.unwrap_or(MAX_REQUESTS).min(MAX_REQUESTS),
+        }
+    }
+
+    /// Every intended offset at once (tests, small runs).
     pub fn arrivals(&self) -> Vec<Duration> {
-        let mut out = Vec::new();
-        let limit = self.requests.unwrap_or(MAX_REQUESTS).min(MAX_REQUESTS);
-        let mut base = Duration::ZERO;
-        // Arrivals so far, carried across stages as a fraction so the
-        // boundary between stages loses nothing.
-        let mut done = 0.0_f64;
-        for stage in &self.stages {
+        self.schedule().collect()
+    }
+}
+
+/// The arrival offsets of a [`Workload`], one at a time.
+pub struct Schedule<'w> {
+    stages: &'w [Stage],
+    /// The stage in progress and when it began.
+    stage: usize,
+    base: Duration,
+    /// Arrivals accrued by the stages before this one, carried as a
+    /// fraction so the boundary between stages loses nothing.
+    done: f64,
+    emitted: u64,
+    limit: u64,
+}
+
+impl Iterator for Schedule<'_> {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        while self.emitted < self.limit {
+            let stage = self.stages.get(self.stage)?;
             let d = stage.duration.as_secs_f64();
             let total = (stage.from + stage.to) / 2.0 * d;
             // Request k (counting from 1 across stages) is due when the
             // cumulative arrivals reach k - 1: request 1 leaves at once.
-            loop {
-                let k = out.len() as f64;
-                let need = k - done;
-                // An arrival due exactly at the stage's end belongs to
-                // the next stage (or, after the last, to no run).
-                if need >= total - 1e-9 || out.len() as u64 >= limit {
-                    break;
-                }
-                let t = time_for(stage.from, stage.to, d, need.max(0.0));
-                out.push(base + Duration::from_secs_f64(t));
+            let need = self.emitted as f64 - self.done;
+            // An arrival due exactly at the stage's end belongs to the next
+            // stage (or, after the last, to no run).
+            if need >= total - 1e-9 {
+                self.done += total;
+                self.base += stage.duration;
+                self.stage += 1;
+                continue;
             }
-            done += total;
-            base += stage.duration;
-            if out.len() as u64 >= limit {
-                break;
-            }
+            self.emitted += 1;
+            let t = time_for(stage.from, stage.to, d, need.max(0.0));
+            return Some(self.base + Duration::from_secs_f64(t));
         }
-        out
+        None
     }
 }
 

@@ -5,42 +5,73 @@
 //! than going through a resolver library: the server is always the one the
 //! probe names (never the system's resolver), every run sends its own query
 //! (there is no cache between runs to hide an outage), and the exchange is
-//! ours to time and to bound. Over UDP the query is retransmitted every
-//! [`UDP_RETRY`] within the run's deadline, and a truncated answer (TC bit)
-//! is asked again over TCP, as a stub resolver does.
+//! ours to time and to bound. Four transports carry the same query and get
+//! the same answer checks:
+//!
+//! - `udp` (the default): the query is retransmitted every [`UDP_RETRY`]
+//!   within the run's deadline, and a truncated answer (TC bit) is asked
+//!   again over TCP, as a stub resolver does;
+//! - `tcp`: one connection, the message behind a two-byte length (RFC 1035
+//!   §4.2.2);
+//! - `tls` (DNS over TLS, RFC 7858): the same framing inside TLS, port 853
+//!   by default, offering ALPN `dot`;
+//! - `https` (DNS over HTTPS, RFC 8484): `server` is a URL; the query is
+//!   POSTed as `application/dns-message` through the net layer's HTTP/1.1
+//!   exchange ([`crate::net::http1`]), and a non-2xx status (`status`) or
+//!   another content type (`protocol`) fails before the answer is read.
+//!   `http://` is accepted for loopback hosts only (the sandbox, tests).
+//!
+//! TLS (for `tls` and `https`) is the strict client of every kind that aborts
+//! on a bad certificate: the environment's trust and client certificate, or
+//! the system roots plus `ca_file`; `server_name` is the name verified and
+//! sent as SNI (the environment's `server_name` belongs to its base URL and
+//! does not apply). A bad certificate fails with `cert_expired`,
+//! `cert_hostname` or `cert_untrusted`, worded by
+//! [`crate::net::error::cert_failure`] as everywhere else.
+//!
+//! Every query carries a fresh random id, DNS over HTTPS included: RFC 8484
+//! recommends id 0 so that HTTP caches can share answers, but a monitor
+//! wants no cache between it and the server, a POST is not cached anyway,
+//! and one id check for every transport keeps the answer checks the same.
 //!
 //! Phases: `resolve` (rendering the templates and, when the server is given
-//! by host name, resolving it with the system's resolver) and `query` (from
-//! the first datagram sent to the accepted answer, TCP fallback included);
-//! they add up to the run's duration.
+//! by host name, resolving it with the system's resolver), for `tls` and
+//! `https` then `connect` and `tls` (zero over `http://`), and `query` (from
+//! the first byte of the query sent to the accepted answer, TCP fallback
+//! included); they add up to the run's duration.
 //!
 //! Hostile servers: an answer whose id or question does not match the
 //! query, or that does not parse, is ignored over UDP (it may be spoofed or
 //! stale; the real answer may still come) and is a `protocol` failure over
-//! TCP. A run that saw only such datagrams before its deadline fails with
-//! reason `protocol` and says what was wrong with them; one that saw nothing
-//! fails with `timeout`. Every read is sized: one 64 KiB datagram buffer,
-//! one TCP message of at most 64 KiB.
+//! a connection. A run that saw only such datagrams before its deadline
+//! fails with reason `protocol` and says what was wrong with them; one that
+//! saw nothing fails with `timeout`. Every read is sized: one 64 KiB
+//! datagram buffer, one message of at most 64 KiB over a connection or as an
+//! HTTP body.
 
 use super::kind::{Assertion, BuildInput, Kind, KindEntry, RunContext, RunFuture};
+use super::tls::{self as tls_probe, CaFile};
 use crate::config::check::Checker;
-use crate::expr::{Facts, duration_value, json_value};
+use crate::expr::{Facts, json_value};
 use crate::expr::{Scope, Type, Types};
+use crate::net::http1::{self, TransportOptions};
+use crate::net::{Clock, Fail, TlsSetup, close, dial};
 use crate::outcome::{
-    AssertionResult, Details, FailureReason, GaugeSpec, KindFacts, Outcome, Phase, SourceLocation,
+    AssertionResult, Details, FailureReason, GaugeSpec, KindFacts, Outcome, SourceLocation,
 };
 use crate::tagging::RunIds;
 use crate::template::Text;
 use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::{DNSClass, Name, RecordType};
+use http::{HeaderMap, HeaderValue, Method, header};
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
 use std::io::ErrorKind;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 use tokio::time::{Instant, timeout_at};
+use url::{Host, Url};
 
 /// The variables a `dns` expectation can read.
 pub const SCOPE: Scope<'static> = Scope {
@@ -49,6 +80,7 @@ pub const SCOPE: Scope<'static> = Scope {
         "answers",
         "authority",
         "additional",
+        "authenticated",
         "timings",
         "vars",
     ],
@@ -61,6 +93,7 @@ const TYPES: Types<'static> = &[
     ("rcode", Type::String),
     ("authority", Type::Number),
     ("additional", Type::Number),
+    ("authenticated", Type::Bool),
 ];
 
 /// How long a UDP query waits for its answer before it is sent again
@@ -70,6 +103,19 @@ pub const UDP_RETRY: Duration = Duration::from_secs(1);
 
 /// The port a server written without one listens on.
 const DEFAULT_PORT: u16 = 53;
+
+/// The port of DNS over TLS (RFC 7858 §3.1).
+const DOT_PORT: u16 = 853;
+
+/// The ALPN protocol DNS over TLS offers (IANA's `dot`).
+const DOT_ALPN: &[u8] = b"dot";
+
+/// The media type of a DNS message over HTTPS (RFC 8484 §6).
+const DNS_MESSAGE: &str = "application/dns-message";
+
+/// The largest DNS message there is (its length is two bytes over TCP),
+/// so the cap on a DNS-over-HTTPS body.
+const MAX_MESSAGE: u64 = 65_535;
 
 /// The receive buffer for a UDP answer: the largest datagram there is, so a
 /// legitimate answer is never cut by the kernel into something unparseable.
@@ -108,15 +154,26 @@ const COMMON_TYPES: &str = "A, AAAA, CNAME, MX, TXT, NS, SOA, SRV, PTR, CAA, HTT
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawDns {
-    /// `host:port`, `host`, `ip`, `ip:port` or `[ipv6]:port`; a template.
+    /// `host:port`, `host`, `ip`, `ip:port` or `[ipv6]:port`; for
+    /// `transport = "https"` a URL; a template.
     pub server: Option<String>,
     /// The name to query; a template.
     pub name: Option<String>,
     #[serde(rename = "type")]
     pub record_type: Option<String>,
+    /// `udp` (default), `tcp`, `tls` or `https`.
     pub transport: Option<String>,
+    /// `tls` and `https` only: the name to verify and send as SNI
+    /// (default: the server's host).
+    pub server_name: Option<String>,
+    /// `tls` and `https` only: extra trust anchors (PEM) instead of the
+    /// environment's; a template.
+    pub ca_file: Option<String>,
     pub recursion_desired: Option<bool>,
     pub expect_rcode: Option<OneOrMany>,
+    /// Ask for and require the AD bit: the server validated the answer
+    /// with DNSSEC.
+    pub expect_ad: Option<bool>,
     #[serde(default)]
     pub expect: Vec<String>,
 }
@@ -137,6 +194,37 @@ pub enum Transport {
     Udp,
     /// One TCP connection, two-byte length prefix (RFC 1035 §4.2.2).
     Tcp,
+    /// DNS over TLS (RFC 7858): the TCP framing inside TLS.
+    Tls,
+    /// DNS over HTTPS (RFC 8484): one POST of the message.
+    Https,
+}
+
+impl Transport {
+    /// As written in `transport` and reported in the facts.
+    pub fn name(self) -> &'static str {
+        match self {
+            Transport::Udp => "udp",
+            Transport::Tcp => "tcp",
+            Transport::Tls => "tls",
+            Transport::Https => "https",
+        }
+    }
+
+    /// The phases a run reports, in order, each listed even when it took
+    /// no time.
+    fn phases(self) -> &'static [&'static str] {
+        match self {
+            Transport::Udp | Transport::Tcp => &["resolve", "query"],
+            Transport::Tls | Transport::Https => &["resolve", "connect", "tls", "query"],
+        }
+    }
+
+    /// Whether the transport speaks TLS, so `server_name` and `ca_file`
+    /// apply.
+    fn secure(self) -> bool {
+        matches!(self, Transport::Tls | Transport::Https)
+    }
 }
 
 /// The checked `[dns]` table.
@@ -146,6 +234,10 @@ pub struct DnsSpec {
     pub name: Text,
     pub record_type: RecordType,
     pub transport: Transport,
+    /// `tls` and `https`: SNI and verification name instead of the host.
+    pub server_name: Option<String>,
+    /// `tls` and `https`: the trust anchors instead of the environment's.
+    pub ca_file: Option<CaFile>,
     pub recursion_desired: bool,
     /// The rcodes that pass (numeric); any other fails the run with reason
     /// `rcode`, whatever the expectations say.
@@ -153,6 +245,9 @@ pub struct DnsSpec {
     /// Where the rcode check comes from (`expect_rcode`, or `name` when it
     /// is the implicit NOERROR), for its assertion result.
     pub rcode_location: SourceLocation,
+    /// `expect_ad = true`: the query sets the AD bit (RFC 6840 §5.7) and an
+    /// answer without it fails with reason `assertion`; where it was written.
+    pub expect_ad: Option<SourceLocation>,
     pub expect: Vec<Assertion>,
 }
 
@@ -172,15 +267,23 @@ pub struct Answer {
 /// What a `dns` run saw.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct DnsFacts {
-    /// The server's address as queried (after resolving its name).
+    /// The server as queried: over UDP and TCP its address (after resolving
+    /// its name), over TLS `host:port` as written, over HTTPS the URL.
     pub server: String,
     /// The query name, fully qualified.
     pub name: String,
     #[serde(rename = "type")]
     pub record_type: String,
-    /// The transport that carried the answer: `udp`, or `tcp` (also after a
-    /// truncated UDP answer).
+    /// The transport that carried the answer: `udp`, `tcp` (also after a
+    /// truncated UDP answer), `tls` or `https`.
     pub transport: &'static str,
+    /// DNS over HTTPS: the response's status.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_status: Option<u16>,
+    /// DNS over TLS or HTTPS: the earliest `notAfter` of the server's
+    /// certificates, Unix seconds (`probe_ssl_earliest_cert_expiry`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub earliest_cert_expiry: Option<i64>,
     /// The UDP answer came truncated (TC bit), so it was asked again over TCP.
     pub truncated: bool,
     /// UDP datagrams sent, retransmissions included.
@@ -191,6 +294,8 @@ pub struct DnsFacts {
     pub rcode_value: Option<u16>,
     /// The AA bit: the server answered with authority for the zone.
     pub authoritative: bool,
+    /// The AD bit: the server validated the answer with DNSSEC.
+    pub authenticated: bool,
     pub answers: Vec<Answer>,
     /// Records in the authority section.
     pub authority: u64,
@@ -221,6 +326,19 @@ impl DnsFacts {
 /// Checks the raw table; problems are recorded on `c` at `dns.…` paths.
 pub(crate) fn build(raw: RawDns, c: &mut Checker<'_>) -> Option<DnsSpec> {
     let errors = c.error_count();
+    let transport = match raw.transport.as_deref() {
+        None | Some("udp") => Some(Transport::Udp),
+        Some("tcp") => Some(Transport::Tcp),
+        Some("tls") => Some(Transport::Tls),
+        Some("https") => Some(Transport::Https),
+        Some(other) => {
+            c.err(
+                "dns.transport",
+                format!("expected `udp`, `tcp`, `tls` or `https`, found `{other}`"),
+            );
+            None
+        }
+    };
     let server = match raw.server.as_deref() {
         None => {
             c.missing("dns", "server");
@@ -228,12 +346,37 @@ pub(crate) fn build(raw: RawDns, c: &mut Checker<'_>) -> Option<DnsSpec> {
         }
         Some(value) => c.text("dns.server", value, None).inspect(|text| {
             if text.is_literal() {
-                if let Err(e) = parse_server(text.source()) {
+                // Under a transport that is not one, the server is judged
+                // by its own shape, so its mistakes are reported too.
+                let judged = transport.unwrap_or(if text.source().contains("://") {
+                    Transport::Https
+                } else {
+                    Transport::Udp
+                });
+                if let Err(e) = check_server(text.source(), judged) {
                     c.err("dns.server", e);
                 }
             }
         }),
     };
+    if transport.is_some_and(|t| !t.secure()) {
+        for (key, set) in [
+            ("server_name", raw.server_name.is_some()),
+            ("ca_file", raw.ca_file.is_some()),
+        ] {
+            if set {
+                c.err(
+                    &format!("dns.{key}"),
+                    format!("`{key}` applies with `transport = \"tls\"` or `\"https\"` only"),
+                );
+            }
+        }
+    }
+    let server_name = tls_probe::server_name(c, "dns.server_name", raw.server_name);
+    let ca_file = raw
+        .ca_file
+        .as_deref()
+        .and_then(|f| CaFile::build(c, "dns.ca_file", f));
     let record_type = match raw.record_type.as_deref() {
         None => RecordType::A,
         Some(text) => parse_type(text).unwrap_or_else(|e| {
@@ -253,17 +396,6 @@ pub(crate) fn build(raw: RawDns, c: &mut Checker<'_>) -> Option<DnsSpec> {
                 }
             }
         }),
-    };
-    let transport = match raw.transport.as_deref() {
-        None | Some("udp") => Transport::Udp,
-        Some("tcp") => Transport::Tcp,
-        Some(other) => {
-            c.err(
-                "dns.transport",
-                format!("expected `udp` or `tcp`, found `{other}`"),
-            );
-            Transport::Udp
-        }
     };
     let (expect_rcode, rcode_location) = match raw.expect_rcode {
         None => (vec![0], c.location("dns.name")),
@@ -295,6 +427,7 @@ pub(crate) fn build(raw: RawDns, c: &mut Checker<'_>) -> Option<DnsSpec> {
             (codes, c.location("dns.expect_rcode"))
         }
     };
+    let expect_ad = (raw.expect_ad == Some(true)).then(|| c.location("dns.expect_ad"));
     let expect = c.expectations("dns", &raw.expect, SCOPE);
     if c.error_count() > errors {
         return None;
@@ -303,12 +436,24 @@ pub(crate) fn build(raw: RawDns, c: &mut Checker<'_>) -> Option<DnsSpec> {
         server: server?,
         name: name?,
         record_type,
-        transport,
+        transport: transport?,
+        server_name,
+        ca_file,
         recursion_desired: raw.recursion_desired.unwrap_or(true),
         expect_rcode,
         rcode_location,
+        expect_ad,
         expect,
     })
+}
+
+/// Checks a literal `server` in the form its transport takes.
+fn check_server(text: &str, transport: Transport) -> Result<(), String> {
+    match transport {
+        Transport::Udp | Transport::Tcp => parse_server(text, DEFAULT_PORT).map(drop),
+        Transport::Tls => parse_server(text, DOT_PORT).map(drop),
+        Transport::Https => doh_url(text).map(drop),
+    }
 }
 
 /// A record type by name (any case), or `TYPE65` for a numeric one.
@@ -354,13 +499,19 @@ enum ServerAddr {
 }
 
 /// Parses `server`: `ip`, `ip:port`, `[ipv6]`, `[ipv6]:port`, `host` or
-/// `host:port`; the port defaults to 53.
-fn parse_server(text: &str) -> Result<ServerAddr, String> {
+/// `host:port`; the port defaults to `default_port` (53, or 853 over TLS).
+fn parse_server(text: &str, default_port: u16) -> Result<ServerAddr, String> {
     let text = text.trim();
-    let invalid =
-        |why: &str| format!("expected `host:port` or `host` (port 53), found `{text}`: {why}");
+    let invalid = |why: &str| {
+        format!("expected `host:port` or `host` (port {default_port}), found `{text}`: {why}")
+    };
     if text.is_empty() {
         return Err(invalid("it is empty"));
+    }
+    if text.contains("://") {
+        return Err(invalid(
+            "a URL names a DNS-over-HTTPS server: set `transport = \"https\"`",
+        ));
     }
     if let Ok(addr) = text.parse::<SocketAddr>() {
         if addr.port() == 0 {
@@ -369,12 +520,12 @@ fn parse_server(text: &str) -> Result<ServerAddr, String> {
         return Ok(ServerAddr::Ip(addr));
     }
     if let Ok(ip) = text.parse::<IpAddr>() {
-        return Ok(ServerAddr::Ip(SocketAddr::new(ip, DEFAULT_PORT)));
+        return Ok(ServerAddr::Ip(SocketAddr::new(ip, default_port)));
     }
     if let Some(inner) = text.strip_prefix('[').and_then(|r| r.strip_suffix(']')) {
         return inner
             .parse::<Ipv6Addr>()
-            .map(|ip| ServerAddr::Ip(SocketAddr::new(ip.into(), DEFAULT_PORT)))
+            .map(|ip| ServerAddr::Ip(SocketAddr::new(ip.into(), default_port)))
             .map_err(|_| invalid("not an IPv6 address in brackets"));
     }
     let (host, port) = match text.rsplit_once(':') {
@@ -382,7 +533,7 @@ fn parse_server(text: &str) -> Result<ServerAddr, String> {
             Ok(p) if p != 0 => (host, p),
             _ => return Err(invalid("the port is not a number from 1 to 65535")),
         },
-        None => (text, DEFAULT_PORT),
+        None => (text, default_port),
     };
     let valid_host = !host.is_empty()
         && host.len() <= 253
@@ -393,6 +544,54 @@ fn parse_server(text: &str) -> Result<ServerAddr, String> {
         return Err(invalid("not a host name or IP address"));
     }
     Ok(ServerAddr::Host(host.to_owned(), port))
+}
+
+impl ServerAddr {
+    /// The host and port as [`dial`] takes them.
+    fn dial_target(&self) -> (Host<String>, u16) {
+        match self {
+            ServerAddr::Ip(SocketAddr::V4(addr)) => (Host::Ipv4(*addr.ip()), addr.port()),
+            ServerAddr::Ip(SocketAddr::V6(addr)) => (Host::Ipv6(*addr.ip()), addr.port()),
+            ServerAddr::Host(host, port) => (Host::Domain(host.clone()), *port),
+        }
+    }
+}
+
+/// Parses a DNS-over-HTTPS `server`: an `https://` URL (its path is the
+/// server's, `/dns-query` by convention), or `http://` to a loopback host
+/// (the sandbox, a test server), since DNS over plain HTTP across a network
+/// is neither private nor authenticated.
+fn doh_url(text: &str) -> Result<Url, String> {
+    let text = text.trim();
+    let url = Url::parse(text).map_err(|e| {
+        format!("expected a URL like `https://dns.example/dns-query`, found `{text}`: {e}")
+    })?;
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(
+            "the URL carries credentials (`user:password@`), which are not sent and would show in reports: remove them"
+                .to_owned(),
+        );
+    }
+    match (url.scheme(), url.host()) {
+        ("https", Some(_)) => Ok(url),
+        ("http", Some(host)) if loopback(&host) => Ok(url),
+        ("http", Some(host)) => Err(format!(
+            "`http://` is allowed for loopback hosts only (127.0.0.1, ::1, localhost), not `{host}`: DNS over plain HTTP would cross the network unencrypted; use https://"
+        )),
+        (scheme, _) => Err(format!(
+            "expected an https:// URL like `https://dns.example/dns-query`, found `{text}` (scheme `{scheme}`)"
+        )),
+    }
+}
+
+/// Whether `host` is this machine's loopback: an address in 127.0.0.0/8,
+/// `::1`, or the name `localhost`.
+fn loopback(host: &Host<&str>) -> bool {
+    match host {
+        Host::Ipv4(ip) => ip.is_loopback(),
+        Host::Ipv6(ip) => ip.is_loopback(),
+        Host::Domain(name) => name.eq_ignore_ascii_case("localhost"),
+    }
 }
 
 /// The query name: always fully qualified (a probe has no search list). For
@@ -426,56 +625,30 @@ pub fn counts_fit(message: &[u8]) -> bool {
     needed <= message.len() - HEADER_LEN
 }
 
-/// Why a run stopped early.
-#[derive(Debug)]
-struct Fail {
-    reason: FailureReason,
-    message: String,
-}
-
-impl Fail {
-    fn new(reason: FailureReason, message: impl Into<String>) -> Fail {
-        Fail {
-            reason,
-            message: message.into(),
-        }
-    }
-}
-
-/// The instant the `resolve` phase ended, if it did.
+/// Whether the `query` phase began, for `probe_dns_lookup_time_seconds`.
 struct Progress {
-    resolved: Option<Instant>,
+    queried: bool,
 }
 
 pub async fn run(spec: &DnsSpec, ctx: &RunContext<'_>) -> Outcome {
     let ids = RunIds::generate();
-    let start = Instant::now();
-    let deadline = start + ctx.probe.timeout;
     let mut outcome = Outcome::new(&ctx.probe.name, &ctx.env.name, "dns", &ids);
     let mut facts = DnsFacts {
         record_type: spec.record_type.to_string(),
-        transport: match spec.transport {
-            Transport::Udp => "udp",
-            Transport::Tcp => "tcp",
-        },
+        transport: spec.transport.name(),
         ..DnsFacts::default()
     };
-    let mut progress = Progress { resolved: None };
-    let result = exchange(spec, ctx, &ids, deadline, &mut facts, &mut progress).await;
-    let end = Instant::now();
-    outcome.duration = end - start;
-    let resolved = progress.resolved.unwrap_or(end);
-    outcome.phases.push(Phase {
-        name: "resolve",
-        seconds: resolved - start,
-    });
-    if progress.resolved.is_some() {
-        let query = end - resolved;
-        facts.lookup_time_seconds = Some(query.as_secs_f64());
-        outcome.phases.push(Phase {
-            name: "query",
-            seconds: query,
-        });
+    let mut clock = Clock::new(ctx.deadline(), spec.transport.phases());
+    let mut progress = Progress { queried: false };
+    let result = exchange(spec, ctx, &ids, &mut clock, &mut facts, &mut progress).await;
+    clock.record(&mut outcome);
+    ctx.redactor.scrub(&mut facts.server);
+    if progress.queried {
+        facts.lookup_time_seconds = outcome
+            .phases
+            .iter()
+            .find(|p| p.name == "query")
+            .map(|p| p.seconds.as_secs_f64());
     }
     match result {
         Err(fail) => outcome.fail(fail.reason, fail.message),
@@ -486,6 +659,7 @@ pub async fn run(spec: &DnsSpec, ctx: &RunContext<'_>) -> Outcome {
             facts.rcode = Some(rcode.clone());
             facts.rcode_value = Some(code);
             facts.authoritative = message.authoritative();
+            facts.authenticated = message.authentic_data();
             facts.answers = message
                 .answers()
                 .iter()
@@ -524,12 +698,29 @@ pub async fn run(spec: &DnsSpec, ctx: &RunContext<'_>) -> Outcome {
                     ),
                 );
             }
-            let timings = [
-                ("resolve", resolved - start),
-                ("query", end - resolved),
-                ("total", outcome.duration),
-            ];
-            let scope = expression_facts(&facts, &timings, ctx);
+            if let Some(location) = &spec.expect_ad {
+                let passed = facts.authenticated;
+                outcome.assertions.push(AssertionResult {
+                    expression: "the AD bit is set (expect_ad)".to_owned(),
+                    passed,
+                    actual: if passed {
+                        String::new()
+                    } else {
+                        "authenticated = false".to_owned()
+                    },
+                    location: Some(location.clone()),
+                });
+                if !passed {
+                    outcome.fail(
+                        FailureReason::Assertion,
+                        format!(
+                            "{} answered {} {} without the AD bit: it did not vouch for the answer with DNSSEC",
+                            facts.server, facts.name, facts.record_type
+                        ),
+                    );
+                }
+            }
+            let scope = expression_facts(&facts, clock.timings(), ctx);
             super::kind::check_expectations(&mut outcome, &spec.expect, &scope);
         }
     }
@@ -539,29 +730,27 @@ pub async fn run(spec: &DnsSpec, ctx: &RunContext<'_>) -> Outcome {
 }
 
 /// The values an expectation can read about an answer.
-fn expression_facts(facts: &DnsFacts, timings: &[(&str, Duration)], ctx: &RunContext<'_>) -> Facts {
+fn expression_facts(facts: &DnsFacts, timings: cel::Value, ctx: &RunContext<'_>) -> Facts {
     let answers = serde_json::to_value(&facts.answers).unwrap_or(serde_json::Value::Null);
-    let timings: HashMap<String, cel::Value> = timings
-        .iter()
-        .map(|(name, d)| ((*name).to_owned(), duration_value(*d)))
-        .collect();
     let mut f = Facts::default();
     f.set("rcode", facts.rcode.clone().unwrap_or_default());
     f.set("answers", json_value(&answers));
     f.set("authority", facts.authority as i64);
     f.set("additional", facts.additional as i64);
+    f.set("authenticated", facts.authenticated);
     f.set("timings", timings);
     f.set("vars", super::kind::vars_value(ctx.vars));
     f
 }
 
-/// Renders the templates, finds the server and asks it; the answer is one
-/// whose id and question match the query.
+/// Renders the templates, reaches the server over the spec's transport and
+/// asks it, lapping the phases on `clock`; the answer is one whose id and
+/// question match the query.
 async fn exchange(
     spec: &DnsSpec,
     ctx: &RunContext<'_>,
     ids: &RunIds,
-    deadline: Instant,
+    clock: &mut Clock,
     facts: &mut DnsFacts,
     progress: &mut Progress,
 ) -> Result<Message, Fail> {
@@ -575,31 +764,168 @@ async fn exchange(
     let name = query_name(&name, spec.record_type).map_err(|e| request("`name`", e))?;
     facts.name = name.to_string();
     facts.server.clone_from(&server);
-    let server = parse_server(&server).map_err(|e| request("`server`", e))?;
-    let addr = match server {
-        ServerAddr::Ip(addr) => addr,
-        ServerAddr::Host(host, port) => resolve(&host, port, deadline, ctx.probe.timeout).await?,
-    };
-    facts.server = addr.to_string();
-    progress.resolved = Some(Instant::now());
     let query = Query::query(name, spec.record_type);
-    let asked = Asked {
-        addr,
+    let mut asked = Asked {
+        peer: server.clone(),
         query: &query,
         recursion_desired: spec.recursion_desired,
-        deadline,
+        authentic_data: spec.expect_ad.is_some(),
+        deadline: clock.deadline(),
         timeout: ctx.probe.timeout,
     };
-    if spec.transport == Transport::Tcp {
-        return tcp_exchange(&asked).await;
+    match spec.transport {
+        Transport::Udp | Transport::Tcp => {
+            let server = parse_server(&server, DEFAULT_PORT).map_err(|e| request("`server`", e))?;
+            let resolved = match server {
+                ServerAddr::Ip(addr) => Ok(addr),
+                ServerAddr::Host(host, port) => {
+                    resolve(&host, port, clock.deadline(), ctx.probe.timeout).await
+                }
+            };
+            clock.lap("resolve");
+            let addr = resolved?;
+            facts.server = addr.to_string();
+            asked.peer = facts.server.clone();
+            progress.queried = true;
+            let answer = plain_exchange(spec.transport, addr, &asked, facts).await;
+            clock.lap("query");
+            answer
+        }
+        Transport::Tls => {
+            let (host, port) = parse_server(&server, DOT_PORT)
+                .map_err(|e| request("`server`", e))?
+                .dial_target();
+            let config = tls_probe::strict_config(spec.ca_file.as_ref(), ctx, ids)
+                .await
+                .map_err(|e| Fail::new(FailureReason::Request, e))?;
+            clock.lap("resolve");
+            let tls = TlsSetup {
+                config,
+                server_name: spec.server_name.as_deref(),
+                alpn: DOT_ALPN,
+            };
+            let dialed = dial(&host, port, Some(tls), clock, ["resolve", "connect", "tls"]).await?;
+            facts.earliest_cert_expiry = dialed.cert_expiry;
+            progress.queried = true;
+            let mut stream = dialed.io;
+            let answer = framed_exchange(&mut stream, &asked, "tls").await;
+            clock.lap("query");
+            close(stream, clock.deadline()).await;
+            answer
+        }
+        Transport::Https => {
+            let url = doh_url(&server).map_err(|e| request("`server`", e))?;
+            let config = tls_probe::strict_config(spec.ca_file.as_ref(), ctx, ids)
+                .await
+                .map_err(|e| Fail::new(FailureReason::Request, e))?;
+            let options = TransportOptions {
+                follow_redirects: false,
+                max_redirects: 0,
+                max_body_bytes: MAX_MESSAGE,
+                decompress: false,
+                tls: config,
+                server_name: spec.server_name.clone(),
+            };
+            let (id, body) = asked.encode()?;
+            let mut headers = HeaderMap::new();
+            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(DNS_MESSAGE));
+            headers.insert(header::ACCEPT, HeaderValue::from_static(DNS_MESSAGE));
+            ids.apply(ctx.tagging, &ctx.probe.name, &mut headers);
+            let post = http1::Request {
+                method: Method::POST,
+                url,
+                headers,
+                body: body.into(),
+            };
+            clock.lap("resolve");
+            let exchanged = http1::exchange(post, &options, clock.deadline()).await;
+            // The exchange timed its own resolve, connect and handshake;
+            // the rest of it (the request and the answer) is the query.
+            let phases = match &exchanged {
+                Ok(response) => response.phases,
+                Err(failure) => failure.phases,
+            };
+            clock.charge("resolve", phases.resolve);
+            clock.charge("connect", phases.connect);
+            clock.charge("tls", phases.tls);
+            progress.queried = exchanged.is_ok() || phases.processing > Duration::ZERO;
+            let answer = match exchanged {
+                Ok(response) => https_answer(response, &asked, id, facts),
+                Err(failure) => Err(Fail::new(failure.reason, failure.message)),
+            };
+            clock.lap("query");
+            answer
+        }
     }
-    let answer = udp_exchange(&asked, facts).await?;
+}
+
+/// Over UDP, then over TCP when the answer came truncated; or over TCP.
+async fn plain_exchange(
+    transport: Transport,
+    addr: SocketAddr,
+    asked: &Asked<'_>,
+    facts: &mut DnsFacts,
+) -> Result<Message, Fail> {
+    if transport == Transport::Tcp {
+        return tcp_exchange(addr, asked).await;
+    }
+    let answer = udp_exchange(addr, asked, facts).await?;
     if !answer.truncated() {
         return Ok(answer);
     }
     facts.truncated = true;
     facts.transport = "tcp";
-    tcp_exchange(&asked).await
+    tcp_exchange(addr, asked).await
+}
+
+/// Judges a DNS-over-HTTPS response: a 2xx status (else `status`), the
+/// DNS message media type (else `protocol`), then the answer as over any
+/// connection.
+fn https_answer(
+    response: http1::Response,
+    asked: &Asked<'_>,
+    id: u16,
+    facts: &mut DnsFacts,
+) -> Result<Message, Fail> {
+    facts.http_status = Some(response.status.as_u16());
+    facts.earliest_cert_expiry = response.tls_earliest_expiry;
+    if !response.status.is_success() {
+        return Err(Fail::new(
+            FailureReason::Status,
+            format!(
+                "{} answered HTTP {}, expected 2xx with a DNS message",
+                asked.peer, response.status
+            ),
+        ));
+    }
+    let written = response
+        .headers
+        .get(header::CONTENT_TYPE)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    let media = written
+        .as_deref()
+        .and_then(|t| t.split(';').next())
+        .map(|t| t.trim().to_ascii_lowercase());
+    if media.as_deref() != Some(DNS_MESSAGE) {
+        let found = match written {
+            // A header is the server's to write: a few words of it say enough.
+            Some(t) => format!("content type `{}`", t.chars().take(64).collect::<String>()),
+            None => "no content type".to_owned(),
+        };
+        return Err(Fail::new(
+            FailureReason::Protocol,
+            format!(
+                "{} answered with {found}, expected {DNS_MESSAGE}",
+                asked.peer
+            ),
+        ));
+    }
+    asked.accept(&response.body, id).map_err(|why| {
+        Fail::new(
+            FailureReason::Protocol,
+            format!("{} answered over https with {why}", asked.peer),
+        )
+    })
 }
 
 /// Resolves the server's host name with the system's resolver, within the
@@ -630,9 +956,13 @@ async fn resolve(
 
 /// One question to one server.
 struct Asked<'a> {
-    addr: SocketAddr,
+    /// The server as messages name it: its address, `host:port` or URL.
+    peer: String,
     query: &'a Query,
     recursion_desired: bool,
+    /// Set the AD bit in the query: the client understands it (RFC 6840
+    /// §5.7), so a validating server reports its verdict.
+    authentic_data: bool,
     deadline: Instant,
     /// The probe's timeout, for messages.
     timeout: Duration,
@@ -648,6 +978,7 @@ impl Asked<'_> {
             .set_message_type(MessageType::Query)
             .set_op_code(OpCode::Query)
             .set_recursion_desired(self.recursion_desired)
+            .set_authentic_data(self.authentic_data)
             .add_query(self.query.clone());
         let bytes = message.to_vec().map_err(|e| {
             Fail::new(
@@ -657,7 +988,6 @@ impl Asked<'_> {
         })?;
         Ok((id, bytes))
     }
-
     /// Checks that `bytes` are the answer to the query with `id`; says why not.
     fn accept(&self, bytes: &[u8], id: u16) -> Result<Message, String> {
         if bytes.len() < HEADER_LEN {
@@ -713,14 +1043,14 @@ impl Asked<'_> {
                 FailureReason::Timeout,
                 format!(
                     "no answer from {} over {transport} within {within}",
-                    self.addr
+                    self.peer
                 ),
             ),
             Some(why) => Fail::new(
                 FailureReason::Protocol,
                 format!(
                     "no valid answer from {} over {transport} within {within}: ignored {} datagram{} that did not answer the query (the first was {why})",
-                    self.addr,
+                    self.peer,
                     ignored.count,
                     if ignored.count == 1 { "" } else { "s" }
                 ),
@@ -739,17 +1069,21 @@ struct Ignored {
 /// Sends the query over UDP every [`UDP_RETRY`] until a matching answer
 /// comes or the deadline passes; every try uses the same id, so a late
 /// answer to an earlier datagram counts.
-async fn udp_exchange(asked: &Asked<'_>, facts: &mut DnsFacts) -> Result<Message, Fail> {
+async fn udp_exchange(
+    addr: SocketAddr,
+    asked: &Asked<'_>,
+    facts: &mut DnsFacts,
+) -> Result<Message, Fail> {
     let (id, query) = asked.encode()?;
-    let local: SocketAddr = match asked.addr {
+    let local: SocketAddr = match addr {
         SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
         SocketAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
     };
-    let socket_error = |e: std::io::Error| socket_failure(asked.addr, "udp", &e);
+    let socket_error = |e: std::io::Error| socket_failure(&asked.peer, "udp", &e);
     let socket = UdpSocket::bind(local).await.map_err(socket_error)?;
     // A connected socket only hears from the server, and learns of an ICMP
     // port unreachable (ECONNREFUSED) instead of waiting out the deadline.
-    socket.connect(asked.addr).await.map_err(socket_error)?;
+    socket.connect(addr).await.map_err(socket_error)?;
     let mut buffer = vec![0u8; UDP_BUFFER];
     let mut ignored = Ignored::default();
     loop {
@@ -775,31 +1109,42 @@ async fn udp_exchange(asked: &Asked<'_>, facts: &mut DnsFacts) -> Result<Message
     }
 }
 
-/// Asks over one fresh TCP connection; an answer that does not match is a
+/// Asks over one fresh TCP connection.
+async fn tcp_exchange(addr: SocketAddr, asked: &Asked<'_>) -> Result<Message, Fail> {
+    let within = humantime::format_duration(asked.timeout);
+    let mut stream = timeout_at(asked.deadline, TcpStream::connect(addr))
+        .await
+        .map_err(|_| {
+            Fail::new(
+                FailureReason::Timeout,
+                format!("no TCP connection to {addr} within {within}"),
+            )
+        })?
+        .map_err(|e| socket_failure(&asked.peer, "tcp", &e))?;
+    framed_exchange(&mut stream, asked, "tcp").await
+}
+
+/// Asks over an open connection (TCP, or TLS over it) with the two-byte
+/// length prefix of RFC 1035 §4.2.2; an answer that does not match is a
 /// protocol failure (nothing can inject it into our connection).
-async fn tcp_exchange(asked: &Asked<'_>) -> Result<Message, Fail> {
+async fn framed_exchange<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    asked: &Asked<'_>,
+    transport: &str,
+) -> Result<Message, Fail> {
     let (id, query) = asked.encode()?;
     let Ok(length) = u16::try_from(query.len()) else {
         return Err(Fail::new(
             FailureReason::Request,
-            "the query is too long for a TCP message",
+            format!("the query is too long for a {transport} message"),
         ));
     };
     let mut framed = Vec::with_capacity(query.len() + 2);
     framed.extend_from_slice(&length.to_be_bytes());
     framed.extend_from_slice(&query);
-    let within = humantime::format_duration(asked.timeout);
-    let mut stream = timeout_at(asked.deadline, TcpStream::connect(asked.addr))
-        .await
-        .map_err(|_| {
-            Fail::new(
-                FailureReason::Timeout,
-                format!("no TCP connection to {} within {within}", asked.addr),
-            )
-        })?
-        .map_err(|e| socket_failure(asked.addr, "tcp", &e))?;
     let exchange = async {
         stream.write_all(&framed).await?;
+        stream.flush().await?;
         let length = usize::from(stream.read_u16().await?);
         let mut answer = vec![0u8; length];
         stream.read_exact(&mut answer).await?;
@@ -807,40 +1152,41 @@ async fn tcp_exchange(asked: &Asked<'_>) -> Result<Message, Fail> {
     };
     let answer = timeout_at(asked.deadline, exchange)
         .await
-        .map_err(|_| asked.deadline_passed("tcp", &Ignored::default()))?
+        .map_err(|_| asked.deadline_passed(transport, &Ignored::default()))?
         .map_err(|e| {
             if e.kind() == ErrorKind::UnexpectedEof {
                 Fail::new(
                     FailureReason::Protocol,
                     format!(
-                        "{} closed the TCP connection before a whole answer came",
-                        asked.addr
+                        "{} closed the {} connection before a whole answer came",
+                        asked.peer,
+                        transport.to_ascii_uppercase()
                     ),
                 )
             } else {
-                socket_failure(asked.addr, "tcp", &e)
+                socket_failure(&asked.peer, transport, &e)
             }
         })?;
     asked.accept(&answer, id).map_err(|why| {
         Fail::new(
             FailureReason::Protocol,
-            format!("{} answered over tcp with {why}", asked.addr),
+            format!("{} answered over {transport} with {why}", asked.peer),
         )
     })
 }
 
 /// A socket error as a failure: refused (nothing listens: a TCP reset or an
 /// ICMP port unreachable), or any other connect-level error.
-fn socket_failure(addr: SocketAddr, transport: &str, e: &std::io::Error) -> Fail {
+fn socket_failure(peer: &str, transport: &str, e: &std::io::Error) -> Fail {
     if e.kind() == ErrorKind::ConnectionRefused {
         Fail::new(
             FailureReason::ConnectRefused,
-            format!("no DNS server listens on {addr} over {transport} (connection refused)"),
+            format!("no DNS server listens on {peer} over {transport} (connection refused)"),
         )
     } else {
         Fail::new(
             FailureReason::Connect,
-            format!("cannot talk to {addr} over {transport}: {e}"),
+            format!("cannot talk to {peer} over {transport}: {e}"),
         )
     }
 }
@@ -904,6 +1250,9 @@ impl KindFacts for DnsFacts {
     fn gauges(&self) -> Vec<(&'static str, f64)> {
         DnsFacts::gauges(self)
     }
+    fn cert_expiry(&self) -> Option<i64> {
+        self.earliest_cert_expiry
+    }
 }
 
 #[cfg(test)]
@@ -914,20 +1263,20 @@ mod tests {
     #[test]
     fn servers_parse_with_port_53_by_default() {
         let ip = |s: &str| ServerAddr::Ip(s.parse().unwrap());
-        assert_eq!(parse_server("127.0.0.1").unwrap(), ip("127.0.0.1:53"));
+        assert_eq!(parse_server("127.0.0.1", 53).unwrap(), ip("127.0.0.1:53"));
         assert_eq!(
-            parse_server("127.0.0.1:5353").unwrap(),
+            parse_server("127.0.0.1:5353", 53).unwrap(),
             ip("127.0.0.1:5353")
         );
-        assert_eq!(parse_server("::1").unwrap(), ip("[::1]:53"));
-        assert_eq!(parse_server("[::1]").unwrap(), ip("[::1]:53"));
-        assert_eq!(parse_server("[::1]:5300").unwrap(), ip("[::1]:5300"));
+        assert_eq!(parse_server("::1", 53).unwrap(), ip("[::1]:53"));
+        assert_eq!(parse_server("[::1]", 53).unwrap(), ip("[::1]:53"));
+        assert_eq!(parse_server("[::1]:5300", 53).unwrap(), ip("[::1]:5300"));
         assert_eq!(
-            parse_server("ns1.example.com").unwrap(),
+            parse_server("ns1.example.com", 53).unwrap(),
             ServerAddr::Host("ns1.example.com".into(), 53)
         );
         assert_eq!(
-            parse_server("localhost:8053").unwrap(),
+            parse_server("localhost:8053", 53).unwrap(),
             ServerAddr::Host("localhost".into(), 8053)
         );
         for bad in [
@@ -939,8 +1288,46 @@ mod tests {
             "http://x",
             "[nope]",
         ] {
-            assert!(parse_server(bad).is_err(), "{bad}");
+            assert!(parse_server(bad, 53).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn dns_over_tls_defaults_to_port_853_and_a_url_points_to_https() {
+        assert_eq!(
+            parse_server("dns.example", DOT_PORT).unwrap(),
+            ServerAddr::Host("dns.example".into(), 853)
+        );
+        assert_eq!(
+            parse_server("::1", DOT_PORT).unwrap(),
+            ServerAddr::Ip("[::1]:853".parse().unwrap())
+        );
+        let e = parse_server("https://dns.example/dns-query", DOT_PORT).unwrap_err();
+        assert!(e.contains("transport = \"https\""), "{e}");
+    }
+
+    #[test]
+    fn dns_over_https_takes_https_urls_and_plain_http_to_loopback_only() {
+        for good in [
+            "https://dns.example/dns-query",
+            "https://192.0.2.1:8443/q",
+            "http://127.0.0.1:8080/dns-query",
+            "http://127.9.9.9/dns-query",
+            "http://[::1]:8080/dns-query",
+            "http://LOCALHOST/dns-query",
+        ] {
+            assert!(doh_url(good).is_ok(), "{good}");
+        }
+        let e = doh_url("http://dns.example/dns-query").unwrap_err();
+        assert!(e.contains("loopback hosts only"), "{e}");
+        assert!(e.contains("`dns.example`"), "{e}");
+        let e = doh_url("http://10.0.0.1/dns-query").unwrap_err();
+        assert!(e.contains("loopback hosts only"), "{e}");
+        let e = doh_url("https://user:secret@dns.example/dns-query").unwrap_err();
+        assert!(e.contains("credentials") && !e.contains("secret"), "{e}");
+        assert!(doh_url("dns.example:853").is_err());
+        assert!(doh_url("ftp://dns.example/").is_err());
+        assert!(doh_url("").is_err());
     }
 
     #[test]

@@ -18,7 +18,11 @@
 //!   teardown failed, the run fails with reason `teardown` (leftover test
 //!   data is a fault worth knowing about);
 //! - a capture marked `secret` is added to the run's redactor, so its value
-//!   never reaches a report, a log or a trace.
+//!   never reaches a report, a log or a trace;
+//! - a step is one client span: every request it sends (each `until`
+//!   attempt) carries the step's own span id in `traceparent`, the id its
+//!   outcome reports; the run's own id is the root span's, so every id the
+//!   target saw is in the exported trace.
 
 use super::http::{self as http_probe, Checks, HttpSpec, Performed};
 use super::http::{RawCapture, RawHttp};
@@ -318,11 +322,29 @@ pub(crate) async fn iterate(
     'main: for (stage, list) in [(Stage::Setup, &spec.setup), (Stage::Step, &spec.steps)] {
         for step in list {
             index += 1;
+            let step_ids = ids.child();
+            let step_started = Instant::now();
+            let run = run_step(
+                step,
+                stage,
+                ctx,
+                &step_ids,
+                &mut scope,
+                &mut redactor,
+                deadline,
+                index,
+                start,
+            );
             let result = tokio::select! {
-                r = run_step(step, stage, ctx, &ids, &mut scope, &mut redactor, deadline, index, start) => r,
+                r = run => r,
                 () = ctx.cancel.cancelled() => {
+                    // Its request may have gone out: the id the target saw
+                    // stays reported, and so exported.
                     let mut s = skipped(step, stage, "cancelled (shutdown or interrupt)");
                     s.reason = Some(FailureReason::Cancelled);
+                    s.span_id.clone_from(&step_ids.span_id);
+                    s.offset = step_started.duration_since(start);
+                    s.duration = step_started.elapsed();
                     s
                 }
             };
@@ -365,7 +387,7 @@ pub(crate) async fn iterate(
             step,
             Stage::Teardown,
             ctx,
-            &ids,
+            &ids.child(),
             &mut scope,
             &mut redactor,
             teardown_deadline,
@@ -407,7 +429,9 @@ fn skipped(step: &Step, stage: Stage, note: &str) -> StepOutcome {
 }
 
 /// Runs one step (with its `until` polling) and applies its captures to
-/// `scope`.
+/// `scope`. Every request of the step carries `ids`: the step is one
+/// client span, whose id the target sees in each attempt's `traceparent`
+/// and the outcome reports.
 #[allow(clippy::too_many_arguments)]
 async fn run_step(
     step: &Step,
@@ -423,6 +447,7 @@ async fn run_step(
     let started = Instant::now();
     let mut out = StepOutcome::new(&step.name, stage);
     out.offset = started.duration_since(run_start);
+    out.span_id.clone_from(&ids.span_id);
     let until_deadline = match step.until.as_ref().and_then(|u| u.timeout) {
         Some(t) => deadline.min(started + t),
         None => deadline,
@@ -440,9 +465,7 @@ async fn run_step(
                 index,
                 &ctx.probe.marker,
             ));
-        let request_ids = ids.child();
-        out.span_id.clone_from(&request_ids.span_id);
-        let done = match http_probe::build_request(&step.request, ctx, &request_ids, &step_scope) {
+        let done = match http_probe::build_request(&step.request, ctx, ids, &step_scope) {
             Ok(mut request) => {
                 if let Ok(v) = http::HeaderValue::from_str(&step.name) {
                     request.headers.insert(crate::tagging::STEP_HEADER, v);

@@ -128,6 +128,31 @@ pub struct HttpSpec {
     pub implicit_status: Option<SourceLocation>,
 }
 
+impl HttpSpec {
+    /// Nothing in the request is a template: every request a workload
+    /// sends is then the same but for its tags, built once per run.
+    pub fn is_static(&self) -> bool {
+        fn literal_json(t: &JsonTemplate) -> bool {
+            match t {
+                JsonTemplate::Value(_) => true,
+                JsonTemplate::Text(t) => t.is_literal(),
+                JsonTemplate::Array(items) => items.iter().all(literal_json),
+                JsonTemplate::Object(fields) => fields.iter().all(|(_, v)| literal_json(v)),
+            }
+        }
+        let literal = |pairs: &[(String, Text)]| pairs.iter().all(|(_, t)| t.is_literal());
+        self.url.is_literal()
+            && self.headers.iter().all(|(_, t)| t.is_literal())
+            && literal(&self.query)
+            && match &self.body {
+                Body::Empty => true,
+                Body::Raw(t) => t.is_literal(),
+                Body::Json(j) => literal_json(j),
+                Body::Form(pairs) => literal(pairs),
+            }
+    }
+}
+
 #[derive(Debug)]
 pub enum Body {
     Empty,
@@ -295,7 +320,7 @@ pub async fn send(
     deadline: Instant,
     checks: &Checks<'_>,
 ) -> Performed {
-    let exchanged = exchange(request, options(spec, ctx), deadline).await;
+    let exchanged = exchange(request, options(spec, ctx), None, deadline).await;
     judge(spec, exchanged, scope, checks)
 }
 
@@ -321,15 +346,17 @@ pub struct Exchanged {
     pub finished: Instant,
 }
 
-/// Sends `request` within `deadline`.
+/// Sends `request` within `deadline`, on a connection `keep` holds open
+/// when given (a workload's `keep_alive`), else on a fresh one.
 pub async fn exchange(
     request: transport::Request,
     options: TransportOptions,
+    keep: Option<std::sync::Arc<transport::KeepAlive>>,
     deadline: Instant,
 ) -> Exchanged {
     let started = Instant::now();
     let requested_url = request.url.to_string();
-    let result = transport::exchange(request, &options, deadline).await;
+    let result = transport::exchange_in(request, &options, keep.as_deref(), deadline).await;
     let finished = Instant::now();
     Exchanged {
         result,
@@ -424,6 +451,49 @@ pub fn judge(
                 not_json,
             }
         }
+    }
+}
+
+/// What a workload keeps of a judged exchange.
+pub struct Verdict {
+    pub reason: Option<FailureReason>,
+    /// Got a response (so its time is a latency).
+    pub responded: bool,
+}
+
+/// [`judge`]'s verdict alone, for a workload's requests: the response is
+/// read into expression facts only when an expectation reads them, and no
+/// report is built, since a workload keeps counts rather than reports.
+pub fn verdict(
+    spec: &HttpSpec,
+    exchanged: &Exchanged,
+    scope: &Scope,
+    checks: &Checks<'_>,
+) -> Verdict {
+    let resp = match &exchanged.result {
+        Err(failure) => {
+            return Verdict {
+                reason: Some(failure.reason),
+                responded: false,
+            };
+        }
+        Ok(resp) => resp,
+    };
+    let (expect, implicit) = match checks {
+        Checks::Spec => (spec.expect.as_slice(), spec.implicit_status.is_some()),
+        Checks::Other(list) => (*list, false),
+    };
+    let mut reason = (implicit && !resp.status.is_success()).then_some(FailureReason::Status);
+    if !expect.is_empty() {
+        let (facts, _) = facts(resp, &scope.vars, exchanged.elapsed);
+        let mut results = Vec::with_capacity(expect.len());
+        if super::check_into(&mut results, expect, &facts) > 0 && reason.is_none() {
+            reason = Some(FailureReason::Assertion);
+        }
+    }
+    Verdict {
+        reason,
+        responded: true,
     }
 }
 

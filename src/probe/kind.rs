@@ -58,6 +58,9 @@ pub trait Kind: std::fmt::Debug + Send + Sync + Any {
 pub struct BuildInput<'a> {
     /// The `vars.X` its templates may read.
     pub known_vars: &'a [String],
+    /// The probe's `timeout`, for a kind whose table must fit in it (a
+    /// ping's packets are all sent within it).
+    pub timeout: Duration,
 }
 
 /// One line of the registry: a kind's table name and its builder, which
@@ -86,6 +89,10 @@ pub struct Probe {
     pub severity: Severity,
     pub labels: BTreeMap<String, String>,
     pub thresholds: Vec<crate::threshold::Threshold>,
+    /// `buckets = [...]`: the latency histogram's boundaries as written
+    /// (the thresholds are added to them); `None` derives them from the
+    /// thresholds and the timeout (`telemetry::latency::buckets`).
+    pub buckets: Option<Vec<Duration>>,
     pub alert: AlertPolicy,
     /// Seeds the probe's generators: the same seed gives the same payloads
     /// byte for byte. `--seed` overrides it.

@@ -15,6 +15,7 @@ pub mod dns;
 pub mod flow;
 pub mod grpc;
 pub mod http;
+pub mod icmp;
 pub mod kind;
 pub mod mutate;
 pub mod stream;
@@ -43,6 +44,7 @@ pub const KINDS: &[KindEntry] = &[
     stream::KIND,
     command::KIND,
     websocket::KIND,
+    icmp::KIND,
 ];
 
 /// The registry entry for a table name.

@@ -165,6 +165,28 @@ impl CaFile {
     }
 }
 
+/// The strict client config of a kind that aborts on a bad certificate
+/// (`dns` over TLS or HTTPS): the environment's, or, with `ca_file`, the
+/// same settings trusting the system roots plus that file instead of the
+/// environment's `ca_file` (as [`Client::new`] does), built on the blocking
+/// pool since it reads PEM files.
+pub(crate) async fn strict_config(
+    ca_file: Option<&CaFile>,
+    ctx: &RunContext<'_>,
+    ids: &RunIds,
+) -> Result<std::sync::Arc<rustls::ClientConfig>, String> {
+    let Some(file) = ca_file else {
+        return Ok(std::sync::Arc::clone(&ctx.env.tls_client));
+    };
+    let options = crate::net::tls::TlsOptions {
+        ca_file: Some(file.path(ctx, ids)?),
+        ..ctx.env.tls.clone()
+    };
+    tokio::task::spawn_blocking(move || crate::net::tls::client_config(&options))
+        .await
+        .map_err(|e| format!("cannot set up tls: {e}"))?
+}
+
 pub async fn run(spec: &TlsSpec, ctx: &RunContext<'_>) -> Outcome {
     let ids = RunIds::generate();
     let mut outcome = Outcome::new(&ctx.probe.name, &ctx.env.name, "tls", &ids);

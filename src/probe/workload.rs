@@ -26,6 +26,16 @@
 //! anomaly draw uses a stream of its own, so enabling anomalies does not
 //! change the bytes of the regular requests.
 //!
+//! With `keep_alive = true` an `http` workload sends on a bounded pool of
+//! connections (at most `max_concurrency`, see
+//! [`crate::net::http1::KeepAlive`]) instead of opening one per request:
+//! the throughput of clients that keep their connections, not what a new
+//! user sees (the default). The pool lives as long as the run.
+//!
+//! Memory does not grow with the number of requests: arrival times are
+//! computed as they come and latencies stream into a bounded record
+//! ([`crate::outcome::Latencies`]) with counters beside it.
+//!
 //! For a `flow`, each arrival starts one iteration (setup, steps, teardown)
 //! whose setup and steps end by its intended time plus the timeout. Its
 //! sample runs from the intended time to the end of its last main step
@@ -35,13 +45,14 @@
 //! stops at its next step and still runs its teardown.
 
 use super::flow::FlowSpec;
-use super::http::{self as http_probe, Checks, HttpSpec, Performed, RenderedBody};
+use super::http::{self as http_probe, Checks, HttpSpec, RenderedBody};
 use super::kind::{Assertion, RunContext};
 use super::mutate::{self, Mutation};
 use crate::config::check::Checker;
 use crate::config::raw::RawSize;
 use crate::generate::Generator;
-use crate::outcome::{FailureReason, Outcome, Sample, Stage as StepStage, WorkloadFacts};
+use crate::net::http1::KeepAlive;
+use crate::outcome::{FailureReason, Outcome, Stage as StepStage, WorkloadFacts};
 use crate::tagging::RunIds;
 use futures_util::StreamExt;
 use futures_util::future::Either;
@@ -49,6 +60,7 @@ use futures_util::stream::FuturesUnordered;
 use rand::Rng;
 use serde::Deserialize;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -70,6 +82,9 @@ pub struct RawWorkload {
     pub start_rate: Option<f64>,
     /// At most this many requests in flight; later ones are dropped.
     pub max_concurrency: Option<usize>,
+    /// Reuse connections (at most `max_concurrency`) instead of opening a
+    /// fresh one per request (the default, what a new user sees).
+    pub keep_alive: Option<bool>,
     pub anomalies: Option<RawAnomalies>,
 }
 
@@ -198,6 +213,13 @@ pub(crate) fn build(
             "expected 1 to 10000 requests in flight",
         );
     }
+    let keep_alive = raw.keep_alive.unwrap_or(false);
+    if keep_alive && spec.is_none() {
+        c.err(
+            "workload.keep_alive",
+            "keep_alive applies to `[http]` workloads; a flow's iterations open their own connections",
+        );
+    }
     let anomalies = match (raw.anomalies, spec) {
         (None, _) => None,
         (Some(a), Some(spec)) => anomalies(a, spec, c),
@@ -213,6 +235,7 @@ pub(crate) fn build(
         stages,
         requests: raw.requests,
         max_concurrency,
+        keep_alive,
         anomalies,
     };
     // Counted from the rates, not by listing the arrivals: a mistyped rate
@@ -303,6 +326,16 @@ fn anomalies(raw: RawAnomalies, spec: &HttpSpec, c: &mut Checker<'_>) -> Option<
     })
 }
 
+/// One request of a workload.
+#[derive(Clone, Copy, Debug)]
+struct Sample {
+    /// From the request's intended send time to its answer (or to its
+    /// timeout): `None` when there was no answer to time (a refused
+    /// connection).
+    latency: Option<Duration>,
+    success: bool,
+}
+
 /// What one request of a workload came to.
 struct Done {
     sample: Sample,
@@ -346,9 +379,10 @@ pub async fn run(w: &Workload, ctx: &RunContext<'_>) -> Outcome {
             return outcome;
         }
     };
-    let arrivals = w.arrivals();
+    let scheduled = w.schedule().count() as u64;
+    let mut arrivals = w.schedule();
     let bar = ctx.progress.as_ref().map(|multi| {
-        let bar = multi.add(indicatif::ProgressBar::new(arrivals.len() as u64));
+        let bar = multi.add(indicatif::ProgressBar::new(scheduled));
         if let Ok(style) = indicatif::ProgressStyle::with_template(&format!(
             "{{prefix}} [{{bar:30}}] {{pos}}/{{len}} {} · {{per_sec}} · eta {{eta}}",
             unit.noun()
@@ -359,9 +393,29 @@ pub async fn run(w: &Workload, ctx: &RunContext<'_>) -> Outcome {
         bar
     });
     let mut facts = WorkloadFacts {
-        scheduled: arrivals.len() as u64,
+        scheduled,
         max_concurrency: w.max_concurrency as u64,
         ..WorkloadFacts::default()
+    };
+    // Dropped when the run ends, closing its connections.
+    let keep = match unit {
+        Unit::Request(_) if w.keep_alive => Some(Arc::new(KeepAlive::new(w.max_concurrency))),
+        _ => None,
+    };
+    let options = match unit {
+        Unit::Request(spec) => Some(http_probe::options(spec, ctx)),
+        Unit::Iteration(_) => None,
+    };
+    // A request with no template in it is rendered once; each request then
+    // copies it with its own span, and is judged in the run's scope.
+    let fixed = match unit {
+        Unit::Request(spec) if spec.is_static() => {
+            let scope = ctx.scope(&ids, 0);
+            http_probe::build_request(spec, ctx, &ids, &scope)
+                .ok()
+                .map(|request| (request, scope))
+        }
+        _ => None,
     };
     let mut failures: BTreeMap<FailureReason, u64> = BTreeMap::new();
     let mut record = |d: Done, facts: &mut WorkloadFacts| match d.anomaly {
@@ -387,7 +441,9 @@ pub async fn run(w: &Workload, ctx: &RunContext<'_>) -> Outcome {
                     .entry(d.reason.unwrap_or(FailureReason::Assertion))
                     .or_default() += 1;
             }
-            facts.samples.push(d.sample);
+            if let Some(latency) = d.sample.latency {
+                facts.latencies.record(latency);
+            }
         }
     };
 
@@ -399,16 +455,26 @@ pub async fn run(w: &Workload, ctx: &RunContext<'_>) -> Outcome {
     let mut last_send = start;
     let mut in_flight = FuturesUnordered::new();
     let mut next = 0usize;
+    let mut due = arrivals.next();
+    // One timer and one cancellation future for the whole run, rather than
+    // one each per turn of the loop.
+    let timer = tokio::time::sleep_until(start);
+    tokio::pin!(timer);
+    let cancelled = ctx.cancel.cancelled();
+    tokio::pin!(cancelled);
     loop {
-        let next_at = arrivals.get(next).map(|offset| start + *offset);
+        let next_at = due.map(|offset| start + offset);
         if next_at.is_none() && in_flight.is_empty() {
             break;
         }
+        if let Some(at) = next_at.filter(|at| *at != timer.deadline()) {
+            timer.as_mut().reset(at);
+        }
         tokio::select! {
             biased;
-            () = ctx.cancel.cancelled() => break,
+            () = &mut cancelled => break,
             Some(done) = in_flight.next(), if !in_flight.is_empty() => record(done, &mut facts),
-            () = sleep_until_opt(next_at), if next_at.is_some() => {
+            () = &mut timer, if next_at.is_some() => {
                 let intended = next_at.unwrap_or(start);
                 let lag = Instant::now().saturating_duration_since(intended);
                 facts.max_lag = facts.max_lag.max(lag);
@@ -421,14 +487,25 @@ pub async fn run(w: &Workload, ctx: &RunContext<'_>) -> Outcome {
                     last_send = Instant::now();
                     in_flight.push(match unit {
                         Unit::Request(spec) => {
-                            Either::Left(one(spec, w, ctx, &ids, next as u64, intended))
+                            let send = Transport {
+                                options: options.as_ref(),
+                                keep: keep.as_ref(),
+                                fixed: fixed.as_ref(),
+                            };
+                            Either::Left(one(spec, w, ctx, &ids, send, next as u64, intended))
                         }
-                        Unit::Iteration(spec) => {
-                            Either::Right(iteration(spec, ctx, next as u64, intended))
-                        }
+                        // A flow's iteration future is large: boxed, it
+                        // does not make every request's slot as large.
+                        Unit::Iteration(spec) => Either::Right(Box::pin(iteration(
+                            spec,
+                            ctx,
+                            next as u64,
+                            intended,
+                        ))),
                     });
                 }
                 next += 1;
+                due = arrivals.next();
                 if let Some(b) = &bar {
                     b.inc(1);
                 }
@@ -457,8 +534,10 @@ pub async fn run(w: &Workload, ctx: &RunContext<'_>) -> Outcome {
         .iter()
         .map(|(r, n)| (r.as_str().to_owned(), *n))
         .collect();
+    facts.connections = keep.as_ref().map(|k| k.opened());
+    drop(keep);
     outcome.duration = start.elapsed();
-    outcome.responded = facts.samples.iter().any(|s| s.latency.is_some());
+    outcome.responded = !facts.latencies.is_empty();
     if ctx.cancel.is_cancelled() {
         outcome.fail(
             FailureReason::Cancelled,
@@ -499,13 +578,6 @@ pub async fn run(w: &Workload, ctx: &RunContext<'_>) -> Outcome {
     super::redact(outcome, ctx.redactor)
 }
 
-async fn sleep_until_opt(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
-}
-
 /// Runs iteration `i` of a flow, intended to start at `intended`.
 async fn iteration(spec: &FlowSpec, ctx: &RunContext<'_>, i: u64, intended: Instant) -> Done {
     let began = Instant::now();
@@ -527,18 +599,27 @@ async fn iteration(spec: &FlowSpec, ctx: &RunContext<'_>, i: u64, intended: Inst
     }
 }
 
+/// How a workload's requests go out: built once per run.
+#[derive(Clone, Copy)]
+struct Transport<'r> {
+    options: Option<&'r crate::net::http1::TransportOptions>,
+    /// The run's connections, with `keep_alive`.
+    keep: Option<&'r Arc<KeepAlive>>,
+    /// The request, when it holds no template, and the scope to judge in.
+    fixed: Option<&'r (crate::net::http1::Request, crate::template::Scope)>,
+}
+
 /// Sends request `i`, intended for `intended`, and judges it.
 async fn one(
     spec: &HttpSpec,
     w: &Workload,
     ctx: &RunContext<'_>,
     ids: &RunIds,
+    send: Transport<'_>,
     i: u64,
     intended: Instant,
 ) -> Done {
     let request_ids = ids.child();
-    let mut scope = ctx.scope(ids, i);
-    scope.iteration = i;
     let deadline = intended + ctx.probe.timeout;
     let drawn = w.anomalies.as_ref().and_then(|a| {
         let mut g = Generator::new(
@@ -557,59 +638,78 @@ async fn one(
     // Rendering and judging happen here; the exchange itself runs as a task
     // of its own and notes when it finished, so the time this task spends
     // on other requests never inflates a latency.
-    let (request, checks, anomaly) = match drawn {
-        None => (
-            http_probe::build_request(spec, ctx, &request_ids, &scope),
-            Checks::Spec,
-            None,
-        ),
-        Some((a, m, mut g)) => match mutated(spec, ctx, &request_ids, &scope, a, m, &mut g) {
-            Ok(Some(request)) => (Ok(request), Checks::Other(&a.expect), Some(m)),
-            // Nothing to mutate in this body: send it as a regular request.
-            Ok(None) => (
-                http_probe::build_request(spec, ctx, &request_ids, &scope),
-                Checks::Spec,
-                None,
-            ),
-            Err(msg) => (Err(msg), Checks::Other(&a.expect), Some(m)),
-        },
-    };
-    let (performed, finished) = match request {
-        Err(msg) => (
-            Performed::failed(FailureReason::Request, msg),
-            Instant::now(),
-        ),
-        Ok(request) => {
-            let options = http_probe::options(spec, ctx);
-            // Aborted if the workload is cancelled while it is in flight.
-            let task = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(
-                http_probe::exchange(request, options, deadline),
-            ));
-            match task.await {
-                Ok(exchanged) => {
-                    let finished = exchanged.finished;
-                    (
-                        http_probe::judge(spec, exchanged, &scope, &checks),
-                        finished,
-                    )
-                }
-                Err(e) => (
-                    Performed::failed(
-                        FailureReason::Request,
-                        format!("the request task failed: {e}"),
-                    ),
-                    Instant::now(),
+    let own_scope;
+    let (request, checks, anomaly, scope) = match (drawn, send.fixed) {
+        (None, Some((fixed, scope))) => {
+            let mut request = fixed.clone();
+            request_ids.apply_span(&mut request.headers);
+            (Ok(request), Checks::Spec, None, scope)
+        }
+        (drawn, _) => {
+            own_scope = {
+                let mut scope = ctx.scope(ids, i);
+                scope.iteration = i;
+                scope
+            };
+            let scope = &own_scope;
+            match drawn {
+                None => (
+                    http_probe::build_request(spec, ctx, &request_ids, scope),
+                    Checks::Spec,
+                    None,
+                    scope,
                 ),
+                Some((a, m, mut g)) => {
+                    match mutated(spec, ctx, &request_ids, scope, a, m, &mut g) {
+                        Ok(Some(request)) => {
+                            (Ok(request), Checks::Other(&a.expect), Some(m), scope)
+                        }
+                        // Nothing to mutate in this body: send it as a regular
+                        // request.
+                        Ok(None) => (
+                            http_probe::build_request(spec, ctx, &request_ids, scope),
+                            Checks::Spec,
+                            None,
+                            scope,
+                        ),
+                        Err(msg) => (Err(msg), Checks::Other(&a.expect), Some(m), scope),
+                    }
+                }
             }
         }
     };
-    let timed = performed.responded || performed.reason == Some(FailureReason::Timeout);
+    let failed = |reason| http_probe::Verdict {
+        reason: Some(reason),
+        responded: false,
+    };
+    let (verdict, finished) = match request {
+        Err(_) => (failed(FailureReason::Request), Instant::now()),
+        Ok(request) => {
+            let options = match send.options {
+                Some(options) => options.clone(),
+                None => http_probe::options(spec, ctx),
+            };
+            // Aborted if the workload is cancelled while it is in flight.
+            let task = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(
+                http_probe::exchange(request, options, send.keep.cloned(), deadline),
+            ));
+            match task.await {
+                Ok(exchanged) => (
+                    http_probe::verdict(spec, &exchanged, scope, &checks),
+                    exchanged.finished,
+                ),
+                // Only a panic in the exchange, or an abort at a shutdown.
+                Err(_) => (failed(FailureReason::Request), Instant::now()),
+            }
+        }
+    };
+    let timed = verdict.responded || verdict.reason == Some(FailureReason::Timeout);
     Done {
         sample: Sample {
             latency: timed.then(|| finished.saturating_duration_since(intended)),
-            success: performed.reason.is_none(),
+            success: verdict.reason.is_none(),
         },
-        reason: performed.reason,
+        reason: verdict.reason,
         anomaly,
     }
 }
@@ -651,6 +751,7 @@ mod tests {
             stages,
             requests,
             max_concurrency: 10,
+            keep_alive: false,
             anomalies: None,
         }
     }

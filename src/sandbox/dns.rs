@@ -1,5 +1,10 @@
-//! The sandbox's DNS server, authoritative for `sandbox.test.`, on UDP and
-//! TCP at the same port (`sandbox_dns`).
+//! The sandbox's DNS server, authoritative for `sandbox.test.`: on UDP and
+//! TCP at the same port (`sandbox_dns`), over TLS (DNS over TLS, RFC 7858,
+//! `sandbox_dot`, with the valid leaf of the sandbox's PKI, so
+//! `sandbox_ca_file` vouches for it, offering ALPN `dot`) and over HTTP on
+//! the sandbox's own port (DNS over HTTPS's wire format, RFC 8484, in
+//! clear: `POST /dns-query` with an `application/dns-message` body, or
+//! `GET /dns-query?dns=` with the message in base64url; `sandbox_doh`).
 //!
 //! A small responder on hickory-proto's message types rather than
 //! hickory-server: the sandbox needs names that misbehave on purpose (one
@@ -25,27 +30,40 @@
 //! ```
 //!
 //! `servfail.sandbox.test.` answers SERVFAIL and `slow.sandbox.test.` never
-//! answers; other names in the zone are NXDOMAIN (with the SOA in the
-//! authority section), names outside it REFUSED. UDP answers stop at 512
-//! bytes (the server does no EDNS); longer ones go out truncated.
+//! answers (over HTTP: not before [`DOH_SLOW`], then 504); other names in
+//! the zone are NXDOMAIN (with the SOA in the authority section), names
+//! outside it REFUSED. UDP answers stop at 512 bytes (the server does no
+//! EDNS); longer ones go out truncated. The server never sets the AD bit
+//! (the zone is not signed).
 //!
 //! Hostile input: datagrams over 512 bytes, garbage, and messages that are
-//! not queries get no answer; TCP takes at most [`MAX_TCP_CONNECTIONS`] at
-//! once (more are closed at once), each for at most [`TCP_CONNECTION_TIME`],
+//! not queries get no answer (over HTTP: 400; another content type: 415; a
+//! body over [`MAX_TCP_MESSAGE`]: 413); TCP and TLS take at most
+//! [`MAX_TCP_CONNECTIONS`] at once between them (more are closed at once),
+//! each for at most [`TCP_CONNECTION_TIME`] (the TLS handshake included),
 //! with messages of at most [`MAX_TCP_MESSAGE`] bytes. Every task ends when
 //! the sandbox stops.
 
+use super::{AppState, QueryParams};
 use crate::probe::dns::counts_fit;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
 use hickory_proto::op::{Message, MessageType, OpCode, ResponseCode};
 use hickory_proto::rr::rdata::{A, AAAA, CNAME, MX, NS, SOA, TXT};
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
+use rustls::ServerConfig;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{Semaphore, watch};
+use tokio_rustls::TlsAcceptor;
 
 /// The zone's TTL for every record.
 const TTL: u32 = 300;
@@ -56,11 +74,19 @@ const MAX_UDP: usize = 512;
 /// The largest TCP query read; a longer one closes the connection.
 pub const MAX_TCP_MESSAGE: usize = 4096;
 
-/// TCP connections served at once.
+/// TCP connections served at once, plain and TLS together.
 pub const MAX_TCP_CONNECTIONS: usize = 64;
 
-/// How long one TCP connection may stay open, queries included.
+/// How long one TCP connection may stay open, queries (and the TLS
+/// handshake) included.
 pub const TCP_CONNECTION_TIME: Duration = Duration::from_secs(10);
+
+/// How long a DNS-over-HTTP query for the slow name waits before its 504
+/// (unless the sandbox stops first): the HTTP form of never answering.
+pub const DOH_SLOW: Duration = Duration::from_secs(30);
+
+/// The media type of a DNS message over HTTP (RFC 8484 §6).
+const DNS_MESSAGE: &str = "application/dns-message";
 
 /// How many TXT records `big.sandbox.test.` holds.
 pub const BIG_TXT_RECORDS: usize = 40;
@@ -71,28 +97,42 @@ const BIND_TRIES: usize = 8;
 /// How many CNAMEs an answer follows (the zone has one; this bounds a loop).
 const MAX_CNAME_CHAIN: usize = 8;
 
-/// Starts the listener(s) on `ip` (port 0), serving until `stop` turns
-/// true; returns the [`super::VARIABLES`] entries it provides.
+/// Starts the listeners on `ip` (port 0), DNS over TLS with `tls` (the
+/// sandbox's valid leaf), serving until `stop` turns true; returns the
+/// [`super::VARIABLES`] entries it provides.
 pub async fn start(
     ip: IpAddr,
+    mut tls: ServerConfig,
     stop: watch::Receiver<bool>,
 ) -> std::io::Result<Vec<(&'static str, String)>> {
     let (udp, tcp) = bind_pair(ip).await?;
     let port = udp.local_addr()?.port();
+    let dot = TcpListener::bind((ip, 0)).await?;
+    let dot_port = dot.local_addr()?.port();
+    tls.alpn_protocols = vec![b"dot".to_vec()];
     let zone = Arc::new(Zone::sandbox()?);
+    let slots = Arc::new(Semaphore::new(MAX_TCP_CONNECTIONS));
     tokio::spawn(serve_udp(udp, zone.clone(), stop.clone()));
-    tokio::spawn(serve_tcp(tcp, zone, stop));
+    tokio::spawn(serve_tcp(
+        tcp,
+        None,
+        zone.clone(),
+        slots.clone(),
+        stop.clone(),
+    ));
+    let acceptor = TlsAcceptor::from(Arc::new(tls));
+    tokio::spawn(serve_tcp(dot, Some(acceptor), zone, slots, stop));
     // An unspecified bind address is reachable at loopback.
     let shown = match ip {
         IpAddr::V4(v4) if v4.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
         IpAddr::V6(v6) if v6.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
         ip => ip,
     };
-    tracing::debug!(%port, "sandbox dns listening");
-    Ok(vec![(
-        "sandbox_dns",
-        SocketAddr::new(shown, port).to_string(),
-    )])
+    tracing::debug!(%port, %dot_port, "sandbox dns listening");
+    Ok(vec![
+        ("sandbox_dns", SocketAddr::new(shown, port).to_string()),
+        ("sandbox_dot", SocketAddr::new(shown, dot_port).to_string()),
+    ])
 }
 
 /// A UDP socket and a TCP listener on the same port: UDP takes an
@@ -155,10 +195,16 @@ fn udp_bytes(answer: &Message) -> Option<Vec<u8>> {
     answer.truncate().to_vec().ok()
 }
 
-/// Accepts connections up to the cap; each is served in its own task for
-/// at most [`TCP_CONNECTION_TIME`].
-async fn serve_tcp(listener: TcpListener, zone: Arc<Zone>, mut stop: watch::Receiver<bool>) {
-    let slots = Arc::new(Semaphore::new(MAX_TCP_CONNECTIONS));
+/// Accepts connections up to the cap (`slots`, shared by the plain and the
+/// TLS listener); each is served in its own task for at most
+/// [`TCP_CONNECTION_TIME`], its TLS handshake first with `tls`.
+async fn serve_tcp(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    zone: Arc<Zone>,
+    slots: Arc<Semaphore>,
+    mut stop: watch::Receiver<bool>,
+) {
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -173,12 +219,23 @@ async fn serve_tcp(listener: TcpListener, zone: Arc<Zone>, mut stop: watch::Rece
             drop(stream);
             continue;
         };
+        // An answer written after the TLS session tickets would otherwise
+        // wait for the client's delayed ACK (Nagle's algorithm), ~40 ms that
+        // no real server adds.
+        let _ = stream.set_nodelay(true);
         let zone = zone.clone();
+        let tls = tls.clone();
         let mut stop = stop.clone();
         tokio::spawn(async move {
             let _permit = permit;
+            let serve = async {
+                match tls {
+                    None => serve_connection(stream, &zone).await,
+                    Some(acceptor) => serve_connection(acceptor.accept(stream).await?, &zone).await,
+                }
+            };
             tokio::select! {
-                _ = tokio::time::timeout(TCP_CONNECTION_TIME, serve_connection(stream, &zone)) => {}
+                _ = tokio::time::timeout(TCP_CONNECTION_TIME, serve) => {}
                 () = stopped(&mut stop) => {}
             }
         });
@@ -187,7 +244,10 @@ async fn serve_tcp(listener: TcpListener, zone: Arc<Zone>, mut stop: watch::Rece
 
 /// Answers length-prefixed queries on one connection until the client
 /// closes it, sends something too long, or fails.
-async fn serve_connection(mut stream: TcpStream, zone: &Zone) -> io::Result<()> {
+async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    zone: &Zone,
+) -> io::Result<()> {
     loop {
         let length = usize::from(stream.read_u16().await?);
         if length > MAX_TCP_MESSAGE {
@@ -208,15 +268,125 @@ async fn serve_connection(mut stream: TcpStream, zone: &Zone) -> io::Result<()> 
         framed.extend_from_slice(&length.to_be_bytes());
         framed.extend_from_slice(&bytes);
         stream.write_all(&framed).await?;
+        stream.flush().await?;
     }
+}
+
+/// `/dns-query`: the zone over HTTP (RFC 8484's wire format).
+pub(super) fn routes() -> Router<AppState> {
+    Router::new().route("/dns-query", get(doh_get).post(doh_post))
+}
+
+/// The zone for the HTTP routes, built on first use (the routes have no
+/// listener of their own to build it at start).
+fn shared_zone() -> Option<&'static Zone> {
+    static ZONE: OnceLock<Option<Zone>> = OnceLock::new();
+    ZONE.get_or_init(|| Zone::sandbox().ok()).as_ref()
+}
+
+/// `POST /dns-query`: the query is the body, `application/dns-message`.
+async fn doh_post(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    let media = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|v| v.trim().to_ascii_lowercase());
+    if media.as_deref() != Some(DNS_MESSAGE) {
+        return plain(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "send the query as application/dns-message",
+        );
+    }
+    doh_answer(&state, &body).await
+}
+
+/// `GET /dns-query?dns=…`: the query in base64url without padding.
+async fn doh_get(State(state): State<AppState>, params: QueryParams) -> Response {
+    let Some(encoded) = params.get("dns") else {
+        return plain(StatusCode::BAD_REQUEST, "the `dns` parameter is required");
+    };
+    match base64url_decode(encoded) {
+        Some(query) => doh_answer(&state, &query).await,
+        None => plain(StatusCode::BAD_REQUEST, "`dns` is not base64url"),
+    }
+}
+
+/// The zone's reply to one query as an HTTP response.
+async fn doh_answer(state: &AppState, query: &[u8]) -> Response {
+    if query.len() > MAX_TCP_MESSAGE {
+        return plain(StatusCode::PAYLOAD_TOO_LARGE, "the query is too long");
+    }
+    let Some(zone) = shared_zone() else {
+        return plain(StatusCode::INTERNAL_SERVER_ERROR, "the zone is unavailable");
+    };
+    let answer = match zone.answer(query) {
+        Reply::Answer(answer) => answer,
+        Reply::Silence => return plain(StatusCode::BAD_REQUEST, "not a DNS query"),
+        Reply::Withheld => {
+            if let Err(e) = state.sleep(DOH_SLOW).await {
+                return e.into_response();
+            }
+            return plain(
+                StatusCode::GATEWAY_TIMEOUT,
+                "no answer (slow.sandbox.test.)",
+            );
+        }
+    };
+    match answer.to_vec() {
+        Ok(bytes) => (
+            [(header::CONTENT_TYPE, HeaderValue::from_static(DNS_MESSAGE))],
+            bytes,
+        )
+            .into_response(),
+        Err(_) => plain(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "cannot encode the answer",
+        ),
+    }
+}
+
+/// A short text answer.
+fn plain(status: StatusCode, text: &'static str) -> Response {
+    (status, text).into_response()
+}
+
+/// Decodes base64url without padding (RFC 4648 §5; RFC 8484 §4.1 leaves
+/// the padding out, and it is accepted here too); `None` for anything else.
+fn base64url_decode(text: &str) -> Option<Vec<u8>> {
+    let text = text.trim_end_matches('=');
+    if text.len() % 4 == 1 {
+        return None;
+    }
+    let mut out = Vec::with_capacity(text.len() * 3 / 4);
+    let mut bits: u32 = 0;
+    let mut count = 0;
+    for byte in text.bytes() {
+        let value = match byte {
+            b'A'..=b'Z' => byte - b'A',
+            b'a'..=b'z' => byte - b'a' + 26,
+            b'0'..=b'9' => byte - b'0' + 52,
+            b'-' => 62,
+            b'_' => 63,
+            _ => return None,
+        };
+        bits = (bits << 6) | u32::from(value);
+        count += 6;
+        if count >= 8 {
+            count -= 8;
+            out.push(((bits >> count) & 0xff) as u8);
+        }
+    }
+    Some(out)
 }
 
 /// What to do with one message.
 #[derive(Debug)]
 enum Reply {
     Answer(Message),
-    /// No answer: garbage, a response, or the slow name.
+    /// No answer: garbage or a response.
     Silence,
+    /// No answer, on purpose: the slow name.
+    Withheld,
 }
 
 /// The zone's records and its special names.
@@ -313,7 +483,7 @@ impl Zone {
             return Reply::Answer(answer);
         }
         if qname == self.slow {
-            return Reply::Silence;
+            return Reply::Withheld;
         }
         answer.set_authoritative(true);
         if qname == self.servfail {
@@ -401,7 +571,7 @@ mod tests {
     fn answered(reply: Reply) -> Message {
         match reply {
             Reply::Answer(m) => m,
-            Reply::Silence => panic!("no answer"),
+            Reply::Silence | Reply::Withheld => panic!("no answer"),
         }
     }
 
@@ -441,7 +611,7 @@ mod tests {
 
         assert!(matches!(
             ask(&zone, "slow.sandbox.test.", RecordType::A),
-            Reply::Silence
+            Reply::Withheld
         ));
     }
 
@@ -456,6 +626,19 @@ mod tests {
         let sent = Message::from_vec(&datagram).unwrap();
         assert!(sent.truncated());
         assert_eq!(sent.queries().len(), 1);
+    }
+
+    #[test]
+    fn base64url_decodes_with_or_without_padding_and_refuses_other_alphabets() {
+        assert_eq!(base64url_decode("").unwrap(), b"");
+        assert_eq!(base64url_decode("Zg").unwrap(), b"f");
+        assert_eq!(base64url_decode("Zm8").unwrap(), b"fo");
+        assert_eq!(base64url_decode("Zm9v").unwrap(), b"foo");
+        assert_eq!(base64url_decode("Zg==").unwrap(), b"f");
+        assert_eq!(base64url_decode("-_8").unwrap(), [0xfb, 0xff]);
+        assert!(base64url_decode("+/8").is_none());
+        assert!(base64url_decode("Z").is_none());
+        assert!(base64url_decode("Zm 9v").is_none());
     }
 
     #[test]

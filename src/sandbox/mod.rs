@@ -16,7 +16,8 @@
 //! fixed JSON, header echo, redirects), `orders` (a small order API),
 //! `timing` (fixed and sampled delays), `bodies` (large, compressed, stalled
 //! and dripped bodies), `faults` (rule-based fault injection) and `ws`
-//! (echo, ticker and rejecting upgrade endpoints). Faults HTTP cannot be
+//! (echo, ticker and rejecting upgrade endpoints); `dns` adds `/dns-query`
+//! (its zone over HTTP) beside its own listeners. Faults HTTP cannot be
 //! made to commit through axum (resets, broken heads, lying lengths) are
 //! served by `raw` on a port of their own.
 
@@ -80,6 +81,11 @@ pub const VARIABLES: &[&str] = &[
     "sandbox_grpc",
     // A DNS server (UDP and TCP) authoritative for `sandbox.test.`.
     "sandbox_dns",
+    // The same zone over TLS (DNS over TLS; trusted through `sandbox_ca_file`).
+    "sandbox_dot",
+    // The same zone over HTTP (DNS over HTTPS's wire format, in clear): the
+    // URL of `/dns-query` on the sandbox's HTTP port.
+    "sandbox_doh",
     // Raw HTTP/1.1 faults by path (`/reset`, `/garbage`, …; `GET /` lists them).
     "sandbox_raw",
 ];
@@ -135,20 +141,25 @@ impl Sandbox {
         tracing::debug!(%addr, "sandbox listening");
         let mut variables = std::collections::BTreeMap::new();
         let ip = addr.ip();
+        // The valid certificate of the TLS ports serves DNS over TLS too.
+        let (tcp_ports, valid_tls) = tcp::start(ip, state.shutdown.subscribe()).await?;
         for extra in [
-            tcp::start(ip, state.shutdown.subscribe()).await?,
+            tcp_ports,
             grpc::start(ip, state.shutdown.subscribe()).await?,
-            dns::start(ip, state.shutdown.subscribe()).await?,
+            dns::start(ip, valid_tls, state.shutdown.subscribe()).await?,
             raw::start(ip, state.shutdown.subscribe()).await?,
         ] {
             variables.extend(extra.into_iter().map(|(k, v)| (k.to_owned(), v)));
         }
-        Ok(Sandbox {
+        let mut sandbox = Sandbox {
             addr,
             shutdown,
             task: Some(task),
             variables,
-        })
+        };
+        let doh = format!("{}/dns-query", sandbox.base_url());
+        sandbox.variables.insert("sandbox_doh".to_owned(), doh);
+        Ok(sandbox)
     }
 
     /// The sandbox's [`VARIABLES`] and their values.
@@ -260,6 +271,7 @@ fn build_router(state: AppState) -> Router {
         .merge(faults::routes())
         .merge(stream::routes())
         .merge(ws::routes())
+        .merge(dns::routes())
         .fallback(basic::not_found)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -11,7 +11,8 @@
 //! expired leaf for the same names, and a valid leaf for `wrong.example`.
 //! The CA's PEM is written to a file of its own in the temp directory
 //! (`sandbox_ca_file`), removed when the sandbox stops (or the runtime
-//! drops its tasks).
+//! drops its tasks). The valid leaf also serves the DNS-over-TLS port
+//! (`dns.rs`), so the same CA file vouches for it.
 //!
 //! Bounded like the rest of the sandbox: at most [`MAX_CONNECTIONS`]
 //! connections across the four ports (further clients wait in the accept
@@ -56,12 +57,15 @@ const LEAF_DAYS: u32 = 90;
 const DAY: Duration = Duration::from_secs(86_400);
 
 /// Starts the listener(s) on `ip` (port 0), serving until `stop` turns
-/// true; returns the [`super::VARIABLES`] entries it provides.
+/// true; returns the [`super::VARIABLES`] entries it provides, and the
+/// server config of the valid leaf for the sandbox's other TLS listeners
+/// (DNS over TLS), so one CA file vouches for them all.
 pub async fn start(
     ip: IpAddr,
     stop: watch::Receiver<bool>,
-) -> std::io::Result<Vec<(&'static str, String)>> {
+) -> std::io::Result<(Vec<(&'static str, String)>, ServerConfig)> {
     let pki = Pki::generate().map_err(io::Error::other)?;
+    let shared = pki.valid.clone();
     let ca_file = Arc::new(CaFile::write(&pki.ca_pem)?);
     let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let shown = match ip {
@@ -90,7 +94,7 @@ pub async fn start(
     }
     vars.push(("sandbox_ca_file", ca_file.path.display().to_string()));
     tracing::debug!(?vars, "sandbox tcp and tls ports listening");
-    Ok(vars)
+    Ok((vars, shared))
 }
 
 /// The sandbox CA's PEM file; removed when the last port stops with it.

@@ -1,12 +1,14 @@
 //! Rolling windows of latency and success counts per (probe, environment,
 //! step), and threshold evaluation over them.
 //!
-//! A workload's run adds one [`Tally::Run`] per request it sent and one
-//! [`Tally::Arrivals`] with the requests that came due and those dropped at
-//! the concurrency cap, which `dropped_rate` reads. A series that holds
-//! arrivals is judged by `dropped_rate < 1%` (default) unless one of its
-//! thresholds names `dropped_rate`: a run that never sent most of its load
-//! must not pass.
+//! A workload's run adds its requests' counts at once ([`Tally::Runs`]),
+//! its latencies as (value, count) pairs from its bounded record
+//! ([`Tally::Latency`]; at most a histogram's buckets, however many
+//! requests it sent) and one [`Tally::Arrivals`] with the requests that
+//! came due and those dropped at the concurrency cap, which
+//! `dropped_rate` reads. A series that holds arrivals is judged by
+//! `dropped_rate < 1%` (default) unless one of its thresholds names
+//! `dropped_rate`: a run that never sent most of its load must not pass.
 //!
 //! A series is a ring of sub-windows ([`SUB_WINDOW`] wide) covering the
 //! longest window any of its thresholds asks for; a window is read by
@@ -20,7 +22,7 @@
 //! sub-window with a few exact samples ~50 B; one holding 1,024 exact
 //! samples 4 KB; a histogram sub-window ~12.9 KB. See ARCHITECTURE.md for the totals.
 
-use crate::outcome::{LatencySummary, Outcome, ThresholdResult};
+use crate::outcome::{EXACT_LATENCIES, LatencySummary, Outcome, ThresholdResult, latency_us};
 use crate::threshold::{DEFAULT_WINDOW, Metric, Threshold, WindowStats};
 use hdrhistogram::Histogram;
 use std::collections::VecDeque;
@@ -29,11 +31,7 @@ use tokio::time::Instant;
 
 pub use crate::threshold::{MAX_WINDOW, SUB_WINDOW};
 /// Latencies kept exactly per sub-window before switching to a histogram.
-pub const EXACT_SAMPLES: usize = 1024;
-/// Histogram range: 1 µs to 1 h, two significant digits.
-const LOW_US: u64 = 1;
-const HIGH_US: u64 = 3_600_000_000;
-const SIGFIG: u8 = 2;
+pub const EXACT_SAMPLES: usize = EXACT_LATENCIES;
 
 enum Latencies {
     Exact(Vec<u32>),
@@ -65,35 +63,60 @@ impl Sub {
         }
     }
 
-    fn record_latency(&mut self, us: u32) {
+    /// Records `count` latencies of `us` microseconds.
+    fn record_latency(&mut self, us: u32, count: u64) {
+        let n = u32::try_from(count).unwrap_or(u32::MAX);
         match &mut self.latencies {
-            Latencies::Exact(v) if v.len() < EXACT_SAMPLES => v.push(us),
+            Latencies::Exact(v) if v.len().saturating_add(n as usize) <= EXACT_SAMPLES => {
+                v.extend(std::iter::repeat_n(us, n as usize));
+            }
             Latencies::Exact(v) => {
                 let Some(mut h) = new_histogram() else { return };
-                for x in v.iter().chain(std::iter::once(&us)) {
+                for x in v.iter() {
                     h.saturating_record(u64::from(*x));
                 }
+                h.saturating_record_n(u64::from(us), n);
                 self.latencies = Latencies::Hist(Box::new(h));
             }
-            Latencies::Hist(h) => h.saturating_record(u64::from(us)),
+            Latencies::Hist(h) => h.saturating_record_n(u64::from(us), n),
         }
     }
 }
 
 fn new_histogram() -> Option<Histogram<u32>> {
-    Histogram::new_with_bounds(LOW_US, HIGH_US, SIGFIG).ok()
+    crate::outcome::latency_histogram()
 }
 
 /// What a run adds to its series, beside a latency.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Tally {
     /// One run, or one request a workload sent: counts in `error_rate`
-    /// and `availability`.
+    /// and `availability`; its latency, if any, is recorded once.
     Run { success: bool },
+    /// A workload's requests sent, counted at once (`ok` passed, `failed`
+    /// did not); their latencies come as [`Tally::Latency`].
+    Runs { ok: u64, failed: u64 },
+    /// `count` latencies of one value, whose runs were counted apart.
+    Latency { count: u64 },
     /// A workload's arrivals: `due` requests came due, `dropped` of them
     /// were never sent (the concurrency cap was full). Counts in
     /// `dropped_rate` only, never as a run.
     Arrivals { due: u64, dropped: u64 },
+    /// A run's packets (`ping`): `sent`, `lost` of them. Counts in `loss`
+    /// only; the run itself comes as a [`Tally::Run`], its round trips as
+    /// [`Tally::Latency`].
+    Packets { sent: u64, lost: u64 },
+}
+
+impl Tally {
+    /// How many latencies an entry with this tally records.
+    pub fn latencies(self) -> u64 {
+        match self {
+            Tally::Run { .. } => 1,
+            Tally::Latency { count } => count,
+            Tally::Runs { .. } | Tally::Arrivals { .. } | Tally::Packets { .. } => 0,
+        }
+    }
 }
 
 impl From<bool> for Tally {
@@ -109,6 +132,22 @@ pub struct Series {
     /// Sub-windows kept: the longest window / width.
     keep: u64,
     subs: VecDeque<Sub>,
+    /// The packets of the runs of kinds that count them (`ping`), per
+    /// sub-window: kept beside the sub-windows, not in them, and boxed, so
+    /// that the series of every other kind stay at the size the figures
+    /// state (8 bytes more).
+    #[allow(
+        clippy::box_collection,
+        reason = "the box keeps the series 8 bytes larger rather than 32 for the kinds that never count packets"
+    )]
+    packets: Option<Box<VecDeque<PacketSub>>>,
+}
+
+/// One sub-window's packets: sent, and lost of them.
+struct PacketSub {
+    index: u64,
+    sent: u32,
+    lost: u32,
 }
 
 impl Series {
@@ -119,6 +158,7 @@ impl Series {
             width,
             keep,
             subs: VecDeque::new(),
+            packets: None,
         }
     }
 
@@ -140,25 +180,55 @@ impl Series {
         {
             self.subs.pop_front();
         }
+        if let Some(packets) = self.packets.as_deref_mut() {
+            while packets
+                .front()
+                .is_some_and(|p| p.index + self.keep <= index)
+            {
+                packets.pop_front();
+            }
+        }
         let Some(sub) = self.subs.back_mut() else {
             return;
         };
-        match tally.into() {
+        let count = |n: u64| u32::try_from(n).unwrap_or(u32::MAX);
+        let tally = tally.into();
+        match tally {
             Tally::Run { success } => {
                 sub.runs = sub.runs.saturating_add(1);
                 if !success {
                     sub.failures = sub.failures.saturating_add(1);
                 }
             }
+            Tally::Runs { ok, failed } => {
+                sub.runs = sub.runs.saturating_add(count(ok.saturating_add(failed)));
+                sub.failures = sub.failures.saturating_add(count(failed));
+            }
+            Tally::Latency { .. } => {}
             Tally::Arrivals { due, dropped } => {
-                let count = |n: u64| u32::try_from(n).unwrap_or(u32::MAX);
                 sub.due = sub.due.saturating_add(count(due));
                 sub.dropped = sub.dropped.saturating_add(count(dropped));
             }
+            Tally::Packets { sent, lost } => {
+                let packets = self.packets.get_or_insert_default();
+                if packets.back().is_none_or(|p| p.index != index) {
+                    packets.push_back(PacketSub {
+                        index,
+                        sent: 0,
+                        lost: 0,
+                    });
+                }
+                if let Some(p) = packets.back_mut() {
+                    p.sent = p.sent.saturating_add(count(sent));
+                    p.lost = p.lost.saturating_add(count(lost));
+                }
+            }
         }
         if let Some(d) = latency {
-            let us = u32::try_from(d.as_micros()).unwrap_or(u32::MAX).max(1);
-            sub.record_latency(us);
+            let n = tally.latencies();
+            if n > 0 {
+                sub.record_latency(latency_us(d), n);
+            }
         }
     }
 
@@ -191,6 +261,15 @@ impl Series {
                 }
             }
         }
+        for p in self
+            .packets
+            .iter()
+            .flat_map(|packets| packets.iter())
+            .filter(|p| p.index >= first && p.index <= now_index)
+        {
+            view.stats.packets += u64::from(p.sent);
+            view.stats.lost += u64::from(p.lost);
+        }
         match hist {
             Some(mut h) => {
                 for x in exact {
@@ -212,6 +291,10 @@ impl Series {
     /// Heap bytes held, for the memory figures.
     pub fn heap_bytes(&self) -> usize {
         self.subs.capacity() * std::mem::size_of::<Sub>()
+            + self.packets.as_ref().map_or(0, |p| {
+                std::mem::size_of::<VecDeque<PacketSub>>()
+                    + p.capacity() * std::mem::size_of::<PacketSub>()
+            })
             + self
                 .subs
                 .iter()
@@ -248,6 +331,9 @@ impl View {
             Metric::Availability => {
                 (runs > 0.0).then(|| (self.stats.runs - self.stats.failures) as f64 / runs)
             }
+            Metric::Loss => {
+                (self.stats.packets > 0).then(|| self.stats.lost as f64 / self.stats.packets as f64)
+            }
             Metric::DroppedRate => {
                 (self.stats.due > 0).then(|| self.stats.dropped as f64 / self.stats.due as f64)
             }
@@ -270,7 +356,10 @@ impl View {
                         let rank = ((q / 100.0) * n as f64).ceil().max(1.0) as usize;
                         v.get(rank.min(n) - 1).map(|x| u64::from(*x))
                     }
-                    Metric::ErrorRate | Metric::Availability | Metric::DroppedRate => None,
+                    Metric::ErrorRate
+                    | Metric::Availability
+                    | Metric::DroppedRate
+                    | Metric::Loss => None,
                 }
             }
             Merged::Hist(h) => match metric {
@@ -278,7 +367,9 @@ impl View {
                 Metric::Max => Some(h.max()),
                 Metric::Avg => Some(h.mean().round() as u64),
                 Metric::Percentile(q) => Some(h.value_at_quantile(q / 100.0)),
-                Metric::ErrorRate | Metric::Availability | Metric::DroppedRate => None,
+                Metric::ErrorRate | Metric::Availability | Metric::DroppedRate | Metric::Loss => {
+                    None
+                }
             },
         }
     }
@@ -347,6 +438,18 @@ fn implicit_thresholds(series: &Series, now: Instant, thresholds: &[Threshold]) 
     }
 }
 
+/// The window a pair's latency summary covers (and `/metrics` shows as
+/// `synthmon_latency_seconds`): the one its latency thresholds judge, the
+/// longest if they differ; the default window without one.
+pub fn latency_window(thresholds: &[Threshold]) -> Duration {
+    thresholds
+        .iter()
+        .filter(|t| t.failing.metric.is_latency())
+        .map(|t| t.window)
+        .max()
+        .unwrap_or(DEFAULT_WINDOW)
+}
+
 /// Every series of a daemon, keyed by (probe, environment).
 pub struct Store {
     origin: Instant,
@@ -364,14 +467,16 @@ impl Default for Store {
 
 impl Store {
     /// Records `outcome`, then fills in its threshold states and its
-    /// latency summary over the default window.
+    /// latency summary over [`latency_window`].
     pub fn record(&mut self, outcome: &mut Outcome, thresholds: &[Threshold]) {
+        let latency_window = latency_window(thresholds);
         // A workload is also judged by the default `dropped_rate`
         // threshold, over the default window.
         let longest = thresholds
             .iter()
             .map(|t| t.window)
             .chain(outcome.workload.as_ref().map(|_| DEFAULT_WINDOW))
+            .chain(std::iter::once(latency_window))
             .max()
             .unwrap_or(DEFAULT_WINDOW);
         let now = Instant::now();
@@ -387,7 +492,7 @@ impl Store {
             series.record(now, tally, latency);
         }
         outcome.thresholds = evaluate(series, now, thresholds);
-        outcome.latency = summary(series, now, DEFAULT_WINDOW);
+        outcome.latency = summary(series, now, latency_window);
     }
 
     /// Drops the series of pairs `keep` rejects (removed probes).
@@ -404,24 +509,51 @@ impl Store {
     }
 }
 
-/// What a run contributes to its series: one entry per request a workload
-/// sent and one for its arrivals (sent and dropped, no latency), else the
-/// run itself.
+/// What a run contributes to its series: for a workload, its requests'
+/// counts, one entry per distinct latency (with how many had it) and its
+/// arrivals (sent and dropped, no latency), so the list is bounded by a
+/// histogram's size whatever the number of requests; else the run itself.
+/// [`Tally::latencies`] says how many latencies an entry stands for.
 pub fn samples_of(outcome: &Outcome) -> Vec<(Tally, Option<Duration>)> {
     match &outcome.workload {
-        Some(w) => w
-            .samples
-            .iter()
-            .map(|s| (Tally::from(s.success), s.latency))
-            .chain(std::iter::once((
-                Tally::Arrivals {
-                    due: w.sent + w.dropped,
-                    dropped: w.dropped,
-                },
-                None,
-            )))
-            .collect(),
-        None => vec![(Tally::from(outcome.success), latency_of(outcome))],
+        Some(w) => std::iter::once((
+            Tally::Runs {
+                ok: w.ok,
+                failed: w.failed,
+            },
+            None,
+        ))
+        .chain(
+            w.latencies
+                .iter()
+                .map(|(d, count)| (Tally::Latency { count }, Some(d))),
+        )
+        .chain(std::iter::once((
+            Tally::Arrivals {
+                due: w.sent + w.dropped,
+                dropped: w.dropped,
+            },
+            None,
+        )))
+        .collect(),
+        None => {
+            let details = outcome.details.as_ref();
+            // A kind that times its own exchanges (a ping's round trips)
+            // gives their latencies rather than the run's duration.
+            let mut samples = match details.and_then(crate::outcome::Details::latencies) {
+                Some(each) => std::iter::once((Tally::from(outcome.success), None))
+                    .chain(
+                        each.into_iter()
+                            .map(|d| (Tally::Latency { count: 1 }, Some(d))),
+                    )
+                    .collect(),
+                None => vec![(Tally::from(outcome.success), latency_of(outcome))],
+            };
+            if let Some((sent, lost)) = details.and_then(crate::outcome::Details::packets) {
+                samples.push((Tally::Packets { sent, lost }, None));
+            }
+            samples
+        }
     }
 }
 
@@ -628,15 +760,14 @@ mod tests {
         let ids = crate::tagging::RunIds::generate();
         let mut o = Outcome::new("w", "env", "http", &ids);
         o.success = true;
+        let mut latencies = crate::outcome::Latencies::default();
+        latencies.record(Duration::from_millis(5));
         o.workload = Some(crate::outcome::WorkloadFacts {
             scheduled: 4,
             sent: 1,
             dropped: 3,
             ok: 1,
-            samples: vec![crate::outcome::Sample {
-                latency: ms(5),
-                success: true,
-            }],
+            latencies,
             ..Default::default()
         });
         let mut store = Store::default();
@@ -664,5 +795,76 @@ mod tests {
             heap < 1024,
             "{heap} bytes for a 5-minute window at one run per 30 s"
         );
+    }
+
+    /// Facts of a kind that times its own exchanges and counts packets,
+    /// as `ping` does.
+    #[derive(Debug, serde::Serialize)]
+    struct Echoes {
+        rtts: Vec<Duration>,
+        sent: u64,
+        lost: u64,
+    }
+
+    impl crate::outcome::KindFacts for Echoes {
+        fn latencies(&self) -> Option<Vec<Duration>> {
+            Some(self.rtts.clone())
+        }
+        fn packets(&self) -> Option<(u64, u64)> {
+            Some((self.sent, self.lost))
+        }
+    }
+
+    /// A ping run's round trips are its latency samples (not its
+    /// duration, mostly pacing) and its packets feed `loss`, which has no
+    /// data for runs that count none.
+    #[tokio::test(start_paused = true)]
+    async fn round_trips_are_samples_and_packets_feed_loss() {
+        let ids = crate::tagging::RunIds::generate();
+        let mut o = Outcome::new("p", "e", "ping", &ids);
+        o.success = true;
+        o.responded = true;
+        o.duration = Duration::from_millis(400);
+        o.details = Some(crate::outcome::Details::new(Echoes {
+            rtts: vec![Duration::from_millis(2), Duration::from_millis(4)],
+            sent: 4,
+            lost: 2,
+        }));
+        let samples = samples_of(&o);
+        assert_eq!(
+            samples,
+            vec![
+                (Tally::Run { success: true }, None),
+                (Tally::Latency { count: 1 }, ms(2)),
+                (Tally::Latency { count: 1 }, ms(4)),
+                (Tally::Packets { sent: 4, lost: 2 }, None),
+            ]
+        );
+        let mut store = Store::default();
+        let thresholds = [
+            threshold("loss < 1%", DEFAULT_WINDOW),
+            threshold("p(95) < 5ms", DEFAULT_WINDOW),
+        ];
+        store.record(&mut o, &thresholds);
+        let observed: Vec<(State, Option<f64>)> =
+            o.thresholds.iter().map(|t| (t.state, t.observed)).collect();
+        assert_eq!(
+            observed,
+            [(State::Failing, Some(0.5)), (State::Ok, Some(0.004))]
+        );
+        assert_eq!(o.latency.unwrap().samples, 2);
+
+        // The packets leave the window with their sub-window.
+        let t0 = Instant::now();
+        let mut s = Series::new(t0, SUB_WINDOW, DEFAULT_WINDOW);
+        s.record(t0, Tally::Packets { sent: 10, lost: 1 }, None);
+        assert_eq!(
+            s.window(t0, DEFAULT_WINDOW).observe(Metric::Loss),
+            Some(0.1)
+        );
+        let later = t0 + DEFAULT_WINDOW + SUB_WINDOW;
+        s.record(later, true, ms(1));
+        assert_eq!(s.window(later, DEFAULT_WINDOW).observe(Metric::Loss), None);
+        assert_eq!(s.packets.as_ref().map(|p| p.len()), Some(0));
     }
 }

@@ -11,36 +11,50 @@
 //!   series of removed probes disappear at once; the counters and
 //!   histograms of the others restart from zero, which Prometheus' `rate()`
 //!   and `increase()` treat as a counter reset, as after a restart. Its
-//!   histogram buckets are the defaults plus every latency threshold of
-//!   that config, so `histogram_quantile` is exact at the SLA boundaries.
+//!   latency histogram and percentiles are written by
+//!   [`crate::telemetry::latency`] (buckets per probe, at its thresholds).
 //!
 //! Core probe series keep blackbox_exporter's names (`probe_success`,
 //! `probe_duration_seconds`, `probe_http_duration_seconds{phase}`, …). Labels
 //! are bounded: probe, environment, step, phase, result, reason and the
-//! threshold as written — never a run id, error text or URL.
+//! threshold as written — never a run id, error text or URL. The daemon's
+//! `instance` and `location` are not on every series (Prometheus' target
+//! labels carry them at no cost per series); they are the labels of one
+//! `synthmon_location_info` series. Nothing is exported that is constant
+//! by construction: a threshold without a degraded level has no
+//! `synthmon_threshold_degraded` series.
 //!
 //! Memory stays flat without scrapes: `upkeep` (run every few seconds by
-//! the daemon) drains histogram samples into their buckets.
+//! the daemon) drains the schedule-lag histogram's samples into its
+//! buckets; the latency families count into fixed buckets as they go.
 
 use crate::config::DaemonConfig;
 use crate::outcome::Outcome;
 use crate::probe::Probe;
-use crate::threshold::{Metric, State};
+use crate::telemetry::latency::Families;
+use crate::threshold::State;
 use metrics::{
     Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram,
 };
 use metrics_exporter_prometheus::{
     Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
 };
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-/// Histogram buckets before thresholds are added, in seconds.
-pub const DEFAULT_BUCKETS: &[f64] = &[
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
-];
+pub use crate::telemetry::latency::DURATION_HISTOGRAM;
 
-pub const DURATION_HISTOGRAM: &str = "synthmon_probe_duration_seconds";
+/// How late runs start against their slots: one histogram for the
+/// process. The lag is the scheduler's and the runtime's (a busy runtime
+/// delays every pair alike), and per pair its buckets would cost more
+/// than all of a probe's other series.
+pub const SCHEDULE_LAG: &str = "synthmon_schedule_lag_seconds";
+
+/// [`SCHEDULE_LAG`]'s buckets, in seconds: 1 ms (a healthy loop) to 10 s
+/// (a stalled one).
+pub const SCHEDULE_LAG_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
 
 struct Registry {
     recorder: PrometheusRecorder,
@@ -59,27 +73,37 @@ impl Registry {
     }
 }
 
+/// The series of one config generation.
+struct Generation {
+    registry: Registry,
+    latency: Mutex<Families>,
+}
+
 pub struct Metrics {
     process: Registry,
     collector: metrics_process::Collector,
-    probes: RwLock<Arc<Registry>>,
-    /// Instance and location labels added to every series.
-    labels: Vec<(String, String)>,
+    probes: RwLock<Arc<Generation>>,
 }
 
 impl Metrics {
     /// The registries for a daemon with `daemon`'s labels and `probes`.
     pub fn new(daemon: &DaemonConfig, probes: &[Probe]) -> Metrics {
-        let mut labels = Vec::new();
+        // Named apart from `instance`: Prometheus' own target label, which
+        // joins this series to the others (`* on (instance) group_left
+        // (location)`) and which `honor_labels` would let it overwrite.
+        let mut location: Vec<(&'static str, String)> = Vec::new();
         for (k, v) in [
-            ("instance", &daemon.instance),
+            ("instance_name", &daemon.instance),
             ("location", &daemon.location),
         ] {
             if !v.is_empty() {
-                labels.push((k.to_owned(), v.clone()));
+                location.push((k, v.clone()));
             }
         }
-        let process = Registry::new(with_labels(PrometheusBuilder::new(), &labels));
+        let builder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Full(SCHEDULE_LAG.into()), SCHEDULE_LAG_BUCKETS)
+            .unwrap_or_else(|_| PrometheusBuilder::new());
+        let process = Registry::new(builder);
         let collector = metrics_process::Collector::default();
         process.with(|| {
             collector.describe();
@@ -88,6 +112,8 @@ impl Metrics {
             describe_counter!("synthmon_dropped_outcomes_total", "Run outcomes the telemetry pipeline could not take in time.");
             describe_counter!("synthmon_spans_dropped_total", "Trace spans dropped since start (export queue full, collector down or slow).");
             describe_gauge!("synthmon_build_info", "Build information; always 1.");
+            describe_gauge!("synthmon_location_info", "The daemon's [daemon] instance (as instance_name) and location; always 1. Join on Prometheus' instance label, or set them as target labels.");
+            describe_histogram!(SCHEDULE_LAG, Unit::Seconds, "How late runs started against their schedule slots, all pairs together.");
             describe_gauge!("synthmon_runtime_tasks", "Tokio tasks alive in the daemon's runtime at scrape time (runs, their connections, listeners, workers).");
             describe_counter!("synthmon_notifications_total", "Notification delivery attempts by receiver and result: delivered, retried (transient failure, retry scheduled), dead (permanent failure, dead letter), failed (every failed attempt).");
             describe_gauge!("synthmon_outbox_pending", "Notifications waiting in the outbox, by receiver.");
@@ -96,6 +122,9 @@ impl Metrics {
             describe_gauge!("synthmon_outbox_unwritten", "Notifications held in memory because the outbox cannot be written; written when it can be.");
             describe_counter!("synthmon_outbox_dropped_total", "Notifications dropped because the outbox stayed unwritable until the in-memory hold was full.");
             gauge!("synthmon_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+            if !location.is_empty() {
+                gauge!("synthmon_location_info", &location).set(1.0);
+            }
             counter!("synthmon_config_reloads_total", "result" => "ok").absolute(0);
             counter!("synthmon_config_reloads_total", "result" => "failed").absolute(0);
             // Present from the start, so rate() and alert rules see a zero
@@ -107,8 +136,10 @@ impl Metrics {
         let metrics = Metrics {
             process,
             collector,
-            probes: RwLock::new(Arc::new(Registry::new(PrometheusBuilder::new()))),
-            labels,
+            probes: RwLock::new(Arc::new(Generation {
+                registry: Registry::new(PrometheusBuilder::new()),
+                latency: Mutex::new(Families::new(&[])),
+            })),
         };
         metrics.reconfigure(probes);
         metrics
@@ -116,23 +147,7 @@ impl Metrics {
 
     /// Starts a new probe registry for `probes` (see the module docs).
     pub fn reconfigure(&self, probes: &[Probe]) {
-        let mut buckets: Vec<f64> = DEFAULT_BUCKETS.to_vec();
-        for p in probes {
-            for t in &p.thresholds {
-                for c in std::iter::once(&t.failing).chain(t.degraded.iter()) {
-                    if c.metric.is_latency() && !matches!(c.metric, Metric::Min) && c.limit > 0.0 {
-                        buckets.push(c.limit);
-                    }
-                }
-            }
-        }
-        buckets.sort_by(f64::total_cmp);
-        buckets.dedup_by(|a, b| (*a - *b).abs() < 1e-9);
-        let builder = with_labels(PrometheusBuilder::new(), &self.labels);
-        let builder = builder
-            .set_buckets_for_metric(Matcher::Full(DURATION_HISTOGRAM.into()), &buckets)
-            .unwrap_or_else(|_| with_labels(PrometheusBuilder::new(), &self.labels));
-        let registry = Registry::new(builder);
+        let registry = Registry::new(PrometheusBuilder::new());
         registry.with(describe_probe_series);
         registry.with(|| {
             for p in probes {
@@ -142,19 +157,28 @@ impl Metrics {
                 }
             }
         });
+        let generation = Generation {
+            registry,
+            latency: Mutex::new(Families::new(probes)),
+        };
         if let Ok(mut slot) = self.probes.write() {
-            *slot = Arc::new(registry);
+            *slot = Arc::new(generation);
         }
     }
 
-    fn probes(&self) -> Option<Arc<Registry>> {
+    fn generation(&self) -> Option<Arc<Generation>> {
         self.probes.read().ok().map(|r| r.clone())
     }
 
     /// Records one run's outcome (thresholds already evaluated).
     pub fn record(&self, o: &Outcome) {
-        let Some(reg) = self.probes() else { return };
-        reg.with(|| {
+        let Some(generation) = self.generation() else {
+            return;
+        };
+        if let Ok(mut latency) = generation.latency.lock() {
+            latency.record(o);
+        }
+        generation.registry.with(|| {
             let (p, e) = (o.probe.clone(), o.environment.clone());
             gauge!("probe_success", "probe" => p.clone(), "environment" => e.clone())
                 .set(if o.success { 1.0 } else { 0.0 });
@@ -191,14 +215,6 @@ impl Metrics {
                     gauge!(name, "probe" => p.clone(), "environment" => e.clone()).set(value);
                 }
             }
-            // The whole run is the step named after its kind; a flow adds
-            // one series per step.
-            for (_, latency) in crate::telemetry::measure::samples_of(o) {
-                if let Some(latency) = latency {
-                    histogram!(DURATION_HISTOGRAM, "probe" => p.clone(), "environment" => e.clone(), "step" => o.kind)
-                        .record(latency.as_secs_f64());
-                }
-            }
             for step in &o.steps {
                 let labels = [
                     ("probe", p.clone()),
@@ -210,9 +226,6 @@ impl Metrics {
                 }
                 gauge!("probe_step_success", &labels).set(if step.success { 1.0 } else { 0.0 });
                 gauge!("probe_step_duration_seconds", &labels).set(step.duration.as_secs_f64());
-                if step.responded {
-                    histogram!(DURATION_HISTOGRAM, &labels).record(step.duration.as_secs_f64());
-                }
             }
             if let Some(w) = &o.workload {
                 for (kind, n) in [
@@ -242,8 +255,11 @@ impl Metrics {
                 ];
                 gauge!("synthmon_threshold_failing", &labels)
                     .set(if t.state == State::Failing { 1.0 } else { 0.0 });
-                gauge!("synthmon_threshold_degraded", &labels)
-                    .set(if t.state == State::Degraded { 1.0 } else { 0.0 });
+                // Without a degraded level it could only ever say 0.
+                if t.degraded.is_some() {
+                    gauge!("synthmon_threshold_degraded", &labels)
+                        .set(if t.state == State::Degraded { 1.0 } else { 0.0 });
+                }
                 if let Some(v) = t.observed {
                     gauge!("synthmon_threshold_observed", &labels).set(v);
                 }
@@ -253,26 +269,27 @@ impl Metrics {
 
     /// A slot skipped because the pair's previous run was still in flight.
     pub fn skipped_overlap(&self, probe: &str, environment: &str) {
-        let Some(reg) = self.probes() else { return };
-        reg.with(|| {
+        let Some(generation) = self.generation() else {
+            return;
+        };
+        generation.registry.with(|| {
             counter!("synthmon_skipped_overlaps_total", "probe" => probe.to_owned(), "environment" => environment.to_owned())
                 .increment(1);
         });
     }
 
-    /// How late a run started against its slot.
-    pub fn schedule_lag(&self, probe: &str, environment: &str, lag: Duration) {
-        let Some(reg) = self.probes() else { return };
-        reg.with(|| {
-            gauge!("synthmon_schedule_lag_seconds", "probe" => probe.to_owned(), "environment" => environment.to_owned())
-                .set(lag.as_secs_f64());
-        });
+    /// How late a run started against its slot (see [`SCHEDULE_LAG`]).
+    pub fn schedule_lag(&self, lag: Duration) {
+        self.process
+            .with(|| histogram!(SCHEDULE_LAG).record(lag.as_secs_f64()));
     }
 
     /// A pair's alert state: 0 ok, 1 degraded, 2 failing.
     pub fn alert_state(&self, probe: &str, environment: &str, state: f64) {
-        let Some(reg) = self.probes() else { return };
-        reg.with(|| {
+        let Some(generation) = self.generation() else {
+            return;
+        };
+        generation.registry.with(|| {
             gauge!("synthmon_alert_state", "probe" => probe.to_owned(), "environment" => environment.to_owned())
                 .set(state);
         });
@@ -342,8 +359,11 @@ impl Metrics {
         if let Some(cpu) = metrics_process::collector::collect().cpu_seconds_total {
             out = with_sample(&out, "process_cpu_seconds_total", cpu);
         }
-        if let Some(reg) = self.probes() {
-            out.push_str(&reg.handle.render());
+        if let Some(generation) = self.generation() {
+            out.push_str(&generation.registry.handle.render());
+            if let Ok(latency) = generation.latency.lock() {
+                latency.render(&mut out);
+            }
         }
         out
     }
@@ -352,8 +372,8 @@ impl Metrics {
     /// when nobody scrapes).
     pub fn upkeep(&self) {
         self.process.handle.run_upkeep();
-        if let Some(reg) = self.probes() {
-            reg.handle.run_upkeep();
+        if let Some(generation) = self.generation() {
+            generation.registry.handle.run_upkeep();
         }
     }
 }
@@ -377,13 +397,6 @@ fn with_sample(text: &str, name: &str, value: f64) -> String {
         out.push('\n');
     }
     out
-}
-
-fn with_labels(mut b: PrometheusBuilder, labels: &[(String, String)]) -> PrometheusBuilder {
-    for (k, v) in labels {
-        b = b.add_global_label(k.clone(), v.clone());
-    }
-    b
 }
 
 fn describe_probe_series() {
@@ -461,11 +474,6 @@ fn describe_probe_series() {
         "synthmon_runs_total",
         "Probe runs by result and failure reason."
     );
-    describe_histogram!(
-        DURATION_HISTOGRAM,
-        Unit::Seconds,
-        "Latency of runs that got a response, with buckets at every configured threshold."
-    );
     describe_gauge!(
         "synthmon_threshold_failing",
         "Whether the threshold is failing (1) over its window."
@@ -481,11 +489,6 @@ fn describe_probe_series() {
     describe_counter!(
         "synthmon_skipped_overlaps_total",
         "Slots skipped because the previous run of the pair was still in flight."
-    );
-    describe_gauge!(
-        "synthmon_schedule_lag_seconds",
-        Unit::Seconds,
-        "How late the last run started against its slot."
     );
     describe_gauge!(
         "synthmon_alert_state",

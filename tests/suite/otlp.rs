@@ -273,6 +273,11 @@ fn assert_shape(root: &Span, client: &Span, resource: &[KeyValue], outcome: &Out
         outcome.run_id
     );
     assert_eq!(str_attr(&root.attributes, "synthmon.kind"), "http");
+    assert_eq!(str_attr(&root.attributes, "test.suite.name"), outcome.probe);
+    assert_eq!(
+        str_attr(&root.attributes, "user_agent.synthetic.type"),
+        "test"
+    );
     assert!(root.end_time_unix_nano >= root.start_time_unix_nano);
     let run = Duration::from_nanos(root.end_time_unix_nano - root.start_time_unix_nano);
     assert!(
@@ -308,6 +313,14 @@ fn assert_shape(root: &Span, client: &Span, resource: &[KeyValue], outcome: &Out
     assert_eq!(
         str_attr(&client.attributes, "user_agent.synthetic.type"),
         "test"
+    );
+    assert_eq!(
+        str_attr(&client.attributes, "test.case.name"),
+        outcome.probe
+    );
+    assert_eq!(
+        str_attr(&client.attributes, "test.case.result.status"),
+        if outcome.success { "pass" } else { "fail" }
     );
     assert_eq!(int_attr(&client.attributes, "synthmon.http.redirects"), 0);
     match attr(&client.attributes, "synthmon.http.phase.processing") {
@@ -1008,6 +1021,486 @@ url = "/api/orders/{{ vars.order_id }}"
         assert_eq!(
             int_attr(&delete.attributes, "http.response.status_code"),
             204
+        );
+    })
+    .await;
+}
+
+// ------------------------------------------- test conventions and span ids
+
+/// Starts an exporter to the gRPC receiver at `endpoint`, records
+/// `outcomes`, flushes, and checks that every span was exported.
+async fn export_all(endpoint: &str, resource: Resource, outcomes: &[&Outcome]) {
+    let config = TelemetryConfig {
+        otlp_endpoint: Some(endpoint.to_owned()),
+        queue_size: 100,
+        otlp_timeout: Duration::from_secs(5),
+        ..Default::default()
+    };
+    let exporter = TraceExporter::start(&config, resource, &no_env)
+        .unwrap()
+        .expect("an endpoint is configured");
+    for o in outcomes {
+        exporter.record(o);
+    }
+    let counts = exporter.shutdown(Duration::from_secs(5)).await;
+    assert_eq!(counts.dropped, 0, "{counts:?}");
+}
+
+/// The received spans of `outcome`'s trace, with their resource's
+/// attributes: its root first, then the others in the order received.
+fn trace_of(store: &Store, outcome: &Outcome) -> (Vec<KeyValue>, Vec<Span>) {
+    let mut spans: Vec<(Vec<KeyValue>, Span)> = store
+        .spans()
+        .into_iter()
+        .filter(|(_, s)| hex(&s.trace_id) == outcome.trace_id)
+        .collect();
+    spans.sort_by_key(|(_, s)| !s.parent_span_id.is_empty());
+    assert!(
+        spans
+            .first()
+            .is_some_and(|(_, s)| s.parent_span_id.is_empty()),
+        "no root span for {}: {spans:#?}",
+        outcome.probe
+    );
+    assert_eq!(
+        spans
+            .iter()
+            .filter(|(_, s)| s.parent_span_id.is_empty())
+            .count(),
+        1,
+        "{spans:#?}"
+    );
+    let resource = spans[0].0.clone();
+    (resource, spans.into_iter().map(|(_, s)| s).collect())
+}
+
+/// The exported span whose id is `id`.
+fn span_with_id<'a>(spans: &'a [Span], id: &str) -> &'a Span {
+    spans
+        .iter()
+        .find(|s| hex(&s.span_id) == id)
+        .unwrap_or_else(|| panic!("no exported span has id {id}: {spans:#?}"))
+}
+
+fn probe_with(name: &str, common: &str, http: &str) -> String {
+    format!("name = \"{name}\"\nenvironments = [\"target\"]\n{common}\n[http]\n{http}\n")
+}
+
+/// A single-request probe is a test suite of one case: the root span names
+/// the suite after the probe and says how its run ended (`success`,
+/// `failure`, `timed_out`), the client span names the case after the probe
+/// and says `pass` or `fail`; both say they are synthetic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sandbox_runs_carry_the_test_conventions_pass_fail_and_timed_out() {
+    bounded(async {
+        let (endpoint, store) = grpc_receiver().await;
+        let sb = sandbox().await;
+        let cases = [
+            ("up", "", "url = \"/health\"", "success", "pass"),
+            ("down", "", "url = \"/status/500\"", "failure", "fail"),
+            (
+                "slow",
+                "timeout = \"200ms\"",
+                "url = \"/delay/5000\"",
+                "timed_out",
+                "fail",
+            ),
+        ];
+        let mut outcomes = Vec::new();
+        for (name, common, http, _, _) in cases {
+            let (o, _) = run_probe(&sb.base_url(), "", &probe_with(name, common, http)).await;
+            outcomes.push(o);
+        }
+        sb.shutdown().await;
+        assert!(outcomes[0].success, "{:#?}", outcomes[0]);
+        assert_eq!(
+            outcomes[1].reason.map(|r| r.as_str()),
+            Some("status"),
+            "{:#?}",
+            outcomes[1]
+        );
+        assert_eq!(
+            outcomes[2].reason.map(|r| r.as_str()),
+            Some("timeout"),
+            "{:#?}",
+            outcomes[2]
+        );
+        export_all(&endpoint, resource(), &outcomes.iter().collect::<Vec<_>>()).await;
+
+        for ((name, _, _, suite, case), o) in cases.iter().zip(&outcomes) {
+            let (resource, spans) = trace_of(&store, o);
+            assert_eq!(spans.len(), 2, "{name}: {spans:#?}");
+            let (root, client) = (&spans[0], &spans[1]);
+            assert_eq!(str_attr(&root.attributes, "test.suite.name"), *name);
+            assert_eq!(
+                str_attr(&root.attributes, "test.suite.run.status"),
+                *suite,
+                "{name}"
+            );
+            assert!(
+                attr(&root.attributes, "test.case.name").is_none(),
+                "{name}: the root is the suite, not a case"
+            );
+            assert_eq!(hex(&client.span_id), o.span_id, "{name}");
+            assert_eq!(client.parent_span_id, root.span_id, "{name}");
+            assert_eq!(str_attr(&client.attributes, "test.case.name"), *name);
+            assert_eq!(
+                str_attr(&client.attributes, "test.case.result.status"),
+                *case,
+                "{name}"
+            );
+            for s in [root, client] {
+                assert_eq!(
+                    str_attr(&s.attributes, "user_agent.synthetic.type"),
+                    "test",
+                    "{name}: {s:#?}"
+                );
+            }
+            // The HTTP client conventions stay beside the test ones.
+            assert_eq!(str_attr(&client.attributes, "http.request.method"), "GET");
+            assert_eq!(str_attr(&resource, "service.name"), "synthmon");
+            assert_eq!(
+                str_attr(&resource, "service.version"),
+                env!("CARGO_PKG_VERSION")
+            );
+            assert_eq!(str_attr(&resource, "service.instance.id"), "vm-test-1");
+            assert_eq!(str_attr(&resource, "synthmon.location"), "eu-test");
+        }
+    })
+    .await;
+}
+
+/// An HTTP/1.1 target on 127.0.0.1 that records the head of every request
+/// and answers each on its own connection: `GET /ready` with `{"n": N}`,
+/// N counting its calls, `/missing` with a 404, anything else with a 200.
+async fn counting_target() -> (u16, Arc<Mutex<Vec<String>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let heads: Arc<Mutex<Vec<String>>> = Arc::default();
+    let seen = heads.clone();
+    tokio::spawn(async move {
+        let mut ready = 0;
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                match stream.read(&mut chunk).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                }
+            }
+            let head = String::from_utf8_lossy(&buf).into_owned();
+            let path = head.split(' ').nth(1).unwrap_or_default().to_owned();
+            seen.lock().unwrap().push(head);
+            let (status, body) = match path.as_str() {
+                "/ready" => {
+                    ready += 1;
+                    ("200 OK", format!("{{\"n\": {ready}}}"))
+                }
+                "/missing" => ("404 Not Found", "{}".to_owned()),
+                _ => ("200 OK", "{}".to_owned()),
+            };
+            let answer = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: application/json\r\n\
+                 Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = stream.write_all(answer.as_bytes()).await;
+            let _ = stream.shutdown().await;
+        }
+    });
+    (port, heads)
+}
+
+/// The value of header `name` in a request head.
+fn header_of(head: &str, name: &str) -> Option<String> {
+    head.split("\r\n").find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
+    })
+}
+
+/// Regression: a flow reported a run span id (`span_id` in the JSON
+/// report) that no exported span had, and a step polling with `until` sent
+/// a new span id with each attempt while only the last one was exported.
+/// Now the run's id is the root span's, each step is one client span whose
+/// id every attempt carries, and each step is a test case.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flow_reports_only_span_ids_its_trace_holds_and_each_step_is_a_test_case() {
+    bounded(async {
+        let (endpoint, store) = grpc_receiver().await;
+        let (port, heads) = counting_target().await;
+        let flow = r#"name = "journey"
+environments = ["target"]
+
+[[flow.steps]]
+name = "wait"
+url = "/ready"
+until = "json.n >= 3"
+until_interval = "10ms"
+
+[[flow.steps]]
+name = "check"
+url = "/missing"
+
+[[flow.teardown]]
+name = "cleanup"
+method = "DELETE"
+url = "/orders"
+"#;
+        let (outcome, _) = run_probe(&format!("http://127.0.0.1:{port}"), "", flow).await;
+        assert!(!outcome.success, "{outcome:#?}");
+        assert_eq!(outcome.reason.map(|r| r.as_str()), Some("status"));
+        let steps: Vec<(&str, bool, u32)> = outcome
+            .steps
+            .iter()
+            .map(|s| (s.name.as_str(), s.success, s.attempts))
+            .collect();
+        assert_eq!(
+            steps,
+            [("wait", true, 3), ("check", false, 1), ("cleanup", true, 1)]
+        );
+        export_all(&endpoint, resource(), &[&outcome]).await;
+        let (resource, spans) = trace_of(&store, &outcome);
+        assert_eq!(spans.len(), 4, "the root and a span per step: {spans:#?}");
+
+        // The run's reported id is the root span, the suite.
+        let root = &spans[0];
+        assert_eq!(hex(&root.span_id), outcome.span_id, "the run's span id");
+        assert_eq!(str_attr(&root.attributes, "test.suite.name"), "journey");
+        assert_eq!(
+            str_attr(&root.attributes, "test.suite.run.status"),
+            "failure"
+        );
+        assert_eq!(
+            str_attr(&root.attributes, "user_agent.synthetic.type"),
+            "test"
+        );
+
+        // Each step's reported id is its client span, a case under the root.
+        for step in &outcome.steps {
+            let span = span_with_id(&spans, &step.span_id);
+            assert_eq!(span.parent_span_id, root.span_id, "{}", step.name);
+            assert_eq!(span.kind, span::SpanKind::Client as i32, "{}", step.name);
+            assert_eq!(str_attr(&span.attributes, "test.case.name"), step.name);
+            assert_eq!(
+                str_attr(&span.attributes, "test.case.result.status"),
+                if step.success { "pass" } else { "fail" },
+                "{}",
+                step.name
+            );
+            assert_eq!(
+                str_attr(&span.attributes, "user_agent.synthetic.type"),
+                "test"
+            );
+            assert_eq!(
+                int_attr(&span.attributes, "synthmon.step.attempts"),
+                i64::from(step.attempts)
+            );
+        }
+        let check = span_with_id(&spans, &outcome.steps[1].span_id);
+        assert_eq!(str_attr(&check.attributes, "error.type"), "status");
+        assert_eq!(
+            int_attr(&check.attributes, "http.response.status_code"),
+            404
+        );
+
+        // Every request the target saw names an exported span: the one of
+        // its step, the same for each `until` attempt.
+        let heads = heads.lock().unwrap().clone();
+        assert_eq!(heads.len(), 5, "three polls, the check, the cleanup");
+        let step_of_request = ["wait", "wait", "wait", "check", "cleanup"];
+        for (head, name) in heads.iter().zip(step_of_request) {
+            assert_eq!(header_of(head, "x-synthetic-step").as_deref(), Some(name));
+            let traceparent = header_of(head, "traceparent")
+                .unwrap_or_else(|| panic!("no traceparent in\n{head}"));
+            let parts: Vec<&str> = traceparent.split('-').collect();
+            assert_eq!(parts.len(), 4, "{traceparent}");
+            assert_eq!(parts[1], outcome.trace_id, "{traceparent}");
+            let step = outcome.steps.iter().find(|s| s.name == name).unwrap();
+            assert_eq!(parts[2], step.span_id, "{name}: {traceparent}");
+            span_with_id(&spans, parts[2]);
+        }
+        assert_eq!(str_attr(&resource, "service.instance.id"), "vm-test-1");
+    })
+    .await;
+}
+
+/// A run with no HTTP client span (here a `command`, which hands its
+/// program `TRACEPARENT`) reports the root span's id, so what its target
+/// was told is in the trace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_without_a_client_span_reports_its_root_span_which_its_target_saw() {
+    bounded(async {
+        let (endpoint, store) = grpc_receiver().await;
+        let probe = r#"name = "script"
+environments = ["target"]
+
+[command]
+program = "sh"
+args = ["-c", 'printf %s "$TRACEPARENT"']
+"#;
+        let (outcome, _) = run_probe("http://127.0.0.1:9", "", probe).await;
+        assert!(outcome.success, "{outcome:#?}");
+        let told = outcome
+            .details
+            .as_ref()
+            .and_then(|d| d.get::<synthmon::probe::command::CommandFacts>())
+            .map(|f| f.stdout.clone())
+            .unwrap_or_else(|| panic!("no command facts: {outcome:#?}"));
+        export_all(&endpoint, resource(), &[&outcome]).await;
+        let (_, spans) = trace_of(&store, &outcome);
+        assert_eq!(spans.len(), 1, "{spans:#?}");
+        let root = &spans[0];
+        assert_eq!(hex(&root.span_id), outcome.span_id);
+        assert_eq!(
+            told,
+            format!("00-{}-{}-01", hex(&root.trace_id), hex(&root.span_id)),
+            "the program's parent is the exported root span"
+        );
+        assert_eq!(str_attr(&root.attributes, "test.suite.name"), "script");
+        assert_eq!(
+            str_attr(&root.attributes, "test.suite.run.status"),
+            "success"
+        );
+        assert_eq!(
+            str_attr(&root.attributes, "user_agent.synthetic.type"),
+            "test"
+        );
+    })
+    .await;
+}
+
+/// The resource always says who exported: `service.name` (synthmon by
+/// default), `service.version`, `service.instance.id` (`[daemon] instance`,
+/// else a random UUID for the process) and, when configured, the location.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_resource_names_the_service_its_version_instance_and_location() {
+    bounded(async {
+        let outcome = health_outcome().await;
+        let (configured, configured_store) = grpc_receiver().await;
+        export_all(&configured, resource(), &[&outcome]).await;
+        let (resource_attrs, _) = trace_of(&configured_store, &outcome);
+        assert_eq!(str_attr(&resource_attrs, "service.name"), "synthmon");
+        assert_eq!(
+            str_attr(&resource_attrs, "service.version"),
+            env!("CARGO_PKG_VERSION")
+        );
+        assert_eq!(
+            str_attr(&resource_attrs, "service.instance.id"),
+            "vm-test-1"
+        );
+        assert_eq!(str_attr(&resource_attrs, "synthmon.location"), "eu-test");
+
+        let (unnamed, unnamed_store) = grpc_receiver().await;
+        export_all(&unnamed, Resource::default(), &[&outcome]).await;
+        let (resource_attrs, _) = trace_of(&unnamed_store, &outcome);
+        assert_eq!(str_attr(&resource_attrs, "service.name"), "synthmon");
+        let instance = str_attr(&resource_attrs, "service.instance.id");
+        let uuid = uuid::Uuid::parse_str(&instance).unwrap_or_else(|e| panic!("{instance}: {e}"));
+        assert_eq!(uuid.get_version_num(), 4, "{instance}");
+        assert!(
+            attr(&resource_attrs, "synthmon.location").is_none(),
+            "{resource_attrs:#?}"
+        );
+    })
+    .await;
+}
+
+/// A target that records the head of its first request, says so, and
+/// never answers.
+async fn silent_target() -> (u16, tokio::sync::oneshot::Receiver<String>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.unwrap();
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = stream.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "connection closed before the end of the head");
+            buf.extend_from_slice(&chunk[..n]);
+        }
+        let _ = tx.send(String::from_utf8_lossy(&buf).into_owned());
+        // Hold the connection until the client goes away.
+        let _ = stream.read(&mut chunk).await;
+    });
+    (port, rx)
+}
+
+/// A shutdown that cancels a flow in the middle of a step: the run is an
+/// `aborted` suite, and the step, whose request the target already had,
+/// is still reported with the span id its `traceparent` carried, a failed
+/// case in the trace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_flow_is_an_aborted_suite_and_keeps_the_step_id_the_target_saw() {
+    bounded(async {
+        let (endpoint, store) = grpc_receiver().await;
+        let (port, head) = silent_target().await;
+        let base_url = format!("http://127.0.0.1:{port}");
+        let dir = tempfile::tempdir().unwrap();
+        let flow = "name = \"stuck\"\nenvironments = [\"target\"]\ntimeout = \"15s\"\n\n\
+                    [[flow.steps]]\nname = \"hang\"\nurl = \"/hang\"\n";
+        let path = write_config(
+            dir.path(),
+            &config_with_target(&base_url),
+            &[("p.toml", flow)],
+        );
+        let config = load(&path);
+        let base = url::Url::parse(&base_url).unwrap();
+        let vars = std::collections::BTreeMap::new();
+        let cancel = tokio_util::sync::CancellationToken::new();
+        let ctx = synthmon::probe::RunContext {
+            probe: &config.probes[0],
+            env: &config.environments["target"],
+            base_url: &base,
+            tagging: &config.tagging,
+            redactor: &config.redactor,
+            vars: &vars,
+            cancel: cancel.clone(),
+            seed: None,
+            progress: None,
+        };
+        // Cancel once the target has the request, not after a guess.
+        let trigger = async {
+            let head = head.await.unwrap();
+            cancel.cancel();
+            head
+        };
+        let (outcome, head) = tokio::join!(synthmon::probe::run(&ctx), trigger);
+        assert_eq!(outcome.reason.map(|r| r.as_str()), Some("cancelled"));
+        let step = &outcome.steps[0];
+        assert_eq!((step.name.as_str(), step.success), ("hang", false));
+        let traceparent =
+            header_of(&head, "traceparent").unwrap_or_else(|| panic!("no traceparent in\n{head}"));
+        assert_eq!(
+            traceparent,
+            format!("00-{}-{}-01", outcome.trace_id, step.span_id),
+            "the cancelled step reports the id its request carried"
+        );
+
+        export_all(&endpoint, resource(), &[&outcome]).await;
+        let (_, spans) = trace_of(&store, &outcome);
+        assert_eq!(spans.len(), 2, "{spans:#?}");
+        let root = &spans[0];
+        assert_eq!(hex(&root.span_id), outcome.span_id);
+        assert_eq!(
+            str_attr(&root.attributes, "test.suite.run.status"),
+            "aborted"
+        );
+        let hang = span_with_id(&spans, &step.span_id);
+        assert_eq!(hang.parent_span_id, root.span_id);
+        assert_eq!(str_attr(&hang.attributes, "test.case.name"), "hang");
+        assert_eq!(
+            str_attr(&hang.attributes, "test.case.result.status"),
+            "fail"
+        );
+        assert_eq!(str_attr(&hang.attributes, "error.type"), "cancelled");
+        assert_eq!(
+            str_attr(&hang.attributes, "user_agent.synthetic.type"),
+            "test"
         );
     })
     .await;

@@ -1,6 +1,7 @@
 //! The dns probe against real DNS servers on 127.0.0.1: the sandbox's
-//! authoritative server (started in-process) and small UDP servers started
-//! here that count queries, drop them, or answer with garbage and wrong ids.
+//! authoritative server (started in-process: UDP, TCP, DNS over TLS and the
+//! HTTP form of DNS over HTTPS) and small UDP servers started here that
+//! count queries, drop them, or answer with garbage and wrong ids.
 //! Configs are written to temp dirs and loaded with `config::load`, then run
 //! with `once::select` + `once::run`.
 
@@ -383,6 +384,9 @@ enum Behaviour {
     JunkThenAnswer,
     /// Sends only garbage and wrong answers.
     JunkOnly,
+    /// Answers with the AD bit set when the query set it (a validating
+    /// resolver vouching for the answer).
+    Authenticated,
 }
 
 /// A UDP DNS server on 127.0.0.1 (and on [::1] at the same port, when it
@@ -492,6 +496,11 @@ fn replies(behaviour: Behaviour, query: &Message, seen: usize) -> Vec<Vec<u8>> {
             all
         }
         Behaviour::JunkOnly => junk,
+        Behaviour::Authenticated => {
+            let mut vouched = good;
+            vouched.set_authentic_data(query.authentic_data());
+            vec![vouched.to_vec().unwrap()]
+        }
     }
 }
 
@@ -692,7 +701,11 @@ expect = ["rcod == 'NOERROR'"]
     };
     at("dns.server", "\"127.0.0.1:99999\"", "port");
     at("dns.type", "\"AAA\"", "unknown record type `AAA`");
-    at("dns.transport", "\"quic\"", "expected `udp` or `tcp`");
+    at(
+        "dns.transport",
+        "\"quic\"",
+        "expected `udp`, `tcp`, `tls` or `https`, found `quic`",
+    );
     at(
         "dns.expect_rcode[1]",
         "\"NXDOMIAN\"",
@@ -811,20 +824,489 @@ async fn the_sandbox_dns_server_stops_with_the_sandbox() {
         );
         assert!(run_probe(&udp_probe).await.success);
         let mut idle = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let mut idle_dot = tokio::net::TcpStream::connect(&sb.variables()["sandbox_dot"])
+            .await
+            .unwrap();
         sb.shutdown().await;
-        // The open connection is closed, and the port stops answering.
-        let mut buf = [0u8; 16];
-        let read = tokio::time::timeout(
-            Duration::from_secs(2),
-            tokio::io::AsyncReadExt::read(&mut idle, &mut buf),
-        )
-        .await
-        .expect("the connection outlived the sandbox");
-        assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+        // The open connections are closed, and the port stops answering.
+        for idle in [&mut idle, &mut idle_dot] {
+            let mut buf = [0u8; 16];
+            let read = tokio::time::timeout(
+                Duration::from_secs(2),
+                tokio::io::AsyncReadExt::read(idle, &mut buf),
+            )
+            .await
+            .expect("the connection outlived the sandbox");
+            assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+        }
         eventually("the UDP port closing", || async {
             run_probe(&udp_probe).await.reason == Some(FailureReason::ConnectRefused)
         })
         .await;
     })
     .await;
+}
+
+/// The sandbox's DNS-over-TLS address, its DNS-over-HTTP URL and the CA
+/// file that vouches for its certificates.
+fn encrypted(sb: &Sandbox) -> (String, String, String) {
+    let vars = sb.variables();
+    (
+        vars["sandbox_dot"].clone(),
+        vars["sandbox_doh"].clone(),
+        vars["sandbox_ca_file"].clone(),
+    )
+}
+
+fn phase_names(o: &Outcome) -> Vec<&'static str> {
+    o.phases.iter().map(|p| p.name).collect()
+}
+
+fn phase(o: &Outcome, name: &str) -> Duration {
+    o.phases
+        .iter()
+        .find(|p| p.name == name)
+        .unwrap_or_else(|| panic!("no `{name}` phase: {o:#?}"))
+        .seconds
+}
+
+fn assert_contiguous(o: &Outcome) {
+    let sum: Duration = o.phases.iter().map(|p| p.seconds).sum();
+    assert_eq!(sum, o.duration, "phases are contiguous: {o:#?}");
+}
+
+#[tokio::test]
+async fn dns_over_tls_and_over_https_answer_from_the_sandbox_with_phases_that_add_up() {
+    bounded(async {
+        let sb = common::sandbox().await;
+        let (dot, doh, ca) = encrypted(&sb);
+        let outcomes = run_probes(&[
+            (
+                "dot.toml",
+                &probe(
+                    "dot",
+                    "3s",
+                    &format!(
+                        r#"server = "{dot}"
+transport = "tls"
+ca_file = "{ca}"
+name = "api.sandbox.test"
+expect = [
+  "answers[0].data == '127.0.0.1'",
+  "timings.tls > duration('0s') && timings.total >= timings.query",
+]"#
+                    ),
+                ),
+            ),
+            (
+                "dot-named.toml",
+                &probe(
+                    "dot-named",
+                    "3s",
+                    &format!(
+                        "server = \"{dot}\"\ntransport = \"tls\"\nserver_name = \"localhost\"\nca_file = \"{ca}\"\nname = \"big.sandbox.test\"\ntype = \"TXT\"\nexpect = [\"size(answers) == 40\"]"
+                    ),
+                ),
+            ),
+            (
+                "doh.toml",
+                &probe(
+                    "doh",
+                    "3s",
+                    &format!(
+                        "server = \"{doh}\"\ntransport = \"https\"\nname = \"www.sandbox.test\"\nexpect = [\"answers.map(a, a.type) == ['CNAME', 'A']\", \"timings.tls == duration('0s')\"]"
+                    ),
+                ),
+            ),
+            (
+                "doh-nx.toml",
+                &probe(
+                    "doh-nx",
+                    "3s",
+                    &format!(
+                        "server = \"{doh}\"\ntransport = \"https\"\nname = \"nope.sandbox.test\""
+                    ),
+                ),
+            ),
+        ])
+        .await;
+        for name in ["dot", "dot-named", "doh"] {
+            let o = outcome_named(&outcomes, name);
+            assert!(o.success, "{o:#?}");
+            assert!(o.responded);
+            assert_eq!(
+                phase_names(o),
+                ["resolve", "connect", "tls", "query"],
+                "{o:#?}"
+            );
+            assert_contiguous(o);
+            assert!(phase(o, "query") > Duration::ZERO, "{o:#?}");
+            let lookup = facts(o).lookup_time_seconds.unwrap();
+            assert_eq!(lookup, phase(o, "query").as_secs_f64());
+        }
+
+        let o = outcome_named(&outcomes, "dot");
+        let f = facts(o);
+        assert_eq!(f.transport, "tls");
+        assert_eq!(f.server, dot);
+        assert_eq!(f.udp_queries, 0);
+        assert!(f.authoritative);
+        assert!(phase(o, "tls") > Duration::ZERO, "{o:#?}");
+        // The certificate's expiry reaches /metrics as for every TLS kind.
+        assert!(f.earliest_cert_expiry.is_some(), "{f:#?}");
+        assert_eq!(o.cert_expiry(), f.earliest_cert_expiry);
+        assert_eq!(facts(outcome_named(&outcomes, "dot-named")).answers.len(), 40);
+
+        let o = outcome_named(&outcomes, "doh");
+        let f = facts(o);
+        assert_eq!(f.transport, "https");
+        assert_eq!(f.server, doh);
+        assert_eq!(f.http_status, Some(200));
+        assert_eq!(f.earliest_cert_expiry, None, "plain HTTP has no certificate");
+        assert_eq!(phase(o, "tls"), Duration::ZERO);
+
+        // The same answer checks as over UDP: an NXDOMAIN fails on its rcode.
+        let o = outcome_named(&outcomes, "doh-nx");
+        assert_eq!(o.reason, Some(FailureReason::Rcode), "{o:#?}");
+        assert!(o.error.as_deref().unwrap().contains("NXDOMAIN"), "{o:#?}");
+        assert_eq!(facts(o).http_status, Some(200));
+        sb.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn dns_over_tls_certificate_failures_read_as_everywhere_else() {
+    bounded(async {
+        let sb = common::sandbox().await;
+        let (dot, _, ca) = encrypted(&sb);
+        let expired = sb.variables()["sandbox_tls_expired"].clone();
+        let outcomes = run_probes(&[
+            (
+                "wrong-name.toml",
+                &probe(
+                    "wrong-name",
+                    "3s",
+                    &format!(
+                        "server = \"{dot}\"\ntransport = \"tls\"\nserver_name = \"wrong.example\"\nca_file = \"{ca}\"\nname = \"api.sandbox.test\""
+                    ),
+                ),
+            ),
+            (
+                "untrusted.toml",
+                &probe(
+                    "untrusted",
+                    "3s",
+                    &format!(
+                        "server = \"{dot}\"\ntransport = \"tls\"\nname = \"api.sandbox.test\""
+                    ),
+                ),
+            ),
+            (
+                "expired.toml",
+                &probe(
+                    "expired",
+                    "3s",
+                    &format!(
+                        "server = \"{expired}\"\ntransport = \"tls\"\nca_file = \"{ca}\"\nname = \"api.sandbox.test\""
+                    ),
+                ),
+            ),
+        ])
+        .await;
+        for (name, reason, words) in [
+            (
+                "wrong-name",
+                FailureReason::CertHostname,
+                "certificate is not valid for",
+            ),
+            (
+                "untrusted",
+                FailureReason::CertUntrusted,
+                "is not trusted: unknown issuer",
+            ),
+            ("expired", FailureReason::CertExpired, "expired on"),
+        ] {
+            let o = outcome_named(&outcomes, name);
+            assert_eq!(o.reason, Some(reason), "{o:#?}");
+            assert!(o.error.as_deref().unwrap().contains(words), "{o:#?}");
+            assert!(!o.responded, "{o:#?}");
+            // Nothing was asked: the run stopped in the handshake.
+            assert_eq!(facts(o).lookup_time_seconds, None, "{o:#?}");
+            assert_eq!(phase(o, "query"), Duration::ZERO, "{o:#?}");
+            assert_contiguous(o);
+        }
+        sb.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn dns_over_https_fails_on_status_and_content_type_before_the_answer() {
+    bounded(async {
+        let sb = common::sandbox().await;
+        let base = sb.base_url();
+        let doh = |name: &str, path: &str| {
+            probe(
+                name,
+                "3s",
+                &format!(
+                    "server = \"{base}{path}\"\ntransport = \"https\"\nname = \"api.sandbox.test\""
+                ),
+            )
+        };
+        let outcomes = run_probes(&[
+            ("missing.toml", &doh("missing", "/no-such-dns-query")),
+            ("json.toml", &doh("json", "/status/200")),
+            ("echo.toml", &doh("echo", "/echo")),
+        ])
+        .await;
+
+        let o = outcome_named(&outcomes, "missing");
+        assert_eq!(o.reason, Some(FailureReason::Status), "{o:#?}");
+        assert!(o.error.as_deref().unwrap().contains("HTTP 404"), "{o:#?}");
+        assert_eq!(facts(o).http_status, Some(404));
+        assert_eq!(facts(o).rcode, None);
+        assert_contiguous(o);
+
+        let o = outcome_named(&outcomes, "json");
+        assert_eq!(o.reason, Some(FailureReason::Protocol), "{o:#?}");
+        let error = o.error.as_deref().unwrap();
+        assert!(
+            error.contains("content type `application/json`")
+                && error.contains("expected application/dns-message"),
+            "{error}"
+        );
+
+        // /echo returns the query itself, in the right media type: the id
+        // matches but it is not a response.
+        let o = outcome_named(&outcomes, "echo");
+        assert_eq!(o.reason, Some(FailureReason::Protocol), "{o:#?}");
+        let error = o.error.as_deref().unwrap();
+        assert!(
+            error.contains("a query where a response was expected"),
+            "{error}"
+        );
+        sb.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn expect_ad_asks_for_the_ad_bit_and_fails_an_answer_without_it() {
+    bounded(async {
+        let vouching = TestServer::start(Behaviour::Authenticated).await;
+        let plain = TestServer::start(Behaviour::Answer).await;
+        let ad = |name: &str, port: u16| {
+            probe(
+                name,
+                "3s",
+                &format!(
+                    "server = \"127.0.0.1:{port}\"\nname = \"www.example.test\"\nexpect_ad = true\nexpect = [\"authenticated\"]"
+                ),
+            )
+        };
+        let outcomes = run_probes(&[
+            ("vouched.toml", &ad("vouched", vouching.port)),
+            ("unvouched.toml", &ad("unvouched", plain.port)),
+        ])
+        .await;
+        let o = outcome_named(&outcomes, "vouched");
+        assert!(o.success, "{o:#?}");
+        assert!(facts(o).authenticated);
+        assert!(o.assertions.iter().all(|a| a.passed), "{o:#?}");
+
+        let o = outcome_named(&outcomes, "unvouched");
+        assert_eq!(o.reason, Some(FailureReason::Assertion), "{o:#?}");
+        assert!(o.error.as_deref().unwrap().contains("without the AD bit"), "{o:#?}");
+        let check = o
+            .assertions
+            .iter()
+            .find(|a| a.expression.contains("expect_ad"))
+            .unwrap();
+        assert!(!check.passed);
+        assert_eq!(check.actual, "authenticated = false");
+        assert!(!facts(o).authenticated);
+    })
+    .await;
+}
+
+#[test]
+fn encrypted_transport_load_errors_are_located() {
+    const BAD: &str = r#"name = "bad-encrypted"
+environments = ["target"]
+
+[dns]
+server = "http://dns.example/dns-query"
+transport = "https"
+name = "api.sandbox.test"
+ca_file = "no-such-ca.pem"
+"#;
+    const BAD_DOT: &str = r#"name = "bad-dot"
+environments = ["target"]
+
+[dns]
+server = "https://dns.example/dns-query"
+transport = "tls"
+server_name = "not a name"
+name = "api.sandbox.test"
+"#;
+    const BAD_UDP: &str = r#"name = "bad-udp"
+environments = ["target"]
+
+[dns]
+server = "127.0.0.1"
+name = "api.sandbox.test"
+server_name = "dns.example"
+ca_file = "ca.pem"
+"#;
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(
+        dir.path(),
+        &config_with_target("http://127.0.0.1:9"),
+        &[
+            ("bad.toml", BAD),
+            ("dot.toml", BAD_DOT),
+            ("udp.toml", BAD_UDP),
+        ],
+    );
+    let opts = synthmon::config::LoadOptions {
+        config_path: Some(path),
+        overrides: vec![],
+    };
+    let Err(diagnostics) = synthmon::plan::load(&opts) else {
+        panic!("three broken probes loaded");
+    };
+    let diagnostics = diagnostics.0;
+    let at = |file: &str, text: &str, key: &str, needle: &str, message: &str| {
+        let d = diagnostics
+            .iter()
+            .find(|d| d.key == key && d.file.ends_with(file))
+            .unwrap_or_else(|| panic!("no error at `{key}` in {file}: {diagnostics:#?}"));
+        assert_eq!((d.line, d.column), position_of(text, needle), "{d:?}");
+        assert!(d.message.contains(message), "{d:?}");
+    };
+    at(
+        "bad.toml",
+        BAD,
+        "dns.server",
+        "\"http://dns.example/dns-query\"",
+        "`http://` is allowed for loopback hosts only",
+    );
+    at(
+        "bad.toml",
+        BAD,
+        "dns.ca_file",
+        "\"no-such-ca.pem\"",
+        "no-such-ca.pem",
+    );
+    at(
+        "dot.toml",
+        BAD_DOT,
+        "dns.server",
+        "\"https://dns.example/dns-query\"",
+        "set `transport = \"https\"`",
+    );
+    at(
+        "dot.toml",
+        BAD_DOT,
+        "dns.server_name",
+        "\"not a name\"",
+        "expected a DNS name or an IP address",
+    );
+    at(
+        "udp.toml",
+        BAD_UDP,
+        "dns.server_name",
+        "\"dns.example\"",
+        "applies with `transport = \"tls\"` or `\"https\"` only",
+    );
+    at(
+        "udp.toml",
+        BAD_UDP,
+        "dns.ca_file",
+        "\"ca.pem\"",
+        "applies with `transport = \"tls\"` or `\"https\"` only",
+    );
+}
+
+#[tokio::test]
+async fn the_sandbox_answers_dns_over_http_by_get_and_post_only_as_dns_messages() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    bounded(async {
+        let sb = common::sandbox().await;
+        let addr = sb.addr();
+        let mut query = Message::new();
+        query.set_id(0).add_query(hickory_proto::op::Query::query(
+            "api.sandbox.test.".parse().unwrap(),
+            hickory_proto::rr::RecordType::A,
+        ));
+        let bytes = query.to_vec().unwrap();
+        // RFC 8484's GET form: base64url without padding.
+        let encoded = base64url(&bytes);
+        let send = |head: String, body: Vec<u8>| async move {
+            let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+            tcp.write_all(head.as_bytes()).await.unwrap();
+            tcp.write_all(&body).await.unwrap();
+            let mut raw = Vec::new();
+            tcp.read_to_end(&mut raw).await.unwrap();
+            let split = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+            let head = String::from_utf8_lossy(&raw[..split]).to_ascii_lowercase();
+            (head, raw[split + 4..].to_vec())
+        };
+        let (head, body) = send(
+            format!(
+                "GET /dns-query?dns={encoded} HTTP/1.1\r\nhost: {addr}\r\naccept: application/dns-message\r\nconnection: close\r\n\r\n"
+            ),
+            Vec::new(),
+        )
+        .await;
+        assert!(head.starts_with("http/1.1 200"), "{head}");
+        assert!(head.contains("content-type: application/dns-message"), "{head}");
+        let answer = Message::from_vec(&body).unwrap();
+        assert_eq!(answer.id(), 0);
+        assert_eq!(answer.answers()[0].data().to_string(), "127.0.0.1");
+
+        let (head, _) = send(
+            format!(
+                "POST /dns-query HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                bytes.len()
+            ),
+            bytes.clone(),
+        )
+        .await;
+        assert!(head.starts_with("http/1.1 415"), "{head}");
+        let (head, _) = send(
+            format!(
+                "POST /dns-query HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/dns-message\r\ncontent-length: 7\r\nconnection: close\r\n\r\n"
+            ),
+            b"garbage".to_vec(),
+        )
+        .await;
+        assert!(head.starts_with("http/1.1 400"), "{head}");
+        let (head, _) = send(
+            format!("GET /dns-query?dns=%2B%2F HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n"),
+            Vec::new(),
+        )
+        .await;
+        assert!(head.starts_with("http/1.1 400"), "{head}");
+        sb.shutdown().await;
+    })
+    .await;
+}
+
+/// base64url without padding (RFC 4648 §5), as RFC 8484's GET form wants.
+fn base64url(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
+        for i in 0..=chunk.len() {
+            out.push(char::from(ALPHABET[(n >> (18 - 6 * i) & 63) as usize]));
+        }
+    }
+    out
 }

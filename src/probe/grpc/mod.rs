@@ -43,7 +43,9 @@ use wire::NOT_FOUND;
 pub use facts::GrpcFacts;
 pub use spec::{GrpcSpec, RawGrpc, SCOPE};
 pub use wire::{HEALTH_CHECK_PATH, code_name};
-pub(crate) use wire::{fields, frame, unframe};
+/// The wire parsers, for the fuzz tests (tests/suite/fuzz.rs).
+#[doc(hidden)]
+pub use wire::{decode_health_response, fields, frame, percent_decode, unframe};
 
 pub async fn run(spec: &GrpcSpec, ctx: &RunContext<'_>) -> Outcome {
     let ids = RunIds::generate();

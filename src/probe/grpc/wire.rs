@@ -25,7 +25,7 @@ pub(super) fn health_request(service: &str) -> Bytes {
 }
 
 /// A gRPC length-prefixed message, uncompressed.
-pub(crate) fn frame(message: &[u8]) -> Bytes {
+pub fn frame(message: &[u8]) -> Bytes {
     let mut out = BytesMut::with_capacity(5 + message.len());
     out.put_u8(0);
     out.put_u32(message.len() as u32);
@@ -34,7 +34,7 @@ pub(crate) fn frame(message: &[u8]) -> Bytes {
 }
 
 /// The one message of a length-prefixed body; `Err` says what is wrong.
-pub(crate) fn unframe(body: &[u8]) -> Result<&[u8], String> {
+pub fn unframe(body: &[u8]) -> Result<&[u8], String> {
     let [flag, a, b, c, d, rest @ ..] = body else {
         return Err(format!(
             "expected a length-prefixed message, got {} bytes",
@@ -77,7 +77,7 @@ fn varint(input: &[u8]) -> Result<(u64, &[u8]), String> {
 /// Walks the fields of a protobuf message, calling `on_field` with each
 /// field number and its varint value (or `None` for other wire types, which
 /// are skipped).
-pub(crate) fn fields(
+pub fn fields(
     mut input: &[u8],
     mut on_field: impl FnMut(u64, Option<u64>, &[u8]),
 ) -> Result<(), String> {
@@ -109,7 +109,7 @@ pub(crate) fn fields(
 
 /// The `status` of a framed `HealthCheckResponse` (0, UNKNOWN, when the
 /// field is absent, as proto3 defines).
-pub(super) fn decode_health_response(body: &[u8]) -> Result<u64, String> {
+pub fn decode_health_response(body: &[u8]) -> Result<u64, String> {
     let message = unframe(body)?;
     let mut status = 0;
     fields(message, |number, value, _| {
@@ -172,7 +172,7 @@ pub(super) fn http_to_grpc(status: u16) -> u32 {
 }
 
 /// Decodes a percent-encoded `grpc-message`, capped in length.
-pub(super) fn percent_decode(raw: &[u8]) -> String {
+pub fn percent_decode(raw: &[u8]) -> String {
     let mut out = Vec::with_capacity(raw.len());
     let mut i = 0;
     while i < raw.len() {

@@ -40,6 +40,9 @@ pub use facts::{MAX_DATA_CHARS, MAX_DATA_KEPT, StreamFacts};
 pub use session::run;
 pub use spec::{RawStream, SCOPE, StreamSpec};
 pub use sse::Mode;
+/// The parser itself, for the fuzz tests (tests/suite/fuzz.rs).
+#[doc(hidden)]
+pub use sse::{Event, Parser};
 
 /// The registry's line for `[stream]`.
 pub const KIND: KindEntry = KindEntry {

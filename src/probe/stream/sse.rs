@@ -24,15 +24,15 @@ impl Mode {
 
 /// One event as parsed.
 #[derive(Debug, PartialEq, Eq)]
-pub(super) struct Event {
+pub struct Event {
     /// The last event id buffer at dispatch; `None` until an `id:` field on
     /// this connection set it (or when it was set to "").
-    pub(super) id: Option<String>,
-    pub(super) data: String,
+    pub id: Option<String>,
+    pub data: String,
 }
 
 /// Cuts a body into events, bounded by `max` bytes per event (and per line).
-pub(super) struct Parser {
+pub struct Parser {
     mode: Mode,
     max: u64,
     /// The line being read.
@@ -49,7 +49,7 @@ pub(super) struct Parser {
 }
 
 impl Parser {
-    pub(super) fn new(mode: Mode, max: u64) -> Self {
+    pub fn new(mode: Mode, max: u64) -> Self {
         Parser {
             mode,
             max,
@@ -65,7 +65,7 @@ impl Parser {
     /// Feeds a piece of body, pushing every completed event to `out`. Fails
     /// with the size reached when an event grows past the cap (the events
     /// completed before it are still pushed).
-    pub(super) fn feed(&mut self, bytes: &[u8], out: &mut Vec<Event>) -> Result<(), u64> {
+    pub fn feed(&mut self, bytes: &[u8], out: &mut Vec<Event>) -> Result<(), u64> {
         if self.mode == Mode::Chunked {
             if bytes.len() as u64 > self.max {
                 return Err(bytes.len() as u64);

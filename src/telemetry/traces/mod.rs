@@ -8,10 +8,13 @@
 //! spans through the SDK's `Tracer` would invent new span ids and break that
 //! link; instead [`TraceExporter::record`] builds
 //! [`SpanData`](opentelemetry_sdk::trace::SpanData) values itself: a root
-//! span `probe <name>` with a fresh id, and, for an HTTP run, a client span
-//! under it whose id is exactly `outcome.span_id`. The client span follows
-//! the OpenTelemetry HTTP client semantic conventions and carries
-//! `user_agent.synthetic.type = "test"`.
+//! span `probe <name>` and, for an HTTP run, a client span under it whose
+//! id is exactly `outcome.span_id` (without one, the root takes that id),
+//! and a client span per flow step with the step's id. Client spans follow
+//! the OpenTelemetry HTTP client semantic conventions; the root and the
+//! client spans follow the test conventions (a run is a suite, a request
+//! or step a case), and every span carries
+//! `user_agent.synthetic.type = "test"` (see `spans`).
 //!
 //! **Our own bounded queue, not the SDK's batch processor.** `record` only
 //! ever does a `try_send` into a queue that holds at most

@@ -4,7 +4,7 @@
 //! and every span is counted as exported or dropped.
 
 use super::settings::{Resource, Settings};
-use super::spans::spans;
+use super::spans::{span_count, spans};
 use crate::config::{OtlpProtocol, TelemetryConfig, TlsOptions};
 use crate::outcome::Outcome;
 use http::HeaderMap;
@@ -105,9 +105,7 @@ impl TraceExporter {
     /// when the queue already holds `queue_size` spans, these are dropped
     /// and counted instead.
     pub fn record(&self, outcome: &Outcome) {
-        let n = 1
-            + usize::from(outcome.http.is_some())
-            + outcome.steps.iter().filter(|s| s.http.is_some()).count();
+        let n = span_count(outcome);
         // Reserve room first, so that a full queue costs no allocation.
         let reserved = self
             .counters

@@ -7,7 +7,9 @@ use crate::config::DEFAULT_OTLP_TIMEOUT;
 use crate::config::{OtlpProtocol, TelemetryConfig};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use opentelemetry::{KeyValue, Value};
+use rand::Rng;
 use std::collections::BTreeMap;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 const TRACES_ENDPOINT: &str = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT";
@@ -21,8 +23,11 @@ const TIMEOUT: &str = "OTEL_EXPORTER_OTLP_TIMEOUT";
 const SERVICE_NAME: &str = "OTEL_SERVICE_NAME";
 const RESOURCE_ATTRIBUTES: &str = "OTEL_RESOURCE_ATTRIBUTES";
 
-/// Who is exporting: becomes `service.instance.id` and `synthmon.location`
-/// on the OTLP resource (each only when non-empty).
+/// Who is exporting: `[daemon] instance` and `location`, which become
+/// `service.instance.id` and `synthmon.location` on the OTLP resource.
+/// Without an instance, `OTEL_RESOURCE_ATTRIBUTES`' `service.instance.id`
+/// applies, else a random UUID for the process; without a location there
+/// is no `synthmon.location`.
 #[derive(Debug, Clone, Default)]
 pub struct Resource {
     pub instance: String,
@@ -181,8 +186,10 @@ impl Settings {
     }
 }
 
-/// The OTLP resource: `OTEL_RESOURCE_ATTRIBUTES`, then `service.name`,
-/// `service.version`, `service.instance.id` and `synthmon.location`.
+/// The OTLP resource: `OTEL_RESOURCE_ATTRIBUTES`, then `service.name`
+/// (`[telemetry] service_name`, `OTEL_SERVICE_NAME`, the variable's
+/// `service.name`, `synthmon`), `service.version`, `service.instance.id`
+/// and `synthmon.location` (see [`Resource`]).
 fn otel_resource(
     config: &TelemetryConfig,
     resource: &Resource,
@@ -212,6 +219,8 @@ fn otel_resource(
             "service.instance.id".into(),
             resource.instance.clone().into(),
         );
+    } else if !attributes.contains_key("service.instance.id") {
+        attributes.insert("service.instance.id".into(), process_instance_id().into());
     }
     if !resource.location.is_empty() {
         attributes.insert("synthmon.location".into(), resource.location.clone().into());
@@ -219,6 +228,20 @@ fn otel_resource(
     opentelemetry_sdk::Resource::builder_empty()
         .with_attributes(attributes.into_iter().map(|(k, v)| KeyValue::new(k, v)))
         .build()
+}
+
+/// This process's `service.instance.id` when nothing names the instance:
+/// a random (version 4) UUID, as the semantic conventions recommend
+/// (`service.instance.id` must tell instances of a service apart), drawn
+/// once so that every exporter of the process, across reloads, uses it.
+fn process_instance_id() -> String {
+    static ID: OnceLock<String> = OnceLock::new();
+    ID.get_or_init(|| {
+        uuid::Builder::from_random_bytes(rand::rng().random())
+            .into_uuid()
+            .to_string()
+    })
+    .clone()
 }
 
 /// Parses the `key=value,key2=value2` lists of `OTEL_EXPORTER_OTLP_HEADERS`
@@ -293,6 +316,63 @@ mod tests {
         Settings::resolve(config, &Resource::default(), &env_of(env)).unwrap_or_else(|e| {
             panic!("settings do not resolve: {e}");
         })
+    }
+
+    /// The resource attribute `key` of `s`, as text.
+    fn resource_attr(s: &Settings, key: &'static str) -> Option<String> {
+        s.resource
+            .get(&opentelemetry::Key::from_static_str(key))
+            .map(|v| v.to_string())
+    }
+
+    #[test]
+    fn the_resource_always_names_the_instance() {
+        let mut c = config();
+        c.otlp_endpoint = Some("http://collector:4317".into());
+        let at = |resource: &Resource, env: &[(&str, &str)]| {
+            Settings::resolve(&c, resource, &env_of(env))
+                .unwrap_or_else(|e| panic!("{e}"))
+                .unwrap_or_else(|| panic!("no settings"))
+        };
+        let configured = Resource {
+            instance: "vm-1".into(),
+            location: "eu-west".into(),
+        };
+        let from_env = [(RESOURCE_ATTRIBUTES, "service.instance.id=pod-7")];
+        let s = at(&configured, &from_env);
+        assert_eq!(
+            resource_attr(&s, "service.instance.id").as_deref(),
+            Some("vm-1")
+        );
+        assert_eq!(
+            resource_attr(&s, "synthmon.location").as_deref(),
+            Some("eu-west")
+        );
+        assert_eq!(
+            resource_attr(&s, "service.name").as_deref(),
+            Some("synthmon")
+        );
+        assert_eq!(
+            resource_attr(&s, "service.version").as_deref(),
+            Some(env!("CARGO_PKG_VERSION"))
+        );
+
+        let s = at(&Resource::default(), &from_env);
+        assert_eq!(
+            resource_attr(&s, "service.instance.id").as_deref(),
+            Some("pod-7")
+        );
+        assert_eq!(resource_attr(&s, "synthmon.location"), None);
+
+        let generated = resource_attr(&at(&Resource::default(), &[]), "service.instance.id")
+            .unwrap_or_else(|| panic!("no service.instance.id"));
+        let uuid = uuid::Uuid::parse_str(&generated).unwrap_or_else(|e| panic!("{generated}: {e}"));
+        assert_eq!(uuid.get_version_num(), 4, "{generated}");
+        assert_eq!(
+            resource_attr(&at(&Resource::default(), &[]), "service.instance.id"),
+            Some(generated),
+            "one id per process"
+        );
     }
 
     #[test]

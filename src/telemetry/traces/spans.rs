@@ -1,9 +1,31 @@
 //! Building the spans of one run from its [`Outcome`]: the root span
-//! `probe <name>` and a client span per HTTP exchange, whose ids are the
-//! ones the probe sent in `traceparent`. Client spans follow the
-//! OpenTelemetry HTTP client semantic conventions.
+//! `probe <name>` (the test suite) and a client span per HTTP exchange or
+//! flow step (a test case), whose ids are the ones the probe sent in
+//! `traceparent`. Client spans follow the OpenTelemetry HTTP client
+//! semantic conventions; every span follows the test conventions and
+//! carries `user_agent.synthetic.type = "test"`.
+//!
+//! **Every id an outcome reports is an exported span.** `Outcome::span_id`
+//! is the HTTP client span's id when the run made one exchange (`http`);
+//! otherwise (a flow, a workload, a kind that is not HTTP, a request that
+//! could not be built) it is the root span's id, so the `traceparent` a
+//! gRPC call, a stream or a command carried hangs its target's spans under
+//! the run. Each flow step's `span_id` is its client span's id.
+//!
+//! **Test conventions** (OpenTelemetry semantic conventions, attribute
+//! registry, group `test`, added in v1.27.0 by
+//! open-telemetry/semantic-conventions#1075, stability "development";
+//! <https://opentelemetry.io/docs/specs/semconv/registry/attributes/test/>):
+//! `test.suite.name` and `test.suite.run.status` (well-known values
+//! `success`, `failure`, `skipped`, `aborted`, `timed_out`, `in_progress`)
+//! on the root; `test.case.name` and `test.case.result.status` (`pass`,
+//! `fail`) on each client span. A probe run is one suite run named after
+//! the probe; a flow step is a case named after the step, the exchange of
+//! a single-request probe a case named after the probe. `skipped` and
+//! `in_progress` never apply: a span is built once the run is over, and a
+//! run that did not start makes no outcome.
 
-use crate::outcome::{FailureReason, HttpFacts, Outcome};
+use crate::outcome::{FailureReason, HttpFacts, Outcome, StepOutcome};
 use opentelemetry::trace::{
     SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState,
 };
@@ -13,8 +35,19 @@ use rand::Rng;
 use std::borrow::Cow;
 use std::time::{Duration, SystemTime};
 
-/// The spans of one run: the root span and, for an HTTP run, the client
-/// span under it. `None` when the outcome's trace or span id is not valid.
+/// `test.suite.name`: the probe.
+const TEST_SUITE_NAME: &str = "test.suite.name";
+/// `test.suite.run.status`: see [`suite_run_status`].
+const TEST_SUITE_RUN_STATUS: &str = "test.suite.run.status";
+/// `test.case.name`: the flow step, or the probe of a single request.
+const TEST_CASE_NAME: &str = "test.case.name";
+/// `test.case.result.status`: `pass` or `fail`.
+const TEST_CASE_RESULT_STATUS: &str = "test.case.result.status";
+
+/// The spans of one run: the root span, the client span of an HTTP run and
+/// one client span per flow step that ran. `None` when the outcome's trace
+/// id is not valid, or its span id is not valid while a client span needs
+/// it.
 pub(super) fn spans(outcome: &Outcome) -> Option<Vec<SpanData>> {
     let trace_id = TraceId::from_hex(&outcome.trace_id)
         .ok()
@@ -32,15 +65,23 @@ pub(super) fn spans(outcome: &Outcome) -> Option<Vec<SpanData>> {
         .iter()
         .map(|s| start + s.offset + s.duration)
         .fold(start + outcome.duration, SystemTime::max);
-    let client_id = match &outcome.http {
-        Some(_) => Some(
-            SpanId::from_hex(&outcome.span_id)
-                .ok()
-                .filter(|s| *s != SpanId::INVALID)?,
-        ),
-        None => None,
+    let reported = valid_span_id(&outcome.span_id);
+    let steps: Vec<(&StepOutcome, SpanId)> = outcome
+        .steps
+        .iter()
+        .filter_map(|s| Some((s, valid_span_id(&s.span_id)?)))
+        .collect();
+    let mut taken: Vec<SpanId> = steps.iter().map(|(_, id)| *id).collect();
+    // The reported id names the client span of an HTTP run, else the root.
+    let (root_id, client_id) = match (&outcome.http, reported) {
+        (Some(_), None) => return None,
+        (Some(_), Some(client)) => {
+            taken.push(client);
+            (fresh_span_id(&taken), Some(client))
+        }
+        (None, Some(root)) => (root, None),
+        (None, None) => (fresh_span_id(&taken), None),
     };
-    let root_id = fresh_span_id(client_id);
     let scope = InstrumentationScope::builder("synthmon")
         .with_version(env!("CARGO_PKG_VERSION"))
         .build();
@@ -52,6 +93,21 @@ pub(super) fn spans(outcome: &Outcome) -> Option<Vec<SpanData>> {
             false,
             TraceState::NONE,
         )
+    };
+    let span = |id, parent, kind, name, (start_time, end_time), attributes, status| SpanData {
+        span_context: context(id),
+        parent_span_id: parent,
+        parent_span_is_remote: false,
+        span_kind: kind,
+        name,
+        start_time,
+        end_time,
+        attributes,
+        dropped_attributes_count: 0,
+        events: SpanEvents::default(),
+        links: SpanLinks::default(),
+        status,
+        instrumentation_scope: scope.clone(),
     };
     let error_status = || {
         Status::error(
@@ -76,33 +132,29 @@ pub(super) fn spans(outcome: &Outcome) -> Option<Vec<SpanData>> {
                 "failure"
             },
         ),
+        KeyValue::new(TEST_SUITE_NAME, outcome.probe.clone()),
+        KeyValue::new(TEST_SUITE_RUN_STATUS, suite_run_status(outcome)),
+        synthetic(),
     ];
     if !outcome.success {
         if let Some(reason) = outcome.reason {
             root_attributes.push(KeyValue::new("synthmon.failure_reason", reason.as_str()));
         }
     }
-    let root = SpanData {
-        span_context: context(root_id),
-        parent_span_id: SpanId::INVALID,
-        parent_span_is_remote: false,
-        span_kind: SpanKind::Internal,
-        name: Cow::Owned(format!("probe {}", outcome.probe)),
-        start_time: start,
-        end_time: end,
-        attributes: root_attributes,
-        dropped_attributes_count: 0,
-        events: SpanEvents::default(),
-        links: SpanLinks::default(),
-        status: if outcome.success {
+    let mut spans = vec![span(
+        root_id,
+        SpanId::INVALID,
+        SpanKind::Internal,
+        Cow::Owned(format!("probe {}", outcome.probe)),
+        (start, end),
+        root_attributes,
+        if outcome.success {
             Status::Ok
         } else {
             error_status()
         },
-        instrumentation_scope: scope.clone(),
-    };
+    )];
 
-    let mut spans = vec![root];
     if let (Some(http), Some(client_id)) = (&outcome.http, client_id) {
         let exchange = http.phases.sum();
         let client_end = if exchange > Duration::ZERO && exchange <= outcome.duration {
@@ -110,72 +162,130 @@ pub(super) fn spans(outcome: &Outcome) -> Option<Vec<SpanData>> {
         } else {
             end
         };
-        let (name, attributes) = http_client_attributes(outcome.success, outcome.reason, http);
-        spans.push(SpanData {
-            span_context: context(client_id),
-            parent_span_id: root_id,
-            parent_span_is_remote: false,
-            span_kind: SpanKind::Client,
+        let (name, mut attributes) = http_client_attributes(outcome.success, outcome.reason, http);
+        attributes.extend(test_case(&outcome.probe, outcome.success));
+        spans.push(span(
+            client_id,
+            root_id,
+            SpanKind::Client,
             name,
-            start_time: start,
-            end_time: client_end,
+            (start, client_end),
             attributes,
-            dropped_attributes_count: 0,
-            events: SpanEvents::default(),
-            links: SpanLinks::default(),
             // Semantic conventions leave a successful client span unset.
-            status: if outcome.success {
+            if outcome.success {
                 Status::Unset
             } else {
                 error_status()
             },
-            instrumentation_scope: scope.clone(),
-        });
+        ));
     }
-    // One client span per flow step that sent a request, with the span id
-    // its `traceparent` carried.
-    for step in &outcome.steps {
-        let (Some(http), Ok(id)) = (&step.http, SpanId::from_hex(&step.span_id)) else {
-            continue;
+    // One client span per flow step that ran, with the span id its
+    // `traceparent` carried (every `until` attempt carries the same one).
+    // A step whose request could not be built has no HTTP facts: its span
+    // says only which case failed and why.
+    for (step, id) in steps {
+        let (name, mut attributes) = match &step.http {
+            Some(http) => http_client_attributes(step.success, step.reason, http),
+            None => (
+                Cow::Borrowed("HTTP"),
+                base_attributes(step.success, step.reason),
+            ),
         };
-        if id == SpanId::INVALID {
-            continue;
-        }
-        let (name, mut attributes) = http_client_attributes(step.success, step.reason, http);
+        attributes.extend(test_case(&step.name, step.success));
         attributes.push(KeyValue::new("synthmon.step", step.name.clone()));
         attributes.push(KeyValue::new(
             "synthmon.step.attempts",
             i64::from(step.attempts),
         ));
-        spans.push(SpanData {
-            span_context: context(id),
-            parent_span_id: root_id,
-            parent_span_is_remote: false,
-            span_kind: SpanKind::Client,
+        spans.push(span(
+            id,
+            root_id,
+            SpanKind::Client,
             name,
-            start_time: start + step.offset,
-            end_time: start + step.offset + step.duration,
+            (start + step.offset, start + step.offset + step.duration),
             attributes,
-            dropped_attributes_count: 0,
-            events: SpanEvents::default(),
-            links: SpanLinks::default(),
-            status: if step.success {
+            if step.success {
                 Status::Unset
             } else {
                 Status::error(step.error.clone().unwrap_or_else(|| "failed".to_owned()))
             },
-            instrumentation_scope: scope.clone(),
-        });
+        ));
     }
     Some(spans)
 }
 
-/// A random span id, never invalid and never `avoid`.
-fn fresh_span_id(avoid: Option<SpanId>) -> SpanId {
+/// How many spans [`spans`] builds for `outcome` (when it builds any),
+/// counted without building them: the exporter reserves queue room first.
+pub(super) fn span_count(outcome: &Outcome) -> usize {
+    1 + usize::from(outcome.http.is_some())
+        + outcome
+            .steps
+            .iter()
+            .filter(|s| valid_span_id(&s.span_id).is_some())
+            .count()
+}
+
+/// `test.suite.run.status` of a finished run: `success`; `aborted` when
+/// synthmon cut the run short (a shutdown: `cancelled`) or could not carry
+/// it out (`resource`: it ran out of file descriptors), neither being a
+/// verdict on the target; `timed_out` when the run's deadline passed
+/// (`timeout`, `connect_timeout`); `failure` otherwise. A step's `until`
+/// that never held is a `failure`: its condition, not the run, ran out of
+/// time.
+fn suite_run_status(outcome: &Outcome) -> &'static str {
+    if outcome.success {
+        return "success";
+    }
+    match outcome.reason {
+        Some(FailureReason::Cancelled | FailureReason::Resource) => "aborted",
+        Some(FailureReason::Timeout | FailureReason::ConnectTimeout) => "timed_out",
+        _ => "failure",
+    }
+}
+
+/// `test.case.name` and `test.case.result.status` of one case.
+fn test_case(name: &str, success: bool) -> [KeyValue; 2] {
+    [
+        KeyValue::new(TEST_CASE_NAME, name.to_owned()),
+        KeyValue::new(
+            TEST_CASE_RESULT_STATUS,
+            if success { "pass" } else { "fail" },
+        ),
+    ]
+}
+
+/// `user_agent.synthetic.type = "test"`, on every span so that any of
+/// them can be told from real traffic.
+fn synthetic() -> KeyValue {
+    KeyValue::new("user_agent.synthetic.type", "test")
+}
+
+/// What every client span carries: `user_agent.synthetic.type`, and
+/// `error.type` when its case failed.
+fn base_attributes(success: bool, reason: Option<FailureReason>) -> Vec<KeyValue> {
+    let mut attributes = vec![synthetic()];
+    if !success {
+        attributes.push(error_type(reason));
+    }
+    attributes
+}
+
+/// `error.type`: the failure reason, or `_OTHER` without one.
+fn error_type(reason: Option<FailureReason>) -> KeyValue {
+    KeyValue::new("error.type", reason.map_or("_OTHER", |r| r.as_str()))
+}
+
+/// `id` as a span id, unless it is not one or is all zeros.
+fn valid_span_id(id: &str) -> Option<SpanId> {
+    SpanId::from_hex(id).ok().filter(|s| *s != SpanId::INVALID)
+}
+
+/// A random span id, never invalid and never one of `taken`.
+fn fresh_span_id(taken: &[SpanId]) -> SpanId {
     let mut rng = rand::rng();
     loop {
         let id = SpanId::from_bytes(rng.random::<[u8; 8]>());
-        if id != SpanId::INVALID && Some(id) != avoid {
+        if id != SpanId::INVALID && !taken.contains(&id) {
             return id;
         }
     }
@@ -232,11 +342,7 @@ fn http_client_attributes(
             i64::from(status),
         ));
     }
-    attributes.push(KeyValue::new("user_agent.synthetic.type", "test"));
-    if !success {
-        let kind = reason.map_or("_OTHER", |r| r.as_str());
-        attributes.push(KeyValue::new("error.type", kind));
-    }
+    attributes.extend(base_attributes(success, reason));
     attributes.push(KeyValue::new(
         "synthmon.http.redirects",
         i64::from(http.redirects),
@@ -282,6 +388,150 @@ fn sanitized_url(mut url: url::Url) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::outcome::{HttpPhases, Stage};
+    use crate::tagging::RunIds;
+    use opentelemetry::Value;
+
+    fn outcome(kind: &'static str) -> Outcome {
+        let mut o = Outcome::new("checkout", "prod", kind, &RunIds::generate());
+        o.success = true;
+        o.duration = Duration::from_millis(30);
+        o
+    }
+
+    fn facts(method: &str) -> HttpFacts {
+        HttpFacts {
+            method: method.to_owned(),
+            url: "http://127.0.0.1:8080/orders".to_owned(),
+            status: Some(200),
+            redirects: 0,
+            phases: HttpPhases::default(),
+            body_bytes: 0,
+            tls: false,
+            tls_earliest_cert_expiry: None,
+        }
+    }
+
+    fn step(name: &str, success: bool, http: Option<HttpFacts>) -> StepOutcome {
+        let mut s = StepOutcome::new(name, Stage::Step);
+        s.success = success;
+        s.attempts = 1;
+        s.http = http;
+        s.span_id = RunIds::generate().span_id;
+        if !success {
+            s.reason = Some(FailureReason::Request);
+            s.error = Some("cannot render the URL".to_owned());
+        }
+        s
+    }
+
+    fn id(span: &SpanData) -> String {
+        span.span_context.span_id().to_string()
+    }
+
+    fn get<'a>(span: &'a SpanData, key: &str) -> Option<&'a Value> {
+        span.attributes
+            .iter()
+            .find(|kv| kv.key.as_str() == key)
+            .map(|kv| &kv.value)
+    }
+
+    fn text(span: &SpanData, key: &str) -> String {
+        get(span, key).map_or_else(|| panic!("no {key} in {span:#?}"), Value::to_string)
+    }
+
+    /// The spans of `outcome`, checked against the count the exporter
+    /// reserves room for.
+    fn built(outcome: &Outcome) -> Vec<SpanData> {
+        let spans = spans(outcome).unwrap_or_else(|| panic!("no spans for {outcome:#?}"));
+        assert_eq!(spans.len(), span_count(outcome), "{spans:#?}");
+        spans
+    }
+
+    #[test]
+    fn the_reported_span_id_of_a_run_without_a_client_span_is_the_root() {
+        for kind in ["flow", "grpc", "tcp"] {
+            let o = outcome(kind);
+            let spans = built(&o);
+            assert_eq!(spans.len(), 1, "{kind}");
+            assert_eq!(
+                id(&spans[0]),
+                o.span_id,
+                "{kind}: the root is the reported id"
+            );
+            assert_eq!(text(&spans[0], "test.suite.name"), "checkout");
+            assert_eq!(text(&spans[0], "test.suite.run.status"), "success");
+            assert_eq!(text(&spans[0], "user_agent.synthetic.type"), "test");
+            assert!(get(&spans[0], "test.case.name").is_none(), "{kind}");
+        }
+    }
+
+    #[test]
+    fn an_http_run_reports_its_client_span_and_names_the_case_after_the_probe() {
+        let mut o = outcome("http");
+        o.http = Some(facts("GET"));
+        let spans = built(&o);
+        assert_eq!(spans.len(), 2);
+        let (root, client) = (&spans[0], &spans[1]);
+        assert_eq!(id(client), o.span_id);
+        assert_ne!(id(root), o.span_id);
+        assert_eq!(client.parent_span_id, root.span_context.span_id());
+        assert_eq!(text(client, "test.case.name"), "checkout");
+        assert_eq!(text(client, "test.case.result.status"), "pass");
+        assert_eq!(text(client, "user_agent.synthetic.type"), "test");
+        assert!(get(root, "test.case.name").is_none());
+    }
+
+    #[test]
+    fn every_flow_step_that_ran_is_a_case_even_without_an_exchange() {
+        let mut o = outcome("flow");
+        o.success = false;
+        o.reason = Some(FailureReason::Request);
+        o.steps = vec![
+            step("create", true, Some(facts("POST"))),
+            step("fetch", false, None),
+            StepOutcome::new("never-ran", Stage::Teardown),
+        ];
+        let spans = built(&o);
+        assert_eq!(spans.len(), 3, "the root and the two steps with an id");
+        let root = &spans[0];
+        assert_eq!(id(root), o.span_id);
+        assert_eq!(text(root, "test.suite.run.status"), "failure");
+        for (span, s) in spans[1..].iter().zip(&o.steps) {
+            assert_eq!(id(span), s.span_id);
+            assert_eq!(span.parent_span_id, root.span_context.span_id());
+            assert_eq!(span.span_kind, SpanKind::Client);
+            assert_eq!(text(span, "test.case.name"), s.name);
+            assert_eq!(text(span, "user_agent.synthetic.type"), "test");
+        }
+        assert_eq!(text(&spans[1], "test.case.result.status"), "pass");
+        assert_eq!(spans[1].name, "POST");
+        assert_eq!(text(&spans[2], "test.case.result.status"), "fail");
+        assert_eq!(text(&spans[2], "error.type"), "request");
+        assert_eq!(spans[2].name, "HTTP");
+    }
+
+    #[test]
+    fn the_suite_run_status_tells_aborted_and_timed_out_runs_from_failures() {
+        let cases = [
+            (None, "success"),
+            (Some(FailureReason::Cancelled), "aborted"),
+            (Some(FailureReason::Resource), "aborted"),
+            (Some(FailureReason::Timeout), "timed_out"),
+            (Some(FailureReason::ConnectTimeout), "timed_out"),
+            (Some(FailureReason::Until), "failure"),
+            (Some(FailureReason::Teardown), "failure"),
+            (Some(FailureReason::Status), "failure"),
+            (Some(FailureReason::ConnectRefused), "failure"),
+        ];
+        for (reason, status) in cases {
+            let mut o = outcome("http");
+            if let Some(r) = reason {
+                o.fail(r, "failed");
+            }
+            assert_eq!(suite_run_status(&o), status, "{reason:?}");
+        }
+    }
 
     #[test]
     fn url_full_hides_user_info_and_signatures() {

@@ -1,0 +1,178 @@
+#!/usr/bin/env python3
+"""Keep-alive load generation: wrk (which keeps its connections by default)
+against a synthmon workload with `keep_alive = true`, both at the same
+concurrency on the sandbox's /health, in the same sitting.
+
+    python3 bench/keepalive.py [--million]     (a release build, wrk)
+
+bench/run.py calls run() as one of its phases; alone, this file starts its
+own sandbox. Reported as ratios to wrk and as synthmon's CPU time per
+request (utime + stime from /proc over the requests it sent), the
+issue-14 targets being >= 0.9x wrk's request rate and <= 12 CPU-us per
+request at 32 connections. `--million` also sends 1,000,000 requests
+through one workload and reports synthmon's peak RSS (target: 50 MiB).
+"""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TICKS = os.sysconf("SC_CLK_TCK")
+# synthmon refuses higher rates, and a run of more than a million requests.
+MAX_RATE = 100_000
+MAX_REQUESTS = 1_000_000
+
+
+def _cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def _peak_rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    return 0
+
+
+def _wrk(url, seconds, concurrency):
+    """wrk with its defaults (HTTP/1.1 keep-alive); returns requests/s."""
+    args = ["wrk", "-t", "2", "-c", str(concurrency), "-d", f"{seconds}s", url]
+    out = subprocess.run(args, capture_output=True, text=True, timeout=seconds + 30)
+    m = re.search(r"Requests/sec:\s+([\d.]+)", out.stdout)
+    if out.returncode != 0 or not m:
+        raise RuntimeError(f"wrk failed:\n{out.stdout}\n{out.stderr}")
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out.stdout)
+    return float(m.group(1)), int(errors.group(1)) if errors else 0
+
+
+def _workload(synthmon_bin, sandbox_url, workload):
+    """A synthmon --once run of one /health workload (`workload`: the
+    [workload] keys); returns its JSON result, CPU seconds and peak RSS."""
+    with tempfile.TemporaryDirectory() as d:
+        os.makedirs(os.path.join(d, "probes"))
+        with open(os.path.join(d, "config.toml"), "w") as f:
+            f.write('[daemon]\nprobes = ["probes/*.toml"]\n\n'
+                    f'[environments.bench]\nbase_url = "{sandbox_url}"\n')
+        with open(os.path.join(d, "probes", "load.toml"), "w") as f:
+            f.write('name = "keepalive"\nenvironments = ["bench"]\nschedule = "every 1h"\n'
+                    'timeout = "5s"\n\n[workload]\n' + workload +
+                    '\n[http]\nurl = "/health"\n')
+        proc = subprocess.Popen(
+            [synthmon_bin, "--config", os.path.join(d, "config.toml"), "--once",
+             "--output", "json"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        cpu, rss = 0.0, 0
+        while proc.poll() is None:
+            try:
+                cpu = _cpu_seconds(proc.pid)
+                rss = max(rss, _peak_rss_kib(proc.pid))
+            except OSError:
+                pass
+            time.sleep(0.05)
+        out, err = proc.communicate(timeout=60)
+        try:
+            result = json.loads(out)["results"][0]
+        except (json.JSONDecodeError, KeyError, IndexError):
+            raise RuntimeError(f"synthmon printed no JSON report:\n{out}\n{err}")
+        return result, cpu, rss
+
+
+def run(synthmon_bin, sandbox_url, seconds, concurrency):
+    """wrk keep-alive, then synthmon keep-alive asking 1.5x wrk's rate with
+    the same in-flight cap (so the cap and synthmon's own speed, not the
+    rate, limit it). Prints a small table; returns the figures."""
+    base = sandbox_url.rstrip("/")
+    wrk_rps, wrk_errors = _wrk(f"{base}/health", seconds, concurrency)
+    rate = min(MAX_RATE, MAX_REQUESTS // seconds - 1, max(100, int(wrk_rps * 1.5)))
+    result, cpu, rss = _workload(
+        synthmon_bin, base,
+        f'duration = "{seconds}s"\nrate = {rate}\nmax_concurrency = {concurrency}\n'
+        'keep_alive = true\n',
+    )
+    w = result["workload"]
+    answered = w["ok"] + w["failed"]
+    figures = {
+        "wrk_rps": wrk_rps,
+        "wrk_non_2xx": wrk_errors,
+        "asked_rate": rate,
+        "synthmon_rps": w["ok"] / max(result["duration"], 1e-9),
+        "sent": w["sent"],
+        "dropped": w["dropped"],
+        "dropped_behind": w["dropped_behind"],
+        "failed": w["failed"],
+        "connections": w.get("connections"),
+        "cpu_seconds": cpu,
+        "cpu_us_per_request": cpu / max(answered, 1) * 1e6,
+        "peak_rss_kib": rss,
+    }
+    figures["ratio"] = figures["synthmon_rps"] / max(wrk_rps, 1e-9)
+    print(f"\n## keep-alive, {concurrency} connections, {seconds}s\n")
+    print("| measure | peer | synthmon |")
+    print("|---|---|---|")
+    print(f"| HTTP requests/s, connections kept | wrk (keep-alive) | {figures['ratio']:.2f}× |")
+    print(f"| CPU time per request | — | {figures['cpu_us_per_request']:.1f} µs |")
+    print(f"\nwrk {wrk_rps:.0f}/s (non-2xx {wrk_errors}); synthmon asked {rate}/s: "
+          f"{figures['synthmon_rps']:.0f} ok/s, sent {w['sent']} on {w.get('connections')} "
+          f"connections, dropped {w['dropped']} ({w['dropped_behind']} behind schedule), "
+          f"failed {w['failed']}, peak RSS {rss / 1024:.1f} MiB")
+    return figures
+
+
+def million(synthmon_bin, sandbox_url, concurrency, rate):
+    """One workload of 1,000,000 keep-alive requests; returns its facts,
+    CPU seconds and peak RSS in KiB."""
+    result, cpu, rss = _workload(
+        synthmon_bin, sandbox_url.rstrip("/"),
+        f"requests = {MAX_REQUESTS}\nrate = {rate}\nmax_concurrency = {concurrency}\n"
+        "keep_alive = true\n",
+    )
+    w = result["workload"]
+    print(f"\n1,000,000 requests at {rate}/s asked: sent {w['sent']}, dropped {w['dropped']}, "
+          f"failed {w['failed']}, {w.get('connections')} connections, "
+          f"{result['duration']:.1f}s, CPU {cpu:.1f}s, peak RSS {rss / 1024:.1f} MiB")
+    return w, cpu, rss
+
+
+def main():
+    synthmon_bin = os.environ.get("BENCH_SYNTHMON") or os.path.join(
+        ROOT, "target", "release", "synthmon")
+    seconds = int(os.environ.get("BENCH_SECONDS", "8"))
+    concurrency = int(os.environ.get("BENCH_CONCURRENCY", "32"))
+    listen = os.environ.get("BENCH_SANDBOX", "127.0.0.1:18182")
+    sandbox = subprocess.Popen([synthmon_bin, "sandbox", "--listen", listen],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 10
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://{listen}/health", timeout=1):
+                    break
+            except OSError:
+                if time.time() > deadline:
+                    sys.exit("bench: the sandbox did not come up")
+                time.sleep(0.1)
+        figures = run(synthmon_bin, f"http://{listen}", seconds, concurrency)
+        if "--million" in sys.argv[1:]:
+            million(synthmon_bin, f"http://{listen}", concurrency,
+                    min(MAX_RATE, max(100, int(figures["synthmon_rps"] * 1.2))))
+    finally:
+        sandbox.send_signal(signal.SIGTERM)
+        try:
+            sandbox.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            sandbox.kill()
+
+
+if __name__ == "__main__":
+    main()
