@@ -478,6 +478,10 @@ impl Text {
 
     /// [`Text::render`] with the scope's context already built.
     fn render_in(&self, context: Value) -> Result<String, String> {
+        contained(&self.source, || self.render_unguarded(context))
+    }
+
+    fn render_unguarded(&self, context: Value) -> Result<String, String> {
         let rendered = match &self.whole {
             // Printed as a template prints a value; strict, like a template,
             // about printing an undefined one.
@@ -498,12 +502,32 @@ impl Text {
         let Some(Compiled(expr)) = &self.whole else {
             return self.render_in(context).map(serde_json::Value::String);
         };
-        let value = expr
-            .eval(context)
-            .map_err(|e| format!("cannot render `{}`: {}", self.source, describe(&e)))?;
-        serde_json::to_value(&value)
-            .map_err(|e| format!("cannot render `{}` as JSON: {e}", self.source))
+        contained(&self.source, || {
+            let value = expr
+                .eval(context)
+                .map_err(|e| format!("cannot render `{}`: {}", self.source, describe(&e)))?;
+            serde_json::to_value(&value)
+                .map_err(|e| format!("cannot render `{}` as JSON: {e}", self.source))
+        })
     }
+}
+
+/// Runs a render, turning a panic inside the template engine into the
+/// render's error, so no template, however absurd, takes a run (or the
+/// daemon's worker) down with it. minijinja 2.24 panics, for one, on
+/// `[1, 2] * 9223372036854775807` (an unchecked multiplication of the
+/// sequence's length).
+fn contained<T>(source: &str, render: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(render)).unwrap_or_else(|panic| {
+        let why = panic
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown cause".to_owned());
+        Err(format!(
+            "cannot render `{source}`: the template engine failed ({why})"
+        ))
+    })
 }
 
 /// What a template applies to a value: a filter (`x | upper`,
@@ -815,6 +839,15 @@ impl JsonTemplate {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_panic_inside_the_template_engine_is_the_renders_error() {
+        let failed: Result<(), String> = contained("{{ x }}", || panic!("boom"));
+        assert_eq!(
+            failed.unwrap_err(),
+            "cannot render `{{ x }}`: the template engine failed (boom)"
+        );
+    }
 
     fn scope(seed: Option<u64>) -> Scope {
         let mut vars = BTreeMap::new();

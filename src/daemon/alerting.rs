@@ -38,6 +38,12 @@ pub const MAX_UNWRITTEN: usize = 10_000;
 /// to [`MAX_WRITE_RETRY`].
 const FIRST_WRITE_RETRY: Duration = Duration::from_secs(1);
 const MAX_WRITE_RETRY: Duration = Duration::from_secs(30);
+/// How long delivered and dead rows stay in the outbox (for `status`
+/// lookups and audits) before the hourly prune removes them; pending rows
+/// always stay. The file then stays bounded by a week of notifications.
+pub const KEEP_FINISHED_DAYS: i64 = 7;
+/// How often finished rows are pruned.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
 pub struct Alerting {
     engine: Engine,
@@ -53,6 +59,8 @@ pub struct Alerting {
     write_failures: u64,
     /// Notifications dropped because [`MAX_UNWRITTEN`] was reached.
     dropped: u64,
+    /// When finished rows were last pruned (`None`: not yet).
+    pruned_at: Option<Instant>,
 }
 
 impl Alerting {
@@ -89,6 +97,7 @@ impl Alerting {
             unwritable: None,
             write_failures: 0,
             dropped: 0,
+            pruned_at: None,
         }))
     }
 
@@ -108,6 +117,30 @@ impl Alerting {
         self.add(notes, config);
         if self.flush_at.is_some_and(|t| Instant::now() >= t) {
             self.flush(config).await;
+        }
+        if self.pruned_at.is_none_or(|t| t.elapsed() >= PRUNE_EVERY) {
+            self.pruned_at = Some(Instant::now());
+            self.prune(Utc::now()).await;
+        }
+    }
+
+    /// Removes delivered and dead rows finished more than
+    /// [`KEEP_FINISHED_DAYS`] before `now`, so the outbox file does not grow
+    /// without end; returns how many went. A failure is logged and retried
+    /// at the next prune.
+    pub async fn prune(&self, now: chrono::DateTime<Utc>) -> u64 {
+        let before = now - chrono::Duration::days(KEEP_FINISHED_DAYS);
+        match blocking(&self.outbox, move |o| o.prune(before)).await {
+            Ok(removed) => {
+                if removed > 0 {
+                    tracing::debug!(removed, "outbox: pruned finished deliveries");
+                }
+                removed
+            }
+            Err(e) => {
+                tracing::warn!(error = %describe(&e), "cannot prune the outbox");
+                0
+            }
         }
     }
 
@@ -483,7 +516,7 @@ mod tests {
             ),
         )
         .unwrap();
-        for name in ["a", "b"] {
+        for name in ["a", "b", "c"] {
             std::fs::write(
                 dir.join(format!("probes/{name}.toml")),
                 format!("name = \"{name}\"\nenvironments = [\"e\"]\n\n[alert]\nfire_after = 1\n\n[http]\nurl = \"/\"\n"),
@@ -552,6 +585,61 @@ mod tests {
             assert!(sent.contains(probe), "{probe} missing from {sent}");
         }
         alerting.shutdown(&config, Duration::from_secs(2)).await;
+    }
+
+    #[tokio::test]
+    async fn finished_deliveries_are_pruned_after_a_week_and_pending_ones_never() {
+        let dir = tempfile::tempdir().unwrap();
+        let (hook, _) = webhook().await;
+        let config = config(dir.path(), hook);
+        let stop = CancellationToken::new();
+        let alerting = Alerting::start(&config, &stop).await.unwrap().unwrap();
+        // Stop delivery so the rows stay as this test leaves them.
+        stop.cancel();
+        let now = Utc::now();
+        let note = |probe: &str| {
+            let info = pair_info(&config, &failed(probe)).unwrap();
+            Engine::new().observe(&failed(probe), &info, now).remove(0)
+        };
+        let receivers = vec!["hook".to_owned()];
+        for probe in ["a", "b"] {
+            let (receivers, batch) = (receivers.clone(), vec![note(probe)]);
+            blocking(&alerting.outbox, move |o| {
+                o.enqueue(&receivers, &batch, now)
+            })
+            .await
+            .unwrap();
+        }
+        let due = blocking(&alerting.outbox, move |o| o.due("hook", now, 10))
+            .await
+            .unwrap();
+        assert_eq!(due.len(), 2);
+        // One delivered eight days ago, one an hour ago; a third stays pending.
+        let (old, recent) = (due[0].id, due[1].id);
+        let eight_days = now - chrono::Duration::days(8);
+        let an_hour = now - chrono::Duration::hours(1);
+        blocking(&alerting.outbox, move |o| {
+            o.mark_delivered(old, eight_days)?;
+            o.mark_delivered(recent, an_hour)
+        })
+        .await
+        .unwrap();
+        let (receivers, batch) = (receivers.clone(), vec![note("c")]);
+        blocking(&alerting.outbox, move |o| {
+            o.enqueue(&receivers, &batch, eight_days)
+        })
+        .await
+        .unwrap();
+        assert_eq!(alerting.prune(now).await, 1);
+        assert_eq!(alerting.prune(now).await, 0);
+        let pending: u64 = blocking(&alerting.outbox, Outbox::depth)
+            .await
+            .unwrap()
+            .iter()
+            .map(|(_, n, _)| n)
+            .sum();
+        assert_eq!(pending, 1, "the old pending row stays");
+        alerting.shutdown(&config, Duration::from_secs(1)).await;
     }
 
     #[tokio::test]

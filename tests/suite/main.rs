@@ -18,6 +18,7 @@ mod daemon;
 mod email;
 mod fault_table;
 mod flow;
+mod fuzz;
 mod http_probe;
 mod kill9;
 mod metrics;
