@@ -235,6 +235,7 @@ def main():
         print("(synthmon measures latency from the intended send time and keeps "
               "per-request samples; wrk measures from the actual send.)")
         __import__("metrics_size").report(SYNTHMON)  # 4. /metrics size, p95 error (bench/metrics_size.py)
+        __import__("keepalive").run(SYNTHMON, f"http://{SANDBOX}", SECONDS, CONCURRENCY)  # 5. keep-alive (bench/keepalive.py)
     finally:
         for p in procs:
             p.send_signal(signal.SIGTERM)

@@ -106,11 +106,13 @@ impl RunIds {
         }
     }
 
-    /// Sets what differs between the requests of one run on `headers`,
-    /// which [`RunIds::apply`] tagged for another request of the run: the
-    /// span in `traceparent`.
-    pub fn apply_span(&self, headers: &mut HeaderMap) {
-        if let Ok(v) = HeaderValue::from_str(&self.traceparent()) {
+    /// Retags `headers`, which [`RunIds::apply`] tagged for another request
+    /// of this run, as [`RunIds::child`]'s would be: a new span in
+    /// `traceparent` (nothing else differs), without building the child.
+    pub fn apply_child_span(&self, headers: &mut HeaderMap) {
+        let span = hex(&nonzero::<8>(&mut rand::rng()));
+        let traceparent = format!("00-{}-{span}-01", self.trace_id);
+        if let Ok(v) = HeaderValue::from_str(&traceparent) {
             headers.insert(TRACEPARENT, v);
         }
     }
@@ -155,6 +157,28 @@ pub fn is_valid_traceparent(s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_child_span_retags_like_a_child() {
+        let ids = RunIds::generate();
+        let mut headers = HeaderMap::new();
+        ids.apply(&Tagging::default(), "p", &mut headers);
+        let mut retagged = headers.clone();
+        ids.apply_child_span(&mut retagged);
+        let mut child = HeaderMap::new();
+        ids.child().apply(&Tagging::default(), "p", &mut child);
+        for (name, value) in &child {
+            if name == TRACEPARENT {
+                continue;
+            }
+            assert_eq!(retagged.get(name), Some(value), "{name}");
+        }
+        let traceparent = retagged[TRACEPARENT].to_str().unwrap_or_default();
+        assert!(is_valid_traceparent(traceparent), "{traceparent}");
+        assert_ne!(headers[TRACEPARENT], retagged[TRACEPARENT]);
+        assert!(traceparent.starts_with(&format!("00-{}-", ids.trace_id)));
+        assert_eq!(retagged.len(), child.len());
+    }
 
     #[test]
     fn generated_ids_are_valid_and_fresh() {

@@ -6,8 +6,10 @@
 //! under a body cap, decoding gzip or deflate, and following redirects. By
 //! default ([`exchange`]) every hop opens its own connection, sends
 //! `Connection: close` and closes it afterwards, so a probe measures what a
-//! new user sees; the hyper connection task never outlives the exchange.
-//! One deadline covers the whole exchange, every redirect hop included.
+//! new user sees. A connection has no task of its own: the exchange drives
+//! hyper's connection future itself (`drive`), so nothing outlives the
+//! exchange and a request costs no hop between tasks. One deadline (one
+//! timer) covers the whole exchange, every redirect hop included.
 //!
 //! [`exchange_in`] with a [`KeepAlive`] (a workload's `keep_alive = true`)
 //! sends each hop on an idle connection to its origin when there is one
@@ -27,7 +29,7 @@
 //! a failed handshake is worded by [`super::error::handshake_failed`], like
 //! every other kind's.
 
-use super::dial::{AbortOnDrop, Io};
+use super::dial::Io;
 use super::error::{Cut, Fail, describe};
 use super::pool::{Lease, Origin, Pool};
 use crate::outcome::{FailureReason, HttpPhases};
@@ -125,10 +127,15 @@ pub async fn exchange_in(
     deadline: Instant,
 ) -> Result<Response, Failure> {
     let mut progress = Progress::new(deadline);
-    match follow(req, opts, keep, &mut progress).await {
-        Ok(response) => Ok(response),
-        Err(fail) => Err(progress.into_failure(fail)),
-    }
+    // One timer for the whole exchange; a deadline that passes is worded
+    // by the phase then in progress.
+    let fail = match tokio::time::timeout_at(deadline, follow(req, opts, keep, &mut progress)).await
+    {
+        Ok(Ok(response)) => return Ok(response),
+        Ok(Err(fail)) => fail,
+        Err(_) => progress.expired(),
+    };
+    Err(progress.into_failure(fail))
 }
 
 /// Connections kept open between the exchanges of one run (a workload with
@@ -157,14 +164,46 @@ impl KeepAlive {
     }
 }
 
-/// One HTTP/1.1 connection: hyper's sender, what its reads have shown,
-/// and the task that drives it (aborted with it).
+/// hyper's side of an HTTP/1.1 connection: the future that does its I/O.
+type Http1 = hyper::client::conn::http1::Connection<TokioIo<FirstByte>, Full<Bytes>>;
+
+/// One HTTP/1.1 connection: hyper's sender and connection, and what its
+/// reads have shown. It has no task of its own: whoever uses it drives it
+/// (`drive`), so a request, its response and its body take no hop
+/// between tasks, and nothing outlives the connection when it is dropped.
 pub struct Conn {
     sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    /// `None` once it ended (closed, or failed). Boxed: hyper's state is
+    /// large, and a connection moves in and out of its pool.
+    connection: Option<Pin<Box<Http1>>>,
     seen: Arc<Seen>,
     /// The earliest certificate expiry its handshake showed.
     tls_expiry: Option<i64>,
-    _driver: AbortOnDrop,
+}
+
+impl Conn {
+    /// Ended, or known to be closed.
+    fn closed(&self) -> bool {
+        self.connection.is_none() || self.sender.is_closed()
+    }
+}
+
+/// Runs `fut` (waiting until the connection is ready, a request, its
+/// body) while doing the connection's I/O, which `fut` waits on. The
+/// connection is polled first, so what it reads reaches `fut` in the same
+/// turn. A connection that ends is dropped at once, which ends whatever
+/// `fut` still waited for with hyper's error.
+async fn drive<F: Future>(connection: &mut Option<Pin<Box<Http1>>>, fut: F) -> F::Output {
+    let mut fut = std::pin::pin!(fut);
+    std::future::poll_fn(|cx| {
+        if let Some(io) = connection {
+            if io.as_mut().poll(cx).is_ready() {
+                *connection = None;
+            }
+        }
+        fut.as_mut().poll(cx)
+    })
+    .await
 }
 
 /// The body went past its cap, raw or after decompression (`stage`).
@@ -321,16 +360,21 @@ impl Progress {
         }
     }
 
-    /// Enters `phase` and runs `fut` within the deadline. A deadline that
-    /// has already passed fails before `fut` is polled.
-    async fn within<F: Future>(&mut self, phase: Phase, fut: F) -> Result<F::Output, Fail> {
+    /// Enters `phase`; fails at once if the deadline has already passed.
+    /// The deadline itself bounds the whole exchange ([`exchange_in`]), so
+    /// a step needs no timer of its own.
+    fn enter(&mut self, phase: Phase) -> Result<(), Fail> {
         self.phase = phase;
         if Instant::now() >= self.deadline {
             return Err(self.expired());
         }
-        tokio::time::timeout_at(self.deadline, fut)
-            .await
-            .map_err(|_| self.expired())
+        Ok(())
+    }
+
+    /// Enters `phase` and runs `fut`.
+    async fn within<F: Future>(&mut self, phase: Phase, fut: F) -> Result<F::Output, Fail> {
+        self.enter(phase)?;
+        Ok(fut.await)
     }
 
     fn expired(&self) -> Fail {
@@ -513,18 +557,20 @@ async fn hop(
         ));
     };
     let request = build_request(req, opts, keep.is_some())?;
-    let origin = Origin {
+    // Kept connections are found by the URL's own host text, without
+    // building an origin for each request.
+    let name = url.host_str().unwrap_or_default();
+    let origin = || Origin {
         tls,
-        host: host.to_string(),
+        host: name.to_owned(),
         port,
     };
-
-    let (mut lease, reused) = match idle(keep, &origin, progress).await? {
+    let (mut lease, reused) = match idle(keep, |o| o.is(tls, name, port), progress).await? {
         Some(lease) => (lease, true),
         // Boxed: dialing (TLS above all) is a large future, which the
         // exchanges on kept connections should not carry.
         None => (
-            Box::pin(open(&host, port, origin, opts, keep, progress)).await?,
+            Box::pin(open(&host, port, origin(), opts, keep, progress)).await?,
             false,
         ),
     };
@@ -538,12 +584,7 @@ async fn hop(
                 Some(request) => request,
                 None => build_request(req, opts, true)?,
             };
-            let origin = Origin {
-                tls,
-                host: host.to_string(),
-                port,
-            };
-            lease = Box::pin(open(&host, port, origin, opts, keep, progress)).await?;
+            lease = Box::pin(open(&host, port, origin(), opts, keep, progress)).await?;
             send(&mut lease, request, progress)
                 .await
                 .map_err(|failed| failed.fail)?
@@ -554,16 +595,17 @@ async fn hop(
     length_and_chunked(response.headers())?;
 
     let (parts, body) = response.into_parts();
-    let mut received = 0;
-    let read = progress
-        .within(
-            Phase::Transfer,
-            read_body(body, opts.max_body_bytes, &mut received),
-        )
-        .await;
-    // Counted whatever the end: a body cut short still tells how far it got.
-    progress.body_bytes = received;
-    let body = read??;
+    progress.enter(Phase::Transfer)?;
+    let Some(conn) = lease.conn() else {
+        return Err(Fail::new(
+            FailureReason::Request,
+            "the connection was released before its body",
+        ));
+    };
+    // Counted as they arrive: a body cut short (by the deadline too) still
+    // tells how far it got.
+    let read = read_body(body, opts.max_body_bytes, &mut progress.body_bytes);
+    let body = drive(&mut conn.connection, read).await?;
     progress.lap(Instant::now());
     if keep.is_some() && reusable(&parts) {
         lease.release();
@@ -571,25 +613,25 @@ async fn hop(
     Ok(http::Response::from_parts(parts, body))
 }
 
-/// An idle connection `keep` holds to `origin` that can take a request
-/// now; those found closed on the way are dropped.
+/// An idle connection `keep` holds to the origin `wanted` accepts that can
+/// take a request now; those found closed on the way are dropped.
 async fn idle<'k>(
     keep: Option<&'k KeepAlive>,
-    origin: &Origin,
+    wanted: impl Fn(&Origin) -> bool,
     progress: &mut Progress,
 ) -> Result<Option<Lease<'k, Conn>>, Fail> {
     let Some(keep) = keep else {
         return Ok(None);
     };
-    while let Some(mut lease) = keep.pool.take(origin, |c| !c.sender.is_closed()) {
+    while let Some(mut lease) = keep.pool.take(&wanted, |c| !c.closed()) {
         let Some(conn) = lease.conn() else {
             continue;
         };
-        // Ready once its driver has finished the previous exchange; an
-        // error means the server closed it meanwhile.
-        if progress
-            .within(Phase::Processing, conn.sender.ready())
-            .await?
+        // Ready once hyper has finished the previous exchange; an error
+        // means the server closed it meanwhile.
+        progress.enter(Phase::Processing)?;
+        if drive(&mut conn.connection, conn.sender.ready())
+            .await
             .is_ok()
         {
             progress.tls_expiry = conn.tls_expiry;
@@ -624,16 +666,11 @@ async fn open<'k>(
     let (sender, connection) = hyper::client::conn::http1::handshake(io)
         .await
         .map_err(|e| protocol("starting http/1.1", &e))?;
-    let driver = AbortOnDrop(tokio::spawn(async move {
-        // The connection's own error also reaches the request or the body
-        // read, so there is nothing to do with it here.
-        let _ = connection.await;
-    }));
     let conn = Conn {
         sender,
+        connection: Some(Box::pin(connection)),
         seen,
         tls_expiry: progress.tls_expiry,
-        _driver: driver,
     };
     Ok(match keep {
         Some(keep) => keep.pool.add(origin, conn),
@@ -680,10 +717,8 @@ async fn send(
     };
     conn.seen.reset();
     let seen = Arc::clone(&conn.seen);
-    let sent = progress
-        .within(Phase::Processing, conn.sender.try_send_request(request))
-        .await
-        .map_err(failed)?;
+    progress.enter(Phase::Processing).map_err(failed)?;
+    let sent = drive(&mut conn.connection, conn.sender.try_send_request(request)).await;
     match sent {
         Ok(response) => {
             progress.lap(seen.at().unwrap_or_else(Instant::now));
@@ -718,6 +753,28 @@ fn reusable(parts: &http::response::Parts) -> bool {
     parts.version == http::Version::HTTP_11 && !close
 }
 
+/// `Host` for `url`: its host, and its port unless the scheme's default.
+fn host_value(url: &Url) -> Result<HeaderValue, http::header::InvalidHeaderValue> {
+    let host = url.host_str().unwrap_or_default();
+    match url.port() {
+        Some(port) => HeaderValue::try_from(format!("{host}:{port}")),
+        None => HeaderValue::try_from(host),
+    }
+}
+
+impl Request {
+    /// Sets `Host` from the URL unless it is set, as every hop would: done
+    /// once for a request that is sent many times (a workload's). A
+    /// redirect to another origin drops it, and the next hop sets its own.
+    pub fn set_host(&mut self) {
+        if !self.headers.contains_key(header::HOST) {
+            if let Ok(value) = host_value(&self.url) {
+                self.headers.insert(header::HOST, value);
+            }
+        }
+    }
+}
+
 /// The hyper request for one hop: origin-form target, `Host` from the URL
 /// unless the caller set one, and `Connection: close` unless the
 /// connection is to be kept.
@@ -735,12 +792,7 @@ fn build_request(
     let target = &req.url[url::Position::BeforePath..url::Position::AfterQuery];
     let mut headers = req.headers.clone();
     if !headers.contains_key(header::HOST) {
-        let host = req.url.host_str().unwrap_or_default();
-        let authority = match req.url.port() {
-            Some(port) => format!("{host}:{port}"),
-            None => host.to_owned(),
-        };
-        let value = HeaderValue::try_from(authority).map_err(|e| bad("host", e.to_string()))?;
+        let value = host_value(&req.url).map_err(|e| bad("host", e.to_string()))?;
         headers.insert(header::HOST, value);
     }
     if !req.body.is_empty() {
@@ -996,15 +1048,18 @@ impl Seen {
 
     /// The first bytes of the first read that returned any.
     fn start(&self) -> Vec<u8> {
+        if self.received() == 0 {
+            return Vec::new();
+        }
         let first = self.first.lock().unwrap_or_else(PoisonError::into_inner);
         first.0[..first.1].to_vec()
     }
 
-    /// Forgets the previous request's response.
+    /// Forgets the previous request's response (its first bytes are
+    /// overwritten by the next response's first read).
     fn reset(&self) {
         self.received.store(0, Ordering::Relaxed);
         self.first_at.store(0, Ordering::Relaxed);
-        self.first.lock().unwrap_or_else(PoisonError::into_inner).1 = 0;
     }
 }
 

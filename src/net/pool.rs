@@ -21,8 +21,16 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Origin {
     pub tls: bool,
+    /// The host as the URL writes it.
     pub host: String,
     pub port: u16,
+}
+
+impl Origin {
+    /// Whether this is the origin (`tls`, `host`, `port`).
+    pub fn is(&self, tls: bool, host: &str, port: u16) -> bool {
+        self.tls == tls && self.port == port && self.host == host
+    }
 }
 
 /// Connections of type `C`, at most `max` open.
@@ -61,15 +69,16 @@ impl<C> Pool<C> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The idle connection to `origin` used most recently that `usable`
-    /// accepts; those it refuses on the way are closed.
+    /// The idle connection used most recently whose origin `wanted`
+    /// accepts and that `usable` accepts; those `usable` refuses on the way
+    /// are closed.
     pub fn take(
         &self,
-        origin: &Origin,
+        wanted: impl Fn(&Origin) -> bool,
         mut usable: impl FnMut(&C) -> bool,
     ) -> Option<Lease<'_, C>> {
         let mut state = self.state();
-        while let Some(i) = state.idle.iter().rposition(|(o, _)| o == origin) {
+        while let Some(i) = state.idle.iter().rposition(|(o, _)| wanted(o)) {
             let Some((origin, conn)) = state.idle.remove(i) else {
                 break;
             };
@@ -184,20 +193,20 @@ mod tests {
     fn released_connections_are_reused_per_origin_and_the_pool_stays_bounded() {
         let pool: Pool<u32> = Pool::new(2);
         let (a, b) = (origin("a"), origin("b"));
-        assert!(pool.take(&a, |_| true).is_none());
+        assert!(pool.take(|o| *o == a, |_| true).is_none());
         let first = pool.add(a.clone(), 1);
         let second = pool.add(a.clone(), 2);
         assert_eq!(pool.open(), 2);
         first.release();
         second.release();
         // The most recently used comes back first; another origin finds none.
-        let mut again = pool.take(&a, |_| true).unwrap();
+        let mut again = pool.take(|o| *o == a, |_| true).unwrap();
         assert_eq!(again.conn().copied(), Some(2));
-        assert!(pool.take(&b, |_| true).is_none());
+        assert!(pool.take(|o| *o == b, |_| true).is_none());
         // A full pool closes the idle connection to `a` to open one to `b`.
         let other = pool.add(b.clone(), 3);
         assert_eq!(pool.open(), 2);
-        assert!(pool.take(&a, |_| true).is_none());
+        assert!(pool.take(|o| *o == a, |_| true).is_none());
         // A dropped lease closes its connection.
         drop(again);
         drop(other);
@@ -214,7 +223,7 @@ mod tests {
             lease.release();
         }
         // 3 and 2 are dead; 1 is fine.
-        let mut lease = pool.take(&a, |n| *n == 1).unwrap();
+        let mut lease = pool.take(|o| o.is(false, "a", 80), |n| *n == 1).unwrap();
         assert_eq!(lease.conn().copied(), Some(1));
         assert_eq!(pool.open(), 1);
         lease.release();

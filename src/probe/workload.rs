@@ -345,6 +345,14 @@ struct Done {
     anomaly: Option<Mutation>,
 }
 
+/// What woke the send loop.
+enum Event {
+    Cancelled,
+    Done(Done),
+    /// The next request is due.
+    Due,
+}
+
 /// What a workload sends per arrival.
 #[derive(Clone, Copy)]
 enum Unit<'s> {
@@ -413,7 +421,10 @@ pub async fn run(w: &Workload, ctx: &RunContext<'_>) -> Outcome {
             let scope = ctx.scope(&ids, 0);
             http_probe::build_request(spec, ctx, &ids, &scope)
                 .ok()
-                .map(|request| (request, scope))
+                .map(|mut request| {
+                    request.set_host();
+                    (request, scope)
+                })
         }
         _ => None,
     };
@@ -467,14 +478,27 @@ pub async fn run(w: &Workload, ctx: &RunContext<'_>) -> Outcome {
         if next_at.is_none() && in_flight.is_empty() {
             break;
         }
-        if let Some(at) = next_at.filter(|at| *at != timer.deadline()) {
+        // A request already due goes now, after the completions that are
+        // ready: the timer fires at millisecond ticks, and waiting for the
+        // next one would hold a freed slot idle that long. Sending spends
+        // the task's budget, so a long burst still lets its exchanges' I/O
+        // through (an exhausted budget yields once) rather than drop
+        // requests it would have had room for.
+        let due_now = next_at.is_some_and(|at| at <= Instant::now());
+        if let Some(at) = next_at.filter(|at| !due_now && *at != timer.deadline()) {
             timer.as_mut().reset(at);
         }
-        tokio::select! {
+        let event = tokio::select! {
             biased;
-            () = &mut cancelled => break,
-            Some(done) = in_flight.next(), if !in_flight.is_empty() => record(done, &mut facts),
-            () = &mut timer, if next_at.is_some() => {
+            () = &mut cancelled => Event::Cancelled,
+            Some(done) = in_flight.next(), if !in_flight.is_empty() => Event::Done(done),
+            () = tokio::task::coop::consume_budget(), if due_now => Event::Due,
+            () = &mut timer, if next_at.is_some() && !due_now => Event::Due,
+        };
+        match event {
+            Event::Cancelled => break,
+            Event::Done(done) => record(done, &mut facts),
+            Event::Due => {
                 let intended = next_at.unwrap_or(start);
                 let lag = Instant::now().saturating_duration_since(intended);
                 facts.max_lag = facts.max_lag.max(lag);
@@ -496,12 +520,9 @@ pub async fn run(w: &Workload, ctx: &RunContext<'_>) -> Outcome {
                         }
                         // A flow's iteration future is large: boxed, it
                         // does not make every request's slot as large.
-                        Unit::Iteration(spec) => Either::Right(Box::pin(iteration(
-                            spec,
-                            ctx,
-                            next as u64,
-                            intended,
-                        ))),
+                        Unit::Iteration(spec) => {
+                            Either::Right(Box::pin(iteration(spec, ctx, next as u64, intended)))
+                        }
                     });
                 }
                 next += 1;
@@ -619,7 +640,6 @@ async fn one(
     i: u64,
     intended: Instant,
 ) -> Done {
-    let request_ids = ids.child();
     let deadline = intended + ctx.probe.timeout;
     let drawn = w.anomalies.as_ref().and_then(|a| {
         let mut g = Generator::new(
@@ -642,10 +662,11 @@ async fn one(
     let (request, checks, anomaly, scope) = match (drawn, send.fixed) {
         (None, Some((fixed, scope))) => {
             let mut request = fixed.clone();
-            request_ids.apply_span(&mut request.headers);
+            ids.apply_child_span(&mut request.headers);
             (Ok(request), Checks::Spec, None, scope)
         }
         (drawn, _) => {
+            let request_ids = ids.child();
             own_scope = {
                 let mut scope = ctx.scope(ids, i);
                 scope.iteration = i;
@@ -689,11 +710,26 @@ async fn one(
                 Some(options) => options.clone(),
                 None => http_probe::options(spec, ctx),
             };
-            // Aborted if the workload is cancelled while it is in flight.
-            let task = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(
-                http_probe::exchange(request, options, send.keep.cloned(), deadline),
+            // Boxed where it is made: the future holds a whole exchange's
+            // state, which is then not moved again.
+            let exchange = Box::pin(http_probe::exchange(
+                request,
+                options,
+                send.keep.cloned(),
+                deadline,
             ));
-            match task.await {
+            let exchanged = if send.keep.is_some() {
+                // On a kept connection the exchange is a few microseconds
+                // of work: it runs in this task, which a hop to a task of
+                // its own would cost more than (the exchange still notes
+                // its own end, inside its last poll).
+                Ok(exchange.await)
+            } else {
+                // Aborted if the workload is cancelled while it is in
+                // flight.
+                tokio_util::task::AbortOnDropHandle::new(tokio::spawn(exchange)).await
+            };
+            match exchanged {
                 Ok(exchanged) => (
                     http_probe::verdict(spec, &exchanged, scope, &checks),
                     exchanged.finished,
