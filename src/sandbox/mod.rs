@@ -21,6 +21,7 @@
 //! made to commit through axum (resets, broken heads, lying lengths) are
 //! served by `raw` on a port of their own.
 
+mod accept;
 mod basic;
 mod bodies;
 mod dns;

@@ -26,7 +26,6 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
-use tokio::task::JoinSet;
 
 /// Connections served at once.
 pub const MAX_CONNECTIONS: usize = 32;
@@ -118,49 +117,17 @@ pub async fn start(
         IpAddr::V6(v6) if v6.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
         other => other,
     };
-    tokio::spawn(serve(listener, stop));
+    tokio::spawn(super::accept::serve(
+        listener,
+        Arc::new(Semaphore::new(MAX_CONNECTIONS)),
+        stop,
+        LIFETIME,
+        "raw",
+        connection,
+    ));
     let address = SocketAddr::new(shown, port).to_string();
     tracing::debug!(%address, "sandbox raw http fault port listening");
     Ok(vec![("sandbox_raw", address)])
-}
-
-/// Accepts connections until `stop`; each connection is a task of this
-/// loop's own set, so they end with it.
-async fn serve(listener: TcpListener, mut stop: watch::Receiver<bool>) {
-    let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    let mut connections = JoinSet::new();
-    loop {
-        while connections.try_join_next().is_some() {}
-        let permit = tokio::select! {
-            p = Arc::clone(&permits).acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => break,
-            },
-            _ = stop.wait_for(|s| *s) => break,
-        };
-        let accepted = tokio::select! {
-            a = listener.accept() => a,
-            _ = stop.wait_for(|s| *s) => break,
-        };
-        let socket = match accepted {
-            Ok((socket, _)) => socket,
-            Err(e) => {
-                // Out of file descriptors and the like: back off a little.
-                tracing::debug!(%e, "sandbox raw accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let mut stop = stop.clone();
-        connections.spawn(async move {
-            let _permit = permit;
-            tokio::select! {
-                _ = tokio::time::timeout(LIFETIME, connection(socket)) => {}
-                _ = stop.wait_for(|s| *s) => {}
-            }
-        });
-    }
-    connections.shutdown().await;
 }
 
 /// What the client asked for.

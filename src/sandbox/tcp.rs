@@ -33,7 +33,6 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
-use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
 /// The greeting every connection gets first.
@@ -84,12 +83,20 @@ pub async fn start(
         let listener = TcpListener::bind(SocketAddr::new(ip, 0)).await?;
         let port = listener.local_addr()?.port();
         vars.push((name, SocketAddr::new(shown, port).to_string()));
-        tokio::spawn(serve(
+        let tls = config.map(|c| TlsAcceptor::from(Arc::new(c)));
+        // Every port holds the CA file, which is removed with the last.
+        let ca_file = Arc::clone(&ca_file);
+        tokio::spawn(super::accept::serve(
             listener,
-            config.map(|c| TlsAcceptor::from(Arc::new(c))),
             Arc::clone(&permits),
             stop.clone(),
-            Arc::clone(&ca_file),
+            LIFETIME,
+            "tcp",
+            move |socket| {
+                // Captured, so the file lives as long as the port serves.
+                let _held = &ca_file;
+                connection(socket, tls.clone())
+            },
         ));
     }
     vars.push(("sandbox_ca_file", ca_file.path.display().to_string()));
@@ -200,51 +207,6 @@ impl Pki {
             ca_pem: ca.pem(),
         })
     }
-}
-
-/// Accepts connections on one port until `stop`; each connection is a task
-/// of this loop's own set, so they end with it.
-async fn serve(
-    listener: TcpListener,
-    tls: Option<TlsAcceptor>,
-    permits: Arc<Semaphore>,
-    mut stop: watch::Receiver<bool>,
-    _ca_file: Arc<CaFile>,
-) {
-    let mut connections = JoinSet::new();
-    loop {
-        while connections.try_join_next().is_some() {}
-        let permit = tokio::select! {
-            p = Arc::clone(&permits).acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => break,
-            },
-            _ = stop.wait_for(|s| *s) => break,
-        };
-        let accepted = tokio::select! {
-            a = listener.accept() => a,
-            _ = stop.wait_for(|s| *s) => break,
-        };
-        let socket = match accepted {
-            Ok((socket, _)) => socket,
-            Err(e) => {
-                // Out of file descriptors and the like: back off a little.
-                tracing::debug!(%e, "sandbox tcp accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let tls = tls.clone();
-        let mut stop = stop.clone();
-        connections.spawn(async move {
-            let _permit = permit;
-            tokio::select! {
-                _ = tokio::time::timeout(LIFETIME, connection(socket, tls)) => {}
-                _ = stop.wait_for(|s| *s) => {}
-            }
-        });
-    }
-    connections.shutdown().await;
 }
 
 /// One connection: the TLS handshake if any, then the line protocol.
