@@ -21,6 +21,7 @@ pub mod report;
 pub mod sandbox;
 pub mod schedule;
 pub mod secret;
+pub mod slo;
 pub mod tagging;
 pub mod telemetry;
 pub mod template;

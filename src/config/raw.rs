@@ -244,8 +244,40 @@ pub struct RawProbe {
     pub seed: Option<u64>,
     /// The prefix of generated synthetic ids (default `synth-`).
     pub marker: Option<String>,
+    /// `slo = { objective = "99.9%", window = "30d", sli = "availability" }`.
+    pub slo: Option<RawSlo>,
+    /// `baseline = { metric = "p95", window = "7d", tolerance = "20%" }`.
+    pub baseline: Option<RawBaseline>,
+    /// `keep = { last_seq = "json.seq" }`: values a run hands to the next
+    /// one, read there as `prev.NAME`.
+    #[serde(default)]
+    pub keep: BTreeMap<String, String>,
     // The kind's table (`[http]`, `[tcp]`, …) and `[workload]` are read
     // by their owners (probe::KINDS, probe::workload), not here.
+}
+
+/// `slo = { … }` as written; `slo::Slo` once checked.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSlo {
+    pub objective: Option<String>,
+    #[serde(default, deserialize_with = "duration")]
+    pub window: Option<String>,
+    pub sli: Option<String>,
+    #[serde(default, deserialize_with = "duration")]
+    pub threshold: Option<String>,
+}
+
+/// `baseline = { … }` as written; `slo::Baseline` once checked.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBaseline {
+    pub metric: Option<String>,
+    #[serde(default, deserialize_with = "duration")]
+    pub window: Option<String>,
+    pub tolerance: Option<String>,
+    pub min_samples: Option<u64>,
+    pub level: Option<String>,
 }
 
 /// A size written as a number of bytes or as a string with a unit.

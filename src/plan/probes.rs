@@ -42,6 +42,9 @@ struct ProbeParts<'a> {
     seed: Option<u64>,
     marker: String,
     workload: Option<Workload>,
+    slo: Option<crate::slo::Slo>,
+    baseline: Option<crate::slo::Baseline>,
+    keep: Vec<crate::probe::kind::Keep>,
 }
 
 /// Alertmanager ends a firing alert at its `endsAt`, which synthmon sets to
@@ -431,6 +434,9 @@ impl Checker<'_> {
                 seed: raw.seed,
                 marker,
                 workload,
+                slo: None,
+                baseline: None,
+                keep: Vec::new(),
             },
             kind,
         )
@@ -460,6 +466,9 @@ impl Checker<'_> {
             seed: parts.seed,
             marker: parts.marker,
             workload: parts.workload,
+            slo: parts.slo,
+            baseline: parts.baseline,
+            keep: parts.keep,
             kind: kind?,
         })
     }

@@ -101,7 +101,21 @@ pub struct Probe {
     pub marker: String,
     /// Sends the request at an arrival rate instead of once (http and flow).
     pub workload: Option<Workload>,
+    /// The probe's objective over a long window, judged from history.
+    pub slo: Option<crate::slo::Slo>,
+    /// Regression against its own trailing latency, judged from history.
+    pub baseline: Option<crate::slo::Baseline>,
+    /// `keep = { NAME = "expr" }`: values carried to the next run.
+    pub keep: Vec<Keep>,
     pub kind: Box<dyn Kind>,
+}
+
+/// One `keep` entry: after a run, `expr` is evaluated in the kind's scope
+/// and its value is the next run's `prev.NAME`.
+#[derive(Debug)]
+pub struct Keep {
+    pub name: String,
+    pub expr: crate::expr::Assertion,
 }
 
 /// Everything one run needs besides the probe's own body.
