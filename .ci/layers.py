@@ -28,12 +28,13 @@ SRC = sys.argv[1] if len(sys.argv) > 1 else "src"
 # Lowest first. `same` says whether modules of the layer may use each other.
 LAYERS = [
     ("leaf libraries", ["diag", "secret", "expr", "template", "generate",
-                        "threshold", "schedule", "tagging"], True),
+                        "threshold", "schedule", "tagging", "slo"], True),
     ("outcome types", ["outcome"], False),
     ("network", ["net"], False),
     ("config files", ["config"], False),
     ("probe kinds", ["probe"], False),
     ("outcome consumers", ["alert", "telemetry", "report"], False),
+    ("history", ["history"], False),
     ("sandbox target", ["sandbox"], False),
     ("assembly", ["plan"], False),
     ("programs", ["daemon", "once", "cli"], True),

@@ -1,7 +1,9 @@
 //! The command line: parses arguments, sets up logging and the runtime, and
-//! dispatches to `--once`, `check`, `list` or `sandbox`. Exit codes: 0 all
-//! passed, 1 a probe failed, 2 a config or usage error, 130/143 a `--once`
-//! run stopped by SIGINT/SIGTERM (after its teardowns and partial report).
+//! dispatches to `--once`, `check`, `list`, `sandbox` or `history`. Exit
+//! codes: 0 all passed, 1 a probe failed (or, with `--baseline`,
+//! regressed), 2 a config or usage error (a bad baseline file included, no
+//! history to show), 130/143 a `--once` run stopped by SIGINT/SIGTERM
+//! (after its teardowns and partial report).
 
 use crate::config::{self, LoadOptions};
 use crate::once::{self, Selection};
@@ -19,7 +21,8 @@ use std::time::Duration;
 
 /// Exit code when every probe passed.
 pub const EXIT_OK: u8 = 0;
-/// Exit code when a probe or threshold failed.
+/// Exit code when a probe or threshold failed, or a probe regressed
+/// against `--baseline`.
 pub const EXIT_FAILED: u8 = 1;
 /// Exit code for a config or usage error.
 pub const EXIT_USAGE: u8 = 2;
@@ -29,7 +32,8 @@ pub const EXIT_USAGE: u8 = 2;
     name = "synthmon",
     version,
     about = "Synthetic production monitor: probes, tagged synthetic workloads, SLA thresholds, alerts",
-    after_help = "Exit codes: 0 all passed, 1 a probe failed, 2 config or usage error, \
+    after_help = "Exit codes: 0 all passed, 1 a probe failed (or regressed against --baseline), \
+                  2 config or usage error, \
                   130/143 a --once run interrupted by SIGINT/SIGTERM (teardowns run, partial report; \
                   a second signal exits at once)."
 )]
@@ -80,6 +84,21 @@ pub struct Cli {
     #[arg(long, requires = "once")]
     pub alert: bool,
 
+    /// Compare each probe's latency with FILE (written by --save-baseline);
+    /// exit 1 when one is slower than the baseline beyond the tolerance.
+    #[arg(long, value_name = "FILE", requires = "once")]
+    pub baseline: Option<PathBuf>,
+
+    /// Write each probe's latency percentiles to FILE after the run
+    /// (atomically; may be the --baseline file, which is read first).
+    #[arg(long, value_name = "FILE", requires = "once")]
+    pub save_baseline: Option<PathBuf>,
+
+    /// How much slower than the baseline still passes, for every probe
+    /// (default: the probe's `baseline.tolerance`, else 20%).
+    #[arg(long, value_name = "PCT", requires = "baseline", value_parser = crate::slo::parse_tolerance)]
+    pub baseline_tolerance: Option<f64>,
+
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -98,6 +117,29 @@ pub enum Command {
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
     },
+    /// Show a probe's stored runs, newest first, with a summary, from the
+    /// daemon's history in its state directory (no running daemon needed).
+    History(HistoryArgs),
+}
+
+/// `synthmon history`'s arguments.
+#[derive(Debug, clap::Args)]
+pub struct HistoryArgs {
+    /// The probe's name.
+    pub probe: String,
+    /// Only this environment (default: every one it runs in or has history in).
+    #[arg(long = "env", value_name = "ENV")]
+    pub env: Option<String>,
+    /// From this time on: a duration before now (24h, 7d) or an RFC 3339 time.
+    #[arg(long, value_name = "WHEN", default_value = "24h")]
+    pub since: String,
+    /// At most this many runs (1 to 1000).
+    #[arg(long, value_name = "N", default_value_t = 50,
+          value_parser = clap::value_parser!(u16).range(1..=1000))]
+    pub limit: u16,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Output::Human)]
+    pub output: Output,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -157,6 +199,7 @@ pub async fn dispatch(cli: Cli) -> u8 {
     }
     match &cli.command {
         Some(Command::Sandbox { listen }) => return sandbox(*listen).await,
+        Some(Command::History(args)) => return history(&load, args).await,
         Some(Command::Run) => return daemon(load).await,
         Some(Command::Check) => {
             return match plan::load(&load) {
@@ -217,6 +260,20 @@ pub async fn dispatch(cli: Cli) -> u8 {
             return EXIT_USAGE;
         }
     };
+    // A bad baseline file is a usage error before anything runs.
+    let gate = match &cli.baseline {
+        Some(path) => match once::Gate::prepare(&config, &pairs, path, cli.baseline_tolerance) {
+            Ok(g) => Some(g),
+            Err(e) => {
+                let e = anyhow::Error::new(e);
+                if cli.output == Output::Json {
+                    println!("{}", report::json::render_error(&format!("{e:#}")));
+                }
+                return fail(e);
+            }
+        },
+        None => None,
+    };
     let vars: BTreeMap<String, String> = cli.vars.iter().cloned().collect();
     let interrupt = Interrupt::arm();
     let outcomes = match once::run_until(&config, &pairs, &vars, cli.seed, &interrupt.cancel).await
@@ -248,16 +305,49 @@ pub async fn dispatch(cli: Cli) -> u8 {
             }
         }
     }
+    let gate = gate.map(|g| g.judge(&outcomes));
     let text = match cli.output {
-        Output::Json => report::json::render(&outcomes) + "\n",
-        Output::Human => report::human::render(&outcomes, use_color()),
+        Output::Json => report::json::render_with_baseline(&outcomes, gate.as_ref()) + "\n",
+        Output::Human => {
+            let mut text = report::human::render(&outcomes, use_color());
+            if let Some(g) = &gate {
+                text.push_str(&report::human::render_baseline(g, use_color()));
+            }
+            text
+        }
     };
     let mut stdout = std::io::stdout().lock();
     let _ = stdout.write_all(text.as_bytes());
     let _ = stdout.flush();
+    drop(stdout);
+    if let Some(path) = &cli.save_baseline {
+        if interrupted.is_some() {
+            eprintln!(
+                "baseline: not written to {}: the run was interrupted",
+                path.display()
+            );
+        } else {
+            match once::save_baseline(path, &outcomes) {
+                Ok(saved) => eprintln!(
+                    "baseline: wrote {} (probe, environment) pair(s) to {}{}",
+                    saved.entries,
+                    path.display(),
+                    if saved.left_out > 0 {
+                        format!(
+                            "; {} left out: their run failed or measured no latency",
+                            saved.left_out
+                        )
+                    } else {
+                        String::new()
+                    }
+                ),
+                Err(e) => return fail(e.into()),
+            }
+        }
+    }
     if let Some(signal) = interrupted {
         signal.exit_code()
-    } else if outcomes.iter().all(Outcome::passed) {
+    } else if outcomes.iter().all(Outcome::passed) && gate.as_ref().is_none_or(|g| g.passed()) {
         EXIT_OK
     } else {
         EXIT_FAILED
@@ -327,6 +417,90 @@ pub fn list(config: &Config) -> String {
         out.push('\n');
     }
     out
+}
+
+/// `synthmon history`: reads the history file in the state directory the
+/// daemon would use; exit 2 when there is none or it is not a history.
+async fn history(load: &LoadOptions, args: &HistoryArgs) -> u8 {
+    use crate::daemon::api;
+    // Only this probe's secrets (and its environments') must resolve.
+    let uses = plan::Uses::Once {
+        probes: vec![args.probe.clone()],
+        tags: vec![],
+        environments: args.env.iter().cloned().collect(),
+        alerting: false,
+    };
+    let config = match plan::load_for(load, &uses) {
+        Ok(c) => c,
+        Err(diags) => return print_diagnostics(&diags),
+    };
+    let dir = match crate::daemon::state_dir(&config) {
+        Ok(d) => d,
+        Err(e) => return fail(anyhow::anyhow!(e)),
+    };
+    let now = crate::history::now_ms();
+    let since = match api::parse_instant(&args.since, now) {
+        Ok(t) => t,
+        Err(e) => return fail(anyhow::anyhow!("--since: {e}")),
+    };
+    let configured: Vec<String> = config
+        .probes
+        .iter()
+        .find(|p| p.name == args.probe)
+        .map(|p| p.environments.clone())
+        .unwrap_or_default();
+    let (probe, env, limit) = (
+        args.probe.clone(),
+        args.env.clone(),
+        usize::from(args.limit),
+    );
+    let read = tokio::task::spawn_blocking(move || -> anyhow::Result<api::HistoryReport> {
+        let reader = crate::history::Reader::open(&dir)?;
+        let mut envs: Vec<String> = reader
+            .pairs()?
+            .into_iter()
+            .filter(|(p, _)| *p == probe)
+            .map(|(_, e)| e)
+            .chain(configured)
+            .collect();
+        envs.sort();
+        envs.dedup();
+        if envs.is_empty() {
+            anyhow::bail!(
+                "probe `{probe}` is not configured and has no history in {}",
+                dir.display()
+            );
+        }
+        if let Some(e) = &env {
+            if !envs.contains(e) {
+                anyhow::bail!(
+                    "probe `{probe}` has no environment `{e}` (it has {})",
+                    envs.join(", ")
+                );
+            }
+            envs = vec![e.clone()];
+        }
+        Ok(api::history_report(
+            &reader, &probe, &envs, since, now, limit,
+        )?)
+    })
+    .await;
+    let report = match read {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => return fail(e),
+        Err(e) => return fail(anyhow::anyhow!("reading the history failed: {e}")),
+    };
+    let text = match args.output {
+        Output::Json => match serde_json::to_string_pretty(&report) {
+            Ok(j) => j + "\n",
+            Err(e) => return fail(e.into()),
+        },
+        Output::Human => api::render_history(&report),
+    };
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout.write_all(text.as_bytes());
+    let _ = stdout.flush();
+    EXIT_OK
 }
 
 /// The daemon, until SIGTERM or SIGINT; exit 0 after a clean drain, 2 if

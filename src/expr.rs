@@ -14,11 +14,19 @@
 //! literals they meet (`json.count + 1`). When an assertion fails,
 //! [`Expr::check`] explains it by evaluating the operands of the failing
 //! comparison, so reports show what was actually seen.
+//!
+//! One name is known in every scope: [`PREV`], the values the probe's
+//! previous run kept (`keep = { NAME = "expr" }`), read as `prev.NAME`.
+//! Reading a name the probe does not keep fails the expectation (a typo
+//! is heard on the first run); reading a kept name that has no value yet
+//! (the first run ever, `--once`) passes, with `no previous value of
+//! prev.NAME` as its actual value, unless the expression tests
+//! `has(prev.NAME)`, and so handles the first run itself ([`Prev`]).
 
 use cel::common::ast::{CallExpr, EntryExpr, Expr as Node, IdedExpr, LiteralValue, operators};
 use cel::objects::{Key, Map};
 use cel::{Context, Env, Value};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::sync::{Arc, LazyLock};
 
@@ -41,11 +49,25 @@ static ENV: LazyLock<Arc<Env>> = LazyLock::new(|| {
 /// Longest rendering of one value in an explanation.
 const MAX_SHOWN: usize = 160;
 
+/// The name every scope knows: the previous run's kept values.
+pub const PREV: &str = "prev";
+
 /// A compiled expression and the text it came from.
 #[derive(Debug)]
 pub struct Expr {
     source: String,
     program: cel::Program,
+    /// What it reads of `prev`.
+    prev: PrevReads,
+}
+
+/// The fields of `prev` an expression reads (`prev.X`, `prev['X']`,
+/// `has(prev.X)`), and whether it copes with one being absent itself: it
+/// tests one with `has()` or reads `prev` as a whole.
+#[derive(Debug, Default)]
+struct PrevReads {
+    fields: Vec<String>,
+    guarded: bool,
 }
 
 /// Why an expression did not compile.
@@ -119,7 +141,7 @@ impl Expr {
         let mut bound = Vec::new();
         bound_variables(program.expression(), &mut bound);
         for var in program.references().variables() {
-            if !scope.contains(&var) && !bound.iter().any(|b| b == var) {
+            if !scope.contains(&var) && !bound.iter().any(|b| b == var) && var != PREV {
                 let mut msg = format!(
                     "unknown variable `{var}` in `{source}` (expected one of {})",
                     scope
@@ -140,9 +162,11 @@ impl Expr {
         if let Some(e) = check_literals(&program, &typed, &bound) {
             return Err(e);
         }
+        let prev = prev_reads(program.expression(), &bound);
         Ok(Expr {
             source: source.to_owned(),
             program,
+            prev,
         })
     }
 
@@ -155,8 +179,62 @@ impl Expr {
         self.program.references().has_variable(var)
     }
 
+    /// The first kept name this expression reads from `prev` without
+    /// testing it that has no previous value in `facts` (the first run):
+    /// it is then not evaluated. Names the probe does not keep are not
+    /// considered here ([`Expr::check`] fails on them).
+    pub fn lacks_prev(&self, facts: &Facts) -> Option<&str> {
+        if self.prev.guarded {
+            return None;
+        }
+        self.prev
+            .fields
+            .iter()
+            .find(|f| facts.prev.kept.contains(*f) && !facts.prev.has(f))
+            .map(String::as_str)
+    }
+
+    /// Why reading `prev` cannot work whatever the previous run kept: the
+    /// probe keeps no such name (`prev.lst_seq` for `prev.last_seq`).
+    fn prev_mistake(&self, facts: &Facts) -> Option<String> {
+        let kept = &facts.prev.kept;
+        let name = self.prev.fields.iter().find(|f| !kept.contains(*f))?;
+        let mut msg = format!("`prev.{name}` is not kept: ");
+        if kept.is_empty() {
+            let _ = write!(
+                msg,
+                "this probe keeps nothing (keep = {{ {name} = \"…\" }} would keep it)"
+            );
+        } else {
+            let _ = write!(
+                msg,
+                "this probe keeps {}",
+                kept.iter()
+                    .map(|k| format!("`{k}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            if let Some(near) = crate::diag::nearest(name, kept.iter().map(String::as_str)) {
+                let _ = write!(msg, "; did you mean `prev.{near}`?");
+            }
+        }
+        Some(msg)
+    }
+
     /// Evaluates the expression as an assertion.
     pub fn check(&self, facts: &Facts) -> Check {
+        if let Some(why) = self.prev_mistake(facts) {
+            return Check {
+                passed: false,
+                actual: why,
+            };
+        }
+        if let Some(name) = self.lacks_prev(facts) {
+            return Check {
+                passed: true,
+                actual: format!("no previous value of prev.{name}"),
+            };
+        }
         let ctx = facts.context();
         match self.program.execute(&ctx) {
             Ok(Value::Bool(true)) => Check {
@@ -183,6 +261,15 @@ impl Expr {
     /// Evaluates the expression to a JSON value (captures, `until`
     /// operands). Errors say what went wrong, for reports.
     pub fn eval(&self, facts: &Facts) -> Result<serde_json::Value, String> {
+        if let Some(why) = self.prev_mistake(facts) {
+            return Err(format!("`{}`: {why}", self.source));
+        }
+        if let Some(name) = self.lacks_prev(facts) {
+            return Err(format!(
+                "`{}`: no previous value of prev.{name} (test it with has(prev.{name}) to give the first run a value)",
+                self.source
+            ));
+        }
         let ctx = facts.context();
         let value = self.program.execute(&ctx).map_err(|e| {
             format!(
@@ -201,6 +288,8 @@ impl Expr {
 #[derive(Default)]
 pub struct Facts {
     values: Vec<(&'static str, Value)>,
+    /// What `prev` reads; nothing kept unless [`Facts::set_prev`] says.
+    prev: Prev,
 }
 
 impl Facts {
@@ -210,16 +299,113 @@ impl Facts {
         self.values.push((name, plain_ints(value.into())));
     }
 
+    /// Makes the previous run's kept values readable as `prev`.
+    pub fn set_prev(&mut self, prev: Prev) {
+        self.prev = prev;
+    }
+
     fn context(&self) -> Context<'_, '_> {
         let mut ctx = Context::with_env(ENV.clone());
         // `find(text, regex)`: the first capture group of the first match
         // (the whole match when the regex has no group), or "" when none.
         let _ = ctx.add_function("find", find);
+        ctx.add_variable_from_value(PREV, self.prev.value.clone());
         for (name, value) in &self.values {
             ctx.add_variable_from_value(*name, value.clone());
         }
         ctx
     }
+}
+
+/// `prev` as expressions read it: the names a probe keeps and the values
+/// its previous run kept of them (values of names no longer kept are left
+/// out). Cheap to clone: the values are one CEL map.
+#[derive(Clone, Debug)]
+pub struct Prev {
+    kept: Vec<String>,
+    value: Value,
+}
+
+impl Default for Prev {
+    fn default() -> Self {
+        Prev {
+            kept: Vec::new(),
+            value: Value::Map(Map {
+                map: Arc::new(HashMap::new()),
+            }),
+        }
+    }
+}
+
+impl Prev {
+    /// `kept`: the probe's `keep` names; `values`: what the previous run
+    /// kept (`None`: there was no previous run, or it is not known).
+    pub fn new<'a>(
+        kept: impl IntoIterator<Item = &'a str>,
+        values: Option<&BTreeMap<String, serde_json::Value>>,
+    ) -> Prev {
+        let kept: Vec<String> = kept.into_iter().map(str::to_owned).collect();
+        let map: HashMap<String, Value> = values
+            .into_iter()
+            .flatten()
+            .filter(|(name, _)| kept.contains(name))
+            .map(|(name, v)| (name.clone(), json_value(v)))
+            .collect();
+        Prev {
+            kept,
+            value: map.into(),
+        }
+    }
+
+    /// Whether the previous run kept a value of `name`.
+    fn has(&self, name: &str) -> bool {
+        match &self.value {
+            Value::Map(m) => m.map.contains_key(&Key::String(Arc::new(name.to_owned()))),
+            _ => false,
+        }
+    }
+}
+
+/// What `node` reads of `prev` (see [`PrevReads`]). A comprehension
+/// variable named `prev` shadows it: nothing is then known, so nothing is
+/// checked.
+fn prev_reads(node: &IdedExpr, bound: &[String]) -> PrevReads {
+    let mut reads = PrevReads::default();
+    if bound.iter().any(|b| b == PREV) {
+        reads.guarded = true;
+        return reads;
+    }
+    let is_prev = |n: &IdedExpr| matches!(&n.expr, Node::Ident(name) if name == PREV);
+    let mut nodes = Vec::new();
+    every_node(node, &mut nodes);
+    let mut fields_read = 0;
+    for n in &nodes {
+        match &n.expr {
+            Node::Select(sel) if is_prev(&sel.operand) => {
+                fields_read += 1;
+                reads.guarded |= sel.test;
+                reads.fields.push(sel.field.clone());
+            }
+            Node::Call(call) if call.func_name == operators::INDEX => {
+                if let [operand, key] = call.args.as_slice() {
+                    if is_prev(operand) {
+                        if let Node::Literal(LiteralValue::String(key)) = &key.expr {
+                            fields_read += 1;
+                            reads.fields.push(key.inner().to_owned());
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    // `prev` read as a whole (`size(prev)`, `prev[vars.name]`): the
+    // expression deals with what is there.
+    let whole = nodes.iter().filter(|n| is_prev(n)).count();
+    reads.guarded |= whole > fields_read;
+    reads.fields.sort();
+    reads.fields.dedup();
+    reads
 }
 
 fn find(text: Arc<String>, pattern: Arc<String>) -> Result<Value, cel::ExecutionError> {
@@ -1360,6 +1546,91 @@ mod tests {
             let compiled = Expr::compile_in(src, typed(scope));
             assert!(compiled.is_ok(), "{src}: {:?}", compiled.err());
         }
+    }
+
+    /// `facts()` with `prev` keeping `names`, the previous run's values
+    /// given as JSON (`None`: no previous run).
+    fn with_prev(names: &[&str], values: Option<&str>) -> Facts {
+        let values: Option<BTreeMap<String, serde_json::Value>> =
+            values.map(|v| serde_json::from_str(v).unwrap());
+        let mut f = facts();
+        f.set_prev(Prev::new(names.iter().copied(), values.as_ref()));
+        f
+    }
+
+    fn check_prev(src: &str, f: &Facts) -> Check {
+        Expr::compile(src, SCOPE).unwrap().check(f)
+    }
+
+    #[test]
+    fn prev_is_known_in_every_scope_and_compared_like_any_value() {
+        assert!(Expr::compile("prev.x == 1", &[]).is_ok());
+        assert!(Expr::compile("json.count > prev.last", SCOPE).is_ok());
+        let f = with_prev(&["last"], Some(r#"{"last": 2}"#));
+        assert!(check_prev("json.count > prev.last", &f).passed);
+        let f = with_prev(&["last"], Some(r#"{"last": 3}"#));
+        let c = check_prev("json.count > prev.last", &f);
+        assert!(!c.passed);
+        assert_eq!(c.actual, "json.count = 3, prev.last = 3");
+        // `prev['last']` reads the same value.
+        assert!(!check_prev("json.count > prev['last']", &f).passed);
+    }
+
+    #[test]
+    fn prev_without_a_previous_value_passes_and_says_so() {
+        for values in [None, Some("{}"), Some(r#"{"other": 1}"#)] {
+            let f = with_prev(&["last"], values);
+            let c = check_prev("json.count > prev.last", &f);
+            assert_eq!(
+                c,
+                Check {
+                    passed: true,
+                    actual: "no previous value of prev.last".into()
+                },
+                "{values:?}"
+            );
+            // An expression that tests for it handles the first run itself.
+            let c = check_prev("has(prev.last) && json.count > prev.last", &f);
+            assert!(!c.passed, "{values:?}");
+            assert!(
+                check_prev("!has(prev.last) || json.count > prev.last", &f).passed,
+                "{values:?}"
+            );
+            // Captures and kept values evaluate to an error, in words.
+            let e = Expr::compile("prev.last + 1", SCOPE)
+                .unwrap()
+                .eval(&f)
+                .unwrap_err();
+            assert!(e.contains("no previous value of prev.last"), "{e}");
+            assert_eq!(
+                Expr::compile("has(prev.last) ? prev.last + 1 : 1", SCOPE)
+                    .unwrap()
+                    .eval(&f),
+                Ok(serde_json::json!(1))
+            );
+        }
+    }
+
+    #[test]
+    fn prev_of_a_name_not_kept_fails_with_the_names_kept() {
+        let f = with_prev(&["last_seq"], Some(r#"{"last_seq": 1}"#));
+        let c = check_prev("json.count > prev.lst_seq", &f);
+        assert_eq!(
+            c.actual,
+            "`prev.lst_seq` is not kept: this probe keeps `last_seq`; did you mean `prev.last_seq`?"
+        );
+        assert!(!c.passed);
+        // Even guarded, and even on a first run: a typo is heard at once.
+        let f = with_prev(&["last_seq"], None);
+        assert!(!check_prev("!has(prev.lst_seq) || true", &f).passed);
+        let c = check_prev("prev.seq == 1", &facts());
+        assert_eq!(
+            c.actual,
+            "`prev.seq` is not kept: this probe keeps nothing (keep = { seq = \"…\" } would keep it)"
+        );
+        // Values of names no longer kept are not readable either.
+        let f = with_prev(&["a"], Some(r#"{"a": 1, "b": 2}"#));
+        assert!(check_prev("size(prev) == 1", &f).passed);
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub mod daemon;
 pub mod diag;
 pub mod expr;
 pub mod generate;
+pub mod history;
 pub mod net;
 pub mod once;
 pub mod outcome;

@@ -230,6 +230,16 @@ pub struct Outcome {
     /// Latency percentiles of the pair over its window (over this
     /// invocation's samples in `--once`); filled in by the measurement stage.
     pub latency: Option<LatencySummary>,
+    /// What this run keeps for the next one (`keep = { NAME = "expr" }`,
+    /// and a kind's own entries such as `stream.last_id`): whoever runs
+    /// the pair again passes it back as `RunContext::prev`. JSON values,
+    /// each at most `probe::kind::MAX_KEPT_BYTES`, secrets scrubbed.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub kept: std::collections::BTreeMap<String, serde_json::Value>,
+    /// When the schedule meant the run to start (Unix milliseconds); set
+    /// by the daemon's scheduler, `None` for runs started by hand.
+    #[serde(skip)]
+    pub intended_ms: Option<i64>,
 }
 
 /// Latency percentiles over a window, in seconds (nearest rank).
@@ -274,6 +284,8 @@ impl Outcome {
             assertions: Vec::new(),
             thresholds: Vec::new(),
             latency: None,
+            kept: std::collections::BTreeMap::new(),
+            intended_ms: None,
         }
     }
 
@@ -604,6 +616,11 @@ impl Latencies {
         self.exact = Vec::new();
         h.saturating_record_n(u64::from(us), n);
         self.hist = Some(Box::new(h));
+    }
+
+    /// Records `count` latencies of `d` (a stored histogram's bucket).
+    pub fn record_n(&mut self, d: Duration, count: u64) {
+        self.record_us(latency_us(d), count);
     }
 
     /// Adds every latency of `other` (a worker's record into the run's).

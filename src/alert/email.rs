@@ -147,6 +147,7 @@ fn notice_word(n: &Notification) -> &'static str {
         (Notice::Resolve, _) => "RESOLVED",
         (_, AlertKind::Failing) => "FAILING",
         (_, AlertKind::Degraded) => "DEGRADED",
+        (_, AlertKind::SloPage | AlertKind::SloTicket) => "SLO BURN",
     }
 }
 
@@ -273,6 +274,8 @@ pub fn html_body(batch: &[Notification]) -> String {
             (Notice::Resolve, _) => "#2e7d32",
             (_, AlertKind::Failing) => "#c62828",
             (_, AlertKind::Degraded) => "#ef6c00",
+            (_, AlertKind::SloPage) => "#c62828",
+            (_, AlertKind::SloTicket) => "#ef6c00",
         };
         let _ = writeln!(
             out,

@@ -29,6 +29,11 @@ pub enum AlertKind {
     Failing,
     /// A threshold is degraded (warns; never pages by default).
     Degraded,
+    /// An SLO burns its error budget at a rate that pages (critical).
+    SloPage,
+    /// An SLO burns its error budget at a rate that needs a ticket
+    /// (warning).
+    SloTicket,
 }
 
 impl AlertKind {
@@ -36,6 +41,8 @@ impl AlertKind {
         match self {
             AlertKind::Failing => "failing",
             AlertKind::Degraded => "degraded",
+            AlertKind::SloPage => "slo_page",
+            AlertKind::SloTicket => "slo_ticket",
         }
     }
 }

@@ -230,6 +230,7 @@ impl Checker<'_> {
             DEFAULT_DRAIN_TIMEOUT,
             MAX_DRAIN_TIMEOUT,
         );
+        let history = self.history(&d.history);
         let globs = d
             .probes
             .unwrap_or_else(|| vec![DEFAULT_PROBE_GLOB.to_owned()])
@@ -251,6 +252,7 @@ impl Checker<'_> {
             location: d.location.unwrap_or_default(),
             drain_timeout,
             max_concurrent_runs: d.max_concurrent_runs.unwrap_or(DEFAULT_MAX_CONCURRENT_RUNS),
+            history,
         };
         if daemon.max_concurrent_runs == 0 {
             self.err("daemon.max_concurrent_runs", "expected at least 1");
@@ -268,6 +270,49 @@ impl Checker<'_> {
             tagging: tagging.unwrap_or_default(),
             environments,
             telemetry,
+        }
+    }
+
+    /// `[daemon.history]`: minutes are kept at least an hour (the
+    /// roll-up reads them), hours at least as long as minutes.
+    fn history(&mut self, raw: &raw::RawHistory) -> crate::config::HistoryConfig {
+        const YEARS_10: Duration = Duration::from_secs(10 * 366 * 86_400);
+        let d = crate::config::HistoryConfig::default();
+        let keep_runs = self.duration_at_most(
+            "daemon.history.keep_runs",
+            raw.keep_runs.as_deref(),
+            d.keep_runs,
+            YEARS_10,
+        );
+        let keep_minutes = self.duration_at_most(
+            "daemon.history.keep_minutes",
+            raw.keep_minutes.as_deref(),
+            d.keep_minutes,
+            YEARS_10,
+        );
+        let keep_hours = self.duration_at_most(
+            "daemon.history.keep_hours",
+            raw.keep_hours.as_deref(),
+            d.keep_hours,
+            YEARS_10,
+        );
+        if keep_minutes < Duration::from_secs(2 * 3600) {
+            self.err(
+                "daemon.history.keep_minutes",
+                "expected at least `2h` (hourly roll-ups are made from the minutes)",
+            );
+        }
+        if keep_hours < keep_minutes {
+            self.err(
+                "daemon.history.keep_hours",
+                "expected at least as long as `keep_minutes`",
+            );
+        }
+        crate::config::HistoryConfig {
+            enabled: raw.enabled.unwrap_or(true),
+            keep_runs,
+            keep_minutes,
+            keep_hours,
         }
     }
 

@@ -51,6 +51,32 @@ pub struct DaemonConfig {
     /// At most this many runs in flight at once, so slow targets cannot
     /// starve the rest.
     pub max_concurrent_runs: usize,
+    pub history: HistoryConfig,
+}
+
+/// `[daemon.history]`: whether the daemon keeps a run history in its state
+/// directory, and for how long each kind of record is kept.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct HistoryConfig {
+    pub enabled: bool,
+    /// Every run's row (default 7 days).
+    pub keep_runs: Duration,
+    /// Per-minute counts and latency snapshots (default 48 hours).
+    pub keep_minutes: Duration,
+    /// Per-hour roll-ups and state changes (default 400 days).
+    pub keep_hours: Duration,
+}
+
+impl Default for HistoryConfig {
+    fn default() -> HistoryConfig {
+        const DAY: u64 = 86_400;
+        HistoryConfig {
+            enabled: true,
+            keep_runs: Duration::from_secs(7 * DAY),
+            keep_minutes: Duration::from_secs(2 * DAY),
+            keep_hours: Duration::from_secs(400 * DAY),
+        }
+    }
 }
 
 /// When a probe's alerts fire and resolve: the state machine's own rules

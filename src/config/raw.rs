@@ -181,6 +181,22 @@ pub struct RawDaemon {
     pub drain_timeout: Option<String>,
     /// At most this many runs in flight at once, across all probes.
     pub max_concurrent_runs: Option<usize>,
+    /// `[daemon.history]`: the run history and how long it is kept.
+    #[serde(default)]
+    pub history: RawHistory,
+}
+
+/// `[daemon.history]` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHistory {
+    pub enabled: Option<bool>,
+    #[serde(default, deserialize_with = "duration")]
+    pub keep_runs: Option<String>,
+    #[serde(default, deserialize_with = "duration")]
+    pub keep_minutes: Option<String>,
+    #[serde(default, deserialize_with = "duration")]
+    pub keep_hours: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -260,24 +276,71 @@ pub struct RawProbe {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawSlo {
+    /// `"99.9%"`: the `%` is required (a number is taken in to be told so).
+    #[serde(default, deserialize_with = "percent")]
     pub objective: Option<String>,
     #[serde(default, deserialize_with = "duration")]
     pub window: Option<String>,
+    /// `availability` (default) or `latency`.
     pub sli: Option<String>,
+    /// The latency SLI's limit: a run is good when it passed within it.
     #[serde(default, deserialize_with = "duration")]
     pub threshold: Option<String>,
+    /// Burn-rate alert rules; unset means the SRE workbook's three,
+    /// `[]` means none.
+    pub alerts: Option<Vec<RawBurnRule>>,
+}
+
+/// One entry of `slo.alerts`:
+/// `{ burn = 14.4, long = "1h", short = "5m", severity = "page" }`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBurnRule {
+    pub burn: Option<f64>,
+    #[serde(default, deserialize_with = "duration")]
+    pub long: Option<String>,
+    #[serde(default, deserialize_with = "duration")]
+    pub short: Option<String>,
+    /// `page` or `ticket`.
+    pub severity: Option<String>,
 }
 
 /// `baseline = { … }` as written; `slo::Baseline` once checked.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawBaseline {
+    /// `p50`, `p95`, `p(99.9)`, `avg`, …
     pub metric: Option<String>,
     #[serde(default, deserialize_with = "duration")]
     pub window: Option<String>,
+    /// `"20%"`: the `%` is required (a number is taken in to be told so).
+    #[serde(default, deserialize_with = "percent")]
     pub tolerance: Option<String>,
     pub min_samples: Option<u64>,
+    /// `degraded` (default) or `failing`.
     pub level: Option<String>,
+}
+
+/// A percentage as written: text (`"99.9%"`), or a TOML number, which is
+/// taken in as its digits so that the checker can ask for the `%` sign
+/// (`objective = 0.999` would otherwise only hear "expected a string").
+#[derive(Debug, Deserialize)]
+#[serde(untagged, expecting = "a percentage like \"99.9%\"")]
+enum RawPercent {
+    Text(String),
+    Integer(i64),
+    Float(f64),
+}
+
+/// Reads an optional percentage key as its text (see [`RawPercent`]).
+fn percent<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
+    Ok(
+        Option::<RawPercent>::deserialize(deserializer)?.map(|p| match p {
+            RawPercent::Text(text) => text,
+            RawPercent::Integer(n) => n.to_string(),
+            RawPercent::Float(x) => format!("{x:?}"),
+        }),
+    )
 }
 
 /// A size written as a number of bytes or as a string with a unit.

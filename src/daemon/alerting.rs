@@ -110,6 +110,67 @@ impl Alerting {
         self.add(notes, config);
     }
 
+    /// Feeds one SLO's burn-rate findings: one alert per severity (page,
+    /// ticket), firing while any rule of that severity fires.
+    pub fn observe_burn(&mut self, status: &crate::history::slo::SloStatus, config: &Config) {
+        let Some(probe) = config.probes.iter().find(|p| p.name == status.probe) else {
+            return;
+        };
+        let Some(env) = config.environments.get(&status.environment) else {
+            return;
+        };
+        let mut labels: BTreeMap<String, String> = env.labels.clone();
+        labels.extend(probe.labels.clone());
+        let info = PairInfo {
+            severity: probe.severity,
+            labels,
+            tags: probe.tags.clone(),
+            depends_on: Vec::new(),
+            rules: probe.alert.rules.clone(),
+        };
+        let now = Utc::now();
+        for (kind, severity) in [
+            (crate::alert::AlertKind::SloPage, "page"),
+            (crate::alert::AlertKind::SloTicket, "ticket"),
+        ] {
+            // A severity without rules (any more, after a reload) reports
+            // not firing, so an alert it left open resolves.
+            let rules: Vec<_> = status
+                .rules
+                .iter()
+                .filter(|r| r.severity == severity)
+                .collect();
+            let firing = rules.iter().find(|r| r.firing);
+            let shown = firing.copied().or_else(|| rules.first().copied());
+            let detail = match shown {
+                Some(r) => format!(
+                    "the {} error budget of {} burns at {:.1}x over {} and {:.1}x over {} ({severity} at {}x; {:.1}% of the budget left)",
+                    secs(status.window_seconds),
+                    percent(status.objective),
+                    r.long_rate,
+                    secs(r.long_seconds),
+                    r.short_rate,
+                    secs(r.short_seconds),
+                    r.factor,
+                    status.budget_remaining * 100.0,
+                ),
+                None => format!("no {severity} rule is configured any more"),
+            };
+            let notes = self.engine.observe_burn(
+                &crate::alert::state::BurnReport {
+                    probe: &status.probe,
+                    environment: &status.environment,
+                    kind,
+                    firing: firing.is_some(),
+                    detail,
+                    info: &info,
+                },
+                now,
+            );
+            self.add(notes, config);
+        }
+    }
+
     /// Time-driven work: repeats, and committing a group whose window
     /// closed.
     pub async fn tick(&mut self, config: &Config) {
@@ -146,6 +207,17 @@ impl Alerting {
 
     /// Drops state of pairs no longer configured (resolving their alerts).
     pub fn retain(&mut self, config: &Config) {
+        let burns = self.engine.retain_burns(
+            |p, e| {
+                config.probes.iter().any(|probe| {
+                    probe.name == p
+                        && probe.slo.is_some()
+                        && probe.environments.iter().any(|x| x == e)
+                })
+            },
+            Utc::now(),
+        );
+        self.add(burns, config);
         let notes = self.engine.retain(
             |p, e| {
                 config
@@ -313,6 +385,17 @@ fn pair_info(config: &Config, outcome: &Outcome) -> Option<PairInfo> {
     })
 }
 
+/// A window in seconds as the config writes it (`30d`, `1h`, `5m`).
+fn secs(seconds: u64) -> String {
+    crate::slo::format_window(Duration::from_secs(seconds))
+}
+
+/// `0.999` → `99.9%`.
+fn percent(ratio: f64) -> String {
+    let p = format!("{:.6}", ratio * 100.0);
+    format!("{}%", p.trim_end_matches('0').trim_end_matches('.'))
+}
+
 /// One batch per receiver, as the routes decide.
 fn group(config: &Config, notes: Vec<Notification>) -> Vec<(Vec<String>, Vec<Notification>)> {
     let mut per_receiver: BTreeMap<String, Vec<Notification>> = BTreeMap::new();
@@ -430,7 +513,7 @@ fn receivers(config: &Config) -> Vec<SharedReceiver> {
 /// `[daemon] state_dir`, else systemd's `STATE_DIRECTORY` (already folded
 /// into `state_dir` at load), else the user's state directory
 /// (`$XDG_STATE_HOME/synthmon` or `~/.local/state/synthmon`).
-fn state_dir(config: &Config) -> Result<PathBuf, String> {
+pub(super) fn state_dir(config: &Config) -> Result<PathBuf, String> {
     if let Some(d) = &config.daemon.state_dir {
         return Ok(d.clone());
     }

@@ -1,5 +1,7 @@
-//! The daemon's own HTTP listener: `/healthz`, `/readyz` and `/metrics`
-//! (later also the status page).
+//! The daemon's own HTTP listener: `/healthz`, `/readyz`, `/metrics` and
+//! the read-only history API under `/api/v1/` ([`super::api`]; same
+//! exposure as `/metrics`: should the listener get a bearer token, both
+//! are behind it).
 //!
 //! `/healthz` says only whether this process is alive and its scheduler loop
 //! has ticked recently; never anything about targets or receivers, so a
@@ -23,6 +25,8 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .merge(super::api::routes())
+        .fallback(super::api::fallback)
         .with_state(shared)
 }
 

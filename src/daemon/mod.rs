@@ -9,6 +9,8 @@
 //! spawns long-lived tasks, and each has an owner that waits for it.
 
 pub mod alerting;
+pub mod api;
+pub mod history;
 pub mod listener;
 pub mod notify;
 pub mod pipeline;
@@ -102,9 +104,64 @@ pub struct Shared {
     /// The built-in sandbox, started when an environment first needs it and
     /// stopped after the drain.
     sandbox: tokio::sync::Mutex<Option<Sandbox>>,
+    /// Queries on the run history (the API); `None` when it is off or
+    /// could not be opened.
+    pub history: Option<Arc<crate::history::Reader>>,
+    /// The SLO status of every pair with an SLO, as last computed.
+    pub slo: std::sync::Mutex<Vec<crate::history::slo::SloStatus>>,
+    /// The config in effect (the API's probes and environments); replaced
+    /// when a reload is applied.
+    pub config: std::sync::RwLock<Arc<Config>>,
+    /// What each pair's latest run kept (`prev` of its next run).
+    kept: std::sync::Mutex<Kept>,
 }
 
+/// Kept values per (probe, environment).
+pub type Kept = std::collections::HashMap<
+    (String, String),
+    Arc<std::collections::BTreeMap<String, serde_json::Value>>,
+>;
+
 impl Shared {
+    /// What the latest run of a pair kept.
+    pub fn kept(
+        &self,
+        probe: &str,
+        environment: &str,
+    ) -> Option<Arc<std::collections::BTreeMap<String, serde_json::Value>>> {
+        self.kept
+            .lock()
+            .ok()?
+            .get(&(probe.to_owned(), environment.to_owned()))
+            .cloned()
+    }
+
+    /// Records what a run kept (merged over what earlier runs kept).
+    pub fn set_kept(
+        &self,
+        probe: &str,
+        environment: &str,
+        values: &std::collections::BTreeMap<String, serde_json::Value>,
+    ) {
+        if values.is_empty() {
+            return;
+        }
+        if let Ok(mut all) = self.kept.lock() {
+            let key = (probe.to_owned(), environment.to_owned());
+            let mut merged = all.get(&key).map(|m| (**m).clone()).unwrap_or_default();
+            merged.extend(values.iter().map(|(k, v)| (k.clone(), v.clone())));
+            all.insert(key, Arc::new(merged));
+        }
+    }
+
+    /// The config in effect.
+    pub fn config(&self) -> Arc<Config> {
+        self.config
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
     fn beat(&self, now: Instant) {
         if let Ok(mut h) = self.heartbeat.lock() {
             *h = now;
@@ -211,6 +268,27 @@ impl Daemon {
             addr: listen,
             source,
         })?;
+        let history = history::open(&config).await;
+        // What the pairs kept and where they stood, read back at start.
+        let (kept, states) = match &history {
+            Some(h) => {
+                let reader = h.reader();
+                tokio::task::spawn_blocking(move || {
+                    let mut kept = Kept::new();
+                    for (probe, env) in reader.pairs().unwrap_or_default() {
+                        if let Ok(k) = reader.kept(&probe, &env) {
+                            if !k.is_empty() {
+                                kept.insert((probe, env), Arc::new(k));
+                            }
+                        }
+                    }
+                    (kept, reader.last_states().unwrap_or_default())
+                })
+                .await
+                .unwrap_or_default()
+            }
+            None => Default::default(),
+        };
         let shared = Arc::new(Shared {
             heartbeat: std::sync::Mutex::new(Instant::now()),
             tick: opts.tick,
@@ -219,6 +297,10 @@ impl Daemon {
             metrics: Arc::new(Metrics::new(&config.daemon, &config.probes)),
             spans_dropped: Arc::new(AtomicU64::new(0)),
             sandbox: tokio::sync::Mutex::new(None),
+            history: history.as_ref().map(|h| h.reader()),
+            slo: std::sync::Mutex::new(Vec::new()),
+            config: std::sync::RwLock::new(config.clone()),
+            kept: std::sync::Mutex::new(kept),
         });
         let notifier = Notifier::new(opts.notify_socket.clone());
         let stop = CancellationToken::new();
@@ -247,6 +329,8 @@ impl Daemon {
                 spans_dropped: shared.spans_dropped.clone(),
                 alerting,
                 listener: outcomes,
+                history: history::HistoryStage::new(history, config.daemon.history.enabled, states),
+                shared: shared.clone(),
             },
         ));
         tasks.spawn(upkeep(shared.metrics.clone(), stop.clone()));
@@ -370,6 +454,12 @@ impl Daemon {
     }
 }
 
+/// The state directory (the outbox, the history): `[daemon] state_dir`,
+/// else `$XDG_STATE_HOME/synthmon`, else `~/.local/state/synthmon`.
+pub fn state_dir(config: &Config) -> Result<PathBuf, String> {
+    alerting::state_dir(config)
+}
+
 /// Runs the daemon until `shutdown` resolves, then drains and returns.
 pub async fn run(opts: DaemonOptions, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
     let daemon = Daemon::start(opts, None).await?;
@@ -448,6 +538,10 @@ async fn reloader(
                     Ok(()) => {
                         watcher = watch::Watcher::with_seen(&config, before);
                         current = config.clone();
+                        *shared
+                            .config
+                            .write()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner) = config.clone();
                         if events.send(pipeline::Event::Config(config)).await.is_err() {
                             return;
                         }

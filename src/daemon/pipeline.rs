@@ -36,6 +36,8 @@ pub struct Sinks {
     pub spans_dropped: Arc<AtomicU64>,
     pub alerting: Option<Alerting>,
     pub listener: Option<mpsc::Sender<Outcome>>,
+    pub history: super::history::HistoryStage,
+    pub shared: Arc<super::Shared>,
 }
 
 /// Runs until every sender of `events` is gone (after the drain), then
@@ -47,6 +49,8 @@ pub async fn run(mut events: mpsc::Receiver<Event>, mut config: Arc<Config>, sin
         spans_dropped,
         mut alerting,
         listener,
+        mut history,
+        shared,
     } = sinks;
     let mut store = Store::default();
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
@@ -58,6 +62,7 @@ pub async fn run(mut events: mpsc::Receiver<Event>, mut config: Arc<Config>, sin
                 None => break,
             },
             _ = ticker.tick() => {
+                history.tick(&config, &metrics, &shared, alerting.as_mut()).await;
                 if let Some(a) = alerting.as_mut() {
                     a.tick(&config).await;
                     publish_delivery(a, &metrics).await;
@@ -89,6 +94,7 @@ pub async fn run(mut events: mpsc::Receiver<Event>, mut config: Arc<Config>, sin
                     .map(|p| p.thresholds.as_slice())
                     .unwrap_or_default();
                 store.record(&mut outcome, thresholds);
+                history.judge(&mut outcome);
                 for t in &outcome.thresholds {
                     if t.state == crate::threshold::State::Failing {
                         tracing::warn!(
@@ -105,15 +111,26 @@ pub async fn run(mut events: mpsc::Receiver<Event>, mut config: Arc<Config>, sin
                     t.record(&outcome);
                     spans_dropped.store(t.dropped(), Ordering::Relaxed);
                 }
-                if let Some(a) = alerting.as_mut() {
-                    a.observe(&outcome, &config);
-                    let state = match a.state(&outcome.probe, &outcome.environment) {
-                        PairState::Ok => 0.0,
-                        PairState::Degraded => 1.0,
-                        PairState::Failing => 2.0,
-                    };
-                    metrics.alert_state(&outcome.probe, &outcome.environment, state);
-                }
+                let state = match alerting.as_mut() {
+                    Some(a) => {
+                        a.observe(&outcome, &config);
+                        let state = a.state(&outcome.probe, &outcome.environment);
+                        let value = match state {
+                            PairState::Ok => 0.0,
+                            PairState::Degraded => 1.0,
+                            PairState::Failing => 2.0,
+                        };
+                        metrics.alert_state(&outcome.probe, &outcome.environment, value);
+                        state.as_str()
+                    }
+                    // Without alerting, a pair's state is its latest run's.
+                    None => match crate::history::verdict_of(&outcome) {
+                        crate::history::Verdict::Pass => "ok",
+                        crate::history::Verdict::Degraded => "degraded",
+                        crate::history::Verdict::Fail => "failing",
+                    },
+                };
+                history.observe(&outcome, state, &shared);
                 if let Some(tx) = &listener {
                     let _ = tx.try_send(*outcome);
                 }
@@ -123,6 +140,7 @@ pub async fn run(mut events: mpsc::Receiver<Event>, mut config: Arc<Config>, sin
     if let Some(a) = alerting {
         a.shutdown(&config, Duration::from_secs(2)).await;
     }
+    history.close().await;
     if let Some(t) = traces {
         let counts = t.shutdown(TRACE_FLUSH).await;
         spans_dropped.store(counts.dropped, Ordering::Relaxed);

@@ -189,7 +189,7 @@ impl Scheduler {
                     Some(Command::Stall(d)) => tokio::time::sleep(d).await,
                     None => break,
                 },
-                Some(key) = self.cron_rx.recv() => self.fire(&key),
+                Some(key) = self.cron_rx.recv() => self.fire(&key, Duration::ZERO),
                 () = tokio::time::sleep_until(wake) => {}
             }
             self.fire_due(Instant::now());
@@ -234,12 +234,13 @@ impl Scheduler {
                 );
             }
             self.queue.push(Reverse((next, generation, key.clone())));
-            self.fire(&key);
+            self.fire(&key, now.saturating_duration_since(due));
         }
     }
 
     /// Starts one run of `key`, unless its previous run is still going.
-    fn fire(&mut self, key: &PairKey) {
+    /// `lag`: how late the slot fires (its intended start is that long ago).
+    fn fire(&mut self, key: &PairKey, lag: Duration) {
         let Some(entry) = self.entries.get(key) else {
             return;
         };
@@ -261,6 +262,9 @@ impl Scheduler {
             return;
         };
         let running = RunningGuard(entry.running.clone());
+        let intended_ms = crate::history::now_ms()
+            .saturating_sub(i64::try_from(lag.as_millis()).unwrap_or(i64::MAX));
+        let prev = self.shared.kept(&key.0, &key.1);
         let config = self.config.clone();
         let env_name = key.1.clone();
         let permits = self.permits.clone();
@@ -298,10 +302,12 @@ impl Scheduler {
                 cancel: cancel.clone(),
                 seed: None,
                 progress: None,
+                prev: prev.as_deref(),
             };
             // The run watches `cancel` itself (a flow's teardown still runs
             // after it fires, within its own bound).
-            let outcome = probe::run(&ctx).await;
+            let mut outcome = probe::run(&ctx).await;
+            outcome.intended_ms = Some(intended_ms);
             if cancel.is_cancelled() {
                 // Our own shutdown is not a verdict on the target: the run
                 // goes to no metric and no alert.
@@ -599,7 +605,7 @@ mod tests {
         (dir, Arc::new(config))
     }
 
-    fn shared(config: &Config) -> Arc<Shared> {
+    fn shared(config: &Arc<Config>) -> Arc<Shared> {
         Arc::new(Shared {
             heartbeat: std::sync::Mutex::new(Instant::now()),
             tick: SECOND,
@@ -608,6 +614,10 @@ mod tests {
             metrics: Arc::new(Metrics::new(&config.daemon, &config.probes)),
             spans_dropped: Arc::new(std::sync::atomic::AtomicU64::new(0)),
             sandbox: tokio::sync::Mutex::new(None),
+            history: None,
+            slo: std::sync::Mutex::new(Vec::new()),
+            kept: std::sync::Mutex::new(super::super::Kept::new()),
+            config: std::sync::RwLock::new(config.clone()),
         })
     }
 

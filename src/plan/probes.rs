@@ -417,6 +417,9 @@ impl Checker<'_> {
                 }
             }
         }
+        let slo = self.slo(raw.slo);
+        let baseline = self.baseline(raw.baseline);
+        let keep = self.keep(&raw.keep, kind.as_deref());
         self.finish_probe(
             errors_before,
             ProbeParts {
@@ -434,9 +437,9 @@ impl Checker<'_> {
                 seed: raw.seed,
                 marker,
                 workload,
-                slo: None,
-                baseline: None,
-                keep: Vec::new(),
+                slo,
+                baseline,
+                keep,
             },
             kind,
         )
@@ -630,6 +633,382 @@ impl Checker<'_> {
                 degraded,
                 window,
             });
+        }
+        out
+    }
+
+    /// `slo = { objective, window, sli, threshold, alerts }`: an objective
+    /// below 100 %, a window from 1h to 400 days, a latency SLI with its
+    /// threshold (an availability one without), and the burn-rate rules
+    /// ([`crate::slo::default_rules`] unless written), each reachable under
+    /// the objective and within the window.
+    fn slo(&mut self, raw: Option<raw::RawSlo>) -> Option<crate::slo::Slo> {
+        use crate::slo::{self, Sli};
+        let raw = raw?;
+        let errors_before = self.diags.len();
+        let objective = match raw.objective.as_deref() {
+            None => {
+                self.missing("slo", "objective");
+                None
+            }
+            Some(text) => slo::parse_objective(text)
+                .map_err(|e| self.err("slo.objective", e))
+                .ok(),
+        };
+        let window = self.window_between(
+            "slo.window",
+            raw.window.as_deref(),
+            (
+                slo::DEFAULT_SLO_WINDOW,
+                slo::MIN_SLO_WINDOW,
+                slo::MAX_SLO_WINDOW,
+            ),
+        );
+        let sli = match (raw.sli.as_deref(), raw.threshold.as_deref()) {
+            (None | Some("availability"), None) => Some(Sli::Availability),
+            (None | Some("availability"), Some(_)) => {
+                self.err(
+                    "slo.threshold",
+                    "`threshold` applies to `sli = \"latency\"` only: an availability SLI counts every passed run as good",
+                );
+                None
+            }
+            (Some("latency"), None) => {
+                self.err(
+                    "slo.sli",
+                    "a latency SLI needs `threshold`, the latency a good run stays within, like `threshold = \"300ms\"`",
+                );
+                None
+            }
+            (Some("latency"), Some(text)) => match parse_duration(text, MAX_TIMEOUT) {
+                Ok(d) if !d.is_zero() => Some(Sli::Latency { threshold: d }),
+                Ok(_) => {
+                    self.err(
+                        "slo.threshold",
+                        format!("expected a latency above zero like `300ms`, found `{text}`"),
+                    );
+                    None
+                }
+                Err(e) => {
+                    self.err("slo.threshold", e);
+                    None
+                }
+            },
+            (Some(other), _) => {
+                let mut d = self.doc.error_at(
+                    "slo.sli",
+                    format!("expected `availability` or `latency`, found `{other}`"),
+                );
+                d.help = diag::nearest(other, ["availability", "latency"])
+                    .map(|n| format!("did you mean `{n}`?"));
+                self.diags.push(d);
+                None
+            }
+        };
+        let rules = match raw.alerts {
+            None => {
+                let rules = slo::default_rules();
+                let longest = rules.iter().map(|r| r.long).max().unwrap_or_default();
+                if window < longest {
+                    self.err(
+                        "slo.window",
+                        format!(
+                            "the default burn-rate alerts read up to {}, longer than this window: write `alerts` for it (or `alerts = []` for none)",
+                            slo::format_window(longest)
+                        ),
+                    );
+                }
+                if let Some(objective) = objective {
+                    let max = 1.0 / (1.0 - objective);
+                    if let Some(r) = rules.iter().find(|r| r.factor > max) {
+                        self.err(
+                            "slo.objective",
+                            format!(
+                                "with an objective of {}, the default {}× burn-rate alert can never fire (every run failing burns the budget at {max:.1}×): write `alerts` for this objective (or `alerts = []` for none)",
+                                raw.objective.as_deref().unwrap_or_default(),
+                                r.factor
+                            ),
+                        );
+                    }
+                }
+                rules
+            }
+            Some(list) => {
+                if list.len() > slo::MAX_RULES {
+                    self.err(
+                        "slo.alerts",
+                        format!(
+                            "expected at most {} burn-rate rules, found {}",
+                            slo::MAX_RULES,
+                            list.len()
+                        ),
+                    );
+                }
+                let mut rules = Vec::new();
+                for (i, r) in list.iter().enumerate() {
+                    let path = format!("slo.alerts[{i}]");
+                    let factor = match r.burn {
+                        None => {
+                            self.missing(&path, "burn");
+                            None
+                        }
+                        Some(b) if !b.is_finite() || b <= 0.0 => {
+                            self.err(
+                                &format!("{path}.burn"),
+                                format!("expected a burn rate above 0, like `14.4`, found {b}"),
+                            );
+                            None
+                        }
+                        Some(b) => {
+                            if let Some(objective) = objective {
+                                let max = 1.0 / (1.0 - objective);
+                                if b > max * (1.0 + 1e-9) {
+                                    self.err(
+                                        &format!("{path}.burn"),
+                                        format!(
+                                            "a burn rate of {b} can never be reached with an objective of {} (every run failing burns the budget at {max:.1}×)",
+                                            raw.objective.as_deref().unwrap_or_default()
+                                        ),
+                                    );
+                                }
+                            }
+                            Some(b)
+                        }
+                    };
+                    let bounds = (Duration::ZERO, slo::MIN_RULE_WINDOW, window);
+                    let rule_window = |checker: &mut Self, key: &str, text: Option<&str>| {
+                        let at = format!("{path}.{key}");
+                        match text {
+                            None => {
+                                checker.missing(&path, key);
+                                None
+                            }
+                            Some(_) => {
+                                let before = checker.diags.len();
+                                let d = checker.window_between(&at, text, bounds);
+                                (checker.diags.len() == before).then_some(d)
+                            }
+                        }
+                    };
+                    let long = rule_window(self, "long", r.long.as_deref());
+                    let short = rule_window(self, "short", r.short.as_deref());
+                    if let (Some(long), Some(short)) = (long, short) {
+                        if short >= long {
+                            self.err(
+                                &format!("{path}.short"),
+                                format!(
+                                    "the short window ({}) must be shorter than the long one ({})",
+                                    slo::format_window(short),
+                                    slo::format_window(long)
+                                ),
+                            );
+                        }
+                    }
+                    let severity = match r.severity.as_deref() {
+                        None => {
+                            self.missing(&path, "severity");
+                            None
+                        }
+                        Some(text) => slo::BurnSeverity::parse(text)
+                            .map_err(|e| self.err(&format!("{path}.severity"), e))
+                            .ok(),
+                    };
+                    if let (Some(factor), Some(long), Some(short), Some(severity)) =
+                        (factor, long, short, severity)
+                    {
+                        rules.push(slo::BurnRule {
+                            factor,
+                            long,
+                            short,
+                            severity,
+                        });
+                    }
+                }
+                rules
+            }
+        };
+        if self.diags.len() > errors_before {
+            return None;
+        }
+        Some(slo::Slo {
+            objective: objective?,
+            window,
+            sli: sli?,
+            rules,
+        })
+    }
+
+    /// `baseline = { metric, window, tolerance, level, min_samples }`: a
+    /// latency percentile or `avg`, a window from 1h to 30 days, a positive
+    /// tolerance, `degraded` (default) or `failing`, at least one sample.
+    fn baseline(&mut self, raw: Option<raw::RawBaseline>) -> Option<crate::slo::Baseline> {
+        use crate::slo::{self, BaselineLevel, BaselineMetric};
+        let raw = raw?;
+        let errors_before = self.diags.len();
+        let metric = match raw.metric.as_deref() {
+            None => {
+                self.missing("baseline", "metric");
+                None
+            }
+            Some(text) => BaselineMetric::parse(text)
+                .map_err(|e| self.err("baseline.metric", e))
+                .ok(),
+        };
+        let window = self.window_between(
+            "baseline.window",
+            raw.window.as_deref(),
+            (
+                slo::DEFAULT_BASELINE_WINDOW,
+                slo::MIN_BASELINE_WINDOW,
+                slo::MAX_BASELINE_WINDOW,
+            ),
+        );
+        let tolerance = match raw.tolerance.as_deref() {
+            None => {
+                self.missing("baseline", "tolerance");
+                None
+            }
+            Some(text) => slo::parse_tolerance(text)
+                .map_err(|e| self.err("baseline.tolerance", e))
+                .ok(),
+        };
+        let level = match raw.level.as_deref() {
+            None => Some(BaselineLevel::Degraded),
+            Some(text) => BaselineLevel::parse(text)
+                .map_err(|e| self.err("baseline.level", e))
+                .ok(),
+        };
+        let min_samples = raw.min_samples.unwrap_or(slo::DEFAULT_MIN_SAMPLES);
+        if min_samples == 0 {
+            self.err(
+                "baseline.min_samples",
+                "expected at least 1 sample (the baseline of no samples is no baseline)",
+            );
+        }
+        if self.diags.len() > errors_before {
+            return None;
+        }
+        Some(slo::Baseline {
+            metric: metric?,
+            window,
+            tolerance: tolerance?,
+            min_samples,
+            level: level?,
+        })
+    }
+
+    /// A window written at `path`, `bounds` = (default, min, max): the
+    /// default when unset, or after recording why it is not one.
+    fn window_between(
+        &mut self,
+        path: &str,
+        text: Option<&str>,
+        (default, min, max): (Duration, Duration, Duration),
+    ) -> Duration {
+        let Some(text) = text else { return default };
+        match parse_duration(text, Duration::MAX) {
+            Ok(d) if d >= min && d <= max => d,
+            Ok(_) => {
+                self.err(
+                    path,
+                    format!(
+                        "expected a window from {} to {}, found `{text}`",
+                        crate::slo::format_window(min),
+                        crate::slo::format_window(max)
+                    ),
+                );
+                default
+            }
+            Err(e) => {
+                self.err(path, e);
+                default
+            }
+        }
+    }
+
+    /// `keep = { NAME = "expr" }`: each name an identifier (it is read as
+    /// `prev.NAME`), each expression compiled in the kind's own scope,
+    /// since it reads what the kind's expectations read.
+    fn keep(
+        &mut self,
+        raw: &BTreeMap<String, String>,
+        kind: Option<&dyn Kind>,
+    ) -> Vec<crate::probe::kind::Keep> {
+        /// Words CEL reserves: `prev.in` would not parse.
+        const RESERVED: &[&str] = &[
+            "as",
+            "break",
+            "const",
+            "continue",
+            "else",
+            "false",
+            "for",
+            "function",
+            "if",
+            "import",
+            "in",
+            "let",
+            "loop",
+            "namespace",
+            "null",
+            "package",
+            "return",
+            "true",
+            "var",
+            "void",
+            "while",
+        ];
+        if raw.is_empty() {
+            return Vec::new();
+        }
+        if self.doc.table().contains_key("workload") {
+            self.err(
+                "keep",
+                "`keep` does not apply to a `[workload]` probe: its run is many requests, and no one response is the run's",
+            );
+            return Vec::new();
+        }
+        // A kind that did not build has had its errors reported.
+        let Some(kind) = kind else { return Vec::new() };
+        let Some(scope) = kind.scope() else {
+            self.err(
+                "keep",
+                "`keep` needs a kind whose expressions read a response",
+            );
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for (name, source) in raw {
+            let path = format!("keep.{name}");
+            let mut chars = name.chars();
+            let identifier = chars
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+            let problem = if !identifier {
+                Some(format!(
+                    "`{name}` is not a name expressions can read as `prev.{name}`: expected letters, digits and _, not starting with a digit"
+                ))
+            } else if RESERVED.contains(&name.as_str()) {
+                Some(format!(
+                    "`{name}` is a reserved word in expressions: `prev.{name}` could not be read"
+                ))
+            } else {
+                None
+            };
+            if let Some(message) = problem {
+                self.diags.push(self.doc.error_at_key(&path, message));
+                continue;
+            }
+            if let Some(expr) = self.expr(&path, source, scope) {
+                out.push(crate::probe::kind::Keep {
+                    name: name.clone(),
+                    expr: crate::probe::kind::Assertion {
+                        expr,
+                        location: self.location(&path),
+                    },
+                });
+            }
         }
         out
     }

@@ -335,12 +335,7 @@ pub async fn run(spec: &CommandSpec, ctx: &RunContext<'_>) -> Outcome {
             f.set("json", json);
             f.set("timings", clock.timings());
             f.set("vars", super::kind::vars_value(ctx.vars));
-            super::kind::check_expectations_with_json(
-                &mut outcome,
-                &spec.expect,
-                &f,
-                not_json.as_deref(),
-            );
+            ctx.check_expectations_with_json(&mut outcome, &spec.expect, f, not_json.as_deref());
         }
     }
     outcome.details = Some(Details::new(facts));
@@ -540,6 +535,10 @@ impl Kind for CommandSpec {
 
     fn run<'a>(&'a self, ctx: &'a RunContext<'_>) -> RunFuture<'a> {
         Box::pin(run(self, ctx))
+    }
+
+    fn scope(&self) -> Option<crate::expr::Scope<'static>> {
+        Some(SCOPE)
     }
 
     fn as_any(&self) -> &dyn std::any::Any {

@@ -721,7 +721,7 @@ pub async fn run(spec: &DnsSpec, ctx: &RunContext<'_>) -> Outcome {
                 }
             }
             let scope = expression_facts(&facts, clock.timings(), ctx);
-            super::kind::check_expectations(&mut outcome, &spec.expect, &scope);
+            ctx.check_expectations(&mut outcome, &spec.expect, scope);
         }
     }
     outcome.details = Some(Details::new(facts));
@@ -1239,6 +1239,10 @@ impl Kind for DnsSpec {
 
     fn run<'a>(&'a self, ctx: &'a RunContext<'_>) -> RunFuture<'a> {
         Box::pin(run(self, ctx))
+    }
+
+    fn scope(&self) -> Option<crate::expr::Scope<'static>> {
+        Some(SCOPE)
     }
 
     fn as_any(&self) -> &dyn std::any::Any {

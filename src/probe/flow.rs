@@ -22,7 +22,11 @@
 //! - a step is one client span: every request it sends (each `until`
 //!   attempt) carries the step's own span id in `traceparent`, the id its
 //!   outcome reports; the run's own id is the root span's, so every id the
-//!   target saw is in the exported trace.
+//!   target saw is in the exported trace;
+//! - every step's expectations may read `prev`; the probe's `keep` entries
+//!   are evaluated once the main steps all passed, against the last main
+//!   step's response with `vars` holding every capture (a flow that failed
+//!   part-way hands on the previous values).
 
 use super::http::{self as http_probe, Checks, HttpSpec, Performed};
 use super::http::{RawCapture, RawHttp};
@@ -318,6 +322,7 @@ pub(crate) async fn iterate(
 
     // Setup and steps: stop at the first failure, the deadline or a cancel.
     let mut failed_at: Option<usize> = None;
+    let mut last_facts = None;
     let mut index: u64 = 0;
     'main: for (stage, list) in [(Stage::Setup, &spec.setup), (Stage::Step, &spec.steps)] {
         for step in list {
@@ -334,6 +339,7 @@ pub(crate) async fn iterate(
                 deadline,
                 index,
                 start,
+                &mut last_facts,
             );
             let result = tokio::select! {
                 r = run => r,
@@ -358,6 +364,10 @@ pub(crate) async fn iterate(
     }
     outcome.duration = start.elapsed();
     outcome.responded = failed_at.is_none();
+    if let (None, Some(mut facts)) = (failed_at, last_facts) {
+        facts.set("vars", http_probe::vars_value(&scope.vars));
+        ctx.keep(&mut outcome, &facts);
+    }
     if let Some(i) = failed_at {
         let step = &outcome.steps[i];
         let reason = step.reason.unwrap_or(FailureReason::Assertion);
@@ -393,6 +403,7 @@ pub(crate) async fn iterate(
             teardown_deadline,
             index,
             start,
+            &mut None,
         )
         .await;
         if !result.success {
@@ -431,7 +442,8 @@ fn skipped(step: &Step, stage: Stage, note: &str) -> StepOutcome {
 /// Runs one step (with its `until` polling) and applies its captures to
 /// `scope`. Every request of the step carries `ids`: the step is one
 /// client span, whose id the target sees in each attempt's `traceparent`
-/// and the outcome reports.
+/// and the outcome reports. The facts of its response go to `last_facts`
+/// (for the flow's `keep`).
 #[allow(clippy::too_many_arguments)]
 async fn run_step(
     step: &Step,
@@ -443,11 +455,13 @@ async fn run_step(
     deadline: Instant,
     index: u64,
     run_start: Instant,
+    last_facts: &mut Option<crate::expr::Facts>,
 ) -> StepOutcome {
     let started = Instant::now();
     let mut out = StepOutcome::new(&step.name, stage);
     out.offset = started.duration_since(run_start);
     out.span_id.clone_from(&ids.span_id);
+    let prev = ctx.prev_facts();
     let until_deadline = match step.until.as_ref().and_then(|u| u.timeout) {
         Some(t) => deadline.min(started + t),
         None => deadline,
@@ -476,7 +490,7 @@ async fn run_step(
                     request,
                     &step_scope,
                     deadline,
-                    &Checks::Spec,
+                    &Checks::SpecWith(&prev),
                 )
                 .await
             }
@@ -570,6 +584,7 @@ async fn run_step(
         }
     }
     out.success = out.reason.is_none();
+    *last_facts = performed.facts;
     out
 }
 
@@ -600,6 +615,12 @@ impl Kind for FlowSpec {
 
     fn workload_tail(&self) -> Option<std::time::Duration> {
         Some(self.teardown_timeout)
+    }
+
+    /// `keep` reads what the last step's expectations read, with `vars`
+    /// holding every capture.
+    fn scope(&self) -> Option<crate::expr::Scope<'static>> {
+        Some(http_probe::SCOPE)
     }
 
     fn as_any(&self) -> &dyn std::any::Any {

@@ -239,13 +239,14 @@ pub async fn run(spec: &HttpSpec, ctx: &RunContext<'_>) -> Outcome {
     let start = Instant::now();
     let mut outcome = Outcome::new(&ctx.probe.name, &ctx.env.name, "http", &ids);
     let scope = ctx.scope(&ids, 0);
+    let prev = ctx.prev_facts();
     let done = perform(
         spec,
         ctx,
         &ids,
         &scope,
         ctx.deadline_from(start),
-        &Checks::Spec,
+        &Checks::SpecWith(&prev),
     )
     .await;
     outcome.duration = start.elapsed();
@@ -254,6 +255,9 @@ pub async fn run(spec: &HttpSpec, ctx: &RunContext<'_>) -> Outcome {
     outcome.http = done.http;
     outcome.assertions = done.assertions;
     outcome.responded = done.responded;
+    if let Some(facts) = &done.facts {
+        ctx.keep(&mut outcome, facts);
+    }
     outcome.success = outcome.reason.is_none();
     super::redact(outcome, ctx.redactor)
 }
@@ -262,6 +266,10 @@ pub async fn run(spec: &HttpSpec, ctx: &RunContext<'_>) -> Outcome {
 pub enum Checks<'a> {
     /// The spec's own (`expect`, or the implicit 2xx).
     Spec,
+    /// The spec's own, with the previous run's kept values readable as
+    /// `prev` (a probe's run and a flow's steps; a workload's requests
+    /// read no `prev`).
+    SpecWith(&'a crate::expr::Prev),
     /// Others instead, e.g. an anomaly's.
     Other(&'a [Assertion]),
 }
@@ -399,11 +407,16 @@ pub fn judge(
             not_json: None,
         },
         Ok(resp) => {
-            let (facts, not_json) = facts(&resp, &scope.vars, elapsed);
+            let (mut facts, not_json) = facts(&resp, &scope.vars, elapsed);
+            if let Checks::SpecWith(prev) = checks {
+                facts.set_prev((*prev).clone());
+            }
             let mut assertions = Vec::new();
             let mut reason = None;
             let (expect, implicit) = match checks {
-                Checks::Spec => (spec.expect.as_slice(), spec.implicit_status.as_ref()),
+                Checks::Spec | Checks::SpecWith(_) => {
+                    (spec.expect.as_slice(), spec.implicit_status.as_ref())
+                }
                 Checks::Other(list) => (*list, None),
             };
             if let Some(location) = implicit {
@@ -480,7 +493,9 @@ pub fn verdict(
         Ok(resp) => resp,
     };
     let (expect, implicit) = match checks {
-        Checks::Spec => (spec.expect.as_slice(), spec.implicit_status.is_some()),
+        Checks::Spec | Checks::SpecWith(_) => {
+            (spec.expect.as_slice(), spec.implicit_status.is_some())
+        }
         Checks::Other(list) => (*list, false),
     };
     let mut reason = (implicit && !resp.status.is_success()).then_some(FailureReason::Status);
@@ -837,6 +852,10 @@ impl Kind for HttpSpec {
 
     fn workload_tail(&self) -> Option<std::time::Duration> {
         Some(std::time::Duration::ZERO)
+    }
+
+    fn scope(&self) -> Option<crate::expr::Scope<'static>> {
+        Some(SCOPE)
     }
 
     fn as_any(&self) -> &dyn std::any::Any {

@@ -3,13 +3,22 @@
 //! registry entry ([`KindEntry`]), the per-run [`RunContext`], and the
 //! helpers every kind uses to judge and finish an [`Outcome`].
 //!
+//! Run-to-run state lives here too: a probe's `keep = { NAME = "expr" }`
+//! is evaluated with the facts its expectations read
+//! ([`RunContext::check_expectations`], [`RunContext::keep`]) into
+//! [`Outcome::kept`], which whoever runs the probe next time hands back as
+//! [`RunContext::prev`] (`prev.NAME` in expressions). A kept value is the
+//! one of the latest run that could evaluate it: a run that produced no
+//! facts (a refused connection) or could not evaluate an entry hands on
+//! the previous value ([`carry_kept`]).
+//!
 //! This file knows no kind; each kind file depends on it, never the
 //! reverse, and `probe/mod.rs` lists the kinds.
 
 use super::arrival::Workload;
 use crate::config::check::Checker;
 use crate::config::{AlertPolicy, Environment, Schedule, Severity, Tagging};
-use crate::expr::Facts;
+use crate::expr::{Facts, Prev};
 use crate::outcome::{AssertionResult, FailureReason, GaugeSpec, Outcome};
 use crate::secret::Redactor;
 use crate::tagging::RunIds;
@@ -47,6 +56,13 @@ pub trait Kind: std::fmt::Debug + Send + Sync + Any {
     /// last arrival may still take beyond the probe's timeout (a flow's
     /// teardown). `None`: workloads do not apply.
     fn workload_tail(&self) -> Option<Duration> {
+        None
+    }
+
+    /// The names its expressions read and their types, to compile the
+    /// probe's `keep` entries in; `None`: its expressions read no response
+    /// (then `keep` is refused).
+    fn scope(&self) -> Option<crate::expr::Scope<'static>> {
         None
     }
 
@@ -118,6 +134,10 @@ pub struct Keep {
     pub expr: crate::expr::Assertion,
 }
 
+/// The largest kept value, as JSON text: kept values are stored between
+/// runs, so a `keep` of a whole body is refused rather than stored.
+pub const MAX_KEPT_BYTES: usize = 4096;
+
 /// Everything one run needs besides the probe's own body.
 pub struct RunContext<'a> {
     pub probe: &'a Probe,
@@ -137,6 +157,11 @@ pub struct RunContext<'a> {
     pub seed: Option<u64>,
     /// Where a workload draws its progress bar (`--once` on a terminal).
     pub progress: Option<indicatif::MultiProgress>,
+    /// What the previous run of this (probe, environment) pair kept: its
+    /// [`Outcome::kept`], read as `prev.NAME`. `None`: no previous run is
+    /// known (the first run, `--once`). A kind's own entries (names with
+    /// a dot, such as `stream.last_id`) are in it too.
+    pub prev: Option<&'a BTreeMap<String, serde_json::Value>>,
 }
 
 impl RunContext<'_> {
@@ -216,6 +241,107 @@ impl RunContext<'_> {
             return Ok(text.source().to_owned());
         }
         text.render(&self.scope(ids, 0))
+    }
+
+    /// `prev` as this run's expressions read it.
+    pub fn prev_facts(&self) -> Prev {
+        Prev::new(self.probe.keep.iter().map(|k| k.name.as_str()), self.prev)
+    }
+
+    /// A kind's own kept value from the previous run (`stream.last_id`).
+    pub fn prev_value(&self, name: &str) -> Option<&serde_json::Value> {
+        self.prev.and_then(|p| p.get(name))
+    }
+
+    /// [`check_expectations`] with `prev` readable in `facts`, then the
+    /// probe's `keep` entries evaluated with the same facts ([`Self::keep`]):
+    /// the one call a kind makes once it has its facts.
+    pub fn check_expectations(
+        &self,
+        outcome: &mut Outcome,
+        expect: &[Assertion],
+        mut facts: Facts,
+    ) -> usize {
+        facts.set_prev(self.prev_facts());
+        let failed = check_expectations(outcome, expect, &facts);
+        self.keep(outcome, &facts);
+        failed
+    }
+
+    /// [`check_expectations_with_json`] as [`Self::check_expectations`]
+    /// does [`check_expectations`].
+    pub fn check_expectations_with_json(
+        &self,
+        outcome: &mut Outcome,
+        expect: &[Assertion],
+        mut facts: Facts,
+        not_json: Option<&str>,
+    ) -> usize {
+        facts.set_prev(self.prev_facts());
+        let failed = check_expectations_with_json(outcome, expect, &facts, not_json);
+        self.keep(outcome, &facts);
+        failed
+    }
+
+    /// Evaluates the probe's `keep` entries against `facts` (which should
+    /// read `prev`: [`Facts::set_prev`]) into `outcome.kept`. An entry
+    /// that reads a `prev` value not there yet keeps nothing this run. An
+    /// entry that cannot be evaluated (an error, null, a value larger than
+    /// [`MAX_KEPT_BYTES`]) fails a run that had passed so far, since the
+    /// next run would compare against a stale value; in a run that already
+    /// failed it only keeps nothing. Either way [`carry_kept`] then hands
+    /// on the previous value.
+    pub fn keep(&self, outcome: &mut Outcome, facts: &Facts) {
+        for keep in &self.probe.keep {
+            let expr = &keep.expr.expr;
+            if expr.lacks_prev(facts).is_some() {
+                continue;
+            }
+            let problem = match expr.eval(facts) {
+                Ok(serde_json::Value::Null) => format!("`{}` gave null", expr.source()),
+                Ok(value) => {
+                    let size = value.to_string().len();
+                    if size <= MAX_KEPT_BYTES {
+                        outcome.kept.insert(keep.name.clone(), value);
+                        continue;
+                    }
+                    format!(
+                        "`{}` gave {size} bytes of JSON, more than the {MAX_KEPT_BYTES} a kept value may hold",
+                        expr.source()
+                    )
+                }
+                Err(msg) => msg,
+            };
+            if outcome.reason.is_none() {
+                outcome.reason = Some(FailureReason::Assertion);
+                if outcome.error.is_none() {
+                    outcome.error = Some(format!("cannot keep `{}`: {problem}", keep.name));
+                }
+                outcome.assertions.push(AssertionResult {
+                    expression: format!("keep.{} = {}", keep.name, expr.source()),
+                    passed: false,
+                    actual: format!("cannot keep a value: {problem}"),
+                    location: Some(keep.expr.location.clone()),
+                });
+            }
+        }
+    }
+}
+
+/// Hands on what the previous run kept of the probe's `keep` names and
+/// this run did not keep anew (it produced no facts, or could not evaluate
+/// the entry), so `prev.NAME` is always the latest value there was. Names
+/// the probe no longer keeps are dropped; a kind's own entries (with a
+/// dot) are the kind's to carry. [`super::run`] calls it after every run.
+pub fn carry_kept(ctx: &RunContext<'_>, outcome: &mut Outcome) {
+    let Some(prev) = ctx.prev else { return };
+    for keep in &ctx.probe.keep {
+        if let Some(value) = prev.get(&keep.name) {
+            outcome
+                .kept
+                .entry(keep.name.clone())
+                .or_insert_with(|| value.clone());
+        }
     }
 }
 
@@ -340,6 +466,10 @@ pub fn redact(mut outcome: Outcome, redactor: &Redactor) -> Outcome {
         redactor.scrub(&mut a.actual);
         redactor.scrub(&mut a.expression);
     }
+    // Kept values are stored between runs: no secret goes there either.
+    for value in outcome.kept.values_mut() {
+        scrub_json(value, redactor);
+    }
     for s in &mut outcome.steps {
         if let Some(e) = s.error.as_mut() {
             redactor.scrub(e);
@@ -353,6 +483,29 @@ pub fn redact(mut outcome: Outcome, redactor: &Redactor) -> Outcome {
         }
     }
     outcome
+}
+
+/// Scrubs every string inside a JSON value.
+fn scrub_json(value: &mut serde_json::Value, redactor: &Redactor) {
+    match value {
+        serde_json::Value::String(s) => redactor.scrub(s),
+        serde_json::Value::Array(items) => {
+            for item in items {
+                scrub_json(item, redactor);
+            }
+        }
+        serde_json::Value::Object(fields) => {
+            *fields = std::mem::take(fields)
+                .into_iter()
+                .map(|(mut key, mut item)| {
+                    redactor.scrub(&mut key);
+                    scrub_json(&mut item, redactor);
+                    (key, item)
+                })
+                .collect();
+        }
+        _ => {}
+    }
 }
 
 /// Checks a required `address` of the table `table` (`tcp` or `tls`): a

@@ -52,8 +52,16 @@ pub fn kind_named(name: &str) -> Option<&'static KindEntry> {
     KINDS.iter().find(|k| k.name == name)
 }
 
-/// Runs one probe against one environment once, within the probe's timeout.
+/// Runs one probe against one environment once, within the probe's
+/// timeout. Its `kept` values are what the next run reads as `prev`
+/// ([`kind::carry_kept`]: a value this run did not keep anew is handed on).
 pub async fn run(ctx: &RunContext<'_>) -> Outcome {
+    let mut outcome = run_kind(ctx).await;
+    kind::carry_kept(ctx, &mut outcome);
+    outcome
+}
+
+async fn run_kind(ctx: &RunContext<'_>) -> Outcome {
     // Workloads and flows watch the cancel token themselves: a workload
     // stops sending, a flow still runs its teardown.
     if let Some(w) = &ctx.probe.workload {

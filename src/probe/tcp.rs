@@ -245,7 +245,7 @@ pub async fn run(spec: &TcpSpec, ctx: &RunContext<'_>) -> Outcome {
                 facts.tls.as_ref().map_or(cel::Value::Null, TlsInfo::value),
             );
             f.set("vars", super::kind::vars_value(ctx.vars));
-            super::kind::check_expectations(&mut outcome, &spec.expect, &f);
+            ctx.check_expectations(&mut outcome, &spec.expect, f);
         }
     }
     outcome.details = Some(Details::new(facts));
@@ -532,6 +532,10 @@ impl Kind for TcpSpec {
 
     fn run<'a>(&'a self, ctx: &'a RunContext<'_>) -> RunFuture<'a> {
         Box::pin(run(self, ctx))
+    }
+
+    fn scope(&self) -> Option<crate::expr::Scope<'static>> {
+        Some(SCOPE)
     }
 
     fn as_any(&self) -> &dyn std::any::Any {

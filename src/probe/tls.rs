@@ -214,7 +214,7 @@ pub async fn run(spec: &TlsSpec, ctx: &RunContext<'_>) -> Outcome {
             );
             f.set("timings", clock.timings());
             f.set("vars", super::kind::vars_value(ctx.vars));
-            super::kind::check_expectations(&mut outcome, &spec.expect, &f);
+            ctx.check_expectations(&mut outcome, &spec.expect, f);
         }
     }
     outcome.details = Some(Details::new(facts));
@@ -272,6 +272,10 @@ impl Kind for TlsSpec {
 
     fn run<'a>(&'a self, ctx: &'a RunContext<'_>) -> RunFuture<'a> {
         Box::pin(run(self, ctx))
+    }
+
+    fn scope(&self) -> Option<crate::expr::Scope<'static>> {
+        Some(SCOPE)
     }
 
     fn as_any(&self) -> &dyn std::any::Any {

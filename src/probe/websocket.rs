@@ -352,12 +352,7 @@ pub async fn run(spec: &WebsocketSpec, ctx: &RunContext<'_>) -> Outcome {
         Err(fail) => outcome.fail(fail.reason, fail.message),
         Ok(()) => {
             let (f, not_json) = session.expression_facts(ctx);
-            super::kind::check_expectations_with_json(
-                &mut outcome,
-                &spec.expect,
-                &f,
-                not_json.as_deref(),
-            );
+            ctx.check_expectations_with_json(&mut outcome, &spec.expect, f, not_json.as_deref());
         }
     }
     let mut facts = session.facts;
@@ -857,6 +852,10 @@ impl Kind for WebsocketSpec {
 
     fn run<'a>(&'a self, ctx: &'a RunContext<'_>) -> RunFuture<'a> {
         Box::pin(run(self, ctx))
+    }
+
+    fn scope(&self) -> Option<crate::expr::Scope<'static>> {
+        Some(SCOPE)
     }
 
     fn as_any(&self) -> &dyn std::any::Any {

@@ -4,6 +4,7 @@
 //! totals and, when it dropped requests, how many and why.
 
 use super::Summary;
+use super::baseline::{Comparison, GateReport, Verdict, percent};
 use crate::outcome::{AssertionResult, Outcome, Stage, WorkloadFacts};
 use crate::threshold::State;
 use anstyle::{AnsiColor, Style};
@@ -182,6 +183,95 @@ pub fn render(outcomes: &[Outcome], color: bool) -> String {
     out
 }
 
+/// The quality gate's section (`--baseline FILE`), printed after the
+/// report: a line per selected pair (its metric now and in the baseline,
+/// the ratio and the tolerance), a failure line per regression naming
+/// everything a CI log reader needs, and the counts.
+pub fn render_baseline(gate: &GateReport, color: bool) -> String {
+    let paint = |style: Style, text: &str| {
+        if color {
+            format!("{style}{text}{style:#}")
+        } else {
+            text.to_owned()
+        }
+    };
+    let at = |v: f64| ms(Duration::from_secs_f64(v));
+    let target = |c: &Comparison| format!("{} @ {}", c.probe, c.environment);
+    let width = gate
+        .comparisons
+        .iter()
+        .map(|c| target(c).len())
+        .max()
+        .unwrap_or(0);
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "\nbaseline {} (written {})",
+        gate.file, gate.created_at
+    );
+    for c in &gate.comparisons {
+        let (label, style) = match c.verdict {
+            Verdict::Ok => ("ok", PASS),
+            Verdict::Regressed => ("REGRESSED", FAIL),
+            Verdict::NoBaseline => ("no baseline", WARN),
+            Verdict::Skipped => ("skipped", DIM),
+        };
+        let label = paint(style, &format!("{label:<11}"));
+        let detail = match (c.current, c.baseline) {
+            (Some(now), Some(then)) => format!(
+                "{} {} vs {} baseline ({}, tolerance {})",
+                c.metric.as_str(),
+                at(now),
+                at(then),
+                times(c.ratio),
+                percent(c.tolerance)
+            ),
+            (_, None) => "not in the file: not compared".to_owned(),
+            (None, Some(then)) => format!(
+                "the run failed or measured no latency: not compared ({} baseline {})",
+                c.metric.as_str(),
+                at(then)
+            ),
+        };
+        let _ = writeln!(out, "  {label}  {:<width$}  {detail}", target(c));
+    }
+    for c in gate
+        .comparisons
+        .iter()
+        .filter(|c| c.verdict == Verdict::Regressed)
+    {
+        let (Some(now), Some(then), Some(limit)) = (c.current, c.baseline, c.limit) else {
+            continue;
+        };
+        let _ = writeln!(
+            out,
+            "{}  baseline regression: {} {} {} vs {} in the baseline ({}), beyond the {} tolerance (at most {})",
+            paint(FAIL, "FAIL"),
+            target(c),
+            c.metric.as_str(),
+            at(now),
+            at(then),
+            times(c.ratio),
+            percent(c.tolerance),
+            at(limit)
+        );
+    }
+    let count = |v: Verdict| gate.comparisons.iter().filter(|c| c.verdict == v).count();
+    let line = format!(
+        "baseline: {} ok, {} regressed, {} without a baseline, {} skipped",
+        count(Verdict::Ok),
+        gate.regressions,
+        count(Verdict::NoBaseline),
+        count(Verdict::Skipped)
+    );
+    let _ = writeln!(
+        out,
+        "{}",
+        paint(if gate.passed() { PASS } else { FAIL }, &line)
+    );
+    out
+}
+
 /// How many of a workload's requests were dropped and why, when any were:
 /// the target held every slot of the cap, or the sender itself fell behind.
 fn dropped(w: &WorkloadFacts, noun: &str) -> Option<String> {
@@ -236,6 +326,11 @@ fn write_failed(
         );
         let _ = writeln!(out, "{indent}  actual   {}", a.actual);
     }
+}
+
+/// A ratio to a baseline: `×4.45`.
+fn times(ratio: Option<f64>) -> String {
+    ratio.map_or_else(|| "no ratio".to_owned(), |r| format!("×{r:.2}"))
 }
 
 fn ms(d: Duration) -> String {

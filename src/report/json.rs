@@ -3,6 +3,7 @@
 //! schema is described in README.md ("JSON output").
 
 use super::Summary;
+use super::baseline::GateReport;
 use crate::diag::Diagnostics;
 use crate::outcome::Outcome;
 use serde::Serialize;
@@ -15,14 +16,23 @@ struct Document<'a> {
     synthmon_version: &'static str,
     summary: Summary,
     results: &'a [Outcome],
+    /// `--baseline FILE`: each selected pair compared with the file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    baseline: Option<&'a GateReport>,
 }
 
 pub fn render(outcomes: &[Outcome]) -> String {
+    render_with_baseline(outcomes, None)
+}
+
+/// [`render`] with the quality gate's comparisons under `baseline`.
+pub fn render_with_baseline(outcomes: &[Outcome], baseline: Option<&GateReport>) -> String {
     let doc = Document {
         schema_version: SCHEMA_VERSION,
         synthmon_version: env!("CARGO_PKG_VERSION"),
         summary: Summary::of(outcomes),
         results: outcomes,
+        baseline,
     };
     // Serializing plain data with string keys cannot fail.
     serde_json::to_string_pretty(&doc).unwrap_or_default()

@@ -1,6 +1,8 @@
 //! Reporters: render outcomes for people and machines. They only read
-//! [`Outcome`]s; they never run anything.
+//! [`Outcome`]s; they never run anything. `baseline` holds the quality
+//! gate's file and comparisons, which both renderings show.
 
+pub mod baseline;
 pub mod human;
 pub mod json;
 

@@ -121,6 +121,10 @@ impl Metrics {
             describe_counter!("synthmon_outbox_write_failures_total", "Commits of new notifications to the outbox that failed (disk full, read-only state directory); they are retried.");
             describe_gauge!("synthmon_outbox_unwritten", "Notifications held in memory because the outbox cannot be written; written when it can be.");
             describe_counter!("synthmon_outbox_dropped_total", "Notifications dropped because the outbox stayed unwritable until the in-memory hold was full.");
+            describe_gauge!("synthmon_history_up", "1 while the run history is being written; 0 when it is off, could not be opened (corrupt or foreign file) or its last write failed.");
+            describe_counter!("synthmon_history_runs_written_total", "Runs and flow steps written to the history.");
+            describe_counter!("synthmon_history_write_failures_total", "History batches that could not be written (and are lost).");
+            describe_counter!("synthmon_history_dropped_total", "History entries dropped because the writer's queue was full.");
             gauge!("synthmon_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
             if !location.is_empty() {
                 gauge!("synthmon_location_info", &location).set(1.0);
@@ -324,6 +328,41 @@ impl Metrics {
         });
     }
 
+    /// The history writer's health: up, runs written, failed batches,
+    /// entries dropped at a full queue.
+    pub fn history(&self, up: bool, written: u64, failures: u64, dropped: u64) {
+        self.process.with(|| {
+            gauge!("synthmon_history_up").set(if up { 1.0 } else { 0.0 });
+            counter!("synthmon_history_runs_written_total").absolute(written);
+            counter!("synthmon_history_write_failures_total").absolute(failures);
+            counter!("synthmon_history_dropped_total").absolute(dropped);
+        });
+    }
+
+    /// A pair's SLO: its objective, the error budget left over its window,
+    /// and the burn rate over each window its rules read (`window` in
+    /// Prometheus' duration syntax, e.g. `1h`, `5m`, `3d`).
+    pub fn slo(
+        &self,
+        probe: &str,
+        environment: &str,
+        objective: f64,
+        remaining: f64,
+        burn: &[(String, f64)],
+    ) {
+        let Some(generation) = self.generation() else {
+            return;
+        };
+        generation.registry.with(|| {
+            let labels = [("probe", probe.to_owned()), ("environment", environment.to_owned())];
+            gauge!("synthmon_slo_objective_ratio", &labels).set(objective);
+            gauge!("synthmon_slo_error_budget_remaining_ratio", &labels).set(remaining);
+            for (window, rate) in burn {
+                gauge!("synthmon_slo_burn_rate", "probe" => probe.to_owned(), "environment" => environment.to_owned(), "window" => window.clone()).set(*rate);
+            }
+        });
+    }
+
     pub fn reload(&self, ok: bool) {
         self.process.with(|| {
             counter!("synthmon_config_reloads_total", "result" => if ok { "ok" } else { "failed" })
@@ -400,6 +439,18 @@ fn with_sample(text: &str, name: &str, value: f64) -> String {
 }
 
 fn describe_probe_series() {
+    describe_gauge!(
+        "synthmon_slo_objective_ratio",
+        "The SLO's objective: the share of good events promised over its window."
+    );
+    describe_gauge!(
+        "synthmon_slo_error_budget_remaining_ratio",
+        "Share of the SLO's error budget left over its window (1 untouched, 0 spent, below 0 overspent), from the persisted history."
+    );
+    describe_gauge!(
+        "synthmon_slo_burn_rate",
+        "How fast the error budget burns over the window: error rate over (1 - objective); 1 spends exactly the budget over the SLO window."
+    );
     describe_gauge!(
         "probe_success",
         "Whether the last run of the probe succeeded (1) or not (0)."

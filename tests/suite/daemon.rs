@@ -187,6 +187,7 @@ impl DaemonProc {
             .arg("--config")
             .arg(config)
             .args(["--set", "daemon.listen=127.0.0.1:0", "--log-format", "json"])
+            .env("XDG_STATE_HOME", cwd.join(".state"))
             .current_dir(cwd)
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -12,6 +12,7 @@
 mod common;
 
 mod alerting;
+mod baseline_gate;
 mod cert_verdicts;
 mod check_errors;
 mod daemon;
@@ -19,7 +20,11 @@ mod email;
 mod fault_table;
 mod flow;
 mod fuzz;
+mod history_api;
+mod history_restart;
+mod history_store;
 mod http_probe;
+mod keep_prev;
 mod kill9;
 mod metrics;
 mod once_cli;
@@ -42,5 +47,8 @@ mod secret_canary;
 mod secrets;
 mod seed;
 mod sinks_at_fault;
+mod slo_burn;
+mod slo_config;
+mod sse_sequence;
 mod workload;
 mod workload_keepalive;

@@ -1462,6 +1462,7 @@ async fn a_cancelled_flow_is_an_aborted_suite_and_keeps_the_step_id_the_target_s
             cancel: cancel.clone(),
             seed: None,
             progress: None,
+            prev: None,
         };
         // Cancel once the target has the request, not after a guess.
         let trigger = async {

@@ -177,7 +177,7 @@ impl Rules {
 
     /// The repeat interval as a time delta; `None` when repeats are off, the
     /// interval is zero, or it is too large to add to a time.
-    fn repeat_every(&self) -> Option<TimeDelta> {
+    pub(super) fn repeat_every(&self) -> Option<TimeDelta> {
         self.repeat_interval
             .filter(|d| !d.is_zero())
             .and_then(|d| TimeDelta::from_std(d).ok())
@@ -348,7 +348,7 @@ fn describe_breach(breach: &ThresholdBreach) -> String {
 
 /// One alert of a pair, from its start to its end.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-struct Alert {
+pub(super) struct Alert {
     kind: AlertKind,
     starts_at: DateTime<Utc>,
     /// Whether its Trigger was sent.
@@ -360,7 +360,7 @@ struct Alert {
 }
 
 impl Alert {
-    fn new(kind: AlertKind, now: DateTime<Utc>) -> Alert {
+    pub(super) fn new(kind: AlertKind, now: DateTime<Utc>) -> Alert {
         Alert {
             kind,
             starts_at: now,
@@ -505,7 +505,9 @@ impl Pair {
         let (kind, starts_at) = (alert.kind, alert.starts_at);
         let details = match kind {
             AlertKind::Failing => self.last_bad.as_ref(),
-            AlertKind::Degraded => self.last_not_good.as_ref(),
+            AlertKind::Degraded | AlertKind::SloPage | AlertKind::SloTicket => {
+                self.last_not_good.as_ref()
+            }
         };
         let details = details.cloned().unwrap_or_else(|| self.bare_details());
         let summary = format!(
@@ -575,7 +577,8 @@ impl Pair {
             environment: self.environment.clone(),
             severity: match kind {
                 AlertKind::Failing => self.info.severity,
-                AlertKind::Degraded => Severity::Warning,
+                AlertKind::SloPage => Severity::Critical,
+                AlertKind::Degraded | AlertKind::SloTicket => Severity::Warning,
             },
             labels: self.info.labels.clone(),
             tags: self.info.tags.clone(),
@@ -614,6 +617,9 @@ pub struct EngineSnapshot {
     /// another version (an incompatible layout fails to deserialize first).
     version: u32,
     pairs: Vec<Pair>,
+    /// SLO burn-rate alerts (absent from snapshots written before them).
+    #[serde(default)]
+    burns: Vec<burn::Burn>,
 }
 
 /// Alert state of every (probe, environment) pair. See the module doc for
@@ -621,6 +627,7 @@ pub struct EngineSnapshot {
 #[derive(Debug, Default)]
 pub struct Engine {
     pairs: BTreeMap<(String, String), Pair>,
+    burns: Vec<burn::Burn>,
 }
 
 impl Engine {
@@ -658,7 +665,34 @@ impl Engine {
     /// at their interval, and Triggers no longer held back. Call
     /// periodically.
     pub fn tick(&mut self, now: DateTime<Utc>) -> Vec<Notification> {
-        self.announce_all(now, false)
+        let mut out = self.announce_all(now, false);
+        out.extend(self.burns.iter_mut().filter_map(|b| b.announce(now)));
+        out
+    }
+
+    /// Feeds one SLO burn-rate finding (see [`burn`]).
+    pub fn observe_burn(
+        &mut self,
+        report: &BurnReport<'_>,
+        now: DateTime<Utc>,
+    ) -> Vec<Notification> {
+        burn::observe(&mut self.burns, report, now)
+    }
+
+    /// Resolves and forgets the burn alerts of SLOs no longer configured.
+    pub fn retain_burns(
+        &mut self,
+        keep: impl Fn(&str, &str) -> bool,
+        now: DateTime<Utc>,
+    ) -> Vec<Notification> {
+        let (kept, gone): (Vec<_>, Vec<_>) = std::mem::take(&mut self.burns)
+            .into_iter()
+            .partition(|b| keep(&b.probe, &b.environment));
+        self.burns = kept;
+        gone.iter()
+            .filter(|b| b.alert.announced)
+            .map(|b| b.resolve("its SLO was removed from the configuration", now))
+            .collect()
     }
 
     /// Current state of a pair; ok for a pair never seen.
@@ -705,6 +739,7 @@ impl Engine {
         EngineSnapshot {
             version: SNAPSHOT_VERSION,
             pairs: self.pairs.values().cloned().collect(),
+            burns: self.burns.clone(),
         }
     }
 
@@ -719,6 +754,7 @@ impl Engine {
                 .into_iter()
                 .map(|p| ((p.probe.clone(), p.environment.clone()), p))
                 .collect(),
+            burns: snapshot.burns,
         }
     }
 
@@ -748,6 +784,9 @@ impl Engine {
             .collect()
     }
 }
+
+mod burn;
+pub use burn::BurnReport;
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]

@@ -93,6 +93,8 @@ fn outcome(probe: &str, environment: &str, v: V, secs: i64) -> Outcome {
         }],
         thresholds: vec![threshold(State::Ok)],
         latency: None,
+        kept: Default::default(),
+        intended_ms: None,
     };
     match v {
         G | Tick => {}

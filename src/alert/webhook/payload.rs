@@ -372,6 +372,8 @@ fn alertmanager(batch: &[Notification]) -> Value {
             let kind = match n.kind {
                 AlertKind::Failing => "Failing",
                 AlertKind::Degraded => "Degraded",
+                AlertKind::SloPage => "SloBurnPage",
+                AlertKind::SloTicket => "SloBurnTicket",
             };
             labels.insert("alertname".into(), format!("SynthmonProbe{kind}"));
             labels.insert("probe".into(), n.probe.clone());

@@ -71,7 +71,7 @@ pub async fn run(spec: &GrpcSpec, ctx: &RunContext<'_>) -> Outcome {
             );
             f.set("timings", clock.timings());
             f.set("vars", super::kind::vars_value(ctx.vars));
-            super::kind::check_expectations(&mut outcome, &spec.expect, &f);
+            ctx.check_expectations(&mut outcome, &spec.expect, f);
         }
     }
     ctx.redactor.scrub(&mut facts.address);
@@ -162,6 +162,10 @@ impl Kind for GrpcSpec {
 
     fn run<'a>(&'a self, ctx: &'a RunContext<'_>) -> RunFuture<'a> {
         Box::pin(run(self, ctx))
+    }
+
+    fn scope(&self) -> Option<crate::expr::Scope<'static>> {
+        Some(SCOPE)
     }
 
     fn as_any(&self) -> &dyn std::any::Any {

@@ -31,6 +31,9 @@ pub struct StreamFacts {
     pub bytes: u64,
     /// The first events' data (capped, see the module docs).
     pub data: Vec<String>,
+    /// With `sequence = "numeric"`: what the id numbering showed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sequence: Option<super::sequence::Sequence>,
     /// Over https: the earliest `notAfter` of the certificates presented on
     /// the last connection, Unix seconds (`probe_ssl_earliest_cert_expiry`).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -46,6 +49,9 @@ impl StreamFacts {
         ];
         if let Some(first) = self.first_event_seconds {
             out.push(("probe_stream_first_event_seconds", first));
+        }
+        if let Some(sequence) = &self.sequence {
+            out.extend(sequence.gauges());
         }
         out
     }

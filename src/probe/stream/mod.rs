@@ -11,6 +11,12 @@
 //! connection half-way (after `min_events / 2` events, else after half of
 //! `duration`, else when the server ends the first stream), reconnects with
 //! `Last-Event-ID`, and checks that the stream resumes after that id.
+//! With `sequence = "numeric"` the event ids must count up by one, across
+//! its reconnects and, unless `sequence_across_runs = false`, across runs:
+//! a run connects with `Last-Event-ID` set to the previous run's last id
+//! (kept as `stream.last_id`) and its first id must follow it. Gaps and
+//! duplicates fail the run (reason `assertion`) with the missing and
+//! repeated ids listed, unless an expectation reads `sequence` itself.
 //!
 //! The phases are `connect` (start to response headers), `first_event`
 //! (headers to the first event) and `stream` (the rest, a reconnect
@@ -23,11 +29,13 @@
 //! event-stream parser (the WHATWG rules, and `chunked` pieces); `connect.rs`
 //! one fresh connection and its `GET`; `session.rs` the run itself (reading,
 //! the stall and gap limits, the reconnect and its resume check, the implicit
-//! checks); `facts.rs` what a run reports. This file holds the registry
+//! checks); `sequence.rs` the id numbering check; `facts.rs` what a run
+//! reports. This file holds the registry
 //! entry; no other file of the folder uses it.
 
 mod connect;
 mod facts;
+mod sequence;
 mod session;
 mod spec;
 mod sse;
@@ -37,6 +45,7 @@ use crate::config::check::Checker;
 use crate::outcome::GaugeSpec;
 
 pub use facts::{MAX_DATA_CHARS, MAX_DATA_KEPT, StreamFacts};
+pub use sequence::{KEPT_LAST_ID, MAX_LISTED, Sequence};
 pub use session::run;
 pub use spec::{RawStream, SCOPE, StreamSpec};
 pub use sse::Mode;
@@ -68,6 +77,16 @@ const GAUGES: &[GaugeSpec] = &[
         seconds: true,
         help: "Largest gap between two events of the last run, a stall that failed it included.",
     },
+    GaugeSpec {
+        name: "probe_stream_missing_ids",
+        seconds: false,
+        help: "Event ids the last stream run found missing from a numeric sequence.",
+    },
+    GaugeSpec {
+        name: "probe_stream_repeated_ids",
+        seconds: false,
+        help: "Events of the last stream run whose id repeated an earlier one of a numeric sequence.",
+    },
 ];
 
 fn build_kind(c: &mut Checker<'_>, _: &BuildInput<'_>) -> Option<Box<dyn Kind>> {
@@ -82,6 +101,10 @@ impl Kind for StreamSpec {
 
     fn run<'a>(&'a self, ctx: &'a RunContext<'_>) -> RunFuture<'a> {
         Box::pin(run(self, ctx))
+    }
+
+    fn scope(&self) -> Option<crate::expr::Scope<'static>> {
+        Some(SCOPE)
     }
 
     fn as_any(&self) -> &dyn std::any::Any {

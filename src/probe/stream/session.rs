@@ -1,10 +1,14 @@
 //! One `stream` run: [`run`] connects, reads events until the run has
 //! enough, the server ends the stream or a limit fails it, reconnects with
 //! `Last-Event-ID` when asked and checks the stream resumed after it, then
-//! judges the implicit checks and the expectations.
+//! judges the implicit checks and the expectations. With `sequence`, it
+//! follows the ids' numbering ([`Sequence`]), connects with the previous
+//! run's last id when there is one, and keeps its own for the next run
+//! ([`KEPT_LAST_ID`]) whatever the run's verdict.
 
 use super::connect::{Connection, connect};
 use super::facts::{MAX_DATA_KEPT, StreamFacts, cut};
+use super::sequence::{KEPT_LAST_ID, Sequence};
 use super::spec::StreamSpec;
 use super::sse::{Event, Mode, Parser};
 use crate::expr::{Facts, duration_value};
@@ -30,6 +34,16 @@ pub async fn run(spec: &StreamSpec, ctx: &RunContext<'_>) -> Outcome {
     let ids = RunIds::generate();
     let mut outcome = Outcome::new(&ctx.probe.name, &ctx.env.name, "stream", &ids);
     let mut s = Streamer::new(spec, ctx.deadline());
+    // Resume where the previous run stopped: its last id, kept.
+    let previous = spec
+        .sequence
+        .as_ref()
+        .filter(|q| q.across_runs)
+        .and_then(|_| ctx.prev_value(KEPT_LAST_ID))
+        .and_then(serde_json::Value::as_u64);
+    if let Some(previous) = previous {
+        s.facts.sequence = Some(Sequence::resuming(previous));
+    }
     let result = s.go(ctx, &ids).await;
     s.clock.lap(s.phase);
     s.clock.record(&mut outcome);
@@ -43,8 +57,24 @@ pub async fn run(spec: &StreamSpec, ctx: &RunContext<'_>) -> Outcome {
             }
             outcome.assertions = implicit;
             let f = s.expression_facts(ctx);
-            crate::probe::kind::check_expectations(&mut outcome, &spec.expect, &f);
+            ctx.check_expectations(&mut outcome, &spec.expect, f);
+            if outcome.error.is_none() {
+                if let Some(detail) = s.sequence_failure() {
+                    let summary = crate::probe::kind::expectation_summary(&outcome.assertions)
+                        .unwrap_or_default();
+                    outcome.error = Some(format!("{summary}: event ids {detail}"));
+                }
+            }
         }
+    }
+    let kept = spec
+        .sequence
+        .as_ref()
+        .filter(|q| q.across_runs)
+        .and(s.facts.sequence.as_ref())
+        .and_then(|q| q.last_id);
+    if let Some(last) = kept {
+        outcome.kept.insert(KEPT_LAST_ID.to_owned(), last.into());
     }
     let mut facts = s.facts;
     ctx.redactor.scrub(&mut facts.url);
@@ -115,6 +145,7 @@ impl<'s> Streamer<'s> {
             phase: "connect",
             facts: StreamFacts {
                 mode: spec.mode.as_str(),
+                sequence: spec.sequence.as_ref().map(|_| Sequence::default()),
                 ..StreamFacts::default()
             },
             last_event_at: None,
@@ -137,6 +168,13 @@ impl<'s> Streamer<'s> {
         })?;
         self.facts.url = url.to_string();
         let mut headers = self.headers(ctx, ids)?;
+        let previous = self.facts.sequence.as_ref().and_then(|q| q.previous_run_id);
+        if let Some(previous) = previous {
+            headers.insert(
+                HeaderName::from_static("last-event-id"),
+                HeaderValue::from(previous),
+            );
+        }
 
         let connection = self.open(ctx, &url, &headers).await?;
         // Reconnect half-way: after half of `min_events`, else after half
@@ -405,6 +443,13 @@ impl<'s> Streamer<'s> {
         if self.resume == Resume::Waiting {
             self.resume = self.judge_resume(event.id.as_deref());
         }
+        if let (true, Some(id), Some(sequence)) = (
+            event.own_id,
+            event.id.as_deref(),
+            self.facts.sequence.as_mut(),
+        ) {
+            sequence.note(id);
+        }
         self.facts.events = n;
         self.last_event_at = Some(now);
         if let Some(id) = event.id.filter(|id| !id.is_empty()) {
@@ -540,7 +585,31 @@ impl<'s> Streamer<'s> {
                 location: self.spec.reconnect_at.clone(),
             });
         }
+        if let (Some(at), Some(sequence)) = (
+            self.spec
+                .sequence
+                .as_ref()
+                .and_then(|q| q.implicit_at.as_ref()),
+            &self.facts.sequence,
+        ) {
+            out.push(AssertionResult {
+                expression: "event ids count up by one (implicit: sequence)".to_owned(),
+                passed: !sequence.broken(),
+                actual: sequence.describe(),
+                location: Some(at.clone()),
+            });
+        }
         out
+    }
+
+    /// What broke the numbering, when the implicit sequence check failed.
+    fn sequence_failure(&self) -> Option<String> {
+        self.spec.sequence.as_ref()?.implicit_at.as_ref()?;
+        self.facts
+            .sequence
+            .as_ref()
+            .filter(|q| q.broken())
+            .map(Sequence::describe)
     }
 
     /// What expectations can read.
@@ -562,6 +631,13 @@ impl<'s> Streamer<'s> {
             self.facts.resumed_from.clone().unwrap_or_default(),
         );
         f.set("data", self.facts.data.clone());
+        f.set(
+            "sequence",
+            self.facts
+                .sequence
+                .as_ref()
+                .map_or(cel::Value::Null, Sequence::value),
+        );
         f.set("status", self.facts.status.map_or(0, i64::from));
         f.set("timings", self.clock.timings());
         f.set("vars", crate::probe::kind::vars_value(ctx.vars));

@@ -25,6 +25,7 @@ pub const SCOPE: Scope<'static> = Scope {
         "reconnected",
         "resumed_from",
         "data",
+        "sequence",
         "status",
         "timings",
         "vars",
@@ -42,6 +43,10 @@ const TYPES: Types<'static> = &[
     ("resumed_from", Type::String),
     ("reconnected", Type::Bool),
     ("status", Type::Number),
+    ("sequence.gaps", Type::Number),
+    ("sequence.missing", Type::Number),
+    ("sequence.duplicates", Type::Number),
+    ("sequence.not_numeric", Type::Number),
 ];
 
 /// The default cap on one event (or chunk).
@@ -69,6 +74,12 @@ pub struct RawStream {
     pub first_event_timeout: Option<String>,
     pub reconnect: Option<bool>,
     pub max_event_bytes: Option<RawSize>,
+    /// `numeric`: event ids count up by one; gaps and duplicates fail.
+    pub sequence: Option<String>,
+    /// With `sequence`: each run resumes with `Last-Event-ID` after the
+    /// previous run's last id, and the numbering must go on from it
+    /// (default true).
+    pub sequence_across_runs: Option<bool>,
     #[serde(default)]
     pub expect: Vec<String>,
 }
@@ -93,6 +104,18 @@ pub struct StreamSpec {
     /// checks.
     pub min_events_at: Option<SourceLocation>,
     pub reconnect_at: Option<SourceLocation>,
+    /// `sequence = "numeric"`.
+    pub sequence: Option<SequenceSpec>,
+}
+
+/// `sequence = "numeric"`: how the ids' numbering is checked.
+#[derive(Debug)]
+pub struct SequenceSpec {
+    /// Resume from the previous run's last id and check across runs.
+    pub across_runs: bool,
+    /// No expectation reads `sequence`: a gap or a duplicate fails the run
+    /// (the implicit check, located here).
+    pub implicit_at: Option<SourceLocation>,
 }
 
 /// Checks the raw table; problems are recorded on `c` at `stream.…` paths.
@@ -183,6 +206,7 @@ pub(crate) fn build(raw: RawStream, c: &mut Checker<'_>) -> Option<StreamSpec> {
         MAX_EVENT_BYTES_LIMIT,
     );
     let expect = c.expectations("stream", &raw.expect, SCOPE);
+    let sequence = sequence(&raw, mode, &expect, c);
     let min_events_at = raw.min_events.map(|_| c.location("stream.min_events"));
     let reconnect_at = reconnect.then(|| c.location("stream.reconnect"));
     Some(StreamSpec {
@@ -198,6 +222,53 @@ pub(crate) fn build(raw: RawStream, c: &mut Checker<'_>) -> Option<StreamSpec> {
         expect,
         min_events_at,
         reconnect_at,
+        sequence,
+    })
+}
+
+/// Checks `sequence` and `sequence_across_runs`, and that expectations
+/// read `sequence` only when it is checked.
+fn sequence(
+    raw: &RawStream,
+    mode: Option<Mode>,
+    expect: &[Assertion],
+    c: &mut Checker<'_>,
+) -> Option<SequenceSpec> {
+    let Some(kind) = raw.sequence.as_deref() else {
+        if raw.sequence_across_runs.is_some() {
+            c.err(
+                "stream.sequence_across_runs",
+                "`sequence_across_runs` needs `sequence = \"numeric\"`",
+            );
+        }
+        for (i, a) in expect.iter().enumerate() {
+            if a.expr.reads("sequence") {
+                c.err(
+                    &format!("stream.expect[{i}]"),
+                    "`sequence` is only measured with `sequence = \"numeric\"` in [stream]",
+                );
+            }
+        }
+        return None;
+    };
+    if kind != "numeric" {
+        c.err(
+            "stream.sequence",
+            format!("expected `numeric` (event ids that count up by one), found `{kind}`"),
+        );
+        return None;
+    }
+    if mode == Some(Mode::Chunked) {
+        c.err(
+            "stream.sequence",
+            "`sequence` checks the ids of SSE events, which chunked streams do not have: use mode = \"sse\"",
+        );
+        return None;
+    }
+    let implicit = !expect.iter().any(|a| a.expr.reads("sequence"));
+    Some(SequenceSpec {
+        across_runs: raw.sequence_across_runs.unwrap_or(true),
+        implicit_at: implicit.then(|| c.location("stream.sequence")),
     })
 }
 

@@ -28,6 +28,9 @@ pub struct Event {
     /// The last event id buffer at dispatch; `None` until an `id:` field on
     /// this connection set it (or when it was set to "").
     pub id: Option<String>,
+    /// The event carried an `id:` field of its own (else `id` is an
+    /// earlier event's, as the EventSource rules keep it).
+    pub own_id: bool,
     pub data: String,
 }
 
@@ -42,6 +45,8 @@ pub struct Parser {
     has_data: bool,
     /// The last event id buffer: it persists from event to event.
     id: Option<String>,
+    /// The event being read has an `id:` field.
+    own_id: bool,
     /// A CR ended the previous chunk: an LF first in this one belongs to it.
     after_cr: bool,
     /// The start of the stream, where a byte order mark is dropped.
@@ -57,6 +62,7 @@ impl Parser {
             data: String::new(),
             has_data: false,
             id: None,
+            own_id: false,
             after_cr: false,
             at_start: true,
         }
@@ -72,6 +78,7 @@ impl Parser {
             }
             out.push(Event {
                 id: None,
+                own_id: false,
                 data: String::from_utf8_lossy(bytes).into_owned(),
             });
             return Ok(());
@@ -107,11 +114,13 @@ impl Parser {
             if self.has_data {
                 out.push(Event {
                     id: self.id.clone(),
+                    own_id: self.own_id,
                     data: std::mem::take(&mut self.data),
                 });
             }
             self.data.clear();
             self.has_data = false;
+            self.own_id = false;
             return;
         }
         if line[0] == b':' {
@@ -132,6 +141,7 @@ impl Parser {
             }
             "id" if !value.contains('\0') => {
                 self.id = (!value.is_empty()).then(|| value.to_owned());
+                self.own_id = true;
             }
             // `event`, `retry` and unknown fields do not change what is
             // measured.
@@ -157,6 +167,7 @@ mod tests {
     fn ev(id: Option<&str>, data: &str) -> Event {
         Event {
             id: id.map(str::to_owned),
+            own_id: id.is_some(),
             data: data.to_owned(),
         }
     }
@@ -188,8 +199,17 @@ mod tests {
             vec![
                 ev(None, "x\n y"),
                 ev(None, ""),
-                ev(Some("7"), "after id"),
-                ev(None, "reset"),
+                // The id of an event without data is kept for the next,
+                // which has no `id:` of its own.
+                Event {
+                    own_id: false,
+                    ..ev(Some("7"), "after id")
+                },
+                // `id` with no value resets the buffer: its own id, empty.
+                Event {
+                    own_id: true,
+                    ..ev(None, "reset")
+                },
             ]
         );
         // A byte order mark split over pieces is dropped too.

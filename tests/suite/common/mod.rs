@@ -69,6 +69,9 @@ pub fn synthmon_in(cwd: &Path, args: &[&str], envs: &[(&str, &str)], deadline: D
         }
     }
     cmd.env("NO_COLOR", "1");
+    // State (the outbox, the history) stays in the test's directory unless
+    // its config names one.
+    cmd.env("XDG_STATE_HOME", cwd.join(".state"));
     for (k, v) in envs {
         cmd.env(k, v);
     }
@@ -196,6 +199,7 @@ pub async fn run_cancelled_after(
         cancel: cancel.clone(),
         seed: None,
         progress: None,
+        prev: None,
     };
     let trigger = async {
         tokio::time::sleep(after).await;
@@ -226,9 +230,19 @@ pub fn config_with_target(base_url: &str) -> String {
 /// nothing from the test process' environment: no systemd socket or
 /// watchdog, no file watching, no SIGHUP handler.
 pub fn quiet_daemon_options(path: PathBuf) -> synthmon::daemon::DaemonOptions {
+    // State (the outbox, the history) stays beside the test's config
+    // unless the config names a directory of its own.
+    let names_state_dir = std::fs::read_to_string(&path).is_ok_and(|c| c.contains("state_dir"));
+    let overrides = match path.parent() {
+        Some(dir) if !names_state_dir => vec![(
+            "daemon.state_dir".to_owned(),
+            dir.join(".state").display().to_string(),
+        )],
+        _ => vec![],
+    };
     let mut opts = synthmon::daemon::DaemonOptions::from_env(synthmon::config::LoadOptions {
         config_path: Some(path),
-        overrides: vec![],
+        overrides,
     });
     opts.notify_socket = None;
     opts.watchdog = None;

@@ -1,0 +1,842 @@
+//! The history's SQLite file: the writer's statements (runs, minute
+//! snapshots, transitions, kept values, roll-ups, retention) and the
+//! readers' queries. Every function blocks on disk I/O: the writer runs on
+//! its own thread ([`super::writer`]), readers from `spawn_blocking` or a
+//! command-line program.
+
+use super::schema;
+use super::snapshot;
+use crate::outcome::Latencies;
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+/// The history file's name in the state directory.
+pub const FILE: &str = "history.sqlite";
+
+/// Milliseconds in a minute and in an hour.
+const MINUTE_MS: i64 = 60_000;
+const HOUR_MINUTES: i64 = 60;
+
+/// Why the history cannot be opened or written.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("history: cannot create {}", dir.display())]
+    CreateDir {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("history: cannot open {}", path.display())]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("history: {} cannot be used", path.display())]
+    Schema {
+        path: PathBuf,
+        #[source]
+        source: schema::SchemaError,
+    },
+    #[error("history: {} does not exist (no daemon has written history there yet)", path.display())]
+    Missing { path: PathBuf },
+    #[error("history: cannot {what}")]
+    Query {
+        what: &'static str,
+        #[source]
+        source: rusqlite::Error,
+    },
+}
+
+fn query(what: &'static str) -> impl FnOnce(rusqlite::Error) -> Error {
+    move |source| Error::Query { what, source }
+}
+
+/// What a run was: passed, passed with a threshold not ok, or failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    Pass,
+    Degraded,
+    Fail,
+}
+
+impl Verdict {
+    fn code(self) -> i64 {
+        match self {
+            Verdict::Pass => 0,
+            Verdict::Degraded => 1,
+            Verdict::Fail => 2,
+        }
+    }
+
+    fn from_code(code: i64) -> Verdict {
+        match code {
+            0 => Verdict::Pass,
+            1 => Verdict::Degraded,
+            _ => Verdict::Fail,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Pass => "pass",
+            Verdict::Degraded => "degraded",
+            Verdict::Fail => "fail",
+        }
+    }
+}
+
+/// One stored run (or one step of a flow's run).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct RunRow {
+    pub probe: String,
+    pub environment: String,
+    /// Empty for the whole run; a flow step's name otherwise.
+    pub step: String,
+    /// Unix milliseconds.
+    pub started_ms: i64,
+    /// When the schedule meant it to start (Unix milliseconds).
+    pub intended_ms: i64,
+    pub duration_us: i64,
+    pub result: Verdict,
+    pub reason: Option<String>,
+    pub status: Option<u16>,
+    pub attempts: u32,
+    pub trace_id: String,
+    pub run_id: String,
+    pub error: Option<String>,
+}
+
+/// What one run adds to its series' minute.
+#[derive(Debug, Default)]
+pub struct Tallies {
+    /// Events: a run, or a workload's requests.
+    pub runs: u64,
+    pub failed: u64,
+    pub degraded: u64,
+    /// Latencies of the events that passed.
+    pub latencies: Latencies,
+}
+
+/// A series' totals over a window.
+#[derive(Debug, Default)]
+pub struct Window {
+    pub runs: u64,
+    pub failed: u64,
+    pub degraded: u64,
+    pub latencies: Latencies,
+}
+
+impl Window {
+    fn add(&mut self, runs: i64, failed: i64, degraded: i64) {
+        self.runs += runs.max(0) as u64;
+        self.failed += failed.max(0) as u64;
+        self.degraded += degraded.max(0) as u64;
+    }
+}
+
+/// A state change of a pair.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Transition {
+    pub at_ms: i64,
+    pub from: String,
+    pub to: String,
+    pub reason: Option<String>,
+}
+
+/// How long each kind of row is kept.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Retention {
+    pub runs: std::time::Duration,
+    pub minutes: std::time::Duration,
+    pub hours: std::time::Duration,
+}
+
+impl Default for Retention {
+    fn default() -> Retention {
+        const DAY: u64 = 86_400;
+        Retention {
+            runs: std::time::Duration::from_secs(7 * DAY),
+            minutes: std::time::Duration::from_secs(2 * DAY),
+            hours: std::time::Duration::from_secs(400 * DAY),
+        }
+    }
+}
+
+fn open_conn(path: &Path, flags: OpenFlags) -> Result<Connection, Error> {
+    let conn = Connection::open_with_flags(path, flags).map_err(|source| Error::Open {
+        path: path.to_owned(),
+        source,
+    })?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))
+        .map_err(query("set the busy timeout"))?;
+    Ok(conn)
+}
+
+/// The writer's connection and its caches.
+pub struct Writer {
+    conn: Connection,
+    series: HashMap<(String, String, String), i64>,
+}
+
+impl Writer {
+    /// Opens (creating) `dir/history.sqlite` and migrates it.
+    pub fn open(dir: &Path) -> Result<Writer, Error> {
+        std::fs::create_dir_all(dir).map_err(|source| Error::CreateDir {
+            dir: dir.to_owned(),
+            source,
+        })?;
+        let path = dir.join(FILE);
+        let mut conn = open_conn(
+            &path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE,
+        )?;
+        let schema_error = |source| Error::Schema {
+            path: path.clone(),
+            source,
+        };
+        // A file that is not SQLite fails here, at its first read.
+        schema::migrate(&mut conn).map_err(schema_error)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(query("switch to WAL"))?;
+        // History may lose the last second on a power cut, never its
+        // consistency; the outbox, which must not, syncs fully.
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(query("set synchronous"))?;
+        Ok(Writer {
+            conn,
+            series: HashMap::new(),
+        })
+    }
+
+    /// Makes the connection refuse writes (tests: a disk that fails).
+    pub fn refuse_writes(&self) {
+        let _ = self.conn.pragma_update(None, "query_only", true);
+    }
+
+    /// Starts a transaction; the batch's statements follow, then [`Batch::commit`].
+    pub fn batch(&mut self) -> Result<Batch<'_>, Error> {
+        let tx = self
+            .conn
+            .transaction()
+            .map_err(query("begin a transaction"))?;
+        Ok(Batch {
+            tx,
+            series: &mut self.series,
+        })
+    }
+
+    /// Rolls the minutes of the oldest hour not yet rolled up into hour
+    /// rows, if that hour ended at least `grace_minutes` before `now_minute`.
+    /// One hour per call (bounded work); returns whether it rolled one.
+    pub fn roll_up(&mut self, now_minute: i64, grace_minutes: i64) -> Result<bool, Error> {
+        let tx = self.conn.transaction().map_err(query("begin a roll-up"))?;
+        let next: Option<i64> = tx
+            .query_row(
+                "SELECT value FROM marks WHERE name = 'rolled_to'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(query("read the roll-up mark"))?;
+        let hour = match next {
+            Some(h) => h,
+            None => {
+                let first: Option<i64> = tx
+                    .query_row("SELECT min(minute) FROM minutes", [], |r| r.get(0))
+                    .map_err(query("find the first minute"))?;
+                match first {
+                    Some(m) => m.div_euclid(HOUR_MINUTES),
+                    None => return Ok(false),
+                }
+            }
+        };
+        if (hour + 1) * HOUR_MINUTES + grace_minutes > now_minute {
+            return Ok(false);
+        }
+        // Skip empty stretches (a daemon that was stopped for days) at once.
+        let first_after: Option<i64> = tx
+            .query_row(
+                "SELECT min(minute) FROM minutes WHERE minute >= ?1",
+                [hour * HOUR_MINUTES],
+                |r| r.get(0),
+            )
+            .map_err(query("find the next minute"))?;
+        let hour = match first_after {
+            Some(m) if m.div_euclid(HOUR_MINUTES) > hour => {
+                let h = m.div_euclid(HOUR_MINUTES);
+                if (h + 1) * HOUR_MINUTES + grace_minutes > now_minute {
+                    tx.execute(
+                        "INSERT OR REPLACE INTO marks (name, value) VALUES ('rolled_to', ?1)",
+                        [h],
+                    )
+                    .map_err(query("move the roll-up mark"))?;
+                    tx.commit().map_err(query("commit a roll-up"))?;
+                    return Ok(false);
+                }
+                h
+            }
+            Some(_) => hour,
+            None => {
+                tx.commit().map_err(query("commit a roll-up"))?;
+                return Ok(false);
+            }
+        };
+        let mut sums: BTreeMap<i64, (Window, bool)> = BTreeMap::new();
+        {
+            let mut stmt = tx
+                .prepare(
+                    "SELECT series, runs, failed, degraded, hist FROM minutes
+                     WHERE minute >= ?1 AND minute < ?2",
+                )
+                .map_err(query("read an hour's minutes"))?;
+            let mut rows = stmt
+                .query([hour * HOUR_MINUTES, (hour + 1) * HOUR_MINUTES])
+                .map_err(query("read an hour's minutes"))?;
+            while let Some(row) = rows.next().map_err(query("read an hour's minutes"))? {
+                let series: i64 = row.get(0).map_err(query("read a minute"))?;
+                let entry = sums.entry(series).or_default();
+                entry.0.add(
+                    row.get(1).map_err(query("read a minute"))?,
+                    row.get(2).map_err(query("read a minute"))?,
+                    row.get(3).map_err(query("read a minute"))?,
+                );
+                let blob: Option<Vec<u8>> = row.get(4).map_err(query("read a minute"))?;
+                if let Some(blob) = blob {
+                    if let Err(e) = snapshot::decode_into(&blob, &mut entry.0.latencies) {
+                        entry.1 = true;
+                        tracing::warn!(error = %e, "history: a minute's latencies are lost from its hour");
+                    }
+                }
+            }
+        }
+        for (series, (w, _)) in &sums {
+            tx.execute(
+                "INSERT OR REPLACE INTO hours (series, hour, runs, failed, degraded, hist)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    series,
+                    hour,
+                    w.runs as i64,
+                    w.failed as i64,
+                    w.degraded as i64,
+                    snapshot::encode(&w.latencies)
+                ],
+            )
+            .map_err(query("write an hour"))?;
+        }
+        tx.execute(
+            "INSERT OR REPLACE INTO marks (name, value) VALUES ('rolled_to', ?1)",
+            [hour + 1],
+        )
+        .map_err(query("move the roll-up mark"))?;
+        tx.commit().map_err(query("commit a roll-up"))?;
+        Ok(true)
+    }
+
+    /// Deletes rows older than `retention` allows, at most `budget` per
+    /// table and series per call; returns how many were deleted.
+    pub fn prune(
+        &mut self,
+        now_ms: i64,
+        retention: &Retention,
+        budget: usize,
+    ) -> Result<u64, Error> {
+        let ms = |d: std::time::Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+        let runs_before = now_ms.saturating_sub(ms(retention.runs));
+        let minutes_before = now_ms
+            .saturating_sub(ms(retention.minutes))
+            .div_euclid(MINUTE_MS);
+        let hours_before = now_ms
+            .saturating_sub(ms(retention.hours))
+            .div_euclid(MINUTE_MS * HOUR_MINUTES);
+        let budget = budget as i64;
+        let tx = self.conn.transaction().map_err(query("begin pruning"))?;
+        let mut deleted = tx
+            .execute(
+                "DELETE FROM runs WHERE rowid IN
+                 (SELECT rowid FROM runs WHERE started_ms < ?1 LIMIT ?2)",
+                params![runs_before, budget],
+            )
+            .map_err(query("prune runs"))? as u64;
+        let ids: Vec<i64> = {
+            let mut stmt = tx
+                .prepare("SELECT id FROM series")
+                .map_err(query("list series"))?;
+            stmt.query_map([], |r| r.get(0))
+                .map_err(query("list series"))?
+                .collect::<Result<_, _>>()
+                .map_err(query("list series"))?
+        };
+        for id in ids {
+            deleted += tx
+                .execute(
+                    "DELETE FROM minutes WHERE series = ?1 AND minute IN
+                     (SELECT minute FROM minutes WHERE series = ?1 AND minute < ?2 LIMIT ?3)",
+                    params![id, minutes_before, budget],
+                )
+                .map_err(query("prune minutes"))? as u64;
+            deleted += tx
+                .execute(
+                    "DELETE FROM hours WHERE series = ?1 AND hour IN
+                     (SELECT hour FROM hours WHERE series = ?1 AND hour < ?2 LIMIT ?3)",
+                    params![id, hours_before, budget],
+                )
+                .map_err(query("prune hours"))? as u64;
+        }
+        deleted += tx
+            .execute(
+                "DELETE FROM transitions WHERE rowid IN
+                 (SELECT rowid FROM transitions WHERE at_ms < ?1 LIMIT ?2)",
+                params![now_ms.saturating_sub(ms(retention.hours)), budget],
+            )
+            .map_err(query("prune transitions"))? as u64;
+        tx.commit().map_err(query("commit pruning"))?;
+        Ok(deleted)
+    }
+
+    /// Gives freed pages back to the file system, a little at a time.
+    pub fn vacuum_some(&self) {
+        let _ = self.conn.execute_batch("PRAGMA incremental_vacuum(256)");
+    }
+}
+
+/// One transaction of the writer.
+pub struct Batch<'a> {
+    tx: rusqlite::Transaction<'a>,
+    series: &'a mut HashMap<(String, String, String), i64>,
+}
+
+impl Batch<'_> {
+    fn series_id(&mut self, probe: &str, environment: &str, step: &str) -> Result<i64, Error> {
+        let key = (probe.to_owned(), environment.to_owned(), step.to_owned());
+        if let Some(id) = self.series.get(&key) {
+            return Ok(*id);
+        }
+        self.tx
+            .execute(
+                "INSERT OR IGNORE INTO series (probe, environment, step) VALUES (?1, ?2, ?3)",
+                params![probe, environment, step],
+            )
+            .map_err(query("add a series"))?;
+        let id: i64 = self
+            .tx
+            .query_row(
+                "SELECT id FROM series WHERE probe = ?1 AND environment = ?2 AND step = ?3",
+                params![probe, environment, step],
+                |r| r.get(0),
+            )
+            .map_err(query("find a series"))?;
+        self.series.insert(key, id);
+        Ok(id)
+    }
+
+    pub fn run(&mut self, run: &RunRow) -> Result<(), Error> {
+        let series = self.series_id(&run.probe, &run.environment, &run.step)?;
+        self.tx
+            .prepare_cached(
+                "INSERT INTO runs (series, started_ms, intended_ms, duration_us, result, reason,
+                 status, attempts, trace_id, run_id, error)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    series,
+                    run.started_ms,
+                    run.intended_ms,
+                    run.duration_us,
+                    run.result.code(),
+                    run.reason,
+                    run.status,
+                    run.attempts,
+                    run.trace_id,
+                    run.run_id,
+                    run.error
+                ])
+            })
+            .map_err(query("write a run"))?;
+        Ok(())
+    }
+
+    /// Writes a series' minute as it stands now (replacing what an
+    /// earlier batch wrote for the same minute).
+    pub fn minute(
+        &mut self,
+        (probe, environment, step): (&str, &str, &str),
+        minute: i64,
+        t: &Tallies,
+    ) -> Result<(), Error> {
+        let series = self.series_id(probe, environment, step)?;
+        self.tx
+            .prepare_cached(
+                "INSERT OR REPLACE INTO minutes (series, minute, runs, failed, degraded, hist)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    series,
+                    minute,
+                    t.runs as i64,
+                    t.failed as i64,
+                    t.degraded as i64,
+                    snapshot::encode(&t.latencies)
+                ])
+            })
+            .map_err(query("write a minute"))?;
+        Ok(())
+    }
+
+    /// Reads a stored minute back (a run that arrives for a minute the
+    /// writer no longer holds adds to what is stored).
+    pub fn stored_minute(
+        &mut self,
+        (probe, environment, step): (&str, &str, &str),
+        minute: i64,
+    ) -> Result<Tallies, Error> {
+        let series = self.series_id(probe, environment, step)?;
+        let row: Option<(i64, i64, i64, Option<Vec<u8>>)> = self
+            .tx
+            .query_row(
+                "SELECT runs, failed, degraded, hist FROM minutes WHERE series = ?1 AND minute = ?2",
+                params![series, minute],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .optional()
+            .map_err(query("read a minute"))?;
+        let mut t = Tallies::default();
+        if let Some((runs, failed, degraded, hist)) = row {
+            t.runs = runs.max(0) as u64;
+            t.failed = failed.max(0) as u64;
+            t.degraded = degraded.max(0) as u64;
+            if let Some(blob) = hist {
+                let _ = snapshot::decode_into(&blob, &mut t.latencies);
+            }
+        }
+        Ok(t)
+    }
+
+    pub fn transition(
+        &mut self,
+        probe: &str,
+        environment: &str,
+        t: &Transition,
+    ) -> Result<(), Error> {
+        self.tx
+            .execute(
+                "INSERT INTO transitions (probe, environment, at_ms, from_state, to_state, reason)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![probe, environment, t.at_ms, t.from, t.to, t.reason],
+            )
+            .map_err(query("write a state change"))?;
+        Ok(())
+    }
+
+    pub fn keep(
+        &mut self,
+        probe: &str,
+        environment: &str,
+        values: &BTreeMap<String, serde_json::Value>,
+        at_ms: i64,
+    ) -> Result<(), Error> {
+        for (name, value) in values {
+            self.tx
+                .execute(
+                    "INSERT OR REPLACE INTO kept (probe, environment, name, value, at_ms)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![probe, environment, name, value.to_string(), at_ms],
+                )
+                .map_err(query("write a kept value"))?;
+        }
+        Ok(())
+    }
+
+    pub fn commit(self) -> Result<(), Error> {
+        self.tx.commit().map_err(query("commit a batch"))
+    }
+}
+
+/// What a pair kept: name → value.
+pub type KeptValues = BTreeMap<String, serde_json::Value>;
+
+fn read_kept(
+    conn: &Connection,
+    pair: Option<(&str, &str)>,
+) -> Result<BTreeMap<(String, String), KeptValues>, Error> {
+    let mut out: BTreeMap<(String, String), KeptValues> = BTreeMap::new();
+    let (sql, args): (&str, Vec<&str>) = match pair {
+        Some((p, e)) => (
+            "SELECT probe, environment, name, value FROM kept WHERE probe = ?1 AND environment = ?2",
+            vec![p, e],
+        ),
+        None => ("SELECT probe, environment, name, value FROM kept", vec![]),
+    };
+    let mut stmt = conn.prepare(sql).map_err(query("read kept values"))?;
+    let rows = stmt
+        .query_map(rusqlite::params_from_iter(args), |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+            ))
+        })
+        .map_err(query("read kept values"))?;
+    for row in rows {
+        let (probe, env, name, value) = row.map_err(query("read kept values"))?;
+        // A value is written as JSON by this file; anything else is skipped.
+        if let Ok(v) = serde_json::from_str(&value) {
+            out.entry((probe, env)).or_default().insert(name, v);
+        }
+    }
+    Ok(out)
+}
+
+/// A read-only connection for queries (the API, `synthmon history`),
+/// beside the writer thanks to WAL.
+pub struct Reader {
+    conn: Mutex<Connection>,
+}
+
+impl Reader {
+    /// Opens `dir/history.sqlite` read-only; the file must exist and be a
+    /// history of a schema this build reads.
+    pub fn open(dir: &Path) -> Result<Reader, Error> {
+        let path = dir.join(FILE);
+        if !path.exists() {
+            return Err(Error::Missing { path });
+        }
+        let conn = open_conn(
+            &path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        let schema_error = |source| Error::Schema {
+            path: path.clone(),
+            source,
+        };
+        let app: i64 = conn
+            .query_row("PRAGMA application_id", [], |r| r.get(0))
+            .map_err(|e| schema_error(schema::SchemaError::Sqlite(e)))?;
+        if app != schema::APPLICATION_ID {
+            return Err(schema_error(schema::SchemaError::Foreign(app)));
+        }
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(|e| schema_error(schema::SchemaError::Sqlite(e)))?;
+        if version > schema::VERSION {
+            return Err(schema_error(schema::SchemaError::Newer { found: version }));
+        }
+        Ok(Reader {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.conn
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Every (probe, environment) with history.
+    pub fn pairs(&self) -> Result<Vec<(String, String)>, Error> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare("SELECT DISTINCT probe, environment FROM series ORDER BY probe, environment")
+            .map_err(query("list pairs"))?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(query("list pairs"))?
+            .collect::<Result<_, _>>()
+            .map_err(query("list pairs"))?;
+        Ok(rows)
+    }
+
+    /// Whole runs of a pair started in `[since_ms, until_ms)`, newest first.
+    pub fn runs(
+        &self,
+        probe: &str,
+        environment: &str,
+        since_ms: i64,
+        until_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<RunRow>, Error> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT r.started_ms, r.intended_ms, r.duration_us, r.result, r.reason, r.status,
+                        r.attempts, r.trace_id, r.run_id, r.error, s.step
+                 FROM runs r JOIN series s ON s.id = r.series
+                 WHERE s.probe = ?1 AND s.environment = ?2 AND s.step = ''
+                   AND r.started_ms >= ?3 AND r.started_ms < ?4
+                 ORDER BY r.started_ms DESC LIMIT ?5",
+            )
+            .map_err(query("read runs"))?;
+        let rows = stmt
+            .query_map(
+                params![probe, environment, since_ms, until_ms, limit as i64],
+                |r| {
+                    Ok(RunRow {
+                        probe: probe.to_owned(),
+                        environment: environment.to_owned(),
+                        started_ms: r.get(0)?,
+                        intended_ms: r.get(1)?,
+                        duration_us: r.get(2)?,
+                        result: Verdict::from_code(r.get(3)?),
+                        reason: r.get(4)?,
+                        status: r.get(5)?,
+                        attempts: r.get(6)?,
+                        trace_id: r.get(7)?,
+                        run_id: r.get(8)?,
+                        error: r.get(9)?,
+                        step: r.get(10)?,
+                    })
+                },
+            )
+            .map_err(query("read runs"))?
+            .collect::<Result<_, _>>()
+            .map_err(query("read runs"))?;
+        Ok(rows)
+    }
+
+    /// A series' totals over `[from_ms, to_ms)`: complete hours from the
+    /// hour rows, the rest from minute rows (minutes are kept 48 hours, so
+    /// an older partial hour at the window's start is counted from its
+    /// hour row if it lies wholly inside, else left out). `latencies`:
+    /// whether to decode the latency snapshots (counts alone are cheap).
+    pub fn window(
+        &self,
+        (probe, environment, step): (&str, &str, &str),
+        from_ms: i64,
+        to_ms: i64,
+        latencies: bool,
+    ) -> Result<Window, Error> {
+        let conn = self.conn();
+        let mut w = Window::default();
+        let Some(series): Option<i64> = conn
+            .prepare_cached(
+                "SELECT id FROM series WHERE probe = ?1 AND environment = ?2 AND step = ?3",
+            )
+            .and_then(|mut s| {
+                s.query_row(params![probe, environment, step], |r| r.get(0))
+                    .optional()
+            })
+            .map_err(query("find a series"))?
+        else {
+            return Ok(w);
+        };
+        let from_min = from_ms.div_euclid(MINUTE_MS);
+        let to_min = to_ms.div_euclid(MINUTE_MS);
+        // Hours wholly inside the window.
+        let first_hour =
+            from_min.div_euclid(HOUR_MINUTES) + i64::from(from_min.rem_euclid(HOUR_MINUTES) != 0);
+        let end_hour = to_min.div_euclid(HOUR_MINUTES);
+        let mut covered = HashSet::new();
+        let add_row = |w: &mut Window, r: &rusqlite::Row<'_>| -> rusqlite::Result<()> {
+            w.add(r.get(1)?, r.get(2)?, r.get(3)?);
+            if latencies {
+                if let Some(blob) = r.get::<_, Option<Vec<u8>>>(4)? {
+                    if let Err(e) = snapshot::decode_into(&blob, &mut w.latencies) {
+                        tracing::warn!(error = %e, "history: a snapshot is left out of a window");
+                    }
+                }
+            }
+            Ok(())
+        };
+        if first_hour < end_hour {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT hour, runs, failed, degraded, hist FROM hours
+                     WHERE series = ?1 AND hour >= ?2 AND hour < ?3",
+                )
+                .map_err(query("read hours"))?;
+            let mut rows = stmt
+                .query(params![series, first_hour, end_hour])
+                .map_err(query("read hours"))?;
+            while let Some(r) = rows.next().map_err(query("read hours"))? {
+                covered.insert(r.get::<_, i64>(0).map_err(query("read hours"))?);
+                add_row(&mut w, r).map_err(query("read hours"))?;
+            }
+        }
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT minute, runs, failed, degraded, hist FROM minutes
+                 WHERE series = ?1 AND minute >= ?2 AND minute < ?3",
+            )
+            .map_err(query("read minutes"))?;
+        let mut rows = stmt
+            .query(params![series, from_min, to_min])
+            .map_err(query("read minutes"))?;
+        while let Some(r) = rows.next().map_err(query("read minutes"))? {
+            let minute: i64 = r.get(0).map_err(query("read minutes"))?;
+            if covered.contains(&minute.div_euclid(HOUR_MINUTES)) {
+                continue;
+            }
+            add_row(&mut w, r).map_err(query("read minutes"))?;
+        }
+        Ok(w)
+    }
+
+    /// State changes of a pair since `since_ms`, oldest first.
+    pub fn transitions(
+        &self,
+        probe: &str,
+        environment: &str,
+        since_ms: i64,
+    ) -> Result<Vec<Transition>, Error> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT at_ms, from_state, to_state, reason FROM transitions
+                 WHERE probe = ?1 AND environment = ?2 AND at_ms >= ?3 ORDER BY at_ms",
+            )
+            .map_err(query("read state changes"))?;
+        let rows = stmt
+            .query_map(params![probe, environment, since_ms], |r| {
+                Ok(Transition {
+                    at_ms: r.get(0)?,
+                    from: r.get(1)?,
+                    to: r.get(2)?,
+                    reason: r.get(3)?,
+                })
+            })
+            .map_err(query("read state changes"))?
+            .collect::<Result<_, _>>()
+            .map_err(query("read state changes"))?;
+        Ok(rows)
+    }
+
+    /// Every pair's latest stored state (the `to` of its last change).
+    pub fn last_states(&self) -> Result<HashMap<(String, String), String>, Error> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare(
+                "SELECT probe, environment, to_state FROM transitions t
+                 WHERE rowid = (SELECT rowid FROM transitions
+                                WHERE probe = t.probe AND environment = t.environment
+                                ORDER BY at_ms DESC, rowid DESC LIMIT 1)",
+            )
+            .map_err(query("read the latest states"))?;
+        let rows = stmt
+            .query_map([], |r| Ok(((r.get(0)?, r.get(1)?), r.get(2)?)))
+            .map_err(query("read the latest states"))?
+            .collect::<Result<_, _>>()
+            .map_err(query("read the latest states"))?;
+        Ok(rows)
+    }
+
+    /// A pair's kept values.
+    pub fn kept(&self, probe: &str, environment: &str) -> Result<KeptValues, Error> {
+        let conn = self.conn();
+        Ok(read_kept(&conn, Some((probe, environment)))?
+            .into_values()
+            .next()
+            .unwrap_or_default())
+    }
+}
+
+/// The minute (Unix minutes) of a Unix-milliseconds instant.
+pub fn minute_of(ms: i64) -> i64 {
+    ms.div_euclid(MINUTE_MS)
+}

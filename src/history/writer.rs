@@ -1,0 +1,285 @@
+//! The history's one writer: a thread of its own fed by a bounded channel,
+//! so the async runtime never waits on the disk. It batches what arrives
+//! within a second into one transaction, keeps the current minute of each
+//! series in memory (rewritten with each batch, so a `kill -9` loses at
+//! most the last batch), rolls finished hours up and enforces retention
+//! with bounded work per pass.
+
+use super::store::{self, Retention, RunRow, Tallies, Transition, Writer};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::time::{Duration, Instant};
+
+/// Messages waiting for the writer; beyond this they are dropped and
+/// counted (the daemon never waits on its history).
+pub const QUEUE: usize = 8192;
+/// How long the writer gathers messages into one transaction.
+const BATCH: Duration = Duration::from_secs(1);
+/// How often roll-ups and retention run.
+const UPKEEP: Duration = Duration::from_secs(10);
+/// Rows deleted per table and series per upkeep pass.
+const PRUNE_BUDGET: usize = 5_000;
+/// A minute is rolled into its hour this long after the hour ends (runs
+/// that started in it may still be finishing).
+const GRACE_MINUTES: i64 = 5;
+
+/// The wall clock in Unix milliseconds (tests pass a fast one).
+pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
+
+/// What one run adds: its rows and each series' tallies.
+#[derive(Debug, Default)]
+pub struct Entry {
+    pub runs: Vec<RunRow>,
+    /// (step, minute, tallies) of each series the run touched.
+    pub minutes: Vec<(String, i64, Tallies)>,
+    pub probe: String,
+    pub environment: String,
+}
+
+pub enum Msg {
+    Run(Box<Entry>),
+    Transition {
+        probe: String,
+        environment: String,
+        transition: Transition,
+    },
+    Keep {
+        probe: String,
+        environment: String,
+        values: BTreeMap<String, serde_json::Value>,
+        at_ms: i64,
+    },
+    /// Commits what is pending and answers.
+    Flush(std::sync::mpsc::Sender<()>),
+    /// Makes the connection refuse writes (tests).
+    RefuseWrites,
+}
+
+/// Counters the daemon publishes.
+#[derive(Debug, Default)]
+pub struct Health {
+    pub dropped: AtomicU64,
+    pub write_failures: AtomicU64,
+    pub written_runs: AtomicU64,
+    /// The last commit failed (cleared by the next that succeeds).
+    pub failing: AtomicBool,
+}
+
+/// The sending half; cheap to clone.
+#[derive(Clone)]
+pub struct Sender {
+    tx: SyncSender<Msg>,
+    pub health: Arc<Health>,
+}
+
+impl Sender {
+    /// Hands `msg` to the writer without waiting; a full queue drops it.
+    pub fn send(&self, msg: Msg) {
+        match self.tx.try_send(msg) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                self.health.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Waits (blocking) until everything sent before is committed, or the
+    /// writer is gone.
+    pub fn flush_blocking(&self, timeout: Duration) {
+        let (tx, rx) = std::sync::mpsc::channel();
+        if self.tx.send(Msg::Flush(tx)).is_ok() {
+            let _ = rx.recv_timeout(timeout);
+        }
+    }
+}
+
+/// Starts the writer thread on an open store. The thread ends when every
+/// [`Sender`] is dropped, after committing what it holds.
+pub fn spawn(
+    writer: Writer,
+    retention: Retention,
+    now_ms: Clock,
+) -> std::io::Result<(Sender, std::thread::JoinHandle<()>)> {
+    let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE);
+    let health = Arc::new(Health::default());
+    let h = health.clone();
+    let handle = std::thread::Builder::new()
+        .name("synthmon-history".into())
+        .spawn(move || run(writer, rx, &h, retention, now_ms))?;
+    Ok((Sender { tx, health }, handle))
+}
+
+type SeriesKey = (String, String, String);
+
+struct State {
+    /// Each series' minutes still open: (minute → tallies, dirty).
+    open: HashMap<SeriesKey, BTreeMap<i64, (Tallies, bool)>>,
+}
+
+fn run(
+    mut writer: Writer,
+    rx: Receiver<Msg>,
+    health: &Health,
+    retention: Retention,
+    now_ms: Clock,
+) {
+    let mut state = State {
+        open: HashMap::new(),
+    };
+    let mut pending: Vec<Msg> = Vec::new();
+    let mut last_upkeep = Instant::now();
+    let mut closed = false;
+    while !closed {
+        // Gather for up to a second after the first message.
+        match rx.recv_timeout(UPKEEP) {
+            Ok(m) => pending.push(m),
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => closed = true,
+        }
+        let until = Instant::now() + BATCH;
+        while !closed && !pending.is_empty() && pending.len() < QUEUE {
+            if matches!(pending.last(), Some(Msg::Flush(_))) {
+                break;
+            }
+            match rx.recv_timeout(until.saturating_duration_since(Instant::now())) {
+                Ok(m) => pending.push(m),
+                Err(RecvTimeoutError::Timeout) => break,
+                Err(RecvTimeoutError::Disconnected) => closed = true,
+            }
+        }
+        let mut answers = Vec::new();
+        match commit(
+            &mut writer,
+            &mut state,
+            &mut pending,
+            &mut answers,
+            now_ms(),
+        ) {
+            Ok(n) => {
+                health.written_runs.fetch_add(n, Ordering::Relaxed);
+                if health.failing.swap(false, Ordering::Relaxed) {
+                    tracing::info!("history: writing again");
+                }
+            }
+            Err(e) => {
+                health.write_failures.fetch_add(1, Ordering::Relaxed);
+                if !health.failing.swap(true, Ordering::Relaxed) {
+                    tracing::error!(error = %crate::net::error::describe(&e), "history: a batch could not be written and is lost");
+                }
+            }
+        }
+        for a in answers {
+            let _ = a.send(());
+        }
+        if last_upkeep.elapsed() >= UPKEEP || closed {
+            last_upkeep = Instant::now();
+            upkeep(&mut writer, &retention, now_ms());
+        }
+    }
+}
+
+/// Writes `pending` in one transaction; returns the number of runs written.
+fn commit(
+    writer: &mut Writer,
+    state: &mut State,
+    pending: &mut Vec<Msg>,
+    answers: &mut Vec<std::sync::mpsc::Sender<()>>,
+    now_ms: i64,
+) -> Result<u64, store::Error> {
+    let mut refuse = false;
+    let mut runs = 0;
+    let msgs: Vec<Msg> = std::mem::take(pending);
+    // Answered once this batch is committed or counted as failed, even
+    // when it fails before reaching them.
+    answers.extend(msgs.iter().filter_map(|m| match m {
+        Msg::Flush(answer) => Some(answer.clone()),
+        _ => None,
+    }));
+    let current_minute = store::minute_of(now_ms);
+    let mut batch = writer.batch()?;
+    for msg in msgs {
+        match msg {
+            Msg::Run(entry) => {
+                for r in &entry.runs {
+                    batch.run(r)?;
+                    runs += 1;
+                }
+                for (step, minute, t) in entry.minutes {
+                    let key = (entry.probe.clone(), entry.environment.clone(), step);
+                    let open = state.open.entry(key.clone()).or_default();
+                    if let std::collections::btree_map::Entry::Vacant(slot) = open.entry(minute) {
+                        // A minute this writer no longer holds (or never
+                        // held, before a restart): add to what is stored.
+                        slot.insert((
+                            batch.stored_minute((&key.0, &key.1, &key.2), minute)?,
+                            false,
+                        ));
+                    }
+                    if let Some((held, dirty)) = open.get_mut(&minute) {
+                        held.runs += t.runs;
+                        held.failed += t.failed;
+                        held.degraded += t.degraded;
+                        held.latencies.merge(&t.latencies);
+                        *dirty = true;
+                    }
+                }
+            }
+            Msg::Transition {
+                probe,
+                environment,
+                transition,
+            } => batch.transition(&probe, &environment, &transition)?,
+            Msg::Keep {
+                probe,
+                environment,
+                values,
+                at_ms,
+            } => batch.keep(&probe, &environment, &values, at_ms)?,
+            Msg::Flush(_) => {}
+            Msg::RefuseWrites => refuse = true,
+        }
+    }
+    for (key, minutes) in &mut state.open {
+        for (minute, (t, dirty)) in minutes.iter_mut() {
+            if *dirty {
+                batch.minute((&key.0, &key.1, &key.2), *minute, t)?;
+                *dirty = false;
+            }
+        }
+        // Minutes more than two behind are final: stop holding them.
+        minutes.retain(|m, _| *m + 2 >= current_minute);
+    }
+    state.open.retain(|_, m| !m.is_empty());
+    batch.commit()?;
+    if refuse {
+        writer.refuse_writes();
+    }
+    Ok(runs)
+}
+
+fn upkeep(writer: &mut Writer, retention: &Retention, now_ms: i64) {
+    let now_minute = store::minute_of(now_ms);
+    // Catch up a few hours per pass after a long stop; one is the norm.
+    for _ in 0..24 {
+        match writer.roll_up(now_minute, GRACE_MINUTES) {
+            Ok(true) => {}
+            Ok(false) => break,
+            Err(e) => {
+                tracing::warn!(error = %crate::net::error::describe(&e), "history: roll-up failed");
+                break;
+            }
+        }
+    }
+    match writer.prune(now_ms, retention, PRUNE_BUDGET) {
+        Ok(0) => {}
+        Ok(n) => {
+            tracing::debug!(rows = n, "history: pruned");
+            writer.vacuum_some();
+        }
+        Err(e) => {
+            tracing::warn!(error = %crate::net::error::describe(&e), "history: pruning failed")
+        }
+    }
+}
