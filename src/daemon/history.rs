@@ -19,6 +19,8 @@ use tokio::task::JoinHandle;
 
 /// How often SLOs and baselines are computed from the history.
 pub const SLO_EVERY: Duration = Duration::from_secs(30);
+/// When the first computation comes after start.
+const FIRST_SLO: Duration = Duration::from_secs(3);
 /// How often a baseline's trailing value is recomputed.
 const TRAILING_EVERY: Duration = Duration::from_secs(600);
 
@@ -102,7 +104,9 @@ impl HistoryStage {
             history,
             states,
             slo_job: None,
-            slo_at: None,
+            // The first computation comes [`FIRST_SLO`] after start,
+            // once the first runs are in; then every [`SLO_EVERY`].
+            slo_at: Instant::now().checked_sub(SLO_EVERY.saturating_sub(FIRST_SLO)),
             baselines: HashMap::new(),
             trailing: HashMap::new(),
             off,
