@@ -124,7 +124,7 @@ def run(binary, seconds, history):
 
 
 def main():
-    binary = sys.argv[1] if len(sys.argv) > 1 else "target/release/synthmon"
+    binary = os.path.abspath(sys.argv[1] if len(sys.argv) > 1 else "target/release/synthmon")
     seconds = int(sys.argv[2]) if len(sys.argv) > 2 else 60
     off = run(binary, seconds, False)
     on = run(binary, seconds, True)

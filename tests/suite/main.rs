@@ -12,6 +12,7 @@
 mod common;
 
 mod alerting;
+mod baseline_daemon;
 mod baseline_gate;
 mod cert_verdicts;
 mod check_errors;
