@@ -42,6 +42,8 @@ pub struct HistoryStage {
     /// Each pair's latest state, to record changes.
     states: HashMap<(String, String), String>,
     slo_job: Option<JoinHandle<Computed>>,
+    /// Latency SLIs' finished hours, kept between computations.
+    hours: std::sync::Arc<std::sync::Mutex<crate::history::slo::HourCache>>,
     /// Each baselined pair's latest verdict, added to its outcomes'
     /// thresholds.
     baselines: HashMap<(String, String), ThresholdResult>,
@@ -104,6 +106,7 @@ impl HistoryStage {
             history,
             states,
             slo_job: None,
+            hours: std::sync::Arc::default(),
             // The first computation comes [`FIRST_SLO`] after start,
             // once the first runs are in; then every [`SLO_EVERY`].
             slo_at: Instant::now().checked_sub(SLO_EVERY.saturating_sub(FIRST_SLO)),
@@ -221,15 +224,20 @@ impl HistoryStage {
         if specs.is_empty() && baselined.is_empty() {
             return;
         }
+        let hours = self.hours.clone();
         self.slo_job = Some(tokio::task::spawn_blocking(move || {
             let now = crate::history::now_ms();
+            let mut hours = hours
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            hours.retain(|p, e| specs.iter().any(|(sp, se, _)| sp == p && se == e));
             let warn = |p: &str, e: &str, err: &crate::history::store::Error| {
                 tracing::warn!(probe = %p, environment = %e, error = %crate::net::error::describe(err), "cannot read the history for an SLO or a baseline");
             };
             let slos = specs
                 .iter()
                 .filter_map(|(p, e, slo)| {
-                    crate::history::slo::status(&reader, p, e, slo, now)
+                    crate::history::slo::status_with(&reader, p, e, slo, now, &mut hours)
                         .map_err(|err| warn(p, e, &err))
                         .ok()
                 })
