@@ -21,21 +21,23 @@ const MIGRATIONS: &[&str] = &[
         step TEXT NOT NULL,
         UNIQUE (probe, environment, step)
     );
+    -- The bulk of the file: kept small. Clustered by series and time (no
+    -- second index), the intended start as the lag behind it, hex ids as
+    -- their bytes.
     CREATE TABLE runs (
         series INTEGER NOT NULL,
         started_ms INTEGER NOT NULL,
-        intended_ms INTEGER NOT NULL,
+        run_id BLOB NOT NULL,
+        lag_ms INTEGER NOT NULL,
         duration_us INTEGER NOT NULL,
         result INTEGER NOT NULL,
         reason TEXT,
         status INTEGER,
         attempts INTEGER NOT NULL,
-        trace_id TEXT NOT NULL,
-        run_id TEXT NOT NULL,
-        error TEXT
-    );
-    CREATE INDEX runs_by_series ON runs (series, started_ms);
-    CREATE INDEX runs_by_time ON runs (started_ms);
+        trace_id BLOB NOT NULL,
+        error TEXT,
+        PRIMARY KEY (series, started_ms, run_id)
+    ) WITHOUT ROWID;
     CREATE TABLE minutes (
         series INTEGER NOT NULL,
         minute INTEGER NOT NULL,

@@ -355,13 +355,7 @@ impl Writer {
             .div_euclid(MINUTE_MS * HOUR_MINUTES);
         let budget = budget as i64;
         let tx = self.conn.transaction().map_err(query("begin pruning"))?;
-        let mut deleted = tx
-            .execute(
-                "DELETE FROM runs WHERE rowid IN
-                 (SELECT rowid FROM runs WHERE started_ms < ?1 LIMIT ?2)",
-                params![runs_before, budget],
-            )
-            .map_err(query("prune runs"))? as u64;
+        let mut deleted = 0;
         let ids: Vec<i64> = {
             let mut stmt = tx
                 .prepare("SELECT id FROM series")
@@ -372,6 +366,13 @@ impl Writer {
                 .map_err(query("list series"))?
         };
         for id in ids {
+            deleted += tx
+                .execute(
+                    "DELETE FROM runs WHERE series = ?1 AND started_ms IN
+                     (SELECT started_ms FROM runs WHERE series = ?1 AND started_ms < ?2 LIMIT ?3)",
+                    params![id, runs_before, budget],
+                )
+                .map_err(query("prune runs"))? as u64;
             deleted += tx
                 .execute(
                     "DELETE FROM minutes WHERE series = ?1 AND minute IN
@@ -438,22 +439,22 @@ impl Batch<'_> {
         let series = self.series_id(&run.probe, &run.environment, &run.step)?;
         self.tx
             .prepare_cached(
-                "INSERT INTO runs (series, started_ms, intended_ms, duration_us, result, reason,
-                 status, attempts, trace_id, run_id, error)
+                "INSERT OR REPLACE INTO runs (series, started_ms, lag_ms, duration_us, result,
+                 reason, status, attempts, trace_id, run_id, error)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
             )
             .and_then(|mut s| {
                 s.execute(params![
                     series,
                     run.started_ms,
-                    run.intended_ms,
+                    run.started_ms.saturating_sub(run.intended_ms),
                     run.duration_us,
                     run.result.code(),
                     run.reason,
                     run.status,
                     run.attempts,
-                    run.trace_id,
-                    run.run_id,
+                    id_value(&run.trace_id),
+                    id_value(&run.run_id),
                     run.error
                 ])
             })
@@ -665,7 +666,7 @@ impl Reader {
         let conn = self.conn();
         let mut stmt = conn
             .prepare_cached(
-                "SELECT r.started_ms, r.intended_ms, r.duration_us, r.result, r.reason, r.status,
+                "SELECT r.started_ms, r.started_ms - r.lag_ms, r.duration_us, r.result, r.reason, r.status,
                         r.attempts, r.trace_id, r.run_id, r.error, s.step
                  FROM runs r JOIN series s ON s.id = r.series
                  WHERE s.probe = ?1 AND s.environment = ?2 AND s.step = ''
@@ -676,27 +677,81 @@ impl Reader {
         let rows = stmt
             .query_map(
                 params![probe, environment, since_ms, until_ms, limit as i64],
-                |r| {
-                    Ok(RunRow {
-                        probe: probe.to_owned(),
-                        environment: environment.to_owned(),
-                        started_ms: r.get(0)?,
-                        intended_ms: r.get(1)?,
-                        duration_us: r.get(2)?,
-                        result: Verdict::from_code(r.get(3)?),
-                        reason: r.get(4)?,
-                        status: r.get(5)?,
-                        attempts: r.get(6)?,
-                        trace_id: r.get(7)?,
-                        run_id: r.get(8)?,
-                        error: r.get(9)?,
-                        step: r.get(10)?,
-                    })
-                },
+                |r| run_row((probe, environment), r),
             )
             .map_err(query("read runs"))?
             .collect::<Result<_, _>>()
             .map_err(query("read runs"))?;
+        Ok(rows)
+    }
+
+    /// Whole runs of a pair that failed, started in `[since_ms, until_ms)`,
+    /// newest first (the status page's last failures).
+    pub fn failed_runs(
+        &self,
+        (probe, environment): (&str, &str),
+        since_ms: i64,
+        until_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<RunRow>, Error> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT r.started_ms, r.intended_ms, r.duration_us, r.result, r.reason, r.status,
+                        r.attempts, r.trace_id, r.run_id, r.error, s.step
+                 FROM runs r JOIN series s ON s.id = r.series
+                 WHERE s.probe = ?1 AND s.environment = ?2 AND s.step = ''
+                   AND r.started_ms >= ?3 AND r.started_ms < ?4 AND r.result = ?5
+                 ORDER BY r.started_ms DESC LIMIT ?6",
+            )
+            .map_err(query("read failed runs"))?;
+        let rows = stmt
+            .query_map(
+                params![
+                    probe,
+                    environment,
+                    since_ms,
+                    until_ms,
+                    Verdict::Fail.code(),
+                    limit as i64
+                ],
+                |r| run_row((probe, environment), r),
+            )
+            .map_err(query("read failed runs"))?
+            .collect::<Result<_, _>>()
+            .map_err(query("read failed runs"))?;
+        Ok(rows)
+    }
+
+    /// The flow-step rows of one run (`run_id`) of a pair, in the order the
+    /// steps ran. Steps start inside their run, so only rows started in
+    /// `[since_ms, until_ms)` (the run's start and end) are looked at.
+    pub fn run_steps(
+        &self,
+        (probe, environment): (&str, &str),
+        run_id: &str,
+        since_ms: i64,
+        until_ms: i64,
+    ) -> Result<Vec<RunRow>, Error> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT r.started_ms, r.started_ms - r.lag_ms, r.duration_us, r.result, r.reason, r.status,
+                        r.attempts, r.trace_id, r.run_id, r.error, s.step
+                 FROM runs r JOIN series s ON s.id = r.series
+                 WHERE s.probe = ?1 AND s.environment = ?2 AND s.step <> ''
+                   AND r.started_ms >= ?3 AND r.started_ms < ?4 AND r.run_id = ?5
+                 ORDER BY r.started_ms",
+            )
+            .map_err(query("read a run's steps"))?;
+        let rows = stmt
+            .query_map(
+                params![probe, environment, since_ms, until_ms, id_value(run_id)],
+                |r| run_row((probe, environment), r),
+            )
+            .map_err(query("read a run's steps"))?
+            .collect::<Result<_, _>>()
+            .map_err(query("read a run's steps"))?;
         Ok(rows)
     }
 
@@ -833,6 +888,60 @@ impl Reader {
             .into_values()
             .next()
             .unwrap_or_default())
+    }
+}
+
+/// A run row of `SELECT started_ms, intended_ms, duration_us, result,
+/// reason, status, attempts, trace_id, run_id, error, step`.
+fn run_row((probe, environment): (&str, &str), r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRow> {
+    Ok(RunRow {
+        probe: probe.to_owned(),
+        environment: environment.to_owned(),
+        started_ms: r.get(0)?,
+        intended_ms: r.get(1)?,
+        duration_us: r.get(2)?,
+        result: Verdict::from_code(r.get(3)?),
+        reason: r.get(4)?,
+        status: r.get(5)?,
+        attempts: r.get(6)?,
+        trace_id: id_text(r.get_ref(7)?),
+        run_id: id_text(r.get_ref(8)?),
+        error: r.get(9)?,
+        step: r.get(10)?,
+    })
+}
+
+/// A trace or run id as stored: its bytes when it is lowercase hex (as
+/// synthmon makes them: half the size), else its text.
+fn id_value(id: &str) -> rusqlite::types::Value {
+    let hex = id.len() % 2 == 0
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    if !hex {
+        return rusqlite::types::Value::Text(id.to_owned());
+    }
+    let digit = |b: u8| {
+        if b.is_ascii_digit() {
+            b - b'0'
+        } else {
+            b - b'a' + 10
+        }
+    };
+    rusqlite::types::Value::Blob(
+        id.as_bytes()
+            .chunks(2)
+            .map(|p| (digit(p[0]) << 4) | digit(p[1]))
+            .collect(),
+    )
+}
+
+/// An id as [`id_value`] stored it, back as text.
+fn id_text(v: rusqlite::types::ValueRef<'_>) -> String {
+    match v {
+        rusqlite::types::ValueRef::Blob(b) => b.iter().map(|x| format!("{x:02x}")).collect(),
+        rusqlite::types::ValueRef::Text(t) => String::from_utf8_lossy(t).into_owned(),
+        _ => String::new(),
     }
 }
 
