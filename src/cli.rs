@@ -99,6 +99,22 @@ pub struct Cli {
     #[arg(long, value_name = "PCT", requires = "baseline", value_parser = crate::slo::parse_tolerance)]
     pub baseline_tolerance: Option<f64>,
 
+    /// Also write the results as JUnit XML to FILE for CI test reporters
+    /// (a testsuite per probe; a testcase per environment, flow step,
+    /// threshold and baseline comparison), atomically.
+    #[arg(long, value_name = "FILE", requires = "once")]
+    pub junit: Option<PathBuf>,
+
+    /// Also write a self-contained HTML report to FILE (inline CSS and
+    /// SVG, nothing fetched), atomically.
+    #[arg(long, value_name = "FILE", requires = "once")]
+    pub html: Option<PathBuf>,
+
+    /// Write each failed run's artifact (its redacted request, response,
+    /// timings, a flow's steps) as JSON under DIR/PROBE/ENVIRONMENT/.
+    #[arg(long, value_name = "DIR", requires = "once")]
+    pub artifacts: Option<PathBuf>,
+
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -242,6 +258,11 @@ pub async fn dispatch(cli: Cli) -> u8 {
             if cli.output == Output::Json {
                 println!("{}", report::json::render_diagnostics(&diags));
             }
+            write_reports(
+                &cli,
+                || report::junit::render_diagnostics(&diags),
+                || report::html::render_diagnostics(&diags),
+            );
             return print_diagnostics(&diags);
         }
     };
@@ -256,6 +277,11 @@ pub async fn dispatch(cli: Cli) -> u8 {
             if cli.output == Output::Json {
                 println!("{}", report::json::render_error(&msg));
             }
+            write_reports(
+                &cli,
+                || report::junit::render_error(&msg),
+                || report::html::render_error(&msg),
+            );
             eprintln!("error: {msg}");
             return EXIT_USAGE;
         }
@@ -266,9 +292,15 @@ pub async fn dispatch(cli: Cli) -> u8 {
             Ok(g) => Some(g),
             Err(e) => {
                 let e = anyhow::Error::new(e);
+                let msg = format!("{e:#}");
                 if cli.output == Output::Json {
-                    println!("{}", report::json::render_error(&format!("{e:#}")));
+                    println!("{}", report::json::render_error(&msg));
                 }
+                write_reports(
+                    &cli,
+                    || report::junit::render_error(&msg),
+                    || report::html::render_error(&msg),
+                );
                 return fail(e);
             }
         },
@@ -282,6 +314,23 @@ pub async fn dispatch(cli: Cli) -> u8 {
         Err(e) => return fail(e.into()),
     };
     let interrupted = interrupt.signal();
+    // Before the alerts, which name the files.
+    let artifacts = match &cli.artifacts {
+        Some(dir) => match once::write_artifacts(&config, dir, &outcomes).await {
+            Ok(written) => {
+                if !written.is_empty() {
+                    eprintln!(
+                        "artifacts: {} failed run(s) written under {}",
+                        written.len(),
+                        dir.display()
+                    );
+                }
+                written
+            }
+            Err(e) => return fail(e.into()),
+        },
+        None => BTreeMap::new(),
+    };
     if let Some(signal) = interrupted {
         eprintln!(
             "interrupted by {}: teardowns ran; the report below is partial{}",
@@ -293,7 +342,13 @@ pub async fn dispatch(cli: Cli) -> u8 {
             }
         );
     } else if cli.alert {
-        match crate::daemon::alerting::send_once(&config, &outcomes, Duration::from_secs(30)).await
+        match crate::daemon::alerting::send_once(
+            &config,
+            &outcomes,
+            &artifacts,
+            Duration::from_secs(30),
+        )
+        .await
         {
             Ok(sent) => eprintln!(
                 "alerts: {} notification(s), {} delivery(ies) still pending",
@@ -320,6 +375,12 @@ pub async fn dispatch(cli: Cli) -> u8 {
     let _ = stdout.write_all(text.as_bytes());
     let _ = stdout.flush();
     drop(stdout);
+    // An interrupted run's files are partial, like the report above.
+    let reports_written = write_reports(
+        &cli,
+        || report::junit::render(&outcomes, gate.as_ref()),
+        || report::html::render(&outcomes, gate.as_ref()),
+    );
     if let Some(path) = &cli.save_baseline {
         if interrupted.is_some() {
             eprintln!(
@@ -347,10 +408,42 @@ pub async fn dispatch(cli: Cli) -> u8 {
     }
     if let Some(signal) = interrupted {
         signal.exit_code()
+    } else if !reports_written {
+        EXIT_USAGE
     } else if outcomes.iter().all(Outcome::passed) && gate.as_ref().is_none_or(|g| g.passed()) {
         EXIT_OK
     } else {
         EXIT_FAILED
+    }
+}
+
+/// Writes the `--junit` and `--html` files that were asked for, each
+/// atomically (a temporary file beside it, then a rename); the documents
+/// are rendered only when asked for. Returns false when one could not be
+/// written (the error is printed; the other is still written).
+fn write_reports(cli: &Cli, junit: impl FnOnce() -> String, html: impl FnOnce() -> String) -> bool {
+    let junit = write_report(cli.junit.as_deref(), "JUnit", junit);
+    let html = write_report(cli.html.as_deref(), "HTML", html);
+    junit && html
+}
+
+/// One of [`write_reports`]' files, when `path` is given.
+fn write_report(
+    path: Option<&std::path::Path>,
+    what: &str,
+    render: impl FnOnce() -> String,
+) -> bool {
+    let Some(path) = path else { return true };
+    match report::write_atomic(path, render().as_bytes()) {
+        Ok(()) => true,
+        Err(e) => {
+            let e = anyhow::Error::new(e).context(format!(
+                "cannot write the {what} report `{}`",
+                path.display()
+            ));
+            eprintln!("error: {e:#}");
+            false
+        }
     }
 }
 

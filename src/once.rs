@@ -14,6 +14,9 @@
 //! the gate compares one invocation with one earlier invocation of the same
 //! probes, whose sample counts the report shows side by side. A flow is
 //! compared as a whole run (its latency summary is the run's).
+//!
+//! `--artifacts DIR` writes each failed run's artifact there
+//! ([`write_artifacts`]), as the daemon keeps them in its state directory.
 
 use crate::config::BaseUrl;
 use crate::diag;
@@ -67,6 +70,13 @@ pub enum Error {
          which holds p50, p90, p95, p99, avg, min and max"
     )]
     BaselineMetric { probe: String, metric: String },
+    /// `--artifacts DIR`: a file cannot be written.
+    #[error("cannot write failure artifacts under {}", dir.display())]
+    Artifacts {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// The pairs `sel` selects. Naming a probe or environment that does not
@@ -228,6 +238,43 @@ pub async fn run_until(
     }
     export_traces(config, &outcomes).await?;
     Ok(outcomes)
+}
+
+/// `--artifacts DIR`: writes each failed outcome's artifact under
+/// `DIR/PROBE/ENVIRONMENT/` (the daemon's layout and per-pair limits,
+/// `crate::history::artifacts`), on the blocking pool; returns the file
+/// of each run id written.
+pub async fn write_artifacts(
+    config: &Config,
+    dir: &Path,
+    outcomes: &[Outcome],
+) -> Result<BTreeMap<String, PathBuf>, Error> {
+    use crate::history::artifacts;
+    let a = &config.daemon.artifacts;
+    let limits = artifacts::Limits {
+        keep: a.keep,
+        max_bytes: a.max_bytes,
+    };
+    let failed: Vec<Outcome> = outcomes.iter().filter(|o| !o.success).cloned().collect();
+    let root = dir.to_owned();
+    let written = tokio::task::spawn_blocking(move || {
+        let mut written = BTreeMap::new();
+        for o in &failed {
+            if let Some(path) = artifacts::write(&root, o, limits)? {
+                written.insert(o.run_id.clone(), path);
+            }
+        }
+        Ok(written)
+    })
+    .await
+    .map_err(|e| Error::Artifacts {
+        dir: dir.to_owned(),
+        source: std::io::Error::other(e.to_string()),
+    })?;
+    written.map_err(|source| Error::Artifacts {
+        dir: dir.to_owned(),
+        source,
+    })
 }
 
 /// Exports a trace per outcome when OTLP is configured, waiting a bounded

@@ -240,6 +240,12 @@ pub struct Outcome {
     /// by the daemon's scheduler, `None` for runs started by hand.
     #[serde(skip)]
     pub intended_ms: Option<i64>,
+    /// What a person needs to debug a failed `http` or `flow` run (the
+    /// exchange, a flow's steps); `None` for a run that passed and for the
+    /// other kinds, whose facts above are all there is. Redacted like the
+    /// rest of the outcome.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub artifact: Option<Box<Artifact>>,
 }
 
 /// Latency percentiles over a window, in seconds (nearest rank).
@@ -286,6 +292,7 @@ impl Outcome {
             latency: None,
             kept: std::collections::BTreeMap::new(),
             intended_ms: None,
+            artifact: None,
         }
     }
 
@@ -512,6 +519,97 @@ impl StepOutcome {
             offset: Duration::ZERO,
         }
     }
+}
+
+/// The debugging record of a failed run: the request sent and the
+/// response that came back (an `http` run), or a flow's steps. Kept only
+/// when the run failed, so a passing run costs nothing to store.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Artifact {
+    /// The exchange of an `http` run; `None` when no request was built.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exchange: Option<Exchange>,
+    /// A flow's steps that ran, in order: each one's captures and, for a
+    /// step that failed, its exchange.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub steps: Vec<StepArtifact>,
+}
+
+/// One flow step in an [`Artifact`].
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct StepArtifact {
+    pub name: String,
+    pub stage: Stage,
+    pub success: bool,
+    /// What the step captured: names, with each value masked (a captured
+    /// value may be a token).
+    pub captures: Vec<MaskedCapture>,
+    /// The step's (last) exchange, when the step failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exchange: Option<Exchange>,
+}
+
+/// A captured variable with its value masked: its JSON type and size say
+/// whether the capture got what was meant (an id, not an empty string)
+/// without showing it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct MaskedCapture {
+    pub name: String,
+    /// Always `***`.
+    pub value: &'static str,
+    /// `string`, `number`, `bool`, `array`, `object` or `null`.
+    #[serde(rename = "type")]
+    pub json_type: &'static str,
+    /// Characters of a string; otherwise the length of the value as JSON.
+    pub length: usize,
+}
+
+/// One HTTP exchange as a person debugging it needs it. Header values are
+/// redacted (credentials always: see `probe::artifact`); bodies are cut at
+/// [`EXCERPT_BYTES`].
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Exchange {
+    pub request: ExchangeRequest,
+    /// `None` when no response head arrived (refused, timed out, reset);
+    /// the outcome's `http` facts and error say what happened instead.
+    pub response: Option<ExchangeResponse>,
+}
+
+/// The request of an [`Exchange`], as the first hop sent it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ExchangeRequest {
+    pub method: String,
+    pub url: String,
+    /// `[name, value]` pairs in the order they were set.
+    pub headers: Vec<(String, String)>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub body: Option<BodyExcerpt>,
+}
+
+/// The (last) response of an [`Exchange`].
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ExchangeResponse {
+    pub status: u16,
+    /// The URL that answered, after redirects.
+    pub url: String,
+    /// `[name, value]` pairs as the server sent them.
+    pub headers: Vec<(String, String)>,
+    pub body: BodyExcerpt,
+}
+
+/// How much of a body an [`Exchange`] keeps.
+pub const EXCERPT_BYTES: usize = 64 * 1024;
+
+/// The first [`EXCERPT_BYTES`] of a body.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct BodyExcerpt {
+    /// The whole body's size in bytes (decoded).
+    pub bytes: u64,
+    /// `text` (the bytes are UTF-8) or `base64` (any other bytes).
+    pub encoding: &'static str,
+    pub data: String,
+    /// The body was longer than the excerpt.
+    pub truncated: bool,
 }
 
 /// What a workload did.

@@ -241,6 +241,9 @@ pub fn plain_body(batch: &[Notification]) -> String {
         }
         let _ = writeln!(out, "\nRun id:   {}", n.run_id);
         let _ = writeln!(out, "Trace id: {}", n.trace_id);
+        if let Some(url) = &n.artifact_url {
+            let _ = writeln!(out, "Artifact: {url}");
+        }
         let _ = writeln!(out, "Alert:    {} (#{})", n.fingerprint, n.sequence);
     }
     out.push_str("\n-- \nsynthmon\n");
@@ -310,6 +313,22 @@ pub fn html_body(batch: &[Notification]) -> String {
         row("Run id", &n.run_id);
         row("Trace id", &n.trace_id);
         row("Alert", &format!("{} (#{})", n.fingerprint, n.sequence));
+        if let Some(url) = &n.artifact_url {
+            // A link only to an http(s) URL; a bare path or file as text.
+            if url.starts_with("https://") || url.starts_with("http://") {
+                let _ = writeln!(
+                    out,
+                    "<tr><th align=\"left\">Artifact</th><td><a href=\"{0}\">{0}</a></td></tr>",
+                    e(url)
+                );
+            } else {
+                let _ = writeln!(
+                    out,
+                    "<tr><th align=\"left\">Artifact</th><td>{}</td></tr>",
+                    e(url)
+                );
+            }
+        }
         out.push_str("</table>\n");
         if !n.failed_checks.is_empty() {
             out.push_str("<h3>Failed checks</h3>\n<table border=\"1\" cellpadding=\"4\" style=\"border-collapse:collapse\">\n<tr><th>Expected</th><th>Actual</th><th>Where</th></tr>\n");

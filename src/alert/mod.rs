@@ -117,6 +117,13 @@ pub struct Notification {
     /// The last run's ids, to find it in logs and traces.
     pub run_id: String,
     pub trace_id: String,
+    /// Where that run's failure artifact is (its request, response and
+    /// timings): absolute under `[daemon] public_url`, else the daemon's
+    /// API path; with `--once --artifacts DIR`, the file. `None` when the
+    /// run passed or artifacts are off. Set after the state machine, by
+    /// whoever knows where artifacts are kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact_url: Option<String>,
 }
 
 impl Notification {

@@ -94,6 +94,7 @@ mod tests {
             thresholds: vec![],
             run_id: String::new(),
             trace_id: String::new(),
+            artifact_url: None,
         }
     }
 

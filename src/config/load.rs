@@ -231,6 +231,9 @@ impl Checker<'_> {
             MAX_DRAIN_TIMEOUT,
         );
         let history = self.history(&d.history);
+        let public_url = self.public_url(d.public_url.as_deref());
+        let artifacts = self.artifacts(&d.artifacts);
+        let (token, token_unresolved) = self.daemon_token(d.token.as_deref());
         let globs = d
             .probes
             .unwrap_or_else(|| vec![DEFAULT_PROBE_GLOB.to_owned()])
@@ -253,6 +256,10 @@ impl Checker<'_> {
             drain_timeout,
             max_concurrent_runs: d.max_concurrent_runs.unwrap_or(DEFAULT_MAX_CONCURRENT_RUNS),
             history,
+            public_url,
+            artifacts,
+            token,
+            token_unresolved,
         };
         if daemon.max_concurrent_runs == 0 {
             self.err("daemon.max_concurrent_runs", "expected at least 1");
@@ -270,6 +277,98 @@ impl Checker<'_> {
             tagging: tagging.unwrap_or_default(),
             environments,
             telemetry,
+        }
+    }
+
+    /// `[daemon] token`: a secret (masked in every output, written in
+    /// clear or as `${env:…}`/`${file:…}`), one HTTP header token: not
+    /// empty, visible ASCII without spaces. An unresolvable reference is
+    /// set aside (returned) rather than reported: only the daemon and
+    /// `check` need the token (the assembly reports it for them).
+    fn daemon_token(
+        &mut self,
+        raw: Option<&str>,
+    ) -> (Option<crate::secret::Secret<String>>, Vec<Diagnostic>) {
+        const PATH: &str = "daemon.token";
+        let Some(raw) = raw else {
+            return (None, Vec::new());
+        };
+        let outer = std::mem::replace(&mut self.secrets, Demand::Deferred(Vec::new()));
+        let value = self.secret(PATH, raw);
+        let set_aside = match std::mem::replace(&mut self.secrets, outer) {
+            Demand::Deferred(set_aside) => set_aside,
+            Demand::Required | Demand::Unused => Vec::new(),
+        };
+        let Some(value) = value else {
+            return (None, set_aside);
+        };
+        // Never echo the value: it is a secret.
+        if value.is_empty() {
+            self.err(PATH, "expected a non-empty token");
+            return (None, set_aside);
+        }
+        if !value.bytes().all(|b| b.is_ascii_graphic()) {
+            self.err(
+                PATH,
+                "expected a token of visible ASCII characters without spaces \
+                 (it is sent in an Authorization header)",
+            );
+            return (None, set_aside);
+        }
+        (Some(crate::secret::Secret::new(value)), set_aside)
+    }
+
+    /// `[daemon] public_url`: an absolute http(s) URL with a host, no
+    /// credentials, query or fragment; kept without its trailing `/`.
+    fn public_url(&mut self, raw: Option<&str>) -> Option<String> {
+        const PATH: &str = "daemon.public_url";
+        let raw = raw?;
+        let expected = "expected the URL people reach this daemon at, like \
+                        `https://synthmon.example.com`";
+        let url = match url::Url::parse(raw) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => u,
+            _ => {
+                self.err(PATH, format!("{expected}, found `{raw}`"));
+                return None;
+            }
+        };
+        // Never echo a URL with credentials: it may hold a secret.
+        if !url.username().is_empty() || url.password().is_some() {
+            self.err(PATH, format!("{expected}, without `user:password@`"));
+            return None;
+        }
+        if url.query().is_some() || url.fragment().is_some() {
+            self.err(
+                PATH,
+                format!("{expected} (no query or fragment), found `{raw}`"),
+            );
+            return None;
+        }
+        Some(url.as_str().trim_end_matches('/').to_owned())
+    }
+
+    /// `[daemon.artifacts]`: at least one file and one byte per pair.
+    fn artifacts(&mut self, raw: &raw::RawArtifacts) -> crate::config::ArtifactsConfig {
+        const MAX_KEEP: usize = 10_000;
+        const MAX_BYTES: u64 = 1 << 30;
+        let d = crate::config::ArtifactsConfig::default();
+        let keep = raw.keep.unwrap_or(d.keep);
+        if !(1..=MAX_KEEP).contains(&keep) {
+            self.err(
+                "daemon.artifacts.keep",
+                format!("expected a number of files from 1 to {MAX_KEEP}, found {keep}"),
+            );
+        }
+        let max_bytes = self.size(
+            "daemon.artifacts.max_size",
+            raw.max_size.as_ref(),
+            d.max_bytes,
+            MAX_BYTES,
+        );
+        crate::config::ArtifactsConfig {
+            enabled: raw.enabled.unwrap_or(d.enabled),
+            keep: keep.clamp(1, MAX_KEEP),
+            max_bytes,
         }
     }
 

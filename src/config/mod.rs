@@ -52,6 +52,21 @@ pub struct DaemonConfig {
     /// starve the rest.
     pub max_concurrent_runs: usize,
     pub history: HistoryConfig,
+    /// `[daemon] public_url`: where people reach this daemon, without a
+    /// trailing `/` (`https://synthmon.example.com`); links in alerts are
+    /// absolute under it, relative (`/api/v1/…`) without it.
+    pub public_url: Option<String>,
+    /// `[daemon.artifacts]`: the failure artifacts kept in the state
+    /// directory.
+    pub artifacts: ArtifactsConfig,
+    /// `[daemon] token`: when set, the listener serves `/`, `/api/` and
+    /// `/metrics` only to requests with `Authorization: Bearer TOKEN`
+    /// (`/healthz` and `/readyz` stay open for probes and orchestrators).
+    pub token: Option<crate::secret::Secret<String>>,
+    /// The errors of the token's secret references, set aside like an
+    /// environment's: reported by the assembly for the daemon and `check`,
+    /// not for `--once`, which serves nothing.
+    pub token_unresolved: Vec<Diagnostic>,
 }
 
 /// `[daemon.history]`: whether the daemon keeps a run history in its state
@@ -75,6 +90,29 @@ impl Default for HistoryConfig {
             keep_runs: Duration::from_secs(7 * DAY),
             keep_minutes: Duration::from_secs(2 * DAY),
             keep_hours: Duration::from_secs(400 * DAY),
+        }
+    }
+}
+
+/// `[daemon.artifacts]`: whether the daemon keeps a failed run's artifact
+/// (its redacted outcome, exchange and flow steps) in
+/// `STATE_DIR/artifacts`, and how many per (probe, environment), the
+/// oldest dropped first.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ArtifactsConfig {
+    pub enabled: bool,
+    /// Files kept per pair (default 20).
+    pub keep: usize,
+    /// Bytes kept per pair (default 2 MiB); the newest file stays anyway.
+    pub max_bytes: u64,
+}
+
+impl Default for ArtifactsConfig {
+    fn default() -> ArtifactsConfig {
+        ArtifactsConfig {
+            enabled: true,
+            keep: 20,
+            max_bytes: 2 * 1024 * 1024,
         }
     }
 }

@@ -181,9 +181,29 @@ pub struct RawDaemon {
     pub drain_timeout: Option<String>,
     /// At most this many runs in flight at once, across all probes.
     pub max_concurrent_runs: Option<usize>,
+    /// The bearer token `/`, `/api/` and `/metrics` ask for; a secret
+    /// (`${env:…}` or `${file:…}`, or written in clear).
+    pub token: Option<String>,
     /// `[daemon.history]`: the run history and how long it is kept.
     #[serde(default)]
     pub history: RawHistory,
+    /// Where people reach this daemon (`https://synthmon.example.com`),
+    /// for absolute links in alerts; relative links without it.
+    pub public_url: Option<String>,
+    /// `[daemon.artifacts]`: failure artifacts and how many are kept.
+    #[serde(default)]
+    pub artifacts: RawArtifacts,
+}
+
+/// `[daemon.artifacts]` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawArtifacts {
+    pub enabled: Option<bool>,
+    /// Files kept per (probe, environment).
+    pub keep: Option<usize>,
+    /// Bytes kept per (probe, environment): a size like "2 MiB".
+    pub max_size: Option<RawSize>,
 }
 
 /// `[daemon.history]` as written.

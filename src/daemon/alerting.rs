@@ -230,9 +230,14 @@ impl Alerting {
         self.add(notes, config);
     }
 
-    fn add(&mut self, notes: Vec<Notification>, config: &Config) {
+    fn add(&mut self, mut notes: Vec<Notification>, config: &Config) {
         if notes.is_empty() {
             return;
+        }
+        if config.daemon.artifacts.enabled {
+            for n in &mut notes {
+                n.artifact_url = artifact_url(config, n);
+            }
         }
         self.pending.extend(notes);
         if self.flush_at.is_none() {
@@ -370,6 +375,24 @@ impl Alerting {
     }
 }
 
+/// Where the artifact of the run a notification tells of is served, when
+/// that run failed (a failing or degraded alert's last bad run; never a
+/// resolve's good run or an SLO's burn): under `[daemon] public_url`, else
+/// the API path. Whether it is still kept when someone follows the link
+/// depends on `[daemon.artifacts] keep`.
+fn artifact_url(config: &Config, n: &Notification) -> Option<String> {
+    use crate::alert::AlertKind;
+    let run_failed = n.reason.is_some() && !n.run_id.is_empty();
+    if !run_failed || !matches!(n.kind, AlertKind::Failing | AlertKind::Degraded) {
+        return None;
+    }
+    let path = crate::history::artifacts::api_path(&n.probe, &n.environment, &n.run_id);
+    Some(format!(
+        "{}{path}",
+        config.daemon.public_url.as_deref().unwrap_or_default()
+    ))
+}
+
 /// What the state machine needs to know about the pair of `outcome`.
 fn pair_info(config: &Config, outcome: &Outcome) -> Option<PairInfo> {
     let probe = config.probes.iter().find(|p| p.name == outcome.probe)?;
@@ -430,9 +453,13 @@ pub struct OnceAlerts {
 /// at once (degraded runs warn) and nothing resolves or repeats. The
 /// notifications go through the same routes and durable outbox as the
 /// daemon's, and this waits up to `wait` for their delivery.
+///
+/// `artifacts`: each failed run's artifact file by run id (`--artifacts
+/// DIR`), named in its notifications.
 pub async fn send_once(
     config: &Config,
     outcomes: &[Outcome],
+    artifacts: &BTreeMap<String, PathBuf>,
     wait: Duration,
 ) -> Result<OnceAlerts, String> {
     if config.alerting.receivers.is_empty() {
@@ -450,6 +477,11 @@ pub async fn send_once(
         info.rules.fire = FireRule::Consecutive(1);
         info.rules.repeat_interval = None;
         notes.extend(engine.observe(o, &info, now));
+    }
+    for n in &mut notes {
+        if n.reason.is_some() {
+            n.artifact_url = artifacts.get(&n.run_id).map(|p| p.display().to_string());
+        }
     }
     let notifications = notes.len();
     let groups = group(config, notes);

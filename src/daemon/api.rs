@@ -7,12 +7,14 @@
 //! not in the config is a 404, even while the history still holds its rows.
 //! Every query runs on the blocking pool (the history is SQLite). Errors
 //! are JSON, `{"error": "…"}`: 400 names the parameter and what it takes,
-//! 404 the unknown name, 503 says the history is off. There is no auth:
-//! the API is served beside `/metrics` and has the same exposure.
+//! 404 the unknown name, 503 says the history is off. The API has the
+//! exposure of `/metrics`: with `[daemon] token` set, the listener asks
+//! for it on both (and on the status page).
 //!
-//! The query helpers ([`pair_summary`], [`latency_series`],
+//! The query helpers ([`pair_summary`], [`uptime`], [`latency_series`],
 //! [`parse_instant`], [`RunView`]) are public for `synthmon history`, which
-//! reads the same file without a daemon.
+//! reads the same file without a daemon, and for the status page
+//! ([`super::page`]), which shows the same figures.
 
 use super::Shared;
 use crate::history::slo::SloStatus;
@@ -150,6 +152,21 @@ fn params(raw: Option<String>, allowed: &[&str]) -> Result<BTreeMap<String, Stri
         }
     }
     Ok(out)
+}
+
+/// Every configured (probe, environment, kind), in the config's order.
+pub(super) fn configured_pairs(
+    config: &crate::plan::Config,
+) -> Vec<(String, String, &'static str)> {
+    config
+        .probes
+        .iter()
+        .flat_map(|p| {
+            p.environments
+                .iter()
+                .map(move |e| (p.name.clone(), e.clone(), p.kind.name()))
+        })
+        .collect()
 }
 
 /// The (probe, environment) of a path, if the config has it.
@@ -295,10 +312,32 @@ pub fn pair_summary(
 ) -> Result<PairSummary, store::Error> {
     let last = reader.runs(probe, environment, i64::MIN, i64::MAX, 1)?;
     let last_run = last.first().map(RunView::from);
-    let state = states
+    Ok(PairSummary {
+        state: state_of(states, (probe, environment), last_run.is_some()),
+        last_run,
+        uptime: uptime(reader, (probe, environment), now_ms)?,
+    })
+}
+
+/// A pair's state: its latest stored state change, else `ok` when it has
+/// runs (`has_runs`), else `None`.
+pub fn state_of(
+    states: &HashMap<(String, String), String>,
+    (probe, environment): (&str, &str),
+    has_runs: bool,
+) -> Option<String> {
+    states
         .get(&(probe.to_owned(), environment.to_owned()))
         .cloned()
-        .or_else(|| last_run.as_ref().map(|_| "ok".to_owned()));
+        .or_else(|| has_runs.then(|| "ok".to_owned()))
+}
+
+/// A pair's availability over the trailing 24 hours, 7 and 30 days.
+pub fn uptime(
+    reader: &Reader,
+    (probe, environment): (&str, &str),
+    now_ms: i64,
+) -> Result<Uptime, store::Error> {
     let end = through_now(now_ms);
     let mut uptime = [None; 3];
     for (slot, span) in uptime.iter_mut().zip(UPTIME_WINDOWS) {
@@ -306,11 +345,7 @@ pub fn pair_summary(
         *slot = (w.runs > 0).then(|| 1.0 - w.failed.min(w.runs) as f64 / w.runs as f64);
     }
     let [day, week, month] = uptime;
-    Ok(PairSummary {
-        state,
-        last_run,
-        uptime: Uptime { day, week, month },
-    })
+    Ok(Uptime { day, week, month })
 }
 
 /// One point of a latency series: `[start, end)`, its events, and the
@@ -380,16 +415,7 @@ async fn probes(
 ) -> Result<Json<ProbesBody>, ApiError> {
     let reader = reader(&shared)?;
     params(query, &[])?;
-    let config = shared.config();
-    let pairs: Vec<(String, String, &'static str)> = config
-        .probes
-        .iter()
-        .flat_map(|p| {
-            p.environments
-                .iter()
-                .map(move |e| (p.name.clone(), e.clone(), p.kind.name()))
-        })
-        .collect();
+    let pairs = configured_pairs(&shared.config());
     let keys: Vec<(String, String)> = pairs
         .iter()
         .map(|(p, e, _)| (p.clone(), e.clone()))
@@ -431,7 +457,8 @@ struct RunsBody {
     limit: usize,
     /// More runs lie in `[since, until)` than `limit` let through.
     more: bool,
-    runs: Vec<RunView>,
+    /// Each with `artifact`: its failure artifact's path, or null.
+    runs: Vec<RunWithArtifact>,
 }
 
 async fn runs(
@@ -475,6 +502,7 @@ async fn runs(
     let mut rows = blocking(move || reader.runs(&p2, &e2, since, until, limit + 1)).await?;
     let more = rows.len() > limit;
     rows.truncate(limit);
+    let links = artifact_links(&shared, &probe, &environment).await;
     Ok(Json(RunsBody {
         probe,
         environment,
@@ -482,7 +510,7 @@ async fn runs(
         until: rfc3339(until),
         limit,
         more,
-        runs: rows.iter().map(RunView::from).collect(),
+        runs: with_artifacts(&rows, &links),
     }))
 }
 
@@ -582,8 +610,10 @@ struct BudgetView {
     consumed: f64,
 }
 
+/// A pair's SLO as `/api/v1/probes` and `/api/v1/slos` show it (the
+/// status page reads the same fields).
 #[derive(Debug, Clone, Serialize)]
-struct SloView {
+pub(super) struct SloView {
     probe: String,
     environment: String,
     sli: &'static str,
@@ -644,7 +674,7 @@ impl From<&SloStatus> for SloView {
 }
 
 /// The last computed SLO statuses of the pairs configured now.
-fn slo_views(shared: &Shared) -> BTreeMap<(String, String), SloView> {
+pub(super) fn slo_views(shared: &Shared) -> BTreeMap<(String, String), SloView> {
     let config = shared.config();
     let statuses = shared
         .slo
@@ -771,7 +801,7 @@ fn to_seconds(rfc3339: &str) -> String {
 }
 
 /// Seconds as a person reads a latency: `12.3ms`, `1.204s`.
-fn human_seconds(s: f64) -> String {
+pub(super) fn human_seconds(s: f64) -> String {
     if s < 1.0 {
         format!("{:.1}ms", s * 1000.0)
     } else {
@@ -860,6 +890,207 @@ pub fn render_history(report: &HistoryReport) -> String {
         ));
     }
     out
+}
+
+// Failure artifacts (issue 16): a failed run's redacted outcome with its
+// exchange, as `crate::history::artifacts` keeps them in the state
+// directory. Served beside the history API and, like it, only for pairs
+// configured now; a run's artifact is looked up by its run id.
+
+/// The artifact routes, merged by the listener beside [`routes`].
+pub fn artifact_routes() -> Router<Arc<Shared>> {
+    Router::new()
+        .route(
+            "/api/v1/probes/{probe}/{environment}/artifacts",
+            get(artifact_list),
+        )
+        .route(
+            "/api/v1/artifacts/{probe}/{environment}/{id}",
+            get(artifact_file),
+        )
+}
+
+/// The API path of run `run_id`'s artifact.
+pub fn artifact_path(probe: &str, environment: &str, run_id: &str) -> String {
+    crate::history::artifacts::api_path(probe, environment, run_id)
+}
+
+/// Where the daemon keeps artifacts, or the 503 saying they are off.
+fn artifact_root(shared: &Shared) -> Result<std::path::PathBuf, ApiError> {
+    let config = shared.config();
+    let off = |why: String| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("failure artifacts are off: {why}"),
+        )
+    };
+    if !config.daemon.artifacts.enabled {
+        return Err(off("[daemon.artifacts] enabled = false".to_owned()));
+    }
+    super::state_dir(&config)
+        .map(|d| d.join(crate::history::artifacts::DIR))
+        .map_err(off)
+}
+
+/// Runs an artifact read on the blocking pool.
+async fn file_io<T: Send + 'static>(
+    f: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> Result<T, ApiError> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(ApiError::internal(format!(
+            "cannot read the artifacts: {e}"
+        ))),
+        Err(e) => Err(ApiError::internal(format!(
+            "reading the artifacts failed: {e}"
+        ))),
+    }
+}
+
+/// Each kept artifact of a pair, by run id: its API path. Empty when
+/// artifacts are off or none is kept (for the runs' `artifact` links).
+pub(super) async fn artifact_links(
+    shared: &Shared,
+    probe: &str,
+    environment: &str,
+) -> HashMap<String, String> {
+    let Ok(root) = artifact_root(shared) else {
+        return HashMap::new();
+    };
+    let (p, e) = (probe.to_owned(), environment.to_owned());
+    let listed = file_io(move || crate::history::artifacts::list(&root, &p, &e)).await;
+    listed
+        .unwrap_or_default()
+        .into_iter()
+        .map(|a| {
+            let path = artifact_path(probe, environment, &a.id);
+            (a.id, path)
+        })
+        .collect()
+}
+
+/// A run as the runs endpoint shows it: with the link to its artifact.
+#[derive(Debug, Serialize)]
+struct RunWithArtifact {
+    #[serde(flatten)]
+    run: RunView,
+    /// The API path of the run's failure artifact; `None` when it passed,
+    /// or its artifact is no longer kept.
+    artifact: Option<String>,
+}
+
+fn with_artifacts(rows: &[RunRow], links: &HashMap<String, String>) -> Vec<RunWithArtifact> {
+    rows.iter()
+        .map(|r| RunWithArtifact {
+            // A flow's step rows share the run's id; the link is the run's.
+            artifact: (r.result == crate::history::Verdict::Fail && r.step.is_empty())
+                .then(|| links.get(&r.run_id).cloned())
+                .flatten(),
+            run: RunView::from(r),
+        })
+        .collect()
+}
+
+/// One kept artifact, as the listing shows it.
+#[derive(Debug, Serialize)]
+struct ArtifactView {
+    /// The run id.
+    id: String,
+    started_at: String,
+    reason: String,
+    bytes: u64,
+    /// Its API path.
+    url: String,
+}
+
+#[derive(Debug, Serialize)]
+struct ArtifactsBody {
+    probe: String,
+    environment: String,
+    /// How many a pair keeps, and in how many bytes (the newest is kept
+    /// whatever its size).
+    keep: usize,
+    max_bytes: u64,
+    /// Newest first.
+    artifacts: Vec<ArtifactView>,
+}
+
+async fn artifact_list(
+    State(shared): State<Arc<Shared>>,
+    path: Result<Path<(String, String)>, PathRejection>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<ArtifactsBody>, ApiError> {
+    let (probe, environment) = configured_pair(&shared, path)?;
+    params(query, &[])?;
+    let root = artifact_root(&shared)?;
+    let limits = shared.config().daemon.artifacts;
+    let (p, e) = (probe.clone(), environment.clone());
+    let listed = file_io(move || crate::history::artifacts::list(&root, &p, &e)).await?;
+    let artifacts = listed
+        .into_iter()
+        .map(|a| ArtifactView {
+            url: artifact_path(&probe, &environment, &a.id),
+            started_at: rfc3339(a.started_ms),
+            reason: a.reason,
+            bytes: a.bytes,
+            id: a.id,
+        })
+        .collect();
+    Ok(Json(ArtifactsBody {
+        probe,
+        environment,
+        keep: limits.keep,
+        max_bytes: limits.max_bytes,
+        artifacts,
+    }))
+}
+
+async fn artifact_file(
+    State(shared): State<Arc<Shared>>,
+    path: Result<Path<(String, String, String)>, PathRejection>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    let Path((probe, environment, id)) =
+        path.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let (probe, environment) = configured_pair(&shared, Ok(Path((probe, environment))))?;
+    params(query, &[])?;
+    if !crate::history::artifacts::safe_id(&id) {
+        return Err(ApiError::bad(
+            "id",
+            format!("expected a run id (letters and digits), found `{id}`"),
+        ));
+    }
+    let root = artifact_root(&shared)?;
+    let (p, e, i) = (probe.clone(), environment.clone(), id.clone());
+    let found = file_io(move || {
+        match crate::history::artifacts::find(&root, &p, &e, &i)? {
+            // Pruned between the lookup and the read: as if never found.
+            Some(file) => match std::fs::read(file) {
+                Ok(bytes) => Ok(Some(bytes)),
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                Err(err) => Err(err),
+            },
+            None => Ok(None),
+        }
+    })
+    .await?;
+    match found {
+        Some(bytes) => Ok((
+            [(
+                axum::http::header::CONTENT_TYPE,
+                axum::http::HeaderValue::from_static("application/json"),
+            )],
+            bytes,
+        )
+            .into_response()),
+        None => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!(
+                "no artifact of run `{id}` for probe `{probe}` in `{environment}`: \
+                 the run passed, is not one of the newest kept, or never ran"
+            ),
+        )),
+    }
 }
 
 #[cfg(test)]

@@ -1,10 +1,14 @@
 //! The pipeline's history stage: records every outcome and every state
 //! change in the history, keeps the pairs' kept values, and every
 //! [`SLO_EVERY`] computes the SLOs from the stored counts (on the blocking
-//! pool) and hands their burn-rate findings to the alerting stage.
+//! pool) and hands their burn-rate findings to the alerting stage. A
+//! failed run's artifact goes to the artifact writer
+//! ([`crate::history::artifacts::ArtifactStore`], a thread of its own
+//! beside the history's, so it works with the history off too).
 
 use super::Shared;
 use super::alerting::Alerting;
+use crate::history::artifacts::ArtifactStore;
 use crate::history::baseline;
 use crate::history::slo::SloStatus;
 use crate::history::{History, Retention, Transition};
@@ -53,6 +57,37 @@ pub struct HistoryStage {
     slo_at: Option<Instant>,
     /// The history could not be opened: `synthmon_history_up` stays 0.
     off: bool,
+    /// Writes failed runs' artifacts; `None` when they are off.
+    artifacts: Option<ArtifactStore>,
+}
+
+/// Starts the artifact writer for `STATE_DIR/artifacts` unless
+/// `[daemon.artifacts] enabled = false`; a failure is logged and the
+/// daemon runs without artifacts.
+pub fn open_artifacts(config: &Config) -> Option<ArtifactStore> {
+    let a = &config.daemon.artifacts;
+    if !a.enabled {
+        tracing::info!("failure artifacts off ([daemon.artifacts] enabled = false)");
+        return None;
+    }
+    let root = match super::alerting::state_dir(config) {
+        Ok(d) => d.join(crate::history::artifacts::DIR),
+        Err(e) => {
+            tracing::error!(error = %e, "failure artifacts off");
+            return None;
+        }
+    };
+    let limits = crate::history::artifacts::Limits {
+        keep: a.keep,
+        max_bytes: a.max_bytes,
+    };
+    match ArtifactStore::start(root, limits) {
+        Ok(store) => Some(store),
+        Err(e) => {
+            tracing::error!(error = %e, "failure artifacts off: cannot start their writer");
+            None
+        }
+    }
 }
 
 /// Opens the history in the state directory (blocking work on the
@@ -113,13 +148,23 @@ impl HistoryStage {
             baselines: HashMap::new(),
             trailing: HashMap::new(),
             off,
+            artifacts: None,
         }
+    }
+
+    /// Hands failed runs' artifacts to `store` from now on.
+    pub fn with_artifacts(mut self, store: Option<ArtifactStore>) -> HistoryStage {
+        self.artifacts = store;
+        self
     }
 
     /// Records one outcome, after the alerting stage (whose state, when
     /// alerting is on, is the pair's state; else the run's verdict).
     pub fn observe(&mut self, outcome: &Outcome, state: &str, shared: &Shared) {
         shared.set_kept(&outcome.probe, &outcome.environment, &outcome.kept);
+        if let Some(a) = &self.artifacts {
+            a.record(outcome);
+        }
         let Some(h) = &self.history else { return };
         h.record(outcome);
         h.keep(&outcome.probe, &outcome.environment, &outcome.kept);
@@ -303,10 +348,13 @@ impl HistoryStage {
         });
     }
 
-    /// Commits what is pending and stops the writer.
+    /// Commits what is pending and stops the writers.
     pub async fn close(self) {
         if let Some(h) = self.history {
             let _ = tokio::task::spawn_blocking(move || h.close()).await;
+        }
+        if let Some(a) = self.artifacts {
+            let _ = tokio::task::spawn_blocking(move || a.close()).await;
         }
     }
 }

@@ -1,7 +1,9 @@
-//! The daemon's own HTTP listener: `/healthz`, `/readyz`, `/metrics` and
-//! the read-only history API under `/api/v1/` ([`super::api`]; same
-//! exposure as `/metrics`: should the listener get a bearer token, both
-//! are behind it).
+//! The daemon's own HTTP listener: `/healthz`, `/readyz`, `/metrics`, the
+//! read-only history API under `/api/v1/` ([`super::api`]) and the status
+//! page at `/` ([`super::page`]). With `[daemon] token` set, `/metrics`,
+//! the API and the page answer only requests with `Authorization: Bearer
+//! TOKEN` (compared in constant time; 401 otherwise); `/healthz` and
+//! `/readyz` stay open for orchestrators and load balancers.
 //!
 //! `/healthz` says only whether this process is alive and its scheduler loop
 //! has ticked recently; never anything about targets or receivers, so a
@@ -16,18 +18,80 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use std::io::Write;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 pub fn router(shared: Arc<Shared>) -> Router {
+    let guarded = Router::new()
+        .route("/metrics", get(metrics))
+        .merge(super::api::routes())
+        .merge(super::api::artifact_routes())
+        .merge(super::page::routes(shared.clone()))
+        .route_layer(axum::middleware::from_fn_with_state(shared.clone(), bearer));
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .merge(super::api::routes())
+        .merge(guarded)
         .fallback(super::api::fallback)
         .with_state(shared)
+}
+
+/// Lets a request through when no token is configured, or when it carries
+/// `Authorization: Bearer TOKEN`; a 401 with `WWW-Authenticate` otherwise.
+/// The token is read from the config in effect, so a reload changes it.
+async fn bearer(
+    State(shared): State<Arc<Shared>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let config = shared.config();
+    let Some(token) = config.daemon.token.as_ref() else {
+        return next.run(request).await;
+    };
+    let given = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            let (scheme, rest) = v.trim().split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
+        });
+    match given {
+        Some(given) if same_token(given.as_bytes(), token.expose().as_bytes()) => {
+            next.run(request).await
+        }
+        _ => {
+            let why = if given.is_some() {
+                "invalid_token"
+            } else {
+                "missing_token"
+            };
+            tracing::debug!(path = %request.uri().path(), why, "refused a request without the listener's token");
+            (
+                StatusCode::UNAUTHORIZED,
+                [(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"synthmon\""),
+                )],
+                "this listener asks for a bearer token: send `Authorization: Bearer TOKEN` \
+                 ([daemon] token)\n",
+            )
+                .into_response()
+        }
+    }
+}
+
+/// Whether two tokens are equal, in time that depends on neither's
+/// content nor length: their SHA-256 digests are compared with every byte
+/// looked at.
+fn same_token(given: &[u8], expected: &[u8]) -> bool {
+    use sha2::Digest;
+    let (a, b) = (sha2::Sha256::digest(given), sha2::Sha256::digest(expected));
+    let diff = a
+        .iter()
+        .zip(b.iter())
+        .fold(0_u8, |acc, (x, y)| acc | (x ^ y));
+    std::hint::black_box(diff) == 0
 }
 
 async fn healthz(State(shared): State<Arc<Shared>>) -> (StatusCode, &'static str) {
@@ -58,44 +122,13 @@ async fn metrics(State(shared): State<Arc<Shared>>, request: HeaderMap) -> Respo
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
     );
-    if accepts_gzip(&request) {
-        if let Some(body) = gzip(text.as_bytes()) {
+    if super::gzip::accepted(&request) {
+        if let Some(body) = super::gzip::encode(text.as_bytes()) {
             let encoding = (header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
             return ([content_type, encoding], body).into_response();
         }
     }
     ([content_type], text).into_response()
-}
-
-/// Whether `Accept-Encoding` lists `gzip` (or `*`) with a weight above 0.
-fn accepts_gzip(headers: &HeaderMap) -> bool {
-    headers
-        .get_all(header::ACCEPT_ENCODING)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|coding| {
-            let mut parts = coding.split(';').map(str::trim);
-            let name = parts.next().unwrap_or_default();
-            let refused = parts.any(|p| {
-                p.strip_prefix("q=")
-                    .and_then(|q| q.parse::<f32>().ok())
-                    .is_some_and(|q| q <= 0.0)
-            });
-            (name.eq_ignore_ascii_case("gzip") || name == "*") && !refused
-        })
-}
-
-/// `bytes` gzipped at the fastest level (a scrape is made every few
-/// seconds; the text compresses well at any level). `None` on a failure
-/// of the encoder, which then sends the text as it is.
-fn gzip(bytes: &[u8]) -> Option<Vec<u8>> {
-    let mut encoder = flate2::write::GzEncoder::new(
-        Vec::with_capacity(bytes.len() / 8),
-        flate2::Compression::fast(),
-    );
-    encoder.write_all(bytes).ok()?;
-    encoder.finish().ok()
 }
 
 /// Serves until `stop` is cancelled, then finishes open requests.
@@ -115,26 +148,13 @@ pub async fn serve(
 
 #[cfg(test)]
 mod tests {
-    use super::accepts_gzip;
-    use axum::http::{HeaderMap, HeaderValue, header};
-
-    fn accepts(value: &str) -> bool {
-        let mut h = HeaderMap::new();
-        h.insert(
-            header::ACCEPT_ENCODING,
-            HeaderValue::from_str(value).unwrap_or(HeaderValue::from_static("")),
-        );
-        accepts_gzip(&h)
-    }
+    use super::same_token;
 
     #[test]
-    fn gzip_is_sent_only_to_who_accepts_it() {
-        // What Prometheus sends.
-        assert!(accepts("gzip"));
-        assert!(accepts("deflate, GZIP;q=0.5"));
-        assert!(accepts("*"));
-        assert!(!accepts("identity"));
-        assert!(!accepts("gzip;q=0"));
-        assert!(!accepts_gzip(&HeaderMap::new()));
+    fn tokens_compare_whole() {
+        assert!(same_token(b"s3cret-token", b"s3cret-token"));
+        assert!(!same_token(b"s3cret-token", b"s3cret-tokeN"));
+        assert!(!same_token(b"s3cret", b"s3cret-token"));
+        assert!(!same_token(b"", b"s3cret-token"));
     }
 }

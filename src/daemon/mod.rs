@@ -10,9 +10,11 @@
 
 pub mod alerting;
 pub mod api;
+mod gzip;
 pub mod history;
 pub mod listener;
 pub mod notify;
+pub mod page;
 pub mod pipeline;
 pub mod scheduler;
 mod watch;
@@ -329,7 +331,8 @@ impl Daemon {
                 spans_dropped: shared.spans_dropped.clone(),
                 alerting,
                 listener: outcomes,
-                history: history::HistoryStage::new(history, config.daemon.history.enabled, states),
+                history: history::HistoryStage::new(history, config.daemon.history.enabled, states)
+                    .with_artifacts(history::open_artifacts(&config)),
                 shared: shared.clone(),
             },
         ));

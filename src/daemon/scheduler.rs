@@ -16,7 +16,7 @@ use super::Shared;
 use super::pipeline::Event;
 use crate::config::{BaseUrl, Schedule};
 use crate::net::error::describe;
-use crate::outcome::Outcome;
+use crate::outcome::{AssertionResult, FailureReason, Outcome};
 use crate::plan::Config;
 use crate::probe::{self, RunContext};
 use crate::sandbox::{Sandbox, SandboxOptions};
@@ -559,6 +559,10 @@ fn log_outcome(o: &Outcome) {
     if o.success {
         tracing::debug!(probe = %o.probe, environment = %o.environment, run_id = %o.run_id, duration_ms = ms, "run passed");
     } else {
+        // A run failed by an expectation names it, as written, with what
+        // its operands were ("1 of 3 expectations failed" alone sends the
+        // reader to the history for every failure); a flow's names the step.
+        let failed = first_failed_expectation(o);
         tracing::warn!(
             probe = %o.probe,
             environment = %o.environment,
@@ -566,9 +570,30 @@ fn log_outcome(o: &Outcome) {
             duration_ms = ms,
             reason = o.reason.map_or("unknown", |r| r.as_str()),
             error = o.error.as_deref().unwrap_or(""),
+            step = failed.and_then(|(step, _)| step),
+            expectation = failed.map(|(_, a)| a.expression.as_str()),
+            actual = failed.map(|(_, a)| a.actual.as_str()),
             "run failed"
         );
     }
+}
+
+/// The first failed expectation of a run that failed with reason
+/// `assertion`, and the flow step it belongs to (`None` for a run's own);
+/// `None` for any other failure. The outcome is already redacted.
+fn first_failed_expectation(o: &Outcome) -> Option<(Option<&str>, &AssertionResult)> {
+    if o.reason != Some(FailureReason::Assertion) {
+        return None;
+    }
+    let own = o.assertions.iter().find(|a| !a.passed).map(|a| (None, a));
+    own.or_else(|| {
+        o.steps.iter().find_map(|s| {
+            s.assertions
+                .iter()
+                .find(|a| !a.passed)
+                .map(|a| (Some(s.name.as_str()), a))
+        })
+    })
 }
 
 #[cfg(test)]
@@ -867,5 +892,111 @@ mod tests {
             "the unchanged probe keeps its phase: {first:?} then {kept:?}"
         );
         h.stop().await;
+    }
+
+    /// What the JSON log line of `o` says: its `fields`.
+    fn logged(o: &Outcome) -> serde_json::Value {
+        #[derive(Clone, Default)]
+        struct Buffer(Arc<std::sync::Mutex<Vec<u8>>>);
+        impl std::io::Write for Buffer {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Buffer {
+            type Writer = Buffer;
+            fn make_writer(&'a self) -> Buffer {
+                self.clone()
+            }
+        }
+        let buffer = Buffer::default();
+        let subscriber = tracing_subscriber::fmt()
+            .json()
+            .with_max_level(tracing::Level::DEBUG)
+            .with_writer(buffer.clone())
+            .finish();
+        tracing::subscriber::with_default(subscriber, || log_outcome(o));
+        let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+        let line: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+        line["fields"].clone()
+    }
+
+    fn expectation(expression: &str, passed: bool, actual: &str) -> AssertionResult {
+        AssertionResult {
+            expression: expression.to_owned(),
+            passed,
+            actual: actual.to_owned(),
+            location: None,
+        }
+    }
+
+    fn failed_outcome(reason: FailureReason, error: &str) -> Outcome {
+        let ids = crate::tagging::RunIds::generate();
+        let mut o = Outcome::new("orders", "prod", "http", &ids);
+        o.fail(reason, error);
+        o
+    }
+
+    /// Regression (issue 16): the log line of a run failed by an
+    /// expectation said "1 of 3 expectations failed" and not which.
+    #[test]
+    fn the_log_line_of_a_failed_run_names_its_first_failed_expectation() {
+        let mut o = failed_outcome(FailureReason::Assertion, "2 of 3 expectations failed");
+        o.assertions = vec![
+            expectation("status == 201", true, "status = 201"),
+            expectation("json.status == 'pending'", false, "json.status = \"held\""),
+            expectation("size(json.items) > 0", false, "size(json.items) = 0"),
+        ];
+        let fields = logged(&o);
+        assert_eq!(fields["message"], "run failed", "{fields}");
+        assert_eq!(fields["reason"], "assertion", "{fields}");
+        assert_eq!(fields["error"], "2 of 3 expectations failed", "{fields}");
+        assert_eq!(
+            fields["expectation"], "json.status == 'pending'",
+            "{fields}"
+        );
+        assert_eq!(fields["actual"], "json.status = \"held\"", "{fields}");
+        assert!(fields.get("step").is_none(), "{fields}");
+    }
+
+    #[test]
+    fn a_failed_flow_step_is_named_beside_its_expectation() {
+        let mut o = failed_outcome(
+            FailureReason::Assertion,
+            "step verify: 1 of 2 expectations failed",
+        );
+        let mut create = crate::outcome::StepOutcome::new("create", crate::outcome::Stage::Step);
+        create.assertions = vec![expectation("status == 201", true, "status = 201")];
+        let mut verify = crate::outcome::StepOutcome::new("verify", crate::outcome::Stage::Step);
+        verify.assertions = vec![
+            expectation("status == 200", true, "status = 200"),
+            expectation("json.quantity >= 1", false, "json.quantity = 0"),
+        ];
+        o.steps = vec![create, verify];
+        let fields = logged(&o);
+        assert_eq!(fields["step"], "verify", "{fields}");
+        assert_eq!(fields["expectation"], "json.quantity >= 1", "{fields}");
+        assert_eq!(fields["actual"], "json.quantity = 0", "{fields}");
+    }
+
+    #[test]
+    fn a_run_failed_for_another_reason_names_no_expectation() {
+        let mut o = failed_outcome(FailureReason::Timeout, "no response within 2s");
+        // An expectation judged before the deadline is not the reason.
+        o.assertions = vec![expectation("status == 200", false, "status = 503")];
+        let fields = logged(&o);
+        assert_eq!(fields["reason"], "timeout", "{fields}");
+        for key in ["expectation", "actual", "step"] {
+            assert!(fields.get(key).is_none(), "{key}: {fields}");
+        }
+        // A passing run logs no failure at all.
+        let ids = crate::tagging::RunIds::generate();
+        let mut ok = Outcome::new("orders", "prod", "http", &ids);
+        ok.success = true;
+        assert_eq!(logged(&ok)["message"], "run passed");
     }
 }

@@ -8,6 +8,7 @@
 //! it ([`store::Reader`]). `store.rs` holds the SQL, `schema.rs` the
 //! migrations, `snapshot.rs` the histogram encoding.
 
+pub mod artifacts;
 pub mod baseline;
 pub mod schema;
 pub mod slo;

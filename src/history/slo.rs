@@ -78,8 +78,12 @@ const HOUR_MS: i64 = 3_600_000;
 /// threshold): the first hour held and one entry per hour after it.
 #[derive(Debug, Default)]
 pub struct HourCache {
-    pairs: std::collections::HashMap<(String, String, u128), (i64, Vec<Option<(u32, u32)>>)>,
+    pairs: std::collections::HashMap<(String, String, u128), Hours>,
 }
+
+/// The first hour held, then (good, total) per hour from it (`None`: not
+/// read yet).
+type Hours = (i64, Vec<Option<(u32, u32)>>);
 
 impl HourCache {
     /// Forgets pairs `keep` rejects (SLOs removed by a reload).

@@ -17,6 +17,8 @@ use std::time::{Duration, Instant};
 pub const QUEUE: usize = 8192;
 /// How long the writer gathers messages into one transaction.
 const BATCH: Duration = Duration::from_secs(1);
+/// How often the open minutes are written (runs are written every batch).
+const MINUTES_EVERY: Duration = Duration::from_secs(5);
 /// How often roll-ups and retention run.
 const UPKEEP: Duration = Duration::from_secs(10);
 /// Rows deleted per table and series per upkeep pass.
@@ -113,9 +115,19 @@ pub fn spawn(
 
 type SeriesKey = (String, String, String);
 
+/// What of an open minute is not written yet.
+#[derive(Debug, Clone, Copy, Default)]
+struct Dirty {
+    counts: bool,
+    latencies: bool,
+}
+
 struct State {
-    /// Each series' minutes still open: (minute → tallies, dirty).
-    open: HashMap<SeriesKey, BTreeMap<i64, (Tallies, bool)>>,
+    /// Each series' minutes still open: minute → tallies, and what of them
+    /// is not written yet.
+    open: HashMap<SeriesKey, BTreeMap<i64, (Tallies, Dirty)>>,
+    /// When the open minutes were last written.
+    minutes_written: Instant,
 }
 
 fn run(
@@ -127,6 +139,7 @@ fn run(
 ) {
     let mut state = State {
         open: HashMap::new(),
+        minutes_written: Instant::now(),
     };
     let mut pending: Vec<Msg> = Vec::new();
     let mut last_upkeep = Instant::now();
@@ -155,7 +168,7 @@ fn run(
             &mut state,
             &mut pending,
             &mut answers,
-            now_ms(),
+            (now_ms(), closed),
         ) {
             Ok(n) => {
                 health.written_runs.fetch_add(n, Ordering::Relaxed);
@@ -186,7 +199,7 @@ fn commit(
     state: &mut State,
     pending: &mut Vec<Msg>,
     answers: &mut Vec<std::sync::mpsc::Sender<()>>,
-    now_ms: i64,
+    (now_ms, closing): (i64, bool),
 ) -> Result<u64, store::Error> {
     let mut refuse = false;
     let mut runs = 0;
@@ -214,7 +227,7 @@ fn commit(
                         // held, before a restart): add to what is stored.
                         slot.insert((
                             batch.stored_minute((&key.0, &key.1, &key.2), minute)?,
-                            false,
+                            Dirty::default(),
                         ));
                     }
                     if let Some((held, dirty)) = open.get_mut(&minute) {
@@ -222,7 +235,8 @@ fn commit(
                         held.failed += t.failed;
                         held.degraded += t.degraded;
                         held.latencies.merge(&t.latencies);
-                        *dirty = true;
+                        dirty.counts = true;
+                        dirty.latencies |= !t.latencies.is_empty();
                     }
                 }
             }
@@ -241,11 +255,22 @@ fn commit(
             Msg::RefuseWrites => refuse = true,
         }
     }
+    // Open minutes' counts are written with every batch; their latencies
+    // (each write encodes a histogram) every few seconds, at once when
+    // asked to flush, when closing, and for minutes about to be let go.
+    let all = closing || !answers.is_empty() || state.minutes_written.elapsed() >= MINUTES_EVERY;
+    if all {
+        state.minutes_written = Instant::now();
+    }
     for (key, minutes) in &mut state.open {
         for (minute, (t, dirty)) in minutes.iter_mut() {
-            if *dirty {
+            let final_ = *minute + 2 < current_minute;
+            if dirty.latencies && (all || final_) {
                 batch.minute((&key.0, &key.1, &key.2), *minute, t)?;
-                *dirty = false;
+                *dirty = Dirty::default();
+            } else if dirty.counts {
+                batch.minute_counts((&key.0, &key.1, &key.2), *minute, t)?;
+                dirty.counts = false;
             }
         }
         // Minutes more than two behind are final: stop holding them.

@@ -132,6 +132,10 @@ pub fn load_for(opts: &LoadOptions, uses: &Uses) -> Result<Config, Diagnostics> 
             diags.extend(env.unresolved.iter().cloned());
         }
     }
+    // The listener's token: the daemon's (and `check`'s), never `--once`'s.
+    if matches!(uses, Uses::Everything) {
+        diags.extend(settings.daemon.token_unresolved.iter().cloned());
+    }
     if !diags.is_empty() {
         diags.sort();
         return Err(diags);

@@ -26,14 +26,20 @@
 //! - every step's expectations may read `prev`; the probe's `keep` entries
 //!   are evaluated once the main steps all passed, against the last main
 //!   step's response with `vars` holding every capture (a flow that failed
-//!   part-way hands on the previous values).
+//!   part-way hands on the previous values);
+//! - a run that fails keeps an artifact (`super::artifact`): every step's
+//!   captures (names, values masked) and each failed step's exchange; a
+//!   workload's iterations keep none.
 
+use super::artifact;
 use super::http::{self as http_probe, Checks, HttpSpec, Performed};
 use super::http::{RawCapture, RawHttp};
 use super::kind::{BuildInput, Kind, KindEntry, RunContext, RunFuture};
 use crate::config::check::Checker;
 use crate::expr::Expr;
-use crate::outcome::{FailureReason, Outcome, Stage, StepOutcome};
+use crate::outcome::{
+    Artifact, Exchange, FailureReason, Outcome, Stage, StepArtifact, StepOutcome,
+};
 use crate::tagging::RunIds;
 use crate::template::Scope;
 use serde::Deserialize;
@@ -300,18 +306,30 @@ fn vars_read(spec: &HttpSpec) -> Vec<String> {
 }
 
 pub async fn run(spec: &FlowSpec, ctx: &RunContext<'_>) -> Outcome {
-    iterate(spec, ctx, 0, ctx.deadline()).await
+    pass(spec, ctx, 0, ctx.deadline(), true).await
 }
 
 /// One pass through the flow: iteration `iteration` of a workload (0 for
 /// a single run), whose setup and steps end by `deadline`. Its generators
 /// draw from the iteration's own stream, and `iteration` reads it. The
 /// outcome's duration covers setup and steps; teardown comes after it.
+/// A workload's iteration keeps no artifact.
 pub(crate) async fn iterate(
     spec: &FlowSpec,
     ctx: &RunContext<'_>,
     iteration: u64,
     deadline: Instant,
+) -> Outcome {
+    pass(spec, ctx, iteration, deadline, false).await
+}
+
+/// [`iterate`]; `keep_artifact`: a failed pass keeps its artifact.
+async fn pass(
+    spec: &FlowSpec,
+    ctx: &RunContext<'_>,
+    iteration: u64,
+    deadline: Instant,
+    keep_artifact: bool,
 ) -> Outcome {
     let ids = RunIds::generate();
     let start = Instant::now();
@@ -323,12 +341,15 @@ pub(crate) async fn iterate(
     // Setup and steps: stop at the first failure, the deadline or a cancel.
     let mut failed_at: Option<usize> = None;
     let mut last_facts = None;
+    // Each step's exchange when it failed, beside `outcome.steps`.
+    let mut exchanges: Vec<Option<Exchange>> = Vec::new();
     let mut index: u64 = 0;
     'main: for (stage, list) in [(Stage::Setup, &spec.setup), (Stage::Step, &spec.steps)] {
         for step in list {
             index += 1;
             let step_ids = ids.child();
             let step_started = Instant::now();
+            let mut exchange = None;
             let run = run_step(
                 step,
                 stage,
@@ -339,7 +360,7 @@ pub(crate) async fn iterate(
                 deadline,
                 index,
                 start,
-                &mut last_facts,
+                (&mut last_facts, &mut exchange),
             );
             let result = tokio::select! {
                 r = run => r,
@@ -356,6 +377,7 @@ pub(crate) async fn iterate(
             };
             let ok = result.success;
             outcome.steps.push(result);
+            exchanges.push(exchange);
             if !ok {
                 failed_at = Some(outcome.steps.len() - 1);
                 break 'main;
@@ -391,8 +413,10 @@ pub(crate) async fn iterate(
         if let Some(missing) = step.needs.iter().find(|v| !scope.vars.contains_key(*v)) {
             let note = format!("skipped: `{missing}` was never captured");
             outcome.steps.push(skipped(step, Stage::Teardown, &note));
+            exchanges.push(None);
             continue;
         }
+        let mut exchange = None;
         let result = run_step(
             step,
             Stage::Teardown,
@@ -403,7 +427,7 @@ pub(crate) async fn iterate(
             teardown_deadline,
             index,
             start,
-            &mut None,
+            (&mut None, &mut exchange),
         )
         .await;
         if !result.success {
@@ -414,6 +438,7 @@ pub(crate) async fn iterate(
             ));
         }
         outcome.steps.push(result);
+        exchanges.push(exchange);
     }
     if !teardown_errors.is_empty() {
         let joined = teardown_errors.join("; ");
@@ -427,6 +452,28 @@ pub(crate) async fn iterate(
         }
     }
     outcome.success = outcome.reason.is_none();
+    if keep_artifact && !outcome.success {
+        let steps = outcome
+            .steps
+            .iter()
+            .zip(exchanges)
+            .map(|(s, exchange)| StepArtifact {
+                name: s.name.clone(),
+                stage: s.stage,
+                success: s.success,
+                captures: s
+                    .captured
+                    .iter()
+                    .map(|name| artifact::masked_capture(name, scope.vars.get(name)))
+                    .collect(),
+                exchange,
+            })
+            .collect();
+        outcome.artifact = Some(Box::new(Artifact {
+            exchange: None,
+            steps,
+        }));
+    }
     super::redact(outcome, &redactor)
 }
 
@@ -443,7 +490,8 @@ fn skipped(step: &Step, stage: Stage, note: &str) -> StepOutcome {
 /// `scope`. Every request of the step carries `ids`: the step is one
 /// client span, whose id the target sees in each attempt's `traceparent`
 /// and the outcome reports. The facts of its response go to `last_facts`
-/// (for the flow's `keep`).
+/// (for the flow's `keep`), and, when the step failed, its (last)
+/// exchange to `exchange` (for the artifact).
 #[allow(clippy::too_many_arguments)]
 async fn run_step(
     step: &Step,
@@ -455,7 +503,7 @@ async fn run_step(
     deadline: Instant,
     index: u64,
     run_start: Instant,
-    last_facts: &mut Option<crate::expr::Facts>,
+    (last_facts, exchange): (&mut Option<crate::expr::Facts>, &mut Option<Exchange>),
 ) -> StepOutcome {
     let started = Instant::now();
     let mut out = StepOutcome::new(&step.name, stage);
@@ -584,6 +632,9 @@ async fn run_step(
         }
     }
     out.success = out.reason.is_none();
+    if !out.success {
+        *exchange = performed.exchange.map(|x| x.exchange());
+    }
     *last_facts = performed.facts;
     out
 }

@@ -11,7 +11,11 @@
 //! expectation that reads it then says why, located
 //! (`the body is not JSON: expected value at line 1 column 1`), rather
 //! than CEL's "no such key" on a null.
+//!
+//! A run that fails keeps its exchange (request and response, credentials
+//! masked, bodies cut: [`super::artifact`]) as the outcome's artifact.
 
+use super::artifact::{Received, Recorded};
 use super::kind::{Assertion, BuildInput, Kind, KindEntry, RunContext, RunFuture};
 use crate::config::check::Checker;
 use crate::config::raw::RawSize;
@@ -259,6 +263,12 @@ pub async fn run(spec: &HttpSpec, ctx: &RunContext<'_>) -> Outcome {
         ctx.keep(&mut outcome, facts);
     }
     outcome.success = outcome.reason.is_none();
+    if !outcome.success {
+        outcome.artifact = Some(Box::new(crate::outcome::Artifact {
+            exchange: done.exchange.map(|x| x.exchange()),
+            steps: Vec::new(),
+        }));
+    }
     super::redact(outcome, ctx.redactor)
 }
 
@@ -286,6 +296,9 @@ pub struct Performed {
     pub facts: Option<Facts>,
     /// Why the body is not JSON, when it is not (`json` is then null).
     pub not_json: Option<String>,
+    /// What was sent and came back, for the artifact of a run or step that
+    /// fails ([`send`] records it; `None` when no request was built).
+    pub exchange: Option<Box<Recorded>>,
 }
 
 impl Performed {
@@ -298,6 +311,7 @@ impl Performed {
             responded: false,
             facts: None,
             not_json: None,
+            exchange: None,
         }
     }
 }
@@ -319,7 +333,8 @@ pub async fn perform(
     send(spec, ctx, request, scope, deadline, checks).await
 }
 
-/// Sends an already built request (a workload mutates its body first).
+/// Sends an already built request and judges the response, recording
+/// the exchange ([`Performed::exchange`]) for an artifact.
 pub async fn send(
     spec: &HttpSpec,
     ctx: &RunContext<'_>,
@@ -328,8 +343,12 @@ pub async fn send(
     deadline: Instant,
     checks: &Checks<'_>,
 ) -> Performed {
+    let mut recorded = Recorded::request(&request);
     let exchanged = exchange(request, options(spec, ctx), None, deadline).await;
-    judge(spec, exchanged, scope, checks)
+    let (mut done, received) = judge_keeping(spec, exchanged, scope, checks);
+    recorded.response = received;
+    done.exchange = Some(Box::new(recorded));
+    done
 }
 
 /// How `spec` is sent in the run's environment.
@@ -381,6 +400,16 @@ pub fn judge(
     scope: &Scope,
     checks: &Checks<'_>,
 ) -> Performed {
+    judge_keeping(spec, exchanged, scope, checks).0
+}
+
+/// [`judge`], handing back the response's head and body as well.
+fn judge_keeping(
+    spec: &HttpSpec,
+    exchanged: Exchanged,
+    scope: &Scope,
+    checks: &Checks<'_>,
+) -> (Performed, Option<Received>) {
     let Exchanged {
         result,
         requested_url,
@@ -388,24 +417,28 @@ pub fn judge(
         ..
     } = exchanged;
     match result {
-        Err(failure) => Performed {
-            reason: Some(failure.reason),
-            error: Some(failure.message),
-            http: Some(HttpFacts {
-                method: spec.method.to_string(),
-                url: requested_url,
-                status: failure.status,
-                redirects: failure.redirects,
-                phases: failure.phases,
-                body_bytes: failure.body_bytes,
-                tls: false,
-                tls_earliest_cert_expiry: None,
-            }),
-            assertions: Vec::new(),
-            responded: false,
-            facts: None,
-            not_json: None,
-        },
+        Err(failure) => (
+            Performed {
+                reason: Some(failure.reason),
+                error: Some(failure.message),
+                http: Some(HttpFacts {
+                    method: spec.method.to_string(),
+                    url: requested_url,
+                    status: failure.status,
+                    redirects: failure.redirects,
+                    phases: failure.phases,
+                    body_bytes: failure.body_bytes,
+                    tls: false,
+                    tls_earliest_cert_expiry: None,
+                }),
+                assertions: Vec::new(),
+                responded: false,
+                facts: None,
+                not_json: None,
+                exchange: None,
+            },
+            None,
+        ),
         Ok(resp) => {
             let (mut facts, not_json) = facts(&resp, &scope.vars, elapsed);
             if let Checks::SpecWith(prev) = checks {
@@ -445,7 +478,7 @@ pub fn judge(
                     error = error.map(|summary| format!("{summary} ({why})"));
                 }
             }
-            Performed {
+            let performed = Performed {
                 reason,
                 error,
                 http: Some(HttpFacts {
@@ -462,7 +495,15 @@ pub fn judge(
                 responded: true,
                 facts: Some(facts),
                 not_json,
-            }
+                exchange: None,
+            };
+            let received = Received {
+                status: resp.status,
+                url: resp.final_url.to_string(),
+                headers: resp.headers,
+                body: resp.body,
+            };
+            (performed, Some(received))
         }
     }
 }

@@ -470,6 +470,10 @@ pub fn redact(mut outcome: Outcome, redactor: &Redactor) -> Outcome {
     for value in outcome.kept.values_mut() {
         scrub_json(value, redactor);
     }
+    // The artifact: the exchange's URLs, header values and bodies.
+    if let Some(a) = outcome.artifact.as_mut() {
+        super::artifact::redact(a, redactor);
+    }
     for s in &mut outcome.steps {
         if let Some(e) = s.error.as_mut() {
             redactor.scrub(e);

@@ -10,6 +10,7 @@
 //! produces an `Outcome` and stops there.
 
 pub mod arrival;
+pub mod artifact;
 pub mod command;
 pub mod dns;
 pub mod flow;

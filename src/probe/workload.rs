@@ -369,6 +369,28 @@ impl Unit<'_> {
     }
 }
 
+/// How often the progress bar's rate is recomputed.
+const PROGRESS_REFRESH: Duration = Duration::from_millis(100);
+/// The progress bar shows no rate before this much time has passed since
+/// the first send.
+const RATE_SETTLES: Duration = Duration::from_secs(1);
+
+/// The send rate the progress bar shows: `sent` requests (or iterations)
+/// over the time since the first was sent, counted as intervals between
+/// sends (`sent - 1`), as the outcome's own `rate` is. Before a second
+/// has passed a few sends over a few milliseconds say nothing, so none is
+/// shown (indicatif's `{per_sec}`, an estimate from the ticks it has seen,
+/// read wrong there: issue 16).
+fn shown_rate(sent: u64, since_first: Option<Duration>) -> String {
+    match since_first {
+        Some(elapsed) if elapsed >= RATE_SETTLES => {
+            let rate = sent.saturating_sub(1) as f64 / elapsed.as_secs_f64();
+            format!("{rate:.1}/s")
+        }
+        _ => "…/s".to_owned(),
+    }
+}
+
 pub async fn run(w: &Workload, ctx: &RunContext<'_>) -> Outcome {
     let ids = RunIds::generate();
     let mut outcome = Outcome::new(&ctx.probe.name, &ctx.env.name, ctx.probe.kind.name(), &ids);
@@ -390,16 +412,26 @@ pub async fn run(w: &Workload, ctx: &RunContext<'_>) -> Outcome {
     let scheduled = w.schedule().count() as u64;
     let mut arrivals = w.schedule();
     let bar = ctx.progress.as_ref().map(|multi| {
-        let bar = multi.add(indicatif::ProgressBar::new(scheduled));
+        // Drawn nowhere until it is whole: added first, it showed a frame
+        // without its prefix and rate.
+        let bar = indicatif::ProgressBar::with_draw_target(
+            Some(scheduled),
+            indicatif::ProgressDrawTarget::hidden(),
+        );
         if let Ok(style) = indicatif::ProgressStyle::with_template(&format!(
-            "{{prefix}} [{{bar:30}}] {{pos}}/{{len}} {} · {{per_sec}} · eta {{eta}}",
+            "{{prefix}} [{{bar:30}}] {{pos}}/{{len}} {} · {{msg}} · eta {{eta}}",
             unit.noun()
         )) {
             bar.set_style(style.progress_chars("=> "));
         }
         bar.set_prefix(format!("{} @ {}", ctx.probe.name, ctx.env.name));
-        bar
+        bar.set_message(shown_rate(0, None));
+        multi.add(bar)
     });
+    // The bar's rate: sends since the first one, refreshed a few times a
+    // second (a message per request would cost a lock and a string each).
+    let mut first_send: Option<Instant> = None;
+    let mut next_message = Instant::now();
     let mut facts = WorkloadFacts {
         scheduled,
         max_concurrency: w.max_concurrency as u64,
@@ -509,6 +541,7 @@ pub async fn run(w: &Workload, ctx: &RunContext<'_>) -> Outcome {
                     }
                 } else {
                     last_send = Instant::now();
+                    first_send.get_or_insert(last_send);
                     in_flight.push(match unit {
                         Unit::Request(spec) => {
                             let send = Transport {
@@ -529,6 +562,13 @@ pub async fn run(w: &Workload, ctx: &RunContext<'_>) -> Outcome {
                 due = arrivals.next();
                 if let Some(b) = &bar {
                     b.inc(1);
+                    let now = Instant::now();
+                    if now >= next_message {
+                        let sent = (next as u64).saturating_sub(facts.dropped);
+                        let since_first = first_send.map(|t| now.duration_since(t));
+                        b.set_message(shown_rate(sent, since_first));
+                        next_message = now + PROGRESS_REFRESH;
+                    }
                 }
             }
         }
@@ -781,6 +821,26 @@ fn mutated(
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    /// Regression (issue 16): the progress bar's rate was indicatif's
+    /// estimate, wildly off in a run's first seconds.
+    #[test]
+    fn the_progress_rate_waits_a_second_then_counts_sends_since_the_first() {
+        let ms = Duration::from_millis;
+        // Nothing sent yet, or a burst of sends within milliseconds: no
+        // rate (3 sends in 10 ms would have read as 200/s).
+        assert_eq!(shown_rate(0, None), "…/s");
+        assert_eq!(shown_rate(3, Some(ms(10))), "…/s");
+        assert_eq!(shown_rate(10, Some(ms(999))), "…/s");
+        // 100/s: the 101st send 1 s after the first, and on from there.
+        assert_eq!(shown_rate(101, Some(ms(1_000))), "100.0/s");
+        assert_eq!(shown_rate(251, Some(ms(2_500))), "100.0/s");
+        // A ramp from 0 starts the clock at its first send, not at the
+        // run's start: 2 sends 1 s apart are 1/s.
+        assert_eq!(shown_rate(2, Some(ms(1_000))), "1.0/s");
+        assert_eq!(shown_rate(1, Some(ms(1_500))), "0.0/s");
+        assert_eq!(shown_rate(31, Some(ms(1_200))), "25.0/s");
+    }
 
     fn workload(stages: Vec<Stage>, requests: Option<u64>) -> Workload {
         Workload {

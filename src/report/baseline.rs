@@ -18,7 +18,6 @@
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 /// The version this synthmon writes and reads. Fields are only ever added
@@ -175,44 +174,17 @@ pub fn parse(path: &Path, text: &str) -> Result<BaselineFile, Error> {
     Ok(file)
 }
 
-/// Writes `file` to `path` atomically: a temporary file in the same
-/// directory, flushed to disk, then renamed over `path`, so a reader (or a
-/// crash) never sees half a file.
+/// Writes `file` to `path` atomically ([`super::write_atomic`]: a
+/// temporary file beside it, then a rename), so a reader (or a crash)
+/// never sees half a file.
 pub fn write(path: &Path, file: &BaselineFile) -> Result<(), Error> {
-    let error = |source| Error::Write {
-        path: path.to_owned(),
-        source,
-    };
     // Serializing plain data with string keys cannot fail.
     let mut text = serde_json::to_string_pretty(file).unwrap_or_default();
     text.push('\n');
-    let name = path
-        .file_name()
-        .ok_or_else(|| error(std::io::Error::other("the path names no file")))?;
-    let mut tmp_name = std::ffi::OsString::from(".");
-    tmp_name.push(name);
-    tmp_name.push(format!(".tmp.{}", std::process::id()));
-    let tmp = path.with_file_name(tmp_name);
-    let written = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(text.as_bytes())?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if let Err(e) = written {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(error(e));
-    }
-    // The rename itself is durable once the directory is; best effort
-    // (not every platform can open a directory).
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
+    super::write_atomic(path, text.as_bytes()).map_err(|source| Error::Write {
+        path: path.to_owned(),
+        source,
+    })
 }
 
 /// The aggregates a baseline file stores, which are the ones the gate can

@@ -331,6 +331,7 @@ pub(super) fn notification(probe: &str) -> Notification {
         }],
         run_id: "run-0123456789".into(),
         trace_id: "4bf92f3577b34da6a3ce929d0e0e4736".into(),
+        artifact_url: None,
     }
 }
 

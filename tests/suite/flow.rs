@@ -399,3 +399,58 @@ capture = { bad = "json.id ==" }
         assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
     }
 }
+
+/// The orders on `sb` in all, and those whose texts start with `marker`.
+async fn orders_and_marked(sb: &Sandbox, marker: &str) -> (u64, u64) {
+    let path = format!("/api/orders/count?marker={marker}");
+    let (status, body) = http_request(sb.addr(), "GET", &path, None).await;
+    assert_eq!(status, 200, "{body}");
+    let marked: serde_json::Value = serde_json::from_str(&body).unwrap();
+    (order_count(sb).await, marked["count"].as_u64().unwrap())
+}
+
+/// Regression (issue 16): the shipped `order-create` example left every
+/// order it created on the target, and none carried the synthetic marker
+/// (its item was "synthetic-widget"), so nothing could find or purge them.
+#[tokio::test]
+async fn the_order_create_example_deletes_its_order_and_marks_one_it_cannot() {
+    bounded(async {
+        let sb = sandbox().await;
+        let probe = example("order-create.toml");
+        let file: toml::Table = toml::from_str(&probe).unwrap();
+        let marker = file["marker"].as_str().unwrap().to_owned();
+        assert!(!marker.is_empty());
+
+        let o = run_flow(&sb, &probe).await;
+        assert!(o.success, "{o:#?}");
+        let names: Vec<&str> = o.steps.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["create", "delete"]);
+        assert_eq!(orders_and_marked(&sb, &marker).await, (0, 0));
+
+        // When its teardown cannot delete, the order left behind carries
+        // the marker (no unmarked order remains) and a purge by it clears
+        // the target.
+        fault(
+            &sb,
+            r#"{"step": "delete", "path_prefix": "/api/orders", "status": 500}"#,
+        )
+        .await;
+        let o = run_flow(&sb, &probe).await;
+        assert_eq!(o.reason, Some(FailureReason::Teardown), "{o:#?}");
+        assert_eq!(orders_and_marked(&sb, &marker).await, (1, 1));
+        let (status, body) = http_request(sb.addr(), "GET", "/api/orders", None).await;
+        assert_eq!(status, 200, "{body}");
+        let list: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let order = &list["orders"][0];
+        for field in ["item", "note"] {
+            let text = order[field].as_str().unwrap();
+            assert!(text.starts_with(&marker), "{field}: {order}");
+        }
+        let purge = format!("/api/orders?marker={marker}");
+        let (status, body) = http_request(sb.addr(), "DELETE", &purge, None).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(orders_and_marked(&sb, &marker).await, (0, 0));
+        sb.shutdown().await;
+    })
+    .await;
+}

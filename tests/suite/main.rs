@@ -12,6 +12,7 @@
 mod common;
 
 mod alerting;
+mod artifacts;
 mod baseline_daemon;
 mod baseline_gate;
 mod cert_verdicts;
@@ -44,6 +45,7 @@ mod regressions_lifecycle;
 mod regressions_load;
 mod regressions_sinks;
 mod regressions_workload;
+mod reports;
 mod secret_canary;
 mod secrets;
 mod seed;
@@ -51,5 +53,6 @@ mod sinks_at_fault;
 mod slo_burn;
 mod slo_config;
 mod sse_sequence;
+mod status_page;
 mod workload;
 mod workload_keepalive;

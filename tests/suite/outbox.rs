@@ -237,6 +237,7 @@ fn notification(probe: &str, notice: Notice) -> Notification {
         }],
         run_id: "01JNKQ3M4Z8T5V6W7X8Y9Z0ABC".into(),
         trace_id: "4bf92f3577b34da6a3ce929d0e0e4736".into(),
+        artifact_url: None,
     }
 }
 

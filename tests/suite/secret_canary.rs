@@ -5,9 +5,11 @@
 //! base64 forms, in everything synthmon writes or sends elsewhere: logs at
 //! every level (human and JSON), the human and JSON reports, error
 //! messages (a probe fails on purpose, one cannot connect), `/metrics` of a
-//! running daemon, the exported spans, and the alert payloads (webhook
-//! bodies, the email). Real servers on 127.0.0.1 throughout; the binary
-//! itself, `--once` and the daemon.
+//! running daemon, the exported spans, the alert payloads (webhook
+//! bodies, the email) and the failure artifacts (`--once --artifacts DIR`
+//! and the daemon's state directory: requests, responses, bodies, flow
+//! steps). Real servers on 127.0.0.1 throughout; the binary itself,
+//! `--once` and the daemon.
 //!
 //! Not covered because they do not exist yet: JUnit and HTML reports and
 //! the status page (SPEC §1 lists the status page among the outputs that
@@ -308,6 +310,24 @@ impl Drop for DaemonChild {
     }
 }
 
+/// Every file under `dir` (recursively): its path and its text.
+fn artifact_files(dir: &std::path::Path) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let Ok(read) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for entry in read {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(artifact_files(&path));
+        } else {
+            let text = std::fs::read_to_string(&path).unwrap();
+            out.push((path.display().to_string(), text));
+        }
+    }
+    out
+}
+
 fn scrape(addr: std::net::SocketAddr) -> String {
     let mut s = std::net::TcpStream::connect(addr).unwrap();
     s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
@@ -341,7 +361,14 @@ async fn the_canary_never_appears_in_any_output() {
             &["--output", "json", "--log-format", "json"],
         ] {
             let path = dir.path().to_path_buf();
-            let mut args = vec!["--config", "config.toml", "--once", "--alert"];
+            let mut args = vec![
+                "--config",
+                "config.toml",
+                "--once",
+                "--alert",
+                "--artifacts",
+                "artifacts-once",
+            ];
             args.extend_from_slice(output);
             let args: Vec<String> = args.into_iter().map(str::to_owned).collect();
             let run = tokio::task::spawn_blocking(move || {
@@ -393,6 +420,26 @@ async fn the_canary_never_appears_in_any_output() {
         let url = unreachable["http"]["url"].as_str().unwrap();
         assert_eq!(url, "http://127.0.0.1:1/***?t=***", "{unreachable:#}");
 
+        // The failure artifacts: the requests sent (headers, URLs, bodies)
+        // and the responses that echoed the canary back.
+        let once_artifacts = artifact_files(&dir.path().join("artifacts-once"));
+        for name in ["bearer", "basic", "unreachable", "flow"] {
+            assert!(
+                once_artifacts.iter().any(|(p, _)| p.contains(&format!("/{name}/sb/"))),
+                "no artifact of {name}: {once_artifacts:?}"
+            );
+        }
+        assert!(!once_artifacts.iter().any(|(p, _)| p.contains("/arrives/")));
+        for (path, text) in &once_artifacts {
+            assert_clean(path, text);
+        }
+        let bearer = &once_artifacts
+            .iter()
+            .find(|(p, _)| p.contains("/bearer/sb/"))
+            .unwrap()
+            .1;
+        assert!(bearer.contains("\"Bearer ***\""), "{bearer}");
+
         // The daemon: logs, /metrics, and its own alerts.
         let hooks_before = hooks.lock().unwrap().len();
         let daemon = {
@@ -429,6 +476,11 @@ async fn the_canary_never_appears_in_any_output() {
         assert!(metrics.contains("probe_success"), "{metrics}");
         assert_clean("the daemon's logs", &daemon_log);
         assert!(daemon_log.lines().count() > 20, "{daemon_log}");
+        let daemon_artifacts = artifact_files(&dir.path().join("state-daemon/artifacts"));
+        assert!(daemon_artifacts.len() >= 4, "{daemon_artifacts:?}");
+        for (path, text) in &daemon_artifacts {
+            assert_clean(path, text);
+        }
 
         // Alert payloads: the webhook bodies and the emails. The webhook's
         // own header carries the canary on purpose (it was sent), and the
@@ -444,6 +496,8 @@ async fn the_canary_never_appears_in_any_output() {
         for name in ["bearer", "basic", "unreachable", "flow"] {
             assert!(bodies.contains(&format!("\"probe\":\"{name}\"")), "{bodies}");
         }
+        // `--once --alert --artifacts DIR` names each failed run's file.
+        assert!(bodies.contains("artifacts-once/bearer/sb/"), "{bodies}");
         let sessions = smtp.sessions.lock().unwrap().clone();
         assert!(!sessions.is_empty(), "no email was sent");
         for session in &sessions {

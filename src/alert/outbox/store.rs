@@ -648,6 +648,7 @@ mod tests {
             thresholds: vec![],
             run_id: "r".into(),
             trace_id: "t".into(),
+            artifact_url: None,
         }
     }
 

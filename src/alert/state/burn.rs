@@ -77,6 +77,7 @@ impl Burn {
             thresholds: Vec::new(),
             run_id: String::new(),
             trace_id: String::new(),
+            artifact_url: None,
         }
     }
 

@@ -602,6 +602,7 @@ impl Pair {
             thresholds: details.thresholds.clone(),
             run_id: details.run_id.clone(),
             trace_id: details.trace_id.clone(),
+            artifact_url: None,
         }
     }
 }

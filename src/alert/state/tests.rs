@@ -95,6 +95,7 @@ fn outcome(probe: &str, environment: &str, v: V, secs: i64) -> Outcome {
         latency: None,
         kept: Default::default(),
         intended_ms: None,
+        artifact: None,
     };
     match v {
         G | Tick => {}
@@ -695,6 +696,7 @@ fn notifications_describe_the_run_that_counts() {
             thresholds: vec![],
             run_id: "run-10".to_owned(),
             trace_id: "trace-10".to_owned(),
+            artifact_url: None,
         }
     );
     assert_eq!(

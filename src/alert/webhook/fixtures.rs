@@ -50,5 +50,6 @@ pub(super) fn notification(notice: Notice) -> Notification {
         thresholds: vec![],
         run_id: "run-1".into(),
         trace_id: "0af7651916cd43dd8448eb211c80319c".into(),
+        artifact_url: None,
     }
 }

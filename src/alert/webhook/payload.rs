@@ -60,6 +60,8 @@ struct GenericAlert<'a> {
     run_id: &'a str,
     trace_id: &'a str,
     idempotency_key: String,
+    /// Added within v1; null when there is none.
+    artifact_url: Option<&'a str>,
 }
 
 /// The request body for `batch` (one group of notifications) as
@@ -154,6 +156,7 @@ fn generic(receiver: &WebhookReceiver, batch: &[Notification]) -> Result<Value, 
                 run_id: &n.run_id,
                 trace_id: &n.trace_id,
                 idempotency_key: n.idempotency_key(),
+                artifact_url: n.artifact_url.as_deref(),
             })
             .collect(),
         group_key: group_key(batch),
@@ -230,7 +233,7 @@ fn slack(batch: &[Notification]) -> Value {
                 ),
                 _ => format!("since {}", slack_date(n.starts_at)),
             };
-            let text = format!(
+            let mut text = format!(
                 "{head} `{}` @ `{}` · {} · {}\n{}\n{when}",
                 slack_escape(&n.probe),
                 slack_escape(&n.environment),
@@ -238,6 +241,14 @@ fn slack(batch: &[Notification]) -> Value {
                 severity_name(n.severity),
                 slack_escape(&truncate(&n.summary, SLACK_MAX_SECTION)),
             );
+            // A link when Slack can follow it (an absolute URL), else the path.
+            match n.artifact_url.as_deref() {
+                Some(url) if is_absolute(url) => {
+                    text.push_str(&format!(" · <{}|failure artifact>", slack_escape(url)));
+                }
+                Some(path) => text.push_str(&format!(" · artifact `{}`", slack_escape(path))),
+                None => {}
+            }
             json!({"type": "section", "text": {"type": "mrkdwn", "text": text}})
         })
         .collect();
@@ -261,6 +272,12 @@ fn severity_name(s: Severity) -> &'static str {
     }
 }
 
+/// An `http(s)://` URL, which a chat or incident tool can link to (a
+/// bare API path cannot be followed from there).
+fn is_absolute(url: &str) -> bool {
+    url.starts_with("https://") || url.starts_with("http://")
+}
+
 fn pagerduty(routing_key: &str, n: &Notification) -> Value {
     if n.notice == Notice::Resolve {
         // PagerDuty needs only the key to resolve; a payload is ignored.
@@ -270,7 +287,7 @@ fn pagerduty(routing_key: &str, n: &Notification) -> Value {
             "dedup_key": n.fingerprint,
         });
     }
-    json!({
+    let mut event = json!({
         "routing_key": routing_key,
         "event_action": "trigger",
         "dedup_key": n.fingerprint,
@@ -301,7 +318,15 @@ fn pagerduty(routing_key: &str, n: &Notification) -> Value {
                 "idempotency_key": n.idempotency_key(),
             },
         },
-    })
+    });
+    if let Some(url) = &n.artifact_url {
+        event["payload"]["custom_details"]["artifact_url"] = Value::String(url.clone());
+        // PagerDuty's `links` take absolute URLs only.
+        if is_absolute(url) {
+            event["links"] = json!([{ "href": url, "text": "Failure artifact" }]);
+        }
+    }
+    event
 }
 
 /// A Prometheus label name from any string: invalid characters become `_`,
@@ -390,6 +415,9 @@ fn alertmanager(batch: &[Notification]) -> Value {
                 },
                 "startsAt": rfc3339(n.starts_at),
             });
+            if let Some(url) = &n.artifact_url {
+                alert["annotations"]["artifact_url"] = Value::String(url.clone());
+            }
             if n.notice == Notice::Resolve {
                 alert["endsAt"] = Value::String(rfc3339(n.ends_at.unwrap_or(n.at)));
             } else if let Some(expires) = n.expires_at {
@@ -523,5 +551,51 @@ mod tests {
         n.expires_at = Some(at("2025-01-02T15:14:05Z"));
         let v = json_of(&r, &[n]);
         assert_eq!(v[0]["endsAt"], "2025-01-02T15:14:05.000Z");
+    }
+
+    #[test]
+    fn every_preset_links_the_failure_artifact_where_its_format_can() {
+        let absolute = "https://synthmon.example.com/api/v1/artifacts/api/prod/run-1";
+        let mut n = notification(Notice::Trigger);
+        let without = json_of(&receiver(Preset::Generic), std::slice::from_ref(&n));
+        assert!(without["alerts"][0]["artifact_url"].is_null());
+        n.artifact_url = Some(absolute.into());
+        let generic = json_of(&receiver(Preset::Generic), std::slice::from_ref(&n));
+        assert_eq!(generic["alerts"][0]["artifact_url"], absolute);
+        let pd = json_of(
+            &receiver(Preset::PagerDuty {
+                routing_key: "R".into(),
+            }),
+            std::slice::from_ref(&n),
+        );
+        assert_eq!(pd["links"][0]["href"], absolute);
+        assert_eq!(pd["payload"]["custom_details"]["artifact_url"], absolute);
+        let slack = json_of(&receiver(Preset::Slack), std::slice::from_ref(&n));
+        let text = slack["blocks"][0]["text"]["text"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(
+            text.ends_with(&format!(" · <{absolute}|failure artifact>")),
+            "{text}"
+        );
+        let am = json_of(&receiver(Preset::Alertmanager), std::slice::from_ref(&n));
+        assert_eq!(am[0]["annotations"]["artifact_url"], absolute);
+        // A bare path is no link PagerDuty or Slack could follow.
+        n.artifact_url = Some("/api/v1/artifacts/api/prod/run-1".into());
+        let pd = json_of(
+            &receiver(Preset::PagerDuty {
+                routing_key: "R".into(),
+            }),
+            std::slice::from_ref(&n),
+        );
+        assert!(pd.get("links").is_none(), "{pd}");
+        let slack = json_of(&receiver(Preset::Slack), std::slice::from_ref(&n));
+        let text = slack["blocks"][0]["text"]["text"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(
+            text.ends_with(" · artifact `/api/v1/artifacts/api/prod/run-1`"),
+            "{text}"
+        );
     }
 }
