@@ -259,9 +259,9 @@ done
 grep -q '<svg class="chart"' "$TMP/journey.out" || die "the flow's detail page has no latency chart"
 no_console_messages "$TMP/journey.log" "the flow's detail page"
 browser "$TMP/failing" --dump-dom "$URL/probes/browser-failing/sandbox"
-grep -q 'api/v1/probes/browser-failing/sandbox/runs?since=' "$TMP/failing.out" ||
-  grep -q 'api&#x2f;v1&#x2f;probes&#x2f;browser-failing' "$TMP/failing.out" ||
-  die "the failing pair's detail page links no failure"
+grep -q 'api/v1/artifacts/browser-failing/sandbox/' "$TMP/failing.out" ||
+  grep -q 'api&#x2f;v1&#x2f;artifacts&#x2f;browser-failing' "$TMP/failing.out" ||
+  die "the failing pair's detail page links no failure artifact"
 no_console_messages "$TMP/failing.log" "the failing pair's detail page"
 browser "$TMP/labelled" --dump-dom "$URL/probes/browser-health/sandbox"
 grep -q '<script>alert' "$TMP/labelled.out" && die "a probe label became a script on its detail page"

@@ -234,11 +234,10 @@ async fn the_page_shows_every_pair_as_the_api_does_filtered_and_in_detail() {
         assert!(html.contains("0.00% · 0.00% · 0.00%"), "{html}");
         assert!(html.contains(r#"<svg class="spark""#), "{html}");
         assert!(html.contains("of the budget left"), "{html}");
+        // A failure links its artifact.
         assert!(
-            html.contains(r#"href="./api/v1/probes/bad/sb/runs?since="#)
-                || html.contains(
-                    r#"href=".&#x2f;api&#x2f;v1&#x2f;probes&#x2f;bad&#x2f;sb&#x2f;runs?since="#
-                ),
+            html.replace("&#x2f;", "/")
+                .contains(r#"href="./api/v1/artifacts/bad/sb/"#),
             "{html}"
         );
         assert_escaped(&html, "the overview");
@@ -330,19 +329,21 @@ async fn the_page_shows_every_pair_as_the_api_does_filtered_and_in_detail() {
             bad.contains("<h2 id=\"failures\">Last failures</h2>"),
             "{bad}"
         );
-        let re =
-            regex::Regex::new(r#"<a href="\.\./\.\./(api/v1/probes/bad/sb/runs\?[^"]+)"><time"#)
-                .unwrap();
+        let re = regex::Regex::new(r#"<a href="\.\./\.\./(api/v1/artifacts/bad/sb/[^"]+)"><time"#)
+            .unwrap();
         let decoded = bad.replace("&#x2f;", "/").replace("&amp;", "&");
         let link = re
             .captures(&decoded)
             .map(|c| c[1].to_owned())
             .unwrap_or_else(|| panic!("no failure link: {bad}"));
-        let run = get(&d, &format!("/{link}"), &[]).await;
-        let run: Value = serde_json::from_str(&run.body).unwrap();
-        assert_eq!(run["runs"].as_array().map(Vec::len), Some(1), "{run:#}");
-        assert_eq!(run["runs"][0]["result"], "fail");
-        assert_eq!(run["runs"][0]["status"], 500);
+        // The link opens that run's failure artifact: the 500 it got.
+        let artifact = get(&d, &format!("/{link}"), &[]).await;
+        let artifact: Value = serde_json::from_str(&artifact.body).unwrap();
+        assert_eq!(artifact["result"]["success"], false, "{artifact:#}");
+        assert_eq!(
+            artifact["result"]["artifact"]["exchange"]["response"]["status"], 500,
+            "{artifact:#}"
+        );
 
         // Hostile text on the detail page: the label and the error.
         assert_escaped(&page(&d, "/probes/good/sb").await, "good's detail page");

@@ -23,8 +23,7 @@
 //! changes are read on every request. With 1,000 probes and a month of
 //! history, `/` takes ~30 ms to read and render (`bench/status_page.py`).
 //!
-//! Failed runs link through [`artifact_href`], the one place to point them
-//! at their artifacts. The listener puts the page behind `[daemon] token`
+//! Failed runs link their failure artifacts through [`artifact_href`]. The listener puts the page behind `[daemon] token`
 //! with the API.
 
 mod svg;
@@ -469,12 +468,17 @@ fn enc(v: String) -> String {
     url::form_urlencoded::byte_serialize(v.as_bytes()).collect()
 }
 
-/// **The artifact hook.** Where the page links a failed run: today the
-/// run itself in the JSON API (`…/runs` narrowed to its start), until the
-/// artifacts of failed runs (issue 16, part 3) give it a page of its own;
-/// this is the one function to change then. `run` has the run id and the
-/// trace id an artifact store would be keyed by.
+/// Where the page links a run: a failed one to its failure artifact in
+/// the JSON API (`/api/v1/artifacts/…`), any other to itself in the runs
+/// API (`…/runs` narrowed to its start).
 pub fn artifact_href(run: &RunRow) -> String {
+    // A failed run's artifact (its request, response and timings); the
+    // API answers 404 once the pair's newest `keep` have pushed it out.
+    if run.result == crate::history::Verdict::Fail {
+        return api::artifact_path(&run.probe, &run.environment, &run.run_id)
+            .trim_start_matches('/')
+            .to_owned();
+    }
     format!(
         "api/v1/probes/{}/{}/runs?since={}&until={}&limit=1",
         enc(run.probe.clone()),
@@ -1112,7 +1116,7 @@ mod tests {
             started_ms: 1_700_000_000_000,
             intended_ms: 1_700_000_000_000,
             duration_us: 1000,
-            result: store::Verdict::Fail,
+            result: store::Verdict::Pass,
             reason: None,
             status: None,
             attempts: 1,
@@ -1125,6 +1129,11 @@ mod tests {
             "api/v1/probes/p/e/runs?since=2023-11-14T22%3A13%3A20.000Z\
              &until=2023-11-14T22%3A13%3A20.001Z&limit=1"
         );
+        let failed = RunRow {
+            result: store::Verdict::Fail,
+            ..run
+        };
+        assert_eq!(artifact_href(&failed), "api/v1/artifacts/p/e/r");
     }
 
     #[test]
