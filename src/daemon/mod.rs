@@ -276,14 +276,12 @@ impl Daemon {
             Some(h) => {
                 let reader = h.reader();
                 tokio::task::spawn_blocking(move || {
-                    let mut kept = Kept::new();
-                    for (probe, env) in reader.pairs().unwrap_or_default() {
-                        if let Ok(k) = reader.kept(&probe, &env) {
-                            if !k.is_empty() {
-                                kept.insert((probe, env), Arc::new(k));
-                            }
-                        }
-                    }
+                    let kept: Kept = reader
+                        .all_kept()
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|(pair, values)| (pair, Arc::new(values)))
+                        .collect();
                     (kept, reader.last_states().unwrap_or_default())
                 })
                 .await

@@ -365,28 +365,24 @@ impl Writer {
                 .collect::<Result<_, _>>()
                 .map_err(query("list series"))?
         };
+        // Per series, through each table's (series, time) key: bounded
+        // work, no scan of a table by time.
+        let tables: [(&str, &str, i64, &'static str); 3] = [
+            ("runs", "started_ms", runs_before, "prune runs"),
+            ("minutes", "minute", minutes_before, "prune minutes"),
+            ("hours", "hour", hours_before, "prune hours"),
+        ];
         for id in ids {
-            deleted += tx
-                .execute(
-                    "DELETE FROM runs WHERE series = ?1 AND started_ms IN
-                     (SELECT started_ms FROM runs WHERE series = ?1 AND started_ms < ?2 LIMIT ?3)",
-                    params![id, runs_before, budget],
-                )
-                .map_err(query("prune runs"))? as u64;
-            deleted += tx
-                .execute(
-                    "DELETE FROM minutes WHERE series = ?1 AND minute IN
-                     (SELECT minute FROM minutes WHERE series = ?1 AND minute < ?2 LIMIT ?3)",
-                    params![id, minutes_before, budget],
-                )
-                .map_err(query("prune minutes"))? as u64;
-            deleted += tx
-                .execute(
-                    "DELETE FROM hours WHERE series = ?1 AND hour IN
-                     (SELECT hour FROM hours WHERE series = ?1 AND hour < ?2 LIMIT ?3)",
-                    params![id, hours_before, budget],
-                )
-                .map_err(query("prune hours"))? as u64;
+            for (table, time, before, what) in tables {
+                let sql = format!(
+                    "DELETE FROM {table} WHERE series = ?1 AND {time} IN
+                     (SELECT {time} FROM {table} WHERE series = ?1 AND {time} < ?2 LIMIT ?3)"
+                );
+                deleted += tx
+                    .prepare_cached(&sql)
+                    .and_then(|mut s| s.execute(params![id, before, budget]))
+                    .map_err(query(what))? as u64;
+            }
         }
         deleted += tx
             .execute(
@@ -937,6 +933,11 @@ impl Reader {
             .collect::<Result<_, _>>()
             .map_err(query("read the latest states"))?;
         Ok(rows)
+    }
+
+    /// Every pair's kept values, in one read (the daemon's start).
+    pub fn all_kept(&self) -> Result<BTreeMap<(String, String), KeptValues>, Error> {
+        read_kept(&self.conn(), None)
     }
 
     /// A pair's kept values.

@@ -1108,7 +1108,7 @@ mod tests {
     }
 
     #[test]
-    fn a_failure_links_to_its_run_in_the_api() {
+    fn a_failure_links_to_its_artifact_and_a_pass_to_its_run_in_the_api() {
         let run = RunRow {
             probe: "p".into(),
             environment: "e".into(),
