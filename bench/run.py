@@ -19,6 +19,9 @@ Phases:
   3. Probe cost: blackbox_exporter driven by wrk through /probe (each call
      is one HTTP probe of /health) vs synthmon's workload, as CPU time per
      probe (utime + stime from /proc) and peak RSS.
+  4. /metrics size and histogram_quantile error (bench/metrics_size.py).
+  5. Keep-alive load generation against wrk's defaults (bench/keepalive.py).
+  6. The status page's server time at 1,000 probes (bench/status_page.py).
 """
 
 import json
@@ -236,6 +239,7 @@ def main():
               "per-request samples; wrk measures from the actual send.)")
         __import__("metrics_size").report(SYNTHMON)  # 4. /metrics size, p95 error (bench/metrics_size.py)
         __import__("keepalive").run(SYNTHMON, f"http://{SANDBOX}", SECONDS, CONCURRENCY)  # 5. keep-alive (bench/keepalive.py)
+        __import__("status_page").report(SYNTHMON)  # 6. status page at 1,000 probes (bench/status_page.py)
     finally:
         for p in procs:
             p.send_signal(signal.SIGTERM)

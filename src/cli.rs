@@ -15,7 +15,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -378,8 +378,21 @@ pub async fn dispatch(cli: Cli) -> u8 {
     // An interrupted run's files are partial, like the report above.
     let reports_written = write_reports(
         &cli,
-        || report::junit::render(&outcomes, gate.as_ref()),
-        || report::html::render(&outcomes, gate.as_ref()),
+        || {
+            let files = artifacts
+                .iter()
+                .map(|(run, path)| (run.clone(), path.display().to_string()))
+                .collect();
+            report::junit::render(&outcomes, gate.as_ref(), &files)
+        },
+        || {
+            let html = cli.html.as_deref().unwrap_or(Path::new("."));
+            let links = artifacts
+                .iter()
+                .map(|(run, path)| (run.clone(), report::relative_link(html, path)))
+                .collect();
+            report::html::render(&outcomes, gate.as_ref(), &links)
+        },
     );
     if let Some(path) = &cli.save_baseline {
         if interrupted.is_some() {

@@ -1,7 +1,7 @@
 //! The `--once --html FILE` report: one self-contained page for people
 //! (a CI artifact, a file opened from a mail) that needs no network: its
-//! CSS is inline, its charts inline SVG, it has no script and no `src` or
-//! `href` but links to its own sections. It only reads outcomes.
+//! CSS is inline, its charts inline SVG, it has no script, no `src`, and
+//! no `href` but to its own sections and to artifact files beside it. It only reads outcomes.
 //!
 //! The page: a summary (counts, a row per run linking to its card, the
 //! quality gate's counts with `--baseline`), then a card per probe with a
@@ -12,25 +12,27 @@
 //! degraded level), the thresholds, a flow's steps as a waterfall (a bar
 //! per step at its offset from the run's start) and their table, a
 //! workload's totals, the baseline comparison, and for a failed run its
-//! artifacts (`write_artifacts`, the hook for kept request/response
-//! excerpts).
+//! artifacts (`write_artifacts`: the redacted request and response, a
+//! flow's steps, and a relative link to the artifact file when
+//! `--artifacts DIR` wrote one; the only `href` that leaves the page).
 //!
 //! The page is well-formed XML as well as HTML (every element closed,
 //! attributes quoted, only XML's entities), so a test can read it with
 //! an XML parser; all text goes through [`super::markup`].
 
+use super::ArtifactLinks;
 use super::Summary;
 use super::baseline::{Comparison, GateReport, Verdict as GateVerdict, percent};
-use super::markup::{attr, ms, observed, text};
+use super::markup::{attr, ms, observed, request, stage, step_label, text};
 use crate::diag::Diagnostics;
-use crate::outcome::{AssertionResult, Details, HttpFacts, Outcome, Stage, StepOutcome};
+use crate::outcome::{AssertionResult, BodyExcerpt, Details, Exchange, Outcome, StepOutcome};
 use crate::threshold::State;
 use std::fmt::Write as _;
 use std::time::Duration;
 
 /// The report for a run's `outcomes` (and the quality gate's comparisons,
 /// with `--baseline`).
-pub fn render(outcomes: &[Outcome], gate: Option<&GateReport>) -> String {
+pub fn render(outcomes: &[Outcome], gate: Option<&GateReport>, links: &ArtifactLinks) -> String {
     let s = Summary::of(outcomes);
     let title = format!("synthmon: {} passed, {} failed", s.passed, s.failed);
     let mut out = head(&title);
@@ -67,7 +69,8 @@ pub fn render(outcomes: &[Outcome], gate: Option<&GateReport>) -> String {
                     .iter()
                     .find(|c| c.probe == o.probe && c.environment == o.environment)
             });
-            write_run(&mut out, o, run_index, comparison);
+            let link = links.get(&o.run_id).map(String::as_str);
+            write_run(&mut out, o, run_index, comparison, link);
             run_index += 1;
         }
         out.push_str("</article>\n");
@@ -269,7 +272,13 @@ fn write_summary(
 }
 
 /// One (probe, environment)'s section of its probe's card.
-fn write_run(out: &mut String, o: &Outcome, index: usize, comparison: Option<&Comparison>) {
+fn write_run(
+    out: &mut String,
+    o: &Outcome,
+    index: usize,
+    comparison: Option<&Comparison>,
+    link: Option<&str>,
+) {
     let status = o
         .http
         .as_ref()
@@ -379,7 +388,7 @@ fn write_run(out: &mut String, o: &Outcome, index: usize, comparison: Option<&Co
         write_comparison(out, c);
     }
     if !o.passed() {
-        write_artifacts(out, o, index);
+        write_artifacts(out, o, index, link);
     }
     out.push_str("</section>\n");
 }
@@ -411,40 +420,68 @@ fn write_failed(out: &mut String, assertions: &[AssertionResult]) {
     out.push_str("</tbody>\n</table>\n");
 }
 
-/// The hook for failure artifacts: what a failed run leaves for the
-/// person who reads the report. It shows what every outcome carries (the
-/// request and the size of the response it got, each failed step's
-/// request, what the run kept for the next one); the kept
-/// request/response excerpts go in this same section, as more
-/// `<div class="artifact">` entries, once outcomes carry them.
-fn write_artifacts(out: &mut String, o: &Outcome, index: usize) {
+/// What a failed run left for the person who reads the report: a link to
+/// its artifact file (`--artifacts DIR`), the redacted request and the
+/// response it got (status, headers, the start of the body), a flow's
+/// steps with their masked captures and failed exchanges, and what the
+/// run kept for the next one. Without an artifact (a kind that sends no
+/// HTTP request), the request line of the outcome's facts.
+fn write_artifacts(out: &mut String, o: &Outcome, index: usize, link: Option<&str>) {
     let _ = writeln!(
         out,
         "<section class=\"artifacts\" id=\"artifacts-{index}\" data-hook=\"failure-artifacts\">\n<h4>artifacts</h4>"
     );
     let mut any = false;
-    if let Some(h) = &o.http {
+    if let Some(link) = link {
         let _ = writeln!(
             out,
-            "<div class=\"artifact request\"><code>{}</code> <span class=\"dim\">· {} body bytes · {} redirect{}</span></div>",
-            text(&request(h)),
-            h.body_bytes,
-            h.redirects,
-            if h.redirects == 1 { "" } else { "s" }
+            "<p>kept in <a class=\"artifact-file\" href=\"{}\">{}</a></p>",
+            attr(&href(link)),
+            text(link)
         );
         any = true;
     }
-    for s in o.steps.iter().filter(|s| !s.success) {
-        if let Some(h) = &s.http {
-            let _ = writeln!(
-                out,
-                "<div class=\"artifact step\">step {}: <code>{}</code> <span class=\"dim\">· {} body bytes</span></div>",
-                text(&step_label(s)),
-                text(&request(h)),
-                h.body_bytes
-            );
+    let artifact = o.artifact.as_deref();
+    match artifact.and_then(|a| a.exchange.as_ref()) {
+        Some(x) => {
+            write_exchange(out, x);
             any = true;
         }
+        None => {
+            if let Some(h) = &o.http {
+                let _ = writeln!(
+                    out,
+                    "<div class=\"artifact request\"><code>{}</code> <span class=\"dim\">· {} body bytes</span></div>",
+                    text(&request(h)),
+                    h.body_bytes
+                );
+                any = true;
+            }
+        }
+    }
+    for step in artifact.map_or(&[][..], |a| &a.steps[..]) {
+        let _ = write!(
+            out,
+            "<div class=\"artifact step\">{} {} {}",
+            badge(step.success),
+            text(stage(step.stage)),
+            text(&step.name)
+        );
+        for c in &step.captures {
+            let _ = write!(
+                out,
+                " <span class=\"dim\">· captured <code>{}</code> ({}, {})</span>",
+                text(&c.name),
+                c.json_type,
+                c.length
+            );
+        }
+        out.push('\n');
+        if let Some(x) = &step.exchange {
+            write_exchange(out, x);
+        }
+        out.push_str("</div>\n");
+        any = true;
     }
     if !o.kept.is_empty() {
         out.push_str("<div class=\"artifact kept\">kept for the next run:<table>\n");
@@ -463,6 +500,98 @@ fn write_artifacts(out: &mut String, o: &Outcome, index: usize) {
         out.push_str("<p class=\"dim\">none kept</p>\n");
     }
     out.push_str("</section>\n");
+}
+
+/// The most of a response body the page shows; the artifact file keeps
+/// up to [`crate::outcome::EXCERPT_BYTES`].
+const PAGE_BODY_BYTES: usize = 4 * 1024;
+
+/// One redacted exchange: the request line and headers, the response's
+/// status, headers and the start of its body.
+fn write_exchange(out: &mut String, x: &Exchange) {
+    let r = &x.request;
+    let _ = writeln!(
+        out,
+        "<div class=\"artifact exchange\"><p><code class=\"request\">{} {}</code></p>",
+        text(&r.method),
+        text(&r.url)
+    );
+    write_headers(out, "request headers", &r.headers);
+    if let Some(body) = &r.body {
+        write_body(out, "request body", body);
+    }
+    match &x.response {
+        Some(resp) => {
+            let _ = writeln!(
+                out,
+                "<p>response <strong class=\"response-status\">{}</strong> from <code>{}</code></p>",
+                resp.status,
+                text(&resp.url)
+            );
+            write_headers(out, "response headers", &resp.headers);
+            write_body(out, "response body", &resp.body);
+        }
+        None => out.push_str("<p class=\"dim\">no response arrived</p>\n"),
+    }
+    out.push_str("</div>\n");
+}
+
+fn write_headers(out: &mut String, what: &str, headers: &[(String, String)]) {
+    let _ = writeln!(
+        out,
+        "<details><summary>{what} ({})</summary><table class=\"headers\">",
+        headers.len()
+    );
+    for (name, value) in headers {
+        let _ = writeln!(
+            out,
+            "<tr><td><code>{}</code></td><td><code>{}</code></td></tr>",
+            text(name),
+            text(value)
+        );
+    }
+    out.push_str("</table></details>\n");
+}
+
+fn write_body(out: &mut String, what: &str, body: &BodyExcerpt) {
+    if body.encoding != "text" {
+        let _ = writeln!(
+            out,
+            "<p class=\"dim\">{what}: {} bytes, not text (base64 in the artifact file)</p>",
+            body.bytes
+        );
+        return;
+    }
+    let mut end = body.data.len().min(PAGE_BODY_BYTES);
+    while !body.data.is_char_boundary(end) {
+        end -= 1;
+    }
+    let shown = if end < body.data.len() || body.truncated {
+        format!(", the first {end} shown")
+    } else {
+        String::new()
+    };
+    let _ = writeln!(
+        out,
+        "<details open=\"open\"><summary>{what} ({} bytes{shown})</summary><pre class=\"body\">{}</pre></details>",
+        body.bytes,
+        text(&body.data[..end])
+    );
+}
+
+/// A relative file path as an `href`: each segment percent-encoded but
+/// for unreserved characters, so a space or `#` in a directory name
+/// cannot turn into a fragment or break the attribute.
+fn href(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    for b in path.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~/".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    out
 }
 
 /// The phases as one stacked bar, with their names and times beside it.
@@ -973,28 +1102,6 @@ fn write_comparison(out: &mut String, c: &Comparison) {
     );
 }
 
-fn request(h: &HttpFacts) -> String {
-    let status = h
-        .status
-        .map_or_else(|| "no response".to_owned(), |s| s.to_string());
-    format!("{} {} → {status}", h.method, h.url)
-}
-
-fn step_label(s: &StepOutcome) -> String {
-    match s.stage {
-        Stage::Step => s.name.clone(),
-        other => format!("{} {}", stage(other), s.name),
-    }
-}
-
-fn stage(s: Stage) -> &'static str {
-    match s {
-        Stage::Setup => "setup",
-        Stage::Step => "step",
-        Stage::Teardown => "teardown",
-    }
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -1032,7 +1139,7 @@ mod tests {
             window_seconds: 300.0,
             runs: 1,
         });
-        let html = render(&[o], None);
+        let html = render(&[o], None, &ArtifactLinks::new());
         // 120 ms to 250 ms: the decade from 100 ms to 1 s, on 48..588.
         assert!(
             html.contains("data-axis-min=\"0.1\" data-axis-max=\"1\""),

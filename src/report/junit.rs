@@ -27,10 +27,11 @@
 //! excerpts can hold anything. The schema the tests validate against is
 //! `tests/fixtures/junit.xsd`.
 
+use super::ArtifactLinks;
 use super::baseline::{Comparison, GateReport, Verdict as GateVerdict, percent};
-use super::markup::{self, attr, ms, text};
+use super::markup::{self, attr, ms, request, stage, step_label, text};
 use crate::diag::Diagnostics;
-use crate::outcome::{AssertionResult, FailureReason, HttpFacts, Outcome, Stage, StepOutcome};
+use crate::outcome::{AssertionResult, FailureReason, Outcome, StepOutcome};
 use crate::threshold::State;
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -77,7 +78,7 @@ struct Suite {
 
 /// The document for a run's `outcomes` (and the quality gate's
 /// comparisons, with `--baseline`).
-pub fn render(outcomes: &[Outcome], gate: Option<&GateReport>) -> String {
+pub fn render(outcomes: &[Outcome], gate: Option<&GateReport>, links: &ArtifactLinks) -> String {
     let mut suites: Vec<Suite> = Vec::new();
     for o in outcomes {
         let at = match suites.iter().position(|s| s.name == o.probe) {
@@ -101,7 +102,9 @@ pub fn render(outcomes: &[Outcome], gate: Option<&GateReport>) -> String {
             suite.timestamp.clone_from(&o.started_at);
         }
         suite.time += o.duration.as_secs_f64();
-        suite.cases.push(run_case(o));
+        suite
+            .cases
+            .push(run_case(o, links.get(&o.run_id).map(String::as_str)));
         suite.cases.extend(o.steps.iter().map(|s| step_case(o, s)));
         suite
             .cases
@@ -173,8 +176,14 @@ fn usage_document(cases: Vec<Case>) -> String {
 }
 
 /// The run of one (probe, environment) as a whole.
-fn run_case(o: &Outcome) -> Case {
+/// The case of a run; `artifact` is its artifact file, when one was
+/// written: a property, and a `[[ATTACHMENT|…]]` line in its output, which
+/// Jenkins' and GitLab's JUnit readers show as an attachment.
+fn run_case(o: &Outcome, artifact: Option<&str>) -> Case {
     let mut out = ids(o, &o.span_id);
+    if let Some(file) = artifact {
+        let _ = writeln!(out, "[[ATTACHMENT|{file}]]");
+    }
     let _ = writeln!(out, "started_at: {}", o.started_at);
     let _ = writeln!(out, "duration: {}", ms(o.duration));
     if let Some(h) = &o.http {
@@ -239,6 +248,9 @@ fn run_case(o: &Outcome) -> Case {
         );
     }
     let mut properties = run_properties(o, &o.span_id);
+    if let Some(file) = artifact {
+        properties.push(("artifact", file.to_owned()));
+    }
     properties.push(("kind", o.kind.to_owned()));
     properties.push(("started_at", o.started_at.clone()));
     if let Some(h) = &o.http {
@@ -264,8 +276,7 @@ fn run_case(o: &Outcome) -> Case {
             );
             write_failed(&mut body, &s.assertions);
         }
-        // Failure artifacts (kept request/response excerpts) go here,
-        // after the expectations, once outcomes carry them.
+        write_artifact(&mut body, o, artifact);
         fault(o.reason, o.error.as_deref(), body)
     };
     Case {
@@ -468,28 +479,6 @@ fn write_failed(out: &mut String, assertions: &[AssertionResult]) {
     }
 }
 
-fn request(h: &HttpFacts) -> String {
-    let status = h
-        .status
-        .map_or_else(|| "no response".to_owned(), |s| s.to_string());
-    format!("{} {} → {status}", h.method, h.url)
-}
-
-fn step_label(s: &StepOutcome) -> String {
-    match s.stage {
-        Stage::Step => s.name.clone(),
-        other => format!("{} {}", stage(other), s.name),
-    }
-}
-
-fn stage(s: Stage) -> &'static str {
-    match s {
-        Stage::Setup => "setup",
-        Stage::Step => "step",
-        Stage::Teardown => "teardown",
-    }
-}
-
 /// The ids of a check, for its `<system-out>`.
 fn ids(o: &Outcome, span_id: &str) -> String {
     let mut out = format!("run_id: {}\ntrace_id: {}\n", o.run_id, o.trace_id);
@@ -609,11 +598,44 @@ fn write_case(x: &mut String, c: &Case) {
     x.push_str("    </testcase>\n");
 }
 
+/// The most of a response body a failure's text quotes; the artifact
+/// file keeps up to [`crate::outcome::EXCERPT_BYTES`].
+const QUOTED_BODY_BYTES: usize = 1024;
+
+/// After a failure's expectations: where its artifact file is and what
+/// the response was (status and the start of its body, when text).
+fn write_artifact(body: &mut String, o: &Outcome, file: Option<&str>) {
+    if let Some(file) = file {
+        let _ = writeln!(body, "artifact: {file}");
+    }
+    let response = o
+        .artifact
+        .as_deref()
+        .and_then(|a| a.exchange.as_ref())
+        .and_then(|x| x.response.as_ref());
+    if let Some(r) = response {
+        let _ = write!(body, "response: {}, {} body bytes", r.status, r.body.bytes);
+        if r.body.encoding == "text" && !r.body.data.is_empty() {
+            let mut end = r.body.data.len().min(QUOTED_BODY_BYTES);
+            while !r.body.data.is_char_boundary(end) {
+                end -= 1;
+            }
+            let more = if end < r.body.data.len() || r.body.truncated {
+                " …"
+            } else {
+                ""
+            };
+            let _ = write!(body, ": {}{more}", &r.body.data[..end]);
+        }
+        body.push('\n');
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::outcome::{AssertionResult, SourceLocation, StepOutcome, ThresholdResult};
+    use crate::outcome::{AssertionResult, SourceLocation, Stage, StepOutcome, ThresholdResult};
 
     fn outcome(probe: &str, env: &str) -> Outcome {
         let ids = crate::tagging::RunIds::generate();
@@ -640,7 +662,7 @@ mod tests {
                 column: 3,
             }),
         });
-        let x = render(&[o.clone()], None);
+        let x = render(&[o.clone()], None, &ArtifactLinks::new());
         assert!(
             x.starts_with("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"),
             "{x}"
@@ -673,7 +695,7 @@ mod tests {
     fn runs_synthmon_could_not_carry_out_are_errors_not_failures() {
         let mut o = outcome("a", "e");
         o.fail(FailureReason::Permission, "the kernel does not allow it");
-        let x = render(&[o], None);
+        let x = render(&[o], None, &ArtifactLinks::new());
         assert!(x.contains("errors=\"1\""), "{x}");
         assert!(x.contains("<error type=\"permission\""), "{x}");
         assert!(!x.contains("<failure"), "{x}");
@@ -705,7 +727,11 @@ mod tests {
             window_seconds: 300.0,
             runs: 1,
         });
-        let x = render(&[flow, other, outcome("health", "prod")], None);
+        let x = render(
+            &[flow, other, outcome("health", "prod")],
+            None,
+            &ArtifactLinks::new(),
+        );
         // Two suites, in the run's order; the flow's suite holds both
         // environments.
         let journey = x.find(

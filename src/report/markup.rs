@@ -6,7 +6,7 @@
 //! U+FFFF) dropped, since no escape makes them legal. Also the few
 //! number formats both reports share.
 
-use crate::outcome::ThresholdResult;
+use crate::outcome::{HttpFacts, Stage, StepOutcome, ThresholdResult};
 use std::fmt::Write as _;
 use std::time::Duration;
 
@@ -75,6 +75,30 @@ pub fn observed(t: &ThresholdResult) -> String {
         (None, _) => "no data".to_owned(),
         (Some(v), "seconds") if v.is_finite() && v >= 0.0 => ms(Duration::from_secs_f64(v)),
         (Some(v), _) => format!("{:.3}%", v * 100.0),
+    }
+}
+
+/// A request line and its answer: `GET https://… → 200`.
+pub fn request(h: &HttpFacts) -> String {
+    let status = h
+        .status
+        .map_or_else(|| "no response".to_owned(), |s| s.to_string());
+    format!("{} {} → {status}", h.method, h.url)
+}
+
+/// A flow step as the reports name it: `create`, `teardown delete`.
+pub fn step_label(s: &StepOutcome) -> String {
+    match s.stage {
+        Stage::Step => s.name.clone(),
+        other => format!("{} {}", stage(other), s.name),
+    }
+}
+
+pub fn stage(s: Stage) -> &'static str {
+    match s {
+        Stage::Setup => "setup",
+        Stage::Step => "step",
+        Stage::Teardown => "teardown",
     }
 }
 

@@ -12,8 +12,9 @@ pub mod junit;
 mod markup;
 
 use crate::outcome::Outcome;
+use std::collections::BTreeMap;
 use std::io::Write as _;
-use std::path::Path;
+use std::path::{Component, Path, PathBuf};
 
 /// Counts for a summary line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -66,4 +67,59 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         let _ = d.sync_all();
     }
     Ok(())
+}
+
+/// Where each failed run's artifact file was written (`--artifacts DIR`),
+/// by run id, as a report names it: a path relative to the report for the
+/// HTML page's links ([`relative_link`]), the path as written for JUnit.
+pub type ArtifactLinks = BTreeMap<String, String>;
+
+/// `to` as a relative link from the document written at `from`, with `/`
+/// separators: `artifacts/probe/env/RUN.json` beside the report,
+/// `../artifacts/…` from a sub-directory. Both paths are made absolute
+/// against the working directory first (nothing need exist yet).
+pub fn relative_link(from: &Path, to: &Path) -> String {
+    let absolute = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_owned());
+    let from_dir = absolute(from)
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    let to = absolute(to);
+    let normal = |p: &Path| -> Vec<PathBuf> {
+        p.components()
+            .filter(|c| !matches!(c, Component::CurDir))
+            .map(|c| PathBuf::from(c.as_os_str()))
+            .collect()
+    };
+    let (from_parts, to_parts) = (normal(&from_dir), normal(&to));
+    let common = from_parts
+        .iter()
+        .zip(&to_parts)
+        .take_while(|(a, b)| a == b)
+        .count();
+    let ups = std::iter::repeat_n("..".to_owned(), from_parts.len() - common);
+    let downs = to_parts[common..]
+        .iter()
+        .map(|p| p.to_string_lossy().into_owned());
+    ups.chain(downs).collect::<Vec<_>>().join("/")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::relative_link;
+    use std::path::Path;
+
+    #[test]
+    fn links_are_relative_to_the_report_directory() {
+        let link = |from: &str, to: &str| relative_link(Path::new(from), Path::new(to));
+        assert_eq!(
+            link("/ci/out/report.html", "/ci/out/a/p/e/r.json"),
+            "a/p/e/r.json"
+        );
+        assert_eq!(
+            link("/ci/out/report.html", "/ci/art/p/e/r.json"),
+            "../art/p/e/r.json"
+        );
+        assert_eq!(link("/ci/report.html", "/ci/./art/r.json"), "art/r.json");
+    }
 }

@@ -38,6 +38,7 @@ mod probe_grpc_stream;
 mod probe_icmp;
 mod probe_tcp_tls;
 mod probe_websocket;
+mod readme_tour;
 mod regressions_config;
 mod regressions_expr;
 mod regressions_json;

@@ -235,6 +235,10 @@ fn assert_valid_junit(file: &Path) {
 /// A run of the four probes with JSON on stdout and both files written;
 /// returns the JSON document, the JUnit tree, the HTML text and tree.
 struct Reports {
+    /// Holds the files while the checks run.
+    _dir: tempfile::TempDir,
+    /// Where the reports and `artifacts/` were written.
+    out: std::path::PathBuf,
     json: serde_json::Value,
     junit: Node,
     html_text: String,
@@ -256,6 +260,7 @@ fn run_reports() -> Reports {
     let out = dir.path().join("out");
     std::fs::create_dir(&out).unwrap();
     let (junit, html) = (out.join("report.xml"), out.join("report.html"));
+    let artifacts = out.join("artifacts");
     let run = synthmon(
         dir.path(),
         &[
@@ -268,6 +273,8 @@ fn run_reports() -> Reports {
             &junit.display().to_string(),
             "--html",
             &html.display().to_string(),
+            "--artifacts",
+            &artifacts.display().to_string(),
         ],
         &[],
     );
@@ -279,12 +286,14 @@ fn run_reports() -> Reports {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     names.sort();
-    assert_eq!(names, ["report.html", "report.xml"]);
+    assert_eq!(names, ["artifacts", "report.html", "report.xml"]);
     assert_valid_junit(&junit);
     let json: serde_json::Value = serde_json::from_str(&run.stdout)
         .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}", run.stdout));
     let html_text = std::fs::read_to_string(&html).unwrap();
     Reports {
+        _dir: dir,
+        out,
         json,
         junit: parse(&std::fs::read_to_string(&junit).unwrap()),
         html: parse(&html_text),
@@ -323,11 +332,11 @@ fn junit_and_html_reports_of_a_run_with_a_failure_a_flow_and_a_workload() {
     assert_eq!(r.json["schema_version"], 1);
     assert_eq!(r.json["summary"]["failed"], 1, "{:#}", r.json);
 
-    check_junit(&r.junit, &r.json);
-    check_html(&r.html, &r.html_text, &r.json);
+    check_junit(&r.junit, &r.json, &r.out);
+    check_html(&r.html, &r.html_text, &r.json, &r.out);
 }
 
-fn check_junit(root: &Node, json: &serde_json::Value) {
+fn check_junit(root: &Node, json: &serde_json::Value, out_dir: &Path) {
     assert_eq!(root.name, "testsuites");
     let suites: Vec<&Node> = root.children("testsuite").collect();
     let mut names: Vec<&str> = suites.iter().map(|s| s.attr("name")).collect();
@@ -392,7 +401,28 @@ fn check_junit(root: &Node, json: &serde_json::Value) {
     assert_eq!(props["run_id"], json_broken["run_id"].as_str().unwrap());
     assert_eq!(props["trace_id"], json_broken["trace_id"].as_str().unwrap());
     assert_eq!(props["status"], "500");
+    // The failure's artifact: a property naming the file, an attachment
+    // line CI readers show, and the response quoted in the failure.
+    let artifact = Path::new(&props["artifact"]);
+    assert!(
+        artifact.starts_with(out_dir.join("artifacts")),
+        "{artifact:?}"
+    );
+    let kept = std::fs::read_to_string(artifact).unwrap();
+    assert!(
+        kept.contains(json_broken["run_id"].as_str().unwrap()),
+        "{kept}"
+    );
+    assert!(
+        body.contains(&format!("artifact: {}", props["artifact"])),
+        "{body}"
+    );
+    assert!(body.contains("response: 500, "), "{body}");
     let out = &broken.child("system-out").expect("system-out").text;
+    assert!(
+        out.contains(&format!("[[ATTACHMENT|{}]]", props["artifact"])),
+        "{out}"
+    );
     assert!(
         out.contains(&format!("trace_id: {}", props["trace_id"])),
         "{out}"
@@ -421,13 +451,13 @@ fn check_junit(root: &Node, json: &serde_json::Value) {
     assert!(load_out.contains("workload: 30 sent"), "{load_out}");
 }
 
-fn check_html(root: &Node, text: &str, json: &serde_json::Value) {
+fn check_html(root: &Node, text: &str, json: &serde_json::Value, out_dir: &Path) {
     assert!(text.starts_with("<!DOCTYPE html>\n"), "{text}");
     assert_eq!(root.name, "html");
     let all = root.descendants();
 
     // Self-contained: no script, no external resource of any kind, links
-    // only to the page's own sections.
+    // only to the page's own sections, and to artifact files beside it.
     let ids: Vec<&str> = all
         .iter()
         .filter_map(|n| n.attrs.get("id"))
@@ -453,7 +483,13 @@ fn check_html(root: &Node, text: &str, json: &serde_json::Value) {
                 "{name}=\"{value}\" on <{}> reaches the network",
                 n.name
             );
-            if name == "href" {
+            if name == "href" && n.has_class("artifact-file") {
+                let file = out_dir.join(value);
+                assert!(
+                    !value.starts_with('/') && file.is_file(),
+                    "href=\"{value}\" is not a relative link to a file beside the page"
+                );
+            } else if name == "href" {
                 let target = value
                     .strip_prefix('#')
                     .unwrap_or_else(|| panic!("href=\"{value}\" is not a link inside the page"));
@@ -522,6 +558,27 @@ fn check_html(root: &Node, text: &str, json: &serde_json::Value) {
             .get("data-hook")
             .is_some_and(|h| h == "failure-artifacts")),
         "no artifacts section in the failed card"
+    );
+    // The artifact: its file linked, the redacted request and the response
+    // with the start of its body.
+    let link = broken
+        .iter()
+        .find(|n| n.has_class("artifact-file"))
+        .expect("a link to the artifact file");
+    let kept = std::fs::read_to_string(out_dir.join(link.attr("href"))).unwrap();
+    assert!(kept.contains(result(json, "broken")["run_id"].as_str().unwrap()));
+    let request = broken.iter().find(|n| n.has_class("request")).unwrap();
+    assert!(request.all_text().starts_with("GET http://127.0.0.1:"));
+    assert!(request.all_text().ends_with("/status/500"));
+    let status = broken
+        .iter()
+        .find(|n| n.has_class("response-status"))
+        .unwrap();
+    assert_eq!(status.all_text(), "500");
+    assert!(
+        broken
+            .iter()
+            .any(|n| n.name == "pre" && n.has_class("body"))
     );
 
     // The workload's histogram: its samples, and the threshold lines at
