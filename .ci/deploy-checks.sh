@@ -11,7 +11,8 @@
 #    (listener env, health/readiness paths, restricted securityContext,
 #    ConfigMap mounted as a directory, state emptyDir, grace period above the
 #    drain deadline, native sidecar, pinned image tags, unprivileged ICMP for
-#    ping probes through the pod's net.ipv4.ping_group_range), and
+#    ping probes through the pod's net.ipv4.ping_group_range, `--shard
+#    auto/N` only in a StatefulSet of N replicas), and
 #    `synthmon check` on the config.toml + probe files of every ConfigMap
 # 5. deploy/Dockerfile: hadolint, a non-root USER, no `latest` or untagged base
 #
@@ -158,6 +159,7 @@ out, files = sys.argv[1], sys.argv[2:]
 errors = []
 configmaps = {}  # name -> data
 pods = []  # (where, pod spec)
+replicas = {}  # where -> replicas of a StatefulSet
 
 for path in files:
     with open(path, encoding="utf-8") as f:
@@ -169,6 +171,8 @@ for path in files:
                 configmaps[doc["metadata"]["name"]] = doc.get("data", {})
             elif doc["kind"] in ("Deployment", "StatefulSet", "DaemonSet"):
                 pods.append((where, doc["spec"]["template"]["spec"]))
+                if doc["kind"] == "StatefulSet":
+                    replicas[where] = doc["spec"].get("replicas", 1)
             elif doc["kind"] == "Pod":
                 pods.append((where, doc["spec"]))
 
@@ -233,6 +237,19 @@ for where, spec in pods:
         seccomp = sc.get("seccompProfile") or spec.get("securityContext", {}).get("seccompProfile")
         if (seccomp or {}).get("type") != "RuntimeDefault":
             errors.append(f"{who}: seccompProfile must be RuntimeDefault")
+        # `--shard auto/N` takes the shard from a StatefulSet ordinal: every
+        # ordinal 0..N-1 must exist, and no other (it would refuse to start).
+        args = c.get("args", [])
+        for i, arg in enumerate(args):
+            value = args[i + 1] if arg == "--shard" and i + 1 < len(args) else (
+                arg.removeprefix("--shard=") if arg.startswith("--shard=") else None)
+            m = re.fullmatch(r"auto/(\d+)", value or "")
+            if not m:
+                continue
+            if where not in replicas:
+                errors.append(f"{who}: --shard {value} needs a StatefulSet (pod names ending in an ordinal)")
+            elif replicas[where] != int(m.group(1)):
+                errors.append(f"{who}: --shard {value} with {replicas[where]} replicas: N must equal replicas")
         res = c.get("resources", {})
         if not res.get("requests") or not res.get("limits", {}).get("memory"):
             errors.append(f"{who}: needs resource requests and a memory limit")

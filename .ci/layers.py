@@ -28,7 +28,7 @@ SRC = sys.argv[1] if len(sys.argv) > 1 else "src"
 # Lowest first. `same` says whether modules of the layer may use each other.
 LAYERS = [
     ("leaf libraries", ["diag", "secret", "expr", "template", "generate",
-                        "threshold", "schedule", "tagging", "slo"], True),
+                        "threshold", "schedule", "tagging", "slo", "hold"], True),
     ("outcome types", ["outcome"], False),
     ("network", ["net"], False),
     ("config files", ["config"], False),

@@ -8,7 +8,8 @@
 use crate::config::{self, LoadOptions};
 use crate::once::{self, Selection};
 use crate::outcome::Outcome;
-use crate::plan::{self, Config};
+use crate::plan::shard::ShardSpec;
+use crate::plan::{self, Config, Shard};
 use crate::report;
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
@@ -49,6 +50,14 @@ pub struct Cli {
     /// Log format on stderr; `auto` is human on a terminal.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Auto)]
     pub log_format: LogFormat,
+
+    /// Run only this shard's (probe, environment) pairs: I/N with shards
+    /// numbered from 0 (0/3, 1/3, 2/3), or auto/N to take I from a
+    /// StatefulSet pod name's ordinal (POD_NAME, else HOSTNAME: synthmon-2
+    /// is 2). For the daemon, --once and list.
+    #[arg(long, global = true, env = "SYNTHMON_SHARD", value_name = "I/N",
+          value_parser = clap::value_parser!(ShardSpec))]
+    pub shard: Option<ShardSpec>,
 
     /// Run the selected probes once, print a summary and exit.
     #[arg(long)]
@@ -125,8 +134,9 @@ pub enum Command {
     Run,
     /// Validate the config and every probe file; exit 2 on any error.
     Check,
-    /// List probes × environments with their schedules.
-    List,
+    /// List probes × environments with their schedules (with --shard,
+    /// the pairs that shard runs).
+    List(ListArgs),
     /// Serve the built-in sandbox target alone, to rehearse probes.
     Sandbox {
         /// Address to listen on.
@@ -136,6 +146,77 @@ pub enum Command {
     /// Show a probe's stored runs, newest first, with a summary, from the
     /// daemon's history in its state directory (no running daemon needed).
     History(HistoryArgs),
+    /// Add, list or expire silences on a running daemon (over its HTTP
+    /// API; adding and expiring need its bearer token).
+    Silence(SilenceArgs),
+}
+
+/// `synthmon silence`'s arguments.
+#[derive(Debug, clap::Args)]
+pub struct SilenceArgs {
+    #[command(subcommand)]
+    pub action: SilenceAction,
+    /// The daemon's base URL (default: `http://` + `[daemon] listen` of
+    /// the config, a wildcard address read as 127.0.0.1).
+    #[arg(long, global = true, value_name = "URL")]
+    pub url: Option<String>,
+    /// The daemon's bearer token (`[daemon] token`).
+    #[arg(long, global = true, env = "SYNTHMON_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum SilenceAction {
+    /// Hold the alerts of the matching pairs until the silence expires.
+    Add {
+        /// Only this probe (repeatable).
+        #[arg(long = "probe", value_name = "PROBE")]
+        probes: Vec<String>,
+        /// Only this environment (repeatable).
+        #[arg(long = "env", value_name = "ENV")]
+        environments: Vec<String>,
+        /// Only probes with this tag (repeatable; any of them).
+        #[arg(long = "tag", value_name = "TAG")]
+        tags: Vec<String>,
+        /// Only pairs with this label (`key=value`, repeatable; all of them).
+        #[arg(long = "label", value_name = "KEY=VALUE")]
+        labels: Vec<String>,
+        /// How long, from now (`2h`, `30m`).
+        #[arg(
+            long = "for",
+            value_name = "DURATION",
+            required_unless_present = "until"
+        )]
+        duration: Option<String>,
+        /// Until this RFC 3339 time (instead of --for).
+        #[arg(long, value_name = "TIME", conflicts_with = "duration")]
+        until: Option<String>,
+        /// Why (required).
+        #[arg(long)]
+        comment: String,
+        /// Who (default: $USER).
+        #[arg(long, value_name = "NAME")]
+        created_by: Option<String>,
+    },
+    /// Every silence the daemon keeps (active and recently expired).
+    List {
+        #[arg(long, value_enum, default_value_t = Output::Human)]
+        output: Output,
+    },
+    /// End a silence now (it stays listed as expired).
+    Expire {
+        /// The silence's id, as `add` and `list` show it.
+        id: String,
+    },
+}
+
+/// `synthmon list`'s arguments.
+#[derive(Debug, clap::Args)]
+pub struct ListArgs {
+    /// Output format (`json`: one document, see README "Running several
+    /// instances").
+    #[arg(long, value_enum, default_value_t = Output::Human)]
+    pub output: Output,
 }
 
 /// `synthmon history`'s arguments.
@@ -213,37 +294,102 @@ pub async fn dispatch(cli: Cli) -> u8 {
         eprintln!("error: --once runs probes; it cannot be combined with a subcommand");
         return EXIT_USAGE;
     }
+    // The shard is resolved only for the commands that use it, so an
+    // `auto/N` that cannot be (no pod name) never stops `sandbox` or
+    // `history`.
+    let shard = || -> Result<Shard, u8> {
+        let spec = cli.shard.unwrap_or(ShardSpec::Fixed(Shard::ALL));
+        spec.resolve(|k| std::env::var(k).ok()).map_err(|e| {
+            let msg = e.to_string();
+            if cli.once {
+                if cli.output == Output::Json {
+                    println!("{}", report::json::render_error(&msg));
+                }
+                write_reports(
+                    &cli,
+                    || report::junit::render_error(&msg),
+                    || report::html::render_error(&msg),
+                );
+            }
+            eprintln!("error: {msg}");
+            EXIT_USAGE
+        })
+    };
     match &cli.command {
         Some(Command::Sandbox { listen }) => return sandbox(*listen).await,
         Some(Command::History(args)) => return history(&load, args).await,
-        Some(Command::Run) => return daemon(load).await,
+        Some(Command::Silence(args)) => return silence(&load, args).await,
+        Some(Command::Run) => {
+            return match shard() {
+                Ok(shard) => daemon(load, shard).await,
+                Err(code) => code,
+            };
+        }
         Some(Command::Check) => {
+            let shard = match shard() {
+                Ok(s) => s,
+                Err(code) => return code,
+            };
             return match plan::load(&load) {
-                Ok(c) => {
-                    let pairs: usize = c.probes.iter().map(|p| p.environments.len()).sum();
+                Ok(mut c) => {
+                    let pairs = c.pairs();
                     println!(
                         "ok: {} probes, {} environments, {pairs} (probe, environment) pairs",
                         c.probes.len(),
                         c.environments.len()
                     );
+                    if shard.is_sharded() {
+                        c.retain_shard(shard);
+                        println!("shard {shard} runs {} of them", c.pairs());
+                    }
                     EXIT_OK
                 }
                 Err(diags) => print_diagnostics(&diags),
             };
         }
-        Some(Command::List) => {
+        Some(Command::List(args)) => {
+            let shard = match shard() {
+                Ok(s) => s,
+                Err(code) => return code,
+            };
             return match plan::load(&load) {
                 Ok(c) => {
-                    print!("{}", list(&c));
+                    let text = match args.output {
+                        Output::Human => list(&c, shard),
+                        Output::Json => list_json(&c, shard) + "\n",
+                    };
+                    // A closed pipe (`| head`) is not an error of `list`.
+                    let mut stdout = std::io::stdout().lock();
+                    let _ = stdout.write_all(text.as_bytes());
+                    let _ = stdout.flush();
+                    drop(stdout);
+                    if args.output == Output::Human && shard.is_sharded() {
+                        let total = c.pairs();
+                        let mut mine = c;
+                        mine.retain_shard(shard);
+                        eprintln!(
+                            "shard {shard} runs {} of {total} (probe, environment) pairs",
+                            mine.pairs()
+                        );
+                    }
                     EXIT_OK
                 }
-                Err(diags) => print_diagnostics(&diags),
+                Err(diags) => {
+                    if args.output == Output::Json {
+                        println!("{}", report::json::render_diagnostics(&diags));
+                    }
+                    print_diagnostics(&diags)
+                }
             };
         }
         None => {}
     }
+    let shard = match shard() {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
     if !cli.once {
-        return daemon(load).await;
+        return daemon(load, shard).await;
     }
     // Only the secrets of what this run uses must be there.
     let uses = plan::Uses::Once {
@@ -270,9 +416,23 @@ pub async fn dispatch(cli: Cli) -> u8 {
         probes: cli.probes.clone(),
         tags: cli.tags.clone(),
         environments: cli.envs.clone(),
+        shard,
     };
     let pairs = match once::select(&config, &selection) {
-        Ok(p) => p,
+        Ok(p) => {
+            if shard.is_sharded() {
+                let every = Selection {
+                    shard: Shard::ALL,
+                    ..selection.clone()
+                };
+                let selected = once::select(&config, &every).map_or(0, |all| all.len());
+                eprintln!(
+                    "shard {shard}: running {} of the {selected} selected (probe, environment) pairs",
+                    p.len()
+                );
+            }
+            p
+        }
         Err(msg) => {
             if cli.output == Output::Json {
                 println!("{}", report::json::render_error(&msg));
@@ -476,8 +636,8 @@ fn use_color() -> bool {
     std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
-/// The `list` table.
-pub fn list(config: &Config) -> String {
+/// The `list` table: the pairs `shard` runs.
+pub fn list(config: &Config, shard: Shard) -> String {
     let mut rows = vec![[
         "PROBE".to_owned(),
         "ENVIRONMENT".to_owned(),
@@ -494,7 +654,7 @@ pub fn list(config: &Config) -> String {
                 timezone,
             } => format!("cron {expression} ({timezone})"),
         };
-        for env in &p.environments {
+        for env in p.environments.iter().filter(|e| shard.owns(&p.name, e)) {
             rows.push([
                 p.name.clone(),
                 env.clone(),
@@ -523,6 +683,175 @@ pub fn list(config: &Config) -> String {
         out.push('\n');
     }
     out
+}
+
+/// `list --output json`'s `schema_version`: fields are only added within
+/// a version.
+pub const LIST_SCHEMA_VERSION: u32 = 1;
+
+/// `synthmon list --output json`: the pairs `shard` runs, in `list`'s
+/// order (probe files, then each probe's environments), versioned as
+/// `--once`'s report is (its own version):
+///
+/// ```json
+/// { "schema_version": 1, "synthmon_version": "0.1.0",
+///   "shard": { "index": 1, "count": 3 }, "total_pairs": 50,
+///   "pairs": [ { "probe": "orders-health", "environment": "prod", "kind": "http",
+///                "workload": false, "schedule": { "every": 30.0 }, "timeout": 5.0,
+///                "tags": ["smoke"] } ] }
+/// ```
+///
+/// `total_pairs` counts every shard's pairs; a cron schedule is
+/// `{ "cron": EXPRESSION, "timezone": ZONE }`; durations are seconds.
+pub fn list_json(config: &Config, shard: Shard) -> String {
+    /// The document, fields in the order shown.
+    #[derive(serde::Serialize)]
+    struct ListJson<'a> {
+        schema_version: u32,
+        synthmon_version: &'static str,
+        shard: ShardJson,
+        total_pairs: usize,
+        pairs: Vec<PairJson<'a>>,
+    }
+    #[derive(serde::Serialize)]
+    struct ShardJson {
+        index: u32,
+        count: u32,
+    }
+    #[derive(serde::Serialize)]
+    struct PairJson<'a> {
+        probe: &'a str,
+        environment: &'a str,
+        kind: &'a str,
+        workload: bool,
+        schedule: serde_json::Value,
+        timeout: f64,
+        tags: &'a [String],
+    }
+    let mut pairs = Vec::new();
+    for p in &config.probes {
+        let schedule = match &p.schedule {
+            config::Schedule::Every(d) => serde_json::json!({ "every": d.as_secs_f64() }),
+            config::Schedule::Cron {
+                expression,
+                timezone,
+            } => serde_json::json!({ "cron": expression, "timezone": timezone }),
+        };
+        for env in p.environments.iter().filter(|e| shard.owns(&p.name, e)) {
+            pairs.push(PairJson {
+                probe: &p.name,
+                environment: env,
+                kind: p.kind.name(),
+                workload: p.workload.is_some(),
+                schedule: schedule.clone(),
+                timeout: p.timeout.as_secs_f64(),
+                tags: &p.tags,
+            });
+        }
+    }
+    let doc = ListJson {
+        schema_version: LIST_SCHEMA_VERSION,
+        synthmon_version: env!("CARGO_PKG_VERSION"),
+        shard: ShardJson {
+            index: shard.index(),
+            count: shard.count(),
+        },
+        total_pairs: config.pairs(),
+        pairs,
+    };
+    serde_json::to_string_pretty(&doc).unwrap_or_default()
+}
+
+/// `synthmon silence`: calls the daemon's silences API; exit 1 when the
+/// daemon refused or could not be reached.
+async fn silence(load: &LoadOptions, args: &SilenceArgs) -> u8 {
+    use crate::daemon::silences::{Client, NewSilence, render};
+    let base = match &args.url {
+        Some(u) => u.clone(),
+        None => {
+            // Only `[daemon] listen` is needed: the settings, not the probes.
+            let listen = crate::config::load_settings(load)
+                .ok()
+                .map(|l| l.settings.daemon.listen)
+                .unwrap_or_else(|| ([127, 0, 0, 1], 9464).into());
+            let host = if listen.ip().is_unspecified() {
+                "127.0.0.1".to_owned()
+            } else if listen.is_ipv6() {
+                format!("[{}]", listen.ip())
+            } else {
+                listen.ip().to_string()
+            };
+            format!("http://{host}:{}", listen.port())
+        }
+    };
+    let client = match Client::new(&base, args.token.clone()) {
+        Ok(c) => c,
+        Err(e) => return fail(anyhow::anyhow!(e)),
+    };
+    let done = match &args.action {
+        SilenceAction::Add {
+            probes,
+            environments,
+            tags,
+            labels,
+            duration,
+            until,
+            comment,
+            created_by,
+        } => {
+            let mut parsed = std::collections::BTreeMap::new();
+            for l in labels {
+                let Some((k, v)) = l.split_once('=') else {
+                    eprintln!("error: --label: expected KEY=VALUE, found `{l}`");
+                    return EXIT_USAGE;
+                };
+                parsed.insert(k.trim().to_owned(), v.trim().to_owned());
+            }
+            let new = NewSilence {
+                probes: probes.clone(),
+                environments: environments.clone(),
+                tags: tags.clone(),
+                labels: parsed,
+                expires_at: until.clone(),
+                duration: duration.clone(),
+                comment: comment.clone(),
+                created_by: created_by
+                    .clone()
+                    .or_else(|| std::env::var("USER").ok())
+                    .unwrap_or_default(),
+            };
+            client.add(&new).await.map(|s| {
+                format!(
+                    "silence {} added, until {}\n",
+                    s.id,
+                    s.expires_at.to_rfc3339()
+                )
+            })
+        }
+        SilenceAction::List { output } => client.list().await.and_then(|body| match output {
+            Output::Human => Ok(render(&body)),
+            Output::Json => serde_json::to_string_pretty(&body)
+                .map(|t| t + "\n")
+                .map_err(|e| e.to_string()),
+        }),
+        SilenceAction::Expire { id } => client.expire(id).await.map(|s| {
+            format!(
+                "silence {} expired at {}\n",
+                s.id,
+                s.expires_at.to_rfc3339()
+            )
+        }),
+    };
+    match done {
+        Ok(text) => {
+            let _ = std::io::stdout().lock().write_all(text.as_bytes());
+            EXIT_OK
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            EXIT_FAILED
+        }
+    }
 }
 
 /// `synthmon history`: reads the history file in the state directory the
@@ -611,8 +940,9 @@ async fn history(load: &LoadOptions, args: &HistoryArgs) -> u8 {
 
 /// The daemon, until SIGTERM or SIGINT; exit 0 after a clean drain, 2 if
 /// it could not start (bad config, listener in use).
-async fn daemon(load: LoadOptions) -> u8 {
-    let opts = crate::daemon::DaemonOptions::from_env(load);
+async fn daemon(load: LoadOptions, shard: Shard) -> u8 {
+    let mut opts = crate::daemon::DaemonOptions::from_env(load);
+    opts.shard = shard;
     match crate::daemon::run(opts, terminate()).await {
         Ok(()) => EXIT_OK,
         Err(e) => {
@@ -740,12 +1070,24 @@ async fn sandbox(listen: SocketAddr) -> u8 {
     // Every listener, one per line, so a person can try them by hand: the
     // variables as probe templates name them (`{{ vars.sandbox_tcp }}`).
     let base = sandbox.base_url();
-    println!("sandbox listening on {base}");
+    println!("sandbox listening on {base} (HTTP/1.1, and HTTP/2 with prior knowledge)");
     let ws = base.replacen("http://", "ws://", 1);
     println!("  {:<28} {ws}/ws/echo, {ws}/ws/ticker", "ws");
     for (name, value) in sandbox.variables() {
         let hint = if name == "sandbox_raw" {
             format!("  (raw HTTP faults: GET http://{value}/ lists them)")
+        } else if name == "sandbox_https" {
+            "  (HTTP/2 or HTTP/1.1 by ALPN; trust vars.sandbox_ca_file)".to_owned()
+        } else if name == "sandbox_mtls" {
+            "  (requires vars.sandbox_client_cert and _key; trust vars.sandbox_ca_file)".to_owned()
+        } else if name == "sandbox_proxy" {
+            "  (CONNECT to loopback targets; GET /connects lists what it was asked)".to_owned()
+        } else if name == "sandbox_proxy_auth" {
+            format!(
+                "  (the same, wants user {}, password {})",
+                crate::sandbox::proxy::USER,
+                crate::sandbox::proxy::PASSWORD
+            )
         } else {
             String::new()
         };

@@ -13,6 +13,7 @@ pub mod diag;
 pub mod expr;
 pub mod generate;
 pub mod history;
+pub mod hold;
 pub mod net;
 pub mod once;
 pub mod outcome;

@@ -40,6 +40,9 @@ pub struct Selection {
     pub probes: Vec<String>,
     pub tags: Vec<String>,
     pub environments: Vec<String>,
+    /// `--shard`: of the pairs the lists select, only those this shard
+    /// owns.
+    pub shard: crate::plan::Shard,
 }
 
 /// A (probe index, environment name) pair to run.
@@ -81,7 +84,10 @@ pub enum Error {
 
 /// The pairs `sel` selects. Naming a probe or environment that does not
 /// exist is a usage error, not an empty run; the error is the message to
-/// show, with a suggestion when a name is close to one that exists.
+/// show, with a suggestion when a name is close to one that exists. Names
+/// are checked against every probe, so a probe of another shard is no
+/// typo: a shard that owns none of the selected pairs gets an empty list
+/// (its part of the work is nothing), not an error.
 pub fn select(config: &Config, sel: &Selection) -> Result<Vec<Pair>, String> {
     for name in &sel.probes {
         if !config.probes.iter().any(|p| &p.name == name) {
@@ -118,6 +124,7 @@ pub fn select(config: &Config, sel: &Selection) -> Result<Vec<Pair>, String> {
     if pairs.is_empty() {
         return Err("the selection matches no (probe, environment) pair".into());
     }
+    pairs.retain(|(i, env)| sel.shard.owns(&config.probes[*i].name, env));
     Ok(pairs)
 }
 

@@ -77,6 +77,20 @@ pub enum FailureReason {
     /// forbids unprivileged ICMP: `net.ipv4.ping_group_range`), not a
     /// verdict on the target.
     Permission,
+    /// The configured HTTP proxy failed: it could not be reached (not
+    /// resolved, refused, unreachable), or it answered `CONNECT` with a
+    /// status other than 2xx (`407` when it wants credentials). The target
+    /// itself was not reached, so no verdict on it.
+    Proxy,
+    /// Getting the credentials the request carries failed: the OAuth2
+    /// token endpoint refused the client, answered without a usable token,
+    /// or could not be reached. The target itself was not asked.
+    Auth,
+    /// The monitor's own network was down when the run failed: every
+    /// connectivity self-check target failed too (`[daemon] self_check`),
+    /// so the failure says nothing about the target. Set by the daemon
+    /// after the run, never by a kind.
+    MonitorOffline,
 }
 
 impl FailureReason {
@@ -110,6 +124,9 @@ impl FailureReason {
             FailureReason::Reset => "connection_reset",
             FailureReason::Resource => "resource",
             FailureReason::Permission => "permission",
+            FailureReason::Proxy => "proxy",
+            FailureReason::Auth => "auth",
+            FailureReason::MonitorOffline => "monitor_offline",
         }
     }
 }
@@ -246,6 +263,37 @@ pub struct Outcome {
     /// rest of the outcome.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub artifact: Option<Box<Artifact>>,
+    /// How many times the whole run was tried: 1, or more when the probe
+    /// has `retries` and earlier tries failed (`probe::retry`). Not a flow
+    /// step's `attempts`, which counts one step's polling requests.
+    pub attempts: u32,
+    /// The run passed only after a retry: a pass, but not a plain one
+    /// (`synthmon_probe_flaky_total`, every report says so).
+    pub flaky: bool,
+    /// The failed tries before the last one, oldest first: at most
+    /// `probe::retry::MAX_ATTEMPTS`. Everything else in the outcome is the
+    /// last try's.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub retried: Vec<RetriedAttempt>,
+}
+
+/// A failed try of a run that was tried again (`retries`), as its own
+/// outcome said it: copied from that outcome, redacted already.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct RetriedAttempt {
+    /// Which try it was, from 1.
+    pub attempt: u32,
+    pub reason: Option<FailureReason>,
+    pub error: Option<String>,
+    #[serde(serialize_with = "ser_secs")]
+    pub duration: Duration,
+    /// Wall-clock start, RFC 3339.
+    pub started_at: String,
+    /// The HTTP status it got, when it got one.
+    pub status: Option<u16>,
+    /// Its own ids: each try is a run of its own for the target's traces.
+    pub run_id: String,
+    pub trace_id: String,
 }
 
 /// Latency percentiles over a window, in seconds (nearest rank).
@@ -293,6 +341,9 @@ impl Outcome {
             kept: std::collections::BTreeMap::new(),
             intended_ms: None,
             artifact: None,
+            attempts: 1,
+            flaky: false,
+            retried: Vec::new(),
         }
     }
 
@@ -357,6 +408,10 @@ pub struct HttpFacts {
     pub tls: bool,
     /// Earliest `notAfter` of the server's certificates, Unix seconds.
     pub tls_earliest_cert_expiry: Option<i64>,
+    /// The HTTP version of the final response (`"1.1"`, `"2"`), or of the
+    /// failing hop's connection once it was known; `null` when no
+    /// connection got that far.
+    pub version: Option<&'static str>,
 }
 
 /// One named phase of a run of a kind other than `http`.

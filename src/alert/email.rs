@@ -148,6 +148,7 @@ fn notice_word(n: &Notification) -> &'static str {
         (_, AlertKind::Failing) => "FAILING",
         (_, AlertKind::Degraded) => "DEGRADED",
         (_, AlertKind::SloPage | AlertKind::SloTicket) => "SLO BURN",
+        (_, AlertKind::MonitorOffline) => "OFFLINE",
     }
 }
 
@@ -279,6 +280,7 @@ pub fn html_body(batch: &[Notification]) -> String {
             (_, AlertKind::Degraded) => "#ef6c00",
             (_, AlertKind::SloPage) => "#c62828",
             (_, AlertKind::SloTicket) => "#ef6c00",
+            (_, AlertKind::MonitorOffline) => "#c62828",
         };
         let _ = writeln!(
             out,

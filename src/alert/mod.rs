@@ -34,6 +34,10 @@ pub enum AlertKind {
     /// An SLO burns its error budget at a rate that needs a ticket
     /// (warning).
     SloTicket,
+    /// The monitor itself is offline: every connectivity self-check target
+    /// fails (`[daemon] self_check`). One alert per instance, raised
+    /// instead of the per-probe alerts it holds (critical).
+    MonitorOffline,
 }
 
 impl AlertKind {
@@ -43,6 +47,7 @@ impl AlertKind {
             AlertKind::Degraded => "degraded",
             AlertKind::SloPage => "slo_page",
             AlertKind::SloTicket => "slo_ticket",
+            AlertKind::MonitorOffline => "monitor_offline",
         }
     }
 }

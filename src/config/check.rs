@@ -13,10 +13,12 @@ use super::Schedule;
 use super::raw::RawSize;
 use crate::diag::{self, Diagnostic, Diagnostics, SourceDoc, SourceLocation};
 use crate::expr::{Assertion, Expr, Scope};
+use crate::net::oauth2::{OAuth2, TokenUrl};
 use crate::secret::{self, Redactor};
 use crate::template::Text;
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Checks one file's raw values against its located document, recording
@@ -331,6 +333,168 @@ impl Checker<'_> {
         Some(format!("Basic {token}"))
     }
 
+    /// The keys that set a request's `Authorization` header besides its
+    /// `headers` (`basic_auth`, `bearer_token`, `oauth2`) in the table at
+    /// `table`, whose headers are named by `names`. At most one of the four
+    /// may be set: each key names every one before it that is set too
+    /// (headers, then `basic_auth`, `bearer_token`, `oauth2`), at the key.
+    pub fn auth<'n>(
+        &mut self,
+        table: &str,
+        raw: RawAuth<'_>,
+        names: impl IntoIterator<Item = &'n http::HeaderName>,
+    ) -> Auth {
+        let names: Vec<&http::HeaderName> = names.into_iter().collect();
+        let basic = self.basic_auth(table, raw.basic_auth, names.iter().copied());
+        let mut earlier = Vec::new();
+        if names
+            .iter()
+            .any(|name| **name == http::header::AUTHORIZATION)
+        {
+            earlier.push(format!("{table}.headers.Authorization"));
+        }
+        if raw.basic_auth.is_some() {
+            earlier.push("basic_auth".to_owned());
+        }
+        let bearer = raw.bearer_token.and_then(|token| {
+            self.same_header(table, "bearer_token", &earlier);
+            self.bearer_token(table, token)
+        });
+        if raw.bearer_token.is_some() {
+            earlier.push("bearer_token".to_owned());
+        }
+        let oauth2 = raw.oauth2.and_then(|o| {
+            self.same_header(table, "oauth2", &earlier);
+            self.oauth2(table, o)
+        });
+        Auth {
+            header: basic.or(bearer),
+            oauth2,
+        }
+    }
+
+    /// `key` of the table at `table` and each of `earlier` set the
+    /// Authorization header: an error at `key` for each.
+    fn same_header(&mut self, table: &str, key: &str, earlier: &[String]) {
+        for other in earlier {
+            self.diags.push(self.doc.error_at_key(
+                &format!("{table}.{key}"),
+                format!("`{key}` and `{other}` both set the Authorization header: keep one"),
+            ));
+        }
+    }
+
+    /// `bearer_token = "${env:…}"` in the table at `table`: the value of its
+    /// `Authorization: Bearer …` header. The token is a secret (masked in
+    /// every output) even when written in clear; it is not a template.
+    fn bearer_token(&mut self, table: &str, value: &str) -> Option<String> {
+        let key = format!("{table}.bearer_token");
+        if secret::references(value) == Ok(0) {
+            tracing::warn!(
+                file = self.doc.file(),
+                key = %key,
+                "a bearer token is written in clear in the file; reference it with `${{env:NAME}}` or `${{file:PATH}}`"
+            );
+        }
+        let token = self.secret(&key, value)?;
+        let header = format!("Bearer {token}");
+        if token.is_empty()
+            || token.contains(|c: char| c.is_ascii_whitespace())
+            || http::HeaderValue::from_str(&header).is_err()
+        {
+            // Never echo the value: it is a secret.
+            self.err(
+                &key,
+                "expected a bearer token of visible ASCII characters without spaces (RFC 6750)",
+            );
+            return None;
+        }
+        Some(header)
+    }
+
+    /// `oauth2 = { token_url, client_id, client_secret, scopes, audience }`
+    /// in the table at `table`: OAuth2 client credentials. The secret is
+    /// masked in every output even when written in clear; no key is a
+    /// template.
+    fn oauth2(&mut self, table: &str, raw: &super::raw::RawOAuth2) -> Option<Arc<OAuth2>> {
+        let path = format!("{table}.oauth2");
+        let errors = self.error_count();
+        let token_url = match raw.token_url.as_deref() {
+            None => {
+                self.missing(&path, "token_url");
+                None
+            }
+            Some(text) => {
+                let key = format!("{path}.token_url");
+                self.expand(&key, text)
+                    .and_then(|url| match token_url(&url) {
+                        Ok(url) => Some(url),
+                        Err(mut msg) => {
+                            // The URL may hold an expanded secret.
+                            self.redactor.scrub(&mut msg);
+                            self.err(&key, msg);
+                            None
+                        }
+                    })
+            }
+        };
+        let client_id = match raw.client_id.as_deref() {
+            None => {
+                self.missing(&path, "client_id");
+                None
+            }
+            Some(id) => {
+                let key = format!("{path}.client_id");
+                let id = self.expand(&key, id);
+                if id.as_deref() == Some("") {
+                    self.err(&key, "expected a client id, found an empty string");
+                }
+                id
+            }
+        };
+        let client_secret = match raw.client_secret.as_deref() {
+            None => {
+                self.missing(&path, "client_secret");
+                None
+            }
+            Some(value) => {
+                let key = format!("{path}.client_secret");
+                if secret::references(value) == Ok(0) {
+                    tracing::warn!(
+                        file = self.doc.file(),
+                        key = %key,
+                        "an OAuth2 client secret is written in clear in the file; reference it with `${{env:NAME}}` or `${{file:PATH}}`"
+                    );
+                }
+                self.secret(&key, value)
+            }
+        };
+        for (i, scope) in raw.scopes.iter().enumerate() {
+            if !valid_scope(scope) {
+                self.err(
+                    &format!("{path}.scopes[{i}]"),
+                    format!(
+                        "expected a scope of visible ASCII characters without spaces, `\"` or `\\` (RFC 6749 §3.3), found `{scope}`"
+                    ),
+                );
+            }
+        }
+        let audience = match raw.audience.as_deref() {
+            None => Some(None),
+            Some(a) => self.expand(&format!("{path}.audience"), a).map(Some),
+        };
+        if self.error_count() > errors {
+            return None;
+        }
+        Some(Arc::new(OAuth2::new(
+            token_url?,
+            client_id?,
+            secret::Secret::new(client_secret?),
+            raw.scopes.clone(),
+            audience?,
+        )))
+    }
+
     /// Header name/value pairs with secrets expanded.
     pub fn headers(
         &mut self,
@@ -392,6 +556,245 @@ impl Checker<'_> {
                 None
             }
         }
+    }
+}
+
+/// The keys of a request's table that set its `Authorization` header
+/// besides `headers` (see [`Checker::auth`]).
+#[derive(Clone, Copy, Default)]
+pub struct RawAuth<'r> {
+    pub basic_auth: Option<&'r super::raw::RawBasicAuth>,
+    pub bearer_token: Option<&'r str>,
+    pub oauth2: Option<&'r super::raw::RawOAuth2>,
+}
+
+/// What a request's auth keys come to (see [`Checker::auth`]).
+#[derive(Debug, Default)]
+pub struct Auth {
+    /// The `Authorization` value of `basic_auth` or `bearer_token`, to add
+    /// to the table's headers.
+    pub header: Option<String>,
+    /// `oauth2`: the run fetches (or reuses) a token and sends it.
+    pub oauth2: Option<Arc<OAuth2>>,
+}
+
+/// An OAuth2 `token_url`: an absolute `http(s)` URL with a host and no
+/// credentials, or a path starting with `/` on the run's base URL.
+pub fn token_url(text: &str) -> Result<TokenUrl, String> {
+    if text.starts_with('/') {
+        return Ok(TokenUrl::Path(text.to_owned()));
+    }
+    let expected = "expected an http(s) URL like `https://auth.example.com/oauth/token`, or a path starting with `/` on the environment's base URL";
+    match url::Url::parse(text) {
+        Ok(url)
+            if matches!(url.scheme(), "http" | "https")
+                && url.host_str().is_some_and(|h| !h.is_empty()) =>
+        {
+            no_credentials(&url)?;
+            Ok(TokenUrl::Absolute(url))
+        }
+        Ok(_) => Err(format!("{expected}, found `{text}`")),
+        Err(e) => Err(format!("{expected}, found `{text}` ({e})")),
+    }
+}
+
+/// A scope token (RFC 6749 §3.3): `%x21 / %x23-5B / %x5D-7E`, at least one.
+fn valid_scope(scope: &str) -> bool {
+    !scope.is_empty()
+        && scope
+            .bytes()
+            .all(|b| matches!(b, 0x21 | 0x23..=0x5B | 0x5D..=0x7E))
+}
+
+/// What a table's `proxy` key says.
+pub struct ProxyKeys<'r> {
+    pub proxy: Option<&'r str>,
+    pub proxy_auth: Option<&'r super::raw::RawBasicAuth>,
+    pub no_proxy: Option<&'r [String]>,
+}
+
+impl Checker<'_> {
+    /// `proxy`, `proxy_auth` and `no_proxy` of the table at `table` (an
+    /// environment, `http`, `flow`): `None` when `proxy` is not set (or
+    /// after an error); a direct [`Proxy`] for `proxy = "none"`. The
+    /// proxy's password and the token sent for it are secrets, masked in
+    /// every output, whether they come from `proxy_auth`, from the URL's
+    /// `user:password@` (allowed here, unlike in a target's URL: a proxy
+    /// URL is never reported) or from `HTTP(S)_PROXY`. With `proxy =
+    /// "env"` the process environment is read now, at load.
+    ///
+    /// [`Proxy`]: crate::net::proxy::Proxy
+    pub fn proxy(
+        &mut self,
+        table: &str,
+        keys: &ProxyKeys<'_>,
+    ) -> Option<std::sync::Arc<crate::net::proxy::Proxy>> {
+        use crate::net::proxy::{NoProxy, Proxy};
+        let at = |key: &str| {
+            if table.is_empty() {
+                key.to_owned()
+            } else {
+                format!("{table}.{key}")
+            }
+        };
+        let Some(raw) = keys.proxy else {
+            for (key, set) in [
+                ("proxy_auth", keys.proxy_auth.is_some()),
+                ("no_proxy", keys.no_proxy.is_some()),
+            ] {
+                if set {
+                    self.err(&at(key), format!("`{key}` needs `proxy`"));
+                }
+            }
+            return None;
+        };
+        let errors = self.error_count();
+        let no_proxy = match keys.no_proxy {
+            None => NoProxy::default(),
+            Some(list) => {
+                let mut entries = Vec::new();
+                for (i, entry) in list.iter().enumerate() {
+                    match NoProxy::parse([entry.as_str()]) {
+                        Ok(one) => entries.push(one),
+                        Err(msg) => self.err(&format!("{}[{i}]", at("no_proxy")), msg),
+                    }
+                }
+                entries.into_iter().fold(NoProxy::default(), NoProxy::and)
+            }
+        };
+        let auth = self.proxy_auth(&at("proxy_auth"), keys.proxy_auth);
+        let path = at("proxy");
+        let proxy = match raw.trim() {
+            "none" => {
+                for (key, set) in [
+                    ("proxy_auth", keys.proxy_auth.is_some()),
+                    ("no_proxy", keys.no_proxy.is_some()),
+                ] {
+                    if set {
+                        self.err(
+                            &at(key),
+                            format!("`{key}` has no use with `proxy = \"none\"`"),
+                        );
+                    }
+                }
+                Proxy::default()
+            }
+            "env" => {
+                let read = |names: [&'static str; 2]| {
+                    names.iter().find_map(|name| {
+                        std::env::var(name)
+                            .ok()
+                            .filter(|v| !v.trim().is_empty())
+                            .map(|v| (*name, v))
+                    })
+                };
+                let mut endpoint = |found: Option<(&str, String)>| {
+                    let (name, value) = found?;
+                    self.proxy_endpoint(&path, &value, auth.as_ref(), Some(name))
+                };
+                let https = endpoint(read(["https_proxy", "HTTPS_PROXY"]));
+                let http = endpoint(read(["http_proxy", "HTTP_PROXY"]));
+                if https.is_none() && http.is_none() && self.error_count() == errors {
+                    tracing::warn!(
+                        file = self.doc.file(),
+                        key = %path,
+                        "proxy = \"env\" but neither HTTPS_PROXY nor HTTP_PROXY is set: connections go direct"
+                    );
+                }
+                let from_env = read(["no_proxy", "NO_PROXY"])
+                    .map(|(_, v)| NoProxy::from_env(&v))
+                    .unwrap_or_default();
+                Proxy::per_scheme(http, https, no_proxy.and(from_env))
+            }
+            _ => {
+                let expanded = self.expand(&path, raw)?;
+                let endpoint = self.proxy_endpoint(&path, &expanded, auth.as_ref(), None)?;
+                if secret::references(raw) == Ok(0) && expanded.contains('@') {
+                    tracing::warn!(
+                        file = self.doc.file(),
+                        key = %path,
+                        "a proxy password is written in clear in the file; reference it with `${{env:NAME}}` or use proxy_auth"
+                    );
+                }
+                Proxy::all(endpoint, no_proxy)
+            }
+        };
+        (self.error_count() == errors).then(|| std::sync::Arc::new(proxy))
+    }
+
+    /// `proxy_auth = { user, password }`: the user and the password (a
+    /// secret, masked in every output).
+    fn proxy_auth(
+        &mut self,
+        path: &str,
+        raw: Option<&super::raw::RawBasicAuth>,
+    ) -> Option<(String, String)> {
+        let raw = raw?;
+        let user = match raw.user.as_deref() {
+            None => {
+                self.missing(path, "user");
+                None
+            }
+            Some(u) => self.expand(&format!("{path}.user"), u),
+        };
+        if user.as_deref().is_some_and(|u| u.contains(':')) {
+            self.err(
+                &format!("{path}.user"),
+                "a proxy user cannot contain `:` (RFC 7617)",
+            );
+            return None;
+        }
+        let password = match raw.password.as_deref() {
+            None => {
+                self.missing(path, "password");
+                None
+            }
+            Some(p) => self.secret(&format!("{path}.password"), p),
+        };
+        Some((user?, password?))
+    }
+
+    /// One proxy URL (`from`: the variable it was read from, for `env`),
+    /// with `auth` or the URL's own credentials registered as secrets.
+    fn proxy_endpoint(
+        &mut self,
+        path: &str,
+        text: &str,
+        auth: Option<&(String, String)>,
+        from: Option<&str>,
+    ) -> Option<crate::net::proxy::Endpoint> {
+        use crate::net::proxy::Endpoint;
+        let (endpoint, in_url) = match Endpoint::parse(text) {
+            Ok(parsed) => parsed,
+            Err(mut msg) => {
+                self.redactor.scrub(&mut msg);
+                match from {
+                    Some(name) => self.err(
+                        path,
+                        format!("`proxy = \"env\"`: {name} holds no usable proxy: {msg}"),
+                    ),
+                    None => self.err(path, msg),
+                }
+                return None;
+            }
+        };
+        let (user, password) = match (auth, in_url) {
+            (Some(_), Some(_)) if from.is_none() => {
+                self.err(
+                    path,
+                    "the proxy URL carries credentials and `proxy_auth` is set too: keep one",
+                );
+                return None;
+            }
+            (Some((user, password)), _) => (user.clone(), password.clone()),
+            (None, Some(creds)) => {
+                self.redactor.add(&creds.password);
+                (creds.user, creds.password)
+            }
+            (None, None) => return Some(endpoint),
+        };
+        self.redactor.add(&Endpoint::token(&user, &password));
+        Some(endpoint.with_credentials(&user, &password))
     }
 }
 

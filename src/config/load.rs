@@ -234,6 +234,9 @@ impl Checker<'_> {
         let public_url = self.public_url(d.public_url.as_deref());
         let artifacts = self.artifacts(&d.artifacts);
         let (token, token_unresolved) = self.daemon_token(d.token.as_deref());
+        let self_check = self.self_check(d.self_check);
+        let environment_names = raw.environments.keys().cloned().collect();
+        let maintenance = self.maintenance(raw.maintenance, &environment_names);
         let globs = d
             .probes
             .unwrap_or_else(|| vec![DEFAULT_PROBE_GLOB.to_owned()])
@@ -260,6 +263,8 @@ impl Checker<'_> {
             artifacts,
             token,
             token_unresolved,
+            maintenance,
+            self_check,
         };
         if daemon.max_concurrent_runs == 0 {
             self.err("daemon.max_concurrent_runs", "expected at least 1");
@@ -563,11 +568,16 @@ impl Checker<'_> {
             }
         };
         let mut headers = self.headers(&format!("{path}.headers"), raw.headers);
-        if let Some(value) = self.basic_auth(
+        let auth = self.auth(
             &path,
-            raw.basic_auth.as_ref(),
+            super::check::RawAuth {
+                basic_auth: raw.basic_auth.as_ref(),
+                bearer_token: raw.bearer_token.as_deref(),
+                oauth2: raw.oauth2.as_ref(),
+            },
             headers.iter().map(|(n, _)| n),
-        ) {
+        );
+        if let Some(value) = auth.header {
             headers.push((http::header::AUTHORIZATION, value));
         }
         let mut variables = BTreeMap::new();
@@ -585,12 +595,18 @@ impl Checker<'_> {
             }
         }
         let raw_tls = raw.tls.unwrap_or_default();
+        let min_version = raw_tls.min_version.as_deref().and_then(|v| {
+            crate::net::tls::TlsVersion::parse(v)
+                .map_err(|msg| self.err(&format!("{path}.tls.min_version"), msg))
+                .ok()
+        });
         let tls = TlsOptions {
             ca_file: raw_tls.ca_file.map(|f| self.base_dir.join(f)),
             client_cert: raw_tls.client_cert.map(|f| self.base_dir.join(f)),
             client_key: raw_tls.client_key.map(|f| self.base_dir.join(f)),
             insecure_skip_verify: raw_tls.insecure_skip_verify.unwrap_or(false),
             server_name: raw_tls.server_name,
+            min_version,
         };
         if tls.insecure_skip_verify {
             tracing::warn!(
@@ -598,7 +614,17 @@ impl Checker<'_> {
                 "tls.insecure_skip_verify is on: certificates of this environment are NOT verified"
             );
         }
-        let tls_client = match crate::net::tls::client_config(&tls) {
+        let proxy = self.proxy(
+            &path,
+            &super::check::ProxyKeys {
+                proxy: raw.proxy.as_deref(),
+                proxy_auth: raw.proxy_auth.as_ref(),
+                no_proxy: raw.no_proxy.as_deref(),
+            },
+        );
+        // Read now, so a missing or bad file is a load error; runs take the
+        // config through `net::tls::current`, which rereads changed files.
+        let tls_client = match crate::net::tls::current_blocking(&tls) {
             Ok(c) => Some(c),
             Err(msg) => {
                 self.err(&format!("{path}.tls"), msg);
@@ -612,7 +638,9 @@ impl Checker<'_> {
             variables,
             tls,
             tls_client: tls_client?,
+            proxy,
             labels: raw.labels,
+            oauth2: auth.oauth2,
             unresolved: Vec::new(),
         })
     }

@@ -13,6 +13,7 @@
 
 pub mod check;
 pub mod load;
+pub mod maintenance;
 pub mod raw;
 
 use std::collections::BTreeMap;
@@ -67,6 +68,43 @@ pub struct DaemonConfig {
     /// environment's: reported by the assembly for the daemon and `check`,
     /// not for `--once`, which serves nothing.
     pub token_unresolved: Vec<Diagnostic>,
+    /// `[[maintenance]]` (a top-level array in the file, kept here because
+    /// only the daemon acts on it): windows that hold alerts.
+    pub maintenance: Vec<crate::hold::Maintenance>,
+    /// `[daemon] self_check`: `None` when no target is configured (the
+    /// feature is off).
+    pub self_check: Option<SelfCheck>,
+}
+
+/// `[daemon] self_check`: while every target fails, the monitor takes
+/// itself to be offline (its own network is down) rather than every
+/// probe's target.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SelfCheck {
+    pub targets: Vec<SelfCheckTarget>,
+    /// How often every target is tried.
+    pub every: Duration,
+    /// Each try's deadline (connect, or the whole GET).
+    pub timeout: Duration,
+}
+
+/// One self-check target.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SelfCheckTarget {
+    /// `host:port`: a TCP connect.
+    Tcp(String),
+    /// `http://…` or `https://…`: a GET whose answer (any status) proves
+    /// the network works.
+    Http(url::Url),
+}
+
+impl std::fmt::Display for SelfCheckTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SelfCheckTarget::Tcp(a) => f.write_str(a),
+            SelfCheckTarget::Http(u) => f.write_str(u.as_str()),
+        }
+    }
 }
 
 /// `[daemon.history]`: whether the daemon keeps a run history in its state
@@ -157,9 +195,18 @@ pub struct Environment {
     pub headers: Vec<(http::HeaderName, String)>,
     pub variables: BTreeMap<String, String>,
     pub tls: TlsOptions,
-    /// The TLS client settings built from `tls` at load (files read once).
+    /// The TLS client settings built from `tls` at load, when its files
+    /// were checked. A run takes the config from
+    /// `net::tls::current(&tls)` instead, which is the same one until a
+    /// file changes on disk, and then the one built from the new files.
     pub tls_client: std::sync::Arc<rustls::ClientConfig>,
+    /// The HTTP proxy its connections tunnel through (`proxy`, `env`'s
+    /// `HTTPS_PROXY`…); `None`: direct.
+    pub proxy: Option<std::sync::Arc<crate::net::proxy::Proxy>>,
     pub labels: BTreeMap<String, String>,
+    /// `oauth2 = { … }`: requests here carry a bearer token from its token
+    /// endpoint, unless the probe sets its own Authorization header.
+    pub oauth2: Option<std::sync::Arc<crate::net::oauth2::OAuth2>>,
     /// The errors of the secret references that could not be resolved
     /// (the values are left out): reported by the assembly when a probe
     /// that runs here is used, and always by the daemon and `check`.

@@ -22,6 +22,46 @@ pub struct RawConfig {
     pub telemetry: RawTelemetry,
     #[serde(default)]
     pub alerting: RawAlerting,
+    /// `[[maintenance]]`: planned windows that hold alerts.
+    #[serde(default)]
+    pub maintenance: Vec<RawMaintenance>,
+}
+
+/// One `[[maintenance]]` window as written: a schedule (`cron` +
+/// `duration` [+ `timezone`], or `from` + `until`), matchers and an
+/// action.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMaintenance {
+    pub name: Option<String>,
+    pub cron: Option<String>,
+    #[serde(default, deserialize_with = "duration")]
+    pub duration: Option<String>,
+    pub timezone: Option<String>,
+    pub from: Option<String>,
+    pub until: Option<String>,
+    #[serde(default)]
+    pub probes: Vec<String>,
+    #[serde(default)]
+    pub environments: Vec<String>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// `hold` (default) or `skip`.
+    pub action: Option<String>,
+}
+
+/// `[daemon] self_check = { targets = [...], every = "30s" }`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSelfCheck {
+    #[serde(default)]
+    pub targets: Vec<String>,
+    #[serde(default, deserialize_with = "duration")]
+    pub every: Option<String>,
+    #[serde(default, deserialize_with = "duration")]
+    pub timeout: Option<String>,
 }
 
 /// `[alerting]`: receivers, routes, and how notifications are grouped.
@@ -193,6 +233,9 @@ pub struct RawDaemon {
     /// `[daemon.artifacts]`: failure artifacts and how many are kept.
     #[serde(default)]
     pub artifacts: RawArtifacts,
+    /// The connectivity self-check: targets that tell "the monitor is
+    /// offline" from "every target is down".
+    pub self_check: Option<RawSelfCheck>,
 }
 
 /// `[daemon.artifacts]` as written.
@@ -240,6 +283,19 @@ pub struct RawEnvironment {
     pub tls: Option<RawTls>,
     /// Sent with every request to this environment, as its `headers` are.
     pub basic_auth: Option<RawBasicAuth>,
+    /// `Authorization: Bearer …` on every request to this environment.
+    pub bearer_token: Option<String>,
+    /// OAuth2 client credentials: every request to this environment
+    /// carries a bearer token from the token endpoint.
+    pub oauth2: Option<RawOAuth2>,
+    /// `http://host:port` (credentials may be in it, as secrets), `env`
+    /// (`HTTPS_PROXY`/`HTTP_PROXY`/`NO_PROXY`) or `none`: the HTTP proxy
+    /// connections of this environment tunnel through.
+    pub proxy: Option<String>,
+    /// `{ user = "…", password = "${env:…}" }`: the proxy's credentials.
+    pub proxy_auth: Option<RawBasicAuth>,
+    /// Hosts reached without the proxy: names, `.domains`, IPs, networks.
+    pub no_proxy: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -250,6 +306,30 @@ pub struct RawTls {
     pub client_key: Option<String>,
     pub insecure_skip_verify: Option<bool>,
     pub server_name: Option<String>,
+    /// `"1.2"` (default) or `"1.3"`; a TOML number is taken in too.
+    #[serde(default, deserialize_with = "version")]
+    pub min_version: Option<String>,
+}
+
+/// A version as written: text (`"1.3"`) or a TOML number (`1.3`), read as
+/// its text so that the checker says what is expected either way.
+#[derive(Debug, Deserialize)]
+#[serde(untagged, expecting = "a TLS version like \"1.3\"")]
+enum RawVersion {
+    Text(String),
+    Integer(i64),
+    Float(f64),
+}
+
+/// Reads an optional version key as its text (see [`RawVersion`]).
+pub fn version<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
+    Ok(
+        Option::<RawVersion>::deserialize(deserializer)?.map(|v| match v {
+            RawVersion::Text(text) => text,
+            RawVersion::Integer(n) => n.to_string(),
+            RawVersion::Float(x) => format!("{x:?}"),
+        }),
+    )
 }
 
 /// One probe file.
@@ -380,6 +460,22 @@ pub enum RawSize {
 pub struct RawBasicAuth {
     pub user: Option<String>,
     pub password: Option<String>,
+}
+
+/// `oauth2 = { token_url = "…", client_id = "…", client_secret =
+/// "${env:…}", scopes = […], audience = "…" }` of an environment or a
+/// request (where `basic_auth` is accepted): OAuth2 client credentials.
+/// `token_url`, `client_id` and `client_secret` are required; they are
+/// `Option` so that each missing one is reported.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOAuth2 {
+    pub token_url: Option<String>,
+    pub client_id: Option<String>,
+    pub client_secret: Option<String>,
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    pub audience: Option<String>,
 }
 
 /// A duration as written: text (`"5s"`, `"1m 30s"`), or a TOML number,

@@ -110,6 +110,46 @@ impl Alerting {
         self.add(notes, config);
     }
 
+    /// Sets the pairs whose alerts are held (maintenance, silences, the
+    /// monitor offline); see `alert::state`'s module doc.
+    pub fn set_held(&mut self, held: std::collections::BTreeSet<(String, String)>) {
+        self.engine.set_held(held);
+    }
+
+    /// Holds or releases one pair, before its outcome is observed.
+    pub fn hold(&mut self, probe: &str, environment: &str, held: bool) {
+        self.engine.hold(probe, environment, held);
+    }
+
+    /// Feeds the connectivity self-check's verdict: the one "synthmon
+    /// offline" alert (critical, repeated every 4 hours like a probe's by
+    /// default) fires while the monitor is offline. It names this instance
+    /// by its location, else its instance name, else `self_check`; its
+    /// fingerprint is `fingerprint("synthmon", that name, monitor_offline)`.
+    pub fn observe_offline(&mut self, offline: bool, detail: String, config: &Config) {
+        let d = &config.daemon;
+        let name = [d.location.as_str(), d.instance.as_str()]
+            .into_iter()
+            .find(|n| !n.is_empty())
+            .unwrap_or("self_check")
+            .to_owned();
+        let mut labels = BTreeMap::new();
+        if !d.location.is_empty() {
+            labels.insert("location".to_owned(), d.location.clone());
+        }
+        let info = PairInfo {
+            severity: crate::config::Severity::Critical,
+            labels,
+            tags: Vec::new(),
+            depends_on: Vec::new(),
+            rules: crate::alert::state::Rules::default(),
+        };
+        let notes = self
+            .engine
+            .observe_offline(offline, &name, detail, &info, Utc::now());
+        self.add(notes, config);
+    }
+
     /// Feeds one SLO's burn-rate findings: one alert per severity (page,
     /// ticket), firing while any rule of that severity fires.
     pub fn observe_burn(&mut self, status: &crate::history::slo::SloStatus, config: &Config) {

@@ -49,6 +49,7 @@ pub fn routes() -> Router<Arc<Shared>> {
         .route("/api/v1/probes/{probe}/{environment}/runs", get(runs))
         .route("/api/v1/probes/{probe}/{environment}/latency", get(latency))
         .route("/api/v1/slos", get(slos))
+        .merge(super::silences::routes())
 }
 
 /// The listener's fallback: a JSON 404 under `/api/`, a plain one
@@ -59,7 +60,7 @@ pub async fn fallback(uri: Uri) -> Response {
             StatusCode::NOT_FOUND,
             format!(
                 "no endpoint {}: the API has /api/v1/probes, /api/v1/probes/PROBE/ENVIRONMENT/runs, \
-                 /api/v1/probes/PROBE/ENVIRONMENT/latency and /api/v1/slos",
+                 /api/v1/probes/PROBE/ENVIRONMENT/latency, /api/v1/slos and /api/v1/silences",
                 uri.path()
             ),
         )
@@ -257,6 +258,10 @@ pub struct RunView {
     pub error: Option<String>,
     pub trace_id: String,
     pub run_id: String,
+    /// Tries of the run: more than 1 when the probe's `retries` tried it
+    /// again (a pass with more than 1 was flaky). A flow step's row: the
+    /// requests the step sent (more than 1 when it polled with `until`).
+    pub attempts: u32,
 }
 
 impl From<&RunRow> for RunView {
@@ -271,6 +276,7 @@ impl From<&RunRow> for RunView {
             error: r.error.clone(),
             trace_id: r.trace_id.clone(),
             run_id: r.run_id.clone(),
+            attempts: r.attempts,
         }
     }
 }
@@ -402,10 +408,17 @@ struct ProbeView {
     last_run: Option<RunView>,
     uptime: Uptime,
     slo: Option<SloView>,
+    /// What holds the pair's alerts now: a maintenance window (`kind`,
+    /// `name`, `until`, `action`) or a silence (`kind`, `id`, `until`);
+    /// null when nothing does.
+    hold: Option<crate::hold::Hold>,
 }
 
 #[derive(Debug, Serialize)]
 struct ProbesBody {
+    /// Every self-check target fails: failed runs are reported as
+    /// `monitor_offline` and every pair's alerts are held.
+    monitor_offline: bool,
     probes: Vec<ProbeView>,
 }
 
@@ -429,11 +442,14 @@ async fn probes(
     })
     .await?;
     let mut slos = slo_views(&shared);
+    let config = shared.config();
+    let now_utc = chrono::Utc::now();
     let probes = pairs
         .into_iter()
         .zip(summaries)
         .map(|((probe, environment, kind), s)| {
             let slo = slos.remove(&(probe.clone(), environment.clone()));
+            let hold = shared.holds.hold_of(&config, &probe, &environment, now_utc);
             ProbeView {
                 probe,
                 environment,
@@ -442,10 +458,14 @@ async fn probes(
                 last_run: s.last_run,
                 uptime: s.uptime,
                 slo,
+                hold,
             }
         })
         .collect();
-    Ok(Json(ProbesBody { probes }))
+    Ok(Json(ProbesBody {
+        monitor_offline: shared.holds.offline(),
+        probes,
+    }))
 }
 
 #[derive(Debug, Serialize)]

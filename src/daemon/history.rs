@@ -160,13 +160,20 @@ impl HistoryStage {
 
     /// Records one outcome, after the alerting stage (whose state, when
     /// alerting is on, is the pair's state; else the run's verdict).
-    pub fn observe(&mut self, outcome: &Outcome, state: &str, shared: &Shared) {
+    /// `counted`: whether the run counts against SLOs and uptime (not when
+    /// its pair was held or the monitor offline: its row is kept, its
+    /// counts are not, see [`History::record_uncounted`]).
+    pub fn observe(&mut self, outcome: &Outcome, state: &str, counted: bool, shared: &Shared) {
         shared.set_kept(&outcome.probe, &outcome.environment, &outcome.kept);
         if let Some(a) = &self.artifacts {
             a.record(outcome);
         }
         let Some(h) = &self.history else { return };
-        h.record(outcome);
+        if counted {
+            h.record(outcome);
+        } else {
+            h.record_uncounted(outcome);
+        }
         h.keep(&outcome.probe, &outcome.environment, &outcome.kept);
         let key = (outcome.probe.clone(), outcome.environment.clone());
         let before = self.states.get(&key).map(String::as_str).unwrap_or("ok");

@@ -7,7 +7,9 @@
 //!
 //! `/healthz` says only whether this process is alive and its scheduler loop
 //! has ticked recently; never anything about targets or receivers, so a
-//! failing target cannot get synthmon restarted. `/readyz` says whether the
+//! failing target cannot get synthmon restarted. Its JSON body also says
+//! who this instance is among several: its location, its shard and how
+//! many pairs it runs. `/readyz` says whether the
 //! config is loaded and the first schedule armed. `/metrics` is gzipped
 //! when the scraper accepts it (Prometheus does): its text repeats every
 //! probe's labels line after line, so it shrinks ~20×.
@@ -94,15 +96,50 @@ fn same_token(given: &[u8], expected: &[u8]) -> bool {
     std::hint::black_box(diff) == 0
 }
 
-async fn healthz(State(shared): State<Arc<Shared>>) -> (StatusCode, &'static str) {
-    if shared.healthy() {
-        (StatusCode::OK, "ok\n")
+/// `/healthz`'s body.
+#[derive(serde::Serialize)]
+struct Health {
+    /// `ok`, or `stalled` with a 503.
+    status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'static str>,
+    /// `[daemon] location`; null when unset.
+    location: Option<String>,
+    shard: HealthShard,
+    /// The (probe, environment) pairs this instance runs.
+    pairs: usize,
+}
+
+#[derive(serde::Serialize)]
+struct HealthShard {
+    /// From 0, as StatefulSet ordinals.
+    index: u32,
+    count: u32,
+}
+
+async fn healthz(State(shared): State<Arc<Shared>>) -> (StatusCode, axum::Json<Health>) {
+    let config = shared.config();
+    let (code, status, error) = if shared.healthy() {
+        (StatusCode::OK, "ok", None)
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            "scheduler loop has not ticked recently\n",
+            "stalled",
+            Some("scheduler loop has not ticked recently"),
         )
-    }
+    };
+    let location = &config.daemon.location;
+    let health = Health {
+        status,
+        error,
+        location: (!location.is_empty()).then(|| location.clone()),
+        shard: HealthShard {
+            index: config.shard.index(),
+            count: config.shard.count(),
+        },
+        pairs: config.pairs(),
+    };
+    (code, axum::Json(health))
 }
 
 async fn readyz(State(shared): State<Arc<Shared>>) -> (StatusCode, &'static str) {

@@ -12,11 +12,14 @@ pub mod alerting;
 pub mod api;
 mod gzip;
 pub mod history;
+pub mod holds;
 pub mod listener;
 pub mod notify;
 pub mod page;
 pub mod pipeline;
 pub mod scheduler;
+pub mod self_check;
+pub mod silences;
 mod watch;
 
 use crate::config::{self, Diagnostics, LoadOptions};
@@ -55,6 +58,9 @@ pub struct DaemonOptions {
     pub watch_interval: Option<Duration>,
     /// Reload on SIGHUP.
     pub reload_on_sighup: bool,
+    /// `--shard`: the pairs this instance runs, at start and after every
+    /// reload ([`Config::retain_shard`]).
+    pub shard: plan::Shard,
 }
 
 /// Ticks without a heartbeat before `/healthz` turns unhealthy.
@@ -70,6 +76,7 @@ impl DaemonOptions {
             tick: Duration::from_secs(1),
             watch_interval: Some(Duration::from_secs(2)),
             reload_on_sighup: true,
+            shard: plan::Shard::ALL,
         }
     }
 }
@@ -116,6 +123,9 @@ pub struct Shared {
     pub config: std::sync::RwLock<Arc<Config>>,
     /// What each pair's latest run kept (`prev` of its next run).
     kept: std::sync::Mutex<Kept>,
+    /// Maintenance windows, silences and the self-check's verdict: what
+    /// holds alerts right now.
+    pub holds: holds::Holds,
 }
 
 /// Kept values per (probe, environment).
@@ -245,7 +255,7 @@ impl Daemon {
         } else {
             None
         };
-        let config = Arc::new(load(&opts.load).await.map_err(Error::Config)?);
+        let config = Arc::new(load(&opts.load, opts.shard).await.map_err(Error::Config)?);
         let watcher = watch::Watcher::new(&config);
         let traces = crate::telemetry::traces::TraceExporter::start(
             &config.telemetry,
@@ -289,18 +299,27 @@ impl Daemon {
             }
             None => Default::default(),
         };
+        let holds = match (&history, state_dir(&config)) {
+            (Some(_), Ok(dir)) => holds::Holds::open(Some(&dir)).await,
+            _ => holds::Holds::open(None).await,
+        };
         let shared = Arc::new(Shared {
             heartbeat: std::sync::Mutex::new(Instant::now()),
             tick: opts.tick,
             ready: AtomicBool::new(false),
             stats: Stats::default(),
-            metrics: Arc::new(Metrics::new(&config.daemon, &config.probes)),
+            metrics: Arc::new(Metrics::with_shard(
+                &config.daemon,
+                &config.probes,
+                config.shard.is_sharded().then(|| config.shard.to_string()),
+            )),
             spans_dropped: Arc::new(AtomicU64::new(0)),
             sandbox: tokio::sync::Mutex::new(None),
             history: history.as_ref().map(|h| h.reader()),
             slo: std::sync::Mutex::new(Vec::new()),
             config: std::sync::RwLock::new(config.clone()),
             kept: std::sync::Mutex::new(kept),
+            holds,
         });
         let notifier = Notifier::new(opts.notify_socket.clone());
         let stop = CancellationToken::new();
@@ -311,6 +330,7 @@ impl Daemon {
         let (reloads, reload_rx) = mpsc::channel(4);
         let (events, event_rx) = mpsc::channel(pipeline::QUEUE);
 
+        self_check::first(&shared).await;
         let scheduler = Scheduler::new(
             shared.clone(),
             config.clone(),
@@ -335,6 +355,8 @@ impl Daemon {
             },
         ));
         tasks.spawn(upkeep(shared.metrics.clone(), stop.clone()));
+        tasks.spawn(self_check::run(shared.clone(), stop.clone()));
+        tasks.spawn(holds::upkeep(shared.clone(), stop.clone()));
         tasks.spawn(scheduler.run(command_rx, stop.clone()));
         tasks.spawn(listener::serve(listener, shared.clone(), stop.clone()));
         tasks.spawn(reloader(
@@ -369,6 +391,8 @@ impl Daemon {
             listen = %addr,
             probes = config.probes.len(),
             environments = config.environments.len(),
+            pairs = config.pairs(),
+            shard = %config.shard,
             "synthmon daemon started"
         );
         Ok(Daemon {
@@ -470,10 +494,16 @@ pub async fn run(opts: DaemonOptions, shutdown: impl Future<Output = ()>) -> Res
 }
 
 /// Loads the config off the async threads (it reads files and builds TLS
-/// settings).
-async fn load(opts: &LoadOptions) -> Result<Config, Diagnostics> {
+/// settings), narrowed to `shard`'s pairs.
+async fn load(opts: &LoadOptions, shard: plan::Shard) -> Result<Config, Diagnostics> {
     let opts = opts.clone();
-    match tokio::task::spawn_blocking(move || plan::load(&opts)).await {
+    let load = move || {
+        plan::load(&opts).map(|mut c| {
+            c.retain_shard(shard);
+            c
+        })
+    };
+    match tokio::task::spawn_blocking(load).await {
         Ok(result) => result,
         Err(e) => Err(Diagnostics(vec![config::Diagnostic::new(
             "config",
@@ -514,7 +544,7 @@ async fn reloader(
         // The files' state before reading them: a change that lands during
         // the load is seen by the next poll.
         let before = watcher.fingerprint();
-        match load(&opts.load).await {
+        match load(&opts.load, opts.shard).await {
             Ok(config) => {
                 if config.daemon.listen != current.daemon.listen {
                     tracing::warn!(
@@ -548,7 +578,12 @@ async fn reloader(
                         }
                         shared.stats.reloads_ok.fetch_add(1, Ordering::Relaxed);
                         shared.metrics.reload(true);
-                        tracing::info!(cause, probes = current.probes.len(), "config reloaded");
+                        tracing::info!(
+                            cause,
+                            probes = current.probes.len(),
+                            pairs = current.pairs(),
+                            "config reloaded"
+                        );
                     }
                     Err(e) => {
                         watcher.set_seen(before);

@@ -64,6 +64,8 @@ pub async fn run(mut events: mpsc::Receiver<Event>, mut config: Arc<Config>, sin
             _ = ticker.tick() => {
                 history.tick(&config, &metrics, &shared, alerting.as_mut()).await;
                 if let Some(a) = alerting.as_mut() {
+                    a.set_held(shared.holds.held_pairs(&config, chrono::Utc::now()));
+                    a.observe_offline(shared.holds.offline(), shared.holds.offline_detail(), &config);
                     a.tick(&config).await;
                     publish_delivery(a, &metrics).await;
                 }
@@ -95,6 +97,20 @@ pub async fn run(mut events: mpsc::Receiver<Event>, mut config: Arc<Config>, sin
                     .unwrap_or_default();
                 store.record(&mut outcome, thresholds);
                 history.judge(&mut outcome);
+                let hold = shared.holds.hold_of(
+                    &config,
+                    &outcome.probe,
+                    &outcome.environment,
+                    chrono::Utc::now(),
+                );
+                let offline = shared.holds.offline();
+                if offline && !outcome.success {
+                    blame_the_monitor(&mut outcome);
+                }
+                // Held runs and runs the monitor could not judge do not
+                // count against SLOs and uptime.
+                let counted = hold.is_none()
+                    && outcome.reason != Some(crate::outcome::FailureReason::MonitorOffline);
                 for t in &outcome.thresholds {
                     if t.state == crate::threshold::State::Failing {
                         tracing::warn!(
@@ -113,6 +129,11 @@ pub async fn run(mut events: mpsc::Receiver<Event>, mut config: Arc<Config>, sin
                 }
                 let state = match alerting.as_mut() {
                     Some(a) => {
+                        a.hold(
+                            &outcome.probe,
+                            &outcome.environment,
+                            hold.is_some() || offline,
+                        );
                         a.observe(&outcome, &config);
                         let state = a.state(&outcome.probe, &outcome.environment);
                         let value = match state {
@@ -130,7 +151,7 @@ pub async fn run(mut events: mpsc::Receiver<Event>, mut config: Arc<Config>, sin
                         crate::history::Verdict::Fail => "failing",
                     },
                 };
-                history.observe(&outcome, state, &shared);
+                history.observe(&outcome, state, counted, &shared);
                 if let Some(tx) = &listener {
                     let _ = tx.try_send(*outcome);
                 }
@@ -150,6 +171,18 @@ pub async fn run(mut events: mpsc::Receiver<Event>, mut config: Arc<Config>, sin
             "trace export finished"
         );
     }
+}
+
+/// A run that failed while every self-check target failed too: the
+/// failure says nothing about the target, so its reason becomes
+/// `monitor_offline`; the original reason and sentence stay in the error.
+fn blame_the_monitor(outcome: &mut Outcome) {
+    let was = outcome.reason.map_or("failed", |r| r.as_str());
+    let error = outcome.error.as_deref().unwrap_or("no detail");
+    outcome.error = Some(format!(
+        "the monitor was offline (every self-check target failed); the run failed with {was}: {error}"
+    ));
+    outcome.reason = Some(crate::outcome::FailureReason::MonitorOffline);
 }
 
 /// Publishes delivery totals and outbox depth per receiver.

@@ -244,6 +244,10 @@ impl Scheduler {
         let Some(entry) = self.entries.get(key) else {
             return;
         };
+        if self.shared.holds.skips(&self.config, &key.0, &key.1) {
+            tracing::debug!(probe = %key.0, environment = %key.1, "skipped: a maintenance window with action = \"skip\" covers it");
+            return;
+        }
         if entry.running.swap(true, Ordering::AcqRel) {
             self.shared
                 .stats
@@ -556,7 +560,20 @@ impl Drop for RunningGuard {
 /// One log line per run: debug for a pass, warn for a failure.
 fn log_outcome(o: &Outcome) {
     let ms = o.duration.as_secs_f64() * 1000.0;
-    if o.success {
+    if o.flaky {
+        // Passed after a retry: a pass, but not one to keep quiet about.
+        let first = o.retried.first();
+        tracing::info!(
+            probe = %o.probe,
+            environment = %o.environment,
+            run_id = %o.run_id,
+            duration_ms = ms,
+            attempts = o.attempts,
+            first_reason = first.and_then(|a| a.reason).map_or("unknown", |r| r.as_str()),
+            first_error = first.and_then(|a| a.error.as_deref()).unwrap_or(""),
+            "run passed after a retry (flaky)"
+        );
+    } else if o.success {
         tracing::debug!(probe = %o.probe, environment = %o.environment, run_id = %o.run_id, duration_ms = ms, "run passed");
     } else {
         // A run failed by an expectation names it, as written, with what
@@ -570,6 +587,7 @@ fn log_outcome(o: &Outcome) {
             duration_ms = ms,
             reason = o.reason.map_or("unknown", |r| r.as_str()),
             error = o.error.as_deref().unwrap_or(""),
+            attempts = o.attempts,
             step = failed.and_then(|(step, _)| step),
             expectation = failed.map(|(_, a)| a.expression.as_str()),
             actual = failed.map(|(_, a)| a.actual.as_str()),
@@ -642,6 +660,7 @@ mod tests {
             history: None,
             slo: std::sync::Mutex::new(Vec::new()),
             kept: std::sync::Mutex::new(super::super::Kept::new()),
+            holds: Default::default(),
             config: std::sync::RwLock::new(config.clone()),
         })
     }

@@ -11,6 +11,7 @@
 pub mod artifacts;
 pub mod baseline;
 pub mod schema;
+pub mod silences;
 pub mod slo;
 pub mod snapshot;
 pub mod store;
@@ -81,6 +82,16 @@ impl History {
     /// thresholds). Never waits: a full queue drops it and counts.
     pub fn record(&self, outcome: &Outcome) {
         self.sender.send(Msg::Run(Box::new(entry_of(outcome))));
+    }
+
+    /// Records a run that does not count against SLOs and uptime (its pair
+    /// was in maintenance, silenced, or the monitor was offline): its rows
+    /// are kept (the runs list shows it), its minute counts and latencies
+    /// are not, so every figure computed from them leaves it out.
+    pub fn record_uncounted(&self, outcome: &Outcome) {
+        let mut entry = entry_of(outcome);
+        entry.minutes.clear();
+        self.sender.send(Msg::Run(Box::new(entry)));
     }
 
     /// Records a state change of a pair.
@@ -179,7 +190,7 @@ pub fn entry_of(outcome: &Outcome) -> Entry {
         result: verdict,
         reason: outcome.reason.map(|r| r.as_str().to_owned()),
         status: outcome.http.as_ref().and_then(|h| h.status),
-        attempts: 1,
+        attempts: outcome.attempts,
         trace_id: outcome.trace_id.clone(),
         run_id: outcome.run_id.clone(),
         error: outcome.error.clone(),

@@ -78,6 +78,15 @@ const MIGRATIONS: &[&str] = &[
         name TEXT PRIMARY KEY,
         value INTEGER NOT NULL
     );",
+    // 1 → 2: runtime silences (`history::silences`), the silence as JSON
+    // beside the columns the queries use.
+    "CREATE TABLE silences (
+        id TEXT PRIMARY KEY,
+        created_ms INTEGER NOT NULL,
+        expires_ms INTEGER NOT NULL,
+        body TEXT NOT NULL,
+        expiry_logged INTEGER NOT NULL DEFAULT 0
+    );",
 ];
 
 /// The schema version this build writes.

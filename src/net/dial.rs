@@ -1,4 +1,5 @@
 //! Reaching a peer: resolve, connect (judging every address tried), an
+//! optional `CONNECT` tunnel through an HTTP proxy ([`dial_via`]), an
 //! optional TLS handshake offering one ALPN protocol through a strict
 //! client config, and a polite close.
 //!
@@ -10,6 +11,7 @@
 
 use super::clock::Clock;
 use super::error::{Fail, handshake_failed};
+use super::proxy::Proxy;
 use crate::outcome::FailureReason;
 use rustls::ClientConfig;
 use rustls_pki_types::ServerName;
@@ -157,6 +159,21 @@ pub async fn dial(
     clock: &mut Clock,
     phases: [&'static str; 3],
 ) -> Result<Dialed, Fail> {
+    dial_via(host, port, tls, None, clock, phases).await
+}
+
+/// [`dial`] through `proxy` when it routes this target: resolve and
+/// connect to the proxy (failures are reason `proxy`), then a `CONNECT`
+/// tunnel charged to the connect phase, then the handshake with the
+/// target through it (see [`super::proxy`]).
+pub async fn dial_via(
+    host: &Host<String>,
+    port: u16,
+    tls: Option<TlsSetup<'_>>,
+    proxy: Option<&Proxy>,
+    clock: &mut Clock,
+    phases: [&'static str; 3],
+) -> Result<Dialed, Fail> {
     let [resolve_phase, connect_phase, tls_phase] = phases;
     // An IPv6 host without its URL brackets, so `open` sees the literal.
     let bare = match host {
@@ -164,7 +181,27 @@ pub async fn dial(
         Host::Ipv4(ip) => ip.to_string(),
         Host::Ipv6(ip) => ip.to_string(),
     };
-    let tcp = open(&bare, port, clock, [resolve_phase, connect_phase]).await?;
+    let tcp = match proxy.and_then(|p| p.route(tls.is_some(), &bare)) {
+        None => open(&bare, port, clock, [resolve_phase, connect_phase]).await?,
+        Some(endpoint) => {
+            let mut tcp = open(
+                endpoint.host(),
+                endpoint.port(),
+                clock,
+                [resolve_phase, connect_phase],
+            )
+            .await
+            .map_err(|fail| super::proxy::unreachable(endpoint, fail))?;
+            clock
+                .step(
+                    "connect",
+                    connect_phase,
+                    super::proxy::tunnel(&mut tcp, endpoint, &bare, port),
+                )
+                .await??;
+            tcp
+        }
+    };
     let Some(tls) = tls else {
         return Ok(Dialed {
             io: Box::new(tcp),

@@ -100,10 +100,30 @@ pub fn cut(error: &(dyn std::error::Error + 'static)) -> Option<Cut> {
     None
 }
 
+/// A body that went past its cap of `max` bytes, raw or after
+/// decompression (`stage`): the same words on HTTP/1.1 and HTTP/2.
+pub fn too_large(max: u64, stage: &str) -> Fail {
+    Fail::new(
+        FailureReason::BodyTooLarge,
+        format!("body exceeds the {max}-byte cap ({stage})"),
+    )
+}
+
+/// Whether a peer's first bytes are a TLS record (a handshake or an alert,
+/// TLS 1.x): a plain-text client met a TLS port.
+pub fn looks_like_tls(start: &[u8]) -> bool {
+    matches!(start, [0x15 | 0x16, 0x03, 0x00..=0x04, ..])
+}
+
 /// An I/O failure of an established connection while `doing` something:
 /// `closed` or `connection_reset` when the peer cut it (see [`cut`]),
-/// else `protocol`; the message says which, in words.
+/// `tls` when the server refused the client certificate after the
+/// handshake (see [`client_auth_refused`]), else `protocol`; the message
+/// says which, in words.
 pub fn io_failure(doing: &str, error: &(dyn std::error::Error + 'static)) -> Fail {
+    if let Some(fail) = client_auth_refused(error) {
+        return fail;
+    }
     match cut(error) {
         Some(how) => Fail::new(
             how.reason(),
@@ -135,11 +155,60 @@ pub fn rustls_error<'e>(error: &'e (dyn std::error::Error + 'static)) -> Option<
     None
 }
 
+/// What the server's alert says about the client certificate, when it is
+/// about it: none was presented and the server requires one, or the one
+/// presented was refused. `None` for any other alert.
+fn client_auth_alert(alert: rustls::AlertDescription) -> Option<String> {
+    use rustls::AlertDescription as A;
+    let name = match alert {
+        A::CertificateRequired => {
+            return Some(
+                "the server requires a client certificate and none was presented \
+                 (tls alert certificate_required; set tls.client_cert and tls.client_key)"
+                    .to_owned(),
+            );
+        }
+        A::BadCertificate => "bad_certificate",
+        A::UnsupportedCertificate => "unsupported_certificate",
+        A::CertificateRevoked => "certificate_revoked",
+        A::CertificateExpired => "certificate_expired",
+        A::CertificateUnknown => "certificate_unknown",
+        A::UnknownCA => "unknown_ca",
+        A::AccessDenied => "access_denied",
+        _ => return None,
+    };
+    Some(format!(
+        "the server refused the client certificate (tls alert {name}): \
+         is it signed by a CA the server trusts, valid now, and meant for client authentication?"
+    ))
+}
+
+/// A server that refused the client certificate after the handshake had
+/// completed on the client's side: with TLS 1.3 the client's handshake
+/// ends before the server has judged its certificate, so the verdict (an
+/// alert) arrives with the first read. `tls`, in the words the handshake
+/// would have used.
+pub fn client_auth_refused(error: &(dyn std::error::Error + 'static)) -> Option<Fail> {
+    let rustls::Error::AlertReceived(alert) = rustls_error(error)? else {
+        return None;
+    };
+    client_auth_alert(*alert).map(|words| Fail::new(FailureReason::Tls, words))
+}
+
 /// A handshake that failed (no common version, not TLS, a bad signature or
-/// certificate), with `peer` as the run knows it. A certificate verdict gets
-/// its own reason and sentence ([`cert_failure`]); anything else is `tls`.
+/// certificate, a client certificate missing or refused), with `peer` as
+/// the run knows it. A certificate verdict gets its own reason and sentence
+/// ([`cert_failure`]); anything else is `tls`.
 pub fn handshake_failed(peer: impl Display, error: &io::Error) -> Fail {
     let peer = peer.to_string();
+    if let Some(rustls::Error::AlertReceived(alert)) = rustls_error(error) {
+        if let Some(words) = client_auth_alert(*alert) {
+            return Fail::new(
+                FailureReason::Tls,
+                format!("tls handshake with {peer} failed: {words}"),
+            );
+        }
+    }
     if let Some(verdict @ rustls::Error::InvalidCertificate(_)) = rustls_error(error) {
         let (reason, message) = cert_failure(&peer, verdict);
         return Fail::new(reason, message);
@@ -371,6 +440,34 @@ mod tests {
                 .starts_with("tls handshake with localhost failed: the answer is not TLS"),
             "{}",
             fail.message
+        );
+        let required = io::Error::new(
+            io::ErrorKind::InvalidData,
+            rustls::Error::AlertReceived(rustls::AlertDescription::CertificateRequired),
+        );
+        let fail = handshake_failed("localhost", &required);
+        assert_eq!(fail.reason, FailureReason::Tls);
+        assert!(
+            fail.message.starts_with(
+                "tls handshake with localhost failed: the server requires a client certificate"
+            ),
+            "{}",
+            fail.message
+        );
+        // After the handshake (TLS 1.3), the same words without the peer.
+        let late = client_auth_refused(&required).unwrap();
+        assert!(
+            late.message
+                .starts_with("the server requires a client certificate")
+        );
+        let refused = io::Error::new(
+            io::ErrorKind::InvalidData,
+            rustls::Error::AlertReceived(rustls::AlertDescription::UnknownCA),
+        );
+        assert!(
+            io_failure("reading", &refused)
+                .message
+                .starts_with("the server refused the client certificate (tls alert unknown_ca)")
         );
         let plain = io::Error::new(io::ErrorKind::UnexpectedEof, "eof");
         let fail = handshake_failed("localhost", &plain);

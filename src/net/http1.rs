@@ -1,5 +1,5 @@
-//! One HTTP/1.1 exchange over a fresh connection, with real phase timings,
-//! or over a kept-alive one.
+//! One HTTP exchange over a fresh connection, with real phase timings, or
+//! over a kept-alive one: HTTP/1.1 here, HTTP/2 through [`super::http2`].
 //!
 //! This module owns the wire side of an HTTP probe: resolving the host,
 //! connecting, the TLS handshake, sending one request, reading the response
@@ -21,16 +21,30 @@
 //! once on a new connection, if it had not left or is idempotent: the
 //! server closing an idle connection is not a fault of the target.
 //!
-//! Proxies are not supported: `HTTP_PROXY`, `HTTPS_PROXY` and `NO_PROXY` in
-//! the environment are deliberately ignored, because a probe measures the
-//! path to the target, not to a proxy.
+//! HTTP/2 ([`TransportOptions::version`], [`super::http2`]): over TLS the
+//! version is offered by ALPN (`auto`: `h2` and `http/1.1`, the server
+//! picks), over cleartext HTTP/2 is used with prior knowledge (h2c) only
+//! when asked for. An HTTP/2 hop has the same phases, redirects, body cap,
+//! decoding and deadline; its `processing` ends when the first frame of
+//! its own stream arrives. With a [`KeepAlive`], requests to an origin
+//! that speaks HTTP/2 share one connection (streams multiplexed), which
+//! one request opens while the others wait for it.
+//!
+//! A proxy is used only when given ([`TransportOptions::proxy`]):
+//! `HTTP_PROXY`, `HTTPS_PROXY` and `NO_PROXY` in the process environment
+//! are never read here, because a probe measures the path it says it
+//! measures. Through a proxy, every connection (`http://` too) is a
+//! `CONNECT` tunnel ([`super::proxy`]): its resolve and connect phases are
+//! the proxy's, the tunnel's answer counts as connecting, and the exchange
+//! on it is the same as on a direct connection.
 //!
 //! The TLS client configuration comes from [`super::tls::client_config`];
 //! a failed handshake is worded by [`super::error::handshake_failed`], like
 //! every other kind's.
 
 use super::dial::Io;
-use super::error::{Cut, Fail, describe};
+use super::error::{Cut, Fail, describe, looks_like_tls, too_large};
+use super::http2::{self, HttpVersion};
 use super::pool::{Lease, Origin, Pool};
 use crate::outcome::{FailureReason, HttpPhases};
 use bytes::{Bytes, BytesMut};
@@ -66,6 +80,12 @@ pub struct TransportOptions {
     pub tls: Arc<ClientConfig>,
     /// SNI / verification name override (else the URL host).
     pub server_name: Option<String>,
+    /// The HTTP version to use (`http_version`): ALPN's offer over TLS,
+    /// prior knowledge of HTTP/2 over cleartext.
+    pub version: HttpVersion,
+    /// The HTTP proxy to tunnel through (`CONNECT`), for the targets it
+    /// routes; `None`: every connection is direct.
+    pub proxy: Option<Arc<super::proxy::Proxy>>,
 }
 
 /// The request to send on the first hop.
@@ -88,6 +108,8 @@ pub struct Response {
     pub redirects: u32,
     pub phases: HttpPhases,
     pub tls: bool,
+    /// The HTTP version of the final response (`HTTP/1.1`, `HTTP/2`).
+    pub version: http::Version,
     /// The earliest `notAfter` of the certificates the server presented on
     /// the final hop, as Unix seconds (blackbox_exporter's
     /// `probe_ssl_earliest_cert_expiry`).
@@ -107,6 +129,9 @@ pub struct Failure {
     /// The raw body bytes that arrived on the failing hop before it failed
     /// (a body cut by a reset or a close, over its cap, or not decodable).
     pub body_bytes: u64,
+    /// The HTTP version of the failing hop's connection, once it was known
+    /// (after ALPN, or on a kept connection).
+    pub version: Option<http::Version>,
 }
 
 /// Performs `req` on fresh connections, following redirects if asked, all
@@ -140,9 +165,14 @@ pub async fn exchange_in(
 
 /// Connections kept open between the exchanges of one run (a workload with
 /// `keep_alive = true`): at most `max` at once, per origin, all sent with
-/// the same [`TransportOptions`]. Dropping it closes them.
+/// the same [`TransportOptions`]. An HTTP/1.1 connection carries one
+/// request at a time; an HTTP/2 one is shared by the requests to its
+/// origin, as concurrent streams. Dropping it closes them.
 pub struct KeepAlive {
+    /// HTTP/1.1 connections: one request at a time each.
     pool: Pool<Conn>,
+    /// HTTP/2 connections: shared by the requests to their origin.
+    mux: http2::Shared,
 }
 
 impl KeepAlive {
@@ -150,17 +180,18 @@ impl KeepAlive {
     pub fn new(max: usize) -> KeepAlive {
         KeepAlive {
             pool: Pool::new(max),
+            mux: http2::Shared::new(max),
         }
     }
 
     /// Connections opened so far.
     pub fn opened(&self) -> u64 {
-        self.pool.opened()
+        self.pool.opened() + self.mux.opened()
     }
 
     /// Hops sent on a connection an earlier one opened.
     pub fn reused(&self) -> u64 {
-        self.pool.reused()
+        self.pool.reused() + self.mux.reused()
     }
 }
 
@@ -206,14 +237,6 @@ async fn drive<F: Future>(connection: &mut Option<Pin<Box<Http1>>>, fut: F) -> F
     .await
 }
 
-/// The body went past its cap, raw or after decompression (`stage`).
-fn too_large(max: u64, stage: &str) -> Fail {
-    Fail::new(
-        FailureReason::BodyTooLarge,
-        format!("body exceeds the {max}-byte cap ({stage})"),
-    )
-}
-
 fn protocol(doing: &str, error: &hyper::Error) -> Fail {
     Fail::new(
         FailureReason::Protocol,
@@ -230,6 +253,11 @@ const HEAD_LIMITS: &str = "about 400 KiB and 100 headers";
 /// or what came back was not HTTP/1.x (with its first bytes, and a hint
 /// when they look like TLS).
 fn head_failed(error: &hyper::Error, seen: &Seen) -> Fail {
+    // TLS 1.3: a server that refuses the client certificate says so after
+    // the client's side of the handshake is done, at the first read.
+    if let Some(fail) = super::error::client_auth_refused(error) {
+        return fail;
+    }
     let received = seen.received();
     let cut = if error.is_incomplete_message() {
         Some(Cut::Closed)
@@ -267,11 +295,6 @@ fn head_failed(error: &hyper::Error, seen: &Seen) -> Fail {
         return Fail::new(FailureReason::Protocol, message);
     }
     protocol("the http exchange", error)
-}
-
-/// The first bytes of a TLS record: a handshake or an alert, TLS 1.x.
-fn looks_like_tls(start: &[u8]) -> bool {
-    matches!(start, [0x15 | 0x16, 0x03, 0x00..=0x04, ..])
 }
 
 /// A response that announces both `Transfer-Encoding` and
@@ -342,6 +365,11 @@ struct Progress {
     tls_expiry: Option<i64>,
     /// The raw body bytes read on the current hop.
     body_bytes: u64,
+    /// The HTTP version of the current hop's connection, once known.
+    version: Option<http::Version>,
+    /// The proxy being connected through, while it is (a deadline then
+    /// names it).
+    proxy: Option<String>,
 }
 
 impl Progress {
@@ -357,6 +385,8 @@ impl Progress {
             redirects: 0,
             tls_expiry: None,
             body_bytes: 0,
+            version: None,
+            proxy: None,
         }
     }
 
@@ -383,10 +413,14 @@ impl Progress {
             Phase::Tls | Phase::Processing | Phase::Transfer => FailureReason::Timeout,
         };
         let elapsed = Instant::now().saturating_duration_since(self.start);
+        let via = match &self.proxy {
+            Some(proxy) => format!(" through the proxy {proxy}"),
+            None => String::new(),
+        };
         Fail::new(
             reason,
             format!(
-                "deadline exceeded after {:.3}s {}",
+                "deadline exceeded after {:.3}s {}{via}",
                 elapsed.as_secs_f64(),
                 self.phase.doing()
             ),
@@ -408,6 +442,7 @@ impl Progress {
             status: self.status,
             redirects: self.redirects,
             body_bytes: self.body_bytes,
+            version: self.version,
         }
     }
 }
@@ -434,6 +469,7 @@ async fn follow(
                 headers: parts.headers,
                 body,
                 tls: req.url.scheme() == "https",
+                version: parts.version,
                 tls_earliest_expiry: progress.tls_expiry,
                 final_url: req.url,
                 redirects: progress.redirects,
@@ -526,6 +562,44 @@ fn redirected(mut req: Request, status: StatusCode, next: Url) -> Request {
     req
 }
 
+/// Where a hop goes: the URL's host, port and scheme.
+struct Target<'u> {
+    host: Host<&'u str>,
+    /// The host as the URL writes it, which kept connections are found by.
+    name: &'u str,
+    port: u16,
+    tls: bool,
+}
+
+impl Target<'_> {
+    fn origin(&self) -> Origin {
+        Origin {
+            tls: self.tls,
+            host: self.name.to_owned(),
+            port: self.port,
+        }
+    }
+}
+
+/// The connection a hop sends on.
+enum Via<'k> {
+    Http1(Lease<'k, Conn>),
+    Http2(http2::Conn),
+}
+
+/// A hop whose request got no response: why, and whether to send it again
+/// on another connection (it met a kept one that had gone).
+struct HopFailed {
+    fail: Fail,
+    again: bool,
+}
+
+impl From<Fail> for HopFailed {
+    fn from(fail: Fail) -> HopFailed {
+        HopFailed { fail, again: false }
+    }
+}
+
 /// Sends `req` (on a kept connection to its origin, with `keep`, else on
 /// a fresh one) and reads the whole raw body.
 async fn hop(
@@ -537,6 +611,7 @@ async fn hop(
     progress.status = None;
     progress.tls_expiry = None;
     progress.body_bytes = 0;
+    progress.version = None;
     let url = &req.url;
     let tls = match url.scheme() {
         "http" => false,
@@ -556,41 +631,119 @@ async fn hop(
             format!("{url} has no host"),
         ));
     };
-    let request = build_request(req, opts, keep.is_some())?;
-    // Kept connections are found by the URL's own host text, without
-    // building an origin for each request.
-    let name = url.host_str().unwrap_or_default();
-    let origin = || Origin {
-        tls,
-        host: name.to_owned(),
+    let target = Target {
+        host,
+        name: url.host_str().unwrap_or_default(),
         port,
+        tls,
     };
-    let (mut lease, reused) = match idle(keep, |o| o.is(tls, name, port), progress).await? {
-        Some(lease) => (lease, true),
+    let (mut via, mut reused) = connection(&target, opts, keep, progress, true).await?;
+    loop {
+        let shared = matches!(via, Via::Http2(_));
+        let sent = match via {
+            Via::Http1(lease) => hop_http1(req, opts, keep, lease, progress).await,
+            Via::Http2(conn) => hop_http2(req, opts, keep, conn, progress).await,
+        };
+        match sent {
+            Ok(response) => return Ok(response),
+            // Once, and only after a kept connection: a new one failing
+            // the same way is the server's answer.
+            Err(failed) if reused && failed.again => {
+                // The attempt on the kept connection counts as waiting.
+                progress.lap(Instant::now());
+                // A new HTTP/1.1 connection; for HTTP/2, one another
+                // request may have opened meanwhile (the one that went is
+                // no longer handed out).
+                (via, _) = connection(&target, opts, keep, progress, shared).await?;
+                reused = false;
+            }
+            Err(failed) => return Err(failed.fail),
+        }
+    }
+}
+
+/// The connection for a hop to `target`: with `keep` and `reuse`, a
+/// shared HTTP/2 one or an idle HTTP/1.1 one to its origin when there is
+/// one (the `bool`: it is), else a new one.
+async fn connection<'k>(
+    target: &Target<'_>,
+    opts: &TransportOptions,
+    keep: Option<&'k KeepAlive>,
+    progress: &mut Progress,
+    reuse: bool,
+) -> Result<(Via<'k>, bool), Fail> {
+    let Some(k) = keep else {
         // Boxed: dialing (TLS above all) is a large future, which the
         // exchanges on kept connections should not carry.
-        None => (
-            Box::pin(open(&host, port, origin(), opts, keep, progress)).await?,
-            false,
-        ),
+        return Ok((Box::pin(open(target, opts, None, progress)).await?, false));
     };
-    let response = match send(&mut lease, request, progress).await {
-        Ok(response) => response,
-        Err(failed) if reused && failed.again(&req.method) => {
-            // The attempt on the kept connection counts as waiting.
-            progress.lap(Instant::now());
-            drop(lease);
-            let request = match failed.unsent {
-                Some(request) => request,
-                None => build_request(req, opts, true)?,
-            };
-            lease = Box::pin(open(&host, port, origin(), opts, keep, progress)).await?;
-            send(&mut lease, request, progress)
-                .await
-                .map_err(|failed| failed.fail)?
+    if reuse {
+        if let Some(via) = kept(target, opts, k, progress).await? {
+            return Ok((via, true));
         }
-        Err(failed) => return Err(failed.fail),
-    };
+    }
+    let multiplexed = opts.version.may_use_http2(target.tls)
+        && !k.mux.speaks_http1(target.tls, target.name, target.port);
+    if !multiplexed {
+        return Ok((Box::pin(open(target, opts, keep, progress)).await?, false));
+    }
+    // One request at a time opens a connection that may speak HTTP/2; the
+    // others wait for it and share it. Waiting counts as connecting.
+    progress.enter(Phase::Connect)?;
+    let gate = k.mux.gate.lock().await;
+    progress.lap(Instant::now());
+    if let Some(via) = kept(target, opts, k, progress).await? {
+        return Ok((via, true));
+    }
+    // The connection waited for picked HTTP/1.1: this one need not hold
+    // the others up.
+    let _gate = (!k.mux.speaks_http1(target.tls, target.name, target.port)).then_some(gate);
+    Ok((Box::pin(open(target, opts, keep, progress)).await?, false))
+}
+
+/// A connection `k` holds to the origin of `target` that can take a
+/// request: a shared HTTP/2 one, else an idle HTTP/1.1 one.
+async fn kept<'k>(
+    target: &Target<'_>,
+    opts: &TransportOptions,
+    k: &'k KeepAlive,
+    progress: &mut Progress,
+) -> Result<Option<Via<'k>>, Fail> {
+    let (tls, name, port) = (target.tls, target.name, target.port);
+    if opts.version.may_use_http2(tls) {
+        if let Some(conn) = k.mux.find(tls, name, port) {
+            progress.tls_expiry = conn.tls_expiry;
+            progress.version = Some(http::Version::HTTP_2);
+            return Ok(Some(Via::Http2(conn)));
+        }
+    }
+    if opts.version == HttpVersion::Http2 {
+        return Ok(None);
+    }
+    let lease = idle(Some(k), |o| o.is(tls, name, port), progress).await?;
+    if lease.is_some() {
+        progress.version = Some(http::Version::HTTP_11);
+    }
+    Ok(lease.map(Via::Http1))
+}
+
+/// One hop on an HTTP/1.1 connection: the request, the response head,
+/// the whole raw body; the connection goes back to `keep` when it can
+/// take another request.
+async fn hop_http1(
+    req: &Request,
+    opts: &TransportOptions,
+    keep: Option<&KeepAlive>,
+    mut lease: Lease<'_, Conn>,
+    progress: &mut Progress,
+) -> Result<http::Response<Bytes>, HopFailed> {
+    let request = build_request(req, opts, keep.is_some())?;
+    let response = send(&mut lease, request, progress)
+        .await
+        .map_err(|failed| HopFailed {
+            again: failed.again(&req.method),
+            fail: failed.fail,
+        })?;
     progress.status = Some(response.status().as_u16());
     length_and_chunked(response.headers())?;
 
@@ -600,7 +753,8 @@ async fn hop(
         return Err(Fail::new(
             FailureReason::Request,
             "the connection was released before its body",
-        ));
+        )
+        .into());
     };
     // Counted as they arrive: a body cut short (by the deadline too) still
     // tells how far it got.
@@ -610,6 +764,63 @@ async fn hop(
     if keep.is_some() && reusable(&parts) {
         lease.release();
     }
+    Ok(http::Response::from_parts(parts, body))
+}
+
+/// One hop on an HTTP/2 connection (a stream): the request, the response
+/// head (`processing` ends when the stream's first frame arrived), the
+/// whole raw body. A shared connection that went away under the request
+/// is no longer handed out.
+async fn hop_http2(
+    req: &Request,
+    opts: &TransportOptions,
+    keep: Option<&KeepAlive>,
+    mut conn: http2::Conn,
+    progress: &mut Progress,
+) -> Result<http::Response<Bytes>, HopFailed> {
+    let request = build_h2_request(req, opts)?;
+    progress.enter(Phase::Processing)?;
+    let (response, first) = match conn.send(request, req.body.clone()).await {
+        Ok(sent) => sent,
+        Err(failed) => {
+            if let Some(k) = keep {
+                if failed.gone {
+                    k.mux.forget(&conn);
+                }
+            }
+            return Err(HopFailed {
+                again: failed.again(&req.method),
+                fail: failed.fail,
+            });
+        }
+    };
+    progress.lap(first.unwrap_or_else(Instant::now));
+    let status = response.status();
+    progress.status = Some(status.as_u16());
+    let (parts, body) = response.into_parts();
+    progress.enter(Phase::Transfer)?;
+    // HTTP/2 has no framing of its own to lie about, but a length it
+    // announces over the cap is refused before reading, as on HTTP/1.1.
+    let bodiless = req.method == Method::HEAD
+        || matches!(status, StatusCode::NO_CONTENT | StatusCode::NOT_MODIFIED);
+    let announced = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .filter(|_| !bodiless);
+    if announced.is_some_and(|n| n > opts.max_body_bytes) {
+        return Err(too_large(opts.max_body_bytes, "raw").into());
+    }
+    let body = conn
+        .read_body(
+            body,
+            opts.max_body_bytes,
+            announced,
+            &mut progress.body_bytes,
+        )
+        .await?;
+    progress.lap(Instant::now());
     Ok(http::Response::from_parts(parts, body))
 }
 
@@ -641,23 +852,46 @@ async fn idle<'k>(
     Ok(None)
 }
 
-/// A new connection to `host:port` (resolve, connect, TLS, HTTP/1.1),
-/// held by `keep` when given.
+/// A new connection to `target` (resolve, connect, TLS, then HTTP/1.1 or
+/// HTTP/2 as negotiated), held by `keep` when given.
 async fn open<'k>(
-    host: &Host<&str>,
-    port: u16,
-    origin: Origin,
+    target: &Target<'_>,
     opts: &TransportOptions,
     keep: Option<&'k KeepAlive>,
     progress: &mut Progress,
-) -> Result<Lease<'k, Conn>, Fail> {
-    let addrs = resolve(host, port, progress).await?;
-    let tcp = connect(&addrs, progress).await?;
-    let io: Box<dyn Io> = if origin.tls {
-        Box::new(tls_handshake(tcp, host, opts, progress).await?)
-    } else {
-        Box::new(tcp)
+) -> Result<Via<'k>, Fail> {
+    let (host, port, origin) = (&target.host, target.port, target.origin());
+    let tcp = match opts
+        .proxy
+        .as_deref()
+        .and_then(|p| p.route(origin.tls, &bare(host)))
+    {
+        None => {
+            let addrs = resolve(host, port, progress).await?;
+            connect(&addrs, progress).await?
+        }
+        Some(endpoint) => through(endpoint, host, port, progress).await?,
     };
+    let (io, h2): (Box<dyn Io>, bool) = if origin.tls {
+        let (stream, h2) = tls_handshake(tcp, host, opts, progress).await?;
+        (Box::new(stream), h2)
+    } else {
+        (Box::new(tcp), opts.version == HttpVersion::Http2)
+    };
+    if h2 {
+        progress.version = Some(http::Version::HTTP_2);
+        let conn = http2::Conn::handshake(io, !origin.tls, progress.tls_expiry).await?;
+        return Ok(Via::Http2(match keep {
+            Some(keep) => keep.mux.add(origin, conn),
+            None => conn,
+        }));
+    }
+    progress.version = Some(http::Version::HTTP_11);
+    if let Some(keep) = keep.filter(|_| opts.version.may_use_http2(origin.tls)) {
+        // The server picked HTTP/1.1: its requests need not wait for one
+        // another's connections any more.
+        keep.mux.mark_http1(&origin);
+    }
     let seen = Arc::new(Seen::default());
     let io = TokioIo::new(FirstByte {
         inner: io,
@@ -672,10 +906,10 @@ async fn open<'k>(
         seen,
         tls_expiry: progress.tls_expiry,
     };
-    Ok(match keep {
+    Ok(Via::Http1(match keep {
         Some(keep) => keep.pool.add(origin, conn),
         None => Lease::alone(origin, conn),
-    })
+    }))
 }
 
 /// A request that got no response head.
@@ -817,6 +1051,50 @@ fn build_request(
     Ok(request)
 }
 
+/// The HTTP/2 request for one hop: an absolute URI whose authority is the
+/// `Host` the caller set, else the URL's; no connection-specific headers
+/// (HTTP/2 forbids them). The body goes beside it.
+fn build_h2_request(req: &Request, opts: &TransportOptions) -> Result<http::Request<()>, Fail> {
+    let bad = |what: &str, why: String| {
+        Fail::new(
+            FailureReason::Request,
+            format!("cannot build the request for {}: {what}: {why}", req.url),
+        )
+    };
+    let target = &req.url[url::Position::BeforePath..url::Position::AfterQuery];
+    let mut headers = req.headers.clone();
+    let authority = match headers.get(header::HOST) {
+        Some(host) => host
+            .to_str()
+            .map_err(|e| bad("host", e.to_string()))?
+            .to_owned(),
+        None => host_value(&req.url)
+            .map_err(|e| bad("host", e.to_string()))?
+            .to_str()
+            .map_err(|e| bad("host", e.to_string()))?
+            .to_owned(),
+    };
+    http2::strip_connection_headers(&mut headers);
+    if !req.body.is_empty() {
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(req.body.len()));
+    }
+    if opts.decompress && !headers.contains_key(header::ACCEPT_ENCODING) {
+        headers.insert(
+            header::ACCEPT_ENCODING,
+            HeaderValue::from_static("gzip, deflate"),
+        );
+    }
+    let uri = format!("{}://{authority}{target}", req.url.scheme());
+    let mut request = http::Request::new(());
+    *request.method_mut() = req.method.clone();
+    *request.version_mut() = http::Version::HTTP_2;
+    *request.uri_mut() = uri
+        .parse()
+        .map_err(|e: http::uri::InvalidUri| bad("target", e.to_string()))?;
+    *request.headers_mut() = headers;
+    Ok(request)
+}
+
 /// The addresses to try; an IP literal is used as is, with no lookup.
 async fn resolve(
     host: &Host<&str>,
@@ -839,6 +1117,54 @@ async fn resolve(
     }
     progress.lap(Instant::now());
     Ok(addrs)
+}
+
+/// A host as a name or an IP literal without brackets.
+fn bare(host: &Host<&str>) -> String {
+    match host {
+        Host::Domain(name) => (*name).to_owned(),
+        Host::Ipv4(ip) => ip.to_string(),
+        Host::Ipv6(ip) => ip.to_string(),
+    }
+}
+
+/// A tunnel to `host:port` through the proxy at `endpoint`: the proxy's
+/// name resolved and connected to (a failure of either is `proxy`), then
+/// `CONNECT`, charged to the connect phase.
+async fn through(
+    endpoint: &super::proxy::Endpoint,
+    host: &Host<&str>,
+    port: u16,
+    progress: &mut Progress,
+) -> Result<TcpStream, Fail> {
+    let unreachable = |fail| super::proxy::unreachable(endpoint, fail);
+    progress.proxy = Some(endpoint.to_string());
+    let name = Host::parse(endpoint.host())
+        .or_else(|_| Host::parse(&format!("[{}]", endpoint.host())))
+        .map_err(|e| {
+            Fail::new(
+                FailureReason::Proxy,
+                format!("the proxy {endpoint} has an unusable host: {e}"),
+            )
+        })?;
+    let name: Host<&str> = match &name {
+        Host::Domain(d) => Host::Domain(d.as_str()),
+        Host::Ipv4(ip) => Host::Ipv4(*ip),
+        Host::Ipv6(ip) => Host::Ipv6(*ip),
+    };
+    let addrs = resolve(&name, endpoint.port(), progress)
+        .await
+        .map_err(unreachable)?;
+    let mut tcp = connect(&addrs, progress).await.map_err(unreachable)?;
+    progress
+        .within(
+            Phase::Connect,
+            super::proxy::tunnel(&mut tcp, endpoint, &bare(host), port),
+        )
+        .await??;
+    progress.lap(Instant::now());
+    progress.proxy = None;
+    Ok(tcp)
 }
 
 /// Connects to the first address that accepts, trying them in order.
@@ -867,13 +1193,14 @@ async fn connect(addrs: &[SocketAddr], progress: &mut Progress) -> Result<TcpStr
     Err(super::dial::unreachable(&errors))
 }
 
-/// The TLS handshake, offering only http/1.1 over ALPN.
+/// The TLS handshake, offering the HTTP versions `opts` allows by ALPN;
+/// with it, whether the server picked HTTP/2.
 async fn tls_handshake(
     tcp: TcpStream,
     host: &Host<&str>,
     opts: &TransportOptions,
     progress: &mut Progress,
-) -> Result<tokio_rustls::client::TlsStream<TcpStream>, Fail> {
+) -> Result<(tokio_rustls::client::TlsStream<TcpStream>, bool), Fail> {
     let name = match (&opts.server_name, host) {
         (Some(name), _) => ServerName::try_from(name.clone()),
         (None, Host::Domain(name)) => ServerName::try_from((*name).to_owned()),
@@ -882,10 +1209,19 @@ async fn tls_handshake(
     }
     .map_err(|e| Fail::new(FailureReason::Tls, format!("invalid tls server name: {e}")))?;
     let connector = tokio_rustls::TlsConnector::from(Arc::clone(&opts.tls));
-    let handshake = connector
-        .with_alpn(vec![b"http/1.1".to_vec()])
-        .connect(name, tcp);
+    let handshake = connector.with_alpn(opts.version.alpn()).connect(name, tcp);
     let stream = progress.within(Phase::Tls, handshake).await?.map_err(|e| {
+        // A server that speaks no protocol offered may refuse by alert.
+        if let Some(rustls::Error::AlertReceived(rustls::AlertDescription::NoApplicationProtocol)) =
+            super::error::rustls_error(&e)
+        {
+            if opts.version == HttpVersion::Http2 {
+                return http2::not_http2(
+                    &host.to_string(),
+                    "it refused it (tls alert no_application_protocol)",
+                );
+            }
+        }
         // A verdict names the name that was checked: `server_name` when set.
         let shared = match &opts.server_name {
             Some(name) => super::error::handshake_failed(name, &e),
@@ -899,7 +1235,10 @@ async fn tls_handshake(
         .1
         .peer_certificates()
         .and_then(super::tls::earliest_expiry);
-    Ok(stream)
+    let h2 = opts
+        .version
+        .negotiated(stream.get_ref().1.alpn_protocol(), &host.to_string())?;
+    Ok((stream, h2))
 }
 
 /// Reads body frames until the end, failing as soon as more than `max`
@@ -1142,7 +1481,9 @@ mod tests {
             max_body_bytes: 1 << 20,
             decompress: true,
             tls: crate::net::tls::client_config(&TlsOptions::default()).unwrap(),
+            proxy: None,
             server_name: None,
+            version: HttpVersion::Auto,
         }
     }
 
@@ -1943,5 +2284,198 @@ mod tests {
             ..TlsOptions::default()
         };
         assert!(crate::net::tls::client_config(&with_client_cert).is_ok());
+    }
+
+    /// An h2c server (prior knowledge) on 127.0.0.1 that answers every
+    /// request 20 ms after it came with `hello`, and ` world` 20 ms later;
+    /// it counts the connections it accepts, and the most requests it had
+    /// in hand at once.
+    async fn serve_h2c() -> (SocketAddr, Arc<AtomicU64>, Arc<AtomicU64>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (accepted, peak) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        let (count, most) = (Arc::clone(&accepted), Arc::clone(&peak));
+        let in_hand = Arc::new(AtomicU64::new(0));
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                let (most, in_hand) = (Arc::clone(&most), Arc::clone(&in_hand));
+                tokio::spawn(async move {
+                    let Ok(mut conn) = h2::server::handshake(stream).await else {
+                        return;
+                    };
+                    while let Some(Ok((_, mut respond))) = conn.accept().await {
+                        let now = in_hand.fetch_add(1, Ordering::SeqCst) + 1;
+                        most.fetch_max(now, Ordering::SeqCst);
+                        let in_hand = Arc::clone(&in_hand);
+                        tokio::spawn(async move {
+                            sleep(20 * MS).await;
+                            let head = http::Response::builder()
+                                .header("content-length", "11")
+                                .body(())
+                                .unwrap();
+                            let mut body = respond.send_response(head, false).unwrap();
+                            let _ = body.send_data(Bytes::from_static(b"hello"), false);
+                            sleep(20 * MS).await;
+                            let _ = body.send_data(Bytes::from_static(b" world"), true);
+                            in_hand.fetch_sub(1, Ordering::SeqCst);
+                        });
+                    }
+                });
+            }
+        });
+        (addr, accepted, peak)
+    }
+
+    #[tokio::test]
+    async fn http2_with_prior_knowledge_measures_every_phase() {
+        let (addr, _, _) = serve_h2c().await;
+        let opts = TransportOptions {
+            version: HttpVersion::Http2,
+            ..options()
+        };
+        let started = Instant::now();
+        let url = format!("http://{addr}/path?q=1");
+        let response = run(get(&url), &opts, BOUND).await.unwrap();
+        let total = started.elapsed();
+        assert_eq!(response.version, http::Version::HTTP_2);
+        assert_eq!(
+            (response.status, &response.body[..]),
+            (StatusCode::OK, &b"hello world"[..])
+        );
+        let phases = response.phases;
+        assert_eq!(
+            (phases.resolve, phases.tls),
+            (Duration::ZERO, Duration::ZERO)
+        );
+        assert!(phases.connect > Duration::ZERO, "{phases:?}");
+        assert!(phases.processing >= 20 * MS, "{phases:?}");
+        assert!(phases.transfer >= 10 * MS, "{phases:?}");
+        assert_contiguous(&phases, total);
+    }
+
+    #[tokio::test]
+    async fn kept_http2_requests_share_one_connection_as_concurrent_streams() {
+        let (addr, accepted, peak) = serve_h2c().await;
+        let opts = TransportOptions {
+            version: HttpVersion::Http2,
+            ..options()
+        };
+        let keep = KeepAlive::new(8);
+        let url = format!("http://{addr}/");
+        let deadline = Instant::now() + BOUND;
+        let sends = (0..8).map(|_| exchange_in(get(&url), &opts, Some(&keep), deadline));
+        for response in futures_util::future::join_all(sends).await {
+            let response = response.unwrap();
+            assert_eq!(response.version, http::Version::HTTP_2);
+            assert_eq!(&response.body[..], b"hello world");
+        }
+        // One connection, opened by one request while the others waited,
+        // then carrying them side by side.
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+        assert_eq!((keep.opened(), keep.reused()), (1, 7));
+        assert!(
+            peak.load(Ordering::SeqCst) > 1,
+            "the streams were not concurrent"
+        );
+    }
+
+    /// An h2c server that hands the first request of each connection to
+    /// `answer`, with the connection, which it drops when done.
+    async fn serve_h2c_with<F, Fut>(answer: F) -> SocketAddr
+    where
+        F: Fn(h2::server::Connection<TcpStream, Bytes>, h2::server::SendResponse<Bytes>) -> Fut
+            + Send
+            + Sync
+            + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let answer = Arc::new(answer);
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let answer = Arc::clone(&answer);
+                tokio::spawn(async move {
+                    let Ok(mut conn) = h2::server::handshake(stream).await else {
+                        return;
+                    };
+                    if let Some(Ok((_, respond))) = conn.accept().await {
+                        answer(conn, respond).await;
+                    }
+                });
+            }
+        });
+        addr
+    }
+
+    /// Drives `conn` for a moment, so what was queued goes out.
+    async fn flush(conn: &mut h2::server::Connection<TcpStream, Bytes>) {
+        let _ = tokio::time::timeout(50 * MS, conn.accept()).await;
+    }
+
+    #[tokio::test]
+    async fn http2_failures_are_worded_by_what_the_server_did() {
+        let opts = TransportOptions {
+            version: HttpVersion::Http2,
+            ..options()
+        };
+        // The stream refused.
+        let refusing = serve_h2c_with(|mut conn, mut respond| async move {
+            respond.send_reset(h2::Reason::REFUSED_STREAM);
+            flush(&mut conn).await;
+        })
+        .await;
+        let failure = run(get(&format!("http://{refusing}/")), &opts, BOUND)
+            .await
+            .unwrap_err();
+        assert_eq!(failure.reason, FailureReason::Protocol, "{failure:?}");
+        assert_eq!(
+            failure.message,
+            "the server reset the HTTP/2 stream (REFUSED_STREAM: refused stream before processing any application logic) without sending a response"
+        );
+        assert_eq!(failure.version, Some(http::Version::HTTP_2));
+
+        // The body cut short by the connection's end.
+        let cutting = serve_h2c_with(|mut conn, mut respond| async move {
+            let head = http::Response::builder()
+                .header("content-length", "100")
+                .body(())
+                .unwrap();
+            let mut body = respond.send_response(head, false).unwrap();
+            let _ = body.send_data(Bytes::from_static(&[b'x'; 10]), false);
+            flush(&mut conn).await;
+        })
+        .await;
+        let failure = run(get(&format!("http://{cutting}/")), &opts, BOUND)
+            .await
+            .unwrap_err();
+        assert_eq!(
+            (failure.status, failure.body_bytes),
+            (Some(200), 10),
+            "{failure:?}"
+        );
+        assert_eq!(failure.reason, FailureReason::Closed, "{failure:?}");
+        assert_eq!(
+            failure.message,
+            "the server closed the connection after 10 of the 100 body bytes announced"
+        );
+
+        // A server that takes the HTTP/2 preface for a bad HTTP/1.1 request
+        // and hangs up.
+        let (closing, _) = serve(|_, stream| async move { drop(stream) }).await;
+        let failure = run(get(&format!("http://{closing}/")), &opts, BOUND)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(failure.reason, FailureReason::Closed | FailureReason::Reset),
+            "{failure:?}"
+        );
+        assert!(
+            failure.message.ends_with(
+                "(an HTTP/1.1-only server may close at the HTTP/2 preface: http_version = \"2\" on an http:// URL is HTTP/2 with prior knowledge, h2c)"
+            ),
+            "{failure:?}"
+        );
     }
 }

@@ -12,6 +12,12 @@
 //! described. Either way the verdict is rustls' own error, and
 //! [`super::error::cert_failure`] words it: the same fault gets the same
 //! reason and sentence whatever the kind.
+//!
+//! A strict config is built from files (`ca_file`, `client_cert`,
+//! `client_key`) that are rotated while synthmon runs, so runs take theirs
+//! from [`current`]: a small cache keyed by the options and each file's
+//! modification time, length and inode, rebuilt when one of them changed.
+//! A file that became unreadable fails the run that needs it, in words.
 
 use super::error::{Fail, handshake_failed};
 use crate::outcome::{FailureReason, GaugeSpec};
@@ -30,9 +36,9 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
-/// TLS settings of an environment (or a receiver): trust, client
-/// certificate, verification.
-#[derive(Debug, Clone, Default, PartialEq)]
+/// TLS settings of an environment (or a probe, or a receiver): trust,
+/// client certificate, verification, the lowest version offered.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct TlsOptions {
     /// Extra trust anchors (PEM) added to the system roots.
     pub ca_file: Option<PathBuf>,
@@ -42,16 +48,52 @@ pub struct TlsOptions {
     pub insecure_skip_verify: bool,
     /// Name to verify and send as SNI instead of the URL's host.
     pub server_name: Option<String>,
+    /// The lowest version offered (default 1.2: rustls speaks 1.2 and 1.3).
+    pub min_version: Option<TlsVersion>,
+}
+
+/// The lowest TLS version a client offers (`min_version`). rustls speaks
+/// no version before 1.2, so these are the only two choices.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TlsVersion {
+    V1_2,
+    V1_3,
+}
+
+impl TlsVersion {
+    /// `1.2` or `1.3`, as a user writes it.
+    pub fn parse(text: &str) -> Result<TlsVersion, String> {
+        match text.trim() {
+            "1.2" => Ok(TlsVersion::V1_2),
+            "1.3" => Ok(TlsVersion::V1_3),
+            other => Err(format!(
+                "expected `1.2` or `1.3` (the versions rustls speaks), found `{other}`"
+            )),
+        }
+    }
+
+    /// The versions a client with this minimum offers.
+    fn offered(
+        version: Option<TlsVersion>,
+    ) -> &'static [&'static rustls::SupportedProtocolVersion] {
+        static TLS13_ONLY: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS13];
+        match version {
+            Some(TlsVersion::V1_3) => TLS13_ONLY,
+            Some(TlsVersion::V1_2) | None => rustls::DEFAULT_VERSIONS,
+        }
+    }
 }
 
 /// Builds the client TLS config: system roots (rustls-native-certs) plus an
 /// optional extra CA bundle, optional client cert+key, or a verifier that
-/// accepts anything when `insecure_skip_verify`.
+/// accepts anything when `insecure_skip_verify`. It reads the files every
+/// time: runs take theirs from [`current`], which reads them again only
+/// when they changed.
 pub fn client_config(opts: &TlsOptions) -> Result<Arc<ClientConfig>, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let algorithms = provider.signature_verification_algorithms;
     let builder = ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
+        .with_protocol_versions(TlsVersion::offered(opts.min_version))
         .map_err(|e| format!("cannot set up tls: {e}"))?;
     let builder = if opts.insecure_skip_verify {
         builder
@@ -64,6 +106,116 @@ pub fn client_config(opts: &TlsOptions) -> Result<Arc<ClientConfig>, String> {
         builder.with_root_certificates(roots(opts.ca_file.as_deref())?)
     };
     with_client_auth(builder, opts).map(Arc::new)
+}
+
+/// What a file was like when it was read: a new modification time,
+/// length or inode (a file replaced by a rename) means it changed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Stamp {
+    modified: Option<std::time::SystemTime>,
+    len: u64,
+    inode: u64,
+}
+
+/// The stamps of `opts`' files, in the order `ca_file`, `client_cert`,
+/// `client_key`; a file that cannot be read is an error naming it.
+fn stamps(opts: &TlsOptions) -> Result<Stamps, String> {
+    let stamp = |path: Option<&Path>, field: &str| -> Result<Option<Stamp>, String> {
+        let Some(path) = path else {
+            return Ok(None);
+        };
+        let meta = std::fs::metadata(path)
+            .map_err(|e| format!("cannot read {field} {}: {e}", path.display()))?;
+        #[cfg(unix)]
+        let inode = std::os::unix::fs::MetadataExt::ino(&meta);
+        #[cfg(not(unix))]
+        let inode = 0;
+        Ok(Some(Stamp {
+            modified: meta.modified().ok(),
+            len: meta.len(),
+            inode,
+        }))
+    };
+    Ok([
+        stamp(opts.ca_file.as_deref(), "ca_file")?,
+        stamp(opts.client_cert.as_deref(), "client_cert")?,
+        stamp(opts.client_key.as_deref(), "client_key")?,
+    ])
+}
+
+/// The stamps of a config's files: `ca_file`, `client_cert`, `client_key`.
+type Stamps = [Option<Stamp>; 3];
+
+/// A strict config and the stamps of the files it was built from.
+struct Built {
+    stamps: Stamps,
+    config: Arc<ClientConfig>,
+}
+
+/// At most this many configs are kept (one per environment and per probe
+/// that overrides its `tls`, and the ones a reload left behind); past it
+/// the cache starts over, which costs one rebuild each.
+const CACHE_MAX: usize = 256;
+
+fn cache() -> std::sync::MutexGuard<'static, HashMap<TlsOptions, Built>> {
+    static CACHE: OnceLock<Mutex<HashMap<TlsOptions, Built>>> = OnceLock::new();
+    CACHE
+        .get_or_init(Mutex::default)
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The strict config for `opts` as its files are now, if it was built
+/// from the same files (same stamps) before.
+fn cached(opts: &TlsOptions) -> Result<(Option<Arc<ClientConfig>>, Stamps), String> {
+    let stamps = stamps(opts)?;
+    let hit = cache()
+        .get(opts)
+        .filter(|b| b.stamps == stamps)
+        .map(|b| Arc::clone(&b.config));
+    Ok((hit, stamps))
+}
+
+/// Builds `opts`' config and keeps it with `stamps`, taken before the
+/// files were read: a file written meanwhile is read again next time.
+fn build_and_keep(opts: &TlsOptions, stamps: Stamps) -> Result<Arc<ClientConfig>, String> {
+    let config = client_config(opts)?;
+    let mut cache = cache();
+    if cache.len() >= CACHE_MAX && !cache.contains_key(opts) {
+        cache.clear();
+    }
+    cache.insert(
+        opts.clone(),
+        Built {
+            stamps,
+            config: Arc::clone(&config),
+        },
+    );
+    Ok(config)
+}
+
+/// The strict client config for `opts` with the files as they are now:
+/// the one built before when no file changed (a `stat` each), else built
+/// anew from the files. Blocking: for load time and the blocking pool.
+pub fn current_blocking(opts: &TlsOptions) -> Result<Arc<ClientConfig>, String> {
+    match cached(opts)? {
+        (Some(config), _) => Ok(config),
+        (None, stamps) => build_and_keep(opts, stamps),
+    }
+}
+
+/// [`current_blocking`] for a run: the files are only `stat`ed on the
+/// runtime thread; reading and parsing them (and, the first time, the
+/// system's trust store) happens on the blocking pool.
+pub async fn current(opts: &TlsOptions) -> Result<Arc<ClientConfig>, String> {
+    let (hit, stamps) = cached(opts)?;
+    if let Some(config) = hit {
+        return Ok(config);
+    }
+    let opts = opts.clone();
+    tokio::task::spawn_blocking(move || build_and_keep(&opts, stamps))
+        .await
+        .map_err(|e| format!("cannot set up tls: {e}"))?
 }
 
 /// Finishes a client config with `opts`' client certificate, if any: the
@@ -157,7 +309,7 @@ pub fn read_certs(path: &Path, field: &str) -> Result<Vec<CertificateDer<'static
 }
 
 /// The first private key in the PEM file at `path`.
-fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
+pub fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
     PrivateKeyDer::from_pem_file(path).map_err(|e| pem_error("client_key", path, e))
 }
 
@@ -212,7 +364,7 @@ impl Client {
             },
         });
         let builder = ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
+            .with_protocol_versions(TlsVersion::offered(env.min_version))
             .map_err(|e| format!("cannot set up tls: {e}"))?
             .dangerous()
             .with_custom_certificate_verifier(verifier.clone());

@@ -5,10 +5,12 @@
 //! for `config.toml`, then checks every probe file (each kind building its
 //! own table) and `[alerting]` with the same located document, diagnostics
 //! and redactor, so one run reports every error of every file. The result,
-//! [`Config`], is what the daemon and `--once` run.
+//! [`Config`], is what the daemon and `--once` run; [`shard`] says which of
+//! its (probe, environment) pairs one of several instances runs.
 
 mod alerting;
 mod probes;
+pub mod shard;
 
 use crate::alert::receiver::AlertingConfig;
 use crate::config::check::{Checker, Demand};
@@ -17,6 +19,7 @@ use crate::config::{
 };
 use crate::probe::Probe;
 use crate::secret::Redactor;
+pub use shard::Shard;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -35,6 +38,32 @@ pub struct Config {
     /// Every secret value the config resolved, so that output can be
     /// scrubbed of them.
     pub redactor: Redactor,
+    /// The shard whose pairs `probes` holds ([`Shard::ALL`] unless
+    /// [`Config::retain_shard`] narrowed it).
+    pub shard: Shard,
+}
+
+impl Config {
+    /// Narrows the plan to the pairs `shard` owns: each probe keeps the
+    /// environments it runs in on this shard, and a probe left with none
+    /// is dropped, so everything downstream (schedules, metrics, alerts,
+    /// the status page) sees only this shard's pairs. Environments stay:
+    /// they are looked up by name.
+    pub fn retain_shard(&mut self, shard: Shard) {
+        self.shard = shard;
+        if !shard.is_sharded() {
+            return;
+        }
+        for p in &mut self.probes {
+            p.environments.retain(|e| shard.owns(&p.name, e));
+        }
+        self.probes.retain(|p| !p.environments.is_empty());
+    }
+
+    /// How many (probe, environment) pairs the plan runs.
+    pub fn pairs(&self) -> usize {
+        self.probes.iter().map(|p| p.environments.len()).sum()
+    }
 }
 
 /// The parts of the config a run uses. Every part is checked either way;
@@ -149,5 +178,6 @@ pub fn load_for(opts: &LoadOptions, uses: &Uses) -> Result<Config, Diagnostics> 
         telemetry: settings.telemetry,
         alerting,
         redactor,
+        shard: Shard::ALL,
     })
 }

@@ -45,6 +45,7 @@ struct ProbeParts<'a> {
     slo: Option<crate::slo::Slo>,
     baseline: Option<crate::slo::Baseline>,
     keep: Vec<crate::probe::kind::Keep>,
+    retries: Option<crate::probe::retry::Retries>,
 }
 
 /// Alertmanager ends a firing alert at its `endsAt`, which synthmon sets to
@@ -141,9 +142,10 @@ impl Checker<'_> {
                     continue;
                 }
             };
-            // The common keys here; the kind's table and `[workload]` are
-            // read by their owners.
-            let skip: Vec<&str> = std::iter::once("workload")
+            // The common keys here; the kind's table, `[workload]` and
+            // `retries` are read by their owners.
+            let skip: Vec<&str> = ["workload", "retries"]
+                .into_iter()
                 .chain(crate::probe::KINDS.iter().map(|k| k.name))
                 .collect();
             let raw = diag::deserialize_part::<RawProbe>(
@@ -420,6 +422,7 @@ impl Checker<'_> {
         let slo = self.slo(raw.slo);
         let baseline = self.baseline(raw.baseline);
         let keep = self.keep(&raw.keep, kind.as_deref());
+        let retries = self.retries(&schedule, timeout, kind.as_deref());
         self.finish_probe(
             errors_before,
             ProbeParts {
@@ -440,6 +443,7 @@ impl Checker<'_> {
                 slo,
                 baseline,
                 keep,
+                retries,
             },
             kind,
         )
@@ -472,8 +476,37 @@ impl Checker<'_> {
             slo: parts.slo,
             baseline: parts.baseline,
             keep: parts.keep,
+            retries: parts.retries,
             kind: kind?,
         })
+    }
+
+    /// `retries = { attempts, backoff }` (`crate::probe::retry`): never
+    /// with `[workload]`, and the worst case (every try at the timeout,
+    /// plus a flow's teardown bound, and the backoffs) before the next run.
+    fn retries(
+        &mut self,
+        schedule: &Schedule,
+        timeout: Duration,
+        kind: Option<&dyn Kind>,
+    ) -> Option<crate::probe::retry::Retries> {
+        use crate::probe::retry;
+        if !self.doc.table().contains_key("retries") {
+            return None;
+        }
+        if self.doc.table().contains_key("workload") {
+            self.err(
+                "retries",
+                "`retries` does not apply to a probe with `[workload]`: a workload counts its failed requests (its thresholds judge them) instead of trying them again",
+            );
+            return None;
+        }
+        let retries = retry::build(self.table::<retry::RawRetries>("retries")?, self)?;
+        // A flow's teardown may run past the timeout, within its own bound
+        // (the same tail a workload's last arrival is given).
+        let tail = kind.and_then(|k| k.workload_tail()).unwrap_or_default();
+        retry::check_fits(self, &retries, timeout.saturating_add(tail), schedule);
+        Some(retries)
     }
 
     fn alert_policy(&mut self, raw: raw::RawAlert) -> AlertPolicy {

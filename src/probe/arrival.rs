@@ -35,6 +35,8 @@ pub struct Workload {
     /// Reuse connections (at most `max_concurrency`) instead of opening
     /// one per request.
     pub keep_alive: bool,
+    /// `http_version` for the workload's requests, over the request's own.
+    pub http_version: Option<crate::net::http2::HttpVersion>,
     pub anomalies: Option<Anomalies>,
 }
 

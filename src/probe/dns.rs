@@ -825,6 +825,10 @@ async fn exchange(
                 decompress: false,
                 tls: config,
                 server_name: spec.server_name.clone(),
+                // A resolver is asked directly, like the other transports.
+                proxy: None,
+                // DoH over whichever version the server picks by ALPN.
+                version: crate::net::http2::HttpVersion::Auto,
             };
             let (id, body) = asked.encode()?;
             let mut headers = HeaderMap::new();

@@ -19,6 +19,12 @@
 //!   data is a fault worth knowing about);
 //! - a capture marked `secret` is added to the run's redactor, so its value
 //!   never reaches a report, a log or a trace;
+//! - a step's OAuth2 token (its own `oauth2`, else its environment's) is
+//!   taken from the cache or fetched before its first attempt, carried by
+//!   every attempt and added to the run's redactor; failing to get one
+//!   fails the step with reason `auth`;
+//! - `[flow]`'s `tls` and `proxy` (`super::reach`) apply to every step,
+//!   which cannot set its own;
 //! - a step is one client span: every request it sends (each `until`
 //!   attempt) carries the step's own span id in `traceparent`, the id its
 //!   outcome reports; the run's own id is the root span's, so every id the
@@ -46,6 +52,12 @@ use serde::Deserialize;
 use std::time::Duration;
 use tokio::time::Instant;
 
+/// How long a step in flight when the run is cancelled may still take to
+/// finish (within the run's deadline and the teardown's budget): enough
+/// for a create whose order would otherwise be left behind uncaptured,
+/// short enough that a cancel stays prompt.
+const CANCEL_GRACE: Duration = Duration::from_secs(1);
+
 /// The default pause between `until` attempts.
 pub const DEFAULT_UNTIL_INTERVAL: Duration = Duration::from_millis(500);
 /// The default budget of the teardown.
@@ -69,6 +81,12 @@ pub struct RawFlow {
     /// Time the teardown gets of its own, after the run's deadline if need be.
     #[serde(default, deserialize_with = "crate::config::raw::duration")]
     pub teardown_timeout: Option<String>,
+    /// Every step's `tls` over the environment's (see `super::reach`).
+    pub tls: Option<crate::config::raw::RawTls>,
+    /// Every step's proxy instead of the environment's.
+    pub proxy: Option<String>,
+    pub proxy_auth: Option<crate::config::raw::RawBasicAuth>,
+    pub no_proxy: Option<Vec<String>>,
 }
 
 #[derive(Debug)]
@@ -126,6 +144,17 @@ pub(crate) fn build(raw: RawFlow, env_vars: &[String], c: &mut Checker<'_>) -> O
             ),
         );
     }
+    // One `tls` and proxy for the whole flow: every step inherits them.
+    let reach = std::sync::Arc::new(super::reach::Reach::build(
+        c,
+        "flow",
+        raw.tls.as_ref(),
+        &crate::config::check::ProxyKeys {
+            proxy: raw.proxy.as_deref(),
+            proxy_auth: raw.proxy_auth.as_ref(),
+            no_proxy: raw.no_proxy.as_deref(),
+        },
+    ));
     let mut known: Vec<String> = env_vars.to_vec();
     let mut captured: Vec<String> = Vec::new();
     let mut names: Vec<String> = Vec::new();
@@ -138,7 +167,9 @@ pub(crate) fn build(raw: RawFlow, env_vars: &[String], c: &mut Checker<'_>) -> O
         let mut built = Vec::new();
         for (i, step) in list.into_iter().enumerate() {
             let prefix = format!("flow.{stage}[{i}]");
-            if let Some(s) = build_step(&prefix, step, &mut known, &mut captured, &mut names, c) {
+            if let Some(mut s) = build_step(&prefix, step, &mut known, &mut captured, &mut names, c)
+            {
+                s.request.reach = std::sync::Arc::clone(&reach);
                 built.push(s);
             }
         }
@@ -192,6 +223,21 @@ fn build_step(
         );
     }
     names.push(name.clone());
+    for (key, set) in [
+        ("tls", raw.tls.is_some()),
+        ("proxy", raw.proxy.is_some()),
+        ("proxy_auth", raw.proxy_auth.is_some()),
+        ("no_proxy", raw.no_proxy.is_some()),
+    ] {
+        if set {
+            c.err(
+                &format!("{prefix}.{key}"),
+                format!(
+                    "`{key}` applies to the whole flow: set it in `[flow]`, every step inherits it"
+                ),
+            );
+        }
+    }
     let request = http_probe::request(c, prefix, &raw, known);
     let mut captures = Vec::new();
     for (var, capture) in &raw.capture {
@@ -349,30 +395,55 @@ async fn pass(
             index += 1;
             let step_ids = ids.child();
             let step_started = Instant::now();
+            if ctx.cancel.is_cancelled() {
+                // Cancelled between steps: the next one never starts.
+                let mut s = skipped(step, stage, "cancelled (shutdown or interrupt)");
+                s.reason = Some(FailureReason::Cancelled);
+                s.offset = step_started.duration_since(start);
+                outcome.steps.push(s);
+                exchanges.push(None);
+                failed_at = Some(outcome.steps.len() - 1);
+                break 'main;
+            }
             let mut exchange = None;
-            let run = run_step(
-                step,
-                stage,
-                ctx,
-                &step_ids,
-                &mut scope,
-                &mut redactor,
-                deadline,
-                index,
-                start,
-                (&mut last_facts, &mut exchange),
-            );
-            let result = tokio::select! {
-                r = run => r,
-                () = ctx.cancel.cancelled() => {
-                    // Its request may have gone out: the id the target saw
-                    // stays reported, and so exported.
-                    let mut s = skipped(step, stage, "cancelled (shutdown or interrupt)");
-                    s.reason = Some(FailureReason::Cancelled);
-                    s.span_id.clone_from(&step_ids.span_id);
-                    s.offset = step_started.duration_since(start);
-                    s.duration = step_started.elapsed();
-                    s
+            let result = {
+                let run = run_step(
+                    step,
+                    stage,
+                    ctx,
+                    &step_ids,
+                    &mut scope,
+                    &mut redactor,
+                    deadline,
+                    index,
+                    start,
+                    (&mut last_facts, &mut exchange),
+                );
+                tokio::pin!(run);
+                tokio::select! {
+                    r = &mut run => r,
+                    () = ctx.cancel.cancelled() => {
+                        // The step's request may have gone out and changed the
+                        // target (an order created): it gets a short grace to
+                        // finish, so that what it captures reaches the
+                        // teardown; a slow step is cut after it.
+                        let grace = (Instant::now() + CANCEL_GRACE.min(spec.teardown_timeout))
+                            .min(deadline);
+                        match tokio::time::timeout_at(grace, &mut run).await {
+                            Ok(r) => r,
+                            Err(_) => {
+                                // The id the target saw stays reported, and so
+                                // exported.
+                                let mut s =
+                                    skipped(step, stage, "cancelled (shutdown or interrupt)");
+                                s.reason = Some(FailureReason::Cancelled);
+                                s.span_id.clone_from(&step_ids.span_id);
+                                s.offset = step_started.duration_since(start);
+                                s.duration = step_started.elapsed();
+                                s
+                            }
+                        }
+                    }
                 }
             };
             let ok = result.success;
@@ -514,6 +585,20 @@ async fn run_step(
         Some(t) => deadline.min(started + t),
         None => deadline,
     };
+    // One token for the step's attempts; a target may echo it back.
+    let token = match step.request.oauth2_token(ctx, deadline).await {
+        Ok(token) => token,
+        Err(fail) => {
+            out.reason = Some(fail.reason);
+            out.error = Some(fail.message);
+            out.duration = started.elapsed();
+            out.success = false;
+            return out;
+        }
+    };
+    if let Some(token) = &token {
+        redactor.add(token.expose());
+    }
     let performed: Performed = loop {
         out.attempts += 1;
         // Each step draws from its own seeded stream, so adding a step does
@@ -531,6 +616,11 @@ async fn run_step(
             Ok(mut request) => {
                 if let Ok(v) = http::HeaderValue::from_str(&step.name) {
                     request.headers.insert(crate::tagging::STEP_HEADER, v);
+                }
+                if let Some(token) = &token {
+                    request
+                        .headers
+                        .insert(http::header::AUTHORIZATION, token.header());
                 }
                 http_probe::send(
                     &step.request,
@@ -582,6 +672,12 @@ async fn run_step(
         tokio::time::sleep_until(next).await;
     };
     out.duration = started.elapsed();
+    if let Some(token) = &token {
+        // Refused: the next run asks for a new token; this one goes on.
+        if performed.http.as_ref().and_then(|h| h.status) == Some(401) {
+            token.rejected();
+        }
+    }
     out.http = performed.http;
     out.assertions = performed.assertions;
     out.responded = performed.responded;

@@ -23,6 +23,8 @@ use crate::config::{DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_REDIRECTS, MAX_BODY_BYTE
 use crate::expr::{Facts, duration_value, json_value};
 use crate::expr::{Type, Types};
 use crate::net::http1::{self as transport, TransportOptions};
+use crate::net::http2::{HttpVersion, version_name};
+use crate::net::oauth2::AccessToken;
 use crate::outcome::{
     AssertionResult, FailureReason, HttpFacts, HttpPhases, Outcome, SourceLocation,
 };
@@ -37,7 +39,7 @@ use tokio::time::Instant;
 /// The variables an http expectation can read.
 pub const SCOPE: crate::expr::Scope<'static> = crate::expr::Scope {
     names: &[
-        "status", "headers", "body", "json", "timings", "tls", "vars",
+        "status", "headers", "body", "json", "timings", "tls", "vars", "http",
     ],
     types: &[TYPES, crate::net::tls::EXPR_TYPES],
 };
@@ -48,6 +50,7 @@ const TYPES: Types<'static> = &[
     ("status", Type::Number),
     ("headers.*", Type::String),
     ("body", Type::String),
+    ("http.version", Type::String),
 ];
 
 /// The `[http]` table as written; a flow step is the same table with a
@@ -63,6 +66,10 @@ pub struct RawHttp {
     pub query: BTreeMap<String, String>,
     /// `{ user = "…", password = "${env:…}" }`: sent as `Authorization: Basic …`.
     pub basic_auth: Option<crate::config::raw::RawBasicAuth>,
+    /// `"${env:…}"`: sent as `Authorization: Bearer …`.
+    pub bearer_token: Option<String>,
+    /// OAuth2 client credentials: a bearer token from the token endpoint.
+    pub oauth2: Option<crate::config::raw::RawOAuth2>,
     /// A raw body, sent as is.
     pub body: Option<String>,
     /// A JSON body (any TOML value), sent with `content-type: application/json`.
@@ -74,6 +81,9 @@ pub struct RawHttp {
     /// Bytes, or a string like "4 MiB".
     pub max_body_size: Option<RawSize>,
     pub decompress: Option<bool>,
+    /// `"auto"` (default), `"1.1"` or `"2"`; any TOML value, so a number
+    /// written without quotes is reported in words.
+    pub http_version: Option<toml::Value>,
     #[serde(default)]
     pub expect: Vec<String>,
     /// Flow steps only: the step's name in reports and metrics.
@@ -90,6 +100,27 @@ pub struct RawHttp {
     /// run's deadline).
     #[serde(default, deserialize_with = "crate::config::raw::duration")]
     pub until_timeout: Option<String>,
+    /// `{ ca_file, client_cert, client_key, server_name, min_version,
+    /// insecure_skip_verify }` over the environment's (`[http]` only; a
+    /// flow sets it in `[flow]`).
+    pub tls: Option<crate::config::raw::RawTls>,
+    /// `http://host:port`, `env` or `none`, instead of the environment's.
+    pub proxy: Option<String>,
+    /// `{ user = "…", password = "${env:…}" }`: the proxy's credentials.
+    pub proxy_auth: Option<crate::config::raw::RawBasicAuth>,
+    /// Hosts reached without the proxy.
+    pub no_proxy: Option<Vec<String>>,
+}
+
+impl RawHttp {
+    /// The proxy keys as written.
+    pub fn proxy_keys(&self) -> crate::config::check::ProxyKeys<'_> {
+        crate::config::check::ProxyKeys {
+            proxy: self.proxy.as_deref(),
+            proxy_auth: self.proxy_auth.as_ref(),
+            no_proxy: self.no_proxy.as_deref(),
+        }
+    }
 }
 
 /// A capture: an expression, or a table marking the value secret.
@@ -126,13 +157,38 @@ pub struct HttpSpec {
     pub max_redirects: u32,
     pub max_body_bytes: u64,
     pub decompress: bool,
+    /// `http_version`: what ALPN offers over TLS, and whether cleartext
+    /// uses HTTP/2 with prior knowledge.
+    pub http_version: HttpVersion,
     pub expect: Vec<Assertion>,
     /// Set when no expectation reads `status`: then a non-2xx status fails
     /// the run with reason `status`, as in blackbox_exporter.
     pub implicit_status: Option<SourceLocation>,
+    /// `oauth2 = { … }`: the request carries a bearer token from the token
+    /// endpoint (else the environment's `oauth2` applies, unless `headers`
+    /// set Authorization).
+    pub oauth2: Option<std::sync::Arc<crate::net::oauth2::OAuth2>>,
+    /// The probe's own `tls` and `proxy` over the environment's (a flow's
+    /// steps share the flow's).
+    pub reach: std::sync::Arc<super::reach::Reach>,
 }
 
 impl HttpSpec {
+    /// The OAuth2 token this request carries, if any: its own `oauth2`, or
+    /// its environment's when it sets no Authorization header itself.
+    pub async fn oauth2_token(
+        &self,
+        ctx: &RunContext<'_>,
+        deadline: Instant,
+    ) -> Result<Option<AccessToken>, crate::net::Fail> {
+        let own_header = self
+            .headers
+            .iter()
+            .any(|(name, _)| name == http::header::AUTHORIZATION);
+        ctx.oauth2_token(self.oauth2.as_deref(), own_header, deadline)
+            .await
+    }
+
     /// Nothing in the request is a template: every request a workload
     /// sends is then the same but for its tags, built once per run.
     pub fn is_static(&self) -> bool {
@@ -240,19 +296,45 @@ pub fn check_url(text: &str) -> Result<(), String> {
 
 pub async fn run(spec: &HttpSpec, ctx: &RunContext<'_>) -> Outcome {
     let ids = RunIds::generate();
-    let start = Instant::now();
+    let began = Instant::now();
+    let deadline = ctx.deadline_from(began);
     let mut outcome = Outcome::new(&ctx.probe.name, &ctx.env.name, "http", &ids);
+    // The token and the transport (the TLS config as its files are now,
+    // the proxy) come first, within the deadline but outside the measured
+    // run: the duration is the target's, as its phases are.
+    let prepared = match spec.oauth2_token(ctx, deadline).await {
+        Ok(token) => options(spec, ctx).await.map(|options| (token, options)),
+        Err(fail) => Err(fail),
+    };
+    let (token, options) = match prepared {
+        Ok(prepared) => prepared,
+        Err(fail) => {
+            outcome.duration = began.elapsed();
+            outcome.fail(fail.reason, fail.message);
+            outcome.artifact = Some(Box::default());
+            return super::redact(outcome, ctx.redactor);
+        }
+    };
+    let start = Instant::now();
     let scope = ctx.scope(&ids, 0);
     let prev = ctx.prev_facts();
-    let done = perform(
-        spec,
-        ctx,
-        &ids,
-        &scope,
-        ctx.deadline_from(start),
-        &Checks::SpecWith(&prev),
-    )
-    .await;
+    let done = match build_request(spec, ctx, &ids, &scope) {
+        Ok(mut request) => {
+            if let Some(token) = &token {
+                request
+                    .headers
+                    .insert(http::header::AUTHORIZATION, token.header());
+            }
+            let checks = Checks::SpecWith(&prev);
+            send_with(spec, request, &scope, deadline, &checks, options).await
+        }
+        Err(msg) => Performed::failed(FailureReason::Request, msg),
+    };
+    if let Some(token) = &token {
+        if done.http.as_ref().and_then(|h| h.status) == Some(401) {
+            token.rejected();
+        }
+    }
     outcome.duration = start.elapsed();
     outcome.reason = done.reason;
     outcome.error = done.error;
@@ -269,7 +351,7 @@ pub async fn run(spec: &HttpSpec, ctx: &RunContext<'_>) -> Outcome {
             steps: Vec::new(),
         }));
     }
-    super::redact(outcome, ctx.redactor)
+    super::redact(outcome, &ctx.redactor_with(token.as_ref()))
 }
 
 /// Which expectations judge a response.
@@ -316,23 +398,6 @@ impl Performed {
     }
 }
 
-/// Renders `spec` in `scope`, sends it within `deadline` and judges the
-/// response. The request carries `ids`' tags.
-pub async fn perform(
-    spec: &HttpSpec,
-    ctx: &RunContext<'_>,
-    ids: &RunIds,
-    scope: &Scope,
-    deadline: Instant,
-    checks: &Checks<'_>,
-) -> Performed {
-    let request = match build_request(spec, ctx, ids, scope) {
-        Ok(r) => r,
-        Err(msg) => return Performed::failed(FailureReason::Request, msg),
-    };
-    send(spec, ctx, request, scope, deadline, checks).await
-}
-
 /// Sends an already built request and judges the response, recording
 /// the exchange ([`Performed::exchange`]) for an artifact.
 pub async fn send(
@@ -343,24 +408,48 @@ pub async fn send(
     deadline: Instant,
     checks: &Checks<'_>,
 ) -> Performed {
+    let options = match options(spec, ctx).await {
+        Ok(options) => options,
+        Err(fail) => return Performed::failed(fail.reason, fail.message),
+    };
+    send_with(spec, request, scope, deadline, checks, options).await
+}
+
+/// [`send`] with the transport already resolved.
+async fn send_with(
+    spec: &HttpSpec,
+    request: transport::Request,
+    scope: &Scope,
+    deadline: Instant,
+    checks: &Checks<'_>,
+    options: TransportOptions,
+) -> Performed {
     let mut recorded = Recorded::request(&request);
-    let exchanged = exchange(request, options(spec, ctx), None, deadline).await;
+    let exchanged = exchange(request, options, None, deadline).await;
     let (mut done, received) = judge_keeping(spec, exchanged, scope, checks);
     recorded.response = received;
     done.exchange = Some(Box::new(recorded));
     done
 }
 
-/// How `spec` is sent in the run's environment.
-pub fn options(spec: &HttpSpec, ctx: &RunContext<'_>) -> TransportOptions {
-    TransportOptions {
+/// How `spec` is sent in the run's environment: its TLS config as the
+/// files are now (the probe's `tls` over the environment's) and its proxy.
+/// A TLS file that cannot be read fails the run.
+pub async fn options(
+    spec: &HttpSpec,
+    ctx: &RunContext<'_>,
+) -> Result<TransportOptions, crate::net::Fail> {
+    let reached = spec.reach.resolve(ctx).await?;
+    Ok(TransportOptions {
         follow_redirects: spec.follow_redirects,
         max_redirects: spec.max_redirects,
         max_body_bytes: spec.max_body_bytes,
         decompress: spec.decompress,
-        tls: ctx.env.tls_client.clone(),
-        server_name: ctx.env.tls.server_name.clone(),
-    }
+        tls: reached.tls,
+        server_name: reached.server_name,
+        proxy: reached.proxy,
+        version: spec.http_version,
+    })
 }
 
 /// The network part of one request, before judging. Owns everything, so a
@@ -430,6 +519,7 @@ fn judge_keeping(
                     body_bytes: failure.body_bytes,
                     tls: false,
                     tls_earliest_cert_expiry: None,
+                    version: failure.version.map(version_name),
                 }),
                 assertions: Vec::new(),
                 responded: false,
@@ -490,6 +580,7 @@ fn judge_keeping(
                     body_bytes: resp.body.len() as u64,
                     tls: resp.tls,
                     tls_earliest_cert_expiry: resp.tls_earliest_expiry,
+                    version: Some(version_name(resp.version)),
                 }),
                 assertions,
                 responded: true,
@@ -720,6 +811,13 @@ fn facts(
     };
     let mut f = Facts::default();
     f.set("tls", tls);
+    // `http.version`: `"1.1"` or `"2"`, as negotiated.
+    let mut http_facts: HashMap<String, cel::Value> = HashMap::new();
+    http_facts.insert(
+        "version".into(),
+        cel::Value::String(std::sync::Arc::new(version_name(resp.version).to_owned())),
+    );
+    f.set("http", http_facts);
     f.set("status", i64::from(resp.status.as_u16()));
     f.set("headers", headers);
     f.set("body", body);
@@ -801,12 +899,17 @@ pub fn request(
             headers.push((header, t));
         }
     }
-    if let Some(value) = c.basic_auth(
+    let auth = c.auth(
         prefix,
-        raw.basic_auth.as_ref(),
+        crate::config::check::RawAuth {
+            basic_auth: raw.basic_auth.as_ref(),
+            bearer_token: raw.bearer_token.as_deref(),
+            oauth2: raw.oauth2.as_ref(),
+        },
         headers.iter().map(|(n, _)| n),
-    ) {
-        headers.push((http::header::AUTHORIZATION, Text::literal(&value)));
+    );
+    if let Some(value) = &auth.header {
+        headers.push((http::header::AUTHORIZATION, Text::literal(value)));
     }
     let mut query = Vec::new();
     for (k, v) in &raw.query {
@@ -865,9 +968,51 @@ pub fn request(
         max_redirects: raw.max_redirects.unwrap_or(DEFAULT_MAX_REDIRECTS),
         max_body_bytes,
         decompress: raw.decompress.unwrap_or(true),
+        http_version: http_version(
+            c,
+            &format!("{prefix}.http_version"),
+            raw.http_version.as_ref(),
+        )
+        .unwrap_or_default(),
         expect,
         implicit_status,
+        oauth2: auth.oauth2,
+        reach: std::sync::Arc::default(),
     })
+}
+
+/// Checks an `http_version` key at `path` (a request's, a workload's):
+/// `"auto"`, `"1.1"` or `"2"`, as a string. `None` when absent or wrong
+/// (the error recorded).
+pub fn http_version(
+    c: &mut Checker<'_>,
+    path: &str,
+    raw: Option<&toml::Value>,
+) -> Option<HttpVersion> {
+    let expected = HttpVersion::NAMES;
+    match raw? {
+        toml::Value::String(text) => {
+            let version = HttpVersion::from_name(text.trim());
+            if version.is_none() {
+                c.err(path, format!("expected {expected}, found `\"{text}\"`"));
+            }
+            version
+        }
+        number @ (toml::Value::Integer(_) | toml::Value::Float(_)) => {
+            c.err(
+                path,
+                format!("expected {expected} as a string, found the number {number} (write it in quotes: `http_version = \"{number}\"`)"),
+            );
+            None
+        }
+        other => {
+            c.err(
+                path,
+                format!("expected {expected}, found a {}", other.type_str()),
+            );
+            None
+        }
+    }
 }
 
 /// The registry's line for `[http]`.
@@ -925,7 +1070,10 @@ pub fn build(
             );
         }
     }
-    request(c, prefix, &raw, known_vars)
+    let reach = super::reach::Reach::build(c, prefix, raw.tls.as_ref(), &raw.proxy_keys());
+    let mut spec = request(c, prefix, &raw, known_vars)?;
+    spec.reach = std::sync::Arc::new(reach);
+    Some(spec)
 }
 
 #[cfg(test)]

@@ -19,11 +19,14 @@ use super::arrival::Workload;
 use crate::config::check::Checker;
 use crate::config::{AlertPolicy, Environment, Schedule, Severity, Tagging};
 use crate::expr::{Facts, Prev};
+use crate::net::Fail;
+use crate::net::oauth2::{AccessToken, OAuth2, Via};
 use crate::outcome::{AssertionResult, FailureReason, GaugeSpec, Outcome};
 use crate::secret::Redactor;
 use crate::tagging::RunIds;
 use crate::template::{Scope, Text};
 use std::any::Any;
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::path::PathBuf;
@@ -123,6 +126,9 @@ pub struct Probe {
     pub baseline: Option<crate::slo::Baseline>,
     /// `keep = { NAME = "expr" }`: values carried to the next run.
     pub keep: Vec<Keep>,
+    /// `retries = { attempts, backoff }`: a failed run is tried again
+    /// ([`super::retry`]); `None` without it (or with `attempts = 0`).
+    pub retries: Option<super::retry::Retries>,
     pub kind: Box<dyn Kind>,
 }
 
@@ -233,6 +239,64 @@ impl RunContext<'_> {
         }
         ids.apply(self.tagging, &self.probe.name, &mut headers);
         Ok(headers)
+    }
+
+    /// The OAuth2 settings a request of this run uses: the kind's own
+    /// (`own`), else the environment's, unless the kind sets an
+    /// Authorization header of its own (`own_header`: its `headers`,
+    /// `basic_auth` or `bearer_token`), which wins over the environment's
+    /// as its other headers do.
+    pub fn oauth2<'s>(&'s self, own: Option<&'s OAuth2>, own_header: bool) -> Option<&'s OAuth2> {
+        own.or(if own_header {
+            None
+        } else {
+            self.env.oauth2.as_deref()
+        })
+    }
+
+    /// The bearer token of [`Self::oauth2`]'s settings, cached or fetched
+    /// through the environment's TLS settings and proxy, before
+    /// `deadline`; `Ok(None)` when no OAuth2 applies. A kind gets it
+    /// before its measured part starts (the token is synthmon's errand,
+    /// not the target's answer), fails the run with the [`Fail`] (reason
+    /// `auth`), sends [`AccessToken::header`], adds the token to its run's
+    /// redactor ([`Self::redactor_with`]) and calls
+    /// [`AccessToken::rejected`] when the target answers 401.
+    pub async fn oauth2_token(
+        &self,
+        own: Option<&OAuth2>,
+        own_header: bool,
+        deadline: Instant,
+    ) -> Result<Option<AccessToken>, Fail> {
+        match self.oauth2(own, own_header) {
+            None => Ok(None),
+            Some(oauth2) => {
+                // Asked only when a fetch is due: the TLS files as they
+                // are now, as every run takes them.
+                let via = || async {
+                    let tls = crate::net::tls::current(&self.env.tls).await.map_err(|e| {
+                        Fail::new(FailureReason::Request, format!("cannot set up tls: {e}"))
+                    })?;
+                    Ok(Via {
+                        tls,
+                        proxy: self.env.proxy.clone(),
+                    })
+                };
+                oauth2.token(self.base_url, via, deadline).await.map(Some)
+            }
+        }
+    }
+
+    /// The run's redactor, knowing `token` too (a target may echo it).
+    pub fn redactor_with(&self, token: Option<&AccessToken>) -> Cow<'_, Redactor> {
+        match token {
+            None => Cow::Borrowed(self.redactor),
+            Some(token) => {
+                let mut redactor = self.redactor.clone();
+                redactor.add(token.expose());
+                Cow::Owned(redactor)
+            }
+        }
     }
 
     /// Renders a template value, for kinds whose fields take templates.

@@ -19,6 +19,8 @@ pub mod http;
 pub mod icmp;
 pub mod kind;
 pub mod mutate;
+pub mod reach;
+pub mod retry;
 pub mod stream;
 pub mod tcp;
 pub mod tls;
@@ -54,10 +56,13 @@ pub fn kind_named(name: &str) -> Option<&'static KindEntry> {
 }
 
 /// Runs one probe against one environment once, within the probe's
-/// timeout. Its `kept` values are what the next run reads as `prev`
-/// ([`kind::carry_kept`]: a value this run did not keep anew is handed on).
+/// timeout, and again while it fails as far as its `retries` allow
+/// ([`retry::run`]: each try within the timeout, the last try's outcome
+/// with the record of the others). Its `kept` values are what the next
+/// run reads as `prev` ([`kind::carry_kept`]: a value this run did not
+/// keep anew is handed on); every try reads the same `prev`.
 pub async fn run(ctx: &RunContext<'_>) -> Outcome {
-    let mut outcome = run_kind(ctx).await;
+    let mut outcome = retry::run(ctx.probe.retries, &ctx.cancel, || run_kind(ctx)).await;
     kind::carry_kept(ctx, &mut outcome);
     outcome
 }

@@ -168,23 +168,23 @@ impl CaFile {
 /// The strict client config of a kind that aborts on a bad certificate
 /// (`dns` over TLS or HTTPS): the environment's, or, with `ca_file`, the
 /// same settings trusting the system roots plus that file instead of the
-/// environment's `ca_file` (as [`Client::new`] does), built on the blocking
-/// pool since it reads PEM files.
+/// environment's `ca_file` (as [`Client::new`] does), from
+/// [`crate::net::tls::current`]: rebuilt, on the blocking pool, only when a
+/// file changed.
 pub(crate) async fn strict_config(
     ca_file: Option<&CaFile>,
     ctx: &RunContext<'_>,
     ids: &RunIds,
 ) -> Result<std::sync::Arc<rustls::ClientConfig>, String> {
+    // The files as they are now: changed ones are read again.
     let Some(file) = ca_file else {
-        return Ok(std::sync::Arc::clone(&ctx.env.tls_client));
+        return crate::net::tls::current(&ctx.env.tls).await;
     };
     let options = crate::net::tls::TlsOptions {
         ca_file: Some(file.path(ctx, ids)?),
         ..ctx.env.tls.clone()
     };
-    tokio::task::spawn_blocking(move || crate::net::tls::client_config(&options))
-        .await
-        .map_err(|e| format!("cannot set up tls: {e}"))?
+    crate::net::tls::current(&options).await
 }
 
 pub async fn run(spec: &TlsSpec, ctx: &RunContext<'_>) -> Outcome {

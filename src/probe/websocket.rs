@@ -22,7 +22,7 @@ use crate::config::check::Checker;
 use crate::config::raw::RawSize;
 use crate::expr::{Facts, duration_value};
 use crate::expr::{Scope, Type, Types};
-use crate::net::{Clock, Fail, TlsSetup, describe, dial};
+use crate::net::{Clock, Fail, TlsSetup, describe, dial_via};
 use crate::outcome::{Details, FailureReason, GaugeSpec, KindFacts, Outcome};
 use crate::tagging::RunIds;
 use crate::template::{JsonTemplate, Text};
@@ -30,7 +30,6 @@ use futures_util::{SinkExt, StreamExt};
 use http::{HeaderName, HeaderValue};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
@@ -93,6 +92,10 @@ pub struct RawWebsocket {
     pub headers: BTreeMap<String, String>,
     /// `{ user = "…", password = "${env:…}" }`: sent as `Authorization: Basic …`.
     pub basic_auth: Option<crate::config::raw::RawBasicAuth>,
+    /// `"${env:…}"`: sent as `Authorization: Bearer …`.
+    pub bearer_token: Option<String>,
+    /// OAuth2 client credentials: a bearer token from the token endpoint.
+    pub oauth2: Option<crate::config::raw::RawOAuth2>,
     /// Offered in `Sec-WebSocket-Protocol`, in order.
     #[serde(default)]
     pub subprotocols: Vec<String>,
@@ -152,6 +155,9 @@ pub struct WebsocketSpec {
     pub close: bool,
     pub max_message_bytes: u64,
     pub expect: Vec<Assertion>,
+    /// `oauth2 = { … }`: the upgrade request carries a bearer token from
+    /// the token endpoint.
+    pub oauth2: Option<std::sync::Arc<crate::net::oauth2::OAuth2>>,
 }
 
 /// One message received, as reports and expressions see it.
@@ -236,12 +242,17 @@ pub(crate) fn build(
             headers.push((header, t));
         }
     }
-    if let Some(value) = c.basic_auth(
+    let auth = c.auth(
         "websocket",
-        raw.basic_auth.as_ref(),
+        crate::config::check::RawAuth {
+            basic_auth: raw.basic_auth.as_ref(),
+            bearer_token: raw.bearer_token.as_deref(),
+            oauth2: raw.oauth2.as_ref(),
+        },
         headers.iter().map(|(n, _)| n),
-    ) {
-        headers.push((http::header::AUTHORIZATION, Text::literal(&value)));
+    );
+    if let Some(value) = &auth.header {
+        headers.push((http::header::AUTHORIZATION, Text::literal(value)));
     }
     for (i, p) in raw.subprotocols.iter().enumerate() {
         if p.is_empty() || !p.bytes().all(|b| b.is_ascii_graphic() && b != b',') {
@@ -319,16 +330,33 @@ pub(crate) fn build(
         close: raw.close.unwrap_or(true),
         max_message_bytes,
         expect,
+        oauth2: auth.oauth2,
     })
 }
 
 pub async fn run(spec: &WebsocketSpec, ctx: &RunContext<'_>) -> Outcome {
     let ids = RunIds::generate();
     let mut outcome = Outcome::new(&ctx.probe.name, &ctx.env.name, "websocket", &ids);
+    let deadline = ctx.deadline();
+    // The token comes before the clock starts: the phases are the target's.
+    let own_header = spec
+        .headers
+        .iter()
+        .any(|(name, _)| name == http::header::AUTHORIZATION);
+    let token = match ctx
+        .oauth2_token(spec.oauth2.as_deref(), own_header, deadline)
+        .await
+    {
+        Ok(token) => token,
+        Err(fail) => {
+            outcome.fail(fail.reason, fail.message);
+            return super::kind::redact(outcome, ctx.redactor);
+        }
+    };
     let mut session = Session {
         spec,
         clock: Clock::new(
-            ctx.deadline(),
+            deadline,
             &[
                 "resolve",
                 "connect",
@@ -344,7 +372,7 @@ pub async fn run(spec: &WebsocketSpec, ctx: &RunContext<'_>) -> Outcome {
         last_at: None,
         max_gap: Duration::ZERO,
     };
-    let result = session.go(ctx, &ids).await;
+    let result = session.go(ctx, &ids, token.as_ref()).await;
     session.facts.max_gap_seconds = session.max_gap.as_secs_f64();
     session.clock.record(&mut outcome);
     outcome.responded = session.facts.status.is_some();
@@ -355,14 +383,21 @@ pub async fn run(spec: &WebsocketSpec, ctx: &RunContext<'_>) -> Outcome {
             ctx.check_expectations_with_json(&mut outcome, &spec.expect, f, not_json.as_deref());
         }
     }
+    if let Some(token) = &token {
+        // Refused: the next run asks for a new token.
+        if session.facts.status == Some(401) {
+            token.rejected();
+        }
+    }
+    let redactor = ctx.redactor_with(token.as_ref());
     let mut facts = session.facts;
-    ctx.redactor.scrub(&mut facts.url);
+    redactor.scrub(&mut facts.url);
     for m in &mut facts.messages {
-        ctx.redactor.scrub(&mut m.text);
+        redactor.scrub(&mut m.text);
     }
     outcome.details = Some(Details::new(facts));
     super::kind::finish(&mut outcome);
-    super::kind::redact(outcome, ctx.redactor)
+    super::kind::redact(outcome, &redactor)
 }
 
 /// The state of one run.
@@ -384,7 +419,12 @@ enum Stop {
 }
 
 impl Session<'_> {
-    async fn go(&mut self, ctx: &RunContext<'_>, ids: &RunIds) -> Result<(), Fail> {
+    async fn go(
+        &mut self,
+        ctx: &RunContext<'_>,
+        ids: &RunIds,
+        token: Option<&crate::net::oauth2::AccessToken>,
+    ) -> Result<(), Fail> {
         let bad = |m: String| Fail::new(FailureReason::Request, m);
         let url = self.url(ctx, ids)?;
         self.facts.url = url.to_string();
@@ -402,23 +442,35 @@ impl Session<'_> {
             .request_headers(ids, &defaults, &self.spec.headers)
             .map_err(bad)?;
         request.headers_mut().extend(headers);
+        if let Some(token) = token {
+            request
+                .headers_mut()
+                .insert(http::header::AUTHORIZATION, token.header());
+        }
         let outgoing = self.render_messages(ctx, ids)?;
 
-        self.clock.begin();
         let secure = url.scheme() == "wss";
+        // The environment's TLS files as they are now (read before the
+        // measured part: that is synthmon's work).
+        let config = match secure {
+            true => Some(super::reach::environment_tls(ctx).await?),
+            false => None,
+        };
+        self.clock.begin();
         let (Some(host), Some(port)) = (url.host(), url.port_or_known_default()) else {
             return Err(bad(format!("{url} has no host")));
         };
         let host: Host<String> = host.to_owned();
-        let tls = secure.then(|| TlsSetup {
-            config: Arc::clone(&ctx.env.tls_client),
+        let tls = config.map(|config| TlsSetup {
+            config,
             server_name: ctx.env.tls.server_name.as_deref(),
             alpn: b"http/1.1",
         });
-        let dialed = dial(
+        let dialed = dial_via(
             &host,
             port,
             tls,
+            ctx.env.proxy.as_deref(),
             &mut self.clock,
             ["resolve", "connect", "tls"],
         )

@@ -30,7 +30,9 @@
 //! connections (at most `max_concurrency`, see
 //! [`crate::net::http1::KeepAlive`]) instead of opening one per request:
 //! the throughput of clients that keep their connections, not what a new
-//! user sees (the default). The pool lives as long as the run.
+//! user sees (the default). Over HTTP/2 the requests to an origin share
+//! one connection as concurrent streams. The pool lives as long as the
+//! run. `http_version` in `[workload]` overrides the request's.
 //!
 //! Memory does not grow with the number of requests: arrival times are
 //! computed as they come and latencies stream into a bounded record
@@ -85,6 +87,8 @@ pub struct RawWorkload {
     /// Reuse connections (at most `max_concurrency`) instead of opening a
     /// fresh one per request (the default, what a new user sees).
     pub keep_alive: Option<bool>,
+    /// `"auto"`, `"1.1"` or `"2"` for every request, over `[http]`'s.
+    pub http_version: Option<toml::Value>,
     pub anomalies: Option<RawAnomalies>,
 }
 
@@ -220,6 +224,17 @@ pub(crate) fn build(
             "keep_alive applies to `[http]` workloads; a flow's iterations open their own connections",
         );
     }
+    let http_version = match (raw.http_version.as_ref(), spec) {
+        (None, _) => None,
+        (Some(v), Some(_)) => http_probe::http_version(c, "workload.http_version", Some(v)),
+        (Some(_), None) => {
+            c.err(
+                "workload.http_version",
+                "http_version applies to `[http]` workloads; a flow sets it on its steps",
+            );
+            None
+        }
+    };
     let anomalies = match (raw.anomalies, spec) {
         (None, _) => None,
         (Some(a), Some(spec)) => anomalies(a, spec, c),
@@ -236,6 +251,7 @@ pub(crate) fn build(
         requests: raw.requests,
         max_concurrency,
         keep_alive,
+        http_version,
         anomalies,
     };
     // Counted from the rates, not by listing the arrivals: a mistyped rate
@@ -442,8 +458,21 @@ pub async fn run(w: &Workload, ctx: &RunContext<'_>) -> Outcome {
         Unit::Request(_) if w.keep_alive => Some(Arc::new(KeepAlive::new(w.max_concurrency))),
         _ => None,
     };
+    // The TLS config (files as they are now) and proxy, once per run: a
+    // file that cannot be read would fail every request the same way.
     let options = match unit {
-        Unit::Request(spec) => Some(http_probe::options(spec, ctx)),
+        Unit::Request(spec) => match http_probe::options(spec, ctx).await {
+            Ok(mut options) => {
+                if let Some(version) = w.http_version {
+                    options.version = version;
+                }
+                Some(options)
+            }
+            Err(fail) => {
+                outcome.fail(fail.reason, fail.message);
+                return super::redact(outcome, ctx.redactor);
+            }
+        },
         Unit::Iteration(_) => None,
     };
     // A request with no template in it is rendered once; each request then
@@ -743,12 +772,41 @@ async fn one(
         reason: Some(reason),
         responded: false,
     };
+    // The OAuth2 token, when one applies: from the cache after the first
+    // request (a refresh is waited for by every request that needs it, as
+    // any client would).
+    let request = match request {
+        Ok(mut request) => match spec.oauth2_token(ctx, deadline).await {
+            Ok(token) => {
+                if let Some(token) = token {
+                    request
+                        .headers
+                        .insert(http::header::AUTHORIZATION, token.header());
+                }
+                Ok(request)
+            }
+            Err(_) => Err(FailureReason::Auth),
+        },
+        Err(_) => Err(FailureReason::Request),
+    };
     let (verdict, finished) = match request {
-        Err(_) => (failed(FailureReason::Request), Instant::now()),
+        Err(reason) => (failed(reason), Instant::now()),
         Ok(request) => {
             let options = match send.options {
                 Some(options) => options.clone(),
-                None => http_probe::options(spec, ctx),
+                None => match http_probe::options(spec, ctx).await {
+                    Ok(options) => options,
+                    Err(fail) => {
+                        return Done {
+                            sample: Sample {
+                                latency: None,
+                                success: false,
+                            },
+                            reason: Some(fail.reason),
+                            anomaly,
+                        };
+                    }
+                },
             };
             // Boxed where it is made: the future holds a whole exchange's
             // state, which is then not moved again.
@@ -848,6 +906,7 @@ mod tests {
             requests,
             max_concurrency: 10,
             keep_alive: false,
+            http_version: None,
             anomalies: None,
         }
     }

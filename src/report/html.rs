@@ -168,6 +168,8 @@ svg .step.skipped { fill: var(--dim); }
 svg .step.stage-teardown { fill-opacity: 0.6; }
 svg text.inside { fill: #ffffff; }
 .artifacts { border: 1px dashed var(--line); padding: 0.3em 0.8em; margin: 0.5em 0; }
+.tries { border-left: 3px solid var(--warn); padding: 0.2em 0.8em; margin: 0.5em 0; }
+.tries.fail { border-left-color: var(--fail); } .tries ol { margin: 0.2em 0; padding-left: 1.5em; }
 ";
 
 fn class(passed: bool) -> &'static str {
@@ -222,7 +224,8 @@ fn write_summary(
     for (i, (_, runs)) in probes.iter().enumerate() {
         for o in runs {
             let why = if o.passed() {
-                String::new()
+                // A flaky pass is a pass that says so.
+                super::tries_note(o).unwrap_or_default()
             } else if !o.success {
                 format!(
                     "{}: {}",
@@ -317,7 +320,13 @@ fn write_run(
             text(&request(h))
         );
     }
+    let _ = write!(
+        out,
+        "<dt>attempts</dt><dd class=\"attempts\">{}</dd>",
+        o.attempts
+    );
     out.push_str("</dl>\n");
+    write_tries(out, o);
     if !o.success {
         out.push_str("<div class=\"failure\">\n");
         let _ = writeln!(
@@ -391,6 +400,30 @@ fn write_run(
         write_artifacts(out, o, index, link);
     }
     out.push_str("</section>\n");
+}
+
+/// A run tried more than once: whether it passed after a retry (flaky)
+/// or failed every try, and each failed try.
+fn write_tries(out: &mut String, o: &Outcome) {
+    let Some(note) = super::tries_note(o) else {
+        return;
+    };
+    let _ = writeln!(
+        out,
+        "<div class=\"tries {}\" data-flaky=\"{}\">\n<p><b>{}</b></p>\n<ol>",
+        if o.success { "flaky" } else { "fail" },
+        o.flaky,
+        text(&note)
+    );
+    for a in &o.retried {
+        let _ = writeln!(
+            out,
+            "<li value=\"{}\">{}</li>",
+            a.attempt,
+            text(&super::retried_line(a))
+        );
+    }
+    out.push_str("</ol>\n</div>\n");
 }
 
 /// Each failed expectation: what was expected, what was seen, and where

@@ -68,6 +68,14 @@ pub fn render(outcomes: &[Outcome], color: bool) -> String {
             let _ = write!(out, "  {}", paint(DIM, &phases));
         }
         out.push('\n');
+        // A pass after a retry says so, and every failed try is listed.
+        if let Some(note) = super::tries_note(o) {
+            let style = if o.success { WARN } else { FAIL };
+            let _ = writeln!(out, "      {}", paint(style, &note));
+            for a in &o.retried {
+                let _ = writeln!(out, "        {}", paint(DIM, &super::retried_line(a)));
+            }
+        }
         for s in &o.steps {
             let (mark, style) = match (s.success, s.attempts) {
                 (true, 0) => ("-", DIM),
@@ -174,7 +182,12 @@ pub fn render(outcomes: &[Outcome], color: bool) -> String {
         }
     }
     let s = Summary::of(outcomes);
-    let line = format!("{} passed, {} failed", s.passed, s.failed);
+    let flaky = if s.flaky > 0 {
+        format!(" ({} flaky)", s.flaky)
+    } else {
+        String::new()
+    };
+    let line = format!("{} passed{flaky}, {} failed", s.passed, s.failed);
     let _ = writeln!(
         out,
         "\n{}",

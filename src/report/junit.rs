@@ -20,8 +20,11 @@
 //!   (`request`, `resource`, `permission`, `cancelled`) is an `<error>`
 //!   instead: it says nothing about the target;
 //! - `<properties>` on each case: `run_id`, `trace_id`, `span_id` (and the
-//!   step's stage, the request's URL and status); the same ids are in its
-//!   `<system-out>` for readers that show only that.
+//!   step's stage, the request's URL and status; a run's `attempts` and
+//!   `flaky`); the same ids are in its `<system-out>` for readers that show
+//!   only that, with a run's tries (`attempts: 2 (flaky: 1 retry, first
+//!   attempt: status)` and a line per failed try). A flaky run passes:
+//!   JUnit has no third verdict, so the property and the line say it.
 //!
 //! Text is escaped by [`super::markup`]: error sentences and response
 //! excerpts can hold anything. The schema the tests validate against is
@@ -186,6 +189,17 @@ fn run_case(o: &Outcome, artifact: Option<&str>) -> Case {
     }
     let _ = writeln!(out, "started_at: {}", o.started_at);
     let _ = writeln!(out, "duration: {}", ms(o.duration));
+    match super::tries_note(o) {
+        Some(note) => {
+            let _ = writeln!(out, "attempts: {} ({note})", o.attempts);
+        }
+        None => {
+            let _ = writeln!(out, "attempts: {}", o.attempts);
+        }
+    }
+    for a in &o.retried {
+        let _ = writeln!(out, "{}", super::retried_line(a));
+    }
     if let Some(h) = &o.http {
         let _ = writeln!(out, "request: {}", request(h));
         let phases: Vec<String> = h
@@ -253,6 +267,8 @@ fn run_case(o: &Outcome, artifact: Option<&str>) -> Case {
     }
     properties.push(("kind", o.kind.to_owned()));
     properties.push(("started_at", o.started_at.clone()));
+    properties.push(("attempts", o.attempts.to_string()));
+    properties.push(("flaky", o.flaky.to_string()));
     if let Some(h) = &o.http {
         properties.push(("url", h.url.clone()));
         if let Some(status) = h.status {
@@ -267,6 +283,10 @@ fn run_case(o: &Outcome, artifact: Option<&str>) -> Case {
             let _ = writeln!(body, "request: {}", request(h));
         }
         write_failed(&mut body, &o.assertions);
+        // The failed tries before the last, whose failure this is.
+        for a in &o.retried {
+            let _ = writeln!(body, "{}", super::retried_line(a));
+        }
         for s in o.steps.iter().filter(|s| !s.success) {
             let _ = writeln!(
                 body,
@@ -451,7 +471,8 @@ fn fault(reason: Option<FailureReason>, error: Option<&str>, mut body: String) -
             FailureReason::Request
             | FailureReason::Resource
             | FailureReason::Permission
-            | FailureReason::Cancelled,
+            | FailureReason::Cancelled
+            | FailureReason::MonitorOffline,
         ) => Verdict::Errored(f),
         _ => Verdict::Failed(f),
     }

@@ -22,6 +22,8 @@ pub struct Summary {
     pub total: usize,
     pub passed: usize,
     pub failed: usize,
+    /// Of the passed, how many passed only after a retry.
+    pub flaky: usize,
 }
 
 impl Summary {
@@ -31,7 +33,50 @@ impl Summary {
             total: outcomes.len(),
             passed,
             failed: outcomes.len() - passed,
+            flaky: outcomes.iter().filter(|o| o.passed() && o.flaky).count(),
         }
+    }
+}
+
+/// How a run's tries went, for a report's line, when it had more than one:
+/// `flaky: 1 retry, first attempt: connect_refused` for a pass,
+/// `failed all 3 attempts` for a failure.
+pub fn tries_note(o: &Outcome) -> Option<String> {
+    if o.retried.is_empty() {
+        return None;
+    }
+    if o.success {
+        let retries = o.retried.len();
+        let first = o
+            .retried
+            .first()
+            .and_then(|a| a.reason)
+            .map_or("failed", |r| r.as_str());
+        Some(format!(
+            "flaky: {retries} retr{}, first attempt: {first}",
+            if retries == 1 { "y" } else { "ies" }
+        ))
+    } else {
+        Some(format!("failed all {} attempts", o.attempts))
+    }
+}
+
+/// One failed try, on a line: `attempt 1: status: SENTENCE (HTTP 500,
+/// 12.0ms)`.
+pub fn retried_line(a: &crate::outcome::RetriedAttempt) -> String {
+    let reason = a.reason.map_or("failed", |r| r.as_str());
+    let ms = format!("{:.1}ms", a.duration.as_secs_f64() * 1000.0);
+    let took = match a.status {
+        Some(status) => format!("HTTP {status}, {ms}"),
+        None => ms,
+    };
+    match &a.error {
+        Some(e) => format!(
+            "attempt {}: {reason}: {} ({took})",
+            a.attempt,
+            e.replace(['\n', '\r'], " ")
+        ),
+        None => format!("attempt {}: {reason} ({took})", a.attempt),
     }
 }
 

@@ -17,17 +17,27 @@
 //! `timing` (fixed and sampled delays), `bodies` (large, compressed, stalled
 //! and dripped bodies), `faults` (rule-based fault injection) and `ws`
 //! (echo, ticker and rejecting upgrade endpoints); `dns` adds `/dns-query`
-//! (its zone over HTTP) beside its own listeners. Faults HTTP cannot be
+//! (its zone over HTTP) beside its own listeners; `auth` is an OAuth2
+//! token endpoint and a route that wants its tokens. Faults HTTP cannot be
 //! made to commit through axum (resets, broken heads, lying lengths) are
-//! served by `raw` on a port of their own.
+//! served by `raw` on a port of their own; `mtls` is an HTTPS port that
+//! requires a client certificate, `proxy` two HTTP CONNECT proxies.
+//!
+//! The HTTP port speaks HTTP/1.1 and HTTP/2 with prior knowledge (h2c);
+//! `https` serves the same routes over TLS, HTTP/2 or HTTP/1.1 as ALPN
+//! picks.
 
 mod accept;
+mod auth;
 mod basic;
 mod bodies;
 mod dns;
 mod faults;
 mod grpc;
+mod https;
+mod mtls;
 mod orders;
+pub mod proxy;
 mod raw;
 mod stream;
 mod tcp;
@@ -78,6 +88,18 @@ pub const VARIABLES: &[&str] = &[
     "sandbox_tls_wrong_host",
     // The PEM file of the sandbox's own certificate authority.
     "sandbox_ca_file",
+    // An HTTPS port (`https://IP:PORT`) that requires a client certificate
+    // signed by the sandbox CA, and the PEM files of one it accepts.
+    "sandbox_mtls",
+    "sandbox_client_cert",
+    "sandbox_client_key",
+    // HTTP CONNECT proxies to loopback targets (`http://IP:PORT`): one
+    // open, one that wants user `synth`, password `sandbox-proxy-pass`.
+    "sandbox_proxy",
+    "sandbox_proxy_auth",
+    // The HTTP routes over TLS (`https://localhost:PORT`, trusted through
+    // `sandbox_ca_file`), HTTP/2 or HTTP/1.1 as ALPN picks.
+    "sandbox_https",
     // A gRPC server with the standard health service.
     "sandbox_grpc",
     // A DNS server (UDP and TCP) authoritative for `sandbox.test.`.
@@ -144,11 +166,21 @@ impl Sandbox {
         let ip = addr.ip();
         // The valid certificate of the TLS ports serves DNS over TLS too.
         let (tcp_ports, valid_tls) = tcp::start(ip, state.shutdown.subscribe()).await?;
+        let https = https::start(
+            ip,
+            valid_tls.clone(),
+            build_router(state.clone()),
+            state.shutdown.subscribe(),
+            state.shutdown_signal(),
+        )
+        .await?;
         for extra in [
             tcp_ports,
+            https,
             grpc::start(ip, state.shutdown.subscribe()).await?,
             dns::start(ip, valid_tls, state.shutdown.subscribe()).await?,
             raw::start(ip, state.shutdown.subscribe()).await?,
+            proxy::start(ip, state.shutdown.subscribe()).await?,
         ] {
             variables.extend(extra.into_iter().map(|(k, v)| (k.to_owned(), v)));
         }
@@ -266,6 +298,7 @@ impl Shared {
 fn build_router(state: AppState) -> Router {
     Router::new()
         .merge(basic::routes())
+        .merge(auth::routes())
         .merge(orders::routes())
         .merge(timing::routes())
         .merge(bodies::routes())

@@ -8,14 +8,18 @@
 //!
 //! The certificates come from a small PKI generated with rcgen at start: a
 //! sandbox CA, a valid leaf for `localhost`, `127.0.0.1` and `::1`, an
-//! expired leaf for the same names, and a valid leaf for `wrong.example`.
-//! The CA's PEM is written to a file of its own in the temp directory
-//! (`sandbox_ca_file`), removed when the sandbox stops (or the runtime
-//! drops its tasks). The valid leaf also serves the DNS-over-TLS port
-//! (`dns.rs`), so the same CA file vouches for it.
+//! expired leaf for the same names, a valid leaf for `wrong.example`, and
+//! a client certificate (`CN=synthmon sandbox client`) for the mTLS port
+//! (`mtls.rs`), which requires one signed by the CA. The CA's PEM is
+//! written to a file of its own in the temp directory (`sandbox_ca_file`),
+//! as are the client certificate and its key (`sandbox_client_cert`,
+//! `sandbox_client_key`, the key readable by its owner only), removed when
+//! the sandbox stops (or the runtime drops its tasks). The valid leaf also
+//! serves the DNS-over-TLS port (`dns.rs`), so the same CA file vouches
+//! for it.
 //!
 //! Bounded like the rest of the sandbox: at most [`MAX_CONNECTIONS`]
-//! connections across the four ports (further clients wait in the accept
+//! connections across the four ports and the mTLS port (further clients wait in the accept
 //! backlog), a handshake deadline, an idle deadline, a lifetime cap per
 //! connection, and every task ends when `stop` turns true.
 
@@ -39,7 +43,7 @@ use tokio_rustls::TlsAcceptor;
 pub const BANNER: &[u8] = b"220 synthmon-sandbox ready\r\n";
 /// The longest line echoed, line end included.
 pub const MAX_LINE: usize = 1024;
-/// Connections served at once, across the four ports.
+/// Connections served at once, across the four ports and the mTLS port.
 pub const MAX_CONNECTIONS: usize = 32;
 /// A connection that sends nothing for this long is closed.
 const IDLE: Duration = Duration::from_secs(10);
@@ -53,6 +57,8 @@ const CLOSE_GRACE: Duration = Duration::from_millis(500);
 const MAX_DRAIN: usize = 16 * 1024;
 /// How long the valid leaves are valid for, from now (and were, before).
 const LEAF_DAYS: u32 = 90;
+/// The common name of the client certificate the mTLS port requires.
+pub const CLIENT_NAME: &str = "synthmon sandbox client";
 const DAY: Duration = Duration::from_secs(86_400);
 
 /// Starts the listener(s) on `ip` (port 0), serving until `stop` turns
@@ -65,7 +71,11 @@ pub async fn start(
 ) -> std::io::Result<(Vec<(&'static str, String)>, ServerConfig)> {
     let pki = Pki::generate().map_err(io::Error::other)?;
     let shared = pki.valid.clone();
-    let ca_file = Arc::new(CaFile::write(&pki.ca_pem)?);
+    let ca_file = Arc::new(PemFile::write("ca", &pki.ca_pem)?);
+    let client_files = Arc::new((
+        PemFile::write("client-cert", &pki.client_cert_pem)?,
+        PemFile::write("client-key", &pki.client_key_pem)?,
+    ));
     let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let shown = match ip {
         IpAddr::V4(v4) if v4.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
@@ -100,57 +110,83 @@ pub async fn start(
         ));
     }
     vars.push(("sandbox_ca_file", ca_file.path.display().to_string()));
+    // The mTLS port shares the connection cap; it holds the client files.
+    let mtls = super::mtls::start(
+        SocketAddr::new(ip, 0),
+        shown,
+        pki.mtls,
+        Arc::clone(&permits),
+        stop.clone(),
+        Arc::clone(&client_files),
+    )
+    .await?;
+    vars.push(("sandbox_mtls", mtls));
+    vars.push((
+        "sandbox_client_cert",
+        client_files.0.path.display().to_string(),
+    ));
+    vars.push((
+        "sandbox_client_key",
+        client_files.1.path.display().to_string(),
+    ));
     tracing::debug!(?vars, "sandbox tcp and tls ports listening");
     Ok((vars, shared))
 }
 
-/// The sandbox CA's PEM file; removed when the last port stops with it.
+/// A PEM file of the sandbox's (its CA, the client certificate and key);
+/// removed when the last port stops with it.
 #[derive(Debug)]
-struct CaFile {
+struct PemFile {
     path: PathBuf,
 }
 
-impl CaFile {
+impl PemFile {
     /// Writes `pem` to a new file with a unique name in the temp directory
-    /// (never over an existing file or link).
-    fn write(pem: &str) -> io::Result<CaFile> {
+    /// (never over an existing file or link), readable by its owner only
+    /// (one holds a private key).
+    fn write(what: &str, pem: &str) -> io::Result<PemFile> {
         use std::io::Write as _;
         let mut last = None;
         for _ in 0..4 {
             let path = std::env::temp_dir().join(format!(
-                "synthmon-sandbox-ca-{}-{:016x}.pem",
+                "synthmon-sandbox-{what}-{}-{:016x}.pem",
                 std::process::id(),
                 rand::random::<u64>()
             ));
-            match std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&path)
-            {
+            let mut options = std::fs::OpenOptions::new();
+            options.write(true).create_new(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+            match options.open(&path) {
                 Ok(mut file) => {
                     file.write_all(pem.as_bytes())?;
-                    return Ok(CaFile { path });
+                    return Ok(PemFile { path });
                 }
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => last = Some(e),
                 Err(e) => return Err(e),
             }
         }
-        Err(last.unwrap_or_else(|| io::Error::other("cannot name the sandbox CA file")))
+        Err(last.unwrap_or_else(|| io::Error::other("cannot name a sandbox PEM file")))
     }
 }
 
-impl Drop for CaFile {
+impl Drop for PemFile {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.path);
     }
 }
 
-/// The generated certificates: the CA's PEM and a server config per TLS port.
+/// The generated certificates: the CA's PEM, a server config per TLS
+/// port, and the client certificate the mTLS port requires.
 struct Pki {
     ca_pem: String,
     valid: ServerConfig,
     expired: ServerConfig,
     wrong_host: ServerConfig,
+    /// The valid leaf, requiring a client certificate signed by the CA.
+    mtls: ServerConfig,
+    client_cert_pem: String,
+    client_key_pem: String,
 }
 
 impl Pki {
@@ -175,10 +211,17 @@ impl Pki {
         let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate()?)?;
 
         let local = ["localhost", "127.0.0.1", "::1"];
-        let leaf = |names: &[&str],
-                    from,
-                    until|
-         -> Result<ServerConfig, Box<dyn std::error::Error + Send + Sync>> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(ca.der().clone())?;
+        let client_verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            Arc::new(roots),
+            Arc::clone(&provider),
+        )
+        .build()?;
+        type Error = Box<dyn std::error::Error + Send + Sync>;
+        type Leaf = (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>);
+        let leaf = |names: &[&str], from, until| -> Result<Leaf, Error> {
             let mut params =
                 CertificateParams::new(names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>())?;
             params.distinguished_name.push(
@@ -191,19 +234,41 @@ impl Pki {
             let key = KeyPair::generate()?;
             let cert = params.signed_by(&key, &ca)?;
             let key = PrivateKeyDer::Pkcs8(key.serialize_der().into());
-            let chain: Vec<CertificateDer<'static>> = vec![cert.der().clone()];
-            let config = ServerConfig::builder_with_provider(Arc::new(
-                rustls::crypto::ring::default_provider(),
-            ))
-            .with_safe_default_protocol_versions()?
-            .with_no_client_auth()
-            .with_single_cert(chain, key)?;
-            Ok(config)
+            Ok((vec![cert.der().clone()], key))
         };
+        let server = |(chain, key): Leaf| -> Result<ServerConfig, Error> {
+            Ok(ServerConfig::builder_with_provider(Arc::clone(&provider))
+                .with_safe_default_protocol_versions()?
+                .with_no_client_auth()
+                .with_single_cert(chain, key)?)
+        };
+        let (valid_chain, valid_key) = leaf(&local, now - DAY, now + DAY * LEAF_DAYS)?;
+        // The valid leaf serves the mTLS port too, which wants a client
+        // certificate the sandbox CA signed.
+        let mtls = ServerConfig::builder_with_provider(Arc::clone(&provider))
+            .with_safe_default_protocol_versions()?
+            .with_client_cert_verifier(client_verifier)
+            .with_single_cert(valid_chain.clone(), valid_key.clone_key())?;
+        let valid = server((valid_chain, valid_key))?;
+        let expired = server(leaf(&local, now - DAY * LEAF_DAYS, now - DAY)?)?;
+        let wrong_host = server(leaf(&["wrong.example"], now - DAY, now + DAY * LEAF_DAYS)?)?;
+
+        let mut client = CertificateParams::new(Vec::<String>::new())?;
+        client
+            .distinguished_name
+            .push(DnType::CommonName, CLIENT_NAME);
+        client.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        client.not_before = now - DAY;
+        client.not_after = now + DAY * LEAF_DAYS;
+        let client_key = KeyPair::generate()?;
+        let client_cert = client.signed_by(&client_key, &ca)?;
         Ok(Pki {
-            valid: leaf(&local, now - DAY, now + DAY * LEAF_DAYS)?,
-            expired: leaf(&local, now - DAY * LEAF_DAYS, now - DAY)?,
-            wrong_host: leaf(&["wrong.example"], now - DAY, now + DAY * LEAF_DAYS)?,
+            valid,
+            expired,
+            wrong_host,
+            mtls,
+            client_cert_pem: client_cert.pem(),
+            client_key_pem: client_key.serialize_pem(),
             ca_pem: ca.pem(),
         })
     }

@@ -20,7 +20,8 @@
 //! threshold as written — never a run id, error text or URL. The daemon's
 //! `instance` and `location` are not on every series (Prometheus' target
 //! labels carry them at no cost per series); they are the labels of one
-//! `synthmon_location_info` series. Nothing is exported that is constant
+//! `synthmon_location_info` series, with the shard (`shard="1/3"`) when the
+//! daemon runs one of several. Nothing is exported that is constant
 //! by construction: a threshold without a degraded level has no
 //! `synthmon_threshold_degraded` series.
 //!
@@ -88,6 +89,12 @@ pub struct Metrics {
 impl Metrics {
     /// The registries for a daemon with `daemon`'s labels and `probes`.
     pub fn new(daemon: &DaemonConfig, probes: &[Probe]) -> Metrics {
+        Metrics::with_shard(daemon, probes, None)
+    }
+
+    /// [`Metrics::new`] for one shard of several: `shard` (`I/N`) is a
+    /// label of `synthmon_location_info`; `probes` are the shard's.
+    pub fn with_shard(daemon: &DaemonConfig, probes: &[Probe], shard: Option<String>) -> Metrics {
         // Named apart from `instance`: Prometheus' own target label, which
         // joins this series to the others (`* on (instance) group_left
         // (location)`) and which `honor_labels` would let it overwrite.
@@ -95,6 +102,7 @@ impl Metrics {
         for (k, v) in [
             ("instance_name", &daemon.instance),
             ("location", &daemon.location),
+            ("shard", &shard.unwrap_or_default()),
         ] {
             if !v.is_empty() {
                 location.push((k, v.clone()));
@@ -112,7 +120,8 @@ impl Metrics {
             describe_counter!("synthmon_dropped_outcomes_total", "Run outcomes the telemetry pipeline could not take in time.");
             describe_counter!("synthmon_spans_dropped_total", "Trace spans dropped since start (export queue full, collector down or slow).");
             describe_gauge!("synthmon_build_info", "Build information; always 1.");
-            describe_gauge!("synthmon_location_info", "The daemon's [daemon] instance (as instance_name) and location; always 1. Join on Prometheus' instance label, or set them as target labels.");
+            describe_gauge!("synthmon_location_info", "The daemon's [daemon] instance (as instance_name) and location, and its --shard (I/N, from 0) when it runs one of several; always 1. Join on Prometheus' instance label, or set them as target labels.");
+            describe_gauge!("synthmon_shard_pairs", "(probe, environment) pairs this daemon runs: its shard's, or every pair without --shard.");
             describe_histogram!(SCHEDULE_LAG, Unit::Seconds, "How late runs started against their schedule slots, all pairs together.");
             describe_gauge!("synthmon_runtime_tasks", "Tokio tasks alive in the daemon's runtime at scrape time (runs, their connections, listeners, workers).");
             describe_counter!("synthmon_notifications_total", "Notification delivery attempts by receiver and result: delivered, retried (transient failure, retry scheduled), dead (permanent failure, dead letter), failed (every failed attempt).");
@@ -122,6 +131,7 @@ impl Metrics {
             describe_gauge!("synthmon_outbox_unwritten", "Notifications held in memory because the outbox cannot be written; written when it can be.");
             describe_counter!("synthmon_outbox_dropped_total", "Notifications dropped because the outbox stayed unwritable until the in-memory hold was full.");
             describe_gauge!("synthmon_history_up", "1 while the run history is being written; 0 when it is off, could not be opened (corrupt or foreign file) or its last write failed.");
+            describe_gauge!("synthmon_self_check_up", "1 while at least one connectivity self-check target ([daemon] self_check) answers; 0 while every one fails and the monitor takes itself to be offline. Absent when the self-check is off.");
             describe_counter!("synthmon_history_runs_written_total", "Runs and flow steps written to the history.");
             describe_counter!("synthmon_history_write_failures_total", "History batches that could not be written (and are lost).");
             describe_counter!("synthmon_history_dropped_total", "History entries dropped because the writer's queue was full.");
@@ -151,6 +161,9 @@ impl Metrics {
 
     /// Starts a new probe registry for `probes` (see the module docs).
     pub fn reconfigure(&self, probes: &[Probe]) {
+        let pairs: usize = probes.iter().map(|p| p.environments.len()).sum();
+        self.process
+            .with(|| gauge!("synthmon_shard_pairs").set(pairs as f64));
         let registry = Registry::new(PrometheusBuilder::new());
         registry.with(describe_probe_series);
         registry.with(|| {
@@ -158,6 +171,11 @@ impl Metrics {
                 for e in &p.environments {
                     counter!("synthmon_skipped_overlaps_total", "probe" => p.name.clone(), "environment" => e.clone())
                         .absolute(0);
+                    // A probe that may retry can be flaky: zero from the start.
+                    if p.retries.is_some() {
+                        counter!("synthmon_probe_flaky_total", "probe" => p.name.clone(), "environment" => e.clone())
+                            .absolute(0);
+                    }
                 }
             }
         });
@@ -192,6 +210,10 @@ impl Metrics {
             let reason = o.reason.map_or("", |r| r.as_str());
             counter!("synthmon_runs_total", "probe" => p.clone(), "environment" => e.clone(), "result" => result, "reason" => reason)
                 .increment(1);
+            if o.flaky {
+                counter!("synthmon_probe_flaky_total", "probe" => p.clone(), "environment" => e.clone())
+                    .increment(1);
+            }
             if let Some(h) = &o.http {
                 for (phase, d) in h.phases.named() {
                     gauge!("probe_http_duration_seconds", "probe" => p.clone(), "environment" => e.clone(), "phase" => phase)
@@ -203,6 +225,10 @@ impl Metrics {
                     .set(f64::from(h.redirects));
                 gauge!("probe_http_ssl", "probe" => p.clone(), "environment" => e.clone())
                     .set(if h.tls { 1.0 } else { 0.0 });
+                // As blackbox_exporter: 1.1 or 2, 0 before any connection.
+                let version = h.version.and_then(|v| v.parse::<f64>().ok());
+                gauge!("probe_http_version", "probe" => p.clone(), "environment" => e.clone())
+                    .set(version.unwrap_or(0.0));
                 gauge!("probe_http_uncompressed_body_length", "probe" => p.clone(), "environment" => e.clone())
                     .set(h.body_bytes as f64);
             }
@@ -339,6 +365,13 @@ impl Metrics {
         });
     }
 
+    /// The connectivity self-check's verdict: 1 online, 0 offline.
+    pub fn self_check(&self, up: bool) {
+        self.process.with(|| {
+            gauge!("synthmon_self_check_up").set(if up { 1.0 } else { 0.0 });
+        });
+    }
+
     /// A pair's SLO: its objective, the error budget left over its window,
     /// and the burn rate over each window its rules read (`window` in
     /// Prometheus' duration syntax, e.g. `1h`, `5m`, `3d`).
@@ -455,6 +488,10 @@ fn describe_probe_series() {
         "probe_success",
         "Whether the last run of the probe succeeded (1) or not (0)."
     );
+    describe_counter!(
+        "synthmon_probe_flaky_total",
+        "Runs that passed only after a retry (the probe's `retries`); they count as successes in synthmon_runs_total."
+    );
     describe_gauge!(
         "probe_duration_seconds",
         Unit::Seconds,
@@ -476,6 +513,10 @@ fn describe_probe_series() {
     describe_gauge!(
         "probe_http_ssl",
         "Whether the last run's final response came over TLS."
+    );
+    describe_gauge!(
+        "probe_http_version",
+        "HTTP version of the last response: 1.1 or 2 (0 without a connection)."
     );
     describe_gauge!(
         "probe_http_uncompressed_body_length",

@@ -1121,6 +1121,7 @@ async fn a_stalled_scheduler_fails_healthz_and_withholds_the_watchdog() {
         tick,
         watch_interval: None,
         reload_on_sighup: false,
+        shard: Default::default(),
     };
     let daemon = Daemon::start(opts, None).await.unwrap();
     let addr = daemon.addr();

@@ -59,6 +59,7 @@ fn outcome(probe: &str, env: &str, at_ms: i64, passed: bool, latency: Duration) 
         body_bytes: 2,
         tls: false,
         tls_earliest_cert_expiry: None,
+        version: Some("1.1"),
     });
     if !passed {
         o.fail(FailureReason::Status, "expected a 2xx status, got 500");

@@ -1,15 +1,19 @@
 //! The secret canary: one secret value set in every place a secret can live
 //! — a probe's headers, `basic_auth` (and URL userinfo, which is refused),
-//! an environment's headers and variables, the SMTP password, the webhook's
-//! HMAC key and headers, the OTLP headers — and then looked for, with its
+//! `bearer_token`, an OAuth2 client secret (which the sandbox's token
+//! endpoint refuses), an environment's headers and variables, the SMTP
+//! password, the webhook's HMAC key and headers, the OTLP headers — and
+//! then looked for, with its
 //! base64 forms, in everything synthmon writes or sends elsewhere: logs at
 //! every level (human and JSON), the human and JSON reports, error
 //! messages (a probe fails on purpose, one cannot connect), `/metrics` of a
 //! running daemon, the exported spans, the alert payloads (webhook
 //! bodies, the email) and the failure artifacts (`--once --artifacts DIR`
 //! and the daemon's state directory: requests, responses, bodies, flow
-//! steps). Real servers on 127.0.0.1 throughout; the binary itself,
-//! `--once` and the daemon.
+//! steps). The tokens the sandbox's OAuth2 endpoint issues (to a probe
+//! whose target echoes the one it got) are looked for the same way. Real
+//! servers on 127.0.0.1 throughout; the binary itself, `--once` and the
+//! daemon.
 //!
 //! Not covered because they do not exist yet: JUnit and HTML reports and
 //! the status page (SPEC §1 lists the status page among the outputs that
@@ -98,6 +102,17 @@ timeout = "5s"
 /// Every probe runs every 2 s in the daemon and pages at its first failure.
 const COMMON: &str = "schedule = \"every 2s\"\ntimeout = \"1500ms\"\nenvironments = [\"sb\"]\n\n[alert]\nfire_after = 1\n";
 
+/// The probes that fail on purpose (all but `arrives`).
+const FAILING: [&str; 7] = [
+    "bearer",
+    "basic",
+    "unreachable",
+    "flow",
+    "bearer-token",
+    "oauth2-refused",
+    "oauth2-echo",
+];
+
 fn probes() -> Vec<(&'static str, String)> {
     vec![
         // Sends the canary in a header, a base64 header (the `b64` filter
@@ -162,6 +177,47 @@ url = "/status/500?e={{{{ vars.echoed }}}}"
 "#
             ),
         ),
+        // `bearer_token`, echoed by the target; fails, so the report
+        // explains the echoed value.
+        (
+            "bearer-token.toml",
+            format!(
+                r#"name = "bearer-token"
+{COMMON}
+[http]
+url = "/headers"
+bearer_token = "${{env:SYNTHMON_TEST_CANARY}}"
+expect = ["json.authorization == 'x'"]
+"#
+            ),
+        ),
+        // The canary as an OAuth2 client secret: the token endpoint refuses
+        // it, and the run fails with reason `auth`.
+        (
+            "oauth2-refused.toml",
+            format!(
+                r#"name = "oauth2-refused"
+{COMMON}
+[http]
+url = "/protected"
+oauth2 = {{ token_url = "/oauth/token", client_id = "probe", client_secret = "${{env:SYNTHMON_TEST_CANARY}}" }}
+"#
+            ),
+        ),
+        // A token the endpoint issued, echoed by the target: it is a
+        // secret too (`sandbox-token-…` is forbidden everywhere).
+        (
+            "oauth2-echo.toml",
+            format!(
+                r#"name = "oauth2-echo"
+{COMMON}
+[http]
+url = "/headers"
+oauth2 = {{ token_url = "/oauth/token", client_id = "sandbox-client", client_secret = "${{env:SYNTHMON_TEST_OAUTH_SECRET}}" }}
+expect = ["json.authorization == 'x'", "body.contains('never-there')"]
+"#
+            ),
+        ),
         // Passes only if the canary arrived: the outputs' silence about it
         // means something.
         (
@@ -190,6 +246,8 @@ fn forbidden() -> Vec<String> {
         b64(&format!("probe:{CANARY}")),
         SMTP_CANARY.to_owned(),
         b64(SMTP_CANARY),
+        // Every token the sandbox's OAuth2 endpoint issues starts so.
+        "sandbox-token-".to_owned(),
     ]
 }
 
@@ -350,6 +408,8 @@ async fn the_canary_never_appears_in_any_output() {
         let envs = [
             ("SYNTHMON_TEST_CANARY", CANARY),
             ("SYNTHMON_TEST_SMTP_CANARY", SMTP_CANARY),
+            // The sandbox's OAuth2 test client's (not a canary: it must work).
+            ("SYNTHMON_TEST_OAUTH_SECRET", "sandbox-secret"),
             ("SYNTHMON_LOG", "trace"),
         ];
 
@@ -387,7 +447,7 @@ async fn the_canary_never_appears_in_any_output() {
             // Trace logging was on, and the alerts went out.
             assert!(run.stderr.lines().count() > 20, "{}", run.stderr);
             assert!(
-                run.stderr.contains("alerts: 4 notification(s), 0 delivery(ies) still pending"),
+                run.stderr.contains("alerts: 7 notification(s), 0 delivery(ies) still pending"),
                 "{}",
                 run.stderr
             );
@@ -402,7 +462,7 @@ async fn the_canary_never_appears_in_any_output() {
                 .to_owned()
         };
         assert!(line("arrives").starts_with("PASS"), "{}", human.stdout);
-        for name in ["bearer", "basic", "unreachable", "flow"] {
+        for name in FAILING {
             assert!(line(name).starts_with("FAIL"), "{}", human.stdout);
         }
         for masked in [
@@ -419,11 +479,15 @@ async fn the_canary_never_appears_in_any_output() {
         assert_eq!(unreachable["reason"], "connect_refused", "{unreachable:#}");
         let url = unreachable["http"]["url"].as_str().unwrap();
         assert_eq!(url, "http://127.0.0.1:1/***?t=***", "{unreachable:#}");
+        let refused = results.iter().find(|r| r["probe"] == "oauth2-refused").unwrap();
+        assert_eq!(refused["reason"], "auth", "{refused:#}");
+        let echo = results.iter().find(|r| r["probe"] == "oauth2-echo").unwrap();
+        assert_eq!(echo["reason"], "assertion", "{echo:#}");
 
         // The failure artifacts: the requests sent (headers, URLs, bodies)
         // and the responses that echoed the canary back.
         let once_artifacts = artifact_files(&dir.path().join("artifacts-once"));
-        for name in ["bearer", "basic", "unreachable", "flow"] {
+        for name in FAILING {
             assert!(
                 once_artifacts.iter().any(|(p, _)| p.contains(&format!("/{name}/sb/"))),
                 "no artifact of {name}: {once_artifacts:?}"
@@ -493,7 +557,7 @@ async fn the_canary_never_appears_in_any_output() {
             assert!(headers.contains("x-synthmon-signature: sha256="), "{headers}");
         }
         let bodies: String = hooks.iter().map(|(_, b)| b.as_str()).collect();
-        for name in ["bearer", "basic", "unreachable", "flow"] {
+        for name in FAILING {
             assert!(bodies.contains(&format!("\"probe\":\"{name}\"")), "{bodies}");
         }
         // `--once --alert --artifacts DIR` names each failed run's file.

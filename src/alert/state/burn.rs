@@ -4,6 +4,10 @@
 //! pair's repeat interval, resolved exactly once when no rule of that
 //! severity fires any more. Kept in the engine's snapshot, so a restart
 //! neither re-pages nor forgets to resolve.
+//!
+//! The monitor's own offline alert ([`AlertKind::MonitorOffline`]) has the
+//! same life (firing while a condition holds) and is kept here too, as the
+//! pair ([`OFFLINE_PROBE`], the instance's name).
 
 use super::{Alert, PairInfo};
 use crate::alert::{AlertKind, Notice, Notification, fingerprint};
@@ -24,6 +28,9 @@ pub struct BurnReport<'a> {
     pub detail: String,
     pub info: &'a PairInfo,
 }
+
+/// The `probe` of the monitor's offline alert.
+pub const OFFLINE_PROBE: &str = "synthmon";
 
 /// One burn alert the engine holds.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -50,10 +57,9 @@ impl Burn {
             kind,
             probe: self.probe.clone(),
             environment: self.environment.clone(),
-            severity: if kind == AlertKind::SloPage {
-                Severity::Critical
-            } else {
-                Severity::Warning
+            severity: match kind {
+                AlertKind::SloPage | AlertKind::MonitorOffline => Severity::Critical,
+                _ => Severity::Warning,
             },
             labels: self.info.labels.clone(),
             tags: self.info.tags.clone(),
@@ -71,7 +77,13 @@ impl Burn {
             at: now,
             sequence,
             summary,
-            reason: Some("slo_burn".to_owned()),
+            reason: Some(
+                match kind {
+                    AlertKind::MonitorOffline => "monitor_offline",
+                    _ => "slo_burn",
+                }
+                .to_owned(),
+            ),
             error: None,
             failed_checks: Vec::new(),
             thresholds: Vec::new(),
@@ -98,20 +110,38 @@ impl Burn {
         self.alert.announced = true;
         self.alert.sent = self.alert.sent.saturating_add(1);
         self.alert.last_sent = Some(now);
-        let summary = format!("{} @ {}: {}", self.probe, self.environment, self.detail);
+        let summary = self.summary(&self.detail);
         Some(self.notification(notice, sequence, summary, now))
     }
 
     pub fn resolve(&self, note: &str, now: DateTime<Utc>) -> Notification {
-        let summary = format!("{} @ {}: {}", self.probe, self.environment, note);
+        let summary = self.summary(note);
         self.notification(Notice::Resolve, self.alert.sent, summary, now)
+    }
+
+    /// `probe @ environment: what`; `synthmon (eu-west): what` for the
+    /// offline alert.
+    fn summary(&self, what: &str) -> String {
+        match self.alert.kind {
+            AlertKind::MonitorOffline => format!("{} ({}): {what}", self.probe, self.environment),
+            _ => format!("{} @ {}: {what}", self.probe, self.environment),
+        }
+    }
+
+    /// Whether the pair this alert is about is held.
+    pub fn held_by(&self, held: &std::collections::BTreeSet<(String, String)>) -> bool {
+        self.alert.kind != AlertKind::MonitorOffline
+            && held.contains(&(self.probe.clone(), self.environment.clone()))
     }
 }
 
 /// Applies one report to the burn alerts; returns what it causes now.
+/// `held`: the pair's alerts are held (a new alert starts unannounced; the
+/// engine's tick announces it once the hold ends).
 pub(super) fn observe(
     burns: &mut Vec<Burn>,
     report: &BurnReport<'_>,
+    held: bool,
     now: DateTime<Utc>,
 ) -> Vec<Notification> {
     let at = burns.iter().position(|b| {
@@ -129,7 +159,11 @@ pub(super) fn observe(
                 alert: Alert::new(report.kind, now),
                 detail: report.detail.clone(),
             };
-            let out = b.announce(now).into_iter().collect();
+            let out = if held {
+                Vec::new()
+            } else {
+                b.announce(now).into_iter().collect()
+            };
             burns.push(b);
             out
         }
@@ -144,10 +178,11 @@ pub(super) fn observe(
         (Some(i), false) => {
             let b = burns.remove(i);
             if b.alert.announced {
-                vec![b.resolve(
-                    &format!("no longer burning its error budget ({})", report.detail),
-                    now,
-                )]
+                let note = match b.alert.kind {
+                    AlertKind::MonitorOffline => format!("back online ({})", report.detail),
+                    _ => format!("no longer burning its error budget ({})", report.detail),
+                };
+                vec![b.resolve(&note, now)]
             } else {
                 Vec::new()
             }

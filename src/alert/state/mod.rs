@@ -107,6 +107,26 @@
 //! ignored, and a dependency the engine has never seen (or has forgotten via
 //! `retain`) is not failing.
 //!
+//! # Holds (maintenance, silences, the monitor offline)
+//!
+//! The daemon tells the engine which pairs are held right now
+//! ([`Engine::set_held`]: a maintenance window or a silence covers them, or
+//! the monitor itself is offline). A held pair is treated exactly as one
+//! whose dependency is failing: its state is tracked, its Triggers and
+//! Repeats (and those of its SLO burn alerts) are held back, and a
+//! Resolve of an alert already announced is still sent. When the hold
+//! ends and the alert still fires, the Trigger goes out on the next tick
+//! or run (with the original `starts_at`): a pair still failing after a
+//! window pages once, then. A failure that began and ended inside the
+//! hold never pages, before or after: its alert was never announced, so
+//! there is nothing to resolve either. Holds are not part of the snapshot:
+//! the daemon recomputes them from the config, the silences and the
+//! self-check before each call.
+//!
+//! The monitor's own offline alert ([`Engine::observe_offline`]) is kept
+//! with the burn alerts (it has the same life: firing while a condition
+//! holds) and is never held.
+//!
 //! # Not here
 //!
 //! Grouping (batching the notifications of one group window into one
@@ -128,7 +148,7 @@ use crate::outcome::Outcome;
 use crate::threshold::State;
 use chrono::{DateTime, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
 
 pub use crate::config::{FireRule, Rules};
@@ -505,9 +525,10 @@ impl Pair {
         let (kind, starts_at) = (alert.kind, alert.starts_at);
         let details = match kind {
             AlertKind::Failing => self.last_bad.as_ref(),
-            AlertKind::Degraded | AlertKind::SloPage | AlertKind::SloTicket => {
-                self.last_not_good.as_ref()
-            }
+            AlertKind::Degraded
+            | AlertKind::SloPage
+            | AlertKind::SloTicket
+            | AlertKind::MonitorOffline => self.last_not_good.as_ref(),
         };
         let details = details.cloned().unwrap_or_else(|| self.bare_details());
         let summary = format!(
@@ -577,7 +598,7 @@ impl Pair {
             environment: self.environment.clone(),
             severity: match kind {
                 AlertKind::Failing => self.info.severity,
-                AlertKind::SloPage => Severity::Critical,
+                AlertKind::SloPage | AlertKind::MonitorOffline => Severity::Critical,
                 AlertKind::Degraded | AlertKind::SloTicket => Severity::Warning,
             },
             labels: self.info.labels.clone(),
@@ -629,6 +650,9 @@ pub struct EngineSnapshot {
 pub struct Engine {
     pairs: BTreeMap<(String, String), Pair>,
     burns: Vec<burn::Burn>,
+    /// Pairs whose alerts are held right now (see the module doc); set by
+    /// the caller, not persisted.
+    held: BTreeSet<(String, String)>,
 }
 
 impl Engine {
@@ -646,7 +670,7 @@ impl Engine {
         info: &PairInfo,
         now: DateTime<Utc>,
     ) -> Vec<Notification> {
-        let held = self.dependency_failing(&outcome.probe, &outcome.environment, &info.depends_on);
+        let held = self.is_held(&outcome.probe, &outcome.environment, &info.depends_on);
         let pair = self
             .pairs
             .entry((outcome.probe.clone(), outcome.environment.clone()))
@@ -667,8 +691,59 @@ impl Engine {
     /// periodically.
     pub fn tick(&mut self, now: DateTime<Utc>) -> Vec<Notification> {
         let mut out = self.announce_all(now, false);
-        out.extend(self.burns.iter_mut().filter_map(|b| b.announce(now)));
+        let held = &self.held;
+        out.extend(
+            self.burns
+                .iter_mut()
+                .filter(|b| !b.held_by(held))
+                .filter_map(|b| b.announce(now)),
+        );
         out
+    }
+
+    /// Sets the pairs whose alerts are held from now on (maintenance,
+    /// silences, the monitor offline). Held Triggers of pairs no longer in
+    /// the set go out on the next [`Engine::tick`] or run.
+    pub fn set_held(&mut self, held: BTreeSet<(String, String)>) {
+        self.held = held;
+    }
+
+    /// Holds or releases one pair (see [`Engine::set_held`]).
+    pub fn hold(&mut self, probe: &str, environment: &str, held: bool) {
+        let key = (probe.to_owned(), environment.to_owned());
+        if held {
+            self.held.insert(key);
+        } else {
+            self.held.remove(&key);
+        }
+    }
+
+    /// Feeds the connectivity self-check's verdict: the one "synthmon
+    /// offline" alert fires while `offline` holds (Trigger at once,
+    /// Repeats at `info`'s interval, one Resolve). `detail` says what
+    /// failed; `instance` names this monitor in the alert (its location,
+    /// else `self_check`), so its fingerprint is stable across restarts.
+    pub fn observe_offline(
+        &mut self,
+        offline: bool,
+        instance: &str,
+        detail: String,
+        info: &PairInfo,
+        now: DateTime<Utc>,
+    ) -> Vec<Notification> {
+        burn::observe(
+            &mut self.burns,
+            &BurnReport {
+                probe: burn::OFFLINE_PROBE,
+                environment: instance,
+                kind: AlertKind::MonitorOffline,
+                firing: offline,
+                detail,
+                info,
+            },
+            false,
+            now,
+        )
     }
 
     /// Feeds one SLO burn-rate finding (see [`burn`]).
@@ -677,18 +752,23 @@ impl Engine {
         report: &BurnReport<'_>,
         now: DateTime<Utc>,
     ) -> Vec<Notification> {
-        burn::observe(&mut self.burns, report, now)
+        let held = self
+            .held
+            .contains(&(report.probe.to_owned(), report.environment.to_owned()));
+        burn::observe(&mut self.burns, report, held, now)
     }
 
-    /// Resolves and forgets the burn alerts of SLOs no longer configured.
+    /// Resolves and forgets the burn alerts of SLOs no longer configured
+    /// (the monitor's offline alert is not an SLO's: it stays).
     pub fn retain_burns(
         &mut self,
         keep: impl Fn(&str, &str) -> bool,
         now: DateTime<Utc>,
     ) -> Vec<Notification> {
-        let (kept, gone): (Vec<_>, Vec<_>) = std::mem::take(&mut self.burns)
-            .into_iter()
-            .partition(|b| keep(&b.probe, &b.environment));
+        let (kept, gone): (Vec<_>, Vec<_>) =
+            std::mem::take(&mut self.burns).into_iter().partition(|b| {
+                b.alert.kind == AlertKind::MonitorOffline || keep(&b.probe, &b.environment)
+            });
         self.burns = kept;
         gone.iter()
             .filter(|b| b.alert.announced)
@@ -756,6 +836,7 @@ impl Engine {
                 .map(|p| ((p.probe.clone(), p.environment.clone()), p))
                 .collect(),
             burns: snapshot.burns,
+            held: BTreeSet::new(),
         }
     }
 
@@ -768,6 +849,14 @@ impl Engine {
         })
     }
 
+    /// Whether a pair's alerts are held: by the caller ([`Engine::set_held`])
+    /// or because a dependency is failing.
+    fn is_held(&self, probe: &str, environment: &str, depends_on: &[String]) -> bool {
+        self.held
+            .contains(&(probe.to_owned(), environment.to_owned()))
+            || self.dependency_failing(probe, environment, depends_on)
+    }
+
     /// Announces every firing alert that is not held back: Triggers, and
     /// Repeats that are due unless `triggers_only`. In pair order.
     fn announce_all(&mut self, now: DateTime<Utc>, triggers_only: bool) -> Vec<Notification> {
@@ -775,8 +864,7 @@ impl Engine {
             .pairs
             .iter()
             .filter(|(_, p)| {
-                p.alert.is_some()
-                    && !self.dependency_failing(&p.probe, &p.environment, &p.info.depends_on)
+                p.alert.is_some() && !self.is_held(&p.probe, &p.environment, &p.info.depends_on)
             })
             .map(|(k, _)| k.clone())
             .collect();

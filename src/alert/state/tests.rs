@@ -96,6 +96,9 @@ fn outcome(probe: &str, environment: &str, v: V, secs: i64) -> Outcome {
         kept: Default::default(),
         intended_ms: None,
         artifact: None,
+        attempts: 1,
+        flaky: false,
+        retried: Vec::new(),
     };
     match v {
         G | Tick => {}
@@ -826,4 +829,149 @@ fn degenerate_rules_are_clamped() {
     assert_eq!(got, vec![(10, Trigger, Fail, 0), (30, Resolve, Fail, 1)]);
     let got = run(&mut e, rules(FireRule::Consecutive(0), None), &[(100, B)]);
     assert_eq!(got, vec![(100, Trigger, Fail, 0)]);
+}
+
+/// A maintenance window or silence over `api`: steps `(secs, V)` before
+/// `opens`, between and from `closes` on, with the pair held in between
+/// (the daemon recomputes holds before every run and tick).
+fn run_held(
+    rules: Rules,
+    steps: &[(i64, V)],
+    opens: i64,
+    closes: i64,
+) -> Vec<(i64, Notice, AlertKind, u32)> {
+    let mut e = Engine::new();
+    let info = info(rules);
+    let mut out = Vec::new();
+    for &(secs, v) in steps {
+        e.hold("api", "prod", (opens..closes).contains(&secs));
+        let now = at(secs);
+        let got = match v {
+            Tick => e.tick(now),
+            _ => e.observe(&outcome("api", "prod", v, secs), &info, now),
+        };
+        out.extend(got.into_iter().map(|n| {
+            assert_eq!(n.fingerprint, fingerprint("api", "prod", n.kind));
+            (secs, n.notice, n.kind, n.sequence)
+        }));
+    }
+    out
+}
+
+#[test]
+fn a_failing_pair_in_a_maintenance_window_sends_nothing_then_pages_once_after_it() {
+    // Held from 0 s to 100 s; failing from the first run, repeats every 30 s.
+    let steps = every10(&[
+        B, B, B, Tick, B, B, Tick, B, B, B, Tick, B, Tick, Tick, Tick,
+    ]);
+    let got = run_held(rules(FireRule::Consecutive(3), Some(30)), &steps, 0, 100);
+    // The window closes at 100 s: the tick then sends the held Trigger,
+    // once (its start is the run that began the episode), and Repeats
+    // follow at the interval from it.
+    assert_eq!(got, vec![(100, Trigger, Fail, 0), (130, Repeat, Fail, 1)]);
+}
+
+#[test]
+fn a_released_trigger_after_a_window_keeps_the_episode_start() {
+    let mut e = Engine::new();
+    let info = info(rules(FireRule::Consecutive(2), None));
+    e.set_held(BTreeSet::from([("api".to_owned(), "prod".to_owned())]));
+    assert!(
+        e.observe(&outcome("api", "prod", B, 0), &info, at(0))
+            .is_empty()
+    );
+    assert!(
+        e.observe(&outcome("api", "prod", B, 10), &info, at(10))
+            .is_empty()
+    );
+    assert!(e.tick(at(20)).is_empty());
+    assert_eq!(
+        e.state("api", "prod"),
+        PairState::Failing,
+        "state is tracked while held"
+    );
+    e.set_held(BTreeSet::new());
+    let got = e.tick(at(30));
+    assert_eq!(got.len(), 1);
+    assert_eq!((got[0].notice, secs_of(got[0].starts_at)), (Trigger, 10));
+    assert!(e.tick(at(40)).is_empty(), "one page, not one per tick");
+}
+
+#[test]
+fn a_failure_that_began_and_ended_inside_a_window_never_pages() {
+    let steps = every10(&[G, B, B, B, Tick, G, G, Tick, G, Tick, Tick]);
+    let got = run_held(rules(FireRule::Consecutive(3), Some(30)), &steps, 0, 80);
+    assert_eq!(got, vec![], "nothing during the window, nothing after it");
+}
+
+#[test]
+fn a_window_holds_the_repeats_of_an_alert_announced_before_it_but_not_its_resolve() {
+    // Fires at 20 s, the window opens at 30 s; it recovers inside.
+    let steps = every10(&[B, B, B, Tick, Tick, Tick, B, G, G, Tick, Tick]);
+    let got = run_held(rules(FireRule::Consecutive(3), Some(20)), &steps, 30, 200);
+    assert_eq!(got, vec![(20, Trigger, Fail, 0), (80, Resolve, Fail, 1)]);
+}
+
+#[test]
+fn a_held_pair_holds_its_slo_burn_alert_until_released() {
+    let mut e = Engine::new();
+    let info = info(rules(FireRule::Consecutive(1), None));
+    let report = |firing| BurnReport {
+        probe: "api",
+        environment: "prod",
+        kind: AlertKind::SloPage,
+        firing,
+        detail: "burns".to_owned(),
+        info: &info,
+    };
+    e.hold("api", "prod", true);
+    assert!(e.observe_burn(&report(true), at(0)).is_empty());
+    assert!(e.tick(at(10)).is_empty());
+    e.hold("api", "prod", false);
+    let got = e.tick(at(20));
+    assert_eq!(got.len(), 1);
+    assert_eq!((got[0].notice, got[0].kind), (Trigger, AlertKind::SloPage));
+}
+
+#[test]
+fn the_offline_alert_fires_once_resolves_once_and_outlives_reloads() {
+    let mut e = Engine::new();
+    let info = info(rules(FireRule::Consecutive(1), Some(3600)));
+    let offline = |e: &mut Engine, on: bool, secs| {
+        e.observe_offline(
+            on,
+            "eu-west",
+            "every self-check target fails".into(),
+            &info,
+            at(secs),
+        )
+    };
+    let got = offline(&mut e, true, 0);
+    assert_eq!(got.len(), 1);
+    let n = &got[0];
+    assert_eq!(
+        (n.notice, n.kind, n.severity),
+        (Trigger, AlertKind::MonitorOffline, Severity::Critical)
+    );
+    assert_eq!(
+        n.fingerprint,
+        fingerprint("synthmon", "eu-west", AlertKind::MonitorOffline)
+    );
+    assert_eq!(n.reason.as_deref(), Some("monitor_offline"));
+    assert_eq!(
+        n.summary,
+        "synthmon (eu-west): every self-check target fails"
+    );
+    // Held pairs do not hold it; a reload's retain keeps it.
+    e.set_held(BTreeSet::from([(
+        "synthmon".to_owned(),
+        "eu-west".to_owned(),
+    )]));
+    assert!(offline(&mut e, true, 10).is_empty());
+    assert!(e.retain_burns(|_, _| false, at(20)).is_empty());
+    assert!(e.tick(at(30)).is_empty());
+    let got = offline(&mut e, false, 40);
+    assert_eq!(got.len(), 1);
+    assert_eq!((got[0].notice, got[0].sequence), (Resolve, 1));
+    assert!(offline(&mut e, false, 50).is_empty());
 }

@@ -394,13 +394,14 @@ fn alertmanager(batch: &[Notification]) -> Value {
                 .map(|(k, v)| (label_name(k), v.clone()))
                 .collect();
             // synthmon's own labels win over probe labels of the same name.
-            let kind = match n.kind {
-                AlertKind::Failing => "Failing",
-                AlertKind::Degraded => "Degraded",
-                AlertKind::SloPage => "SloBurnPage",
-                AlertKind::SloTicket => "SloBurnTicket",
+            let alertname = match n.kind {
+                AlertKind::Failing => "SynthmonProbeFailing",
+                AlertKind::Degraded => "SynthmonProbeDegraded",
+                AlertKind::SloPage => "SynthmonProbeSloBurnPage",
+                AlertKind::SloTicket => "SynthmonProbeSloBurnTicket",
+                AlertKind::MonitorOffline => "SynthmonOffline",
             };
-            labels.insert("alertname".into(), format!("SynthmonProbe{kind}"));
+            labels.insert("alertname".into(), alertname.to_owned());
             labels.insert("probe".into(), n.probe.clone());
             labels.insert("environment".into(), n.environment.clone());
             labels.insert("severity".into(), severity_name(n.severity).into());

@@ -588,6 +588,9 @@ struct Row {
     spark: Option<svg::Spark>,
     changes: Vec<Change>,
     failures: Vec<Failure>,
+    /// `maintenance` or `silenced` while something holds the pair's
+    /// alerts, with the sentence saying what and until when.
+    hold: Option<(&'static str, String)>,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -612,6 +615,8 @@ struct Overview {
     history: bool,
     /// How old the uptimes and sparklines are, in seconds.
     figures_age: u64,
+    /// Every self-check target fails: the sentence saying so.
+    offline: Option<String>,
 }
 
 /// Runs `f` on the blocking pool.
@@ -726,7 +731,19 @@ fn overview_data(
             };
             let key = (p.name.clone(), environment.clone());
             let slow = figures.as_ref().and_then(|(f, _)| f.get(&key));
+            let hold = page
+                .shared
+                .holds
+                .hold_of(&config, &key.0, &key.1, chrono::Utc::now())
+                .map(|h| {
+                    let badge = match h {
+                        crate::hold::Hold::Maintenance { .. } => "maintenance",
+                        crate::hold::Hold::Silence { .. } => "silenced",
+                    };
+                    (badge, h.describe())
+                });
             rows.push(Row {
+                hold,
                 kind: p.kind.name(),
                 tags: p.tags.clone(),
                 state_text: state_text(&state),
@@ -753,6 +770,11 @@ fn overview_data(
         filters,
         history: reader.is_some(),
         figures_age: figures.map_or(0, |(_, age)| age.as_secs()),
+        offline: page
+            .shared
+            .holds
+            .offline()
+            .then(|| page.shared.holds.offline_detail()),
     })
 }
 

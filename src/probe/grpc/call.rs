@@ -9,7 +9,7 @@ use super::wire::{
     HEALTH_CHECK_PATH, NOT_FOUND, code_name, decode_health_response, health_request, http_to_grpc,
     percent_decode, serving_status_name,
 };
-use crate::net::{AbortOnDrop, Clock, Fail, Io, TlsSetup, describe, dial};
+use crate::net::{AbortOnDrop, Clock, Fail, Io, TlsSetup, describe, dial_via};
 use crate::outcome::FailureReason;
 use crate::probe::kind::RunContext;
 use crate::tagging::RunIds;
@@ -44,8 +44,13 @@ pub(super) async fn call(
     facts.tls = target.tls;
     let request = build_request(spec, ctx, ids, &target, clock.deadline())?;
 
-    let tls = target.tls.then(|| TlsSetup {
-        config: Arc::clone(&ctx.env.tls_client),
+    // The environment's TLS files as they are now.
+    let config = match target.tls {
+        true => Some(crate::probe::reach::environment_tls(ctx).await?),
+        false => None,
+    };
+    let tls = config.map(|config| TlsSetup {
+        config,
         server_name: spec
             .server_name
             .as_deref()
@@ -55,10 +60,11 @@ pub(super) async fn call(
     // Rendering and building the request are synthmon's work, not the
     // target's: the measured phases start here.
     clock.begin();
-    let dialed = dial(
+    let dialed = dial_via(
         &target.host,
         target.port,
         tls,
+        ctx.env.proxy.as_deref(),
         clock,
         ["resolve", "connect", "tls"],
     )

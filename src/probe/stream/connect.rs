@@ -1,7 +1,7 @@
 //! One fresh HTTP/1.1 connection (TLS through rustls when https) and its
 //! tagged `GET`, lapped on the run's clock up to the response headers.
 
-use crate::net::{AbortOnDrop, Clock, Fail, TlsSetup, describe, dial};
+use crate::net::{AbortOnDrop, Clock, Fail, TlsSetup, describe, dial_via};
 use crate::outcome::FailureReason;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, header};
@@ -24,6 +24,7 @@ pub(super) async fn connect(
     url: &Url,
     headers: &HeaderMap,
     tls: TlsSetup<'_>,
+    proxy: Option<&crate::net::proxy::Proxy>,
     clock: &mut Clock,
     phase: &'static str,
     cert_expiry: &mut Option<i64>,
@@ -42,7 +43,7 @@ pub(super) async fn connect(
         return Err(bad(format!("{url} has no host")));
     };
     let host: Host<String> = host.to_owned();
-    let dialed = dial(&host, port, secure.then_some(tls), clock, [phase; 3]).await?;
+    let dialed = dial_via(&host, port, secure.then_some(tls), proxy, clock, [phase; 3]).await?;
     *cert_expiry = dialed.cert_expiry;
     let io = dialed.io;
     let protocol = |doing: &str, e: hyper::Error| {

@@ -12,6 +12,7 @@ use super::sequence::{KEPT_LAST_ID, Sequence};
 use super::spec::StreamSpec;
 use super::sse::{Event, Mode, Parser};
 use crate::expr::{Facts, duration_value};
+use crate::net::oauth2::AccessToken;
 use crate::net::{Clock, Fail, TlsSetup};
 use crate::outcome::{AssertionResult, Details, FailureReason, Outcome};
 use crate::probe::kind::RunContext;
@@ -33,7 +34,23 @@ const MAX_IDS_REMEMBERED: usize = 10_000;
 pub async fn run(spec: &StreamSpec, ctx: &RunContext<'_>) -> Outcome {
     let ids = RunIds::generate();
     let mut outcome = Outcome::new(&ctx.probe.name, &ctx.env.name, "stream", &ids);
-    let mut s = Streamer::new(spec, ctx.deadline());
+    let deadline = ctx.deadline();
+    // The token comes before the clock starts: the phases are the target's.
+    let own_header = spec
+        .headers
+        .iter()
+        .any(|(name, _)| name == header::AUTHORIZATION);
+    let token = match ctx
+        .oauth2_token(spec.oauth2.as_deref(), own_header, deadline)
+        .await
+    {
+        Ok(token) => token,
+        Err(fail) => {
+            outcome.fail(fail.reason, fail.message);
+            return crate::probe::kind::redact(outcome, ctx.redactor);
+        }
+    };
+    let mut s = Streamer::new(spec, deadline);
     // Resume where the previous run stopped: its last id, kept.
     let previous = spec
         .sequence
@@ -44,7 +61,7 @@ pub async fn run(spec: &StreamSpec, ctx: &RunContext<'_>) -> Outcome {
     if let Some(previous) = previous {
         s.facts.sequence = Some(Sequence::resuming(previous));
     }
-    let result = s.go(ctx, &ids).await;
+    let result = s.go(ctx, &ids, token.as_ref()).await;
     s.clock.lap(s.phase);
     s.clock.record(&mut outcome);
     outcome.responded = s.facts.status.is_some();
@@ -76,14 +93,21 @@ pub async fn run(spec: &StreamSpec, ctx: &RunContext<'_>) -> Outcome {
     if let Some(last) = kept {
         outcome.kept.insert(KEPT_LAST_ID.to_owned(), last.into());
     }
+    if let Some(token) = &token {
+        // Refused: the next run asks for a new token.
+        if s.facts.status == Some(401) {
+            token.rejected();
+        }
+    }
+    let redactor = ctx.redactor_with(token.as_ref());
     let mut facts = s.facts;
-    ctx.redactor.scrub(&mut facts.url);
+    redactor.scrub(&mut facts.url);
     for d in &mut facts.data {
-        ctx.redactor.scrub(d);
+        redactor.scrub(d);
     }
     outcome.details = Some(Details::new(facts));
     crate::probe::kind::finish(&mut outcome);
-    crate::probe::kind::redact(outcome, ctx.redactor)
+    crate::probe::kind::redact(outcome, &redactor)
 }
 
 /// What woke the reader up when no data came.
@@ -158,7 +182,12 @@ impl<'s> Streamer<'s> {
     }
 
     /// The whole run: connect, read, maybe reconnect and read again.
-    async fn go(&mut self, ctx: &RunContext<'_>, ids: &RunIds) -> Result<(), Fail> {
+    async fn go(
+        &mut self,
+        ctx: &RunContext<'_>,
+        ids: &RunIds,
+        token: Option<&AccessToken>,
+    ) -> Result<(), Fail> {
         let request_error = |m: String| Fail::new(FailureReason::Request, m);
         let path = ctx.render(&self.spec.url, ids).map_err(request_error)?;
         let url = crate::probe::http::join_url(ctx.base_url, &path)
@@ -168,6 +197,9 @@ impl<'s> Streamer<'s> {
         })?;
         self.facts.url = url.to_string();
         let mut headers = self.headers(ctx, ids)?;
+        if let Some(token) = token {
+            headers.insert(header::AUTHORIZATION, token.header());
+        }
         let previous = self.facts.sequence.as_ref().and_then(|q| q.previous_run_id);
         if let Some(previous) = previous {
             headers.insert(
@@ -257,8 +289,13 @@ impl<'s> Streamer<'s> {
         }
         .filter(|(at, _)| *at < self.clock.deadline());
         let phase = self.phase;
+        // The environment's TLS files as they are now.
+        let config = match url.scheme() {
+            "https" => crate::probe::reach::environment_tls(ctx).await?,
+            _ => Arc::clone(&ctx.env.tls_client),
+        };
         let tls = TlsSetup {
-            config: Arc::clone(&ctx.env.tls_client),
+            config,
             server_name: ctx.env.tls.server_name.as_deref(),
             alpn: b"http/1.1",
         };
@@ -266,6 +303,7 @@ impl<'s> Streamer<'s> {
             url,
             headers,
             tls,
+            ctx.env.proxy.as_deref(),
             &mut self.clock,
             phase,
             &mut self.facts.cert_expiry,

@@ -63,6 +63,10 @@ pub struct RawStream {
     pub headers: BTreeMap<String, String>,
     /// `{ user = "…", password = "${env:…}" }`: sent as `Authorization: Basic …`.
     pub basic_auth: Option<crate::config::raw::RawBasicAuth>,
+    /// `"${env:…}"`: sent as `Authorization: Bearer …`.
+    pub bearer_token: Option<String>,
+    /// OAuth2 client credentials: a bearer token from the token endpoint.
+    pub oauth2: Option<crate::config::raw::RawOAuth2>,
     /// `sse` (default) or `chunked`.
     pub mode: Option<String>,
     pub min_events: Option<u64>,
@@ -106,6 +110,9 @@ pub struct StreamSpec {
     pub reconnect_at: Option<SourceLocation>,
     /// `sequence = "numeric"`.
     pub sequence: Option<SequenceSpec>,
+    /// `oauth2 = { … }`: every connection carries a bearer token from the
+    /// token endpoint.
+    pub oauth2: Option<std::sync::Arc<crate::net::oauth2::OAuth2>>,
 }
 
 /// `sequence = "numeric"`: how the ids' numbering is checked.
@@ -161,12 +168,17 @@ pub(crate) fn build(raw: RawStream, c: &mut Checker<'_>) -> Option<StreamSpec> {
             headers.push((header, t));
         }
     }
-    if let Some(value) = c.basic_auth(
+    let auth = c.auth(
         "stream",
-        raw.basic_auth.as_ref(),
+        crate::config::check::RawAuth {
+            basic_auth: raw.basic_auth.as_ref(),
+            bearer_token: raw.bearer_token.as_deref(),
+            oauth2: raw.oauth2.as_ref(),
+        },
         headers.iter().map(|(n, _)| n),
-    ) {
-        headers.push((http::header::AUTHORIZATION, Text::literal(&value)));
+    );
+    if let Some(value) = &auth.header {
+        headers.push((http::header::AUTHORIZATION, Text::literal(value)));
     }
     let mode = match raw.mode.as_deref() {
         None | Some("sse") => Some(Mode::Sse),
@@ -223,6 +235,7 @@ pub(crate) fn build(raw: RawStream, c: &mut Checker<'_>) -> Option<StreamSpec> {
         min_events_at,
         reconnect_at,
         sequence,
+        oauth2: auth.oauth2,
     })
 }
 

@@ -135,7 +135,18 @@ pub(super) fn spans(outcome: &Outcome) -> Option<Vec<SpanData>> {
         KeyValue::new(TEST_SUITE_NAME, outcome.probe.clone()),
         KeyValue::new(TEST_SUITE_RUN_STATUS, suite_run_status(outcome)),
         synthetic(),
+        // Tries of the whole run (`retries`); the spans are the last try's.
+        KeyValue::new("synthmon.attempts", i64::from(outcome.attempts)),
     ];
+    if outcome.flaky {
+        root_attributes.push(KeyValue::new("synthmon.flaky", true));
+        if let Some(reason) = outcome.retried.first().and_then(|a| a.reason) {
+            root_attributes.push(KeyValue::new(
+                "synthmon.first_attempt.failure_reason",
+                reason.as_str(),
+            ));
+        }
+    }
     if !outcome.success {
         if let Some(reason) = outcome.reason {
             root_attributes.push(KeyValue::new("synthmon.failure_reason", reason.as_str()));
@@ -237,7 +248,9 @@ fn suite_run_status(outcome: &Outcome) -> &'static str {
         return "success";
     }
     match outcome.reason {
-        Some(FailureReason::Cancelled | FailureReason::Resource) => "aborted",
+        Some(
+            FailureReason::Cancelled | FailureReason::Resource | FailureReason::MonitorOffline,
+        ) => "aborted",
         Some(FailureReason::Timeout | FailureReason::ConnectTimeout) => "timed_out",
         _ => "failure",
     }
@@ -342,6 +355,9 @@ fn http_client_attributes(
             i64::from(status),
         ));
     }
+    if let Some(version) = http.version {
+        attributes.push(KeyValue::new("network.protocol.version", version));
+    }
     attributes.extend(base_attributes(success, reason));
     attributes.push(KeyValue::new(
         "synthmon.http.redirects",
@@ -409,6 +425,7 @@ mod tests {
             body_bytes: 0,
             tls: false,
             tls_earliest_cert_expiry: None,
+            version: Some("2"),
         }
     }
 
@@ -480,6 +497,34 @@ mod tests {
         assert_eq!(text(client, "test.case.result.status"), "pass");
         assert_eq!(text(client, "user_agent.synthetic.type"), "test");
         assert!(get(root, "test.case.name").is_none());
+    }
+
+    #[test]
+    fn the_root_span_counts_the_tries_and_marks_a_flaky_pass() {
+        let plain = outcome("tcp");
+        assert_eq!(text(&built(&plain)[0], "synthmon.attempts"), "1");
+        assert!(get(&built(&plain)[0], "synthmon.flaky").is_none());
+        let mut flaky = outcome("tcp");
+        flaky.attempts = 2;
+        flaky.flaky = true;
+        flaky.retried.push(crate::outcome::RetriedAttempt {
+            attempt: 1,
+            reason: Some(FailureReason::ConnectRefused),
+            error: Some("refused".to_owned()),
+            duration: Duration::from_millis(3),
+            started_at: flaky.started_at.clone(),
+            status: None,
+            run_id: "r1".to_owned(),
+            trace_id: "t1".to_owned(),
+        });
+        let root = &built(&flaky)[0];
+        assert_eq!(text(root, "synthmon.attempts"), "2");
+        assert_eq!(text(root, "synthmon.flaky"), "true");
+        assert_eq!(
+            text(root, "synthmon.first_attempt.failure_reason"),
+            "connect_refused"
+        );
+        assert_eq!(text(root, "synthmon.result"), "success");
     }
 
     #[test]
