@@ -44,7 +44,7 @@
 
 use super::dial::Io;
 use super::error::{Cut, Fail, describe, looks_like_tls, too_large};
-use super::http2::{self, HttpVersion};
+use super::http2::{self, HttpVersion, drive};
 use super::pool::{Lease, Origin, Pool};
 use crate::outcome::{FailureReason, HttpPhases};
 use bytes::{Bytes, BytesMut};
@@ -217,24 +217,6 @@ impl Conn {
     fn closed(&self) -> bool {
         self.connection.is_none() || self.sender.is_closed()
     }
-}
-
-/// Runs `fut` (waiting until the connection is ready, a request, its
-/// body) while doing the connection's I/O, which `fut` waits on. The
-/// connection is polled first, so what it reads reaches `fut` in the same
-/// turn. A connection that ends is dropped at once, which ends whatever
-/// `fut` still waited for with hyper's error.
-async fn drive<F: Future>(connection: &mut Option<Pin<Box<Http1>>>, fut: F) -> F::Output {
-    let mut fut = std::pin::pin!(fut);
-    std::future::poll_fn(|cx| {
-        if let Some(io) = connection {
-            if io.as_mut().poll(cx).is_ready() {
-                *connection = None;
-            }
-        }
-        fut.as_mut().poll(cx)
-    })
-    .await
 }
 
 fn protocol(doing: &str, error: &hyper::Error) -> Fail {

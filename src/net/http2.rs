@@ -28,7 +28,6 @@ use h2::client::{Connection, SendRequest};
 use h2::{Reason, RecvStream};
 use http::header::{self, HeaderMap};
 use std::collections::VecDeque;
-use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -414,16 +413,20 @@ impl SendFailed {
     }
 }
 
-/// Runs `fut` (a stream's readiness, its response, its body) while doing
-/// the connection's I/O when this handle drives it: the connection is
+/// Runs `fut` (waiting until the connection is ready, a request, its
+/// body) while doing the connection's I/O, which `fut` waits on: hyper's
+/// HTTP/1.1 connection in [`super::http1`], h2's here. The connection is
 /// polled first, so what it reads reaches `fut` in the same turn. A
 /// connection that ends is dropped at once, which ends whatever `fut`
-/// still waited for with h2's error.
-async fn drive<F: Future>(connection: &mut Option<Pin<Box<H2>>>, fut: F) -> F::Output {
+/// still waited for with the protocol library's error.
+pub(super) async fn drive<C: Future, F: Future>(
+    connection: &mut Option<Pin<Box<C>>>,
+    fut: F,
+) -> F::Output {
     let mut fut = std::pin::pin!(fut);
     std::future::poll_fn(|cx| {
-        if let Some(conn) = connection {
-            if conn.as_mut().poll(cx).is_ready() {
+        if let Some(io) = connection {
+            if io.as_mut().poll(cx).is_ready() {
                 *connection = None;
             }
         }
