@@ -853,12 +853,26 @@ impl Reader {
             }
             Ok(())
         };
+        // Counts alone (uptime, SLO status) leave the histogram blobs
+        // unread: SQLite then never loads their pages.
+        let (hours_sql, minutes_sql) = if latencies {
+            (
+                "SELECT hour, runs, failed, degraded, hist FROM hours
+                 WHERE series = ?1 AND hour >= ?2 AND hour < ?3",
+                "SELECT minute, runs, failed, degraded, hist FROM minutes
+                 WHERE series = ?1 AND minute >= ?2 AND minute < ?3",
+            )
+        } else {
+            (
+                "SELECT hour, runs, failed, degraded FROM hours
+                 WHERE series = ?1 AND hour >= ?2 AND hour < ?3",
+                "SELECT minute, runs, failed, degraded FROM minutes
+                 WHERE series = ?1 AND minute >= ?2 AND minute < ?3",
+            )
+        };
         if first_hour < end_hour {
             let mut stmt = conn
-                .prepare_cached(
-                    "SELECT hour, runs, failed, degraded, hist FROM hours
-                     WHERE series = ?1 AND hour >= ?2 AND hour < ?3",
-                )
+                .prepare_cached(hours_sql)
                 .map_err(query("read hours"))?;
             let mut rows = stmt
                 .query(params![series, first_hour, end_hour])
@@ -868,21 +882,32 @@ impl Reader {
                 add_row(&mut w, r).map_err(query("read hours"))?;
             }
         }
+        // Minute rows count only outside the hours read above. When those
+        // hours run without a gap from the window's first whole hour (the
+        // roll-up goes oldest first), only the minutes before that hour
+        // and after the last one are read, not a month's minutes skipped
+        // one by one; otherwise every minute of the window is.
+        let ranges = match covered.iter().max() {
+            Some(&last) if covered.len() as i64 == last - first_hour + 1 => [
+                (from_min, (first_hour * HOUR_MINUTES).min(to_min)),
+                ((last + 1) * HOUR_MINUTES, to_min),
+            ],
+            _ => [(from_min, to_min), (to_min, to_min)],
+        };
         let mut stmt = conn
-            .prepare_cached(
-                "SELECT minute, runs, failed, degraded, hist FROM minutes
-                 WHERE series = ?1 AND minute >= ?2 AND minute < ?3",
-            )
+            .prepare_cached(minutes_sql)
             .map_err(query("read minutes"))?;
-        let mut rows = stmt
-            .query(params![series, from_min, to_min])
-            .map_err(query("read minutes"))?;
-        while let Some(r) = rows.next().map_err(query("read minutes"))? {
-            let minute: i64 = r.get(0).map_err(query("read minutes"))?;
-            if covered.contains(&minute.div_euclid(HOUR_MINUTES)) {
-                continue;
+        for (from, to) in ranges.into_iter().filter(|(from, to)| from < to) {
+            let mut rows = stmt
+                .query(params![series, from, to])
+                .map_err(query("read minutes"))?;
+            while let Some(r) = rows.next().map_err(query("read minutes"))? {
+                let minute: i64 = r.get(0).map_err(query("read minutes"))?;
+                if covered.contains(&minute.div_euclid(HOUR_MINUTES)) {
+                    continue;
+                }
+                add_row(&mut w, r).map_err(query("read minutes"))?;
             }
-            add_row(&mut w, r).map_err(query("read minutes"))?;
         }
         Ok(w)
     }

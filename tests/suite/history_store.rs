@@ -326,6 +326,46 @@ fn varied(m: i64) -> Tallies {
     }
 }
 
+/// A window reads the minutes around its rolled hours, not every minute:
+/// counts alone agree with the full read, and an hour with no row inside
+/// the rolled ones (the roll-up goes oldest first, so only a damaged file
+/// has one) is still counted from its minutes.
+#[test]
+fn a_window_reads_minutes_only_around_its_hours_and_falls_back_on_a_gap() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join(FILE);
+    let mut w = Writer::open(dir.path()).unwrap();
+    let m0 = store::minute_of(t0());
+    let h0 = m0 / 60;
+    let series = ("api", "prod", "");
+    write_minutes(&mut w, series, m0..m0 + 180, varied);
+    let sum = |from: i64, to: i64| {
+        (from..to).fold((0u64, 0u64, 0u64), |acc, m| {
+            let t = varied(m);
+            (acc.0 + t.runs, acc.1 + t.failed, acc.2 + t.degraded)
+        })
+    };
+    while w.roll_up(m0 + 125, 5).unwrap() {}
+    assert_eq!(count(&db, "SELECT count(*) FROM hours"), 2);
+    let reader = Reader::open(dir.path()).unwrap();
+    let tally = |from: i64, to: i64, latencies: bool| {
+        let got = reader
+            .window(series, from * MIN, to * MIN, latencies)
+            .unwrap();
+        (got.runs, got.failed, got.degraded)
+    };
+    for (from, to) in [(m0 + 30, m0 + 150), (m0, m0 + 180), (m0 + 59, m0 + 61)] {
+        assert_eq!(tally(from, to, false), sum(from, to), "{from}..{to}");
+        assert_eq!(tally(from, to, true), sum(from, to), "{from}..{to}");
+    }
+    // The first hour's row gone, the second's kept: a gap before it.
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    conn.execute("DELETE FROM hours WHERE hour = ?1", [h0])
+        .unwrap();
+    drop(conn);
+    assert_eq!(tally(m0, m0 + 180, false), sum(m0, m0 + 180));
+}
+
 #[test]
 fn roll_ups_equal_their_minutes_and_a_window_counts_each_run_once() {
     let dir = tempfile::tempdir().unwrap();
