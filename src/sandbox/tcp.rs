@@ -146,6 +146,8 @@ impl PemFile {
     /// (one holds a private key).
     fn write(what: &str, pem: &str) -> io::Result<PemFile> {
         use std::io::Write as _;
+        static SWEPT: std::sync::Once = std::sync::Once::new();
+        SWEPT.call_once(sweep_stale);
         let mut last = None;
         for _ in 0..4 {
             let path = std::env::temp_dir().join(format!(
@@ -167,6 +169,48 @@ impl PemFile {
             }
         }
         Err(last.unwrap_or_else(|| io::Error::other("cannot name a sandbox PEM file")))
+    }
+}
+
+/// Removes the PEM files of sandboxes whose process is gone: one killed
+/// (SIGKILL, a crash) never ran the `Drop` below, and its files would
+/// pile up in the temp directory. Only files named as [`PemFile::write`]
+/// names them, owned by this user, whose process id no longer runs
+/// (`/proc/PID` is gone) are removed; once per process, best effort.
+fn sweep_stale() {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::fs::MetadataExt as _;
+        let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+            return;
+        };
+        let uid = std::fs::metadata("/proc/self").map(|m| m.uid()).ok();
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            let Some(rest) = name
+                .strip_prefix("synthmon-sandbox-")
+                .and_then(|r| r.strip_suffix(".pem"))
+            else {
+                continue;
+            };
+            // `WHAT-PID-RANDOM`: the process id is the second field from
+            // the end (WHAT may hold dashes).
+            let mut fields = rest.rsplit('-');
+            let (Some(_), Some(pid)) = (fields.next(), fields.next()) else {
+                continue;
+            };
+            let Ok(pid) = pid.parse::<u32>() else {
+                continue;
+            };
+            let gone = !std::path::Path::new("/proc").join(pid.to_string()).exists();
+            let ours = entry
+                .metadata()
+                .is_ok_and(|m| Some(m.uid()) == uid && m.is_file());
+            if gone && ours {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
     }
 }
 
@@ -347,4 +391,33 @@ async fn say<S: AsyncWrite + Unpin>(stream: &mut S, bytes: &[u8]) -> io::Result<
     tokio::time::timeout(IDLE, write)
         .await
         .unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into()))
+}
+
+#[cfg(all(test, target_os = "linux"))]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::sweep_stale;
+
+    #[test]
+    fn the_sweep_removes_a_dead_process_files_and_keeps_a_live_one() {
+        let dir = std::env::temp_dir();
+        // No process has this id (above the kernel's pid_max).
+        let dead = dir.join("synthmon-sandbox-ca-4294967295-00000000deadbeef.pem");
+        let live = dir.join(format!(
+            "synthmon-sandbox-client-key-{}-00000000cafef00d.pem",
+            std::process::id()
+        ));
+        let other = dir.join("synthmon-sandbox-notes-4294967295.txt");
+        for path in [&dead, &live, &other] {
+            std::fs::write(path, "x").unwrap();
+        }
+        sweep_stale();
+        let (dead_left, live_left, other_left) = (dead.exists(), live.exists(), other.exists());
+        for path in [&dead, &live, &other] {
+            let _ = std::fs::remove_file(path);
+        }
+        assert!(!dead_left, "a dead process' PEM file was kept");
+        assert!(live_left, "this process' PEM file was removed");
+        assert!(other_left, "a file not named like a PEM file was removed");
+    }
 }
