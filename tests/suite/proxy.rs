@@ -10,8 +10,7 @@
 
 use crate::common;
 
-use common::{load, run_all, sandbox, synthmon_in, write_config};
-use std::collections::BTreeMap;
+use common::{run_by_probe, sandbox, synthmon_in, write_target_config};
 use std::future::Future;
 use std::path::Path;
 use std::time::Duration;
@@ -25,24 +24,6 @@ async fn bounded<F: Future>(f: F) -> F::Output {
     common::within(BOUND, f).await
 }
 
-/// Writes `config.toml` (`[environments.target]` at `base_url` with
-/// `env_extra`) and the probe files into `dir`.
-fn write(
-    dir: &Path,
-    base_url: &str,
-    env_extra: &str,
-    probes: &[(String, String)],
-) -> std::path::PathBuf {
-    let config = format!(
-        "[daemon]\nprobes = [\"probes/*.toml\"]\n\n[environments.target]\nbase_url = \"{base_url}\"\n{env_extra}\n"
-    );
-    let files: Vec<(&str, &str)> = probes
-        .iter()
-        .map(|(n, t)| (n.as_str(), t.as_str()))
-        .collect();
-    write_config(dir, &config, &files)
-}
-
 /// A probe file `NAME.toml` in `target` with the given kind table.
 fn probe(name: &str, kind: &str, body: &str) -> (String, String) {
     (
@@ -51,14 +32,6 @@ fn probe(name: &str, kind: &str, body: &str) -> (String, String) {
             "name = \"{name}\"\nenvironments = [\"target\"]\ntimeout = \"3s\"\n\n[{kind}]\n{body}\n"
         ),
     )
-}
-
-async fn run(path: &Path) -> BTreeMap<String, Outcome> {
-    run_all(&load(path), &BTreeMap::new())
-        .await
-        .into_iter()
-        .map(|o| (o.probe.clone(), o))
-        .collect()
 }
 
 #[track_caller]
@@ -148,8 +121,8 @@ async fn http_https_flow_and_websocket_targets_go_through_the_proxy() {
             ),
         ];
         let env = format!("proxy = \"{}\"\n{tls}", vars["sandbox_proxy"]);
-        let path = write(dir.path(), &base, &env, &probes);
-        let out = run(&path).await;
+        let path = write_target_config(dir.path(), &base, &env, &probes);
+        let out = run_by_probe(&path).await;
         for name in ["plain", "secure", "journey", "ws"] {
             assert_passed(&out[name]);
         }
@@ -214,8 +187,8 @@ async fn a_proxy_that_is_down_or_refuses_fails_with_reason_proxy() {
                 ),
             ),
         ];
-        let path = write(dir.path(), &base, "", &probes);
-        let out = run(&path).await;
+        let path = write_target_config(dir.path(), &base, "", &probes);
+        let out = run_by_probe(&path).await;
         assert_failed(
             &out["down"],
             FailureReason::Proxy,
@@ -273,8 +246,8 @@ async fn a_proxy_that_wants_credentials_says_so_with_407() {
                 &format!("url = \"/health\"\nproxy = \"http://{USER}:${{file:proxy-password}}@{hostport}\""),
             ),
         ];
-        let path = write(dir.path(), &sb.base_url(), "", &probes);
-        let out = run(&path).await;
+        let path = write_target_config(dir.path(), &sb.base_url(), "", &probes);
+        let out = run_by_probe(&path).await;
         assert_failed(
             &out["none"],
             FailureReason::Proxy,
@@ -329,8 +302,8 @@ async fn no_proxy_and_proxy_none_go_direct() {
         let env = format!(
             "proxy = \"http://127.0.0.1:{down}\"\nno_proxy = [\"127.0.0.1\", \".internal\"]"
         );
-        let path = write(dir.path(), &sb.base_url(), &env, &probes);
-        let out = run(&path).await;
+        let path = write_target_config(dir.path(), &sb.base_url(), &env, &probes);
+        let out = run_by_probe(&path).await;
         assert_passed(&out["bypassed"]);
         assert_passed(&out["direct"]);
         assert_failed(
@@ -359,7 +332,7 @@ async fn proxy_env_reads_https_proxy_and_nothing_reads_it_otherwise() {
         ];
         let once = |env_extra: String, envs: Vec<(&'static str, String)>| {
             let dir = tempfile::tempdir().unwrap();
-            write(dir.path(), &sb.base_url(), &env_extra, &probes);
+            write_target_config(dir.path(), &sb.base_url(), &env_extra, &probes);
             tokio::task::spawn_blocking(move || {
                 let envs: Vec<(&str, &str)> = envs.iter().map(|(k, v)| (*k, v.as_str())).collect();
                 let run = synthmon_in(
@@ -441,7 +414,7 @@ async fn the_proxy_password_never_appears_in_any_output() {
             ),
         ];
         let dir = tempfile::tempdir().unwrap();
-        write(dir.path(), &sb.base_url(), "", &probes);
+        write_target_config(dir.path(), &sb.base_url(), "", &probes);
         let path = dir.path().to_path_buf();
         let run = tokio::task::spawn_blocking(move || {
             synthmon_in(

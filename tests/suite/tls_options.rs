@@ -9,10 +9,11 @@
 
 use crate::common;
 
-use common::{load, position_of, run_all, sandbox, write_config};
+use common::{
+    load, position_of, run_all, run_by_probe, sandbox, write_config, write_target_config,
+};
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::path::Path;
 use std::time::Duration;
 use synthmon::outcome::{FailureReason, Outcome};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -42,24 +43,6 @@ impl Sandbox {
     }
 }
 
-/// Writes `config.toml` (its `[environments.target]` table holding
-/// `env_extra` besides `base_url`) and the probes into `dir`.
-fn write(
-    dir: &Path,
-    base_url: &str,
-    env_extra: &str,
-    probes: &[(String, String)],
-) -> std::path::PathBuf {
-    let config = format!(
-        "[daemon]\nprobes = [\"probes/*.toml\"]\n\n[environments.target]\nbase_url = \"{base_url}\"\n{env_extra}\n"
-    );
-    let files: Vec<(&str, &str)> = probes
-        .iter()
-        .map(|(n, t)| (n.as_str(), t.as_str()))
-        .collect();
-    write_config(dir, &config, &files)
-}
-
 /// An `http` probe file `NAME.toml` in `target`.
 fn http(name: &str, body: &str) -> (String, String) {
     (
@@ -68,14 +51,6 @@ fn http(name: &str, body: &str) -> (String, String) {
             "name = \"{name}\"\nenvironments = [\"target\"]\ntimeout = \"3s\"\n\n[http]\n{body}\n"
         ),
     )
-}
-
-fn by_name(outcomes: Vec<Outcome>) -> BTreeMap<String, Outcome> {
-    outcomes.into_iter().map(|o| (o.probe.clone(), o)).collect()
-}
-
-async fn run(path: &Path) -> BTreeMap<String, Outcome> {
-    by_name(run_all(&load(path), &BTreeMap::new()).await)
 }
 
 #[track_caller]
@@ -123,8 +98,8 @@ async fn mtls_passes_with_the_client_certificate_and_fails_without() {
                 &format!("url = \"{url}/\"\ntls = {{ ca_file = \"{ca}\" }}"),
             ),
         ];
-        let path = write(dir.path(), &sb.sb.base_url(), "", &probes);
-        let out = run(&path).await;
+        let path = write_target_config(dir.path(), &sb.sb.base_url(), "", &probes);
+        let out = run_by_probe(&path).await;
         assert_passed(&out["with-cert"]);
         // TLS 1.3: the refusal arrives after the client's handshake, with
         // the first read; worded as the handshake would have been.
@@ -174,8 +149,8 @@ async fn a_probes_tls_keys_win_over_its_environments_one_by_one() {
                 &format!("url = \"{url}/\"\ntls = {{ insecure_skip_verify = true }}"),
             ),
         ];
-        let path = write(dir.path(), &sb.sb.base_url(), &env, &probes);
-        let out = run(&path).await;
+        let path = write_target_config(dir.path(), &sb.sb.base_url(), &env, &probes);
+        let out = run_by_probe(&path).await;
         assert_failed(&out["env-alone"], FailureReason::CertUntrusted, "is not trusted");
         assert_failed(
             &out["ca-only"],
@@ -203,13 +178,13 @@ async fn a_flows_steps_inherit_its_tls() {
              [[flow.steps]]\nurl = \"/health\"\n\n\
              [[flow.steps]]\nurl = \"{url}/two\"\nexpect = [\"json.client == 'CN=synthmon sandbox client'\"]\n"
         );
-        let path = write(
+        let path = write_target_config(
             dir.path(),
             &sb.sb.base_url(),
             "",
             &[("journey.toml".to_owned(), flow)],
         );
-        let out = run(&path).await;
+        let out = run_by_probe(&path).await;
         let o = &out["journey"];
         assert_passed(o);
         assert_eq!(o.steps.len(), 3, "{o:#?}");
@@ -280,13 +255,13 @@ async fn min_version_1_3_refuses_a_server_that_speaks_only_1_2() {
                 &format!("url = \"{url}\"\ntls = {{ min_version = \"1.3\" }}"),
             ),
         ];
-        let path = write(
+        let path = write_target_config(
             dir.path(),
             &format!("https://localhost:{port}"),
             "tls = { ca_file = \"ca.pem\" }",
             &probes,
         );
-        let out = run(&path).await;
+        let out = run_by_probe(&path).await;
         assert_passed(&out["default"]);
         assert_passed(&out["at-least-1-2"]);
         let o = &out["at-least-1-3"];
@@ -309,7 +284,7 @@ fn bad_tls_and_proxy_keys_are_located_errors() {
     let probe = "name = \"bad\"\nenvironments = [\"target\"]\n\n[http]\nurl = \"/\"\n\
                  tls = { min_version = \"TLS1.3\", client_cert = \"cert.pem\" }\n\
                  proxy = \"socks5://proxy.example:1080\"\nno_proxy = [\"ok.example\", \"a b\"]\n";
-    let path = write(
+    let path = write_target_config(
         dir.path(),
         "http://127.0.0.1:1",
         env,
@@ -370,7 +345,7 @@ async fn tls_files_changed_on_disk_are_read_again_by_the_next_run() {
         let env = format!(
             "tls = {{ ca_file = \"ca.pem\", client_cert = \"{cert}\", client_key = \"{key}\" }}"
         );
-        let path = write(
+        let path = write_target_config(
             dir.path(),
             &sb.sb.base_url(),
             &env,
@@ -378,7 +353,13 @@ async fn tls_files_changed_on_disk_are_read_again_by_the_next_run() {
         );
         // One config, loaded once, as the daemon holds it between reloads.
         let config = load(&path);
-        let once = || async { by_name(run_all(&config, &BTreeMap::new()).await) };
+        let once = || async {
+            let outcomes = run_all(&config, &BTreeMap::new()).await;
+            outcomes
+                .into_iter()
+                .map(|o| (o.probe.clone(), o))
+                .collect::<BTreeMap<_, _>>()
+        };
         assert_failed(
             &once().await["rotated"],
             FailureReason::CertUntrusted,
@@ -418,7 +399,7 @@ async fn the_example_probe_passes_against_the_builtin_sandbox() {
             "[daemon]\nprobes = [\"probes/*.toml\"]\n\n[environments.sandbox]\nbase_url = \"builtin:sandbox\"\n",
             &[("mtls-sandbox.toml", &example)],
         );
-        let out = run(&path).await;
+        let out = run_by_probe(&path).await;
         assert_passed(&out["mtls-sandbox"]);
     })
     .await;

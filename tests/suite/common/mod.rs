@@ -226,6 +226,34 @@ pub fn config_with_target(base_url: &str) -> String {
     )
 }
 
+/// Writes `config.toml` (the `target` environment of
+/// [`config_with_target`], its table holding `env_extra` besides
+/// `base_url`) and `probes` (file name, text) into `dir`; returns the
+/// config file's path.
+pub fn write_target_config(
+    dir: &Path,
+    base_url: &str,
+    env_extra: &str,
+    probes: &[(String, String)],
+) -> PathBuf {
+    let config = format!("{}{env_extra}\n", config_with_target(base_url));
+    let files: Vec<(&str, &str)> = probes
+        .iter()
+        .map(|(n, t)| (n.as_str(), t.as_str()))
+        .collect();
+    write_config(dir, &config, &files)
+}
+
+/// Loads the config at `path`, runs every pair once, and returns the
+/// outcomes by probe name.
+pub async fn run_by_probe(path: &Path) -> BTreeMap<String, synthmon::outcome::Outcome> {
+    run_all(&load(path), &BTreeMap::new())
+        .await
+        .into_iter()
+        .map(|o| (o.probe.clone(), o))
+        .collect()
+}
+
 /// Daemon options for an in-process daemon on the config at `path`, with
 /// nothing from the test process' environment: no systemd socket or
 /// watchdog, no file watching, no SIGHUP handler.
