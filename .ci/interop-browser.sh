@@ -39,11 +39,10 @@ set -euo pipefail
 BIN_ARG=""
 if (($# > 0)); then BIN_ARG="$(realpath -m -- "$1")"; fi
 cd "$(dirname "$0")/.."
+. .ci/lib.sh
 ROOT="$PWD"
 BIN="${BIN_ARG:-$ROOT/target/release/synthmon}"
 
-pass() { printf 'PASS  %s\n' "$*"; }
-die() { printf 'FAIL  %s\n' "$*" >&2; exit 1; }
 
 [ -x "$BIN" ] || die "no synthmon binary at $BIN (build it first)"
 chromium_bin() { command -v chromium || command -v chromium-browser; }
@@ -56,24 +55,8 @@ fi
 CHROMIUM="$(chromium_bin)" || die "chromium is missing after installing it (apt-get install chromium)"
 echo "$("$CHROMIUM" --version 2>/dev/null || echo chromium)"
 
-TMP="$(mktemp -d)"
-PIDS=()
-cleanup() {
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  [ -n "${KEEP_TMP:-}" ] && echo "kept $TMP" || rm -rf "$TMP"
-}
-trap cleanup EXIT
+scratch
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-# wait_for SECONDS DESCRIPTION COMMAND...: polls until COMMAND succeeds.
-wait_for() {
-  local deadline=$((SECONDS + $1)) what=$2; shift 2
-  until "$@" >/dev/null 2>&1; do
-    ((SECONDS < deadline)) || die "timed out waiting for $what"
-    sleep 0.5
-  done
-}
 
 # browser OUT-PREFIX ARGS...: one headless chromium run with its own
 # profile, bounded to 60 s; stdout to OUT-PREFIX.out, its log to

@@ -25,10 +25,10 @@ set -euo pipefail
 BIN_ARG=""
 if (($# > 0)); then BIN_ARG="$(realpath -m -- "$1")"; fi
 cd "$(dirname "$0")/.."
+. .ci/lib.sh
 BIN="${BIN_ARG:-$PWD/target/release/synthmon}"
 RULES="$PWD/deploy/prometheus/rules.yml"
 
-pass() { printf 'PASS  %s\n' "$*"; }
 die() {
   printf 'FAIL  %s\n' "$*" >&2
   for f in "$TMP"/*.log; do
@@ -48,24 +48,8 @@ fi
 command -v prometheus >/dev/null || { echo "FAIL  prometheus is missing after installing it" >&2; exit 1; }
 AM="$(am_bin)" || { echo "FAIL  alertmanager is missing after installing prometheus-alertmanager" >&2; exit 1; }
 
-TMP="$(mktemp -d)"
-PIDS=()
-cleanup() {
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$TMP"
-}
-trap cleanup EXIT
+scratch
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-# wait_for SECONDS DESCRIPTION COMMAND...: polls until COMMAND succeeds.
-wait_for() {
-  local deadline=$((SECONDS + $1)) what=$2; shift 2
-  until "$@" >/dev/null 2>&1; do
-    ((SECONDS < deadline)) || die "timed out waiting for $what"
-    sleep 0.5
-  done
-}
 
 # --- The webhook receiver behind Alertmanager: appends every POST body to a
 #     file, one JSON document per line.

@@ -28,13 +28,12 @@ set -euo pipefail
 BIN_ARG=""
 if (($# > 0)); then BIN_ARG="$(realpath -m -- "$1")"; fi
 cd "$(dirname "$0")/.."
+. .ci/lib.sh
 BIN="${BIN_ARG:-$PWD/target/release/synthmon}"
 RULES=deploy/prometheus/rules.yml
 RULES_TEST=deploy/prometheus/rules_test.yml
 DASHBOARD=deploy/grafana/synthmon.json
 
-pass() { printf 'PASS  %s\n' "$*"; }
-die() { printf 'FAIL  %s\n' "$*" >&2; exit 1; }
 
 [ -x "$BIN" ] || die "no synthmon binary at $BIN (build it first)"
 if ! command -v promtool >/dev/null || ! python3 -c 'import yaml' 2>/dev/null; then
@@ -46,14 +45,7 @@ fi
 command -v promtool >/dev/null || die "promtool is missing after installing prometheus"
 python3 -c 'import yaml' 2>/dev/null || die "python3-yaml is missing after installing it"
 
-TMP="$(mktemp -d)"
-PIDS=()
-cleanup() {
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$TMP"
-}
-trap cleanup EXIT
+scratch
 
 # --- 1. The rules ------------------------------------------------------------
 promtool check rules "$RULES" >"$TMP/check.txt" 2>&1 || { cat "$TMP/check.txt" >&2; die "promtool check rules $RULES"; }
@@ -262,7 +254,6 @@ promtool check rules "$TMP/dashboard-queries.yml" >"$TMP/check-dashboard.txt" 2>
 pass "every dashboard query parses (promtool, Grafana's variables substituted)"
 
 # --- 3. A live daemon's /metrics has every name queried -----------------------
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 SM_PORT="$(free_port)"
 # Nothing listens there: deliveries fail with connect_refused and are
 # retried, so the outbox has a pending row and its receiver's series.
