@@ -53,6 +53,7 @@ pub async fn run(mut events: mpsc::Receiver<Event>, mut config: Arc<Config>, sin
         shared,
     } = sinks;
     let mut store = Store::default();
+    let mut probe_index = config.probe_index();
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
@@ -86,13 +87,13 @@ pub async fn run(mut events: mpsc::Receiver<Event>, mut config: Arc<Config>, sin
                         .iter()
                         .any(|p| p.name == probe && p.environments.iter().any(|e| e == env))
                 });
+                probe_index = c.probe_index();
                 config = c;
             }
             Event::Outcome(mut outcome) => {
-                let thresholds = config
-                    .probes
-                    .iter()
-                    .find(|p| p.name == outcome.probe)
+                let thresholds = probe_index
+                    .get(&outcome.probe)
+                    .and_then(|i| config.probes.get(*i))
                     .map(|p| p.thresholds.as_slice())
                     .unwrap_or_default();
                 store.record(&mut outcome, thresholds);

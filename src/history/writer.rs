@@ -9,7 +9,7 @@ use super::store::{self, Retention, RunRow, Tallies, Transition, Writer};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TryRecvError, TrySendError};
 use std::time::{Duration, Instant};
 
 /// Messages waiting for the writer; beyond this they are dropped and
@@ -17,6 +17,9 @@ use std::time::{Duration, Instant};
 pub const QUEUE: usize = 8192;
 /// How long the writer gathers messages into one transaction.
 const BATCH: Duration = Duration::from_secs(1);
+/// How long the writer sleeps between drains while gathering a batch: the
+/// longest a flush (a reader's request) waits for it.
+const GATHER_SLICE: Duration = Duration::from_millis(20);
 /// How often the open minutes are written (runs are written every batch).
 const MINUTES_EVERY: Duration = Duration::from_secs(5);
 /// How often roll-ups and retention run.
@@ -151,16 +154,29 @@ fn run(
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => closed = true,
         }
+        // Then in slices: sleeping and draining what came meanwhile, rather
+        // than blocking on each message, spares the daemon a futex wake
+        // per run (7 % of its CPU at 1,000 runs/s).
         let until = Instant::now() + BATCH;
-        while !closed && !pending.is_empty() && pending.len() < QUEUE {
-            if matches!(pending.last(), Some(Msg::Flush(_))) {
+        'gather: while !closed && !pending.is_empty() && pending.len() < QUEUE {
+            loop {
+                if matches!(pending.last(), Some(Msg::Flush(_))) || pending.len() >= QUEUE {
+                    break 'gather;
+                }
+                match rx.try_recv() {
+                    Ok(m) => pending.push(m),
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => {
+                        closed = true;
+                        break 'gather;
+                    }
+                }
+            }
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
                 break;
             }
-            match rx.recv_timeout(until.saturating_duration_since(Instant::now())) {
-                Ok(m) => pending.push(m),
-                Err(RecvTimeoutError::Timeout) => break,
-                Err(RecvTimeoutError::Disconnected) => closed = true,
-            }
+            std::thread::sleep(left.min(GATHER_SLICE));
         }
         let mut answers = Vec::new();
         match commit(

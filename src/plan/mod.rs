@@ -20,7 +20,7 @@ use crate::config::{
 use crate::probe::Probe;
 use crate::secret::Redactor;
 pub use shard::Shard;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 
 /// The whole checked configuration: daemon settings, environments, probes,
@@ -58,6 +58,17 @@ impl Config {
             p.environments.retain(|e| shard.owns(&p.name, e));
         }
         self.probes.retain(|p| !p.environments.is_empty());
+    }
+
+    /// Where each probe is in [`Config::probes`], by name: for the paths
+    /// that find a run's probe on every run (a scan of 1,000 probes'
+    /// names per run cost more than the rest of the lookup).
+    pub fn probe_index(&self) -> HashMap<String, usize> {
+        self.probes
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (p.name.clone(), i))
+            .collect()
     }
 
     /// How many (probe, environment) pairs the plan runs.

@@ -181,16 +181,15 @@ impl Histogram {
     }
 }
 
-/// (probe, environment, step) for the histogram, (probe, environment) for
-/// the summary: sorted, so a scrape lists them in a stable order.
-type Pair = (String, String);
-
 /// The latency families of one config generation.
 pub struct Families {
     buckets: HashMap<String, Arc<[f64]>>,
     fallback: Arc<[f64]>,
-    histograms: BTreeMap<(String, String, String), Histogram>,
-    summaries: BTreeMap<Pair, [f64; 3]>,
+    /// By probe, environment, step: looked up by `&str`, so a run
+    /// allocates no key; sorted, so a scrape lists them in a stable order.
+    histograms: BTreeMap<String, BTreeMap<String, BTreeMap<String, Histogram>>>,
+    /// By probe, environment.
+    summaries: BTreeMap<String, BTreeMap<String, [f64; 3]>>,
 }
 
 impl Families {
@@ -207,12 +206,13 @@ impl Families {
     }
 
     /// The histogram of `o`'s pair and `step`, with its probe's buckets.
-    fn histogram(&mut self, o: &Outcome, step: &str) -> &mut Histogram {
-        let key = (o.probe.clone(), o.environment.clone(), step.to_owned());
+    fn histogram(&mut self, o: &Outcome, step: &str) -> Option<&mut Histogram> {
         let bounds = self.buckets.get(&o.probe).unwrap_or(&self.fallback);
-        self.histograms
-            .entry(key)
-            .or_insert_with(|| Histogram::new(bounds.clone()))
+        let steps = slot(slot(&mut self.histograms, &o.probe)?, &o.environment)?;
+        if !steps.contains_key(step) {
+            steps.insert(step.to_owned(), Histogram::new(bounds.clone()));
+        }
+        steps.get_mut(step)
     }
 
     /// Adds `o`'s latencies (the whole run as the step named after its
@@ -224,37 +224,56 @@ impl Families {
             .filter_map(|(tally, latency)| Some((latency?, tally.latencies())))
             .filter(|(_, n)| *n > 0)
             .collect();
-        if !samples.is_empty() {
-            let run = self.histogram(o, o.kind);
+        if !samples.is_empty()
+            && let Some(run) = self.histogram(o, o.kind)
+        {
             for (latency, n) in samples {
                 run.record(latency.as_secs_f64(), n);
             }
         }
         for step in o.steps.iter().filter(|s| s.attempts > 0 && s.responded) {
-            self.histogram(o, &step.name)
-                .record(step.duration.as_secs_f64(), 1);
+            if let Some(h) = self.histogram(o, &step.name) {
+                h.record(step.duration.as_secs_f64(), 1);
+            }
         }
-        let pair = (o.probe.clone(), o.environment.clone());
         match o.latency {
             Some(LatencySummary { p50, p95, p99, .. }) => {
-                self.summaries.insert(pair, [p50, p95, p99]);
+                if let Some(by_environment) = slot(&mut self.summaries, &o.probe) {
+                    match by_environment.get_mut(&o.environment) {
+                        Some(values) => *values = [p50, p95, p99],
+                        None => {
+                            by_environment.insert(o.environment.clone(), [p50, p95, p99]);
+                        }
+                    }
+                }
             }
             None => {
-                self.summaries.remove(&pair);
+                if let Some(by_environment) = self.summaries.get_mut(&o.probe) {
+                    by_environment.remove(&o.environment);
+                }
             }
         }
     }
 
     /// Both families in the text format, each under one `HELP`/`TYPE`.
     pub fn render(&self, out: &mut String) {
-        if !self.histograms.is_empty() {
+        let histograms = self.histograms.iter().flat_map(|(probe, m)| {
+            m.iter().flat_map(move |(env, steps)| {
+                steps.iter().map(move |(step, h)| (probe, env, step, h))
+            })
+        });
+        let summaries = self
+            .summaries
+            .iter()
+            .flat_map(|(probe, m)| m.iter().map(move |(env, values)| (probe, env, values)));
+        if histograms.clone().next().is_some() {
             let _ = writeln!(
                 out,
                 "# HELP {DURATION_HISTOGRAM} Latency of runs that got a response; buckets at the probe's latency thresholds, its timeout and a few spread points (or its `buckets`)."
             );
             let _ = writeln!(out, "# TYPE {DURATION_HISTOGRAM} histogram");
         }
-        for ((probe, env, step), h) in &self.histograms {
+        for (probe, env, step, h) in histograms {
             let labels = format!(
                 "probe=\"{}\",environment=\"{}\",step=\"{}\"",
                 escape(probe),
@@ -282,14 +301,14 @@ impl Families {
             let _ = writeln!(out, "{DURATION_HISTOGRAM}_sum{{{labels}}} {}", h.sum);
             let _ = writeln!(out, "{DURATION_HISTOGRAM}_count{{{labels}}} {}", h.count);
         }
-        if !self.summaries.is_empty() {
+        if summaries.clone().next().is_some() {
             let _ = writeln!(
                 out,
                 "# HELP {LATENCY_SUMMARY} Exact latency percentiles (nearest rank) over the window of the probe's latency thresholds (5m without one)."
             );
             let _ = writeln!(out, "# TYPE {LATENCY_SUMMARY} summary");
         }
-        for ((probe, env), values) in &self.summaries {
+        for (probe, env, values) in summaries {
             for (q, v) in QUANTILES.iter().zip(values) {
                 let _ = writeln!(
                     out,
@@ -300,6 +319,15 @@ impl Families {
             }
         }
     }
+}
+
+/// The value of `key` in `map`, added as the default when missing; looked
+/// up by `&str`, so a present key allocates nothing.
+fn slot<'a, V: Default>(map: &'a mut BTreeMap<String, V>, key: &str) -> Option<&'a mut V> {
+    if !map.contains_key(key) {
+        map.insert(key.to_owned(), V::default());
+    }
+    map.get_mut(key)
 }
 
 /// A label value as the text format writes it.

@@ -1,18 +1,20 @@
-//! Prometheus metrics via `metrics` + `metrics-exporter-prometheus`, served
-//! by the daemon at `/metrics`.
-//!
-//! Two registries, rendered one after the other:
-//! - the **process** registry lives as long as the process: config reloads,
-//!   missed runs, dropped outcomes and spans, build info, and the standard
-//!   `process_*` series (CPU, RSS, open fds) and the runtime's live task
-//!   count (`synthmon_runtime_tasks`) collected at scrape time;
-//! - the **probe** registry belongs to one config generation: every series
-//!   labelled by probe and environment. A reload starts a new one, so the
-//!   series of removed probes disappear at once; the counters and
-//!   histograms of the others restart from zero, which Prometheus' `rate()`
-//!   and `increase()` treat as a counter reset, as after a restart. Its
-//!   latency histogram and percentiles are written by
-//!   [`crate::telemetry::latency`] (buckets per probe, at its thresholds).
+//! Prometheus metrics, served by the daemon at `/metrics`. Two parts,
+//! rendered one after the other:
+//! - the **process** registry (`metrics` + `metrics-exporter-prometheus`)
+//!   lives as long as the process: config reloads, missed runs, dropped
+//!   outcomes and spans, build info, the schedule-lag histogram, delivery
+//!   and history health, and the standard `process_*` series (CPU, RSS,
+//!   open fds) and the runtime's live task count (`synthmon_runtime_tasks`)
+//!   collected at scrape time;
+//! - the **probe** series belong to one config generation: every series
+//!   labelled by probe and environment, kept as plain fields per pair by
+//!   [`crate::telemetry::series`] (the exporter's registry cost 6 KB and
+//!   ~15 label-keyed lookups per probe and run) and the latency families
+//!   of [`crate::telemetry::latency`] (buckets per probe, at its
+//!   thresholds). A reload starts a new generation, so the series of
+//!   removed probes disappear at once; the counters and histograms of the
+//!   others restart from zero, which Prometheus' `rate()` and `increase()`
+//!   treat as a counter reset, as after a restart.
 //!
 //! Core probe series keep blackbox_exporter's names (`probe_success`,
 //! `probe_duration_seconds`, `probe_http_duration_seconds{phase}`, …). Labels
@@ -33,7 +35,7 @@ use crate::config::DaemonConfig;
 use crate::outcome::Outcome;
 use crate::probe::Probe;
 use crate::telemetry::latency::Families;
-use crate::threshold::State;
+use crate::telemetry::series::Table;
 use metrics::{
     Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram,
 };
@@ -51,10 +53,11 @@ pub use crate::telemetry::latency::DURATION_HISTOGRAM;
 /// than all of a probe's other series.
 pub const SCHEDULE_LAG: &str = "synthmon_schedule_lag_seconds";
 
-/// [`SCHEDULE_LAG`]'s buckets, in seconds: 1 ms (a healthy loop) to 10 s
-/// (a stalled one).
+/// [`SCHEDULE_LAG`]'s buckets, in seconds: 100 µs (a healthy loop; a
+/// p99 under 1 ms can be read off them) to 10 s (a stalled one).
 pub const SCHEDULE_LAG_BUCKETS: &[f64] = &[
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
 ];
 
 struct Registry {
@@ -76,7 +79,7 @@ impl Registry {
 
 /// The series of one config generation.
 struct Generation {
-    registry: Registry,
+    series: Mutex<Table>,
     latency: Mutex<Families>,
 }
 
@@ -151,7 +154,7 @@ impl Metrics {
             process,
             collector,
             probes: RwLock::new(Arc::new(Generation {
-                registry: Registry::new(PrometheusBuilder::new()),
+                series: Mutex::new(Table::default()),
                 latency: Mutex::new(Families::new(&[])),
             })),
         };
@@ -164,23 +167,8 @@ impl Metrics {
         let pairs: usize = probes.iter().map(|p| p.environments.len()).sum();
         self.process
             .with(|| gauge!("synthmon_shard_pairs").set(pairs as f64));
-        let registry = Registry::new(PrometheusBuilder::new());
-        registry.with(describe_probe_series);
-        registry.with(|| {
-            for p in probes {
-                for e in &p.environments {
-                    counter!("synthmon_skipped_overlaps_total", "probe" => p.name.clone(), "environment" => e.clone())
-                        .absolute(0);
-                    // A probe that may retry can be flaky: zero from the start.
-                    if p.retries.is_some() {
-                        counter!("synthmon_probe_flaky_total", "probe" => p.name.clone(), "environment" => e.clone())
-                            .absolute(0);
-                    }
-                }
-            }
-        });
         let generation = Generation {
-            registry,
+            series: Mutex::new(Table::new(probes)),
             latency: Mutex::new(Families::new(probes)),
         };
         if let Ok(mut slot) = self.probes.write() {
@@ -200,112 +188,18 @@ impl Metrics {
         if let Ok(mut latency) = generation.latency.lock() {
             latency.record(o);
         }
-        generation.registry.with(|| {
-            let (p, e) = (o.probe.clone(), o.environment.clone());
-            gauge!("probe_success", "probe" => p.clone(), "environment" => e.clone())
-                .set(if o.success { 1.0 } else { 0.0 });
-            gauge!("probe_duration_seconds", "probe" => p.clone(), "environment" => e.clone())
-                .set(o.duration.as_secs_f64());
-            let result = if o.success { "success" } else { "failure" };
-            let reason = o.reason.map_or("", |r| r.as_str());
-            counter!("synthmon_runs_total", "probe" => p.clone(), "environment" => e.clone(), "result" => result, "reason" => reason)
-                .increment(1);
-            if o.flaky {
-                counter!("synthmon_probe_flaky_total", "probe" => p.clone(), "environment" => e.clone())
-                    .increment(1);
-            }
-            if let Some(h) = &o.http {
-                for (phase, d) in h.phases.named() {
-                    gauge!("probe_http_duration_seconds", "probe" => p.clone(), "environment" => e.clone(), "phase" => phase)
-                        .set(d.as_secs_f64());
-                }
-                gauge!("probe_http_status_code", "probe" => p.clone(), "environment" => e.clone())
-                    .set(f64::from(h.status.unwrap_or(0)));
-                gauge!("probe_http_redirects", "probe" => p.clone(), "environment" => e.clone())
-                    .set(f64::from(h.redirects));
-                gauge!("probe_http_ssl", "probe" => p.clone(), "environment" => e.clone())
-                    .set(if h.tls { 1.0 } else { 0.0 });
-                // As blackbox_exporter: 1.1 or 2, 0 before any connection.
-                let version = h.version.and_then(|v| v.parse::<f64>().ok());
-                gauge!("probe_http_version", "probe" => p.clone(), "environment" => e.clone())
-                    .set(version.unwrap_or(0.0));
-                gauge!("probe_http_uncompressed_body_length", "probe" => p.clone(), "environment" => e.clone())
-                    .set(h.body_bytes as f64);
-            }
-            if let Some(expiry) = o.cert_expiry() {
-                gauge!("probe_ssl_earliest_cert_expiry", "probe" => p.clone(), "environment" => e.clone())
-                    .set(expiry as f64);
-            }
-            for phase in &o.phases {
-                gauge!("probe_phase_duration_seconds", "probe" => p.clone(), "environment" => e.clone(), "phase" => phase.name)
-                    .set(phase.seconds.as_secs_f64());
-            }
-            if let Some(d) = &o.details {
-                for (name, value) in d.gauges() {
-                    gauge!(name, "probe" => p.clone(), "environment" => e.clone()).set(value);
-                }
-            }
-            for step in &o.steps {
-                let labels = [
-                    ("probe", p.clone()),
-                    ("environment", e.clone()),
-                    ("step", step.name.clone()),
-                ];
-                if step.attempts == 0 {
-                    continue;
-                }
-                gauge!("probe_step_success", &labels).set(if step.success { 1.0 } else { 0.0 });
-                gauge!("probe_step_duration_seconds", &labels).set(step.duration.as_secs_f64());
-            }
-            if let Some(w) = &o.workload {
-                for (kind, n) in [
-                    ("sent", w.sent),
-                    ("dropped", w.dropped),
-                    ("ok", w.ok),
-                    ("failed", w.failed),
-                ] {
-                    counter!("synthmon_workload_requests_total", "probe" => p.clone(), "environment" => e.clone(), "result" => kind)
-                        .increment(n);
-                }
-                gauge!("synthmon_workload_rate", "probe" => p.clone(), "environment" => e.clone())
-                    .set(w.rate);
-                for (result, n) in [
-                    ("rejected", w.anomalies.rejected),
-                    ("unexpected", w.anomalies.unexpected),
-                ] {
-                    counter!("synthmon_anomalies_total", "probe" => p.clone(), "environment" => e.clone(), "result" => result)
-                        .increment(n);
-                }
-            }
-            for t in &o.thresholds {
-                let labels = [
-                    ("probe", p.clone()),
-                    ("environment", e.clone()),
-                    ("threshold", t.threshold.clone()),
-                ];
-                gauge!("synthmon_threshold_failing", &labels)
-                    .set(if t.state == State::Failing { 1.0 } else { 0.0 });
-                // Without a degraded level it could only ever say 0.
-                if t.degraded.is_some() {
-                    gauge!("synthmon_threshold_degraded", &labels)
-                        .set(if t.state == State::Degraded { 1.0 } else { 0.0 });
-                }
-                if let Some(v) = t.observed {
-                    gauge!("synthmon_threshold_observed", &labels).set(v);
-                }
-            }
-        });
+        if let Ok(mut series) = generation.series.lock() {
+            series.record(o);
+        }
     }
 
     /// A slot skipped because the pair's previous run was still in flight.
     pub fn skipped_overlap(&self, probe: &str, environment: &str) {
-        let Some(generation) = self.generation() else {
-            return;
-        };
-        generation.registry.with(|| {
-            counter!("synthmon_skipped_overlaps_total", "probe" => probe.to_owned(), "environment" => environment.to_owned())
-                .increment(1);
-        });
+        if let Some(generation) = self.generation()
+            && let Ok(mut series) = generation.series.lock()
+        {
+            series.skipped_overlap(probe, environment);
+        }
     }
 
     /// How late a run started against its slot (see [`SCHEDULE_LAG`]).
@@ -316,13 +210,11 @@ impl Metrics {
 
     /// A pair's alert state: 0 ok, 1 degraded, 2 failing.
     pub fn alert_state(&self, probe: &str, environment: &str, state: f64) {
-        let Some(generation) = self.generation() else {
-            return;
-        };
-        generation.registry.with(|| {
-            gauge!("synthmon_alert_state", "probe" => probe.to_owned(), "environment" => environment.to_owned())
-                .set(state);
-        });
+        if let Some(generation) = self.generation()
+            && let Ok(mut series) = generation.series.lock()
+        {
+            series.alert_state(probe, environment, state);
+        }
     }
 
     /// Delivery totals of one receiver (counters since start) and its
@@ -383,17 +275,11 @@ impl Metrics {
         remaining: f64,
         burn: &[(String, f64)],
     ) {
-        let Some(generation) = self.generation() else {
-            return;
-        };
-        generation.registry.with(|| {
-            let labels = [("probe", probe.to_owned()), ("environment", environment.to_owned())];
-            gauge!("synthmon_slo_objective_ratio", &labels).set(objective);
-            gauge!("synthmon_slo_error_budget_remaining_ratio", &labels).set(remaining);
-            for (window, rate) in burn {
-                gauge!("synthmon_slo_burn_rate", "probe" => probe.to_owned(), "environment" => environment.to_owned(), "window" => window.clone()).set(*rate);
-            }
-        });
+        if let Some(generation) = self.generation()
+            && let Ok(mut series) = generation.series.lock()
+        {
+            series.slo(probe, environment, objective, remaining, burn);
+        }
     }
 
     pub fn reload(&self, ok: bool) {
@@ -432,7 +318,9 @@ impl Metrics {
             out = with_sample(&out, "process_cpu_seconds_total", cpu);
         }
         if let Some(generation) = self.generation() {
-            out.push_str(&generation.registry.handle.render());
+            if let Ok(series) = generation.series.lock() {
+                series.render(&mut out);
+            }
             if let Ok(latency) = generation.latency.lock() {
                 latency.render(&mut out);
             }
@@ -444,9 +332,6 @@ impl Metrics {
     /// when nobody scrapes).
     pub fn upkeep(&self) {
         self.process.handle.run_upkeep();
-        if let Some(generation) = self.generation() {
-            generation.registry.handle.run_upkeep();
-        }
     }
 }
 
@@ -469,123 +354,6 @@ fn with_sample(text: &str, name: &str, value: f64) -> String {
         out.push('\n');
     }
     out
-}
-
-fn describe_probe_series() {
-    describe_gauge!(
-        "synthmon_slo_objective_ratio",
-        "The SLO's objective: the share of good events promised over its window."
-    );
-    describe_gauge!(
-        "synthmon_slo_error_budget_remaining_ratio",
-        "Share of the SLO's error budget left over its window (1 untouched, 0 spent, below 0 overspent), from the persisted history."
-    );
-    describe_gauge!(
-        "synthmon_slo_burn_rate",
-        "How fast the error budget burns over the window: error rate over (1 - objective); 1 spends exactly the budget over the SLO window."
-    );
-    describe_gauge!(
-        "probe_success",
-        "Whether the last run of the probe succeeded (1) or not (0)."
-    );
-    describe_counter!(
-        "synthmon_probe_flaky_total",
-        "Runs that passed only after a retry (the probe's `retries`); they count as successes in synthmon_runs_total."
-    );
-    describe_gauge!(
-        "probe_duration_seconds",
-        Unit::Seconds,
-        "How long the last run took."
-    );
-    describe_gauge!(
-        "probe_http_duration_seconds",
-        Unit::Seconds,
-        "Duration of the last run's HTTP phases: resolve, connect, tls, processing, transfer."
-    );
-    describe_gauge!(
-        "probe_http_status_code",
-        "Status code of the last response (0 without one)."
-    );
-    describe_gauge!(
-        "probe_http_redirects",
-        "Redirects followed by the last run."
-    );
-    describe_gauge!(
-        "probe_http_ssl",
-        "Whether the last run's final response came over TLS."
-    );
-    describe_gauge!(
-        "probe_http_version",
-        "HTTP version of the last response: 1.1 or 2 (0 without a connection)."
-    );
-    describe_gauge!(
-        "probe_http_uncompressed_body_length",
-        Unit::Bytes,
-        "Length of the last response body after decompression."
-    );
-    describe_gauge!(
-        "probe_ssl_earliest_cert_expiry",
-        Unit::Seconds,
-        "Earliest notAfter of the certificates the peer showed, Unix seconds."
-    );
-    // Each kind declares the gauges its facts export.
-    for gauge in crate::probe::KINDS.iter().flat_map(|k| k.gauges) {
-        if gauge.seconds {
-            describe_gauge!(gauge.name, Unit::Seconds, gauge.help);
-        } else {
-            describe_gauge!(gauge.name, gauge.help);
-        }
-    }
-    describe_gauge!(
-        "probe_phase_duration_seconds",
-        Unit::Seconds,
-        "Duration of the last run's phases, for the kinds other than http."
-    );
-    describe_gauge!(
-        "probe_step_success",
-        "Whether a flow step succeeded (1) in the last run."
-    );
-    describe_gauge!(
-        "probe_step_duration_seconds",
-        Unit::Seconds,
-        "How long a flow step took in the last run, until-polling included."
-    );
-    describe_counter!(
-        "synthmon_workload_requests_total",
-        "Workload requests by result: sent, dropped at the concurrency cap, ok, failed."
-    );
-    describe_gauge!(
-        "synthmon_workload_rate",
-        "Achieved send rate of the last workload run, per second."
-    );
-    describe_counter!(
-        "synthmon_anomalies_total",
-        "Injected anomalies: rejected as expected, or not."
-    );
-    describe_counter!(
-        "synthmon_runs_total",
-        "Probe runs by result and failure reason."
-    );
-    describe_gauge!(
-        "synthmon_threshold_failing",
-        "Whether the threshold is failing (1) over its window."
-    );
-    describe_gauge!(
-        "synthmon_threshold_degraded",
-        "Whether the threshold is degraded (1) over its window."
-    );
-    describe_gauge!(
-        "synthmon_threshold_observed",
-        "The aggregate the threshold judges: seconds for latencies, a ratio for rates."
-    );
-    describe_counter!(
-        "synthmon_skipped_overlaps_total",
-        "Slots skipped because the previous run of the pair was still in flight."
-    );
-    describe_gauge!(
-        "synthmon_alert_state",
-        "Alert state of the pair: 0 ok, 1 degraded, 2 failing."
-    );
 }
 
 #[cfg(test)]

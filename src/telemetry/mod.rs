@@ -6,4 +6,5 @@
 pub mod latency;
 pub mod measure;
 pub mod metrics;
+pub mod series;
 pub mod traces;

@@ -143,7 +143,7 @@ async fn runs_per_pair_and_the_schedule_lag_histogram_are_exported() {
             "{body}"
         );
         let lags = buckets_of(&body, "synthmon_schedule_lag_seconds", &[]);
-        assert_eq!(lags.len(), 14, "13 bounds and +Inf: {body}");
+        assert_eq!(lags.len(), 17, "16 bounds and +Inf: {body}");
         assert!(
             body.lines()
                 .filter(|l| l.starts_with("synthmon_schedule_lag_seconds"))
