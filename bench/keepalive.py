@@ -3,7 +3,8 @@
 against a synthmon workload with `keep_alive = true`, both at the same
 concurrency on the sandbox's /health, in the same sitting.
 
-    python3 bench/keepalive.py [--million]     (a release build, wrk)
+    python3 bench/keepalive.py [--million] [PATH-TO-SYNTHMON]   (default: BENCH_SYNTHMON,
+                                                                 else target/release/synthmon)
 
 bench/run.py calls run() as one of its phases; alone, this file starts its
 own sandbox. Reported as ratios to wrk and as synthmon's CPU time per
@@ -16,12 +17,13 @@ through one workload and reports synthmon's peak RSS (target: 50 MiB).
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import common  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -130,8 +132,8 @@ def run(synthmon_bin, sandbox_url, seconds, concurrency):
 
 
 def million(synthmon_bin, sandbox_url, concurrency, rate):
-    """One workload of 1,000,000 keep-alive requests; returns its facts,
-    CPU seconds and peak RSS in KiB."""
+    """One workload of 1,000,000 keep-alive requests; prints a line and
+    returns its figures (peak RSS in KiB)."""
     result, cpu, rss = _workload(
         synthmon_bin, sandbox_url.rstrip("/"),
         f"requests = {MAX_REQUESTS}\nrate = {rate}\nmax_concurrency = {concurrency}\n"
@@ -141,37 +143,29 @@ def million(synthmon_bin, sandbox_url, concurrency, rate):
     print(f"\n1,000,000 requests at {rate}/s asked: sent {w['sent']}, dropped {w['dropped']}, "
           f"failed {w['failed']}, {w.get('connections')} connections, "
           f"{result['duration']:.1f}s, CPU {cpu:.1f}s, peak RSS {rss / 1024:.1f} MiB")
-    return w, cpu, rss
+    return {"asked_rate": rate, "sent": w["sent"], "dropped": w["dropped"],
+            "failed": w["failed"], "connections": w.get("connections"),
+            "seconds": result["duration"], "cpu_seconds": cpu, "peak_rss_kib": rss}
 
 
 def main():
-    synthmon_bin = os.environ.get("BENCH_SYNTHMON") or os.path.join(
-        ROOT, "target", "release", "synthmon")
+    synthmon_bin = common.default_binary([sys.argv[0]] + [a for a in sys.argv[1:] if a != "--million"])
     seconds = int(os.environ.get("BENCH_SECONDS", "8"))
     concurrency = int(os.environ.get("BENCH_CONCURRENCY", "32"))
-    listen = os.environ.get("BENCH_SANDBOX", "127.0.0.1:18182")
-    sandbox = subprocess.Popen([synthmon_bin, "sandbox", "--listen", listen],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    common.require(synthmon_bin, tools=("wrk",))
+    # A sandbox of its own, on an ephemeral loopback port.
+    sandbox, listen = common.start_sandbox(synthmon_bin)
     try:
-        deadline = time.time() + 10
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://{listen}/health", timeout=1):
-                    break
-            except OSError:
-                if time.time() > deadline:
-                    sys.exit("bench: the sandbox did not come up")
-                time.sleep(0.1)
         figures = run(synthmon_bin, f"http://{listen}", seconds, concurrency)
         if "--million" in sys.argv[1:]:
-            million(synthmon_bin, f"http://{listen}", concurrency,
-                    min(MAX_RATE, max(100, int(figures["synthmon_rps"] * 1.2))))
+            million(synthmon_bin, f"http://{listen}", concurrency, million_rate(figures))
     finally:
-        sandbox.send_signal(signal.SIGTERM)
-        try:
-            sandbox.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            sandbox.kill()
+        common.stop(sandbox)
+
+
+def million_rate(figures):
+    """The rate to ask of the million-request run: 1.2x what run() reached."""
+    return min(MAX_RATE, max(100, int(figures["synthmon_rps"] * 1.2)))
 
 
 if __name__ == "__main__":

@@ -90,6 +90,7 @@ def _write_config(d, port):
     with open(os.path.join(d, "config.toml"), "w") as f:
         f.write(
             f'[daemon]\nlisten = "127.0.0.1:{port}"\nprobes = ["probes/*.toml"]\n'
+            f'state_dir = "{os.path.join(d, "state")}"\n'
             'instance = "vm-1"\nlocation = "eu-west"\n\n'
             '[environments.production]\nbase_url = "builtin:sandbox"\n'
         )

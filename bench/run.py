@@ -1,102 +1,61 @@
 #!/usr/bin/env python3
-"""synthmon benchmark: load generation and probe cost, as ratios against
-peers measured in the same run on the same machine.
+"""synthmon benchmark: issue 14's table, every row measured side by side
+with its peer in the same run on the same machine.
 
     bash bench/run.sh            (installs wrk and blackbox_exporter if missing)
+    BENCH_SYNTHMON=/path/to/synthmon python3 bench/run.py
 
-Everything runs on 127.0.0.1 against synthmon's own sandbox target, and
-every phase is bounded in time. Figures are reported as ratios to the peer
-measured seconds earlier under the same conditions, never as absolute
-times: absolute numbers say more about the machine than about the tool.
+Everything runs on 127.0.0.1 (ephemeral ports) against synthmon's own
+sandbox target, and every phase is bounded in time. Prints a markdown
+table (synthmon's figure, the peer's, their ratio, the target and whether
+it is met) and writes bench/results/latest.json and latest.md with a
+description of the machine. Exit status 1 when a peer is missing or a
+phase failed (its row then says why); a missed target is a result, not a
+failure.
 
-Phases:
+Phases, in order (see bench/README.md for the rows they feed):
   1. HTTP load generation on fresh connections: wrk (Connection: close)
-     vs a synthmon workload against the sandbox's /health. Both open a TCP
-     connection per request, as a synthetic probe does.
+     vs a synthmon --once workload against the sandbox's /health.
   2. The same with JSON POSTs to the sandbox's /echo: wrk sends one static
-     order body, synthmon generates all seven fields of every body from
-     seeded templates (the cost of synthetic payloads).
-  3. Probe cost: blackbox_exporter driven by wrk through /probe (each call
-     is one HTTP probe of /health) vs synthmon's workload, as CPU time per
-     probe (utime + stime from /proc) and peak RSS.
-  4. /metrics size and histogram_quantile error (bench/metrics_size.py).
-  5. Keep-alive load generation against wrk's defaults (bench/keepalive.py).
-  6. The status page's server time at 1,000 probes (bench/status_page.py).
+     order body, synthmon generates all seven fields of every body.
+  3. Probe cost: blackbox_exporter driven by wrk through /probe.
+  4. The daemon (bench/daemon.py): CPU per scheduled probe, RSS at 10,
+     1,000 and 10,000 probes, schedule lag, timing truth.
+  5. /metrics size and histogram_quantile error (bench/metrics_size.py).
+  6. Keep-alive load generation against wrk's defaults, and a million
+     requests through one workload (bench/keepalive.py).
+  7. The status page's server time at 1,000 probes (bench/status_page.py).
 """
 
+import datetime
 import json
+import math
 import os
-import re
-import signal
+import platform
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import common  # noqa: E402
+import daemon  # noqa: E402
+import keepalive  # noqa: E402
+import metrics_size  # noqa: E402
+import status_page  # noqa: E402
+
+ROOT = common.ROOT
 # BENCH_SYNTHMON picks another build (e.g. an older commit's, to compare
 # two versions against the same peers on the same machine).
-SYNTHMON = os.environ.get("BENCH_SYNTHMON") or os.path.join(ROOT, "target", "release", "synthmon")
-SANDBOX = "127.0.0.1:18181"
-BLACKBOX = "127.0.0.1:19115"
+SYNTHMON = common.default_binary([sys.argv[0]])
 SECONDS = int(os.environ.get("BENCH_SECONDS", "8"))
 CONCURRENCY = int(os.environ.get("BENCH_CONCURRENCY", "32"))
-TICKS = os.sysconf("SC_CLK_TCK")
+# The million-request run takes ~20 s; BENCH_MILLION=0 leaves it out.
+MILLION = os.environ.get("BENCH_MILLION", "1") != "0"
+RESULTS = os.path.join(ROOT, "bench", "results")
 
 
-def die(msg):
-    print(f"bench: {msg}", file=sys.stderr)
-    sys.exit(1)
-
-
-def wait_http(url, seconds=10):
-    deadline = time.time() + seconds
-    while time.time() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=1) as r:
-                if r.status < 500:
-                    return
-        except OSError:
-            time.sleep(0.1)
-    die(f"{url} did not come up within {seconds}s")
-
-
-def cpu_seconds(pid):
-    """utime + stime of a process, from /proc/PID/stat."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS
-
-
-def peak_rss_kib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-    return 0
-
-
-def wrk(url, seconds, headers=(), script=None):
-    args = ["wrk", "-t", "2", "-c", str(CONCURRENCY), "-d", f"{seconds}s", "--latency"]
-    for h in headers:
-        args += ["-H", h]
-    if script:
-        args += ["-s", script]
-    out = subprocess.run(args + [url], capture_output=True, text=True, timeout=seconds + 30)
-    if out.returncode != 0:
-        die(f"wrk failed: {out.stderr}")
-    m = re.search(r"Requests/sec:\s+([\d.]+)", out.stdout)
-    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out.stdout)
-    socket_errors = re.search(r"Socket errors: (.*)", out.stdout)
-    if not m:
-        die(f"cannot read wrk's output:\n{out.stdout}")
-    return float(m.group(1)), out.stdout, (errors.group(1) if errors else "0"), (
-        socket_errors.group(1) if socket_errors else "none"
-    )
-
-
-# The body both tools POST in phase 3: wrk sends it as is, synthmon generates
+# The body both tools POST in phase 2: wrk sends it as is, synthmon generates
 # every field per request from seeded templates.
 STATIC_ORDER = ('{"item": "widget", "quantity": 3, "customer": "Ada Lovelace", '
                 '"email": "ada@example.test", "priority": "standard", "currency": "EUR", '
@@ -110,144 +69,273 @@ TEMPLATED_ORDER = (
 )
 
 
-def synthmon_workload(rate, seconds, http='url = "/health"\n'):
-    """Runs a synthmon --once workload; returns (achieved ok/s, cpu s, peak RSS KiB, facts)."""
-    with tempfile.TemporaryDirectory() as d:
+def synthmon_workload(sandbox, rate, seconds, http='url = "/health"\n'):
+    """A synthmon --once workload on fresh connections: a dict of ok/s, CPU
+    seconds, peak RSS (KiB) and its workload facts."""
+    with tempfile.TemporaryDirectory(prefix="bench-workload-") as d:
         os.makedirs(os.path.join(d, "probes"))
         with open(os.path.join(d, "config.toml"), "w") as f:
-            f.write(
-                '[daemon]\nprobes = ["probes/*.toml"]\n\n'
-                f'[environments.bench]\nbase_url = "http://{SANDBOX}"\n'
-            )
+            f.write('[daemon]\nprobes = ["probes/*.toml"]\n\n'
+                    f'[environments.bench]\nbase_url = "http://{sandbox}"\n')
         with open(os.path.join(d, "probes", "load.toml"), "w") as f:
-            f.write(
-                'name = "load"\nenvironments = ["bench"]\nschedule = "every 1h"\n'
-                'timeout = "5s"\n\n[workload]\n'
-                f"duration = \"{seconds}s\"\nrate = {rate}\nmax_concurrency = {CONCURRENCY}\n\n"
-                '[http]\n' + http
-            )
-        proc = subprocess.Popen(
+            f.write('name = "load"\nenvironments = ["bench"]\nschedule = "every 1h"\n'
+                    'timeout = "5s"\n\n[workload]\n'
+                    f"duration = \"{seconds}s\"\nrate = {rate}\nmax_concurrency = {CONCURRENCY}\n\n"
+                    '[http]\n' + http)
+        proc = common.spawn(
             [SYNTHMON, "--config", os.path.join(d, "config.toml"), "--once", "--output", "json"],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        cpu, rss = 0.0, 0
-        while proc.poll() is None:
-            try:
-                cpu = cpu_seconds(proc.pid)
-                rss = max(rss, peak_rss_kib(proc.pid))
-            except OSError:
-                pass
-            time.sleep(0.05)
-        out, err = proc.communicate(timeout=seconds + 60)
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
-            report = json.loads(out)
-        except json.JSONDecodeError:
-            die(f"synthmon did not print a JSON report:\n{out}\n{err}")
-        result = report["results"][0]
-        w = result["workload"]
-        return w["ok"] / max(result["duration"], 1e-9), cpu, rss, w
+            cpu, rss = 0.0, 0
+            deadline = time.monotonic() + seconds + 60
+            while proc.poll() is None and time.monotonic() < deadline:
+                try:
+                    cpu = common.cpu_seconds(proc.pid)
+                    rss = max(rss, common.peak_rss_kib(proc.pid))
+                except OSError:
+                    pass
+                time.sleep(0.05)
+            out, err = proc.communicate(timeout=10)
+        finally:
+            common.stop(proc)
+    try:
+        result = json.loads(out)["results"][0]
+    except (json.JSONDecodeError, KeyError, IndexError):
+        raise RuntimeError(f"synthmon did not print a JSON report:\n{out}\n{err}")
+    w = result["workload"]
+    return {"asked_rate": rate, "rps": w["ok"] / max(result["duration"], 1e-9),
+            "cpu_seconds": cpu, "peak_rss_kib": rss, "sent": w["sent"], "ok": w["ok"],
+            "dropped": w["dropped"], "failed": w["failed"],
+            "cpu_per_request_s": cpu / max(w["ok"] + w["failed"], 1)}
+
+
+def fresh(sandbox, path="/health", headers=("Connection: close",), script=None, http=None):
+    """wrk, then synthmon asking 1.5x wrk's rate with the same concurrency
+    cap (so the cap, not the rate, limits it)."""
+    w = common.wrk(f"http://{sandbox}{path}", SECONDS, CONCURRENCY, headers=headers, script=script)
+    s = synthmon_workload(sandbox, max(100, int(w["rps"] * 1.5)), SECONDS,
+                          http or f'url = "{path}"\n')
+    return {"wrk_rps": w["rps"], "wrk_non_2xx": w["non_2xx"],
+            "wrk_socket_errors": w["socket_errors"], "synthmon": s,
+            "ratio": s["rps"] / max(w["rps"], 1e-9)}
+
+
+def machine(binary):
+    cpu_model = None
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu_model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+
+    def git(*args):
+        out = subprocess.run(["git", "-C", ROOT, *args], capture_output=True, text=True)
+        return out.stdout.strip() if out.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
+    return {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "cpu_model": cpu_model,
+        "nproc": len(os.sched_getaffinity(0)),
+        "kernel": f"{platform.system()} {platform.release()} {platform.version()}",
+        "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
+        "synthmon_commit": commit,
+        "synthmon_tree_dirty": dirty,
+        "synthmon_binary": binary,
+        "synthmon_version": common.version([binary, "--version"]),
+        "peers": {
+            "wrk": common.version(["wrk", "-v"]),
+            "blackbox_exporter": common.version([common.BLACKBOX_BIN, "--version"]),
+        },
+        "python": platform.python_version(),
+    }
+
+
+def rows(p, bb_idle_kib):
+    row, o = common.row, []
+    bb = p.get("blackbox", {})
+    o += daemon.rows(p.get("daemon", {}), bb.get("cpu_per_probe_s"), bb_idle_kib)
+    ms = p.get("metrics_size")
+    o.append(row("5", "/metrics bytes per (probe, environment), text", ms,
+                 lambda f: f["bytes_per_probe"], "B", None, None,
+                 "≤ 1024 B", lambda v, _p, _r: v <= 1024))
+    fr, po = p.get("fresh"), p.get("post")
+    o.append(row("8a", f"HTTP requests/s, fresh connection per request, c{CONCURRENCY}", fr,
+                 lambda f: f["synthmon"]["rps"], "req/s", "wrk -H 'Connection: close'",
+                 fr and fr.get("wrk_rps"), "ratio ≥ 0.9", lambda _v, _p, r: r >= 0.9))
+    o.append(row("8b", f"JSON POSTs/s, synthmon generating each body, fresh connections, c{CONCURRENCY}",
+                 po, lambda f: f["synthmon"]["rps"], "req/s", "wrk posting a static body",
+                 po and po.get("wrk_rps"), None, None))
+    ka = p.get("keepalive")
+    o.append(row("9a", f"HTTP requests/s, connections kept, c{CONCURRENCY}", ka,
+                 lambda f: f["synthmon_rps"], "req/s", "wrk (keep-alive)",
+                 ka and ka.get("wrk_rps"), "ratio ≥ 0.9", lambda _v, _p, r: r >= 0.9))
+    o.append(row("9b", f"workload CPU per request, connections kept, c{CONCURRENCY}", ka,
+                 lambda f: f["cpu_us_per_request"], "µs", None, None,
+                 "≤ 12 µs", lambda v, _p, _r: v <= 12))
+    mi = p.get("million", {"error": "skipped (BENCH_MILLION=0)"} if not MILLION else None)
+    o.append(row("10", "peak RSS of one workload of 1,000,000 keep-alive requests", mi,
+                 lambda f: f["peak_rss_kib"] / 1024, "MiB", None, None,
+                 "≤ 50 MiB", lambda v, _p, _r: v <= 50))
+    o.append(row("11", "histogram_quantile(0.95) vs exact p95 (lognormal, median 200 ms)", ms,
+                 lambda f: f["histogram_vs_exact"] * 100, "%", None, None,
+                 "|error| ≤ 5 %", lambda v, _p, _r: abs(v) <= 5))
+    o.append(row("12a", "probes/s (one HTTP check each; synthmon: row 8a's workload)", fr,
+                 lambda f: f["synthmon"]["rps"], "/s", "blackbox_exporter via /probe (wrk)",
+                 bb.get("probes_per_s"), None, None))
+    o.append(row("12b", "CPU per HTTP check, --once workload on fresh connections", fr,
+                 lambda f: f["synthmon"]["cpu_per_request_s"] * 1e6, "µs",
+                 "blackbox_exporter per /probe", bb.get("cpu_per_probe_s") and bb["cpu_per_probe_s"] * 1e6,
+                 None, None))
+    o.append(row("12c", "peak RSS under load (row 8a's workload)", fr,
+                 lambda f: f["synthmon"]["peak_rss_kib"] / 1024, "MiB",
+                 "blackbox_exporter after wrk via /probe",
+                 bb.get("peak_rss_kib") and bb["peak_rss_kib"] / 1024, None, None))
+    o.append(row("12d", "status page `/`, 1,000 probes, a month of history: median server time",
+                 p.get("status_page"), lambda f: f["median_ms"], "ms", None, None,
+                 "≤ 100 ms (issue 16)", lambda v, _p, _r: v <= 100))
+    order = ["1", "2", "3", "4", "5", "6", "7", "8a", "8b", "9a", "9b", "10", "11",
+             "12a", "12b", "12c", "12d"]
+    return sorted(o, key=lambda r: order.index(r["id"]))
+
+
+def _clean(x):
+    """JSON-safe: infinities as "+Inf", NaN as null, floats rounded."""
+    if isinstance(x, float):
+        if math.isnan(x):
+            return None
+        if math.isinf(x):
+            return "+Inf" if x > 0 else "-Inf"
+        return float(f"{x:.6g}")
+    if isinstance(x, dict):
+        return {k: _clean(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_clean(v) for v in x]
+    return x
+
+
+def write_results(doc, table):
+    os.makedirs(RESULTS, exist_ok=True)
+    with open(os.path.join(RESULTS, "latest.json"), "w") as f:
+        json.dump(_clean(doc), f, indent=2, ensure_ascii=False, allow_nan=False)
+        f.write("\n")
+    m = doc["machine"]
+    with open(os.path.join(RESULTS, "latest.md"), "w") as f:
+        f.write(f"# synthmon benchmark, {m['date']}\n\n")
+        f.write(f"- CPU: {m['cpu_model']}, nproc {m['nproc']}; kernel {m['kernel']}\n")
+        f.write(f"- load average at start: {', '.join(str(x) for x in m['loadavg_at_start'])}\n")
+        f.write(f"- synthmon: {m['synthmon_version']}, commit {m['synthmon_commit']}"
+                f"{' (working tree modified)' if m['synthmon_tree_dirty'] else ''}, "
+                f"binary {m['synthmon_binary']}\n")
+        f.write(f"- peers: {m['peers']['wrk']}; {m['peers']['blackbox_exporter']}\n")
+        s = doc["settings"]
+        f.write(f"- BENCH_SECONDS={s['seconds']}, BENCH_CONCURRENCY={s['concurrency']}, "
+                f"BENCH_MILLION={int(s['million'])}; wall time {doc['wall_seconds']:.0f} s\n\n")
+        f.write(table + "\n")
+        if doc["errors"]:
+            f.write("\nErrors:\n\n" + "".join(f"- {k}: {v}\n" for k, v in doc["errors"].items()))
 
 
 def main():
-    if not os.path.exists(SYNTHMON):
-        die("build first: cargo build --release")
-    for tool in ("wrk", "prometheus-blackbox-exporter"):
-        if subprocess.run(["which", tool], capture_output=True).returncode != 0:
-            die(f"{tool} is missing (bench/run.sh installs it)")
+    started = time.monotonic()
+    common.require(SYNTHMON)
+    desc = machine(SYNTHMON)
+    phases, errors, timings = {}, {}, {}
     procs = []
+
+    def phase(name, fn, *args):
+        t = time.monotonic()
+        print(f"\n## {name}", flush=True)
+        try:
+            phases[name] = fn(*args)
+        except (Exception, SystemExit) as e:  # noqa: BLE001 - the other phases still run
+            phases[name] = {"error": f"{type(e).__name__}: {e}"}
+            errors[name] = str(e).splitlines()[0] if str(e) else type(e).__name__
+            print(f"bench: phase {name} failed: {e}", file=sys.stderr)
+        timings[name] = time.monotonic() - t
+        print(f"({name}: {timings[name]:.0f}s)", flush=True)
+        return phases[name]
+
+    bb_idle = None
     try:
-        sandbox = subprocess.Popen(
-            [SYNTHMON, "sandbox", "--listen", SANDBOX],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        procs.append(sandbox)
-        wait_http(f"http://{SANDBOX}/health")
-        tmp = tempfile.mkdtemp()
-        bb_config = os.path.join(tmp, "blackbox.yml")
-        with open(bb_config, "w") as f:
-            f.write("modules:\n  http_2xx:\n    prober: http\n    timeout: 5s\n")
-        blackbox = subprocess.Popen(
-            ["prometheus-blackbox-exporter", f"--config.file={bb_config}",
-             f"--web.listen-address={BLACKBOX}", "--log.level=error"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        procs.append(blackbox)
-        wait_http(f"http://{BLACKBOX}/metrics")
+        sb_proc, sandbox = common.start_sandbox(SYNTHMON)
+        procs.append(sb_proc)
+        bb_proc, blackbox = common.start_blackbox()
+        procs.append(bb_proc)
+        bb_idle = common.blackbox_idle_rss_kib(bb_proc, blackbox, sandbox)
+        print(f"# synthmon benchmark ({SECONDS}s per load phase, {CONCURRENCY} connections, "
+              f"{desc['nproc']} CPUs, load {desc['loadavg_at_start']}; everything on 127.0.0.1)")
+        print(f"sandbox {sandbox}; blackbox_exporter {blackbox}, idle VmRSS {bb_idle / 1024:.1f} MiB")
 
-        print(f"# synthmon benchmark ({SECONDS}s per phase, {CONCURRENCY} connections, "
-              f"{os.cpu_count()} CPUs; everything on 127.0.0.1)\n")
+        def show_load(f):
+            s = f["synthmon"]
+            print(f"wrk {f['wrk_rps']:.0f}/s (non-2xx {f['wrk_non_2xx']}, socket errors "
+                  f"{f['wrk_socket_errors']}); synthmon asked {s['asked_rate']}/s: {s['rps']:.0f} ok/s, "
+                  f"sent {s['sent']}, dropped at the cap {s['dropped']}, failed {s['failed']}: "
+                  f"{f['ratio']:.2f}×")
+            return f
 
-        # 1. Load generation on fresh connections.
-        wrk_rps, _, wrk_errors, wrk_sock = wrk(
-            f"http://{SANDBOX}/health", SECONDS, headers=["Connection: close"]
-        )
-        # Ask for more than wrk managed, so the cap (not the rate) limits.
-        rate = max(100, int(wrk_rps * 1.5))
-        sm_rps, sm_cpu, sm_rss, facts = synthmon_workload(rate, SECONDS)
+        phase("fresh", lambda: show_load(fresh(sandbox)))
+        with tempfile.TemporaryDirectory(prefix="bench-post-") as d:
+            lua = os.path.join(d, "post.lua")
+            with open(lua, "w") as f:
+                f.write('wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
+                        f"wrk.body = '{STATIC_ORDER}'\n")
+            phase("post", lambda: show_load(fresh(sandbox, "/echo", script=lua, http=TEMPLATED_ORDER)))
 
-        # 2. The same on POSTs of an order body: static for wrk, generated
-        # per request (seven templated fields) for synthmon.
-        lua = os.path.join(tmp, "post.lua")
-        with open(lua, "w") as f:
-            f.write('wrk.method = "POST"\n'
-                    'wrk.headers["Content-Type"] = "application/json"\n'
-                    f"wrk.body = '{STATIC_ORDER}'\n")
-        post_rps, _, post_errors, _ = wrk(
-            f"http://{SANDBOX}/echo", SECONDS, headers=["Connection: close"], script=lua
-        )
-        post_rate = max(100, int(post_rps * 1.5))
-        sm_post_rps, _, _, post_facts = synthmon_workload(post_rate, SECONDS, TEMPLATED_ORDER)
+        def probe_cost():
+            c = common.blackbox_probe_cost(bb_proc, blackbox, sandbox, SECONDS, CONCURRENCY)
+            print(f"blackbox_exporter via wrk: {c['probes_per_s']:.0f} probes/s, "
+                  f"{c['cpu_per_probe_s'] * 1e6:.0f} µs CPU per probe, peak RSS "
+                  f"{c['peak_rss_kib'] / 1024:.1f} MiB, non-2xx {c['non_2xx']}")
+            return c
 
-        # 3. Probe cost against blackbox_exporter driven through /probe.
-        target = f"http://{BLACKBOX}/probe?module=http_2xx&target=http%3A%2F%2F{SANDBOX}%2Fhealth"
-        bb_cpu0 = cpu_seconds(blackbox.pid)
-        bb_rps, _, bb_errors, _ = wrk(target, SECONDS)
-        bb_cpu = cpu_seconds(blackbox.pid) - bb_cpu0
-        bb_rss = peak_rss_kib(blackbox.pid)
-        bb_probes = bb_rps * SECONDS
-        bb_cpu_per_probe = bb_cpu / max(bb_probes, 1)
-        sm_cpu_per_probe = sm_cpu / max(facts["ok"], 1)
-
-        rows = [
-            ("HTTP requests/s on fresh connections", "wrk -H 'Connection: close'",
-             f"{sm_rps / wrk_rps:.2f}×"),
-            ("JSON POSTs/s, synthmon generating each body", "wrk posting a static body",
-             f"{sm_post_rps / post_rps:.2f}×"),
-            ("probes/s (one HTTP check each)", "blackbox_exporter via /probe",
-             f"{sm_rps / bb_rps:.2f}×"),
-            ("CPU time per probe (lower is better)", "blackbox_exporter",
-             f"{sm_cpu_per_probe / bb_cpu_per_probe:.2f}×"),
-            ("peak RSS (lower is better)", "blackbox_exporter",
-             f"{sm_rss / max(bb_rss, 1):.2f}×"),
-        ]
-        print("| measure | peer | synthmon ÷ peer |")
-        print("|---|---|---|")
-        for r in rows:
-            print(f"| {r[0]} | {r[1]} | {r[2]} |")
-        print()
-        print(f"synthmon workload: asked {rate}/s for {SECONDS}s; sent {facts['sent']}, "
-              f"dropped at the cap {facts['dropped']}, failed {facts['failed']}")
-        print(f"synthmon POST workload: sent {post_facts['sent']}, dropped "
-              f"{post_facts['dropped']}, failed {post_facts['failed']}; wrk POST non-2xx: {post_errors}")
-        print(f"wrk non-2xx: {wrk_errors}, socket errors: {wrk_sock}; "
-              f"blackbox /probe non-2xx: {bb_errors}")
-        print("(synthmon measures latency from the intended send time and keeps "
-              "per-request samples; wrk measures from the actual send.)")
-        __import__("metrics_size").report(SYNTHMON)  # 4. /metrics size, p95 error (bench/metrics_size.py)
-        __import__("keepalive").run(SYNTHMON, f"http://{SANDBOX}", SECONDS, CONCURRENCY)  # 5. keep-alive (bench/keepalive.py)
-        __import__("status_page").report(SYNTHMON)  # 6. status page at 1,000 probes (bench/status_page.py)
+        phase("blackbox", probe_cost)
+        phase("daemon", daemon.measure, SYNTHMON, sandbox, blackbox)
+        phase("metrics_size", metrics_size.report, SYNTHMON)
+        phase("keepalive", keepalive.run, SYNTHMON, f"http://{sandbox}", SECONDS, CONCURRENCY)
+        if MILLION:
+            ka = phases.get("keepalive", {})
+            rate = keepalive.million_rate(ka) if "synthmon_rps" in ka else 50_000
+            phase("million", keepalive.million, SYNTHMON, f"http://{sandbox}", CONCURRENCY, rate)
+        phase("status_page", status_page.report, SYNTHMON)
+    except (Exception, SystemExit) as e:  # noqa: BLE001 - the table still gets written
+        errors["setup"] = str(e)
+        print(f"bench: {e}", file=sys.stderr)
     finally:
         for p in procs:
-            p.send_signal(signal.SIGTERM)
-        for p in procs:
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
+            common.stop(p)
+
+    for name, f in phases.items():
+        if isinstance(f, dict) and name == "daemon":
+            for sub, g in f.items():
+                if isinstance(g, dict) and "error" in g:
+                    errors[f"daemon.{sub}"] = g["error"].splitlines()[0]
+    table_rows = rows(phases, bb_idle or 0)
+    table = common.markdown_table(table_rows)
+    wall = time.monotonic() - started
+    print(f"\n# Results ({desc['date']}, {desc['cpu_model']}, nproc {desc['nproc']}, "
+          f"load at start {desc['loadavg_at_start']}, {wall:.0f}s)\n")
+    print(table)
+    doc = {
+        "machine": desc,
+        "settings": {"seconds": SECONDS, "concurrency": CONCURRENCY, "million": MILLION},
+        "wall_seconds": wall,
+        "phase_seconds": timings,
+        "blackbox_idle_rss_kib": bb_idle,
+        "rows": table_rows,
+        "phases": phases,
+        "errors": errors,
+    }
+    write_results(doc, table)
+    print(f"\nwrote {os.path.relpath(RESULTS, os.getcwd())}/latest.json and latest.md")
+    if errors:
+        print(f"bench: {len(errors)} phase(s) failed: {', '.join(errors)}", file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

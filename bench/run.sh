@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One command: installs the peers (wrk, blackbox_exporter) from Debian if
-# missing, builds synthmon in release mode, and runs bench/run.py.
+# missing, builds synthmon in release mode (unless BENCH_SYNTHMON names a
+# binary), and runs bench/run.py, which writes bench/results/latest.{json,md}.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 need=()
@@ -14,5 +15,5 @@ if ((${#need[@]})); then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
-cargo build --release --quiet
+[[ -n ${BENCH_SYNTHMON:-} ]] || cargo build --release --quiet
 exec python3 bench/run.py "$@"

@@ -188,6 +188,8 @@ def _ms(debug):
 
 
 def report(binary):
+    """Runs the phase, prints it; returns its figures (times in ms)."""
+    fig = {"probes": PROBES}
     with tempfile.TemporaryDirectory() as d:
         port = _free_port()
         _write_config(d, port)
@@ -205,6 +207,7 @@ def report(binary):
             f"  aged: {pairs} pairs, {hours:,} hour rows (30 days), {minutes:,} minute rows (25 h); "
             f"history.sqlite {size / 2**20:.0f} MiB"
         )
+        fig["history_mib"] = size / 2**20
         p = _start(binary, d, port)
         try:
             base = f"http://127.0.0.1:{port}"
@@ -212,18 +215,24 @@ def report(binary):
             _, gz = _curl(base + "/", compressed=True)
             print(f"  /: cold (computes every uptime and sparkline) {cold:.0f} ms; "
                   f"{plain / 1024:.0f} KiB, {gz / 1024:.0f} KiB gzipped")
+            fig.update(cold_ms=cold, page_kib=plain / 1024, page_gzip_kib=gz / 1024)
             med, p95, worst = _series(base + "/", 20)
+            fig.update(median_ms=med, p95_ms=p95, max_ms=worst)
             print(f"  /: 20 back to back: median {med:.1f} ms, p95 {p95:.1f} ms, max {worst:.1f} ms")
             med, p95, worst = _series(base + "/", 20, gap=2.0)
             print(f"  /: 20 at 2 s intervals (background refreshes among them): "
                   f"median {med:.1f} ms, p95 {p95:.1f} ms, max {worst:.1f} ms")
+            fig.update(refreshing_median_ms=med, refreshing_p95_ms=p95, refreshing_max_ms=worst)
             med, p95, worst = _series(base + "/?state=failing", 10)
             print(f"  /?state=failing: median {med:.1f} ms, p95 {p95:.1f} ms")
+            fig.update(failing_median_ms=med, failing_p95_ms=p95)
             med, p95, worst = _series(base + "/probes/p0003/sandbox", 10)
             print(f"  /probes/p0003/sandbox (24 h chart, 30 days of changes): median {med:.1f} ms, p95 {p95:.1f} ms")
+            fig.update(detail_median_ms=med, detail_p95_ms=p95)
             med, p95, worst = _series(base + "/api/v1/probes", 5)
             print(f"  /api/v1/probes (every uptime read per request), for comparison: "
                   f"median {med:.0f} ms, p95 {p95:.0f} ms")
+            fig.update(api_median_ms=med, api_p95_ms=p95)
         finally:
             _stop(p)
         took, served = [], []
@@ -241,6 +250,9 @@ def report(binary):
             print(f"  inside the daemon, the {len(served)} whole pages: reading median "
                   f"{statistics.median(r for r, _ in served):.1f} ms, rendering median "
                   f"{statistics.median(r for _, r in served):.1f} ms")
+            fig.update(read_median_ms=statistics.median(r for r, _ in served),
+                       render_median_ms=statistics.median(r for _, r in served))
+    return fig
 
 
 if __name__ == "__main__":
