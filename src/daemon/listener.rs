@@ -154,16 +154,30 @@ async fn metrics(State(shared): State<Arc<Shared>>, request: HeaderMap) -> Respo
     let dropped = shared
         .spans_dropped
         .load(std::sync::atomic::Ordering::Relaxed);
-    let text = shared.metrics.render(dropped);
+    let gzip = super::gzip::accepted(&request);
+    // At 10,000 probes the text is ~25 MB: written (and compressed) on the
+    // blocking pool, not on a runtime worker the runs need.
+    let rendered = tokio::task::spawn_blocking(move || {
+        let text = shared.metrics.render(dropped);
+        let compressed = if gzip {
+            super::gzip::encode(text.as_bytes())
+        } else {
+            None
+        };
+        (text, compressed)
+    })
+    .await;
+    let Ok((text, compressed)) = rendered else {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    };
     let content_type = (
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
     );
-    if super::gzip::accepted(&request) {
-        if let Some(body) = super::gzip::encode(text.as_bytes()) {
-            let encoding = (header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
-            return ([content_type, encoding], body).into_response();
-        }
+    if let Some(body) = compressed {
+        drop(text);
+        let encoding = (header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+        return ([content_type, encoding], body).into_response();
     }
     ([content_type], text).into_response()
 }

@@ -125,10 +125,15 @@ struct Dirty {
     latencies: bool,
 }
 
+/// A minute still open: its number, tallies and what is not written yet.
+type OpenMinute = (i64, (Tallies, Dirty));
+
 struct State {
     /// Each series' minutes still open: minute → tallies, and what of them
     /// is not written yet.
-    open: HashMap<SeriesKey, BTreeMap<i64, (Tallies, Dirty)>>,
+    /// One or two minutes per series: a `Vec`, since a `BTreeMap`'s first
+    /// node holds room for eleven (~0.8 KB a series).
+    open: HashMap<SeriesKey, Vec<OpenMinute>>,
     /// When the open minutes were last written.
     minutes_written: Instant,
 }
@@ -238,15 +243,13 @@ fn commit(
                 for (step, minute, t) in entry.minutes {
                     let key = (entry.probe.clone(), entry.environment.clone(), step);
                     let open = state.open.entry(key.clone()).or_default();
-                    if let std::collections::btree_map::Entry::Vacant(slot) = open.entry(minute) {
+                    if !open.iter().any(|(m, _)| *m == minute) {
                         // A minute this writer no longer holds (or never
                         // held, before a restart): add to what is stored.
-                        slot.insert((
-                            batch.stored_minute((&key.0, &key.1, &key.2), minute)?,
-                            Dirty::default(),
-                        ));
+                        let stored = batch.stored_minute((&key.0, &key.1, &key.2), minute)?;
+                        open.push((minute, (stored, Dirty::default())));
                     }
-                    if let Some((held, dirty)) = open.get_mut(&minute) {
+                    if let Some((_, (held, dirty))) = open.iter_mut().find(|(m, _)| *m == minute) {
                         held.runs += t.runs;
                         held.failed += t.failed;
                         held.degraded += t.degraded;
@@ -290,7 +293,7 @@ fn commit(
             }
         }
         // Minutes more than two behind are final: stop holding them.
-        minutes.retain(|m, _| *m + 2 >= current_minute);
+        minutes.retain(|(m, _)| *m + 2 >= current_minute);
     }
     state.open.retain(|_, m| !m.is_empty());
     batch.commit()?;

@@ -21,10 +21,9 @@
 use crate::outcome::{LatencySummary, Outcome};
 use crate::probe::Probe;
 use crate::threshold::Metric;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::fmt::Write;
 use std::sync::Arc;
-use std::time::Duration;
 
 pub const DURATION_HISTOGRAM: &str = "synthmon_probe_duration_seconds";
 pub const LATENCY_SUMMARY: &str = "synthmon_latency_seconds";
@@ -181,15 +180,40 @@ impl Histogram {
     }
 }
 
-/// The latency families of one config generation.
+/// One pair's latency series: a histogram per step (the run as the step
+/// named after its kind, a flow's steps), and the window's percentiles.
+#[derive(Default)]
+pub struct PairLatency {
+    histograms: Vec<(Box<str>, Histogram)>,
+    summary: Option<[f64; 3]>,
+}
+
+impl PairLatency {
+    fn histogram(&mut self, step: &str, bounds: &Arc<[f64]>) -> &mut Histogram {
+        let i = match self.histograms.iter().position(|(s, _)| **s == *step) {
+            Some(i) => i,
+            None => {
+                self.histograms
+                    .push((step.into(), Histogram::new(bounds.clone())));
+                self.histograms.len() - 1
+            }
+        };
+        &mut self.histograms[i].1
+    }
+}
+
+/// The latency families of one config generation: each probe's buckets.
+/// The series themselves live with the pair's others
+/// ([`crate::telemetry::series`]), as a [`PairLatency`].
 pub struct Families {
     buckets: HashMap<String, Arc<[f64]>>,
     fallback: Arc<[f64]>,
-    /// By probe, environment, step: looked up by `&str`, so a run
-    /// allocates no key; sorted, so a scrape lists them in a stable order.
-    histograms: BTreeMap<String, BTreeMap<String, BTreeMap<String, Histogram>>>,
-    /// By probe, environment.
-    summaries: BTreeMap<String, BTreeMap<String, [f64; 3]>>,
+}
+
+impl Default for Families {
+    fn default() -> Families {
+        Families::new(&[])
+    }
 }
 
 impl Families {
@@ -200,72 +224,47 @@ impl Families {
                 .map(|p| (p.name.clone(), Arc::from(buckets(p))))
                 .collect(),
             fallback: Arc::from(fallback()),
-            histograms: BTreeMap::new(),
-            summaries: BTreeMap::new(),
         }
     }
 
-    /// The histogram of `o`'s pair and `step`, with its probe's buckets.
-    fn histogram(&mut self, o: &Outcome, step: &str) -> Option<&mut Histogram> {
+    /// Adds `o`'s latencies to its pair's series (the whole run as the
+    /// step named after its kind, a workload's every request, a flow's
+    /// steps that got a response) and replaces its percentiles.
+    pub fn record(&self, pair: &mut PairLatency, o: &Outcome) {
         let bounds = self.buckets.get(&o.probe).unwrap_or(&self.fallback);
-        let steps = slot(slot(&mut self.histograms, &o.probe)?, &o.environment)?;
-        if !steps.contains_key(step) {
-            steps.insert(step.to_owned(), Histogram::new(bounds.clone()));
-        }
-        steps.get_mut(step)
-    }
-
-    /// Adds `o`'s latencies (the whole run as the step named after its
-    /// kind, a workload's every request, a flow's steps that got a
-    /// response) and replaces its pair's percentiles.
-    pub fn record(&mut self, o: &Outcome) {
-        let samples: Vec<(Duration, u64)> = crate::telemetry::measure::samples_of(o)
+        let samples: Vec<(std::time::Duration, u64)> = crate::telemetry::measure::samples_of(o)
             .into_iter()
             .filter_map(|(tally, latency)| Some((latency?, tally.latencies())))
             .filter(|(_, n)| *n > 0)
             .collect();
-        if !samples.is_empty()
-            && let Some(run) = self.histogram(o, o.kind)
-        {
+        if !samples.is_empty() {
+            let run = pair.histogram(o.kind, bounds);
             for (latency, n) in samples {
                 run.record(latency.as_secs_f64(), n);
             }
         }
         for step in o.steps.iter().filter(|s| s.attempts > 0 && s.responded) {
-            if let Some(h) = self.histogram(o, &step.name) {
-                h.record(step.duration.as_secs_f64(), 1);
-            }
+            pair.histogram(&step.name, bounds)
+                .record(step.duration.as_secs_f64(), 1);
         }
-        match o.latency {
-            Some(LatencySummary { p50, p95, p99, .. }) => {
-                if let Some(by_environment) = slot(&mut self.summaries, &o.probe) {
-                    match by_environment.get_mut(&o.environment) {
-                        Some(values) => *values = [p50, p95, p99],
-                        None => {
-                            by_environment.insert(o.environment.clone(), [p50, p95, p99]);
-                        }
-                    }
-                }
-            }
-            None => {
-                if let Some(by_environment) = self.summaries.get_mut(&o.probe) {
-                    by_environment.remove(&o.environment);
-                }
-            }
-        }
+        pair.summary = o
+            .latency
+            .as_ref()
+            .map(|LatencySummary { p50, p95, p99, .. }| [*p50, *p95, *p99]);
     }
 
-    /// Both families in the text format, each under one `HELP`/`TYPE`.
-    pub fn render(&self, out: &mut String) {
-        let histograms = self.histograms.iter().flat_map(|(probe, m)| {
-            m.iter().flat_map(move |(env, steps)| {
-                steps.iter().map(move |(step, h)| (probe, env, step, h))
-            })
+    /// Both families in the text format, each under one `HELP`/`TYPE`;
+    /// `pairs` in the order they are to be listed.
+    pub fn render<'a>(
+        pairs: impl Iterator<Item = (&'a str, &'a str, &'a PairLatency)> + Clone,
+        out: &mut String,
+    ) {
+        let histograms = pairs.clone().flat_map(|(probe, env, l)| {
+            l.histograms
+                .iter()
+                .map(move |(step, h)| (probe, env, &**step, h))
         });
-        let summaries = self
-            .summaries
-            .iter()
-            .flat_map(|(probe, m)| m.iter().map(move |(env, values)| (probe, env, values)));
+        let summaries = pairs.filter_map(|(probe, env, l)| Some((probe, env, l.summary.as_ref()?)));
         if histograms.clone().next().is_some() {
             let _ = writeln!(
                 out,
@@ -319,15 +318,6 @@ impl Families {
             }
         }
     }
-}
-
-/// The value of `key` in `map`, added as the default when missing; looked
-/// up by `&str`, so a present key allocates nothing.
-fn slot<'a, V: Default>(map: &'a mut BTreeMap<String, V>, key: &str) -> Option<&'a mut V> {
-    if !map.contains_key(key) {
-        map.insert(key.to_owned(), V::default());
-    }
-    map.get_mut(key)
 }
 
 /// A label value as the text format writes it.

@@ -34,7 +34,6 @@
 use crate::config::DaemonConfig;
 use crate::outcome::Outcome;
 use crate::probe::Probe;
-use crate::telemetry::latency::Families;
 use crate::telemetry::series::Table;
 use metrics::{
     Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram,
@@ -80,10 +79,11 @@ impl Registry {
 /// The series of one config generation.
 struct Generation {
     series: Mutex<Table>,
-    latency: Mutex<Families>,
 }
 
 pub struct Metrics {
+    /// The length of the last scrape's text.
+    last_len: std::sync::atomic::AtomicUsize,
     process: Registry,
     collector: metrics_process::Collector,
     probes: RwLock<Arc<Generation>>,
@@ -151,11 +151,11 @@ impl Metrics {
             counter!("synthmon_spans_dropped_total").absolute(0);
         });
         let metrics = Metrics {
+            last_len: std::sync::atomic::AtomicUsize::new(0),
             process,
             collector,
             probes: RwLock::new(Arc::new(Generation {
                 series: Mutex::new(Table::default()),
-                latency: Mutex::new(Families::new(&[])),
             })),
         };
         metrics.reconfigure(probes);
@@ -169,7 +169,6 @@ impl Metrics {
             .with(|| gauge!("synthmon_shard_pairs").set(pairs as f64));
         let generation = Generation {
             series: Mutex::new(Table::new(probes)),
-            latency: Mutex::new(Families::new(probes)),
         };
         if let Ok(mut slot) = self.probes.write() {
             *slot = Arc::new(generation);
@@ -185,9 +184,6 @@ impl Metrics {
         let Some(generation) = self.generation() else {
             return;
         };
-        if let Ok(mut latency) = generation.latency.lock() {
-            latency.record(o);
-        }
         if let Ok(mut series) = generation.series.lock() {
             series.record(o);
         }
@@ -310,21 +306,25 @@ impl Metrics {
                 gauge!("synthmon_runtime_tasks").set(rt.metrics().num_alive_tasks() as f64);
             }
         });
-        let mut out = self.process.handle.render();
+        let mut process = self.process.handle.render();
         // The `metrics` crate's counters are whole numbers, so the process
         // collector truncates CPU time to seconds and a daemon using less
         // than a second showed 0. Write the sample with its fraction.
         if let Some(cpu) = metrics_process::collector::collect().cpu_seconds_total {
-            out = with_sample(&out, "process_cpu_seconds_total", cpu);
+            process = with_sample(&process, "process_cpu_seconds_total", cpu);
         }
+        // Sized for the last scrape: at 10,000 probes the text is ~25 MB,
+        // and growing it by doubling held up to twice that at once.
+        let last = self.last_len.load(std::sync::atomic::Ordering::Relaxed);
+        let mut out = String::with_capacity(last + last / 16);
+        out.push_str(&process);
         if let Some(generation) = self.generation() {
             if let Ok(series) = generation.series.lock() {
                 series.render(&mut out);
             }
-            if let Ok(latency) = generation.latency.lock() {
-                latency.render(&mut out);
-            }
         }
+        self.last_len
+            .store(out.len(), std::sync::atomic::Ordering::Relaxed);
         out
     }
 

@@ -17,6 +17,7 @@
 
 use crate::outcome::Outcome;
 use crate::probe::Probe;
+use crate::telemetry::latency::{Families, PairLatency};
 use crate::threshold::State;
 use std::collections::BTreeMap;
 use std::fmt::{Display, Write};
@@ -43,6 +44,7 @@ struct PairSeries {
     thresholds: Vec<Threshold>,
     alert_state: Option<f64>,
     slo: Option<Slo>,
+    latency: PairLatency,
 }
 
 struct Http {
@@ -104,6 +106,8 @@ pub struct Table {
     /// `&str`, so a run allocates no key, and sorted for the scrape.
     index: BTreeMap<String, BTreeMap<String, usize>>,
     series: Vec<PairSeries>,
+    /// Each probe's latency buckets.
+    families: Families,
 }
 
 impl Table {
@@ -111,7 +115,10 @@ impl Table {
     /// event: skipped overlaps of every pair, flaky runs of a probe that
     /// may retry.
     pub fn new(probes: &[Probe]) -> Table {
-        let mut table = Table::default();
+        let mut table = Table {
+            families: Families::new(probes),
+            ..Table::default()
+        };
         for p in probes {
             for e in &p.environments {
                 let pair = table.pair(&p.name, e);
@@ -125,8 +132,14 @@ impl Table {
 
     /// The pair's series, added on its first use.
     fn pair(&mut self, probe: &str, environment: &str) -> &mut PairSeries {
+        let i = self.slot(probe, environment);
+        &mut self.series[i]
+    }
+
+    /// Where the pair's series are in `series`, added on its first use.
+    fn slot(&mut self, probe: &str, environment: &str) -> usize {
         let known = self.index.get(probe).and_then(|m| m.get(environment));
-        let i = match known {
+        match known {
             Some(i) => *i,
             None => {
                 self.series.push(PairSeries::default());
@@ -137,13 +150,14 @@ impl Table {
                     .insert(environment.to_owned(), i);
                 i
             }
-        };
-        &mut self.series[i]
+        }
     }
 
     /// One run's outcome (thresholds already evaluated).
     pub fn record(&mut self, o: &Outcome) {
-        let s = self.pair(&o.probe, &o.environment);
+        let i = self.slot(&o.probe, &o.environment);
+        let s = &mut self.series[i];
+        self.families.record(&mut s.latency, o);
         s.success = Some(bit(o.success));
         s.duration = Some(o.duration.as_secs_f64());
         let result = if o.success { "success" } else { "failure" };
@@ -520,6 +534,7 @@ impl Table {
                 }
             }
         }
+        Families::render(pairs.iter().map(|(p, e, s)| (*p, *e, &s.latency)), out);
     }
 }
 
