@@ -88,6 +88,10 @@ struct Entry {
     generation: u64,
 }
 
+/// The timer's granularity: how early [`Scheduler::fire_due`] may start a
+/// slot.
+const TIMER_SLACK: Duration = Duration::from_millis(1);
+
 pub struct Scheduler {
     shared: Arc<Shared>,
     config: Arc<Config>,
@@ -208,8 +212,13 @@ impl Scheduler {
 
     /// Starts every interval pair whose slot has come.
     fn fire_due(&mut self, now: Instant) {
+        // tokio's timer wakes on whole milliseconds, up to one after the
+        // instant asked: a slot due within that much fires now, at most
+        // that early, rather than a tick late (which put the p99 lag at
+        // 1,000 runs/s above 2 ms).
+        let horizon = saturating_add(now, TIMER_SLACK);
         while let Some(Reverse((due, generation, _))) = self.queue.peek() {
-            if *due > now {
+            if *due > horizon {
                 break;
             }
             let (due, generation) = (*due, *generation);
