@@ -17,7 +17,7 @@
 
 use crate::outcome::Outcome;
 use crate::probe::Probe;
-use crate::telemetry::latency::{Families, PairLatency};
+use crate::telemetry::latency::{Families, PairLatency, escape};
 use crate::threshold::State;
 use std::collections::BTreeMap;
 use std::fmt::{Display, Write};
@@ -597,18 +597,6 @@ impl<'a> Family<'a> {
         }
         let _ = writeln!(self.out, "}} {value}");
     }
-}
-
-/// A label value in the text format's escaping.
-pub(crate) fn escape(value: &str) -> std::borrow::Cow<'_, str> {
-    if !value.contains(['\\', '"', '\n']) {
-        return value.into();
-    }
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-        .into()
 }
 
 #[cfg(test)]
