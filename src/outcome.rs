@@ -149,8 +149,11 @@ pub struct HttpPhases {
     pub connect: Duration,
     #[serde(serialize_with = "ser_secs")]
     pub tls: Duration,
-    /// From the connection being ready to the first response byte: writing
-    /// the request and the server's think time.
+    /// From the request's first byte being written to the first response
+    /// byte: the server's think time and the round trip. On a new
+    /// HTTP/1.1 connection the client's own work before that write goes
+    /// to the phase before (connect or tls); on a kept connection, and
+    /// over HTTP/2, processing starts when the request is handed over.
     #[serde(serialize_with = "ser_secs")]
     pub processing: Duration,
     /// From the first response byte to the last body byte.
@@ -706,6 +709,35 @@ pub struct WorkloadFacts {
     /// to the rolling windows and histograms; never serialized.
     #[serde(skip)]
     pub latencies: Latencies,
+    /// The service times of the same requests: from each request's first
+    /// byte being written to its response's last byte (processing +
+    /// transfer; no connect, tls, or time the sender spent behind its
+    /// intended send time), as wrk and other closed-loop tools time a
+    /// request. Informative: `latencies`, from the intended send time, is
+    /// what thresholds judge. Serialized as its percentiles (`service`:
+    /// `samples`, `p50`, `p90`, `p99`, `max`, in seconds), `null` for a
+    /// flow or when none was timed.
+    #[serde(rename = "service", serialize_with = "ser_service")]
+    pub service: Latencies,
+}
+
+/// A workload's service times as its JSON report shows them.
+fn ser_service<S: serde::Serializer>(l: &Latencies, s: S) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+    let (Some(p50), Some(p90), Some(p99), Some(max)) = (
+        l.percentile(50.0),
+        l.percentile(90.0),
+        l.percentile(99.0),
+        l.percentile(100.0),
+    ) else {
+        return s.serialize_none();
+    };
+    let mut map = s.serialize_map(Some(5))?;
+    map.serialize_entry("samples", &l.len())?;
+    for (name, d) in [("p50", p50), ("p90", p90), ("p99", p99), ("max", max)] {
+        map.serialize_entry(name, &d.as_secs_f64())?;
+    }
+    map.end()
 }
 
 /// The lowest latency a histogram holds, in microseconds.

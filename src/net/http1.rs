@@ -107,6 +107,10 @@ pub struct Response {
     pub final_url: Url,
     pub redirects: u32,
     pub phases: HttpPhases,
+    /// The service time: from the request's first byte being written to
+    /// the arrival of the response's last byte, summed over redirect hops
+    /// (see [`Progress::service`]).
+    pub service: Duration,
     pub tls: bool,
     /// The HTTP version of the final response (`HTTP/1.1`, `HTTP/2`).
     pub version: http::Version,
@@ -126,6 +130,9 @@ pub struct Failure {
     /// hop, if any.
     pub status: Option<u16>,
     pub redirects: u32,
+    /// The service time until the failure: zero when no request was
+    /// written (see [`Progress::service`]).
+    pub service: Duration,
     /// The raw body bytes that arrived on the failing hop before it failed
     /// (a body cut by a reset or a close, over its cap, or not decodable).
     pub body_bytes: u64,
@@ -335,6 +342,13 @@ impl Phase {
 /// Phases are contiguous: [`Progress::lap`] charges the time since the
 /// previous lap to the phase in progress, so the phases always add up to the
 /// time since the start, across redirect hops too.
+///
+/// `processing` starts when the request's first byte is written (the
+/// instant [`FirstByte`] notes before its first write), as wrk and curl's
+/// `time_pretransfer` count it, not when the request is handed to hyper:
+/// the client's own work between the connection being up and that write
+/// (starting hyper's side of the connection, encoding the request head)
+/// is charged to the phase before it, see [`Progress::writing`].
 struct Progress {
     start: Instant,
     deadline: Instant,
@@ -352,6 +366,29 @@ struct Progress {
     /// The proxy being connected through, while it is (a deadline then
     /// names it).
     proxy: Option<String>,
+    /// While an HTTP/1.1 request is being sent: the phase before
+    /// `processing` (connect or tls on a new connection, processing on a
+    /// kept one) and the connection's [`Seen`], whose first write ends
+    /// that phase at the next lap.
+    writing: Option<(Phase, Arc<Seen>)>,
+    /// The request of the current hop, from when it left until its
+    /// response's last byte arrived (see [`Progress::answered`]).
+    sending: Option<Sending>,
+    /// What wrk would time: from each hop's request being written to the
+    /// arrival of its response's last byte (the first byte written to the
+    /// failure, for a hop that failed), summed over hops. Unlike the
+    /// phases, it has no connection setup and none of the client's work
+    /// after the last byte arrived (hyper handing the body over, decoding).
+    service: Duration,
+}
+
+/// Where the service time of a hop in flight starts.
+enum Sending {
+    /// At the first write the connection's [`Seen`] notes (HTTP/1.1).
+    Written(Arc<Seen>),
+    /// When the request was handed to the connection (HTTP/2, whose
+    /// streams share the connection's writes).
+    Since(Instant),
 }
 
 impl Progress {
@@ -369,6 +406,9 @@ impl Progress {
             body_bytes: 0,
             version: None,
             proxy: None,
+            writing: None,
+            sending: None,
+            service: Duration::ZERO,
         }
     }
 
@@ -409,20 +449,46 @@ impl Progress {
         )
     }
 
-    /// Ends the phase in progress at `at`.
+    /// Ends the phase in progress at `at`. While a request is being sent,
+    /// the time until its first write (once there was one) goes to the
+    /// phase before `processing` (see [`Progress::writing`]).
     fn lap(&mut self, at: Instant) {
+        if let Some((before, seen)) = &self.writing {
+            if let Some(written) = seen.written_at() {
+                let written = written.min(at);
+                *before.slot(&mut self.phases) += written.saturating_duration_since(self.mark);
+                self.mark = self.mark.max(written);
+                self.writing = None;
+            }
+        }
         *self.phase.slot(&mut self.phases) += at.saturating_duration_since(self.mark);
         self.mark = self.mark.max(at);
     }
 
+    /// Ends the current hop's service time at `end` (its response's last
+    /// byte): from the request's first write, or its hand-over.
+    fn answered(&mut self, end: Option<Instant>) {
+        let from = match self.sending.take() {
+            Some(Sending::Written(seen)) => seen.written_at(),
+            Some(Sending::Since(at)) => Some(at),
+            None => None,
+        };
+        if let (Some(from), Some(end)) = (from, end) {
+            self.service += end.saturating_duration_since(from);
+        }
+    }
+
     fn into_failure(mut self, fail: Fail) -> Failure {
-        self.lap(Instant::now());
+        let now = Instant::now();
+        self.lap(now);
+        self.answered(Some(now));
         Failure {
             reason: fail.reason,
             message: fail.message,
             phases: self.phases,
             status: self.status,
             redirects: self.redirects,
+            service: self.service,
             body_bytes: self.body_bytes,
             version: self.version,
         }
@@ -456,6 +522,7 @@ async fn follow(
                 final_url: req.url,
                 redirects: progress.redirects,
                 phases: progress.phases,
+                service: progress.service,
             });
         };
         if progress.redirects >= opts.max_redirects {
@@ -594,6 +661,8 @@ async fn hop(
     progress.tls_expiry = None;
     progress.body_bytes = 0;
     progress.version = None;
+    progress.writing = None;
+    progress.sending = None;
     let url = &req.url;
     let tls = match url.scheme() {
         "http" => false,
@@ -743,6 +812,7 @@ async fn hop_http1(
     let read = read_body(body, opts.max_body_bytes, &mut progress.body_bytes);
     let body = drive(&mut conn.connection, read).await?;
     progress.lap(Instant::now());
+    progress.answered(conn.seen.last_at());
     if keep.is_some() && reusable(&parts) {
         lease.release();
     }
@@ -762,6 +832,7 @@ async fn hop_http2(
 ) -> Result<http::Response<Bytes>, HopFailed> {
     let request = build_h2_request(req, opts)?;
     progress.enter(Phase::Processing)?;
+    progress.sending = Some(Sending::Since(Instant::now()));
     let (response, first) = match conn.send(request, req.body.clone()).await {
         Ok(sent) => sent,
         Err(failed) => {
@@ -802,7 +873,9 @@ async fn hop_http2(
             &mut progress.body_bytes,
         )
         .await?;
-    progress.lap(Instant::now());
+    let end = Instant::now();
+    progress.lap(end);
+    progress.answered(Some(end));
     Ok(http::Response::from_parts(parts, body))
 }
 
@@ -933,7 +1006,10 @@ async fn send(
     };
     conn.seen.reset();
     let seen = Arc::clone(&conn.seen);
+    let before = progress.phase;
     progress.enter(Phase::Processing).map_err(failed)?;
+    progress.writing = Some((before, Arc::clone(&seen)));
+    progress.sending = Some(Sending::Written(Arc::clone(&seen)));
     let sent = drive(&mut conn.connection, conn.sender.try_send_request(request)).await;
     match sent {
         Ok(response) => {
@@ -1309,15 +1385,22 @@ fn is_zlib(data: &[u8]) -> bool {
     }
 }
 
-/// What the reads of one connection have shown since its current request
-/// was sent: the instant of the first response byte, how many bytes came,
-/// and the first few of them (what a reply that is not HTTP looks like).
-/// [`Seen::reset`] starts over for the next request on a kept connection.
+/// What the I/O of one connection has shown since its current request was
+/// sent: the instant the request's first byte was written, the instants
+/// of the first and the latest response bytes, how many came, the first few
+/// (what a reply that is not HTTP looks like). [`Seen::reset`] starts over
+/// for the next request on a kept connection.
 struct Seen {
-    /// When the connection was made; `first_at` counts from here.
+    /// When the connection was made; `first_at` and `written_at` count
+    /// from here.
     base: Instant,
+    /// Nanoseconds from `base` to the first write, plus one; 0 while none.
+    written_at: AtomicU64,
     /// Nanoseconds from `base` to the first byte, plus one; 0 while none.
     first_at: AtomicU64,
+    /// Nanoseconds from `base` to the latest read that returned bytes,
+    /// plus one; 0 while none.
+    last_at: AtomicU64,
     first: Mutex<([u8; Seen::KEPT], usize)>,
     received: AtomicU64,
 }
@@ -1326,7 +1409,9 @@ impl Default for Seen {
     fn default() -> Seen {
         Seen {
             base: Instant::now(),
+            written_at: AtomicU64::new(0),
             first_at: AtomicU64::new(0),
+            last_at: AtomicU64::new(0),
             first: Mutex::new(([0; Seen::KEPT], 0)),
             received: AtomicU64::new(0),
         }
@@ -1337,18 +1422,42 @@ impl Seen {
     /// How many of the first bytes [`Seen`] keeps.
     const KEPT: usize = 24;
 
+    /// `now` as `written_at`, `first_at` and `last_at` store it.
+    fn stamp(&self, now: Instant) -> u64 {
+        let nanos = now.saturating_duration_since(self.base).as_nanos();
+        u64::try_from(nanos).unwrap_or(u64::MAX - 1) + 1
+    }
+
+    /// The instant a stamp stands for; `None` for 0 (not yet).
+    fn instant(&self, stamp: u64) -> Option<Instant> {
+        stamp
+            .checked_sub(1)
+            .map(|n| self.base + Duration::from_nanos(n))
+    }
+
+    /// Notes that a write is about to be made: the first since the last
+    /// [`Seen::reset`] is when the request started to leave. One clock
+    /// read per request; later writes only load the flag.
+    fn note_write(&self) {
+        if self.written_at.load(Ordering::Relaxed) == 0 {
+            self.written_at
+                .store(self.stamp(Instant::now()), Ordering::Relaxed);
+        }
+    }
+
+    /// When the current request's first byte was written.
+    fn written_at(&self) -> Option<Instant> {
+        self.instant(self.written_at.load(Ordering::Relaxed))
+    }
+
     /// Notes bytes a read returned.
     fn note(&self, new: &[u8]) {
+        let now = self.stamp(Instant::now());
+        self.last_at.store(now, Ordering::Relaxed);
         if self.received.fetch_add(new.len() as u64, Ordering::Relaxed) > 0 {
             return;
         }
-        let nanos = Instant::now()
-            .saturating_duration_since(self.base)
-            .as_nanos();
-        self.first_at.store(
-            u64::try_from(nanos).unwrap_or(u64::MAX - 1) + 1,
-            Ordering::Relaxed,
-        );
+        self.first_at.store(now, Ordering::Relaxed);
         let mut first = self.first.lock().unwrap_or_else(PoisonError::into_inner);
         let n = new.len().min(Seen::KEPT);
         first.0[..n].copy_from_slice(&new[..n]);
@@ -1357,10 +1466,13 @@ impl Seen {
 
     /// When the first response byte arrived.
     fn at(&self) -> Option<Instant> {
-        match self.first_at.load(Ordering::Relaxed) {
-            0 => None,
-            n => Some(self.base + Duration::from_nanos(n - 1)),
-        }
+        self.instant(self.first_at.load(Ordering::Relaxed))
+    }
+
+    /// When the latest bytes arrived: once a response's body is read,
+    /// its last byte.
+    fn last_at(&self) -> Option<Instant> {
+        self.instant(self.last_at.load(Ordering::Relaxed))
     }
 
     fn received(&self) -> u64 {
@@ -1381,10 +1493,13 @@ impl Seen {
     fn reset(&self) {
         self.received.store(0, Ordering::Relaxed);
         self.first_at.store(0, Ordering::Relaxed);
+        self.last_at.store(0, Ordering::Relaxed);
+        self.written_at.store(0, Ordering::Relaxed);
     }
 }
 
-/// A stream that notes what its reads return in a [`Seen`].
+/// A stream that notes what its reads return, and when its first write
+/// was made, in a [`Seen`].
 struct FirstByte {
     inner: Box<dyn Io>,
     seen: Arc<Seen>,
@@ -1412,6 +1527,7 @@ impl AsyncWrite for FirstByte {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
+        self.seen.note_write();
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
 
@@ -1420,6 +1536,7 @@ impl AsyncWrite for FirstByte {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
+        self.seen.note_write();
         Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
     }
 
@@ -1558,6 +1675,55 @@ mod tests {
         );
     }
 
+    /// Issue 14 (timing truth): processing starts when the request's first
+    /// byte is written, not when it is handed to hyper; the client's work
+    /// in between goes to the phase before, so the phases still add up.
+    /// The service time runs from that write to the last byte's arrival.
+    #[test]
+    fn processing_starts_at_the_first_write_and_service_ends_at_the_last_byte() {
+        let mut p = Progress::new(Instant::now() + BOUND);
+        let t0 = p.start;
+        let at = |ms: u32| t0 + ms * MS;
+        p.enter(Phase::Connect).unwrap();
+        p.lap(at(2));
+        // Handed to hyper at 2 ms (still connect), written at 3 ms.
+        let seen = Arc::new(Seen::default());
+        p.writing = Some((Phase::Connect, Arc::clone(&seen)));
+        p.sending = Some(Sending::Written(Arc::clone(&seen)));
+        p.enter(Phase::Processing).unwrap();
+        seen.written_at.store(seen.stamp(at(3)), Ordering::Relaxed);
+        assert_eq!(seen.written_at(), Some(at(3)));
+        // First byte at 10 ms, last at 11 ms, handed over at 12 ms.
+        p.lap(at(10));
+        p.enter(Phase::Transfer).unwrap();
+        p.lap(at(12));
+        p.answered(Some(at(11)));
+        let ph = p.phases;
+        assert_eq!(
+            (ph.connect, ph.processing, ph.transfer),
+            (3 * MS, 7 * MS, 2 * MS)
+        );
+        assert_eq!(ph.sum(), 12 * MS);
+        assert_eq!(p.service, 8 * MS);
+        assert!(p.writing.is_none() && p.sending.is_none());
+
+        // A request that never left charges no service time, and the time
+        // waited stays in processing.
+        let mut p = Progress::new(Instant::now() + BOUND);
+        let t0 = p.start;
+        let seen = Arc::new(Seen::default());
+        p.writing = Some((Phase::Connect, Arc::clone(&seen)));
+        p.sending = Some(Sending::Written(seen));
+        p.enter(Phase::Processing).unwrap();
+        p.lap(t0 + 5 * MS);
+        p.answered(Some(t0 + 5 * MS));
+        assert_eq!(
+            (p.phases.connect, p.phases.processing),
+            (Duration::ZERO, 5 * MS)
+        );
+        assert_eq!(p.service, Duration::ZERO);
+    }
+
     #[tokio::test]
     async fn plain_200_measures_every_phase() {
         let (addr, log) = serve(|_, mut stream| async move {
@@ -1590,6 +1756,14 @@ mod tests {
             assert!(phases.processing >= 20 * MS, "{phases:?}");
             assert!(phases.transfer >= 10 * MS, "{phases:?}");
             assert_contiguous(&phases, total);
+            // The service time runs from the write, which starts
+            // processing, to the last byte's arrival, within transfer.
+            let service = response.service;
+            assert!(service >= 40 * MS, "{service:?} {phases:?}");
+            assert!(
+                service <= phases.processing + phases.transfer,
+                "{service:?} {phases:?}"
+            );
         }
         let first = log.lock().unwrap()[0].clone();
         assert!(first.starts_with("get /path?q=1 http/1.1\r\n"), "{first}");
@@ -1877,6 +2051,10 @@ mod tests {
                 "{elapsed:?}"
             );
             assert_contiguous(&failure.phases, elapsed);
+            // The request left: its service time runs to the deadline.
+            let (p, service) = (failure.phases, failure.service);
+            assert!(service >= budget / 2, "{service:?} {p:?}");
+            assert!(service <= p.processing + p.transfer, "{service:?} {p:?}");
         }
 
         // A deadline that has already passed fails before the lookup.
@@ -2155,6 +2333,11 @@ mod tests {
         );
         assert!(p.processing > Duration::ZERO, "{p:?}");
         assert_contiguous(&p, total);
+        assert!(
+            second.service > Duration::ZERO && second.service <= p.processing + p.transfer,
+            "{:?} {p:?}",
+            second.service
+        );
         assert_eq!(accepted.load(Ordering::SeqCst), 1);
         assert_eq!((keep.opened(), keep.reused()), (1, 1));
         // A kept connection does not ask to be closed.
@@ -2334,6 +2517,13 @@ mod tests {
         assert!(phases.processing >= 20 * MS, "{phases:?}");
         assert!(phases.transfer >= 10 * MS, "{phases:?}");
         assert_contiguous(&phases, total);
+        // Over HTTP/2, from the request's hand-over to the body's end.
+        let service = response.service;
+        assert!(service >= 30 * MS, "{service:?} {phases:?}");
+        assert!(
+            service <= phases.processing + phases.transfer,
+            "{service:?} {phases:?}"
+        );
     }
 
     #[tokio::test]

@@ -482,6 +482,21 @@ pub async fn exchange(
     }
 }
 
+impl Exchanged {
+    /// The service time: from the request's first byte being written to
+    /// the arrival of the response's last byte (or the failure), summed
+    /// over redirect hops, with no resolve, connect or tls, as wrk
+    /// measures a request. `None` when no request was written (no
+    /// connection, or a failure before the request left).
+    pub fn service(&self) -> Option<std::time::Duration> {
+        let service = match &self.result {
+            Ok(response) => response.service,
+            Err(failure) => failure.service,
+        };
+        (!service.is_zero()).then_some(service)
+    }
+}
+
 /// Judges an exchange against `checks`.
 pub fn judge(
     spec: &HttpSpec,

@@ -14,7 +14,14 @@
 //! Latency is measured from the intended time, not from when the request
 //! actually left, so time the sender spent behind schedule is charged to
 //! the target (no coordinated omission). Each request's deadline is its
-//! intended time plus the probe's timeout.
+//! intended time plus the probe's timeout. That latency is the one
+//! thresholds judge; it includes the sender's lag behind the intended
+//! time (tokio's timer fires on whole milliseconds, so up to ~1 ms at any
+//! rate), the connection's setup and the spawn of the exchange. Beside it
+//! the run reports each request's **service time** (`service` in the
+//! JSON report): from the request's first byte being written to the
+//! arrival of its response's last byte, what a closed-loop tool such as
+//! wrk times (see [`crate::net::http1`]'s `Progress`).
 //!
 //! A configured fraction of requests are **anomalies**: their JSON body is
 //! mutated (missing field, wrong type, oversize value, invalid enum), they
@@ -349,6 +356,10 @@ struct Sample {
     /// timeout): `None` when there was no answer to time (a refused
     /// connection).
     latency: Option<Duration>,
+    /// From the request's first byte being written to its answer (or to
+    /// its timeout), when `latency` is timed and the request left: what a
+    /// closed-loop tool such as wrk measures. `None` for a flow.
+    service: Option<Duration>,
     success: bool,
 }
 
@@ -516,6 +527,9 @@ pub async fn run(w: &Workload, ctx: &RunContext<'_>) -> Outcome {
             if let Some(latency) = d.sample.latency {
                 facts.latencies.record(latency);
             }
+            if let Some(service) = d.sample.service {
+                facts.service.record(service);
+            }
         }
     };
 
@@ -682,6 +696,7 @@ async fn iteration(spec: &FlowSpec, ctx: &RunContext<'_>, i: u64, intended: Inst
     Done {
         sample: Sample {
             latency: timed.then(|| (began + o.duration).saturating_duration_since(intended)),
+            service: None,
             success: o.reason.is_none(),
         },
         reason: o.reason,
@@ -789,8 +804,8 @@ async fn one(
         },
         Err(_) => Err(FailureReason::Request),
     };
-    let (verdict, finished) = match request {
-        Err(reason) => (failed(reason), Instant::now()),
+    let (verdict, finished, service) = match request {
+        Err(reason) => (failed(reason), Instant::now(), None),
         Ok(request) => {
             let options = match send.options {
                 Some(options) => options.clone(),
@@ -800,6 +815,7 @@ async fn one(
                         return Done {
                             sample: Sample {
                                 latency: None,
+                                service: None,
                                 success: false,
                             },
                             reason: Some(fail.reason),
@@ -831,9 +847,10 @@ async fn one(
                 Ok(exchanged) => (
                     http_probe::verdict(spec, &exchanged, scope, &checks),
                     exchanged.finished,
+                    exchanged.service(),
                 ),
                 // Only a panic in the exchange, or an abort at a shutdown.
-                Err(_) => (failed(FailureReason::Request), Instant::now()),
+                Err(_) => (failed(FailureReason::Request), Instant::now(), None),
             }
         }
     };
@@ -841,6 +858,7 @@ async fn one(
     Done {
         sample: Sample {
             latency: timed.then(|| finished.saturating_duration_since(intended)),
+            service: service.filter(|_| timed),
             success: verdict.reason.is_none(),
         },
         reason: verdict.reason,
