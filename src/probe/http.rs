@@ -326,7 +326,13 @@ pub async fn run(spec: &HttpSpec, ctx: &RunContext<'_>) -> Outcome {
                     .insert(http::header::AUTHORIZATION, token.header());
             }
             let checks = Checks::SpecWith(&prev);
-            send_with(spec, request, &scope, deadline, &checks, options).await
+            // The response becomes expression facts only when something
+            // reads them: an expectation, or a value kept for the next run.
+            let want_facts = !ctx.probe.keep.is_empty();
+            send_with(
+                spec, request, &scope, deadline, &checks, options, want_facts,
+            )
+            .await
         }
         Err(msg) => Performed::failed(FailureReason::Request, msg),
     };
@@ -412,7 +418,7 @@ pub async fn send(
         Ok(options) => options,
         Err(fail) => return Performed::failed(fail.reason, fail.message),
     };
-    send_with(spec, request, scope, deadline, checks, options).await
+    send_with(spec, request, scope, deadline, checks, options, true).await
 }
 
 /// [`send`] with the transport already resolved.
@@ -423,10 +429,11 @@ async fn send_with(
     deadline: Instant,
     checks: &Checks<'_>,
     options: TransportOptions,
+    want_facts: bool,
 ) -> Performed {
     let mut recorded = Recorded::request(&request);
     let exchanged = exchange(request, options, None, deadline).await;
-    let (mut done, received) = judge_keeping(spec, exchanged, scope, checks);
+    let (mut done, received) = judge_keeping(spec, exchanged, scope, checks, want_facts);
     recorded.response = received;
     done.exchange = Some(Box::new(recorded));
     done
@@ -504,15 +511,18 @@ pub fn judge(
     scope: &Scope,
     checks: &Checks<'_>,
 ) -> Performed {
-    judge_keeping(spec, exchanged, scope, checks).0
+    judge_keeping(spec, exchanged, scope, checks, true).0
 }
 
-/// [`judge`], handing back the response's head and body as well.
+/// [`judge`], handing back the response's head and body as well. The
+/// response is read into expression facts when an expectation reads them
+/// or `want_facts` (the caller keeps or captures from them).
 fn judge_keeping(
     spec: &HttpSpec,
     exchanged: Exchanged,
     scope: &Scope,
     checks: &Checks<'_>,
+    want_facts: bool,
 ) -> (Performed, Option<Received>) {
     let Exchanged {
         result,
@@ -545,10 +555,6 @@ fn judge_keeping(
             None,
         ),
         Ok(resp) => {
-            let (mut facts, not_json) = facts(&resp, &scope.vars, elapsed);
-            if let Checks::SpecWith(prev) = checks {
-                facts.set_prev((*prev).clone());
-            }
             let mut assertions = Vec::new();
             let mut reason = None;
             let (expect, implicit) = match checks {
@@ -556,6 +562,15 @@ fn judge_keeping(
                     (spec.expect.as_slice(), spec.implicit_status.as_ref())
                 }
                 Checks::Other(list) => (*list, None),
+            };
+            let (facts, not_json) = if want_facts || !expect.is_empty() {
+                let (mut facts, not_json) = facts(&resp, &scope.vars, elapsed);
+                if let Checks::SpecWith(prev) = checks {
+                    facts.set_prev((*prev).clone());
+                }
+                (Some(facts), not_json)
+            } else {
+                (None, None)
             };
             if let Some(location) = implicit {
                 let ok = resp.status.is_success();
@@ -574,7 +589,10 @@ fn judge_keeping(
                 }
             }
             let first = assertions.len();
-            if super::check_into(&mut assertions, expect, &facts) > 0 && reason.is_none() {
+            if let Some(facts) = &facts
+                && super::check_into(&mut assertions, expect, facts) > 0
+                && reason.is_none()
+            {
                 reason = Some(FailureReason::Assertion);
             }
             let mut error = super::expectation_summary(&assertions);
@@ -599,7 +617,7 @@ fn judge_keeping(
                 }),
                 assertions,
                 responded: true,
-                facts: Some(facts),
+                facts,
                 not_json,
                 exchange: None,
             };
