@@ -32,7 +32,9 @@ struct PairSeries {
     /// Present from the start for a probe that may retry.
     flaky: Option<u64>,
     skipped: u64,
-    http: Option<Http>,
+    /// Boxed, like the other parts only some kinds have: a pair holds a
+    /// pointer where it has none (10,000 pairs are held at once).
+    http: Option<Box<Http>>,
     cert_expiry: Option<f64>,
     /// `probe_phase_duration_seconds` by phase.
     phases: Vec<(&'static str, f64)>,
@@ -40,10 +42,10 @@ struct PairSeries {
     gauges: Vec<(&'static str, f64)>,
     /// A flow step's success and duration, by step.
     steps: Vec<(Box<str>, f64, f64)>,
-    workload: Option<Workload>,
+    workload: Option<Box<Workload>>,
     thresholds: Vec<Threshold>,
     alert_state: Option<f64>,
-    slo: Option<Slo>,
+    slo: Option<Box<Slo>>,
     latency: PairLatency,
 }
 
@@ -115,8 +117,10 @@ impl Table {
     /// event: skipped overlaps of every pair, flaky runs of a probe that
     /// may retry.
     pub fn new(probes: &[Probe]) -> Table {
+        let pairs = probes.iter().map(|p| p.environments.len()).sum();
         let mut table = Table {
             families: Families::new(probes),
+            series: Vec::with_capacity(pairs),
             ..Table::default()
         };
         for p in probes {
@@ -174,7 +178,7 @@ impl Table {
             *s.flaky.get_or_insert(0) += 1;
         }
         if let Some(h) = &o.http {
-            s.http = Some(Http {
+            let now = Http {
                 phases: h.phases.named().map(|(phase, d)| (phase, d.as_secs_f64())),
                 status: f64::from(h.status.unwrap_or(0)),
                 redirects: f64::from(h.redirects),
@@ -182,7 +186,11 @@ impl Table {
                 // As blackbox_exporter: 1.1 or 2, 0 before any connection.
                 version: h.version.and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0),
                 body: h.body_bytes as f64,
-            });
+            };
+            match &mut s.http {
+                Some(known) => **known = now,
+                None => s.http = Some(Box::new(now)),
+            }
         }
         if let Some(expiry) = o.cert_expiry() {
             s.cert_expiry = Some(expiry as f64);
@@ -203,7 +211,7 @@ impl Table {
             }
         }
         if let Some(w) = &o.workload {
-            let series = s.workload.get_or_insert_with(Workload::default);
+            let series = s.workload.get_or_insert_with(Box::default);
             for (n, add) in series
                 .requests
                 .iter_mut()
@@ -261,11 +269,11 @@ impl Table {
         remaining: f64,
         burn: &[(String, f64)],
     ) {
-        self.pair(probe, environment).slo = Some(Slo {
+        self.pair(probe, environment).slo = Some(Box::new(Slo {
             objective,
             remaining,
             burn: burn.to_vec(),
-        });
+        }));
     }
 
     /// Every family in the text format.
