@@ -7,6 +7,7 @@ even when the script is killed; callers still stop it in a `finally`.
 """
 
 import ctypes
+import gzip
 import math
 import os
 import re
@@ -102,9 +103,16 @@ def peak_rss_kib(pid):
     return _status_kib(pid, "VmHWM")
 
 
-def get(url, timeout=10):
-    with urllib.request.urlopen(url, timeout=timeout) as r:
-        return r.read().decode()
+def get(url, timeout=10, gzipped=False):
+    """The body as text; with gzipped, asked for as Prometheus asks for
+    /metrics (Accept-Encoding: gzip) and decompressed here."""
+    headers = {"Accept-Encoding": "gzip"} if gzipped else {}
+    req = urllib.request.Request(url, headers=headers)
+    with urllib.request.urlopen(req, timeout=timeout) as r:
+        body = r.read()
+        if r.headers.get("Content-Encoding", "") == "gzip":
+            body = gzip.decompress(body)
+        return body.decode()
 
 
 def wait_http(url, seconds=15, proc=None):

@@ -157,29 +157,33 @@ async fn metrics(State(shared): State<Arc<Shared>>, request: HeaderMap) -> Respo
     let gzip = super::gzip::accepted(&request);
     // At 10,000 probes the text is ~25 MB: written (and compressed) on the
     // blocking pool, not on a runtime worker the runs need.
+    // A client that takes gzip (Prometheus does) gets the text compressed
+    // as it is written, never held whole.
     let rendered = tokio::task::spawn_blocking(move || {
-        let text = shared.metrics.render(dropped);
-        let compressed = if gzip {
-            super::gzip::encode(text.as_bytes())
-        } else {
-            None
-        };
-        (text, compressed)
+        if gzip {
+            let mut compressing = super::gzip::Compressing::new();
+            shared.metrics.render_to(dropped, &mut compressing);
+            if let Some(body) = compressing.finish() {
+                return Ok(body);
+            }
+        }
+        Err(shared.metrics.render(dropped))
     })
     .await;
-    let Ok((text, compressed)) = rendered else {
+    let Ok(rendered) = rendered else {
         return StatusCode::INTERNAL_SERVER_ERROR.into_response();
     };
     let content_type = (
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
     );
-    if let Some(body) = compressed {
-        drop(text);
-        let encoding = (header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
-        return ([content_type, encoding], body).into_response();
+    match rendered {
+        Ok(body) => {
+            let encoding = (header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+            ([content_type, encoding], body).into_response()
+        }
+        Err(text) => ([content_type], text).into_response(),
     }
-    ([content_type], text).into_response()
 }
 
 /// Serves until `stop` is cancelled, then finishes open requests.

@@ -257,7 +257,7 @@ impl Families {
     /// `pairs` in the order they are to be listed.
     pub fn render<'a>(
         pairs: impl Iterator<Item = (&'a str, &'a str, &'a PairLatency)> + Clone,
-        out: &mut String,
+        out: &mut dyn Write,
     ) {
         let histograms = pairs.clone().flat_map(|(probe, env, l)| {
             l.histograms

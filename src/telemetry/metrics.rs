@@ -297,6 +297,19 @@ impl Metrics {
 
     /// The exposition text: process series (collected now) then probe series.
     pub fn render(&self, spans_dropped: u64) -> String {
+        // Sized for the last scrape: at 10,000 probes the text is ~25 MB,
+        // and growing it by doubling held up to twice that at once.
+        let last = self.last_len.load(std::sync::atomic::Ordering::Relaxed);
+        let mut out = String::with_capacity(last + last / 16);
+        self.render_to(spans_dropped, &mut out);
+        self.last_len
+            .store(out.len(), std::sync::atomic::Ordering::Relaxed);
+        out
+    }
+
+    /// [`Metrics::render`] into `out` as it is written (a compressing
+    /// writer never holds the whole text).
+    pub fn render_to(&self, spans_dropped: u64, out: &mut dyn std::fmt::Write) {
         self.process.with(|| {
             self.collector.collect();
             counter!("synthmon_spans_dropped_total").absolute(spans_dropped);
@@ -313,19 +326,12 @@ impl Metrics {
         if let Some(cpu) = metrics_process::collector::collect().cpu_seconds_total {
             process = with_sample(&process, "process_cpu_seconds_total", cpu);
         }
-        // Sized for the last scrape: at 10,000 probes the text is ~25 MB,
-        // and growing it by doubling held up to twice that at once.
-        let last = self.last_len.load(std::sync::atomic::Ordering::Relaxed);
-        let mut out = String::with_capacity(last + last / 16);
-        out.push_str(&process);
-        if let Some(generation) = self.generation() {
-            if let Ok(series) = generation.series.lock() {
-                series.render(&mut out);
-            }
+        let _ = out.write_str(&process);
+        if let Some(generation) = self.generation()
+            && let Ok(series) = generation.series.lock()
+        {
+            series.render(out);
         }
-        self.last_len
-            .store(out.len(), std::sync::atomic::Ordering::Relaxed);
-        out
     }
 
     /// Drains pending histogram samples into buckets (keeps memory flat

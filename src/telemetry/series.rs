@@ -277,31 +277,35 @@ impl Table {
     }
 
     /// Every family in the text format.
-    pub fn render(&self, out: &mut String) {
+    pub fn render(&self, out: &mut dyn Write) {
         let pairs: Vec<(&str, &str, &PairSeries)> = self
             .index
             .iter()
             .flat_map(|(p, m)| m.iter().map(move |(e, i)| (p.as_str(), e.as_str(), *i)))
             .filter_map(|(p, e, i)| Some((p, e, self.series.get(i)?)))
             .collect();
-        let gauge =
-            |out: &mut String, name: &str, help: &str, get: &dyn Fn(&PairSeries) -> Option<f64>| {
-                let mut f = Family::new(out, name, "gauge", help);
-                for (p, e, s) in &pairs {
-                    if let Some(v) = get(s) {
-                        f.sample(p, e, &[], Value(v));
-                    }
+        let gauge = |out: &mut dyn Write,
+                     name: &str,
+                     help: &str,
+                     get: &dyn Fn(&PairSeries) -> Option<f64>| {
+            let mut f = Family::new(out, name, "gauge", help);
+            for (p, e, s) in &pairs {
+                if let Some(v) = get(s) {
+                    f.sample(p, e, &[], Value(v));
                 }
-            };
-        let counter =
-            |out: &mut String, name: &str, help: &str, get: &dyn Fn(&PairSeries) -> Option<u64>| {
-                let mut f = Family::new(out, name, "counter", help);
-                for (p, e, s) in &pairs {
-                    if let Some(v) = get(s) {
-                        f.sample(p, e, &[], v);
-                    }
+            }
+        };
+        let counter = |out: &mut dyn Write,
+                       name: &str,
+                       help: &str,
+                       get: &dyn Fn(&PairSeries) -> Option<u64>| {
+            let mut f = Family::new(out, name, "counter", help);
+            for (p, e, s) in &pairs {
+                if let Some(v) = get(s) {
+                    f.sample(p, e, &[], v);
                 }
-            };
+            }
+        };
         gauge(
             out,
             "probe_success",
@@ -563,7 +567,7 @@ impl Display for Value {
 /// One family being written: its `HELP` and `TYPE` go out with its first
 /// sample, so a family without samples writes nothing.
 struct Family<'a> {
-    out: &'a mut String,
+    out: &'a mut dyn Write,
     name: &'a str,
     kind: &'static str,
     help: &'a str,
@@ -571,7 +575,7 @@ struct Family<'a> {
 }
 
 impl<'a> Family<'a> {
-    fn new(out: &'a mut String, name: &'a str, kind: &'static str, help: &'a str) -> Family<'a> {
+    fn new(out: &'a mut dyn Write, name: &'a str, kind: &'static str, help: &'a str) -> Family<'a> {
         Family {
             out,
             name,
