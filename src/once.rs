@@ -393,7 +393,7 @@ pub struct Rule {
 /// `min_samples` does not apply (see the module's documentation) and a
 /// regression fails whatever its `level`: the gate was asked for.
 pub fn baseline_rule(probe: &Probe, tolerance: Option<f64>) -> Result<Rule, Error> {
-    rule_of(&probe.name, probe.baseline.as_ref(), tolerance)
+    rule_of(&probe.name, probe.baseline.as_deref(), tolerance)
 }
 
 fn rule_of(

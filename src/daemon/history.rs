@@ -241,7 +241,7 @@ impl HistoryStage {
         let specs: Vec<(String, String, crate::slo::Slo)> = config
             .probes
             .iter()
-            .filter_map(|p| p.slo.as_ref().map(|s| (p, s)))
+            .filter_map(|p| p.slo.as_deref().map(|s| (p, s)))
             .flat_map(|(p, s)| {
                 p.environments
                     .iter()
@@ -251,7 +251,7 @@ impl HistoryStage {
         let baselined: Vec<BaselineJob> = config
             .probes
             .iter()
-            .filter_map(|p| p.baseline.as_ref().map(|b| (p, b)))
+            .filter_map(|p| p.baseline.as_deref().map(|b| (p, b)))
             .flat_map(|(p, b)| {
                 let window = crate::telemetry::measure::latency_window(&p.thresholds);
                 p.environments.iter().map(move |e| {
@@ -324,6 +324,9 @@ impl HistoryStage {
     /// Adds the pair's baseline verdict to a run's thresholds (after the
     /// measurement stage, before metrics and alerts see them).
     pub fn judge(&self, outcome: &mut Outcome) {
+        if self.baselines.is_empty() {
+            return;
+        }
         if let Some(t) = self
             .baselines
             .get(&(outcome.probe.clone(), outcome.environment.clone()))

@@ -78,6 +78,9 @@ pub enum Command {
 const CRON_QUEUE: usize = 1024;
 
 struct Entry {
+    key: PairKey,
+    /// Where its probe is in the config's `probes` (set again on apply).
+    probe: usize,
     schedule: Schedule,
     /// Interval pairs: their slots.
     clock: Option<IntervalClock>,
@@ -95,11 +98,13 @@ const TIMER_SLACK: Duration = Duration::from_millis(1);
 pub struct Scheduler {
     shared: Arc<Shared>,
     config: Arc<Config>,
-    /// Where each probe of `config` is in `config.probes`, by name (a
-    /// scan of the probes per run cost 1.5 % of the daemon at 1,000).
-    probe_index: HashMap<String, usize>,
-    entries: HashMap<PairKey, Entry>,
-    queue: BinaryHeap<Reverse<(Instant, u64, PairKey)>>,
+    /// The armed pairs, by slot: the queue and the cron messages name a
+    /// pair by its slot and generation, so a fire allocates nothing and
+    /// hashes no names. A removed pair leaves its slot empty, reused.
+    entries: Vec<Option<Entry>>,
+    free: Vec<usize>,
+    /// (due, generation, slot).
+    queue: BinaryHeap<Reverse<(Instant, u64, usize)>>,
     next_generation: u64,
     anchor: Instant,
     runs: TaskTracker,
@@ -107,10 +112,11 @@ pub struct Scheduler {
     permits: Arc<Semaphore>,
     permits_total: usize,
     cron: JobScheduler,
-    cron_tx: mpsc::Sender<PairKey>,
-    cron_rx: mpsc::Receiver<PairKey>,
+    /// (slot, generation) of a cron pair whose time has come.
+    cron_tx: mpsc::Sender<(usize, u64)>,
+    cron_rx: mpsc::Receiver<(usize, u64)>,
     /// Base URLs by environment (`builtin:sandbox` resolved).
-    targets: BTreeMap<String, Target>,
+    targets: BTreeMap<String, Arc<Target>>,
     events: mpsc::Sender<Event>,
     metrics: Arc<Metrics>,
     launcher: Launcher,
@@ -143,9 +149,9 @@ impl Scheduler {
         let permits_total = fit_to_descriptors(config.daemon.max_concurrent_runs);
         Ok(Scheduler {
             shared,
-            probe_index: config.probe_index(),
             config: config.clone(),
-            entries: HashMap::new(),
+            entries: Vec::new(),
+            free: Vec::new(),
             queue: BinaryHeap::new(),
             next_generation: 0,
             anchor: Instant::now(),
@@ -199,12 +205,16 @@ impl Scheduler {
                     Some(Command::Stall(d)) => tokio::time::sleep(d).await,
                     None => break,
                 },
-                Some(key) = self.cron_rx.recv() => self.fire(&key, Duration::ZERO),
+                Some((slot, generation)) = self.cron_rx.recv() => {
+                    if self.entry(slot, generation).is_some() {
+                        self.fire(slot, Duration::ZERO);
+                    }
+                }
                 () = tokio::time::sleep_until(wake) => {}
             }
             self.fire_due(Instant::now());
         }
-        for entry in self.entries.values() {
+        for entry in self.entries.iter().flatten() {
             if let Some(id) = entry.cron_job {
                 let _ = self.cron.remove(&id).await;
             }
@@ -224,15 +234,12 @@ impl Scheduler {
                 break;
             }
             let (due, generation) = (*due, *generation);
-            let Some(Reverse((_, _, key))) = self.queue.pop() else {
+            let Some(Reverse((_, _, slot))) = self.queue.pop() else {
                 break;
             };
-            let Some(entry) = self.entries.get(&key) else {
+            let Some(entry) = self.entry(slot, generation) else {
                 continue;
             };
-            if entry.generation != generation {
-                continue;
-            }
             let Some(clock) = entry.clock else { continue };
             let (next, missed) = clock.after_fire(due, now);
             self.metrics
@@ -244,21 +251,31 @@ impl Scheduler {
                     .missed
                     .fetch_add(missed, Ordering::Relaxed);
                 tracing::info!(
-                    probe = %key.0, environment = %key.1, missed,
+                    probe = %entry.key.0, environment = %entry.key.1, missed,
                     "skipped runs missed while the scheduler was stalled"
                 );
             }
-            self.queue.push(Reverse((next, generation, key.clone())));
-            self.fire(&key, now.saturating_duration_since(due));
+            self.queue.push(Reverse((next, generation, slot)));
+            self.fire(slot, now.saturating_duration_since(due));
         }
+    }
+
+    /// The entry in `slot`, if it is still the one of `generation` (a
+    /// queue item or cron message of a removed or re-armed pair is stale).
+    fn entry(&self, slot: usize, generation: u64) -> Option<&Entry> {
+        self.entries
+            .get(slot)?
+            .as_ref()
+            .filter(|e| e.generation == generation)
     }
 
     /// Starts one run of `key`, unless its previous run is still going.
     /// `lag`: how late the slot fires (its intended start is that long ago).
-    fn fire(&mut self, key: &PairKey, lag: Duration) {
-        let Some(entry) = self.entries.get(key) else {
+    fn fire(&mut self, slot: usize, lag: Duration) {
+        let Some(Some(entry)) = self.entries.get(slot) else {
             return;
         };
+        let key = &entry.key;
         if self.shared.holds.skips(&self.config, &key.0, &key.1) {
             tracing::debug!(probe = %key.0, environment = %key.1, "skipped: a maintenance window with action = \"skip\" covers it");
             return;
@@ -272,10 +289,7 @@ impl Scheduler {
             tracing::debug!(probe = %key.0, environment = %key.1, "skipped: the previous run is still in flight");
             return;
         }
-        let Some(probe_index) = self.probe_index.get(&key.0).copied() else {
-            entry.running.store(false, Ordering::Release);
-            return;
-        };
+        let probe_index = entry.probe;
         let Some(target) = self.targets.get(&key.1).cloned() else {
             entry.running.store(false, Ordering::Release);
             return;
@@ -285,7 +299,6 @@ impl Scheduler {
             .saturating_sub(i64::try_from(lag.as_millis()).unwrap_or(i64::MAX));
         let prev = self.shared.kept(&key.0, &key.1);
         let config = self.config.clone();
-        let env_name = key.1.clone();
         let permits = self.permits.clone();
         let cancel = self.run_cancel.clone();
         let shared = self.shared.clone();
@@ -309,8 +322,8 @@ impl Scheduler {
                     return;
                 }
             }
-            let probe = &config.probes[probe_index];
-            let Some(env) = config.environments.get(&env_name) else { return };
+            let Some(probe) = config.probes.get(probe_index) else { return };
+            let Some(env) = config.environments.get(&target.environment) else { return };
             let ctx = RunContext {
                 probe,
                 env,
@@ -330,7 +343,7 @@ impl Scheduler {
             if cancel.is_cancelled() {
                 // Our own shutdown is not a verdict on the target: the run
                 // goes to no metric and no alert.
-                tracing::warn!(probe = %probe.name, environment = %env_name, "run cancelled at the drain deadline");
+                tracing::warn!(probe = %probe.name, environment = %target.environment, "run cancelled at the drain deadline");
                 return;
             }
             shared.stats.runs.fetch_add(1, Ordering::Relaxed);
@@ -356,25 +369,43 @@ impl Scheduler {
                 "daemon.max_concurrent_runs changes take effect on restart"
             );
         }
+        let probe_index = config.probe_index();
         let mut wanted: Vec<(PairKey, Schedule)> = Vec::new();
         for p in &config.probes {
             for env in &p.environments {
                 wanted.push(((p.name.clone(), env.clone()), p.schedule.clone()));
             }
         }
-        let unchanged = |entries: &HashMap<PairKey, Entry>, key: &PairKey, schedule: &Schedule| {
-            entries.get(key).is_some_and(|e| &e.schedule == schedule)
+        let armed: HashMap<PairKey, usize> = self
+            .entries
+            .iter()
+            .enumerate()
+            .filter_map(|(slot, e)| Some((e.as_ref()?.key.clone(), slot)))
+            .collect();
+        let schedule_of = |entries: &[Option<Entry>], key: &PairKey| {
+            let slot = *armed.get(key)?;
+            entries.get(slot)?.as_ref().map(|e| e.schedule.clone())
         };
         // Prepare: arm every new or changed pair beside the running ones.
-        let mut fresh: Vec<(PairKey, Entry)> = Vec::new();
+        // Each in a slot of its own, empty until the commit.
+        let mut fresh: Vec<(usize, Entry)> = Vec::new();
         for (key, schedule) in &wanted {
-            if unchanged(&self.entries, key, schedule) {
+            if schedule_of(&self.entries, key).as_ref() == Some(schedule) {
                 continue;
             }
-            match self.arm(key, schedule).await {
-                Ok(entry) => fresh.push((key.clone(), entry)),
+            let slot = match self.free.pop() {
+                Some(slot) => slot,
+                None => {
+                    self.entries.push(None);
+                    self.entries.len() - 1
+                }
+            };
+            match self.arm(key, schedule, slot).await {
+                Ok(entry) => fresh.push((slot, entry)),
                 Err(e) => {
-                    for (_, entry) in fresh {
+                    self.free.push(slot);
+                    for (slot, entry) in fresh {
+                        self.free.push(slot);
                         self.disarm(entry).await;
                     }
                     return Err(e);
@@ -383,37 +414,50 @@ impl Scheduler {
         }
         // Commit: nothing below fails.
         let wanted: HashMap<PairKey, Schedule> = wanted.into_iter().collect();
-        let stale: Vec<PairKey> = self
-            .entries
-            .iter()
-            .filter(|(k, e)| wanted.get(*k) != Some(&e.schedule))
-            .map(|(k, _)| k.clone())
-            .collect();
-        let removed = stale.iter().filter(|k| !wanted.contains_key(*k)).count();
-        for key in &stale {
-            if let Some(entry) = self.entries.remove(key) {
+        let mut removed = 0;
+        for slot in 0..self.entries.len() {
+            let stale = self.entries[slot]
+                .as_ref()
+                .is_some_and(|e| wanted.get(&e.key) != Some(&e.schedule));
+            if !stale {
+                continue;
+            }
+            if let Some(entry) = self.entries[slot].take() {
+                removed += usize::from(!wanted.contains_key(&entry.key));
+                self.free.push(slot);
                 self.disarm(entry).await;
             }
         }
-        let kept = self.entries.len();
+        let kept = self.entries.iter().flatten().count();
         let added = fresh.len();
-        for (key, entry) in fresh {
+        let now = Instant::now();
+        for (slot, entry) in fresh {
             if let Some(clock) = &entry.clock {
-                let first = clock.first_at_or_after(Instant::now());
-                self.queue
-                    .push(Reverse((first, entry.generation, key.clone())));
+                let first = clock.first_at_or_after(now);
+                self.queue.push(Reverse((first, entry.generation, slot)));
             }
-            self.entries.insert(key, entry);
+            self.entries[slot] = Some(entry);
+        }
+        // Kept pairs' probes may have moved in the new config's list.
+        for entry in self.entries.iter_mut().flatten() {
+            if let Some(i) = probe_index.get(&entry.key.0) {
+                entry.probe = *i;
+            }
+        }
+        // A config with fewer pairs leaves empty slots at the end.
+        while self.entries.last().is_some_and(Option::is_none) {
+            self.entries.pop();
+            let last = self.entries.len();
+            self.free.retain(|s| *s != last);
         }
         tracing::info!(
-            pairs = self.entries.len(),
+            pairs = kept + added,
             added,
             kept,
             removed,
             "schedules armed"
         );
         self.targets = targets;
-        self.probe_index = config.probe_index();
         self.config = config;
         Ok(())
     }
@@ -421,10 +465,17 @@ impl Scheduler {
     /// Builds the entry of a pair: its interval clock, or its cron job
     /// (added to the cron scheduler, so [`Self::disarm`] must undo it if the
     /// entry is not kept). Queue items for intervals are pushed on commit.
-    async fn arm(&mut self, key: &PairKey, schedule: &Schedule) -> Result<Entry, Error> {
+    async fn arm(
+        &mut self,
+        key: &PairKey,
+        schedule: &Schedule,
+        slot: usize,
+    ) -> Result<Entry, Error> {
         let generation = self.next_generation;
         self.next_generation += 1;
         let mut entry = Entry {
+            key: key.clone(),
+            probe: 0,
             schedule: schedule.clone(),
             clock: None,
             cron_job: None,
@@ -453,10 +504,9 @@ impl Scheduler {
                 let tx = self.cron_tx.clone();
                 let shared = self.shared.clone();
                 let metrics = self.metrics.clone();
-                let fire_key = key.clone();
                 let job = Job::new_async_tz(expression.as_str(), tz, move |_, _| {
                     let tx = tx.clone();
-                    let key = fire_key.clone();
+                    let key = (slot, generation);
                     let shared = shared.clone();
                     let metrics = metrics.clone();
                     Box::pin(async move {
@@ -488,7 +538,10 @@ impl Scheduler {
 
     /// Resolves every environment's base URL, starting the built-in sandbox
     /// the first time an environment needs it.
-    async fn resolve_targets(&self, config: &Config) -> Result<BTreeMap<String, Target>, Error> {
+    async fn resolve_targets(
+        &self,
+        config: &Config,
+    ) -> Result<BTreeMap<String, Arc<Target>>, Error> {
         let mut targets = BTreeMap::new();
         for (name, env) in &config.environments {
             let mut vars = env.variables.clone();
@@ -513,7 +566,12 @@ impl Scheduler {
                     url::Url::parse(&sandbox.base_url()).map_err(Error::SandboxUrl)?
                 }
             };
-            targets.insert(name.clone(), Target { url, vars });
+            let target = Target {
+                environment: name.clone(),
+                url,
+                vars,
+            };
+            targets.insert(name.clone(), Arc::new(target));
         }
         Ok(targets)
     }
@@ -557,9 +615,10 @@ pub fn fit_to_descriptors(configured: usize) -> usize {
     }
 }
 
-/// Where an environment's runs go, and the variables they see.
-#[derive(Clone)]
+/// Where an environment's runs go, and the variables they see. Shared by
+/// its runs (a run holds an `Arc`, not a copy of the variables).
 struct Target {
+    environment: String,
     url: url::Url,
     vars: BTreeMap<String, String>,
 }
@@ -927,6 +986,34 @@ mod tests {
         assert!(
             (phase(kept[0]) - phase(first[0])).abs() < 1e-3,
             "the unchanged probe keeps its phase: {first:?} then {kept:?}"
+        );
+        h.stop().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slot_freed_by_a_removed_pair_is_reused_without_its_old_queue_items() {
+        let (_d1, first) = config(&[("x", "every 10s"), ("y", "every 10s")]);
+        let mut h = start(first, Duration::ZERO).await;
+        tokio::time::sleep(Duration::from_secs(15)).await;
+        let (_d2, without_y) = config(&[("x", "every 10s")]);
+        h.commands
+            .send(Command::Apply(without_y, None))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        // `z` takes the slot `y` left; `y`'s queue items are still in the
+        // heap and must not start `z`.
+        let (_d3, with_z) = config(&[("x", "every 10s"), ("z", "every 7s")]);
+        h.commands.send(Command::Apply(with_z, None)).await.unwrap();
+        h.drain();
+        tokio::time::sleep(Duration::from_secs(35)).await;
+        let fires = h.drain();
+        assert!(times(&fires, "y").is_empty(), "{fires:?}");
+        let z = times(&fires, "z");
+        assert_eq!(z.len(), 5, "every 7 s for 35 s, nothing else: {fires:?}");
+        assert!(
+            z.windows(2).all(|w| (w[1] - w[0] - 7.0).abs() < 1e-3),
+            "{z:?}"
         );
         h.stop().await;
     }

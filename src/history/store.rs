@@ -179,7 +179,34 @@ fn open_conn(path: &Path, flags: OpenFlags) -> Result<Connection, Error> {
 /// The writer's connection and its caches.
 pub struct Writer {
     conn: Connection,
-    series: HashMap<(String, String, String), i64>,
+    series: SeriesIds,
+}
+
+/// The ids of the series written so far, by (probe, environment, step),
+/// looked up without allocating: the key is built in a reused buffer.
+#[derive(Default)]
+struct SeriesIds {
+    ids: HashMap<Box<[u8]>, i64>,
+    key: Vec<u8>,
+}
+
+impl SeriesIds {
+    /// The series' id if known. Builds the key, each part length-prefixed
+    /// so no two triples share one, for [`SeriesIds::insert_last`].
+    fn get(&mut self, parts: [&str; 3]) -> Option<i64> {
+        self.key.clear();
+        for part in parts {
+            self.key
+                .extend_from_slice(&(part.len() as u64).to_le_bytes());
+            self.key.extend_from_slice(part.as_bytes());
+        }
+        self.ids.get(self.key.as_slice()).copied()
+    }
+
+    /// Adds the id of the series last asked for.
+    fn insert_last(&mut self, id: i64) {
+        self.ids.insert(self.key.as_slice().into(), id);
+    }
 }
 
 impl Writer {
@@ -208,7 +235,7 @@ impl Writer {
             .map_err(query("set synchronous"))?;
         Ok(Writer {
             conn,
-            series: HashMap::new(),
+            series: SeriesIds::default(),
         })
     }
 
@@ -404,14 +431,14 @@ impl Writer {
 /// One transaction of the writer.
 pub struct Batch<'a> {
     tx: rusqlite::Transaction<'a>,
-    series: &'a mut HashMap<(String, String, String), i64>,
+    series: &'a mut SeriesIds,
 }
 
 impl Batch<'_> {
-    fn series_id(&mut self, probe: &str, environment: &str, step: &str) -> Result<i64, Error> {
-        let key = (probe.to_owned(), environment.to_owned(), step.to_owned());
-        if let Some(id) = self.series.get(&key) {
-            return Ok(*id);
+    /// The series' id, adding the series on its first write.
+    pub fn series_id(&mut self, probe: &str, environment: &str, step: &str) -> Result<i64, Error> {
+        if let Some(id) = self.series.get([probe, environment, step]) {
+            return Ok(id);
         }
         self.tx
             .execute(
@@ -427,7 +454,7 @@ impl Batch<'_> {
                 |r| r.get(0),
             )
             .map_err(query("find a series"))?;
-        self.series.insert(key, id);
+        self.series.insert_last(id);
         Ok(id)
     }
 
@@ -467,6 +494,11 @@ impl Batch<'_> {
         t: &Tallies,
     ) -> Result<(), Error> {
         let series = self.series_id(probe, environment, step)?;
+        self.series_minute(series, minute, t)
+    }
+
+    /// [`Batch::minute`] of a series known by its id ([`Batch::series_id`]).
+    pub fn series_minute(&mut self, series: i64, minute: i64, t: &Tallies) -> Result<(), Error> {
         self.tx
             .prepare_cached(
                 "INSERT OR REPLACE INTO minutes (series, minute, runs, failed, degraded, hist)
@@ -488,13 +520,7 @@ impl Batch<'_> {
 
     /// Writes a series' minute's counts, leaving its stored latencies as
     /// they are (the writer encodes those less often).
-    pub fn minute_counts(
-        &mut self,
-        (probe, environment, step): (&str, &str, &str),
-        minute: i64,
-        t: &Tallies,
-    ) -> Result<(), Error> {
-        let series = self.series_id(probe, environment, step)?;
+    pub fn minute_counts(&mut self, series: i64, minute: i64, t: &Tallies) -> Result<(), Error> {
         self.tx
             .prepare_cached(
                 "INSERT INTO minutes (series, minute, runs, failed, degraded, hist)
@@ -517,12 +543,7 @@ impl Batch<'_> {
 
     /// Reads a stored minute back (a run that arrives for a minute the
     /// writer no longer holds adds to what is stored).
-    pub fn stored_minute(
-        &mut self,
-        (probe, environment, step): (&str, &str, &str),
-        minute: i64,
-    ) -> Result<Tallies, Error> {
-        let series = self.series_id(probe, environment, step)?;
+    pub fn stored_minute(&mut self, series: i64, minute: i64) -> Result<Tallies, Error> {
         let row: Option<(i64, i64, i64, Option<Vec<u8>>)> = self
             .tx
             .query_row(

@@ -120,8 +120,6 @@ pub fn spawn(
     Ok((Sender { tx, health }, handle))
 }
 
-type SeriesKey = (String, String, String);
-
 /// What of an open minute is not written yet.
 #[derive(Debug, Clone, Copy, Default)]
 struct Dirty {
@@ -137,7 +135,8 @@ struct State {
     /// is not written yet.
     /// One or two minutes per series: a `Vec`, since a `BTreeMap`'s first
     /// node holds room for eleven (~0.8 KB a series).
-    open: HashMap<SeriesKey, Vec<OpenMinute>>,
+    /// Keyed by the series' id in the store.
+    open: HashMap<i64, Vec<OpenMinute>>,
     /// When the open minutes were last written.
     minutes_written: Instant,
 }
@@ -250,12 +249,15 @@ fn commit(
                     runs += 1;
                 }
                 for (step, minute, t) in entry.minutes {
-                    let key = (entry.probe.clone(), entry.environment.clone(), step);
-                    let open = state.open.entry(key.clone()).or_default();
+                    let series = batch.series_id(&entry.probe, &entry.environment, &step)?;
+                    let open = state.open.entry(series).or_default();
                     if !open.iter().any(|(m, _)| *m == minute) {
                         // A minute this writer no longer holds (or never
                         // held, before a restart): add to what is stored.
-                        let stored = batch.stored_minute((&key.0, &key.1, &key.2), minute)?;
+                        let stored = batch.stored_minute(series, minute)?;
+                        // Exactly: one minute open per series, two
+                        // around a minute's turn.
+                        open.reserve_exact(1);
                         open.push((minute, (stored, Dirty::default())));
                     }
                     if let Some((_, (held, dirty))) = open.iter_mut().find(|(m, _)| *m == minute) {
@@ -290,14 +292,14 @@ fn commit(
     if all {
         state.minutes_written = Instant::now();
     }
-    for (key, minutes) in &mut state.open {
+    for (series, minutes) in &mut state.open {
         for (minute, (t, dirty)) in minutes.iter_mut() {
             let final_ = *minute + 2 < current_minute;
             if dirty.latencies && (all || final_) {
-                batch.minute((&key.0, &key.1, &key.2), *minute, t)?;
+                batch.series_minute(*series, *minute, t)?;
                 *dirty = Dirty::default();
             } else if dirty.counts {
-                batch.minute_counts((&key.0, &key.1, &key.2), *minute, t)?;
+                batch.minute_counts(*series, *minute, t)?;
                 dirty.counts = false;
             }
         }

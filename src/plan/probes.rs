@@ -465,20 +465,20 @@ impl Checker<'_> {
             name: parts.name,
             file: parts.file.to_path_buf(),
             schedule: parts.schedule,
-            environments: parts.envs,
+            environments: exact(parts.envs),
             timeout: parts.timeout,
-            tags: parts.tags,
+            tags: exact(parts.tags),
             severity: parts.severity.unwrap_or(Severity::Warning),
             labels: parts.labels,
-            thresholds: parts.thresholds,
-            buckets: parts.buckets,
+            thresholds: exact(parts.thresholds),
+            buckets: parts.buckets.map(exact),
             alert: parts.alert,
             seed: parts.seed,
             marker: parts.marker,
-            workload: parts.workload,
-            slo: parts.slo,
-            baseline: parts.baseline,
-            keep: parts.keep,
+            workload: parts.workload.map(Box::new),
+            slo: parts.slo.map(Box::new),
+            baseline: parts.baseline.map(Box::new),
+            keep: exact(parts.keep),
             retries: parts.retries,
             kind: kind?,
         })
@@ -1048,4 +1048,11 @@ impl Checker<'_> {
         }
         out
     }
+}
+
+/// The list without growth slack: a loaded probe is kept for the daemon's
+/// life, and 10,000 of them are held at once.
+fn exact<T>(mut list: Vec<T>) -> Vec<T> {
+    list.shrink_to_fit();
+    list
 }

@@ -119,11 +119,13 @@ pub struct Probe {
     /// The synthetic marker generated ids carry (`synth-` by default).
     pub marker: String,
     /// Sends the request at an arrival rate instead of once (http and flow).
-    pub workload: Option<Workload>,
+    /// Boxed, like `slo` and `baseline`: most probes have none, and a
+    /// probe is held for the daemon's life.
+    pub workload: Option<Box<Workload>>,
     /// The probe's objective over a long window, judged from history.
-    pub slo: Option<crate::slo::Slo>,
+    pub slo: Option<Box<crate::slo::Slo>>,
     /// Regression against its own trailing latency, judged from history.
-    pub baseline: Option<crate::slo::Baseline>,
+    pub baseline: Option<Box<crate::slo::Baseline>>,
     /// `keep = { NAME = "expr" }`: values carried to the next run.
     pub keep: Vec<Keep>,
     /// `retries = { attempts, backoff }`: a failed run is tried again

@@ -33,7 +33,8 @@ use std::sync::Arc;
 /// A probe's own `tls` and `proxy`; empty when it sets neither.
 #[derive(Debug, Default)]
 pub struct Reach {
-    tls: Option<ProbeTls>,
+    /// Boxed: most probes set no `tls`, and every probe holds a `Reach`.
+    tls: Option<Box<ProbeTls>>,
     /// Replaces the environment's proxy; a direct one for `"none"`.
     proxy: Option<Arc<Proxy>>,
 }
@@ -73,7 +74,7 @@ impl Reach {
         proxy: &ProxyKeys<'_>,
     ) -> Reach {
         Reach {
-            tls: tls.map(|raw| ProbeTls::build(c, &format!("{table}.tls"), raw)),
+            tls: tls.map(|raw| Box::new(ProbeTls::build(c, &format!("{table}.tls"), raw))),
             proxy: c.proxy(table, proxy),
         }
     }

@@ -193,6 +193,8 @@ impl PairLatency {
         let i = match self.histograms.iter().position(|(s, _)| **s == *step) {
             Some(i) => i,
             None => {
+                // Exactly: most pairs have one step.
+                self.histograms.reserve_exact(1);
                 self.histograms
                     .push((step.into(), Histogram::new(bounds.clone())));
                 self.histograms.len() - 1

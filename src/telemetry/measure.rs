@@ -453,7 +453,9 @@ pub fn latency_window(thresholds: &[Threshold]) -> Duration {
 /// Every series of a daemon, keyed by (probe, environment).
 pub struct Store {
     origin: Instant,
-    series: std::collections::HashMap<(String, String), Series>,
+    /// By probe, then environment: looked up by `&str`, so a run
+    /// allocates no key; most probes have one or two environments.
+    series: std::collections::HashMap<Box<str>, Vec<(Box<str>, Series)>>,
 }
 
 impl Default for Store {
@@ -481,10 +483,25 @@ impl Store {
             .unwrap_or(DEFAULT_WINDOW);
         let now = Instant::now();
         let origin = self.origin;
-        let series = self
-            .series
-            .entry((outcome.probe.clone(), outcome.environment.clone()))
-            .or_insert_with(|| Series::new(origin, SUB_WINDOW, longest));
+        let envs = match self.series.get_mut(outcome.probe.as_str()) {
+            Some(envs) => envs,
+            None => self
+                .series
+                .entry(outcome.probe.as_str().into())
+                .or_default(),
+        };
+        let i = match envs.iter().position(|(e, _)| **e == *outcome.environment) {
+            Some(i) => i,
+            None => {
+                envs.reserve_exact(1);
+                envs.push((
+                    outcome.environment.as_str().into(),
+                    Series::new(origin, SUB_WINDOW, longest),
+                ));
+                envs.len() - 1
+            }
+        };
+        let series = &mut envs[i].1;
         series.keep = series
             .keep
             .max(longest.as_nanos().div_ceil(SUB_WINDOW.as_nanos()) as u64);
@@ -497,11 +514,15 @@ impl Store {
 
     /// Drops the series of pairs `keep` rejects (removed probes).
     pub fn retain(&mut self, mut keep: impl FnMut(&str, &str) -> bool) {
-        self.series.retain(|(p, e), _| keep(p, e));
+        self.series.retain(|p, envs| {
+            envs.retain(|(e, _)| keep(p, e));
+            !envs.is_empty()
+        });
     }
 
+    /// How many pairs have series.
     pub fn len(&self) -> usize {
-        self.series.len()
+        self.series.values().map(Vec::len).sum()
     }
 
     pub fn is_empty(&self) -> bool {

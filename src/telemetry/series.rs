@@ -19,7 +19,6 @@ use crate::outcome::Outcome;
 use crate::probe::Probe;
 use crate::telemetry::latency::{Families, PairLatency, escape};
 use crate::threshold::State;
-use std::collections::BTreeMap;
 use std::fmt::{Display, Write};
 
 /// The series of one pair.
@@ -90,6 +89,9 @@ fn entry<K: PartialEq + Copy, V>(list: &mut Vec<(K, V)>, key: K, new: V) -> &mut
     let i = match list.iter().position(|(k, _)| *k == key) {
         Some(i) => i,
         None => {
+            // Exactly: these lists stay a few entries long, and 10,000
+            // pairs hold one each (doubling would leave half unused).
+            list.reserve_exact(1);
             list.push((key, new));
             list.len() - 1
         }
@@ -104,9 +106,11 @@ fn bit(b: bool) -> f64 {
 /// The series of every pair of one config generation.
 #[derive(Default)]
 pub struct Table {
-    /// Index into `series` by probe, then environment: looked up by
-    /// `&str`, so a run allocates no key, and sorted for the scrape.
-    index: BTreeMap<String, BTreeMap<String, usize>>,
+    /// Index into `series` by (probe, environment), sorted: searched by
+    /// `&str`, so a run allocates no key, and in order for the scrape.
+    /// A sorted `Vec` rather than maps: a map per probe costs a node of
+    /// room for eleven environments (~0.4 KB a pair).
+    index: Vec<(Box<str>, Box<str>, usize)>,
     series: Vec<PairSeries>,
     /// Each probe's latency buckets.
     families: Families,
@@ -117,18 +121,29 @@ impl Table {
     /// event: skipped overlaps of every pair, flaky runs of a probe that
     /// may retry.
     pub fn new(probes: &[Probe]) -> Table {
-        let pairs = probes.iter().map(|p| p.environments.len()).sum();
+        let mut index: Vec<(Box<str>, Box<str>, usize)> = probes
+            .iter()
+            .flat_map(|p| {
+                p.environments
+                    .iter()
+                    .map(|e| (p.name.as_str().into(), e.as_str().into(), 0))
+            })
+            .collect();
+        index.sort_unstable();
+        index.dedup_by(|a, b| a.0 == b.0 && a.1 == b.1);
+        let mut series = Vec::with_capacity(index.len());
+        for (i, slot) in index.iter_mut().enumerate() {
+            slot.2 = i;
+            series.push(PairSeries::default());
+        }
         let mut table = Table {
             families: Families::new(probes),
-            series: Vec::with_capacity(pairs),
-            ..Table::default()
+            index,
+            series,
         };
-        for p in probes {
+        for p in probes.iter().filter(|p| p.retries.is_some()) {
             for e in &p.environments {
-                let pair = table.pair(&p.name, e);
-                if p.retries.is_some() {
-                    pair.flaky = Some(0);
-                }
+                table.pair(&p.name, e).flaky = Some(0);
             }
         }
         table
@@ -142,16 +157,15 @@ impl Table {
 
     /// Where the pair's series are in `series`, added on its first use.
     fn slot(&mut self, probe: &str, environment: &str) -> usize {
-        let known = self.index.get(probe).and_then(|m| m.get(environment));
-        match known {
-            Some(i) => *i,
-            None => {
+        let found = self
+            .index
+            .binary_search_by(|(p, e, _)| (&**p, &**e).cmp(&(probe, environment)));
+        match found {
+            Ok(at) => self.index[at].2,
+            Err(at) => {
                 self.series.push(PairSeries::default());
                 let i = self.series.len() - 1;
-                self.index
-                    .entry(probe.to_owned())
-                    .or_default()
-                    .insert(environment.to_owned(), i);
+                self.index.insert(at, (probe.into(), environment.into(), i));
                 i
             }
         }
@@ -172,7 +186,10 @@ impl Table {
             .find(|(r, why, _)| *r == result && *why == reason)
         {
             Some((_, _, n)) => *n += 1,
-            None => s.runs.push((result, reason, 1)),
+            None => {
+                s.runs.reserve_exact(1);
+                s.runs.push((result, reason, 1));
+            }
         }
         if o.flaky {
             *s.flaky.get_or_insert(0) += 1;
@@ -207,7 +224,10 @@ impl Table {
             let (ok, took) = (bit(step.success), step.duration.as_secs_f64());
             match s.steps.iter_mut().find(|(name, _, _)| **name == *step.name) {
                 Some(known) => (known.1, known.2) = (ok, took),
-                None => s.steps.push((step.name.as_str().into(), ok, took)),
+                None => {
+                    s.steps.reserve_exact(1);
+                    s.steps.push((step.name.as_str().into(), ok, took));
+                }
             }
         }
         if let Some(w) = &o.workload {
@@ -227,6 +247,9 @@ impl Table {
             {
                 *n = n.saturating_add(add);
             }
+        }
+        if s.thresholds.is_empty() {
+            s.thresholds.reserve_exact(o.thresholds.len());
         }
         for t in &o.thresholds {
             let i = match s.thresholds.iter().position(|k| *k.name == *t.threshold) {
@@ -281,8 +304,7 @@ impl Table {
         let pairs: Vec<(&str, &str, &PairSeries)> = self
             .index
             .iter()
-            .flat_map(|(p, m)| m.iter().map(move |(e, i)| (p.as_str(), e.as_str(), *i)))
-            .filter_map(|(p, e, i)| Some((p, e, self.series.get(i)?)))
+            .filter_map(|(p, e, i)| Some((&**p, &**e, self.series.get(*i)?)))
             .collect();
         let gauge = |out: &mut dyn Write,
                      name: &str,
