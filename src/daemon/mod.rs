@@ -393,6 +393,7 @@ impl Daemon {
             environments = config.environments.len(),
             pairs = config.pairs(),
             shard = %config.shard,
+            async_workers = tokio::runtime::Handle::current().metrics().num_workers(),
             "synthmon daemon started"
         );
         Ok(Daemon {

@@ -1391,3 +1391,31 @@ fn with_rlimit_nofile_256_and_1000_slow_probes_the_daemon_keeps_serving_and_runs
         ),
     );
 }
+
+// ---------------------------------------------------------------------------
+// The daemon's async workers: one unless --threads / SYNTHMON_THREADS
+// ---------------------------------------------------------------------------
+
+#[test]
+fn the_daemon_runs_one_async_worker_unless_told_otherwise() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        SANDBOX_CONFIG,
+        &[("tick.toml", &sandbox_probe("tick", "/health"))],
+    );
+    // The start line says how many (tokio names its blocking threads as
+    // it names its workers, so the process's threads cannot tell).
+    let workers = |envs: &[(&str, &str)]| {
+        let d = DaemonProc::spawn(dir.path(), &config, envs);
+        let (_, started) = d.wait_line(0, Duration::from_secs(5), "the start line", |l| {
+            l.is("synthmon daemon started")
+        });
+        d.wait_line(0, Duration::from_secs(5), "a passed run", |l| {
+            l.is_run("run passed", "tick")
+        });
+        started.json["fields"]["async_workers"].as_u64()
+    };
+    assert_eq!(workers(&[]), Some(1));
+    assert_eq!(workers(&[("SYNTHMON_THREADS", "3")]), Some(3));
+}

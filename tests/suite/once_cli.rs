@@ -301,6 +301,30 @@ fn a_non_2xx_status_without_a_status_expectation_fails_with_reason_status() {
 }
 
 #[test]
+fn a_thread_count_of_zero_is_a_usage_error_that_says_the_range() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = own_config(dir.path());
+    for (args, envs) in [
+        (
+            vec!["--config", &config, "--once", "--threads", "0"],
+            vec![],
+        ),
+        (
+            vec!["--config", &config, "--once"],
+            vec![("SYNTHMON_THREADS", "0")],
+        ),
+    ] {
+        let run = synthmon(dir.path(), &args, &envs);
+        run.assert_code(2);
+        assert!(
+            run.stderr.contains("--threads") && run.stderr.contains("1..=1024"),
+            "{}",
+            run.stderr
+        );
+    }
+}
+
+#[test]
 fn an_unknown_probe_is_a_usage_error_with_a_suggestion() {
     let dir = tempfile::tempdir().unwrap();
     let config = own_config(dir.path());
