@@ -441,3 +441,46 @@ async fn certificate_expiry_is_measured_and_assertable() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_static_url_is_joined_onto_each_environments_own_base() {
+    bounded(async {
+        let sb = sandbox().await;
+        let base = sb.base_url();
+        let base = base.trim_end_matches('/');
+        let dir = tempfile::tempdir().unwrap();
+        let config = format!(
+            "[daemon]\nprobes = [\"probes/*.toml\"]\n\n\
+             [environments.up]\nbase_url = \"{base}/status\"\n\n\
+             [environments.missing]\nbase_url = \"{base}/nothing-here\"\n"
+        );
+        let path = write_config(
+            dir.path(),
+            &config,
+            &[(
+                "p.toml",
+                "name = \"p\"\nenvironments = [\"up\", \"missing\"]\n[http]\nurl = \"/200\"\n",
+            )],
+        );
+        let config = load(&path);
+        // Twice over, so the second round of each environment is joined
+        // from what the first kept.
+        for _ in 0..2 {
+            let outcomes = run_all(&config, &BTreeMap::new()).await;
+            let by_env: HashMap<&str, &Outcome> = outcomes
+                .iter()
+                .map(|o| (o.environment.as_str(), o))
+                .collect();
+            assert!(by_env["up"].success, "{:#?}", by_env["up"]);
+            let missing = by_env["missing"];
+            assert!(!missing.success, "{missing:#?}");
+            assert_eq!(
+                missing.http.as_ref().and_then(|h| h.status),
+                Some(404),
+                "{missing:#?}"
+            );
+        }
+        sb.shutdown().await;
+    })
+    .await;
+}
