@@ -424,11 +424,6 @@ impl Text {
         })
     }
 
-    /// Whether it holds template tags (else it renders to its source).
-    pub fn is_dynamic(&self) -> bool {
-        self.dynamic
-    }
-
     /// A fixed string.
     pub fn literal(source: &str) -> Text {
         Text {

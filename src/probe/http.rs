@@ -171,41 +171,9 @@ pub struct HttpSpec {
     /// The probe's own `tls` and `proxy` over the environment's (a flow's
     /// steps share the flow's).
     pub reach: std::sync::Arc<super::reach::Reach>,
-    /// The URLs joined so far, for a `url` without template expressions:
-    /// (base, joined), at most [`JOINED_KEPT`]. Parsing the joined URL was
-    /// ~2 % of a scheduled run's CPU.
-    pub joined: std::sync::Mutex<Vec<(url::Url, url::Url)>>,
 }
 
-/// A probe's environments whose joined URL is kept.
-const JOINED_KEPT: usize = 8;
-
 impl HttpSpec {
-    /// The request's URL before its `query`: `url` rendered, checked and
-    /// joined onto `base`; a static `url`'s is parsed once per base.
-    fn joined_url(&self, base: &url::Url, scope: &Scope) -> Result<url::Url, String> {
-        let fixed = !self.url.is_dynamic();
-        if fixed {
-            if let Ok(joined) = self.joined.lock() {
-                if let Some((_, url)) = joined.iter().find(|(b, _)| b == base) {
-                    return Ok(url.clone());
-                }
-            }
-        }
-        let path = self.url.render(scope)?;
-        check_url(&path).map_err(|e| format!("the url template rendered an unusable url: {e}"))?;
-        let url = join_url(base, &path)
-            .map_err(|e| format!("cannot build the request URL from `{path}`: {e}"))?;
-        if fixed {
-            if let Ok(mut joined) = self.joined.lock() {
-                if joined.len() < JOINED_KEPT {
-                    joined.push((base.clone(), url.clone()));
-                }
-            }
-        }
-        Ok(url)
-    }
-
     /// The OAuth2 token this request carries, if any: its own `oauth2`, or
     /// its environment's when it sets no Authorization header itself.
     pub async fn oauth2_token(
@@ -763,7 +731,10 @@ pub fn build_request_with(
     scope: &Scope,
     body: RenderedBody,
 ) -> Result<transport::Request, String> {
-    let mut url = spec.joined_url(ctx.base_url, scope)?;
+    let path = spec.url.render(scope)?;
+    check_url(&path).map_err(|e| format!("the url template rendered an unusable url: {e}"))?;
+    let mut url = join_url(ctx.base_url, &path)
+        .map_err(|e| format!("cannot build the request URL from `{path}`: {e}"))?;
     if !spec.query.is_empty() {
         let mut rendered = Vec::with_capacity(spec.query.len());
         for (k, v) in &spec.query {
@@ -1040,7 +1011,6 @@ pub fn request(
         implicit_status,
         oauth2: auth.oauth2,
         reach: std::sync::Arc::default(),
-        joined: std::sync::Mutex::default(),
     })
 }
 
