@@ -372,6 +372,11 @@ async fn drip_and_delay_take_their_time() {
         let delayed = get(sandbox.addr(), "/delay/30").await;
         assert_eq!(delayed.json(), json!({ "delayed_ms": 30 }));
         assert!(started.elapsed() >= Duration::from_millis(30));
+        // Shorter than the part a blocking thread sleeps: no coarse sleep.
+        let started = Instant::now();
+        let delayed = get(sandbox.addr(), "/delay/2").await;
+        assert_eq!(delayed.json(), json!({ "delayed_ms": 2 }));
+        assert!(started.elapsed() >= Duration::from_millis(2));
         assert_eq!(
             get(sandbox.addr(), "/delay/soon").await.json()["field"],
             "ms"
