@@ -158,7 +158,7 @@ async fn metrics(State(shared): State<Arc<Shared>>, request: HeaderMap) -> Respo
     // At 10,000 probes the text is ~25 MB: written (and compressed) on the
     // blocking pool, not on a runtime worker the runs need.
     // A client that takes gzip (Prometheus does) gets the text compressed
-    // as it is written, never held whole.
+    // as it is written, never held whole; another gets it in chunks.
     let rendered = tokio::task::spawn_blocking(move || {
         if gzip {
             let mut compressing = super::gzip::Compressing::new();
@@ -167,7 +167,9 @@ async fn metrics(State(shared): State<Arc<Shared>>, request: HeaderMap) -> Respo
                 return Ok(body);
             }
         }
-        Err(shared.metrics.render(dropped))
+        let mut chunked = super::gzip::Chunked::new();
+        shared.metrics.render_to(dropped, &mut chunked);
+        Err(chunked.finish())
     })
     .await;
     let Ok(rendered) = rendered else {
@@ -182,7 +184,12 @@ async fn metrics(State(shared): State<Arc<Shared>>, request: HeaderMap) -> Respo
             let encoding = (header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
             ([content_type, encoding], body).into_response()
         }
-        Err(text) => ([content_type], text).into_response(),
+        Err((chunks, len)) => {
+            let length = (header::CONTENT_LENGTH, HeaderValue::from(len));
+            let chunks = chunks.into_iter().map(Ok::<_, std::convert::Infallible>);
+            let body = axum::body::Body::from_stream(futures_util::stream::iter(chunks));
+            ([content_type, length], body).into_response()
+        }
     }
 }
 

@@ -26,7 +26,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use store::Tallies;
-use writer::{Entry, Msg};
+use writer::{Changed, Entry, Kept, Msg};
 
 /// The daemon's handle on its history: a sender to the writer thread and
 /// a reader for queries.
@@ -96,11 +96,11 @@ impl History {
 
     /// Records a state change of a pair.
     pub fn transition(&self, probe: &str, environment: &str, transition: Transition) {
-        self.sender.send(Msg::Transition {
+        self.sender.send(Msg::Transition(Box::new(Changed {
             probe: probe.to_owned(),
             environment: environment.to_owned(),
             transition,
-        });
+        })));
     }
 
     /// Stores the values a run kept for the next one.
@@ -113,12 +113,12 @@ impl History {
         if values.is_empty() {
             return;
         }
-        self.sender.send(Msg::Keep {
+        self.sender.send(Msg::Keep(Box::new(Kept {
             probe: probe.to_owned(),
             environment: environment.to_owned(),
             values: values.clone(),
             at_ms: now_ms(),
-        });
+        })));
     }
 
     /// Waits (blocking) until everything recorded so far is committed.
@@ -175,10 +175,14 @@ pub fn entry_of(outcome: &Outcome) -> Entry {
     let started = started_ms(outcome);
     let minute = store::minute_of(started);
     let verdict = verdict_of(outcome);
+    // A row and a minute for the run and each step: sized once (a `Vec`
+    // grown by a push makes room for four).
+    let rows = 1 + outcome.steps.len();
     let mut entry = Entry {
         probe: outcome.probe.clone(),
         environment: outcome.environment.clone(),
-        ..Entry::default()
+        runs: Vec::with_capacity(rows),
+        minutes: Vec::with_capacity(rows),
     };
     entry.runs.push(RunRow {
         probe: outcome.probe.clone(),

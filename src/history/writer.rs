@@ -47,19 +47,28 @@ pub struct Entry {
     pub environment: String,
 }
 
+/// A pair's state change.
+pub struct Changed {
+    pub probe: String,
+    pub environment: String,
+    pub transition: Transition,
+}
+
+/// The values a run kept for the next one.
+pub struct Kept {
+    pub probe: String,
+    pub environment: String,
+    pub values: BTreeMap<String, serde_json::Value>,
+    pub at_ms: i64,
+}
+
+/// What the writer is sent. Every variant is small (a pointer or two):
+/// the queue's [`QUEUE`] slots are allocated, and touched, when it is made,
+/// so a 136-byte message would hold ~1.1 MiB resident from the start.
 pub enum Msg {
     Run(Box<Entry>),
-    Transition {
-        probe: String,
-        environment: String,
-        transition: Transition,
-    },
-    Keep {
-        probe: String,
-        environment: String,
-        values: BTreeMap<String, serde_json::Value>,
-        at_ms: i64,
-    },
+    Transition(Box<Changed>),
+    Keep(Box<Kept>),
     /// Commits what is pending and answers.
     Flush(std::sync::mpsc::Sender<()>),
     /// Makes the connection refuse writes (tests).
@@ -270,17 +279,8 @@ fn commit(
                     }
                 }
             }
-            Msg::Transition {
-                probe,
-                environment,
-                transition,
-            } => batch.transition(&probe, &environment, &transition)?,
-            Msg::Keep {
-                probe,
-                environment,
-                values,
-                at_ms,
-            } => batch.keep(&probe, &environment, &values, at_ms)?,
+            Msg::Transition(c) => batch.transition(&c.probe, &c.environment, &c.transition)?,
+            Msg::Keep(k) => batch.keep(&k.probe, &k.environment, &k.values, k.at_ms)?,
             Msg::Flush(_) => {}
             Msg::RefuseWrites => refuse = true,
         }
@@ -339,5 +339,20 @@ fn upkeep(writer: &mut Writer, retention: &Retention, now_ms: i64, prune: bool) 
         Err(e) => {
             tracing::warn!(error = %crate::net::error::describe(&e), "history: pruning failed")
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Msg, QUEUE};
+
+    #[test]
+    fn a_queued_message_is_a_pointer_or_two() {
+        // The queue's slots are all allocated and touched when it is made:
+        // a message that grows (a variant holding its fields inline) makes
+        // every daemon's resident size grow by QUEUE times as much.
+        let size = std::mem::size_of::<Msg>();
+        assert!(size <= 24, "{size} bytes per message");
+        assert!(QUEUE * (size + 8) <= 256 * 1024);
     }
 }
