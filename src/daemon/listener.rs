@@ -154,43 +154,40 @@ async fn metrics(State(shared): State<Arc<Shared>>, request: HeaderMap) -> Respo
     let dropped = shared
         .spans_dropped
         .load(std::sync::atomic::Ordering::Relaxed);
-    let gzip = super::gzip::accepted(&request);
-    // At 10,000 probes the text is ~25 MB: written (and compressed) on the
-    // blocking pool, not on a runtime worker the runs need.
-    // A client that takes gzip (Prometheus does) gets the text compressed
-    // as it is written, never held whole; another gets it in chunks.
-    let rendered = tokio::task::spawn_blocking(move || {
-        if gzip {
-            let mut compressing = super::gzip::Compressing::new();
-            shared.metrics.render_to(dropped, &mut compressing);
-            if let Some(body) = compressing.finish() {
-                return Ok(body);
-            }
-        }
-        let mut chunked = super::gzip::Chunked::new();
-        shared.metrics.render_to(dropped, &mut chunked);
-        Err(chunked.finish())
-    })
-    .await;
-    let Ok(rendered) = rendered else {
-        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
-    };
     let content_type = (
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
     );
-    match rendered {
-        Ok(body) => {
-            let encoding = (header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
-            ([content_type, encoding], body).into_response()
-        }
-        Err((chunks, len)) => {
-            let length = (header::CONTENT_LENGTH, HeaderValue::from(len));
-            let chunks = chunks.into_iter().map(Ok::<_, std::convert::Infallible>);
-            let body = axum::body::Body::from_stream(futures_util::stream::iter(chunks));
-            ([content_type, length], body).into_response()
+    // At 10,000 probes the text is ~25 MB: written (and compressed) on the
+    // blocking pool, not on a runtime worker the runs need.
+    // A client that takes gzip (Prometheus does) gets the text compressed
+    // as it is written, never held whole.
+    if super::gzip::accepted(&request) {
+        let render = shared.clone();
+        let packed = tokio::task::spawn_blocking(move || {
+            let mut compressing = super::gzip::Compressing::new();
+            render.metrics.render_to(dropped, &mut compressing);
+            compressing.finish()
+        })
+        .await;
+        match packed {
+            Ok(Some(body)) => {
+                let encoding = (header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+                return ([content_type, encoding], body).into_response();
+            }
+            // The encoder failed: the text as it is, below.
+            Ok(None) => {}
+            Err(_) => return StatusCode::INTERNAL_SERVER_ERROR.into_response(),
         }
     }
+    // Another client gets the text in chunks, streamed while the render
+    // goes on.
+    let (mut streaming, rx) = super::gzip::Streaming::new();
+    tokio::task::spawn_blocking(move || {
+        shared.metrics.render_to(dropped, &mut streaming);
+        streaming.finish();
+    });
+    ([content_type], super::gzip::body(rx)).into_response()
 }
 
 /// Serves until `stop` is cancelled, then finishes open requests.
