@@ -176,6 +176,13 @@ fn open_conn(path: &Path, flags: OpenFlags) -> Result<Connection, Error> {
     Ok(conn)
 }
 
+/// The writer's page cache, in KiB. It appends runs and rewrites the open
+/// minutes, so few pages are read twice, and a page it lacks is in the
+/// kernel's page cache: SQLite's default (2,000 KiB, allocated by the C
+/// library's malloc and kept) held ~1.5 MiB more resident at 1,000 runs/s
+/// than this, for no more CPU per run (alternating runs, same sitting).
+const WRITER_CACHE_KIB: i64 = 256;
+
 /// The writer's connection and its caches.
 pub struct Writer {
     conn: Connection,
@@ -233,6 +240,8 @@ impl Writer {
         // consistency; the outbox, which must not, syncs fully.
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(query("set synchronous"))?;
+        conn.pragma_update(None, "cache_size", -WRITER_CACHE_KIB)
+            .map_err(query("set the cache size"))?;
         Ok(Writer {
             conn,
             series: SeriesIds::default(),
@@ -1053,4 +1062,24 @@ fn id_text(v: rusqlite::types::ValueRef<'_>) -> String {
 /// The minute (Unix minutes) of a Unix-milliseconds instant.
 pub fn minute_of(ms: i64) -> i64 {
     ms.div_euclid(MINUTE_MS)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::{WRITER_CACHE_KIB, Writer};
+
+    #[test]
+    fn the_writer_keeps_a_small_page_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let writer = Writer::open(dir.path()).unwrap();
+        let size: i64 = writer
+            .conn
+            .query_row("PRAGMA cache_size", [], |r| r.get(0))
+            .unwrap();
+        // Negative: KiB, not pages.
+        assert_eq!(size, -WRITER_CACHE_KIB);
+        // SQLite's default is -2000: the setting took.
+        assert_ne!(size, -2000);
+    }
 }
