@@ -467,8 +467,9 @@ async fn a_static_url_is_joined_onto_each_environments_own_base() {
             )],
         );
         let config = load(&path);
-        // Twice over, so the second round of each environment is joined
-        // from what the first kept.
+        // Twice over: whatever the probe keeps between runs (a cache of
+        // joined URLs was tried once) must not hand one environment's URL
+        // to the other.
         for _ in 0..2 {
             let outcomes = run_all(&config, &BTreeMap::new()).await;
             let by_env: HashMap<&str, &Outcome> = outcomes
