@@ -109,10 +109,30 @@ impl RunIds {
     /// Retags `headers`, which [`RunIds::apply`] tagged for another request
     /// of this run, as [`RunIds::child`]'s would be: a new span in
     /// `traceparent` (nothing else differs), without building the child.
+    /// A workload sends this per request, so the value is written in place
+    /// (one allocation, the header's own) rather than through formatted
+    /// strings.
     pub fn apply_child_span(&self, headers: &mut HeaderMap) {
-        let span = hex(&nonzero::<8>(&mut rand::rng()));
-        let traceparent = format!("00-{}-{span}-01", self.trace_id);
-        if let Ok(v) = HeaderValue::from_str(&traceparent) {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut value = [0u8; 55];
+        let trace = self.trace_id.as_bytes();
+        if trace.len() != 32 {
+            // Not an id this module made: the general path.
+            let child = self.child();
+            if let Ok(v) = HeaderValue::from_str(&child.traceparent()) {
+                headers.insert(TRACEPARENT, v);
+            }
+            return;
+        }
+        value[..3].copy_from_slice(b"00-");
+        value[3..35].copy_from_slice(trace);
+        value[35] = b'-';
+        for (i, b) in nonzero::<8>(&mut rand::rng()).into_iter().enumerate() {
+            value[36 + 2 * i] = DIGITS[usize::from(b >> 4)];
+            value[37 + 2 * i] = DIGITS[usize::from(b & 0x0f)];
+        }
+        value[52..].copy_from_slice(b"-01");
+        if let Ok(v) = HeaderValue::from_bytes(&value) {
             headers.insert(TRACEPARENT, v);
         }
     }
@@ -157,6 +177,20 @@ pub fn is_valid_traceparent(s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_child_span_on_an_id_from_elsewhere_still_carries_its_trace() {
+        let mut ids = RunIds::generate();
+        ids.trace_id = "abc".to_owned();
+        let mut headers = HeaderMap::new();
+        ids.apply_child_span(&mut headers);
+        let traceparent = headers
+            .get(TRACEPARENT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        assert!(traceparent.starts_with("00-abc-"), "{traceparent:?}");
+        assert!(traceparent.ends_with("-01"), "{traceparent:?}");
+    }
 
     #[test]
     fn a_child_span_retags_like_a_child() {

@@ -156,7 +156,16 @@ impl<'p, C> Lease<'p, C> {
             return;
         };
         let mut state = pool.state();
-        let origin = self.origin.clone();
+        // Taken, not cloned: the lease ends here (an empty host allocates
+        // nothing).
+        let origin = std::mem::replace(
+            &mut self.origin,
+            Origin {
+                tls: false,
+                host: String::new(),
+                port: 0,
+            },
+        );
         state.idle.push_back((origin, conn));
         // Only reached with more requests in flight than the pool's size.
         if state.idle.len() > pool.max && state.idle.pop_front().is_some() {
