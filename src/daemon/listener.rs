@@ -159,35 +159,25 @@ async fn metrics(State(shared): State<Arc<Shared>>, request: HeaderMap) -> Respo
         HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
     );
     // At 10,000 probes the text is ~25 MB: written (and compressed) on the
-    // blocking pool, not on a runtime worker the runs need.
-    // A client that takes gzip (Prometheus does) gets the text compressed
-    // as it is written, never held whole.
-    if super::gzip::accepted(&request) {
-        let render = shared.clone();
-        let packed = tokio::task::spawn_blocking(move || {
-            let mut compressing = super::gzip::Compressing::new();
-            render.metrics.render_to(dropped, &mut compressing);
-            compressing.finish()
-        })
-        .await;
-        match packed {
-            Ok(Some(body)) => {
-                let encoding = (header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
-                return ([content_type, encoding], body).into_response();
-            }
-            // The encoder failed: the text as it is, below.
-            Ok(None) => {}
-            Err(_) => return StatusCode::INTERNAL_SERVER_ERROR.into_response(),
-        }
-    }
-    // Another client gets the text in chunks, streamed while the render
-    // goes on.
-    let (mut streaming, rx) = super::gzip::Streaming::new();
+    // blocking pool, not on a runtime worker the runs need, and streamed
+    // while the render goes on (gzipped for a client that takes it, as
+    // Prometheus does), never held whole.
+    let gzipped = super::gzip::accepted(&request);
+    let (mut streaming, rx) = if gzipped {
+        super::gzip::Streaming::gzipped()
+    } else {
+        super::gzip::Streaming::new()
+    };
     tokio::task::spawn_blocking(move || {
         shared.metrics.render_to(dropped, &mut streaming);
         streaming.finish();
     });
-    ([content_type], super::gzip::body(rx)).into_response()
+    let body = super::gzip::body(rx);
+    if gzipped {
+        let encoding = (header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+        return ([content_type, encoding], body).into_response();
+    }
+    ([content_type], body).into_response()
 }
 
 /// Serves until `stop` is cancelled, then finishes open requests.

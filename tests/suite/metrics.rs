@@ -7,6 +7,7 @@
 use crate::common;
 
 use common::write_config;
+use std::io::Read as _;
 use std::time::{Duration, Instant};
 use synthmon::daemon::Daemon;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -523,6 +524,23 @@ async fn scrape_raw(d: &Daemon, gzip: bool) -> (String, Vec<u8>) {
     (head, out[split + 4..].to_vec())
 }
 
+/// The body of a chunked answer, its framing removed.
+fn dechunk(raw: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut rest = raw;
+    loop {
+        let line = rest.windows(2).position(|w| w == b"\r\n").unwrap();
+        let size = std::str::from_utf8(&rest[..line]).unwrap();
+        let size = usize::from_str_radix(size.split(';').next().unwrap().trim(), 16).unwrap();
+        rest = &rest[line + 2..];
+        if size == 0 {
+            return out;
+        }
+        out.extend_from_slice(&rest[..size]);
+        rest = &rest[size + 2..];
+    }
+}
+
 /// Issue 14: /metrics per (probe, environment) in a realistic config: an
 /// HTTP probe with a latency and an error-rate threshold, `instance` and
 /// `location` set, 100 probes. Measured before the change: 5,382 B per
@@ -573,6 +591,26 @@ async fn metrics_stay_small_per_probe_and_environment() {
             head.to_ascii_lowercase().contains("content-encoding: gzip"),
             "{head}"
         );
+        // Gzipped, the answer is streamed too: chunks that decompress to
+        // the same series as the plain text.
+        assert!(
+            head.to_ascii_lowercase()
+                .contains("transfer-encoding: chunked"),
+            "{head}"
+        );
+        let mut unpacked = String::new();
+        flate2::read::GzDecoder::new(&dechunk(&gzipped)[..])
+            .read_to_string(&mut unpacked)
+            .unwrap();
+        let plain_text = String::from_utf8(dechunk(text.as_bytes())).unwrap();
+        let series = |t: &str| -> Vec<String> {
+            t.lines()
+                .filter(|l| l.contains("probe=\"orders-api-007\""))
+                .filter_map(|l| l.rsplit_once(' ').map(|(k, _)| k.to_owned()))
+                .collect()
+        };
+        assert!(series(&unpacked).len() > 10, "{unpacked}");
+        assert_eq!(series(&unpacked), series(&plain_text));
         // On the wire, as Prometheus scrapes: the issue's 1 KiB.
         assert!(per_probe_gzip <= 1024, "{per_probe_gzip} B gzipped per probe");
         // Uncompressed, 1 KiB is out of reach while the blackbox gauges stay
