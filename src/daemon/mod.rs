@@ -256,7 +256,7 @@ impl Daemon {
             None
         };
         let config = Arc::new(load(&opts.load, opts.shard).await.map_err(Error::Config)?);
-        let watcher = watch::Watcher::new(&config);
+        let watcher = watch::Watcher::new(&config).await;
         let traces = crate::telemetry::traces::TraceExporter::start(
             &config.telemetry,
             crate::telemetry::traces::Resource {
@@ -537,14 +537,14 @@ async fn reloader(
             Some(()) = calls.recv() => "request",
             Some(()) = async { match hup.as_mut() { Some(s) => s.recv().await, None => std::future::pending().await } } => "SIGHUP",
             () = tokio::time::sleep(poll), if opts.watch_interval.is_some() => {
-                if !watcher.changed() { continue }
+                if !watcher.changed().await { continue }
                 "files changed"
             }
         };
         notifier.reloading();
         // The files' state before reading them: a change that lands during
         // the load is seen by the next poll.
-        let before = watcher.fingerprint();
+        let before = watcher.fingerprint().await;
         match load(&opts.load, opts.shard).await {
             Ok(config) => {
                 if config.daemon.listen != current.daemon.listen {
