@@ -18,7 +18,7 @@ use std::collections::VecDeque;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 /// Where a connection goes: requests to the same origin may share one.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Origin {
     pub tls: bool,
     /// The host as the URL writes it.
@@ -156,16 +156,8 @@ impl<'p, C> Lease<'p, C> {
             return;
         };
         let mut state = pool.state();
-        // Taken, not cloned: the lease ends here (an empty host allocates
-        // nothing).
-        let origin = std::mem::replace(
-            &mut self.origin,
-            Origin {
-                tls: false,
-                host: String::new(),
-                port: 0,
-            },
-        );
+        // Taken, not cloned: the lease ends here.
+        let origin = std::mem::take(&mut self.origin);
         state.idle.push_back((origin, conn));
         // Only reached with more requests in flight than the pool's size.
         if state.idle.len() > pool.max && state.idle.pop_front().is_some() {
