@@ -234,12 +234,15 @@ impl Families {
     /// steps that got a response) and replaces its percentiles.
     pub fn record(&self, pair: &mut PairLatency, o: &Outcome) {
         let bounds = self.buckets.get(&o.probe).unwrap_or(&self.fallback);
-        let samples: Vec<(std::time::Duration, u64)> = crate::telemetry::measure::samples_of(o)
+        let mut samples = crate::telemetry::measure::samples_of(o)
             .into_iter()
-            .filter_map(|(tally, latency)| Some((latency?, tally.latencies())))
-            .filter(|(_, n)| *n > 0)
-            .collect();
-        if !samples.is_empty() {
+            .filter_map(|(tally, latency)| {
+                let n = tally.latencies();
+                Some((latency.filter(|_| n > 0)?, n))
+            })
+            .peekable();
+        // The run's histogram is made on its first latency.
+        if samples.peek().is_some() {
             let run = pair.histogram(o.kind, bounds);
             for (latency, n) in samples {
                 run.record(latency.as_secs_f64(), n);
