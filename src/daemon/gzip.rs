@@ -51,10 +51,10 @@ pub enum Piece {
 /// leaves once there is [`Streaming::PACKED`] of it). The answer is never
 /// one allocation: a `String` grown by doubling left ~7 MiB more resident
 /// after a plain scrape of 1,000 probes, and the whole compressed answer
-/// +3.4 MiB after a gzip scrape of 10,000 (+1.9 MiB streamed; mimalloc
-/// keeps a freed page until its thread allocates again, and the blocking
-/// thread that rendered goes idle). A client that reads as fast as the text is written frees
-/// each chunk before many more exist. The channel is unbounded on purpose:
+/// +3.4 MiB after a gzip scrape of 10,000 (+1.9 MiB streamed; both
+/// measured before the series table's backlog, `telemetry::metrics`). A
+/// client that reads as fast as the text is written frees each chunk
+/// before many more exist. The channel is unbounded on purpose:
 /// the render holds the series table's lock, so it must never wait for a
 /// client; a slow one at worst makes the chunks add up to the whole
 /// answer, which is what an unstreamed answer held anyway.
