@@ -34,8 +34,22 @@ pub const LATENCY_SUMMARY: &str = "synthmon_latency_seconds";
 pub const MAX_DERIVED_BUCKETS: usize = 10;
 /// The most boundaries a probe's `buckets = [...]` may list.
 pub const MAX_WRITTEN_BUCKETS: usize = 30;
+/// The most boundaries a workload probe's derived set has: its fine
+/// ladder spans up to ~2 decades.
+pub const MAX_FINE_BUCKETS: usize = 40;
 /// Spread points: 1, 2.5 and 5 times a power of ten (seconds).
 const LADDER: [f64; 3] = [1.0, 2.5, 5.0];
+/// A workload's spread points up to its highest threshold: the R20
+/// preferred numbers (ISO 3), twenty a decade, each ~12 % above the last.
+/// A straight line through a bucket that narrow is within ~2 % of a
+/// smooth distribution's percentile, where 1–2.5–5 can be ~40 % off.
+const FINE_LADDER: [f64; 20] = [
+    1.0, 1.12, 1.25, 1.4, 1.6, 1.8, 2.0, 2.24, 2.5, 2.8, 3.15, 3.55, 4.0, 4.5, 5.0, 5.6, 6.3, 7.1,
+    8.0, 9.0,
+];
+/// A fine spread point within this ratio of an anchor is left out (half
+/// an R20 step).
+const NEAR_FINE: f64 = 1.06;
 /// Spread points start this many times below the lowest threshold (or
 /// the timeout), and at 25 ms at the latest, so the body of the
 /// distribution below the SLA is seen too.
@@ -82,7 +96,12 @@ fn sort_dedup(v: &mut Vec<f64>) {
 ///   anchor (25 ms at the latest) up to the highest, except where one
 ///   would sit within ×1.5 of an anchor; at most
 ///   [`MAX_DERIVED_BUCKETS`], spread points thinned where they are
-///   densest, anchors always kept.
+///   densest, anchors always kept;
+/// - for a workload probe, which records hundreds of latencies a run and
+///   whose percentiles dashboards read with `histogram_quantile`, the
+///   spread points up to its highest threshold (the timeout without one)
+///   are the twenty-a-decade [`FINE_LADDER`] instead, leaving out any
+///   within ×1.06 of an anchor; at most [`MAX_FINE_BUCKETS`].
 pub fn buckets(probe: &Probe) -> Vec<f64> {
     let mut anchors = threshold_bounds(probe);
     if let Some(written) = &probe.buckets {
@@ -90,8 +109,16 @@ pub fn buckets(probe: &Probe) -> Vec<f64> {
         sort_dedup(&mut anchors);
         return anchors;
     }
+    let fine_to = if probe.workload.is_some() {
+        Some(anchors.iter().copied().fold(0.0, f64::max))
+    } else {
+        None
+    };
     anchors.push(at_us(probe.timeout.as_secs_f64()));
-    derive(anchors)
+    match fine_to {
+        Some(top) => derive_fine(anchors, top),
+        None => derive(anchors),
+    }
 }
 
 /// The buckets of a probe the current config does not know (an outcome
@@ -100,25 +127,56 @@ fn fallback() -> Vec<f64> {
     derive(vec![at_us(crate::config::DEFAULT_TIMEOUT.as_secs_f64())])
 }
 
+/// The coarse derived set: anchors and 1–2.5–5 spread points.
 fn derive(mut anchors: Vec<f64>) -> Vec<f64> {
     sort_dedup(&mut anchors);
     let (Some(&lowest), Some(&highest)) = (anchors.first(), anchors.last()) else {
         return anchors;
     };
     let from = (lowest / SPREAD_BELOW).min(SPREAD_FROM);
-    let near = |x: f64| anchors.iter().any(|a| x.max(*a) / x.min(*a) < NEAR - 1e-9);
+    let spread = ladder(&LADDER, from, highest, &anchors, NEAR);
+    assemble(&anchors, spread, MAX_DERIVED_BUCKETS)
+}
+
+/// A workload's derived set: the [`FINE_LADDER`] from where the coarse
+/// set starts up to `fine_to`, the coarse ladder above it.
+fn derive_fine(mut anchors: Vec<f64>, fine_to: f64) -> Vec<f64> {
+    sort_dedup(&mut anchors);
+    let (Some(&lowest), Some(&highest)) = (anchors.first(), anchors.last()) else {
+        return anchors;
+    };
+    let from = (lowest / SPREAD_BELOW).min(SPREAD_FROM);
+    let fine_to = if fine_to > 0.0 { fine_to } else { highest };
+    let mut spread = ladder(&FINE_LADDER, from, fine_to, &anchors, NEAR_FINE);
+    spread.extend(
+        ladder(&LADDER, from, highest, &anchors, NEAR)
+            .into_iter()
+            .filter(|x| *x > fine_to),
+    );
+    assemble(&anchors, spread, MAX_FINE_BUCKETS)
+}
+
+/// `mantissas` × 10ⁿ within `from..=to`, except within ×`near` of an
+/// anchor.
+fn ladder(mantissas: &[f64], from: f64, to: f64, anchors: &[f64], near: f64) -> Vec<f64> {
+    let is_near = |x: f64| anchors.iter().any(|a| x.max(*a) / x.min(*a) < near - 1e-9);
     let mut spread = Vec::new();
     let mut exponent = from.log10().floor() as i32;
-    while 10f64.powi(exponent) <= highest {
-        for m in LADDER {
+    while 10f64.powi(exponent) <= to {
+        for m in mantissas {
             // Through text, so 2.5e-2 is the double nearest 0.025.
             let x = format!("{m}e{exponent}").parse::<f64>().map_or(0.0, at_us);
-            if x >= from && x <= highest && !near(x) {
+            if x >= from && x <= to && !is_near(x) {
                 spread.push(x);
             }
         }
         exponent += 1;
     }
+    spread
+}
+
+/// Anchors and spread points in order, spread points thinned to `cap`.
+fn assemble(anchors: &[f64], spread: Vec<f64>, cap: usize) -> Vec<f64> {
     let mut all: Vec<(f64, bool)> = anchors
         .iter()
         .map(|a| (*a, true))
@@ -133,7 +191,7 @@ fn derive(mut anchors: Vec<f64>) -> Vec<f64> {
     });
     // Thin: drop the spread point whose neighbours are closest together,
     // until the set fits (the lowest such point on a tie).
-    while all.len() > MAX_DERIVED_BUCKETS {
+    while all.len() > cap {
         let span = |i: usize| {
             let below = if i == 0 { all[i].0 } else { all[i - 1].0 };
             let above = all.get(i + 1).map_or(all[i].0, |b| b.0);
@@ -376,6 +434,36 @@ mod tests {
         // Thresholds beyond the cap are all kept.
         let many: Vec<f64> = (1..=12).map(|i| f64::from(i) / 10.0).collect();
         assert_eq!(derive(many.clone()), many);
+    }
+
+    #[test]
+    fn a_workload_gets_twenty_points_a_decade_up_to_its_highest_threshold() {
+        // `p(95) < 1s`, timeout 2s: R20 from 25 ms to 1 s, nothing fine
+        // between 1 s and the timeout.
+        let fine = derive_fine(secs(&[1.0, 2.0]), 1.0);
+        let mut want = vec![0.025, 0.028, 0.0315, 0.0355, 0.04, 0.045, 0.05];
+        want.extend([0.056, 0.063, 0.071, 0.08, 0.09]);
+        want.extend(FINE_LADDER.iter().map(|m| at_us(m / 10.0)));
+        want.extend([1.0, 2.0]);
+        assert_eq!(fine, want);
+        // Neighbours are at most one R20 step apart below the threshold.
+        let below: Vec<f64> = fine.iter().copied().filter(|b| *b <= 1.0).collect();
+        assert!(below.windows(2).all(|w| w[1] / w[0] < 1.15), "{below:?}");
+        // A fine point within ×1.06 of a threshold gives way to it
+        // (315 ms beside 300 ms, 1.12 s beside 1.1 s); above the highest
+        // threshold the coarse ladder goes on to the timeout.
+        let fine = derive_fine(secs(&[0.3, 1.1, 10.0]), 1.1);
+        assert!(!fine.contains(&0.315) && fine.contains(&0.355) && fine.contains(&1.0));
+        assert!(!fine.contains(&1.12));
+        assert!(fine.ends_with(&[1.1, 2.5, 5.0, 10.0]), "{fine:?}");
+        // No threshold: fine up to the timeout.
+        let fine = derive_fine(secs(&[0.5]), 0.0);
+        assert_eq!(fine.last(), Some(&0.5));
+        assert!(fine.contains(&0.45));
+        // A long timeout and a low threshold still fit the cap.
+        let fine = derive_fine(secs(&[0.001, 60.0]), 60.0);
+        assert_eq!(fine.len(), MAX_FINE_BUCKETS);
+        assert!(fine.contains(&0.001) && fine.contains(&60.0));
     }
 
     #[test]
