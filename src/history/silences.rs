@@ -51,6 +51,7 @@ impl SilenceStore {
         )?;
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(query("set the busy timeout"))?;
+        super::store::stable_plans(&conn).map_err(query("keep query plans stable"))?;
         Ok(SilenceStore {
             conn: Mutex::new(conn),
         })

@@ -189,6 +189,13 @@ impl Outbox {
         })?;
         conn.busy_timeout(Duration::from_secs(5))
             .map_err(db_error("set the busy timeout"))?;
+        // A statement with `LIMIT ?` is planned once, not at every binding
+        // (see `history::store::stable_plans`).
+        conn.set_db_config(
+            rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
+            true,
+        )
+        .map_err(db_error("keep query plans stable"))?;
         let mode: String = conn
             .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
             .map_err(db_error("switch to WAL"))?;
