@@ -75,17 +75,28 @@ impl RunIds {
     }
 
     /// `traceparent` version 00, sampled.
+    /// Built at its exact length, so it becomes a header's bytes without
+    /// another allocation.
     pub fn traceparent(&self) -> String {
-        format!("00-{}-{}-01", self.trace_id, self.span_id)
+        let mut value = String::with_capacity(self.trace_id.len() + self.span_id.len() + 7);
+        for part in ["00-", &self.trace_id, "-", &self.span_id, "-01"] {
+            value.push_str(part);
+        }
+        value
     }
 
     /// The W3C `baggage` value of a synthetic request (or a command's
     /// `BAGGAGE` variable) from probe `probe` in this run.
+    /// Built at its exact length, as [`RunIds::traceparent`].
     pub fn baggage(&self, probe: &str) -> String {
-        format!(
-            "synthetic=true,synthetic.probe={probe},synthetic.run_id={}",
-            self.run_id
-        )
+        const PARTS: [&str; 2] = ["synthetic=true,synthetic.probe=", ",synthetic.run_id="];
+        let mut value = String::with_capacity(
+            PARTS[0].len() + probe.len() + PARTS[1].len() + self.run_id.len(),
+        );
+        for part in [PARTS[0], probe, PARTS[1], &self.run_id] {
+            value.push_str(part);
+        }
+        value
     }
 
     /// Sets every tagging header on `headers` (replacing any the probe set).
@@ -94,13 +105,18 @@ impl RunIds {
     pub fn apply(&self, tagging: &Tagging, probe: &str, headers: &mut HeaderMap) {
         headers.insert(tagging.header.clone(), tagging.value.clone());
         headers.insert(http::header::USER_AGENT, tagging.user_agent.clone());
+        // Each value is copied once, into the header's own bytes; a
+        // formatted one becomes them without a second copy.
+        for (name, value) in [(PROBE_HEADER, probe), (RUN_ID_HEADER, self.run_id.as_str())] {
+            if let Ok(v) = HeaderValue::from_str(value) {
+                headers.insert(name, v);
+            }
+        }
         for (name, value) in [
-            (PROBE_HEADER, probe.to_owned()),
-            (RUN_ID_HEADER, self.run_id.clone()),
             (TRACEPARENT, self.traceparent()),
             (BAGGAGE, self.baggage(probe)),
         ] {
-            if let Ok(v) = HeaderValue::from_str(&value) {
+            if let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(value)) {
                 headers.insert(name, v);
             }
         }
@@ -248,5 +264,22 @@ mod tests {
         let baggage = h["baggage"].to_str().unwrap_or_default();
         assert!(baggage.contains("synthetic=true"), "{baggage}");
         assert!(baggage.contains(&format!("synthetic.run_id={}", ids.run_id)));
+        // The exact W3C forms, built at their exact length (so they become
+        // header bytes without another allocation).
+        let traceparent = ids.traceparent();
+        assert_eq!(
+            traceparent,
+            format!("00-{}-{}-01", ids.trace_id, ids.span_id)
+        );
+        assert!(is_valid_traceparent(&traceparent));
+        assert_eq!(traceparent.capacity(), traceparent.len());
+        assert_eq!(
+            baggage,
+            format!(
+                "synthetic=true,synthetic.probe=api-health,synthetic.run_id={}",
+                ids.run_id
+            )
+        );
+        assert_eq!(ids.baggage("api-health").capacity(), baggage.len());
     }
 }
