@@ -109,51 +109,47 @@ pub fn buckets(probe: &Probe) -> Vec<f64> {
         sort_dedup(&mut anchors);
         return anchors;
     }
-    let fine_to = if probe.workload.is_some() {
-        Some(anchors.iter().copied().fold(0.0, f64::max))
-    } else {
-        None
-    };
-    anchors.push(at_us(probe.timeout.as_secs_f64()));
-    match fine_to {
-        Some(top) => derive_fine(anchors, top),
-        None => derive(anchors),
-    }
+    let timeout = at_us(probe.timeout.as_secs_f64());
+    let fine_to = probe
+        .workload
+        .as_ref()
+        .map(|_| anchors.iter().copied().reduce(f64::max).unwrap_or(timeout));
+    anchors.push(timeout);
+    derive(anchors, fine_to)
 }
 
 /// The buckets of a probe the current config does not know (an outcome
 /// that raced a reload): no thresholds, the default timeout.
 fn fallback() -> Vec<f64> {
-    derive(vec![at_us(crate::config::DEFAULT_TIMEOUT.as_secs_f64())])
+    derive(
+        vec![at_us(crate::config::DEFAULT_TIMEOUT.as_secs_f64())],
+        None,
+    )
 }
 
-/// The coarse derived set: anchors and 1–2.5–5 spread points.
-fn derive(mut anchors: Vec<f64>) -> Vec<f64> {
+/// The derived set: the anchors and 1–2.5–5 spread points, at most
+/// [`MAX_DERIVED_BUCKETS`]; with `fine_to` (a workload's), the
+/// [`FINE_LADDER`] instead up to it and at most [`MAX_FINE_BUCKETS`].
+fn derive(mut anchors: Vec<f64>, fine_to: Option<f64>) -> Vec<f64> {
     sort_dedup(&mut anchors);
     let (Some(&lowest), Some(&highest)) = (anchors.first(), anchors.last()) else {
         return anchors;
     };
     let from = (lowest / SPREAD_BELOW).min(SPREAD_FROM);
-    let spread = ladder(&LADDER, from, highest, &anchors, NEAR);
-    assemble(&anchors, spread, MAX_DERIVED_BUCKETS)
-}
-
-/// A workload's derived set: the [`FINE_LADDER`] from where the coarse
-/// set starts up to `fine_to`, the coarse ladder above it.
-fn derive_fine(mut anchors: Vec<f64>, fine_to: f64) -> Vec<f64> {
-    sort_dedup(&mut anchors);
-    let (Some(&lowest), Some(&highest)) = (anchors.first(), anchors.last()) else {
-        return anchors;
+    let (mut spread, coarse_above, cap) = match fine_to {
+        Some(to) => (
+            ladder(&FINE_LADDER, from, to, &anchors, NEAR_FINE),
+            to,
+            MAX_FINE_BUCKETS,
+        ),
+        None => (Vec::new(), 0.0, MAX_DERIVED_BUCKETS),
     };
-    let from = (lowest / SPREAD_BELOW).min(SPREAD_FROM);
-    let fine_to = if fine_to > 0.0 { fine_to } else { highest };
-    let mut spread = ladder(&FINE_LADDER, from, fine_to, &anchors, NEAR_FINE);
     spread.extend(
         ladder(&LADDER, from, highest, &anchors, NEAR)
             .into_iter()
-            .filter(|x| *x > fine_to),
+            .filter(|x| *x > coarse_above),
     );
-    assemble(&anchors, spread, MAX_FINE_BUCKETS)
+    assemble(&anchors, spread, cap)
 }
 
 /// `mantissas` × 10ⁿ within `from..=to`, except within ×`near` of an
@@ -408,17 +404,17 @@ mod tests {
     fn derived_buckets_are_the_anchors_and_a_few_spread_points() {
         // `p(95) < 300ms`, timeout 2s: 250 ms is too near 300 ms.
         assert_eq!(
-            derive(secs(&[0.3, 2.0])),
+            derive(secs(&[0.3, 2.0]), None),
             [0.025, 0.05, 0.1, 0.3, 0.5, 1.0, 2.0]
         );
         // No threshold, the default 10 s timeout.
         assert_eq!(
-            derive(secs(&[10.0])),
+            derive(secs(&[10.0]), None),
             [0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]
         );
         // `p(95) < 200ms`, `p(99) < 500ms`, timeout 5s.
         assert_eq!(
-            derive(secs(&[0.2, 0.5, 5.0])),
+            derive(secs(&[0.2, 0.5, 5.0]), None),
             [0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1.0, 2.5, 5.0]
         );
     }
@@ -428,19 +424,19 @@ mod tests {
         // `p(99) < 10ms`, timeout 1s: eleven candidates from 0.5 ms; the
         // lowest goes, its neighbour being nearest (×2).
         assert_eq!(
-            derive(secs(&[0.01, 1.0])),
+            derive(secs(&[0.01, 1.0]), None),
             [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0]
         );
         // Thresholds beyond the cap are all kept.
         let many: Vec<f64> = (1..=12).map(|i| f64::from(i) / 10.0).collect();
-        assert_eq!(derive(many.clone()), many);
+        assert_eq!(derive(many.clone(), None), many);
     }
 
     #[test]
     fn a_workload_gets_twenty_points_a_decade_up_to_its_highest_threshold() {
         // `p(95) < 1s`, timeout 2s: R20 from 25 ms to 1 s, nothing fine
         // between 1 s and the timeout.
-        let fine = derive_fine(secs(&[1.0, 2.0]), 1.0);
+        let fine = derive(secs(&[1.0, 2.0]), Some(1.0));
         let mut want = vec![0.025, 0.028, 0.0315, 0.0355, 0.04, 0.045, 0.05];
         want.extend([0.056, 0.063, 0.071, 0.08, 0.09]);
         want.extend(FINE_LADDER.iter().map(|m| at_us(m / 10.0)));
@@ -452,16 +448,16 @@ mod tests {
         // A fine point within ×1.06 of a threshold gives way to it
         // (315 ms beside 300 ms, 1.12 s beside 1.1 s); above the highest
         // threshold the coarse ladder goes on to the timeout.
-        let fine = derive_fine(secs(&[0.3, 1.1, 10.0]), 1.1);
+        let fine = derive(secs(&[0.3, 1.1, 10.0]), Some(1.1));
         assert!(!fine.contains(&0.315) && fine.contains(&0.355) && fine.contains(&1.0));
         assert!(!fine.contains(&1.12));
         assert!(fine.ends_with(&[1.1, 2.5, 5.0, 10.0]), "{fine:?}");
         // No threshold: fine up to the timeout.
-        let fine = derive_fine(secs(&[0.5]), 0.0);
+        let fine = derive(secs(&[0.5]), Some(0.5));
         assert_eq!(fine.last(), Some(&0.5));
         assert!(fine.contains(&0.45));
         // A long timeout and a low threshold still fit the cap.
-        let fine = derive_fine(secs(&[0.001, 60.0]), 60.0);
+        let fine = derive(secs(&[0.001, 60.0]), Some(60.0));
         assert_eq!(fine.len(), MAX_FINE_BUCKETS);
         assert!(fine.contains(&0.001) && fine.contains(&60.0));
     }
