@@ -59,12 +59,11 @@ pub struct Cli {
           value_parser = clap::value_parser!(ShardSpec))]
     pub shard: Option<ShardSpec>,
 
-    /// Async worker threads. The daemon defaults to 1: a scheduled run
-    /// takes ~0.1 ms of CPU, and the heavy work (status page, API,
-    /// /metrics, SQLite) runs on blocking threads, so a second worker
-    /// mostly adds wake-ups. Raise it for heavy scheduled workloads or
-    /// thousands of TLS probes a second. Other commands, --once included,
-    /// default to one per CPU.
+    /// Async worker threads. Default 1: a scheduled run takes ~0.1 ms of
+    /// CPU, and the heavy work (status page, API, /metrics, SQLite) runs
+    /// on blocking threads, so a second worker mostly adds wake-ups, for
+    /// --once workloads too. Raise it for thousands of TLS handshakes a
+    /// second. `sandbox` defaults to one per CPU.
     #[arg(long, global = true, env = "SYNTHMON_THREADS", value_name = "N",
           value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub threads: Option<u16>,
@@ -282,12 +281,12 @@ pub fn main() -> ExitCode {
     let one_shot = cli.once || !matches!(cli.command, None | Some(Command::Run));
     init_logging(cli.log_format, one_shot);
     let threads = cli.threads.map_or_else(
-        || {
-            if one_shot {
+        || match cli.command {
+            // A target serving load (the bench's): one worker per CPU.
+            Some(Command::Sandbox { .. }) => {
                 std::thread::available_parallelism().map_or(1, usize::from)
-            } else {
-                DAEMON_THREADS
             }
+            _ => DEFAULT_THREADS,
         },
         usize::from,
     );
@@ -305,11 +304,15 @@ pub fn main() -> ExitCode {
     ExitCode::from(runtime.block_on(dispatch(cli)))
 }
 
-/// The daemon's async worker threads unless `--threads` says otherwise.
-/// One: at 1,000 runs/s (loopback HTTP, 2 CPUs) two workers took ~135
-/// CPU-µs a run and one ~105, the difference being the workers parking
-/// and waking each other; the schedule lag was no worse.
-const DAEMON_THREADS: usize = 1;
+/// Async worker threads unless `--threads` says otherwise, for every
+/// command but `sandbox`. One: at 1,000 runs/s (loopback HTTP, 2 CPUs)
+/// the daemon took ~135 CPU-µs a run with two workers and ~105 with one,
+/// the difference being the workers parking and waking each other, with
+/// no better schedule lag; a `--once` workload on 32 kept connections sent
+/// 8–16 % more requests a second at ~25 % less CPU a request with one
+/// (each exchange, a task of its own, was handed to the other worker and
+/// back).
+const DEFAULT_THREADS: usize = 1;
 
 /// Runs the parsed command line; returns the exit code.
 pub async fn dispatch(cli: Cli) -> u8 {
