@@ -30,6 +30,9 @@ TICKS = os.sysconf("SC_CLK_TCK")
 # synthmon refuses higher rates, and a run of more than a million requests.
 MAX_RATE = 100_000
 MAX_REQUESTS = 1_000_000
+# A bare hyper client (bench/floor), built by bench/run.sh.
+FLOOR = os.environ.get("BENCH_FLOOR") or os.path.join(ROOT, "bench", "floor", "target",
+                                                       "release", "floor")
 
 
 def _cpu_seconds(pid):
@@ -90,6 +93,34 @@ def _workload(synthmon_bin, sandbox_url, workload):
         return result, cpu, rss
 
 
+def _floor(sandbox_url, seconds, concurrency, rate, shape):
+    """bench/floor (a bare hyper client) in the same open model as the
+    workload: requests/s answered and CPU-us per request."""
+    if not os.path.exists(FLOOR):
+        raise RuntimeError(f"{FLOOR} is missing: cargo build --release "
+                           "--manifest-path bench/floor/Cargo.toml (bench/run.sh does)")
+    addr = sandbox_url.split("//", 1)[1].rstrip("/")
+    proc = subprocess.Popen(
+        [FLOOR, addr, str(concurrency), str(seconds), str(rate), shape],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    cpu = 0.0
+    while proc.poll() is None:
+        try:
+            cpu = _cpu_seconds(proc.pid)
+        except OSError:
+            pass
+        time.sleep(0.05)
+    out, err = proc.communicate(timeout=60)
+    try:
+        rps, dropped = out.split()
+        rps = float(rps)
+    except ValueError:
+        raise RuntimeError(f"bench/floor printed no figures:\n{out}\n{err}")
+    return {"shape": shape, "rps": rps, "dropped": int(dropped),
+            "cpu_us_per_request": cpu / max(rps * seconds, 1) * 1e6}
+
+
 def run(synthmon_bin, sandbox_url, seconds, concurrency):
     """wrk keep-alive, then synthmon keep-alive asking 1.5x wrk's rate with
     the same in-flight cap (so the cap and synthmon's own speed, not the
@@ -119,6 +150,11 @@ def run(synthmon_bin, sandbox_url, seconds, concurrency):
         "peak_rss_kib": rss,
     }
     figures["ratio"] = figures["synthmon_rps"] / max(wrk_rps, 1e-9)
+    # Context, not a target: what the HTTP stack synthmon is built on does
+    # in the same open model, shaped as synthmon's engine is (`central`)
+    # and with a task per connection (`tasks`).
+    figures["floor"] = {shape: _floor(sandbox_url, seconds, concurrency, rate, shape)
+                        for shape in ("tasks", "central")}
     print(f"\n## keep-alive, {concurrency} connections, {seconds}s\n")
     print("| measure | peer | synthmon |")
     print("|---|---|---|")
@@ -128,6 +164,10 @@ def run(synthmon_bin, sandbox_url, seconds, concurrency):
           f"{figures['synthmon_rps']:.0f} ok/s, sent {w['sent']} on {w.get('connections')} "
           f"connections, dropped {w['dropped']} ({w['dropped_behind']} behind schedule), "
           f"failed {w['failed']}, peak RSS {rss / 1024:.1f} MiB")
+    for f in figures["floor"].values():
+        print(f"bench/floor ({f['shape']}): {f['rps']:.0f}/s "
+              f"({f['rps'] / max(wrk_rps, 1e-9):.2f}× wrk), "
+              f"{f['cpu_us_per_request']:.1f} CPU-µs a request, dropped {f['dropped']}")
     return figures
 
 

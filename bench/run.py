@@ -177,6 +177,14 @@ def rows(p, bb_idle_kib):
     o.append(row("9b", f"workload CPU per request, connections kept, c{CONCURRENCY}", ka,
                  lambda f: f["cpu_us_per_request"], "µs", None, None,
                  "≤ 12 µs", lambda v, _p, _r: v <= 12))
+    floor = (ka or {}).get("floor", {})
+    o.append(row("9c", f"bench/floor, a bare hyper client, connections kept, c{CONCURRENCY}: "
+                 "a task per connection claims its own due requests", floor.get("tasks"),
+                 lambda f: f["rps"], "req/s", "wrk (keep-alive)", ka and ka.get("wrk_rps"),
+                 None, None))
+    o.append(row("9d", "bench/floor as 9c, one task sending every request (synthmon's shape)",
+                 floor.get("central"), lambda f: f["rps"], "req/s", "wrk (keep-alive)",
+                 ka and ka.get("wrk_rps"), None, None))
     mi = p.get("million", {"error": "skipped (BENCH_MILLION=0)"} if not MILLION else None)
     o.append(row("10", "peak RSS of one workload of 1,000,000 keep-alive requests", mi,
                  lambda f: f["peak_rss_kib"] / 1024, "MiB", None, None,
@@ -198,7 +206,7 @@ def rows(p, bb_idle_kib):
     o.append(row("12d", "status page `/`, 1,000 probes, a month of history: median server time",
                  p.get("status_page"), lambda f: f["median_ms"], "ms", None, None,
                  "≤ 100 ms (issue 16)", lambda v, _p, _r: v <= 100))
-    order = ["1", "2", "3", "4", "5", "6", "7", "8a", "8b", "9a", "9b", "10", "11",
+    order = ["1", "2", "3", "4", "5", "6", "7", "8a", "8b", "9a", "9b", "9c", "9d", "10", "11",
              "12a", "12b", "12c", "12d"]
     return sorted(o, key=lambda r: order.index(r["id"]))
 

@@ -16,4 +16,6 @@ if ((${#need[@]})); then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 [[ -n ${BENCH_SYNTHMON:-} ]] || cargo build --release --quiet
+# A bare hyper client for row 9's context (its own package and lock file).
+[[ -n ${BENCH_FLOOR:-} ]] || cargo build --release --quiet --manifest-path bench/floor/Cargo.toml
 exec python3 bench/run.py "$@"
