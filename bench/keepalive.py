@@ -152,8 +152,10 @@ def run(synthmon_bin, sandbox_url, seconds, concurrency):
     figures["ratio"] = figures["synthmon_rps"] / max(wrk_rps, 1e-9)
     # Context, not a target: what the HTTP stack synthmon is built on does
     # in the same open model, shaped as synthmon's engine is (`central`)
-    # and with a task per connection (`tasks`).
-    figures["floor"] = {shape: _floor(sandbox_url, seconds, concurrency, rate, shape)
+    # and with a task per connection (`tasks`), asked 1.5x wrk's rate
+    # (synthmon's own rate stops at MAX_RATE).
+    floor_rate = max(100, int(wrk_rps * 1.5))
+    figures["floor"] = {shape: _floor(sandbox_url, seconds, concurrency, floor_rate, shape)
                         for shape in ("tasks", "central")}
     print(f"\n## keep-alive, {concurrency} connections, {seconds}s\n")
     print("| measure | peer | synthmon |")
