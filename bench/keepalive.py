@@ -30,9 +30,11 @@ TICKS = os.sysconf("SC_CLK_TCK")
 # synthmon refuses higher rates, and a run of more than a million requests.
 MAX_RATE = 100_000
 MAX_REQUESTS = 1_000_000
-# A bare hyper client (bench/floor), built by bench/run.sh.
+# A bare hyper client (bench/floor), built by bench/run.sh, and how long
+# past its run it may take (connecting, its requests' own timeout).
 FLOOR = os.environ.get("BENCH_FLOOR") or os.path.join(ROOT, "bench", "floor", "target",
                                                        "release", "floor")
+FLOOR_GRACE_S = 30
 
 
 def _cpu_seconds(pid):
@@ -105,13 +107,16 @@ def _floor(sandbox_url, seconds, concurrency, rate, shape):
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     cpu = 0.0
-    while proc.poll() is None:
+    deadline = time.monotonic() + seconds + FLOOR_GRACE_S
+    while proc.poll() is None and time.monotonic() < deadline:
         try:
             cpu = _cpu_seconds(proc.pid)
         except OSError:
             pass
         time.sleep(0.05)
-    out, err = proc.communicate(timeout=60)
+    if proc.poll() is None:
+        proc.kill()
+    out, err = proc.communicate(timeout=10)
     try:
         rps, dropped = out.split()
         rps = float(rps)

@@ -95,16 +95,24 @@ async fn run(args: Args) -> Result<()> {
     Ok(())
 }
 
-/// One request on `sender`, its body read whole.
+/// One request on `sender`, its body read whole, within [`TIMEOUT`].
 async fn get(sender: &mut Sender, host: &str) -> Result<()> {
-    sender.ready().await?;
-    let request = http::Request::get("/health")
-        .header(http::header::HOST, host)
-        .body(Empty::new())?;
-    let response = sender.send_request(request).await?;
-    response.into_body().collect().await?;
-    Ok(())
+    let exchange = async {
+        sender.ready().await?;
+        let request = http::Request::get("/health")
+            .header(http::header::HOST, host)
+            .body(Empty::new())?;
+        let response = sender.send_request(request).await?;
+        response.into_body().collect().await?;
+        Ok(())
+    };
+    tokio::time::timeout(TIMEOUT, exchange)
+        .await
+        .map_err(|_| format!("no answer from {host} within {TIMEOUT:?}"))?
 }
+
+/// A request's deadline: a target that stops answering ends the run.
+const TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Each connection's task claims its own due requests.
 async fn tasks(
