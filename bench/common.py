@@ -103,6 +103,20 @@ def peak_rss_kib(pid):
     return _status_kib(pid, "VmHWM")
 
 
+def watch(proc, deadline=None):
+    """Samples `proc` every 50 ms until it exits or the monotonic
+    `deadline` passes: (its last CPU seconds, its peak RSS in KiB)."""
+    cpu, rss = 0.0, 0
+    while proc.poll() is None and (deadline is None or time.monotonic() < deadline):
+        try:
+            cpu = cpu_seconds(proc.pid)
+            rss = max(rss, peak_rss_kib(proc.pid))
+        except OSError:
+            pass
+        time.sleep(0.05)
+    return cpu, rss
+
+
 def get(url, timeout=10, gzipped=False):
     """The body as text; with gzipped, asked for as Prometheus asks for
     /metrics (Accept-Encoding: gzip) and decompressed here."""

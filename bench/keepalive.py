@@ -26,7 +26,6 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TICKS = os.sysconf("SC_CLK_TCK")
 # synthmon refuses higher rates, and a run of more than a million requests.
 MAX_RATE = 100_000
 MAX_REQUESTS = 1_000_000
@@ -35,20 +34,6 @@ MAX_REQUESTS = 1_000_000
 FLOOR = os.environ.get("BENCH_FLOOR") or os.path.join(ROOT, "bench", "floor", "target",
                                                        "release", "floor")
 FLOOR_GRACE_S = 30
-
-
-def _cpu_seconds(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS
-
-
-def _peak_rss_kib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-    return 0
 
 
 def _wrk(url, seconds, concurrency):
@@ -79,14 +64,7 @@ def _workload(synthmon_bin, sandbox_url, workload):
              "--output", "json"],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
-        cpu, rss = 0.0, 0
-        while proc.poll() is None:
-            try:
-                cpu = _cpu_seconds(proc.pid)
-                rss = max(rss, _peak_rss_kib(proc.pid))
-            except OSError:
-                pass
-            time.sleep(0.05)
+        cpu, rss = common.watch(proc)
         out, err = proc.communicate(timeout=60)
         try:
             result = json.loads(out)["results"][0]
@@ -106,14 +84,7 @@ def _floor(sandbox_url, seconds, concurrency, rate, shape):
         [FLOOR, addr, str(concurrency), str(seconds), str(rate), shape],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
-    cpu = 0.0
-    deadline = time.monotonic() + seconds + FLOOR_GRACE_S
-    while proc.poll() is None and time.monotonic() < deadline:
-        try:
-            cpu = _cpu_seconds(proc.pid)
-        except OSError:
-            pass
-        time.sleep(0.05)
+    cpu, _ = common.watch(proc, time.monotonic() + seconds + FLOOR_GRACE_S)
     if proc.poll() is None:
         proc.kill()
     out, err = proc.communicate(timeout=10)

@@ -86,15 +86,7 @@ def synthmon_workload(sandbox, rate, seconds, http='url = "/health"\n'):
             [SYNTHMON, "--config", os.path.join(d, "config.toml"), "--once", "--output", "json"],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
-            cpu, rss = 0.0, 0
-            deadline = time.monotonic() + seconds + 60
-            while proc.poll() is None and time.monotonic() < deadline:
-                try:
-                    cpu = common.cpu_seconds(proc.pid)
-                    rss = max(rss, common.peak_rss_kib(proc.pid))
-                except OSError:
-                    pass
-                time.sleep(0.05)
+            cpu, rss = common.watch(proc, time.monotonic() + seconds + 60)
             out, err = proc.communicate(timeout=10)
         finally:
             common.stop(proc)
