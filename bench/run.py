@@ -174,8 +174,8 @@ def rows(p, bb_idle_kib):
                  "a task per connection claims its own due requests", floor.get("tasks"),
                  lambda f: f["rps"], "req/s", "wrk (keep-alive)", ka and ka.get("wrk_rps"),
                  None, None))
-    o.append(row("9d", "bench/floor as 9c, one task sending every request (synthmon's shape)",
-                 floor.get("central"), lambda f: f["rps"], "req/s", "wrk (keep-alive)",
+    o.append(row("9d", "bench/floor as 9c, every connection a future of one task (synthmon's shape)",
+                 floor.get("slots"), lambda f: f["rps"], "req/s", "wrk (keep-alive)",
                  ka and ka.get("wrk_rps"), None, None))
     mi = p.get("million", {"error": "skipped (BENCH_MILLION=0)"} if not MILLION else None)
     o.append(row("10", "peak RSS of one workload of 1,000,000 keep-alive requests", mi,

@@ -11,8 +11,10 @@ use std::time::Duration;
 /// with them (arrivals are computed as they come, latencies streamed into
 /// a histogram); this bounds how long one run's verdict waits.
 pub const MAX_REQUESTS: u64 = 1_000_000;
-/// The highest rate a stage may ask for, per second.
-pub const MAX_RATE: f64 = 100_000.0;
+/// The highest rate a stage may ask for, per second: a guard against a
+/// mistyped rate, above what one core sends (one run sends at most
+/// [`MAX_REQUESTS`] anyway).
+pub const MAX_RATE: f64 = 1_000_000.0;
 /// Default in-flight cap.
 pub const DEFAULT_MAX_CONCURRENCY: usize = 100;
 /// Default size of an `oversize` anomaly's value.

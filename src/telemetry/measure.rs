@@ -39,7 +39,7 @@ enum Latencies {
 }
 
 /// Counts are `u32`, saturating: a sub-window holds at most 30 s of a
-/// pair's runs (a workload's up to 100,000/s gives 3 million), and four
+/// pair's runs (a workload's run sends at most a million), and four
 /// `u32`s keep a sub-window at the size the memory figures state.
 struct Sub {
     index: u64,

@@ -11,8 +11,9 @@
 //! - `tasks`: each connection is a task that claims the next due request
 //!   itself when its last one is answered (dropping those already missed)
 //!   and sleeps until it is due;
-//! - `central`: one task sends every due request (synthmon's shape), each
-//!   on an idle connection, as a task of its own that it awaits.
+//! - `slots`: one task holds every connection, each a future that claims
+//!   its next due request in the same way and drives its connection
+//!   itself (synthmon's shape: a workload's slots in its run's task).
 //!
 //! Prints requests answered a second, then requests dropped, on one line.
 
@@ -26,8 +27,12 @@ use http_body_util::{BodyExt, Empty};
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use std::error::Error;
+use std::future::Future;
+use std::pin::{Pin, pin};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::task::Poll;
+use tokio::net::TcpStream;
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -45,22 +50,22 @@ struct Args {
     connections: usize,
     seconds: u64,
     rate: f64,
-    central: bool,
+    slots: bool,
 }
 
 fn args() -> Result<Args> {
     let a: Vec<String> = std::env::args().skip(1).collect();
     let [addr, connections, seconds, rate, shape] = a.as_slice() else {
-        return Err("usage: floor ADDR CONNECTIONS SECONDS RATE tasks|central".into());
+        return Err("usage: floor ADDR CONNECTIONS SECONDS RATE tasks|slots".into());
     };
     Ok(Args {
         addr: addr.clone(),
         connections: connections.parse()?,
         seconds: seconds.parse()?,
         rate: rate.parse()?,
-        central: match shape.as_str() {
+        slots: match shape.as_str() {
             "tasks" => false,
-            "central" => true,
+            "slots" => true,
             other => return Err(format!("unknown shape {other:?}").into()),
         },
     })
@@ -75,25 +80,57 @@ fn main() -> Result<()> {
 }
 
 async fn run(args: Args) -> Result<()> {
-    let mut senders = Vec::with_capacity(args.connections);
+    let mut connections = Vec::with_capacity(args.connections);
     for _ in 0..args.connections {
         let tcp = tokio::net::TcpStream::connect(&args.addr).await?;
         tcp.set_nodelay(true)?;
         let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await?;
-        tokio::spawn(connection);
-        senders.push(sender);
+        connections.push((sender, Box::pin(connection)));
     }
     let start = Instant::now();
     let end = start + Duration::from_secs(args.seconds);
     let due = move |i: u64| start + Duration::from_secs_f64(i as f64 / args.rate);
-    let (answered, dropped) = if args.central {
-        central(senders, &args.addr, due, end).await?
+    let claims = Arc::new(Claims {
+        next: AtomicU64::new(0),
+        dropped: AtomicU64::new(0),
+    });
+    let answered = if args.slots {
+        let (claims, host) = (Arc::clone(&claims), args.addr.clone());
+        tokio::spawn(async move { slots(connections, &host, &claims, due, end).await }).await??
     } else {
-        tasks(senders, &args.addr, due, end).await?
+        tasks(connections, &args.addr, &claims, due, end).await?
     };
+    let dropped = claims.dropped.load(Ordering::Relaxed);
     println!("{:.0} {dropped}", answered as f64 / args.seconds as f64);
     Ok(())
 }
+
+/// The next request to claim, and those dropped.
+struct Claims {
+    next: AtomicU64,
+    dropped: AtomicU64,
+}
+
+impl Claims {
+    /// The time the next request is due, for a connection free now,
+    /// dropping those it is too late for; `None` past the run's end.
+    fn claim(&self, due: impl Fn(u64) -> Instant, end: Instant) -> Option<Instant> {
+        let now = Instant::now();
+        loop {
+            let at = due(self.next.fetch_add(1, Ordering::Relaxed));
+            if at >= end {
+                return None;
+            }
+            if at + SLACK >= now {
+                return Some(at);
+            }
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// hyper's side of a connection: the future that does its I/O.
+type Connection = Pin<Box<hyper::client::conn::http1::Connection<TokioIo<TcpStream>, Empty<Bytes>>>>;
 
 /// One request on `sender`, its body read whole, within [`TIMEOUT`].
 async fn get(sender: &mut Sender, host: &str) -> Result<()> {
@@ -114,41 +151,28 @@ async fn get(sender: &mut Sender, host: &str) -> Result<()> {
 /// A request's deadline: a target that stops answering ends the run.
 const TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Each connection's task claims its own due requests.
+/// Each connection is a task claiming its own due requests; hyper's side
+/// of it another.
 async fn tasks(
-    senders: Vec<Sender>,
+    connections: Vec<(Sender, Connection)>,
     addr: &str,
+    claims: &Arc<Claims>,
     due: impl Fn(u64) -> Instant + Copy + Send + 'static,
     end: Instant,
-) -> Result<(u64, u64)> {
-    let next = Arc::new(Mutex::new(0u64));
-    let dropped = Arc::new(AtomicU64::new(0));
-    let workers: Vec<_> = senders
+) -> Result<u64> {
+    let workers: Vec<_> = connections
         .into_iter()
-        .map(|mut sender| {
-            let (next, dropped, host) = (Arc::clone(&next), Arc::clone(&dropped), addr.to_owned());
+        .map(|(mut sender, connection)| {
+            tokio::spawn(connection);
+            let (claims, host) = (Arc::clone(claims), addr.to_owned());
             tokio::spawn(async move {
                 let mut answered = 0u64;
-                loop {
-                    let at = {
-                        let mut i = next.lock().unwrap_or_else(PoisonError::into_inner);
-                        let now = Instant::now();
-                        loop {
-                            let at = due(*i);
-                            *i += 1;
-                            if at + SLACK >= now {
-                                break at;
-                            }
-                            dropped.fetch_add(1, Ordering::Relaxed);
-                        }
-                    };
-                    if at >= end {
-                        return Ok::<u64, Box<dyn Error + Send + Sync>>(answered);
-                    }
+                while let Some(at) = claims.claim(due, end) {
                     tokio::time::sleep_until(at).await;
                     get(&mut sender, &host).await?;
                     answered += 1;
                 }
+                Ok::<u64, Box<dyn Error + Send + Sync>>(answered)
             })
         })
         .collect();
@@ -156,62 +180,55 @@ async fn tasks(
     for worker in workers {
         answered += worker.await??;
     }
-    Ok((answered, dropped.load(Ordering::Relaxed)))
+    Ok(answered)
 }
 
-/// One task sends every due request, each as a task of its own.
-async fn central(
-    senders: Vec<Sender>,
-    addr: &str,
-    due: impl Fn(u64) -> Instant,
+/// Every connection a future of this one task, claiming its own due
+/// requests and driving hyper's side of the connection itself.
+async fn slots(
+    connections: Vec<(Sender, Connection)>,
+    host: &str,
+    claims: &Claims,
+    due: impl Fn(u64) -> Instant + Copy,
     end: Instant,
-) -> Result<(u64, u64)> {
-    let cap = senders.len();
-    let idle = Arc::new(Mutex::new(senders));
-    let mut in_flight = FuturesUnordered::new();
-    let (mut answered, mut dropped, mut i) = (0u64, 0u64, 0u64);
-    let timer = tokio::time::sleep_until(due(0));
-    tokio::pin!(timer);
-    loop {
-        let at = due(i);
-        if at >= end {
-            while let Some(done) = in_flight.next().await {
-                done?;
+) -> Result<u64> {
+    let mut all: FuturesUnordered<_> = connections
+        .into_iter()
+        .map(|(mut sender, mut connection)| async move {
+            let mut answered = 0u64;
+            while let Some(at) = claims.claim(due, end) {
+                if at > Instant::now() {
+                    tokio::time::sleep_until(at).await;
+                }
+                drive(&mut connection, get(&mut sender, host)).await??;
                 answered += 1;
             }
-            return Ok((answered, dropped));
-        }
-        let due_now = at <= Instant::now();
-        if !due_now && at != timer.deadline() {
-            timer.as_mut().reset(at);
-        }
-        tokio::select! {
-            biased;
-            Some(done) = in_flight.next(), if !in_flight.is_empty() => {
-                done?;
-                answered += 1;
-                continue;
-            }
-            () = tokio::task::coop::consume_budget(), if due_now => {}
-            () = &mut timer, if !due_now => {}
-        }
-        i += 1;
-        if in_flight.len() >= cap {
-            dropped += 1;
-            continue;
-        }
-        let (idle, host) = (Arc::clone(&idle), addr.to_owned());
-        in_flight.push(async move {
-            let exchange = tokio::spawn(async move {
-                let taken = idle.lock().unwrap_or_else(PoisonError::into_inner).pop();
-                let mut sender = taken.ok_or("no idle connection")?;
-                let got = get(&mut sender, &host).await;
-                idle.lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .push(sender);
-                got
-            });
-            exchange.await?
-        });
+            Ok::<u64, Box<dyn Error + Send + Sync>>(answered)
+        })
+        .collect();
+    let mut answered = 0;
+    while let Some(n) = all.next().await {
+        answered += n?;
     }
+    Ok(answered)
+}
+
+/// Polls `exchange`, and the connection it is sent on, until the exchange
+/// is done.
+async fn drive<F: Future>(connection: &mut Connection, exchange: F) -> Result<F::Output> {
+    let mut exchange = pin!(exchange);
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(out) = exchange.as_mut().poll(cx) {
+            return Poll::Ready(Ok(out));
+        }
+        if let Poll::Ready(ended) = connection.as_mut().poll(cx) {
+            return Poll::Ready(Err(match ended {
+                Ok(()) => "the connection closed".into(),
+                Err(e) => e.into(),
+            }));
+        }
+        // The connection's I/O may have finished the exchange.
+        exchange.as_mut().poll(cx).map(Ok)
+    })
+    .await
 }
