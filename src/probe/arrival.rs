@@ -21,10 +21,11 @@ pub const DEFAULT_MAX_CONCURRENCY: usize = 100;
 pub const DEFAULT_OVERSIZE: u64 = 64 * 1024;
 /// Stream numbers at and above this are the anomaly draws'.
 pub const ANOMALY_STREAM: u64 = 1 << 62;
-/// A request the sender reaches later than this after its intended time
-/// finds the sender behind schedule: a drop then is charged to this machine
-/// falling behind, not only to the target holding the slots. Ten times the
-/// timer's millisecond granularity, so ordinary wake-up jitter never counts.
+/// A request sent later than this after its intended time shows the sender
+/// behind schedule: drops until the next request sent on time are charged
+/// to this machine falling behind, not only to the target holding the
+/// slots. Ten times the timer's millisecond granularity, so ordinary
+/// wake-up jitter never counts.
 pub const BEHIND_SCHEDULE: Duration = Duration::from_millis(10);
 
 #[derive(Debug)]
