@@ -63,7 +63,8 @@ pub struct Cli {
     /// CPU, and the heavy work (status page, API, /metrics, SQLite) runs
     /// on blocking threads, so a second worker mostly adds wake-ups, for
     /// --once workloads too. Raise it for thousands of TLS handshakes a
-    /// second. `sandbox` defaults to one per CPU.
+    /// second across probes (one workload runs on one worker). `sandbox`
+    /// defaults to one per CPU.
     #[arg(long, global = true, env = "SYNTHMON_THREADS", value_name = "N",
           value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub threads: Option<u16>,
@@ -308,10 +309,10 @@ pub fn main() -> ExitCode {
 /// command but `sandbox`. One: at 1,000 runs/s (loopback HTTP, 2 CPUs)
 /// the daemon took ~135 CPU-µs a run with two workers and ~105 with one,
 /// the difference being the workers parking and waking each other, with
-/// no better schedule lag; a `--once` workload on 32 kept connections sent
-/// 8–16 % more requests a second at ~25 % less CPU a request with one
-/// (each exchange, a task of its own, was handed to the other worker and
-/// back).
+/// no better schedule lag. (A `--once` workload on 32 kept connections
+/// also sent 8–16 % more requests a second at ~25 % less CPU a request with
+/// one, when each exchange was a task of its own, handed to the other
+/// worker and back; a workload is one task now, and uses one worker.)
 const DEFAULT_THREADS: usize = 1;
 
 /// Runs the parsed command line; returns the exit code.

@@ -471,7 +471,7 @@ async fn send_with(
     want_facts: bool,
 ) -> Performed {
     let mut recorded = Recorded::request(&request);
-    let exchanged = exchange(request, options, None, deadline).await;
+    let exchanged = exchange(request, &options, None, deadline).await;
     let (mut done, received) = judge_keeping(spec, exchanged, scope, checks, want_facts);
     recorded.response = received;
     done.exchange = Some(Box::new(recorded));
@@ -498,8 +498,7 @@ pub async fn options(
     })
 }
 
-/// The network part of one request, before judging. Owns everything, so a
-/// workload can run it as a task of its own.
+/// The network part of one request, before judging.
 pub struct Exchanged {
     result: Result<transport::Response, transport::Failure>,
     requested_url: String,
@@ -512,13 +511,13 @@ pub struct Exchanged {
 /// when given (a workload's `keep_alive`), else on a fresh one.
 pub async fn exchange(
     request: transport::Request,
-    options: TransportOptions,
-    keep: Option<std::sync::Arc<transport::KeepAlive>>,
+    options: &TransportOptions,
+    keep: Option<&transport::KeepAlive>,
     deadline: Instant,
 ) -> Exchanged {
     let started = Instant::now();
     let requested_url = request.url.to_string();
-    let result = transport::exchange_in(request, &options, keep.as_deref(), deadline).await;
+    let result = transport::exchange_in(request, options, keep, deadline).await;
     let finished = Instant::now();
     Exchanged {
         result,

@@ -83,7 +83,7 @@ use rand::Rng;
 use serde::Deserialize;
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::task::Poll;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -470,57 +470,61 @@ pub async fn run(w: &Workload, ctx: &RunContext<'_>) -> Outcome {
         ..WorkloadFacts::default()
     };
     // Dropped when the run ends, closing its connections.
-    let keep = match unit {
-        Unit::Request(_) if w.keep_alive => Some(Arc::new(KeepAlive::new(w.max_concurrency))),
-        _ => None,
-    };
-    // The TLS config (files as they are now) and proxy, once per run: a
-    // file that cannot be read would fail every request the same way.
-    let options = match unit {
-        Unit::Request(spec) => match http_probe::options(spec, ctx).await {
-            Ok(mut options) => {
-                if let Some(version) = w.http_version {
-                    options.version = version;
+    let keep = (w.keep_alive && matches!(unit, Unit::Request(_)))
+        .then(|| KeepAlive::new(w.max_concurrency));
+    let (options, fixed);
+    let sender = match unit {
+        Unit::Request(spec) => {
+            // The TLS config (files as they are now) and proxy, once per
+            // run: a file that cannot be read would fail every request the
+            // same way.
+            options = match http_probe::options(spec, ctx).await {
+                Ok(mut options) => {
+                    if let Some(version) = w.http_version {
+                        options.version = version;
+                    }
+                    options
                 }
-                Some(options)
-            }
-            Err(fail) => {
-                outcome.fail(fail.reason, fail.message);
-                return super::redact(outcome, ctx.redactor);
-            }
-        },
-        Unit::Iteration(_) => None,
-    };
-    // A request with no template in it is rendered once; each request then
-    // copies it with its own span, and is judged in the run's scope.
-    let fixed = match unit {
-        Unit::Request(spec) if spec.is_static() => {
-            let scope = ctx.scope(&ids, 0);
-            http_probe::build_request(spec, ctx, &ids, &scope)
-                .ok()
-                .map(|mut request| {
-                    request.set_host();
-                    (request, scope)
-                })
+                Err(fail) => {
+                    outcome.fail(fail.reason, fail.message);
+                    return super::redact(outcome, ctx.redactor);
+                }
+            };
+            // A request with no template in it is rendered once; each
+            // request then copies it with its own span, and is judged in
+            // the run's scope.
+            fixed = if spec.is_static() {
+                let scope = ctx.scope(&ids, 0);
+                http_probe::build_request(spec, ctx, &ids, &scope)
+                    .ok()
+                    .map(|mut request| {
+                        request.set_host();
+                        (request, scope)
+                    })
+            } else {
+                None
+            };
+            Sender::Request(
+                spec,
+                Transport {
+                    options: &options,
+                    keep: keep.as_ref(),
+                    fixed: fixed.as_ref(),
+                },
+            )
         }
-        _ => None,
+        Unit::Iteration(spec) => Sender::Iteration(spec),
     };
     let run = Run {
-        unit,
+        sender,
         w,
         ctx,
         ids: &ids,
-        transport: Transport {
-            options: options.as_ref(),
-            keep: keep.as_ref(),
-            fixed: fixed.as_ref(),
-        },
     };
     let start = Instant::now();
     let shared = Shared {
-        ledger: Mutex::new(Ledger::new(arrivals, start, facts, bar)),
+        ledger: Mutex::new(Ledger::new(arrivals, start, w.max_concurrency, facts, bar)),
         want: AtomicUsize::new(0),
-        max_slots: w.max_concurrency,
     };
     // Every slot is a future of this one task (they borrow the run
     // context), polled only when its own timer or I/O wakes it. A slot
@@ -637,34 +641,30 @@ const SLACK: Duration = Duration::from_millis(1);
 /// have not claimed yet.
 const FULL_SPANS: usize = 1024;
 
+/// What a run's slots send, and how.
+enum Sender<'r> {
+    Request(&'r HttpSpec, Transport<'r>),
+    Iteration(&'r FlowSpec),
+}
+
 /// What every slot of a run sends with: borrowed from the run.
 struct Run<'r> {
-    unit: Unit<'r>,
+    sender: Sender<'r>,
     w: &'r Workload,
     ctx: &'r RunContext<'r>,
     ids: &'r RunIds,
-    transport: Transport<'r>,
 }
 
 impl Run<'_> {
     /// Sends request (or iteration) `i`, intended for `intended`.
     async fn send(&self, i: u64, intended: Instant) -> Done {
-        match self.unit {
-            Unit::Request(spec) => {
-                one(
-                    spec,
-                    self.w,
-                    self.ctx,
-                    self.ids,
-                    self.transport,
-                    i,
-                    intended,
-                )
-                .await
+        match self.sender {
+            Sender::Request(spec, transport) => {
+                one(spec, self.w, self.ctx, self.ids, transport, i, intended).await
             }
             // A flow's iteration future is large: boxed, it does not make
             // every slot as large.
-            Unit::Iteration(spec) => Box::pin(iteration(spec, self.ctx, i, intended)).await,
+            Sender::Iteration(spec) => Box::pin(iteration(spec, self.ctx, i, intended)).await,
         }
     }
 }
@@ -674,7 +674,6 @@ struct Shared<'w> {
     ledger: Mutex<Ledger<'w>>,
     /// Slots the ledger asked for, not yet made.
     want: AtomicUsize,
-    max_slots: usize,
 }
 
 /// The arrivals not yet claimed and the run's tallies. Every slot runs in
@@ -684,8 +683,10 @@ struct Ledger<'w> {
     start: Instant,
     /// The index of the next request to claim.
     next: u64,
-    /// Slots made (or asked for), and of them those not sending.
+    /// Slots made (or asked for), of at most `max_slots`, and of them
+    /// those not sending.
     slots: usize,
+    max_slots: usize,
     idle: usize,
     /// Since when every one of `max_concurrency` slots has been sending,
     /// while they are.
@@ -715,10 +716,12 @@ struct Claim {
 }
 
 impl<'w> Ledger<'w> {
-    /// The ledger of a run that starts at `start` with one slot.
+    /// The ledger of a run that starts at `start` with one slot, of at
+    /// most `max_slots`.
     fn new(
         arrivals: super::arrival::Schedule<'w>,
         start: Instant,
+        max_slots: usize,
         facts: WorkloadFacts,
         bar: Option<indicatif::ProgressBar>,
     ) -> Ledger<'w> {
@@ -727,6 +730,7 @@ impl<'w> Ledger<'w> {
             start,
             next: 0,
             slots: 1,
+            max_slots,
             idle: 1,
             full_since: None,
             full: VecDeque::new(),
@@ -766,7 +770,7 @@ impl<'w> Ledger<'w> {
 
     /// Counts a slot's send of a request intended for `intended`, `now`;
     /// `true` when the run should make another slot.
-    fn sending(&mut self, intended: Instant, now: Instant, max_slots: usize) -> bool {
+    fn sending(&mut self, intended: Instant, now: Instant) -> bool {
         let lag = now.saturating_duration_since(intended);
         self.facts.max_lag = self.facts.max_lag.max(lag);
         self.late = lag > BEHIND_SCHEDULE;
@@ -775,7 +779,7 @@ impl<'w> Ledger<'w> {
         self.first_send.get_or_insert(now);
         self.tick(now);
         self.idle = self.idle.saturating_sub(1);
-        let more = self.idle == 0 && self.slots < max_slots;
+        let more = self.idle == 0 && self.slots < self.max_slots;
         if more {
             self.slots += 1;
             self.idle += 1;
@@ -869,8 +873,7 @@ async fn slot(run: &Run<'_>, shared: &Shared<'_>) {
             let Some(claim) = ledger.claim(now) else {
                 return;
             };
-            let more = (claim.intended <= now)
-                .then(|| ledger.sending(claim.intended, now, shared.max_slots));
+            let more = (claim.intended <= now).then(|| ledger.sending(claim.intended, now));
             (claim, more)
         };
         let more = match more {
@@ -881,7 +884,7 @@ async fn slot(run: &Run<'_>, shared: &Shared<'_>) {
                     () = run.ctx.cancel.cancelled() => return,
                     () = tokio::time::sleep_until(claim.intended) => {}
                 }
-                lock(shared).sending(claim.intended, Instant::now(), shared.max_slots)
+                lock(shared).sending(claim.intended, Instant::now())
             }
         };
         if more {
@@ -916,9 +919,9 @@ async fn iteration(spec: &FlowSpec, ctx: &RunContext<'_>, i: u64, intended: Inst
 /// How a workload's requests go out: built once per run.
 #[derive(Clone, Copy)]
 struct Transport<'r> {
-    options: Option<&'r crate::net::http1::TransportOptions>,
+    options: &'r crate::net::http1::TransportOptions,
     /// The run's connections, with `keep_alive`.
-    keep: Option<&'r Arc<KeepAlive>>,
+    keep: Option<&'r KeepAlive>,
     /// The request, when it holds no template, and the scope to judge in.
     fixed: Option<&'r (crate::net::http1::Request, crate::template::Scope)>,
 }
@@ -992,10 +995,6 @@ async fn one(
             }
         }
     };
-    let failed = |reason| http_probe::Verdict {
-        reason: Some(reason),
-        responded: false,
-    };
     // The OAuth2 token, when one applies: from the cache after the first
     // request (a refresh is waited for by every request that needs it, as
     // any client would).
@@ -1014,27 +1013,15 @@ async fn one(
         Err(_) => Err(FailureReason::Request),
     };
     let (verdict, finished, service) = match request {
-        Err(reason) => (failed(reason), Instant::now(), None),
-        Ok(request) => {
-            let options = match send.options {
-                Some(options) => options.clone(),
-                None => match http_probe::options(spec, ctx).await {
-                    Ok(options) => options,
-                    Err(fail) => {
-                        return Done {
-                            sample: Sample {
-                                latency: None,
-                                service: None,
-                                success: false,
-                            },
-                            reason: Some(fail.reason),
-                            anomaly,
-                        };
-                    }
-                },
+        Err(reason) => {
+            let verdict = http_probe::Verdict {
+                reason: Some(reason),
+                responded: false,
             };
-            let exchanged =
-                http_probe::exchange(request, options, send.keep.cloned(), deadline).await;
+            (verdict, Instant::now(), None)
+        }
+        Ok(request) => {
+            let exchanged = http_probe::exchange(request, send.options, send.keep, deadline).await;
             (
                 http_probe::verdict(spec, &exchanged, scope, &checks),
                 exchanged.finished,
@@ -1148,22 +1135,22 @@ mod tests {
         );
         let start = Instant::now();
         let at = |n: u64| start + ms(n);
-        let mut l = Ledger::new(w.schedule(), start, WorkloadFacts::default(), None);
+        let mut l = Ledger::new(w.schedule(), start, 2, WorkloadFacts::default(), None);
         // Two slots: the first sends request 0 and asks for a second, which
         // sends request 1 on time; from 10 ms both are sending.
         let a = l.claim(at(0)).unwrap();
         assert_eq!((a.i, a.intended), (0, at(0)));
-        assert!(l.sending(a.intended, at(0), 2));
+        assert!(l.sending(a.intended, at(0)));
         let b = l.claim(at(0)).unwrap();
         assert_eq!((b.i, b.intended), (1, at(10)));
-        assert!(!l.sending(b.intended, at(10), 2));
+        assert!(!l.sending(b.intended, at(10)));
         // The first is answered at 35 ms: requests 2 and 3 came due while
         // both were sending; 4 is due at 40 ms.
         l.record(answered(), at(35));
         let c = l.claim(at(35)).unwrap();
         assert_eq!((c.i, c.intended), (4, at(40)));
         assert_eq!((l.facts.dropped, l.facts.dropped_behind), (2, 0));
-        assert!(!l.sending(c.intended, at(40), 2));
+        assert!(!l.sending(c.intended, at(40)));
         assert_eq!(l.facts.max_lag, Duration::ZERO);
         // Answered 0.5 ms after request 5 came due (while both were
         // sending): within the timer's millisecond, 5 is sent, not dropped.
@@ -1176,15 +1163,15 @@ mod tests {
         // 50 ms; 3 and 4 came due while both were, as did 5 (50 ms, while
         // both sent again until 52 ms); 6 is sent. The late send marks the
         // drops behind it as the sender's.
-        let mut l = Ledger::new(w.schedule(), start, WorkloadFacts::default(), None);
+        let mut l = Ledger::new(w.schedule(), start, 2, WorkloadFacts::default(), None);
         let a = l.claim(at(0)).unwrap();
-        assert!(l.sending(a.intended, at(0), 2));
+        assert!(l.sending(a.intended, at(0)));
         let b = l.claim(at(0)).unwrap();
-        assert!(!l.sending(b.intended, at(25), 2));
+        assert!(!l.sending(b.intended, at(25)));
         l.record(answered(), at(50));
         let late = l.claim(at(50)).unwrap();
         assert_eq!((late.i, l.facts.dropped), (2, 0));
-        assert!(!l.sending(late.intended, at(50), 2));
+        assert!(!l.sending(late.intended, at(50)));
         assert!(l.late);
         assert_eq!(l.facts.max_lag, ms(30));
         l.record(answered(), at(52));
@@ -1194,10 +1181,10 @@ mod tests {
 
         // With a third slot allowed, the cap is never full: nothing is
         // dropped, however late.
-        let mut l = Ledger::new(w.schedule(), start, WorkloadFacts::default(), None);
+        let mut l = Ledger::new(w.schedule(), start, 3, WorkloadFacts::default(), None);
         for n in 0..2 {
             let claim = l.claim(at(0)).unwrap();
-            assert!(l.sending(claim.intended, at(10 * n + 30), 3));
+            assert!(l.sending(claim.intended, at(10 * n + 30)));
         }
         l.record(answered(), at(90));
         let late = l.claim(at(90)).unwrap();
