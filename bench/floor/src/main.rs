@@ -32,8 +32,8 @@ use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::Poll;
-use tokio::net::TcpStream;
 use std::time::Duration;
+use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 type Result<T> = std::result::Result<T, Box<dyn Error + Send + Sync>>;
@@ -130,7 +130,8 @@ impl Claims {
 }
 
 /// hyper's side of a connection: the future that does its I/O.
-type Connection = Pin<Box<hyper::client::conn::http1::Connection<TokioIo<TcpStream>, Empty<Bytes>>>>;
+type Connection =
+    Pin<Box<hyper::client::conn::http1::Connection<TokioIo<TcpStream>, Empty<Bytes>>>>;
 
 /// One request on `sender`, its body read whole, within [`TIMEOUT`].
 async fn get(sender: &mut Sender, host: &str) -> Result<()> {
