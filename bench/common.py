@@ -341,6 +341,16 @@ def row(id, measure, figures, value, unit, peer, peer_value, target, met, ratio=
     return out
 
 
+def median_round(rounds, key):
+    """The round whose `key` is the median of all rounds' (the lower middle
+    one of an even count), as a dict with every round under "rounds": its
+    figures stay those of one sitting, so its ratio is theirs."""
+    ordered = sorted(rounds, key=key)
+    chosen = dict(ordered[(len(ordered) - 1) // 2])
+    chosen["rounds"] = rounds
+    return chosen
+
+
 def fmt(v):
     if v is None:
         return "—"

@@ -97,10 +97,38 @@ def _floor(sandbox_url, seconds, concurrency, rate, shape):
             "cpu_us_per_request": cpu / max(rps * seconds, 1) * 1e6}
 
 
-def run(synthmon_bin, sandbox_url, seconds, concurrency):
+def run(synthmon_bin, sandbox_url, seconds, concurrency, rounds=1):
     """wrk keep-alive, then synthmon keep-alive asking 1.5x wrk's rate with
     the same in-flight cap (so the cap and synthmon's own speed, not the
-    rate, limit it). Prints a small table; returns the figures."""
+    rate, limit it), then bench/floor, for `rounds` rounds; the round with
+    the median ratio, with every round's figures beside it. Prints a small
+    table; returns the figures."""
+    figures = common.median_round(
+        [_round(synthmon_bin, sandbox_url, seconds, concurrency) for _ in range(rounds)],
+        lambda r: r["ratio"])
+    wrk_rps, w = figures["wrk_rps"], figures
+    print(f"\n## keep-alive, {concurrency} connections, {rounds} rounds of {seconds}s\n")
+    print("| measure | peer | synthmon |")
+    print("|---|---|---|")
+    print(f"| HTTP requests/s, connections kept | wrk (keep-alive) | {figures['ratio']:.2f}× |")
+    print(f"| CPU time per request | — | {figures['cpu_us_per_request']:.1f} µs |")
+    print("\nrounds (synthmon ÷ wrk, CPU a request): "
+          + ", ".join(f"{r['ratio']:.2f}× {r['cpu_us_per_request']:.1f} µs"
+                      for r in figures["rounds"]) + "; the median round:")
+    print(f"wrk {wrk_rps:.0f}/s (non-2xx {w['wrk_non_2xx']}); synthmon asked {w['asked_rate']}/s "
+          f"for {w['run_ms'] / 1000:g}s: "
+          f"{w['synthmon_rps']:.0f} ok/s, sent {w['sent']} on {w['connections']} "
+          f"connections, dropped {w['dropped']} ({w['dropped_behind']} behind schedule), "
+          f"failed {w['failed']}, peak RSS {w['peak_rss_kib'] / 1024:.1f} MiB")
+    for f in figures["floor"].values():
+        print(f"bench/floor ({f['shape']}): {f['rps']:.0f}/s "
+              f"({f['rps'] / max(wrk_rps, 1e-9):.2f}× wrk), "
+              f"{f['cpu_us_per_request']:.1f} CPU-µs a request, dropped {f['dropped']}")
+    return figures
+
+
+def _round(synthmon_bin, sandbox_url, seconds, concurrency):
+    """One round of run(): wrk, synthmon, bench/floor's two shapes."""
     base = sandbox_url.rstrip("/")
     wrk_rps, wrk_errors = _wrk(f"{base}/health", seconds, concurrency)
     rate = min(MAX_RATE, max(100, int(wrk_rps * 1.5)))
@@ -118,6 +146,7 @@ def run(synthmon_bin, sandbox_url, seconds, concurrency):
         "wrk_rps": wrk_rps,
         "wrk_non_2xx": wrk_errors,
         "asked_rate": rate,
+        "run_ms": run_ms,
         "synthmon_rps": w["ok"] / max(result["duration"], 1e-9),
         "sent": w["sent"],
         "dropped": w["dropped"],
@@ -136,20 +165,6 @@ def run(synthmon_bin, sandbox_url, seconds, concurrency):
     floor_rate = max(100, int(wrk_rps * 1.5))
     figures["floor"] = {shape: _floor(sandbox_url, seconds, concurrency, floor_rate, shape)
                         for shape in ("tasks", "slots")}
-    print(f"\n## keep-alive, {concurrency} connections, {seconds}s\n")
-    print("| measure | peer | synthmon |")
-    print("|---|---|---|")
-    print(f"| HTTP requests/s, connections kept | wrk (keep-alive) | {figures['ratio']:.2f}× |")
-    print(f"| CPU time per request | — | {figures['cpu_us_per_request']:.1f} µs |")
-    print(f"\nwrk {wrk_rps:.0f}/s (non-2xx {wrk_errors}); synthmon asked {rate}/s "
-          f"for {run_ms / 1000:g}s: "
-          f"{figures['synthmon_rps']:.0f} ok/s, sent {w['sent']} on {w.get('connections')} "
-          f"connections, dropped {w['dropped']} ({w['dropped_behind']} behind schedule), "
-          f"failed {w['failed']}, peak RSS {rss / 1024:.1f} MiB")
-    for f in figures["floor"].values():
-        print(f"bench/floor ({f['shape']}): {f['rps']:.0f}/s "
-              f"({f['rps'] / max(wrk_rps, 1e-9):.2f}× wrk), "
-              f"{f['cpu_us_per_request']:.1f} CPU-µs a request, dropped {f['dropped']}")
     return figures
 
 
@@ -172,13 +187,14 @@ def million(synthmon_bin, sandbox_url, concurrency, rate):
 
 def main():
     synthmon_bin = common.default_binary([sys.argv[0]] + [a for a in sys.argv[1:] if a != "--million"])
-    seconds = int(os.environ.get("BENCH_SECONDS", "8"))
+    seconds = int(os.environ.get("BENCH_SECONDS", "5"))
+    rounds = max(1, int(os.environ.get("BENCH_ROUNDS", "3")))
     concurrency = int(os.environ.get("BENCH_CONCURRENCY", "32"))
     common.require(synthmon_bin, tools=("wrk",))
     # A sandbox of its own, on an ephemeral loopback port.
     sandbox, listen = common.start_sandbox(synthmon_bin)
     try:
-        figures = run(synthmon_bin, f"http://{listen}", seconds, concurrency)
+        figures = run(synthmon_bin, f"http://{listen}", seconds, concurrency, rounds)
         if "--million" in sys.argv[1:]:
             million(synthmon_bin, f"http://{listen}", concurrency, million_rate(figures))
     finally:

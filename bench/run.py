@@ -48,7 +48,12 @@ ROOT = common.ROOT
 # BENCH_SYNTHMON picks another build (e.g. an older commit's, to compare
 # two versions against the same peers on the same machine).
 SYNTHMON = common.default_binary([sys.argv[0]])
-SECONDS = int(os.environ.get("BENCH_SECONDS", "8"))
+SECONDS = int(os.environ.get("BENCH_SECONDS", "5"))
+# The load rows (8a, 8b, 9a-9d) alternate their tools for this many rounds
+# of SECONDS each and report the round with the median ratio: a shared
+# virtual machine's speed drifts within a minute, and a ratio is only as
+# good as the two runs being measured on the same machine state.
+ROUNDS = max(1, int(os.environ.get("BENCH_ROUNDS", "3")))
 CONCURRENCY = int(os.environ.get("BENCH_CONCURRENCY", "32"))
 # The million-request run takes ~20 s; BENCH_MILLION=0 leaves it out.
 MILLION = os.environ.get("BENCH_MILLION", "1") != "0"
@@ -103,13 +108,18 @@ def synthmon_workload(sandbox, rate, seconds, http='url = "/health"\n'):
 
 def fresh(sandbox, path="/health", headers=("Connection: close",), script=None, http=None):
     """wrk, then synthmon asking 1.5x wrk's rate with the same concurrency
-    cap (so the cap, not the rate, limits it)."""
-    w = common.wrk(f"http://{sandbox}{path}", SECONDS, CONCURRENCY, headers=headers, script=script)
-    s = synthmon_workload(sandbox, max(100, int(w["rps"] * 1.5)), SECONDS,
-                          http or f'url = "{path}"\n')
-    return {"wrk_rps": w["rps"], "wrk_non_2xx": w["non_2xx"],
-            "wrk_socket_errors": w["socket_errors"], "synthmon": s,
-            "ratio": s["rps"] / max(w["rps"], 1e-9)}
+    cap (so the cap, not the rate, limits it), for ROUNDS rounds; the
+    round with the median ratio, with every round's figures beside it."""
+    rounds = []
+    for _ in range(ROUNDS):
+        w = common.wrk(f"http://{sandbox}{path}", SECONDS, CONCURRENCY, headers=headers,
+                       script=script)
+        s = synthmon_workload(sandbox, max(100, int(w["rps"] * 1.5)), SECONDS,
+                              http or f'url = "{path}"\n')
+        rounds.append({"wrk_rps": w["rps"], "wrk_non_2xx": w["non_2xx"],
+                       "wrk_socket_errors": w["socket_errors"], "synthmon": s,
+                       "ratio": s["rps"] / max(w["rps"], 1e-9)})
+    return common.median_round(rounds, lambda r: r["ratio"])
 
 
 def machine(binary):
@@ -233,7 +243,8 @@ def write_results(doc, table):
                 f"binary {m['synthmon_binary']}\n")
         f.write(f"- peers: {m['peers']['wrk']}; {m['peers']['blackbox_exporter']}\n")
         s = doc["settings"]
-        f.write(f"- BENCH_SECONDS={s['seconds']}, BENCH_CONCURRENCY={s['concurrency']}, "
+        f.write(f"- BENCH_SECONDS={s['seconds']}, BENCH_ROUNDS={s['rounds']}, "
+                f"BENCH_CONCURRENCY={s['concurrency']}, "
                 f"BENCH_MILLION={int(s['million'])}; wall time {doc['wall_seconds']:.0f} s\n\n")
         f.write(table + "\n")
         if doc["errors"]:
@@ -267,12 +278,15 @@ def main():
         bb_proc, blackbox = common.start_blackbox()
         procs.append(bb_proc)
         bb_idle = common.blackbox_idle_rss_kib(bb_proc, blackbox, sandbox)
-        print(f"# synthmon benchmark ({SECONDS}s per load phase, {CONCURRENCY} connections, "
+        print(f"# synthmon benchmark ({ROUNDS} rounds of {SECONDS}s per load phase, "
+              f"{CONCURRENCY} connections, "
               f"{desc['nproc']} CPUs, load {desc['loadavg_at_start']}; everything on 127.0.0.1)")
         print(f"sandbox {sandbox}; blackbox_exporter {blackbox}, idle VmRSS {bb_idle / 1024:.1f} MiB")
 
         def show_load(f):
             s = f["synthmon"]
+            print("rounds (synthmon ÷ wrk): "
+                  + ", ".join(f"{r['ratio']:.2f}×" for r in f["rounds"]) + "; the median round:")
             print(f"wrk {f['wrk_rps']:.0f}/s (non-2xx {f['wrk_non_2xx']}, socket errors "
                   f"{f['wrk_socket_errors']}); synthmon asked {s['asked_rate']}/s: {s['rps']:.0f} ok/s, "
                   f"sent {s['sent']}, dropped at the cap {s['dropped']}, failed {s['failed']}: "
@@ -297,7 +311,8 @@ def main():
         phase("blackbox", probe_cost)
         phase("daemon", daemon.measure, SYNTHMON, sandbox, blackbox)
         phase("metrics_size", metrics_size.report, SYNTHMON)
-        phase("keepalive", keepalive.run, SYNTHMON, f"http://{sandbox}", SECONDS, CONCURRENCY)
+        phase("keepalive", keepalive.run, SYNTHMON, f"http://{sandbox}", SECONDS, CONCURRENCY,
+              ROUNDS)
         if MILLION:
             ka = phases.get("keepalive", {})
             rate = keepalive.million_rate(ka) if "synthmon_rps" in ka else 50_000
@@ -323,7 +338,8 @@ def main():
     print(table)
     doc = {
         "machine": desc,
-        "settings": {"seconds": SECONDS, "concurrency": CONCURRENCY, "million": MILLION},
+        "settings": {"seconds": SECONDS, "rounds": ROUNDS, "concurrency": CONCURRENCY,
+                     "million": MILLION},
         "wall_seconds": wall,
         "phase_seconds": timings,
         "blackbox_idle_rss_kib": bb_idle,
