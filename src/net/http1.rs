@@ -104,7 +104,9 @@ pub struct Response {
     pub status: StatusCode,
     pub headers: HeaderMap,
     pub body: Bytes,
-    pub final_url: Url,
+    /// Where the last redirect led; `None` when none was followed (the
+    /// request's own URL answered).
+    pub final_url: Option<Url>,
     pub redirects: u32,
     pub phases: HttpPhases,
     /// The service time: from the request's first byte being written to
@@ -158,16 +160,51 @@ pub async fn exchange_in(
     keep: Option<&KeepAlive>,
     deadline: Instant,
 ) -> Result<Response, Failure> {
+    exchange_timed(&req, opts, keep, deadline).await.result
+}
+
+/// An exchange's outcome and the instants its phases run between, so
+/// they sum to `finished - started`.
+pub struct Timed {
+    pub result: Result<Response, Failure>,
+    /// When the exchange began (before resolving or taking a connection).
+    pub started: Instant,
+    /// When the response's last byte was read (and decoded), or the
+    /// exchange failed.
+    pub finished: Instant,
+}
+
+/// [`exchange_in`], with when it began and ended: the clock reads its
+/// phases already made, so a caller timing it needs none of its own.
+pub async fn exchange_timed(
+    req: &Request,
+    opts: &TransportOptions,
+    keep: Option<&KeepAlive>,
+    deadline: Instant,
+) -> Timed {
     let mut progress = Progress::new(deadline);
+    let started = progress.start;
     // One timer for the whole exchange; a deadline that passes is worded
     // by the phase then in progress.
     let fail = match tokio::time::timeout_at(deadline, follow(req, opts, keep, &mut progress)).await
     {
-        Ok(Ok(response)) => return Ok(response),
+        Ok(Ok(response)) => {
+            return Timed {
+                result: Ok(response),
+                started,
+                // The last lap: the body's end.
+                finished: progress.mark,
+            };
+        }
         Ok(Err(fail)) => fail,
         Err(_) => progress.expired(),
     };
-    Err(progress.into_failure(fail))
+    let failure = progress.into_failure(fail);
+    Timed {
+        result: Err(failure.0),
+        started,
+        finished: failure.1,
+    }
 }
 
 /// Connections kept open between the exchanges of one run (a workload with
@@ -478,11 +515,12 @@ impl Progress {
         }
     }
 
-    fn into_failure(mut self, fail: Fail) -> Failure {
+    /// The failure, and the instant it was noted at (the last lap).
+    fn into_failure(mut self, fail: Fail) -> (Failure, Instant) {
         let now = Instant::now();
         self.lap(now);
         self.answered(Some(now));
-        Failure {
+        let failure = Failure {
             reason: fail.reason,
             message: fail.message,
             phases: self.phases,
@@ -491,27 +529,34 @@ impl Progress {
             service: self.service,
             body_bytes: self.body_bytes,
             version: self.version,
-        }
+        };
+        (failure, now)
     }
 }
 
 /// Runs hops until a response that is not a redirect to follow.
+/// The caller's request is borrowed: only a redirect makes a request of
+/// its own.
 async fn follow(
-    mut req: Request,
+    first: &Request,
     opts: &TransportOptions,
     keep: Option<&KeepAlive>,
     progress: &mut Progress,
 ) -> Result<Response, Fail> {
+    let mut redirected_to: Option<Request> = None;
     loop {
-        let (parts, raw) = hop(&req, opts, keep, progress).await?.into_parts();
+        let req = redirected_to.as_ref().unwrap_or(first);
+        let (parts, raw) = hop(req, opts, keep, progress).await?.into_parts();
         let Some(next) = redirect_target(&req.url, parts.status, &parts.headers, opts)? else {
-            let body = if opts.decompress {
-                decode(&parts.headers, raw, opts.max_body_bytes)?
+            let body = if opts.decompress && parts.headers.contains_key(header::CONTENT_ENCODING) {
+                let body = decode(&parts.headers, raw, opts.max_body_bytes)?;
+                // Decoding is part of getting the body, so it counts as
+                // transfer (the hop's last lap was the raw body's end).
+                progress.lap(Instant::now());
+                body
             } else {
                 raw
             };
-            // Decoding is part of getting the body, so it counts as transfer.
-            progress.lap(Instant::now());
             return Ok(Response {
                 status: parts.status,
                 headers: parts.headers,
@@ -519,7 +564,7 @@ async fn follow(
                 tls: req.url.scheme() == "https",
                 version: parts.version,
                 tls_earliest_expiry: progress.tls_expiry,
-                final_url: req.url,
+                final_url: redirected_to.map(|r| r.url),
                 redirects: progress.redirects,
                 phases: progress.phases,
                 service: progress.service,
@@ -535,7 +580,8 @@ async fn follow(
             ));
         }
         progress.redirects += 1;
-        req = redirected(req, parts.status, next);
+        let next = redirected(req.clone(), parts.status, next);
+        redirected_to = Some(next);
     }
 }
 
@@ -1005,12 +1051,16 @@ async fn send(
         )));
     };
     conn.seen.reset();
-    let seen = Arc::clone(&conn.seen);
     let before = progress.phase;
-    progress.enter(Phase::Processing).map_err(failed)?;
-    progress.writing = Some((before, Arc::clone(&seen)));
-    progress.sending = Some(Sending::Written(Arc::clone(&seen)));
+    // A kept connection's request entered processing when it waited for
+    // the connection to be ready (`idle`): no second clock read.
+    if before != Phase::Processing {
+        progress.enter(Phase::Processing).map_err(failed)?;
+    }
+    progress.writing = Some((before, Arc::clone(&conn.seen)));
+    progress.sending = Some(Sending::Written(Arc::clone(&conn.seen)));
     let sent = drive(&mut conn.connection, conn.sender.try_send_request(request)).await;
+    let seen = &conn.seen;
     match sent {
         Ok(response) => {
             progress.lap(seen.at().unwrap_or_else(Instant::now));
@@ -1024,7 +1074,7 @@ async fn send(
                     || error.is_incomplete_message()
                     || super::error::cut(&error).is_some());
             Err(SendFailed {
-                fail: head_failed(&error, &seen),
+                fail: head_failed(&error, seen),
                 unsent,
                 unanswered,
             })
@@ -1046,6 +1096,9 @@ fn reusable(parts: &http::response::Parts) -> bool {
 }
 
 /// `Host` for `url`: its host, and its port unless the scheme's default.
+/// The codings a request that decompresses accepts (`decode` reads them).
+const ACCEPT_ENCODING: &str = "gzip, deflate";
+
 fn host_value(url: &Url) -> Result<HeaderValue, http::header::InvalidHeaderValue> {
     let host = url.host_str().unwrap_or_default();
     match url.port() {
@@ -1055,14 +1108,22 @@ fn host_value(url: &Url) -> Result<HeaderValue, http::header::InvalidHeaderValue
 }
 
 impl Request {
-    /// Sets `Host` from the URL unless it is set, as every hop would: done
-    /// once for a request that is sent many times (a workload's). A
-    /// redirect to another origin drops it, and the next hop sets its own.
-    pub fn set_host(&mut self) {
+    /// Sets the headers every hop would add unless they are set: `Host`
+    /// from the URL, and `Accept-Encoding` when `opts` decompresses. Done
+    /// once for a request that is sent many times (a workload's), so each
+    /// copy of it is complete (no insert that grows it). A redirect to
+    /// another origin drops `Host`, and the next hop sets its own.
+    pub fn prepare(&mut self, opts: &TransportOptions) {
         if !self.headers.contains_key(header::HOST) {
             if let Ok(value) = host_value(&self.url) {
                 self.headers.insert(header::HOST, value);
             }
+        }
+        if opts.decompress && !self.headers.contains_key(header::ACCEPT_ENCODING) {
+            self.headers.insert(
+                header::ACCEPT_ENCODING,
+                HeaderValue::from_static(ACCEPT_ENCODING),
+            );
         }
     }
 }
@@ -1093,7 +1154,7 @@ fn build_request(
     if opts.decompress && !headers.contains_key(header::ACCEPT_ENCODING) {
         headers.insert(
             header::ACCEPT_ENCODING,
-            HeaderValue::from_static("gzip, deflate"),
+            HeaderValue::from_static(ACCEPT_ENCODING),
         );
     }
     if !keep_alive {
@@ -1139,7 +1200,7 @@ fn build_h2_request(req: &Request, opts: &TransportOptions) -> Result<http::Requ
     if opts.decompress && !headers.contains_key(header::ACCEPT_ENCODING) {
         headers.insert(
             header::ACCEPT_ENCODING,
-            HeaderValue::from_static("gzip, deflate"),
+            HeaderValue::from_static(ACCEPT_ENCODING),
         );
     }
     let uri = format!("{}://{authority}{target}", req.url.scheme());
@@ -1310,18 +1371,30 @@ async fn read_body(mut body: Incoming, max: u64, received: &mut u64) -> Result<B
     if body.size_hint().lower() > max {
         return Err(too_large(max, "raw"));
     }
+    // A body that comes in one frame (most do) is kept as hyper handed it
+    // over: copied only when a second frame follows.
+    let mut first: Option<Bytes> = None;
     let mut buf = BytesMut::new();
+    let mut len = 0u64;
     while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| body_failed(&e, buf.len() as u64, announced))?;
+        let frame = frame.map_err(|e| body_failed(&e, len, announced))?;
         if let Ok(data) = frame.into_data() {
             *received += data.len() as u64;
-            if (buf.len() + data.len()) as u64 > max {
+            len += data.len() as u64;
+            if len > max {
                 return Err(too_large(max, "raw"));
             }
-            buf.extend_from_slice(&data);
+            if first.is_none() && buf.is_empty() {
+                first = Some(data);
+            } else {
+                if let Some(first) = first.take() {
+                    buf.extend_from_slice(&first);
+                }
+                buf.extend_from_slice(&data);
+            }
         }
     }
-    Ok(buf.freeze())
+    Ok(first.unwrap_or_else(|| buf.freeze()))
 }
 
 /// Why a body stopped before its end, after `got` bytes of the `announced`
@@ -1744,7 +1817,8 @@ mod tests {
             assert_eq!(response.status, StatusCode::OK);
             assert_eq!(&response.body[..], b"hello world");
             assert_eq!((response.redirects, response.tls), (0, false));
-            assert_eq!(response.final_url.as_str(), url);
+            // No redirect: the request's own URL answered.
+            assert_eq!(response.final_url, None);
             let phases = response.phases;
             if host == "localhost" {
                 assert!(phases.resolve > Duration::ZERO, "{phases:?}");
@@ -1957,7 +2031,10 @@ mod tests {
         let response = run(req, &opts, BOUND).await.unwrap();
         let total = started.elapsed();
         assert_eq!((response.status, response.redirects), (StatusCode::OK, 3));
-        assert_eq!(response.final_url.as_str(), url("/hop/0"));
+        assert_eq!(
+            response.final_url.as_ref().map(Url::as_str),
+            Some(url("/hop/0").as_str())
+        );
         assert_contiguous(&response.phases, total);
         let requests = std::mem::take(&mut *log.lock().unwrap());
         assert_eq!(requests.len(), 4);

@@ -471,8 +471,9 @@ async fn send_with(
     want_facts: bool,
 ) -> Performed {
     let mut recorded = Recorded::request(&request);
-    let exchanged = exchange(request, &options, None, deadline).await;
-    let (mut done, received) = judge_keeping(spec, exchanged, scope, checks, want_facts);
+    let exchanged = exchange(&request, &options, None, deadline).await;
+    let (mut done, received) =
+        judge_keeping(spec, exchanged, &request.url, scope, checks, want_facts);
     recorded.response = received;
     done.exchange = Some(Box::new(recorded));
     done
@@ -501,7 +502,6 @@ pub async fn options(
 /// The network part of one request, before judging.
 pub struct Exchanged {
     result: Result<transport::Response, transport::Failure>,
-    requested_url: String,
     elapsed: std::time::Duration,
     /// When the last body byte (or the failure) arrived.
     pub finished: Instant,
@@ -510,20 +510,17 @@ pub struct Exchanged {
 /// Sends `request` within `deadline`, on a connection `keep` holds open
 /// when given (a workload's `keep_alive`), else on a fresh one.
 pub async fn exchange(
-    request: transport::Request,
+    request: &transport::Request,
     options: &TransportOptions,
     keep: Option<&transport::KeepAlive>,
     deadline: Instant,
 ) -> Exchanged {
-    let started = Instant::now();
-    let requested_url = request.url.to_string();
-    let result = transport::exchange_in(request, options, keep, deadline).await;
-    let finished = Instant::now();
+    // Timed by the exchange's own phase laps: no clock read of its own.
+    let timed = transport::exchange_timed(request, options, keep, deadline).await;
     Exchanged {
-        result,
-        requested_url,
-        elapsed: finished - started,
-        finished,
+        result: timed.result,
+        elapsed: timed.finished.saturating_duration_since(timed.started),
+        finished: timed.finished,
     }
 }
 
@@ -542,32 +539,25 @@ impl Exchanged {
     }
 }
 
-/// Judges an exchange against `checks`.
-pub fn judge(
-    spec: &HttpSpec,
-    exchanged: Exchanged,
-    scope: &Scope,
-    checks: &Checks<'_>,
-) -> Performed {
-    judge_keeping(spec, exchanged, scope, checks, true).0
-}
-
-/// [`judge`], handing back the response's head and body as well. The
-/// response is read into expression facts when an expectation reads them
-/// or `want_facts` (the caller keeps or captures from them).
+/// Judges an exchange of a request for `requested` against `checks`,
+/// handing back the response's head and body as well. The response is
+/// read into expression facts when an expectation reads them or
+/// `want_facts` (the caller keeps or captures from them).
 fn judge_keeping(
     spec: &HttpSpec,
     exchanged: Exchanged,
+    requested: &url::Url,
     scope: &Scope,
     checks: &Checks<'_>,
     want_facts: bool,
 ) -> (Performed, Option<Received>) {
     let Exchanged {
-        result,
-        requested_url,
-        elapsed,
-        ..
+        result, elapsed, ..
     } = exchanged;
+    // Where the answer came from: the last redirect's target, else the
+    // request's own URL.
+    let answered_url =
+        |resp: &transport::Response| resp.final_url.as_ref().unwrap_or(requested).to_string();
     match result {
         Err(failure) => (
             Performed {
@@ -575,7 +565,7 @@ fn judge_keeping(
                 error: Some(failure.message),
                 http: Some(HttpFacts {
                     method: spec.method.to_string(),
-                    url: requested_url,
+                    url: requested.to_string(),
                     status: failure.status,
                     redirects: failure.redirects,
                     phases: failure.phases,
@@ -644,7 +634,7 @@ fn judge_keeping(
                 error,
                 http: Some(HttpFacts {
                     method: spec.method.to_string(),
-                    url: resp.final_url.to_string(),
+                    url: answered_url(&resp),
                     status: Some(resp.status.as_u16()),
                     redirects: resp.redirects,
                     phases: resp.phases,
@@ -661,7 +651,7 @@ fn judge_keeping(
             };
             let received = Received {
                 status: resp.status,
-                url: resp.final_url.to_string(),
+                url: answered_url(&resp),
                 headers: resp.headers,
                 body: resp.body,
             };

@@ -74,7 +74,7 @@ use super::mutate::{self, Mutation};
 use crate::config::check::Checker;
 use crate::config::raw::RawSize;
 use crate::generate::Generator;
-use crate::net::http1::KeepAlive;
+use crate::net::http1::{KeepAlive, Request};
 use crate::outcome::{FailureReason, Outcome, Stage as StepStage, WorkloadFacts};
 use crate::tagging::RunIds;
 use futures_util::StreamExt;
@@ -490,15 +490,16 @@ pub async fn run(w: &Workload, ctx: &RunContext<'_>) -> Outcome {
                     return super::redact(outcome, ctx.redactor);
                 }
             };
-            // A request with no template in it is rendered once; each
-            // request then copies it with its own span, and is judged in
-            // the run's scope.
+            // A request with no template in it is rendered once, with the
+            // headers every hop would add; each slot copies it once and
+            // sends every request from its copy with the request's own
+            // span, judged in the run's scope.
             fixed = if spec.is_static() {
                 let scope = ctx.scope(&ids, 0);
                 http_probe::build_request(spec, ctx, &ids, &scope)
                     .ok()
                     .map(|mut request| {
-                        request.set_host();
+                        request.prepare(&options);
                         (request, scope)
                     })
             } else {
@@ -656,12 +657,11 @@ struct Run<'r> {
 }
 
 impl Run<'_> {
-    /// Sends request (or iteration) `i`, intended for `intended`.
-    async fn send(&self, i: u64, intended: Instant) -> Done {
+    /// Sends request (or iteration) `i`, intended for `intended`; `kept`
+    /// is the slot's own copy of a fixed request, made at its first.
+    async fn send(&self, i: u64, intended: Instant, kept: &mut Option<Request>) -> Done {
         match self.sender {
-            Sender::Request(spec, transport) => {
-                one(spec, self.w, self.ctx, self.ids, transport, i, intended).await
-            }
+            Sender::Request(spec, transport) => one(self, spec, transport, kept, i, intended).await,
             // A flow's iteration future is large: boxed, it does not make
             // every slot as large.
             Sender::Iteration(spec) => Box::pin(iteration(spec, self.ctx, i, intended)).await,
@@ -860,6 +860,7 @@ fn lock<'l, 'w>(shared: &'l Shared<'w>) -> MutexGuard<'l, Ledger<'w>> {
 /// cancelled. A request sent as soon as it is claimed takes one lock.
 async fn slot(run: &Run<'_>, shared: &Shared<'_>) {
     let mut done: Option<Done> = None;
+    let mut kept = None;
     loop {
         let now = Instant::now();
         let (claim, more) = {
@@ -890,7 +891,7 @@ async fn slot(run: &Run<'_>, shared: &Shared<'_>) {
         if more {
             shared.want.fetch_add(1, Ordering::Relaxed);
         }
-        done = Some(run.send(claim.i, claim.intended).await);
+        done = Some(run.send(claim.i, claim.intended, &mut kept).await);
     }
 }
 
@@ -923,19 +924,21 @@ struct Transport<'r> {
     /// The run's connections, with `keep_alive`.
     keep: Option<&'r KeepAlive>,
     /// The request, when it holds no template, and the scope to judge in.
-    fixed: Option<&'r (crate::net::http1::Request, crate::template::Scope)>,
+    fixed: Option<&'r (Request, crate::template::Scope)>,
 }
 
-/// Sends request `i`, intended for `intended`, and judges it.
+/// Sends request `i`, intended for `intended`, and judges it. A fixed
+/// request is sent from the slot's copy of it (`kept`), with this
+/// request's span: one clone per slot, not per request.
 async fn one(
+    run: &Run<'_>,
     spec: &HttpSpec,
-    w: &Workload,
-    ctx: &RunContext<'_>,
-    ids: &RunIds,
     send: Transport<'_>,
+    kept: &mut Option<Request>,
     i: u64,
     intended: Instant,
 ) -> Done {
+    let (w, ctx, ids) = (run.w, run.ctx, run.ids);
     let deadline = intended + ctx.probe.timeout;
     let drawn = w.anomalies.as_ref().and_then(|a| {
         let mut g = Generator::new(
@@ -955,11 +958,13 @@ async fn one(
     // polls; the exchange notes when its last byte arrived, so judging
     // never inflates a latency.
     let own_scope;
+    // A request rendered for this one alone (templates, an anomaly).
+    let mut built;
     let (request, checks, anomaly, scope) = match (drawn, send.fixed) {
         (None, Some((fixed, scope))) => {
-            let mut request = fixed.clone();
+            let request = kept.get_or_insert_with(|| fixed.clone());
             ids.apply_child_span(&mut request.headers);
-            (Ok(request), Checks::Spec, None, scope)
+            (Some(request), Checks::Spec, None, scope)
         }
         (drawn, _) => {
             let request_ids = ids.child();
@@ -969,37 +974,35 @@ async fn one(
                 scope
             };
             let scope = &own_scope;
-            match drawn {
+            let (made, checks, anomaly) = match drawn {
                 None => (
                     http_probe::build_request(spec, ctx, &request_ids, scope),
                     Checks::Spec,
                     None,
-                    scope,
                 ),
                 Some((a, m, mut g)) => {
                     match mutated(spec, ctx, &request_ids, scope, a, m, &mut g) {
-                        Ok(Some(request)) => {
-                            (Ok(request), Checks::Other(&a.expect), Some(m), scope)
-                        }
+                        Ok(Some(request)) => (Ok(request), Checks::Other(&a.expect), Some(m)),
                         // Nothing to mutate in this body: send it as a regular
                         // request.
                         Ok(None) => (
                             http_probe::build_request(spec, ctx, &request_ids, scope),
                             Checks::Spec,
                             None,
-                            scope,
                         ),
-                        Err(msg) => (Err(msg), Checks::Other(&a.expect), Some(m), scope),
+                        Err(msg) => (Err(msg), Checks::Other(&a.expect), Some(m)),
                     }
                 }
-            }
+            };
+            built = made.ok();
+            (built.as_mut(), checks, anomaly, scope)
         }
     };
     // The OAuth2 token, when one applies: from the cache after the first
     // request (a refresh is waited for by every request that needs it, as
     // any client would).
     let request = match request {
-        Ok(mut request) => match spec.oauth2_token(ctx, deadline).await {
+        Some(request) => match spec.oauth2_token(ctx, deadline).await {
             Ok(token) => {
                 if let Some(token) = token {
                     request
@@ -1010,7 +1013,7 @@ async fn one(
             }
             Err(_) => Err(FailureReason::Auth),
         },
-        Err(_) => Err(FailureReason::Request),
+        None => Err(FailureReason::Request),
     };
     let (verdict, finished, service) = match request {
         Err(reason) => {
@@ -1051,7 +1054,7 @@ fn mutated(
     a: &Anomalies,
     mutation: Mutation,
     g: &mut Generator,
-) -> Result<Option<crate::net::http1::Request>, String> {
+) -> Result<Option<Request>, String> {
     let RenderedBody::Json(mut body) = http_probe::render_body(&spec.body, scope)? else {
         return Ok(None);
     };
