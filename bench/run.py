@@ -179,6 +179,10 @@ def rows(p, bb_idle_kib):
     o.append(row("9b", f"workload CPU per request, connections kept, c{CONCURRENCY}", ka,
                  lambda f: f["cpu_us_per_request"], "µs", None, None,
                  "≤ 12 µs", lambda v, _p, _r: v <= 12))
+    o.append(row("9e", "the same requests/s as 9a, against wrk sending synthmon's request "
+                 "(its seven tagging headers too, so the target parses the same bytes)", ka,
+                 lambda f: f["synthmon_rps"], "req/s", "wrk (keep-alive), synthmon's headers",
+                 ka and ka.get("wrk_tagged_rps"), None, None))
     floor = (ka or {}).get("floor", {})
     o.append(row("9c", f"bench/floor, a bare hyper client, connections kept, c{CONCURRENCY}: "
                  "a task per connection claims its own due requests", floor.get("tasks"),
@@ -208,7 +212,7 @@ def rows(p, bb_idle_kib):
     o.append(row("12d", "status page `/`, 1,000 probes, a month of history: median server time",
                  p.get("status_page"), lambda f: f["median_ms"], "ms", None, None,
                  "≤ 100 ms (issue 16)", lambda v, _p, _r: v <= 100))
-    order = ["1", "2", "3", "4", "5", "6", "7", "8a", "8b", "9a", "9b", "9c", "9d", "10", "11",
+    order = ["1", "2", "3", "4", "5", "6", "7", "8a", "8b", "9a", "9b", "9c", "9d", "9e", "10", "11",
              "12a", "12b", "12c", "12d"]
     return sorted(o, key=lambda r: order.index(r["id"]))
 
