@@ -1095,10 +1095,10 @@ fn reusable(parts: &http::response::Parts) -> bool {
     parts.version == http::Version::HTTP_11 && !close
 }
 
-/// `Host` for `url`: its host, and its port unless the scheme's default.
 /// The codings a request that decompresses accepts (`decode` reads them).
 const ACCEPT_ENCODING: &str = "gzip, deflate";
 
+/// `Host` for `url`: its host, and its port unless the scheme's default.
 fn host_value(url: &Url) -> Result<HeaderValue, http::header::InvalidHeaderValue> {
     let host = url.host_str().unwrap_or_default();
     match url.port() {
