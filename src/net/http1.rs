@@ -183,27 +183,22 @@ pub async fn exchange_timed(
     deadline: Instant,
 ) -> Timed {
     let mut progress = Progress::new(deadline);
-    let started = progress.start;
     // One timer for the whole exchange; a deadline that passes is worded
     // by the phase then in progress.
-    let fail = match tokio::time::timeout_at(deadline, follow(req, opts, keep, &mut progress)).await
-    {
-        Ok(Ok(response)) => {
-            return Timed {
-                result: Ok(response),
-                started,
-                // The last lap: the body's end.
-                finished: progress.mark,
-            };
-        }
-        Ok(Err(fail)) => fail,
-        Err(_) => progress.expired(),
-    };
-    let failure = progress.into_failure(fail);
+    let result =
+        match tokio::time::timeout_at(deadline, follow(req, opts, keep, &mut progress)).await {
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(fail)) => Err(progress.failure(fail)),
+            Err(_) => {
+                let fail = progress.expired();
+                Err(progress.failure(fail))
+            }
+        };
     Timed {
-        result: Err(failure.0),
-        started,
-        finished: failure.1,
+        result,
+        started: progress.start,
+        // The last lap: the body's end, or the failure.
+        finished: progress.mark,
     }
 }
 
@@ -515,12 +510,12 @@ impl Progress {
         }
     }
 
-    /// The failure, and the instant it was noted at (the last lap).
-    fn into_failure(mut self, fail: Fail) -> (Failure, Instant) {
+    /// The exchange's failure, its phases ended now (the last lap).
+    fn failure(&mut self, fail: Fail) -> Failure {
         let now = Instant::now();
         self.lap(now);
         self.answered(Some(now));
-        let failure = Failure {
+        Failure {
             reason: fail.reason,
             message: fail.message,
             phases: self.phases,
@@ -529,8 +524,7 @@ impl Progress {
             service: self.service,
             body_bytes: self.body_bytes,
             version: self.version,
-        };
-        (failure, now)
+        }
     }
 }
 
@@ -580,8 +574,10 @@ async fn follow(
             ));
         }
         progress.redirects += 1;
-        let next = redirected(req.clone(), parts.status, next);
-        redirected_to = Some(next);
+        // The caller's request is copied at the first redirect; a later
+        // one rewrites the copy.
+        let current = redirected_to.take().unwrap_or_else(|| first.clone());
+        redirected_to = Some(redirected(current, parts.status, next));
     }
 }
 
