@@ -16,7 +16,6 @@ through one workload and reports synthmon's peak RSS (target: 50 MiB).
 
 import json
 import os
-import re
 import subprocess
 import sys
 import tempfile
@@ -34,21 +33,6 @@ MAX_REQUESTS = 1_000_000
 FLOOR = os.environ.get("BENCH_FLOOR") or os.path.join(ROOT, "bench", "floor", "target",
                                                        "release", "floor")
 FLOOR_GRACE_S = 30
-
-
-def _wrk(url, seconds, concurrency, headers=()):
-    """wrk with its defaults (HTTP/1.1 keep-alive), adding `headers`;
-    returns requests/s and non-2xx answers."""
-    args = ["wrk", "-t", "2", "-c", str(concurrency), "-d", f"{seconds}s"]
-    for h in headers:
-        args += ["-H", h]
-    args.append(url)
-    out = subprocess.run(args, capture_output=True, text=True, timeout=seconds + 30)
-    m = re.search(r"Requests/sec:\s+([\d.]+)", out.stdout)
-    if out.returncode != 0 or not m:
-        raise RuntimeError(f"wrk failed:\n{out.stdout}\n{out.stderr}")
-    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out.stdout)
-    return float(m.group(1)), int(errors.group(1)) if errors else 0
 
 
 def tagged_headers(synthmon_bin):
@@ -127,10 +111,11 @@ def run(synthmon_bin, sandbox_url, seconds, concurrency, rounds=1):
     rate, limit it), then bench/floor, for `rounds` rounds; the round with
     the median ratio, with every round's figures beside it. Prints a small
     table; returns the figures."""
+    tags = tagged_headers(synthmon_bin)
     figures = common.median_round(
-        [_round(synthmon_bin, sandbox_url, seconds, concurrency) for _ in range(rounds)],
+        [_round(synthmon_bin, sandbox_url, seconds, concurrency, tags) for _ in range(rounds)],
         lambda r: r["ratio"])
-    wrk_rps, w = figures["wrk_rps"], figures
+    wrk_rps = figures["wrk_rps"]
     print(f"\n## keep-alive, {concurrency} connections, {rounds} rounds of {seconds}s\n")
     print("| measure | peer | synthmon |")
     print("|---|---|---|")
@@ -139,12 +124,12 @@ def run(synthmon_bin, sandbox_url, seconds, concurrency, rounds=1):
     print("\nrounds (synthmon ÷ wrk, CPU a request): "
           + ", ".join(f"{r['ratio']:.2f}× {r['cpu_us_per_request']:.1f} µs"
                       for r in figures["rounds"]) + "; the median round:")
-    print(f"wrk {wrk_rps:.0f}/s (non-2xx {w['wrk_non_2xx']}), with synthmon's tags "
-          f"{w['wrk_tagged_rps']:.0f}/s (synthmon {w['ratio_tagged']:.2f}× that); synthmon asked {w['asked_rate']}/s "
-          f"for {w['run_ms'] / 1000:g}s: "
-          f"{w['synthmon_rps']:.0f} ok/s, sent {w['sent']} on {w['connections']} "
-          f"connections, dropped {w['dropped']} ({w['dropped_behind']} behind schedule), "
-          f"failed {w['failed']}, peak RSS {w['peak_rss_kib'] / 1024:.1f} MiB")
+    print(f"wrk {wrk_rps:.0f}/s (non-2xx {figures['wrk_non_2xx']}), with synthmon's tags "
+          f"{figures['wrk_tagged_rps']:.0f}/s (synthmon {figures['ratio_tagged']:.2f}× that); "
+          f"synthmon asked {figures['asked_rate']}/s for {figures['run_ms'] / 1000:g}s: "
+          f"{figures['synthmon_rps']:.0f} ok/s, sent {figures['sent']} on {figures['connections']} "
+          f"connections, dropped {figures['dropped']} ({figures['dropped_behind']} behind schedule), "
+          f"failed {figures['failed']}, peak RSS {figures['peak_rss_kib'] / 1024:.1f} MiB")
     for f in figures["floor"].values():
         print(f"bench/floor ({f['shape']}): {f['rps']:.0f}/s "
               f"({f['rps'] / max(wrk_rps, 1e-9):.2f}× wrk), "
@@ -152,13 +137,15 @@ def run(synthmon_bin, sandbox_url, seconds, concurrency, rounds=1):
     return figures
 
 
-def _round(synthmon_bin, sandbox_url, seconds, concurrency):
-    """One round of run(): wrk, synthmon, bench/floor's two shapes."""
+def _round(synthmon_bin, sandbox_url, seconds, concurrency, tags):
+    """One round of run(): wrk, wrk sending `tags` (synthmon's tagging
+    headers), synthmon, bench/floor's two shapes."""
     base = sandbox_url.rstrip("/")
-    wrk_rps, wrk_errors = _wrk(f"{base}/health", seconds, concurrency)
+    plain = common.wrk(f"{base}/health", seconds, concurrency)
+    wrk_rps, wrk_errors = plain["rps"], plain["non_2xx"]
     # Context: wrk sending synthmon's request (its tags too), so the
     # target does the same work for both tools.
-    tagged_rps, _ = _wrk(f"{base}/health", seconds, concurrency, tagged_headers(synthmon_bin))
+    tagged_rps = common.wrk(f"{base}/health", seconds, concurrency, headers=tags)["rps"]
     rate = min(MAX_RATE, max(100, int(wrk_rps * 1.5)))
     # Shorter than wrk's run when the rate would schedule more than a run
     # may send.

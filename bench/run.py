@@ -49,7 +49,7 @@ ROOT = common.ROOT
 # two versions against the same peers on the same machine).
 SYNTHMON = common.default_binary([sys.argv[0]])
 SECONDS = int(os.environ.get("BENCH_SECONDS", "5"))
-# The load rows (8a, 8b, 9a-9d) alternate their tools for this many rounds
+# The load rows (8a, 8b, 9a-9e) alternate their tools for this many rounds
 # of SECONDS each and report the round with the median ratio: a shared
 # virtual machine's speed drifts within a minute, and a ratio is only as
 # good as the two runs being measured on the same machine state.
