@@ -404,13 +404,9 @@ impl Text {
                 }
             }
         }
-        let trimmed = source.trim();
-        let whole = trimmed
-            .strip_prefix("{{")
-            .and_then(|r| r.strip_suffix("}}"))
-            .filter(|inner| !inner.contains("{{") && !inner.contains("}}"))
+        let whole = whole_expression(source)
             .map(|inner| {
-                ENV.compile_expression_owned(inner.trim().to_owned())
+                ENV.compile_expression_owned(inner.to_owned())
                     .map(|e| Compiled(Arc::new(e)))
                     .map_err(|e| TemplateError {
                         message: format!("invalid template `{source}`: {}", describe(&e)),
@@ -835,6 +831,149 @@ impl JsonTemplate {
     }
 }
 
+/// A JSON request body's template, ready to be sent many times.
+///
+/// When every templated leaf is one whole `{{ expression }}` (a generated
+/// payload's usual shape), the leaves are also compiled into one list
+/// expression, `[(e1), (e2), …]`, evaluated once per body, and the JSON
+/// text around them is written at load: one evaluation instead of one
+/// per leaf, and no JSON tree built and serialised per request. The text
+/// is byte for byte what rendering [`JsonBody::tree`] and serialising it
+/// gives, and its leaves draw from the generator in the same order.
+#[derive(Clone, Debug)]
+pub struct JsonBody {
+    pub tree: JsonTemplate,
+    flat: Option<Flat>,
+}
+
+/// The leaves of a body, as one expression, and the text between them.
+#[derive(Clone, Debug)]
+struct Flat {
+    leaves: Compiled,
+    /// The JSON text before each leaf and after the last: one more
+    /// than there are leaves.
+    between: Vec<String>,
+}
+
+impl JsonBody {
+    pub fn new(tree: JsonTemplate) -> JsonBody {
+        let flat = Flat::of(&tree);
+        JsonBody { tree, flat }
+    }
+
+    /// The body as JSON text.
+    ///
+    /// A body whose one evaluation fails is rendered again leaf by leaf,
+    /// so that the error names the leaf, as it always has.
+    pub fn render_text(&self, scope: &Scope) -> Result<Vec<u8>, String> {
+        let Some(flat) = &self.flat else {
+            return self.tree.render(scope).map(|v| v.to_string().into_bytes());
+        };
+        let context = scope.context();
+        match contained("", || flat.render(context.clone())) {
+            Ok(text) => Ok(text),
+            Err(_) => self
+                .tree
+                .render_in(&context)
+                .map(|v| v.to_string().into_bytes()),
+        }
+    }
+}
+
+impl Flat {
+    /// `None` when a leaf is a template other than one whole expression,
+    /// or nothing is templated.
+    fn of(tree: &JsonTemplate) -> Option<Flat> {
+        fn walk(t: &JsonTemplate, text: &mut String, leaves: &mut Vec<String>) -> Option<()> {
+            match t {
+                JsonTemplate::Value(v) => text.push_str(&v.to_string()),
+                JsonTemplate::Text(t) => {
+                    t.whole.as_ref()?;
+                    leaves.push(text.split_off(0));
+                    leaves.push(whole_expression(&t.source)?.to_owned());
+                }
+                JsonTemplate::Array(items) => {
+                    text.push('[');
+                    for (i, item) in items.iter().enumerate() {
+                        if i > 0 {
+                            text.push(',');
+                        }
+                        walk(item, text, leaves)?;
+                    }
+                    text.push(']');
+                }
+                JsonTemplate::Object(fields) => {
+                    text.push('{');
+                    for (i, (key, item)) in fields.iter().enumerate() {
+                        if i > 0 {
+                            text.push(',');
+                        }
+                        text.push_str(&serde_json::Value::from(key.as_str()).to_string());
+                        text.push(':');
+                        walk(item, text, leaves)?;
+                    }
+                    text.push('}');
+                }
+            }
+            Some(())
+        }
+        let mut text = String::new();
+        // Alternating: text before a leaf, the leaf's expression, ….
+        let mut parts = Vec::new();
+        walk(tree, &mut text, &mut parts)?;
+        if parts.is_empty() {
+            return None;
+        }
+        let mut between = Vec::with_capacity(parts.len() / 2 + 1);
+        let mut expressions = Vec::with_capacity(parts.len() / 2);
+        for pair in parts.chunks(2) {
+            between.push(pair[0].clone());
+            expressions.push(format!("({})", pair.get(1)?));
+        }
+        between.push(text);
+        let list = format!("[{}]", expressions.join(", "));
+        let leaves = ENV.compile_expression_owned(list).ok()?;
+        Some(Flat {
+            leaves: Compiled(Arc::new(leaves)),
+            between,
+        })
+    }
+
+    fn render(&self, context: Value) -> Result<Vec<u8>, String> {
+        let values = self.leaves.0.eval(context).map_err(|e| describe(&e))?;
+        let mut values = values.try_iter().map_err(|e| describe(&e))?;
+        let size = self.between.iter().map(String::len).sum::<usize>() + 24 * self.between.len();
+        let mut out = Vec::with_capacity(size);
+        let (last, before) = self.between.split_last().ok_or("an empty body")?;
+        for text in before {
+            out.extend_from_slice(text.as_bytes());
+            let value = values.next().ok_or("a leaf without a value")?;
+            // A string as is; anything else through serde_json's own value,
+            // as the tree's rendering does (a map's keys sorted alike).
+            let written = match value.as_str() {
+                Some(s) => serde_json::to_writer(&mut out, s),
+                None => {
+                    serde_json::to_value(&value).and_then(|v| serde_json::to_writer(&mut out, &v))
+                }
+            };
+            written.map_err(|e| e.to_string())?;
+        }
+        out.extend_from_slice(last.as_bytes());
+        Ok(out)
+    }
+}
+
+/// The expression inside a template that is exactly one `{{ … }}`, as
+/// [`Text::compile`] finds it.
+fn whole_expression(source: &str) -> Option<&str> {
+    source
+        .trim()
+        .strip_prefix("{{")
+        .and_then(|r| r.strip_suffix("}}"))
+        .filter(|inner| !inner.contains("{{") && !inner.contains("}}"))
+        .map(str::trim)
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -884,6 +1023,64 @@ mod tests {
         let t = JsonTemplate::compile(&body, None).unwrap();
         let out = t.render(&scope(None)).unwrap();
         assert_eq!(out, serde_json::json!({"qty": 3, "who": "x-ada", "n": 1}));
+    }
+
+    #[test]
+    fn a_body_of_whole_expressions_is_one_evaluation_with_the_trees_bytes() {
+        let body = serde_json::json!({
+            "item": "{{ choice(['widget', 'gadget', 'gizmo']) }}",
+            "quantity": "{{ zipf(10, 1.2) }}",
+            "who": {"name": "{{ name() }}", "email": "{{ email() }}", "tags": ["a\"b", 7, null, true]},
+            "ratio": "{{ normal(0, 1) }}",
+            "ref": "{{ synthetic_id() }}",
+            "map": "{{ {'z': 1, 'a': [1, 2.5, none]} }}",
+            "quoted \"key\"": "{{ vars.user ~ '\\n<&>' }}",
+            "empty": {}, "none": [], "n": -1.5e300
+        });
+        let t = JsonBody::new(JsonTemplate::compile(&body, None).unwrap());
+        assert!(t.flat.is_some());
+        for seed in [1, 42, 7_000] {
+            let tree = t.tree.render(&scope(Some(seed))).unwrap().to_string();
+            let text = String::from_utf8(t.render_text(&scope(Some(seed))).unwrap()).unwrap();
+            assert_eq!(text, tree);
+        }
+        // The whole body is a template too.
+        let t = JsonBody::new(
+            JsonTemplate::compile(&serde_json::json!("{{ int(3, 3) }}"), None).unwrap(),
+        );
+        assert_eq!(t.render_text(&scope(None)).unwrap(), b"3");
+    }
+
+    #[test]
+    fn a_body_with_a_text_leaf_or_nothing_templated_renders_as_the_tree() {
+        let mixed = serde_json::json!({"id": "{{ uuid() }}", "who": "x-{{ vars.user }}"});
+        let t = JsonBody::new(JsonTemplate::compile(&mixed, None).unwrap());
+        assert!(t.flat.is_none());
+        let text = t.render_text(&scope(Some(3))).unwrap();
+        assert_eq!(
+            text,
+            t.tree
+                .render(&scope(Some(3)))
+                .unwrap()
+                .to_string()
+                .into_bytes()
+        );
+        let fixed = serde_json::json!({"a": [1, "b"]});
+        let t = JsonBody::new(JsonTemplate::compile(&fixed, None).unwrap());
+        assert!(t.flat.is_none());
+        assert_eq!(t.render_text(&scope(None)).unwrap(), br#"{"a":[1,"b"]}"#);
+    }
+
+    #[test]
+    fn a_failing_leaf_of_one_evaluation_is_named_as_the_tree_names_it() {
+        let body =
+            serde_json::json!({"a": "{{ int(1, 2) }}", "b": "{{ vars.order.missing.deeper }}"});
+        let t = JsonBody::new(JsonTemplate::compile(&body, None).unwrap());
+        assert!(t.flat.is_some());
+        let flat = t.render_text(&scope(None)).unwrap_err();
+        let tree = t.tree.render(&scope(None)).unwrap_err();
+        assert_eq!(flat, tree);
+        assert!(flat.contains("vars.order.missing.deeper"), "{flat}");
     }
 
     #[test]

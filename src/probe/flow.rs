@@ -339,7 +339,7 @@ fn vars_read(spec: &HttpSpec) -> Vec<String> {
     match &spec.body {
         http_probe::Body::Empty => {}
         http_probe::Body::Raw(t) => out.extend(t.vars_read()),
-        http_probe::Body::Json(t) => out.extend(t.vars_read()),
+        http_probe::Body::Json(t) => out.extend(t.tree.vars_read()),
         http_probe::Body::Form(pairs) => {
             for (_, t) in pairs {
                 out.extend(t.vars_read());

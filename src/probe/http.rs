@@ -29,7 +29,7 @@ use crate::outcome::{
     AssertionResult, FailureReason, HttpFacts, HttpPhases, Outcome, SourceLocation,
 };
 use crate::tagging::RunIds;
-use crate::template::{JsonTemplate, Scope, Text};
+use crate::template::{JsonBody, JsonTemplate, Scope, Text};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use serde::Deserialize;
@@ -246,7 +246,7 @@ impl HttpSpec {
             && match &self.body {
                 Body::Empty => true,
                 Body::Raw(t) => t.is_literal(),
-                Body::Json(j) => literal_json(j),
+                Body::Json(j) => literal_json(&j.tree),
                 Body::Form(pairs) => literal(pairs),
             }
     }
@@ -256,7 +256,7 @@ impl HttpSpec {
 pub enum Body {
     Empty,
     Raw(Text),
-    Json(JsonTemplate),
+    Json(JsonBody),
     Form(Vec<(String, Text)>),
 }
 
@@ -733,7 +733,8 @@ pub fn build_request(
 pub enum RenderedBody {
     Empty,
     Raw(String),
-    Json(serde_json::Value),
+    /// A JSON body, written as text.
+    Json(Vec<u8>),
     Form(Vec<(String, String)>),
 }
 
@@ -741,7 +742,7 @@ pub fn render_body(body: &Body, scope: &Scope) -> Result<RenderedBody, String> {
     Ok(match body {
         Body::Empty => RenderedBody::Empty,
         Body::Raw(t) => RenderedBody::Raw(t.render(scope)?),
-        Body::Json(t) => RenderedBody::Json(t.render(scope)?),
+        Body::Json(t) => RenderedBody::Json(t.render_text(scope)?),
         Body::Form(pairs) => RenderedBody::Form(
             pairs
                 .iter()
@@ -784,11 +785,11 @@ pub fn build_request_with(
     let body = match body {
         RenderedBody::Empty => Bytes::new(),
         RenderedBody::Raw(text) => Bytes::from(text),
-        RenderedBody::Json(value) => {
+        RenderedBody::Json(text) => {
             headers
                 .entry(http::header::CONTENT_TYPE)
                 .or_insert(HeaderValue::from_static("application/json"));
-            Bytes::from(value.to_string())
+            Bytes::from(text)
         }
         RenderedBody::Form(pairs) => {
             headers
@@ -987,7 +988,9 @@ pub fn request(
     } else if let Some(j) = &raw.json {
         let path = format!("{prefix}.json");
         match serde_json::to_value(j) {
-            Ok(v) => c.json_template(&path, &v, known).map(Body::Json),
+            Ok(v) => c
+                .json_template(&path, &v, known)
+                .map(|t| Body::Json(JsonBody::new(t))),
             Err(e) => {
                 c.err(&path, format!("cannot express this value as JSON: {e}"));
                 None

@@ -1055,16 +1055,22 @@ fn mutated(
     mutation: Mutation,
     g: &mut Generator,
 ) -> Result<Option<Request>, String> {
-    let RenderedBody::Json(mut body) = http_probe::render_body(&spec.body, scope)? else {
+    let http_probe::Body::Json(template) = &spec.body else {
         return Ok(None);
     };
+    let mut body = template.tree.render(scope)?;
     let Some(description) =
         mutate::apply(&mut body, mutation, &a.fields, a.oversize_bytes, g.rng())
     else {
         return Ok(None);
     };
-    let mut request =
-        http_probe::build_request_with(spec, ctx, ids, scope, RenderedBody::Json(body))?;
+    let mut request = http_probe::build_request_with(
+        spec,
+        ctx,
+        ids,
+        scope,
+        RenderedBody::Json(body.to_string().into_bytes()),
+    )?;
     if let Ok(v) = http::HeaderValue::from_str(&description) {
         request.headers.insert(crate::tagging::ANOMALY_HEADER, v);
     }
