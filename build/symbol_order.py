@@ -16,8 +16,10 @@ changes where functions are, not which exist or their names) runs under
 valgrind's callgrind, which names every function that ran, on 127.0.0.1
 only and bounded in time, in tiers:
 
-  1. the daemon's core: `synthmon run` with ten HTTP probes every second
-     against a `synthmon sandbox` process, scraped plain and gzipped;
+  1. the daemon's core: `synthmon run` (as the systemd unit and the
+     Kubernetes manifests start it) with ten HTTP probes every second
+     against a `synthmon sandbox` process, its `/readyz` and `/healthz`
+     polled and `/metrics` scraped plain and gzipped;
   2. the rest of a daemon: the repository's config and every example
      probe, a failing probe whose alert goes to a webhook receiver started
      here, the status page and API, a reload on SIGHUP;
@@ -59,7 +61,7 @@ OUT = os.path.join(ROOT, "build", "symbol-order.txt")
 BINARY = os.path.join(ROOT, "target", "release", "synthmon")
 # A daemon under callgrind runs ~50x slower than it would: long enough for
 # every probe's first runs, scrapes and a reload.
-CORE_SECONDS = 20
+CORE_SECONDS = 30
 DAEMON_SECONDS = 40
 
 
@@ -147,7 +149,7 @@ def _daemon(out_dir, tier, config, seconds, extra_args, visit):
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
     proc = subprocess.Popen(
-        [*_callgrind(out_dir, tier), BINARY, "--config", config, "--log-format", "json",
+        [*_callgrind(out_dir, tier), BINARY, "run", "--config", config, "--log-format", "json",
          "--set", f"daemon.listen=127.0.0.1:{port}", *extra_args],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -169,7 +171,11 @@ def _core_tier(out_dir, sandbox_url):
         os.makedirs(os.path.join(d, "probes"))
         _http_probes(os.path.join(d, "probes"), [f"health-{i}" for i in range(10)], "bench")
 
+        # What every deployment asks of it: the kubelet's or a load
+        # balancer's health checks, and Prometheus' scrape.
         def scrape(base, _proc, _left):
+            _get(base + "/readyz")
+            _get(base + "/healthz")
             _get(base + "/metrics", gzipped=True)
             _get(base + "/metrics")
 
