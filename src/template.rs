@@ -884,13 +884,14 @@ impl Flat {
     /// `None` when a leaf is a template other than one whole expression,
     /// or nothing is templated.
     fn of(tree: &JsonTemplate) -> Option<Flat> {
-        fn walk(t: &JsonTemplate, text: &mut String, leaves: &mut Vec<String>) -> Option<()> {
+        // `parts` alternates: the text before a leaf, the leaf's expression.
+        fn walk(t: &JsonTemplate, text: &mut String, parts: &mut Vec<String>) -> Option<()> {
             match t {
                 JsonTemplate::Value(v) => text.push_str(&v.to_string()),
                 JsonTemplate::Text(t) => {
                     t.whole.as_ref()?;
-                    leaves.push(text.split_off(0));
-                    leaves.push(whole_expression(&t.source)?.to_owned());
+                    parts.push(text.split_off(0));
+                    parts.push(whole_expression(&t.source)?.to_owned());
                 }
                 JsonTemplate::Array(items) => {
                     text.push('[');
@@ -898,7 +899,7 @@ impl Flat {
                         if i > 0 {
                             text.push(',');
                         }
-                        walk(item, text, leaves)?;
+                        walk(item, text, parts)?;
                     }
                     text.push(']');
                 }
@@ -910,7 +911,7 @@ impl Flat {
                         }
                         text.push_str(&serde_json::Value::from(key.as_str()).to_string());
                         text.push(':');
-                        walk(item, text, leaves)?;
+                        walk(item, text, parts)?;
                     }
                     text.push('}');
                 }
@@ -918,7 +919,6 @@ impl Flat {
             Some(())
         }
         let mut text = String::new();
-        // Alternating: text before a leaf, the leaf's expression, ….
         let mut parts = Vec::new();
         walk(tree, &mut text, &mut parts)?;
         if parts.is_empty() {
