@@ -134,18 +134,19 @@ def _stop(proc, sig, timeout=120):
             proc.wait()
 
 
-def _http_probes(probes, names, env, schedule="every 1s", timeout="800ms"):
+def _http_probes(probes, names, env):
+    """An HTTP probe of /health every second for each of `names`."""
     for name in names:
         with open(os.path.join(probes, f"{name}.toml"), "w") as f:
-            f.write(f'name = "{name}"\nenvironments = ["{env}"]\nschedule = "{schedule}"\n'
-                    f'timeout = "{timeout}"\n'
+            f.write(f'name = "{name}"\nenvironments = ["{env}"]\nschedule = "every 1s"\n'
+                    'timeout = "800ms"\n'
                     'thresholds = ["p(95) < 300ms", "error_rate < 1%"]\n'
                     '[http]\nurl = "/health"\n')
 
 
 def _daemon(out_dir, tier, config, seconds, extra_args, visit):
     """`synthmon run` under callgrind for `seconds`, calling visit(base_url,
-    process) every few seconds; stopped with SIGTERM."""
+    process, seconds left) every few seconds; stopped with SIGTERM."""
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
     proc = subprocess.Popen(
