@@ -1089,7 +1089,10 @@ fn terminate() -> impl std::future::Future<Output = ()> {
     }
 }
 
+/// `synthmon sandbox`: serves until SIGTERM or SIGINT, then shuts down
+/// cleanly (exit 0), as a service manager or a terminal stops it.
 async fn sandbox(listen: SocketAddr) -> u8 {
+    let stop = terminate();
     let sandbox =
         match crate::sandbox::Sandbox::start(listen, crate::sandbox::SandboxOptions::default())
             .await
@@ -1124,7 +1127,7 @@ async fn sandbox(listen: SocketAddr) -> u8 {
         };
         println!("  {:<28} {value}{hint}", format!("vars.{name}"));
     }
-    let _ = tokio::signal::ctrl_c().await;
+    stop.await;
     sandbox.shutdown().await;
     EXIT_OK
 }

@@ -774,7 +774,7 @@ async fn a_body_cut_by_rst_midway_reports_body_bytes_0() {
 /// `synthmon sandbox` prints every listener a person can try, one per
 /// line: the HTTP base, the WebSocket URLs and every `vars.sandbox_*`
 /// (the raw fault port with where its list is); the raw port it prints
-/// answers that list.
+/// answers that list; SIGTERM stops it cleanly.
 #[test]
 fn synthmon_sandbox_prints_every_port_one_per_line() {
     use std::io::{BufRead, BufReader, Read, Write};
@@ -827,8 +827,29 @@ fn synthmon_sandbox_prints_every_port_one_per_line() {
         let _ = tcp.read_to_string(&mut answer);
         answer
     });
-    let _ = child.kill();
-    let _ = child.wait();
+    // SIGTERM, as a service manager stops it: a clean shutdown, exit 0.
+    let term = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let deadline = Instant::now() + common::BIN_DEADLINE;
+    let status = loop {
+        match child.try_wait().unwrap() {
+            Some(status) => break Some(status),
+            None if Instant::now() > deadline => break None,
+            None => std::thread::sleep(Duration::from_millis(20)),
+        }
+    };
+    if status.is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(0),
+        "synthmon sandbox did not exit 0 on SIGTERM: {status:?}"
+    );
     for w in &wanted {
         assert!(
             lines.iter().any(|l| l.trim_start().starts_with(w)),
