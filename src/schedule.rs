@@ -63,23 +63,12 @@ pub fn stable_hash(bytes: &[u8]) -> u64 {
     h
 }
 
-/// Offsets are whole multiples of this (or of a hundredth of a shorter
-/// interval): the pairs that land on one point fire in one wake of the
-/// scheduler, and their runs share the worker's wake-ups. At 1,000 probes
-/// `every 1s` that is ~200 wakes a second of ~5 runs each, instead of
-/// ~630 of one or two (tokio's timer keeps whole milliseconds): ~10 % less
-/// CPU a run. A 10 ms grid saved no more and made bursts twice as large.
-pub const SPREAD_GRID: Duration = Duration::from_millis(5);
-
-/// Where in its interval a pair fires: stable per key, spread uniformly
-/// over the interval's points [`SPREAD_GRID`] apart (at least 100 of them),
-/// so a thousand probes with the same interval do not fire at once.
+/// Where in its interval a pair fires: stable per key, spread uniformly, so
+/// a thousand probes with the same interval do not fire in the same
+/// millisecond.
 pub fn spread_offset(key: &str, interval: Duration) -> Duration {
     let ms = u64::try_from(interval.as_millis().max(1)).unwrap_or(u64::MAX);
-    let grid_ms = u64::try_from(SPREAD_GRID.as_millis()).unwrap_or(1);
-    let step = (ms / 100).clamp(1, grid_ms);
-    let points = ms / step;
-    Duration::from_millis(stable_hash(key.as_bytes()) % points * step)
+    Duration::from_millis(stable_hash(key.as_bytes()) % ms)
 }
 
 /// The slots of an interval schedule: `anchor + offset + k × interval`.
@@ -443,26 +432,6 @@ mod tests {
             buckets[o.as_secs() as usize] += 1;
         }
         assert!(buckets.iter().all(|b| (10..=60).contains(b)), "{buckets:?}");
-    }
-
-    #[test]
-    fn offsets_sit_on_the_grid() {
-        for (interval, step, points) in [
-            (Duration::from_secs(1), 5, 200),
-            (Duration::from_secs(10), 5, 2000),
-            (Duration::from_millis(200), 2, 100),
-            (Duration::from_millis(50), 1, 50),
-        ] {
-            let mut seen = std::collections::BTreeSet::new();
-            for n in 0..20_000 {
-                let o = spread_offset(&format!("probe-{n}@prod"), interval);
-                assert!(o < interval, "{o:?} within {interval:?}");
-                assert_eq!(o.as_millis() % step, 0, "{o:?} on a {step} ms grid");
-                seen.insert(o);
-            }
-            // Every point is used, and no other.
-            assert_eq!(seen.len() as u128, points, "{interval:?}");
-        }
     }
 
     #[tokio::test(start_paused = true)]
