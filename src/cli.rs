@@ -312,7 +312,8 @@ pub fn main() -> ExitCode {
 /// no better schedule lag. (A `--once` workload on 32 kept connections
 /// also sent 8–16 % more requests a second at ~25 % less CPU a request with
 /// one, when each exchange was a task of its own, handed to the other
-/// worker and back; a workload is one task now, and uses one worker.)
+/// worker and back. A workload is one task now; a fast one is sharded over
+/// threads of its own, whatever this says: see `probe::workload`.)
 const DEFAULT_THREADS: usize = 1;
 
 /// Runs the parsed command line; returns the exit code.

@@ -704,6 +704,9 @@ pub struct WorkloadFacts {
     /// then every request opened its own).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub connections: Option<u64>,
+    /// The threads the run's requests were sent from: 1, or up to one per
+    /// CPU for an `http` workload fast enough to need them.
+    pub threads: u64,
     /// The latencies of the regular requests (anomalies excluded) that got
     /// an answer or ran out of time, streamed into a bounded record: fed
     /// to the rolling windows and histograms; never serialized.

@@ -24,6 +24,18 @@
 //! is made when one begins to send while no other is free, so a slow rate
 //! keeps one or two and memory follows the concurrency reached.
 //!
+//! One task is one CPU. An `http` workload whose peak rate reaches
+//! [`SHARD_RATE`] is **sharded**: up to one thread per CPU (and no more
+//! than `max_concurrency`), each with a single-threaded runtime of its own
+//! driving that shard's slots as above, and, with `keep_alive`, its own
+//! pool (a connection belongs to the runtime that opened it). The shards
+//! claim from the one ledger, so the arrival schedule, the drops and the
+//! tallies are the run's, not a shard's; a new slot goes to the shard with
+//! the fewest. Flows stay on one task (their steps may share what a
+//! runtime owns, such as an OAuth2 refresh). The threads are scoped to the
+//! run (`std::thread::scope` inside `block_in_place`), so they borrow the
+//! run context like the one task does, and end with the run.
+//!
 //! Latency is measured from the intended time, not from when the request
 //! actually left, so time the sender spent behind schedule is charged to
 //! the target (no coordinated omission). Each request's deadline is its
@@ -79,14 +91,17 @@ use crate::outcome::{FailureReason, Outcome, Stage as StepStage, WorkloadFacts};
 use crate::tagging::RunIds;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
+use futures_util::task::AtomicWaker;
 use rand::Rng;
 use serde::Deserialize;
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::task::Poll;
 use std::time::Duration;
+use tokio::runtime::{Runtime, RuntimeFlavor};
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 /// `[workload]`: an open-model arrival rate.
 #[derive(Debug, Default, Deserialize)]
@@ -469,9 +484,6 @@ pub async fn run(w: &Workload, ctx: &RunContext<'_>) -> Outcome {
         max_concurrency: w.max_concurrency as u64,
         ..WorkloadFacts::default()
     };
-    // Dropped when the run ends, closing its connections.
-    let keep = (w.keep_alive && matches!(unit, Unit::Request(_)))
-        .then(|| KeepAlive::new(w.max_concurrency));
     let (options, fixed);
     let sender = match unit {
         Unit::Request(spec) => {
@@ -509,60 +521,75 @@ pub async fn run(w: &Workload, ctx: &RunContext<'_>) -> Outcome {
                 spec,
                 Transport {
                     options: &options,
-                    keep: keep.as_ref(),
+                    keep: None,
                     fixed: fixed.as_ref(),
                 },
             )
         }
         Unit::Iteration(spec) => Sender::Iteration(spec),
     };
-    let run = Run {
-        sender,
-        w,
-        ctx,
-        ids: &ids,
+    // The shards' runtimes, after the run's last await before its slots
+    // (a runtime dropped in an async context would block it); one that
+    // cannot be made leaves the run on fewer threads, or on this task.
+    let mut runtimes = shard_runtimes(w, unit);
+    if runtimes.len() < 2 {
+        runtimes.drain(..).for_each(Runtime::shutdown_background);
+    }
+    let shards = runtimes.len().max(1);
+    // Dropped when the run ends, closing its connections: one pool per
+    // shard, since a connection belongs to the runtime that opened it.
+    let keeps: Vec<KeepAlive> = if w.keep_alive && matches!(unit, Unit::Request(_)) {
+        (0..shards)
+            .map(|_| KeepAlive::new(w.max_concurrency))
+            .collect()
+    } else {
+        Vec::new()
     };
+    let runs: Vec<Run<'_>> = (0..shards)
+        .map(|k| Run {
+            sender: sender.keeping(keeps.get(k)),
+            w,
+            ctx,
+            ids: &ids,
+            shard: k,
+        })
+        .collect();
     let start = Instant::now();
     let shared = Shared {
-        ledger: Mutex::new(Ledger::new(arrivals, start, w.max_concurrency, facts, bar)),
-        want: AtomicUsize::new(0),
+        ledger: Mutex::new(Ledger::new(
+            arrivals,
+            start,
+            w.max_concurrency,
+            shards,
+            facts,
+            bar,
+        )),
+        want: (0..shards).map(|_| AtomicUsize::new(0)).collect(),
+        wakers: (0..shards).map(|_| AtomicWaker::new()).collect(),
+        ended: AtomicBool::new(false),
     };
-    // Every slot is a future of this one task (they borrow the run
-    // context), polled only when its own timer or I/O wakes it. A slot
-    // that begins to send while no other is idle asks for another, up to
-    // `max_concurrency`: a slow rate keeps one or two.
-    let mut slots = FuturesUnordered::new();
-    slots.push(slot(&run, &shared));
-    let drive = std::future::poll_fn(|cx| {
-        loop {
-            let polled = slots.poll_next_unpin(cx);
-            let want = shared.want.swap(0, Ordering::Relaxed);
-            for _ in 0..want {
-                slots.push(slot(&run, &shared));
-            }
-            match polled {
-                _ if want > 0 => {}
-                Poll::Ready(Some(())) => {}
-                Poll::Ready(None) => return Poll::Ready(()),
-                Poll::Pending => return Poll::Pending,
-            }
-        }
-    });
-    match unit {
+    match (unit, runs.as_slice()) {
         // A request in flight at a shutdown is dropped with its slot.
-        Unit::Request(_) => {
+        (Unit::Request(_), [one]) => {
             tokio::select! {
                 biased;
                 () = ctx.cancel.cancelled() => {}
-                () = drive => {}
+                () = drive(one, &shared) => {}
             }
         }
+        (Unit::Request(_), _) => tokio::task::block_in_place(|| {
+            on_threads(runtimes, &runs, &shared, &ctx.cancel);
+        }),
         // A flow's iterations in flight at a shutdown stop at their next
         // step and run their teardown: the slots stop claiming, and are
         // waited for rather than dropped.
-        Unit::Iteration(_) => drive.await,
+        (Unit::Iteration(_), _) => {
+            for run in &runs {
+                drive(run, &shared).await;
+            }
+        }
     }
-    drop(slots);
+    drop(runs);
     let ledger = shared
         .ledger
         .into_inner()
@@ -586,8 +613,9 @@ pub async fn run(w: &Workload, ctx: &RunContext<'_>) -> Outcome {
         .iter()
         .map(|(r, n)| (r.as_str().to_owned(), *n))
         .collect();
-    facts.connections = keep.as_ref().map(|k| k.opened());
-    drop(keep);
+    facts.connections = (!keeps.is_empty()).then(|| keeps.iter().map(KeepAlive::opened).sum());
+    facts.threads = shards as u64;
+    drop(keeps);
     outcome.duration = start.elapsed();
     outcome.responded = !facts.latencies.is_empty();
     if ctx.cancel.is_cancelled() {
@@ -642,18 +670,114 @@ const SLACK: Duration = Duration::from_millis(1);
 /// have not claimed yet.
 const FULL_SPANS: usize = 1024;
 
+/// An `http` workload whose peak rate reaches this many requests a second
+/// is sharded over up to one thread per CPU. One task sent ~11,000 fresh
+/// connections or ~65,000 kept-alive requests a second on this project's
+/// 2-CPU machine; below this rate a second thread would wait more than it
+/// worked.
+pub const SHARD_RATE: f64 = 2_000.0;
+
+/// The runtimes of a run's shards: none when it keeps to one task (a flow,
+/// a rate below [`SHARD_RATE`], one CPU, or a single-threaded runtime,
+/// where the run's task cannot leave its thread to wait for them).
+fn shard_runtimes(w: &Workload, unit: Unit<'_>) -> Vec<Runtime> {
+    let multi_thread = tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == RuntimeFlavor::MultiThread);
+    if !multi_thread || !matches!(unit, Unit::Request(_)) {
+        return Vec::new();
+    }
+    let peak = w
+        .stages
+        .iter()
+        .map(|s| s.from.max(s.to))
+        .fold(0.0, f64::max);
+    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+    let wanted = ((peak / SHARD_RATE).ceil() as usize)
+        .min(cpus)
+        .min(w.max_concurrency);
+    if wanted < 2 {
+        return Vec::new();
+    }
+    (0..wanted)
+        .map_while(|_| {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()
+        })
+        .collect()
+}
+
+/// Runs shard 0 on this thread and the others on threads of their own,
+/// each on its runtime, until every shard is done or `cancel` (the
+/// requests in flight are then dropped with their slots). A shard whose
+/// thread cannot be started is taken out of the ledger, so no slot is made
+/// for it.
+fn on_threads(
+    runtimes: Vec<Runtime>,
+    runs: &[Run<'_>],
+    shared: &Shared<'_>,
+    cancel: &CancellationToken,
+) {
+    let shard = |rt: &Runtime, run: &Run<'_>| {
+        rt.block_on(async {
+            tokio::select! {
+                biased;
+                () = cancel.cancelled() => {}
+                () = drive(run, shared) => {}
+            }
+        });
+    };
+    std::thread::scope(|scope| {
+        let mut pairs = runtimes.into_iter().zip(runs);
+        let first = pairs.next();
+        for (rt, run) in pairs {
+            let started = std::thread::Builder::new()
+                .name(format!("workload-{}", run.shard))
+                .spawn_scoped(scope, move || {
+                    shard(&rt, run);
+                    // Dropped outside any async context, where it may block.
+                    drop(rt);
+                });
+            if let Err(e) = started {
+                tracing::warn!(error = %e, "cannot start a workload thread; its share goes to the others");
+                lock(shared).lose_shard(run.shard);
+            }
+        }
+        if let Some((rt, run)) = first {
+            shard(&rt, run);
+            drop(rt);
+        }
+    });
+}
+
 /// What a run's slots send, and how.
+#[derive(Clone, Copy)]
 enum Sender<'r> {
     Request(&'r HttpSpec, Transport<'r>),
     Iteration(&'r FlowSpec),
 }
 
-/// What every slot of a run sends with: borrowed from the run.
+impl<'r> Sender<'r> {
+    /// The same, sending on `keep`'s connections (a shard's pool).
+    fn keeping(self, keep: Option<&'r KeepAlive>) -> Sender<'r> {
+        match self {
+            Sender::Request(spec, transport) => {
+                Sender::Request(spec, Transport { keep, ..transport })
+            }
+            iteration @ Sender::Iteration(_) => iteration,
+        }
+    }
+}
+
+/// What every slot of a shard sends with: borrowed from the run.
 struct Run<'r> {
     sender: Sender<'r>,
     w: &'r Workload,
     ctx: &'r RunContext<'r>,
     ids: &'r RunIds,
+    /// The shard the slots belong to (0 when the run is one task).
+    shard: usize,
 }
 
 impl Run<'_> {
@@ -669,15 +793,30 @@ impl Run<'_> {
     }
 }
 
-/// What the slots of a run share.
+/// What the slots of a run share, across its shards.
 struct Shared<'w> {
     ledger: Mutex<Ledger<'w>>,
-    /// Slots the ledger asked for, not yet made.
-    want: AtomicUsize,
+    /// Slots the ledger asked each shard for, not yet made.
+    want: Vec<AtomicUsize>,
+    /// Wakes a shard's loop when another shard asked it for a slot, or
+    /// the arrivals ran out.
+    wakers: Vec<AtomicWaker>,
+    /// Every request has been claimed: a shard without slots is done.
+    ended: AtomicBool,
 }
 
-/// The arrivals not yet claimed and the run's tallies. Every slot runs in
-/// the run's one task, so its lock is never contended.
+impl Shared<'_> {
+    /// Notes that the arrivals ran out, for shards waiting to be asked.
+    fn end(&self) {
+        if !self.ended.swap(true, Ordering::AcqRel) {
+            self.wakers.iter().for_each(AtomicWaker::wake);
+        }
+    }
+}
+
+/// The arrivals not yet claimed and the run's tallies. Its lock is taken
+/// once or twice a request: uncontended when the run is one task, and
+/// briefly by two or more threads when it is sharded.
 struct Ledger<'w> {
     arrivals: super::arrival::Schedule<'w>,
     start: Instant,
@@ -688,6 +827,9 @@ struct Ledger<'w> {
     slots: usize,
     max_slots: usize,
     idle: usize,
+    /// Slots made (or asked for) in each shard; `usize::MAX` for a shard
+    /// that could not start, so none is asked of it.
+    per_shard: Vec<usize>,
     /// Since when every one of `max_concurrency` slots has been sending,
     /// while they are.
     full_since: Option<Instant>,
@@ -716,15 +858,18 @@ struct Claim {
 }
 
 impl<'w> Ledger<'w> {
-    /// The ledger of a run that starts at `start` with one slot, of at
-    /// most `max_slots`.
+    /// The ledger of a run that starts at `start` with one slot (in shard
+    /// 0) of at most `max_slots`, over `shards` shards.
     fn new(
         arrivals: super::arrival::Schedule<'w>,
         start: Instant,
         max_slots: usize,
+        shards: usize,
         facts: WorkloadFacts,
         bar: Option<indicatif::ProgressBar>,
     ) -> Ledger<'w> {
+        let mut per_shard = vec![0; shards.max(1)];
+        per_shard[0] = 1;
         Ledger {
             arrivals,
             start,
@@ -732,6 +877,7 @@ impl<'w> Ledger<'w> {
             slots: 1,
             max_slots,
             idle: 1,
+            per_shard,
             full_since: None,
             full: VecDeque::new(),
             late: false,
@@ -769,8 +915,8 @@ impl<'w> Ledger<'w> {
     }
 
     /// Counts a slot's send of a request intended for `intended`, `now`;
-    /// `true` when the run should make another slot.
-    fn sending(&mut self, intended: Instant, now: Instant) -> bool {
+    /// `Some(shard)` when the run should make another slot there.
+    fn sending(&mut self, intended: Instant, now: Instant) -> Option<usize> {
         let lag = now.saturating_duration_since(intended);
         self.facts.max_lag = self.facts.max_lag.max(lag);
         self.late = lag > BEHIND_SCHEDULE;
@@ -779,14 +925,35 @@ impl<'w> Ledger<'w> {
         self.first_send.get_or_insert(now);
         self.tick(now);
         self.idle = self.idle.saturating_sub(1);
-        let more = self.idle == 0 && self.slots < self.max_slots;
-        if more {
-            self.slots += 1;
-            self.idle += 1;
-        } else if self.idle == 0 {
-            self.full_since = Some(now);
+        if self.idle > 0 {
+            return None;
         }
-        more
+        // The new slot goes to the shard with the fewest, so the shards'
+        // threads share the work.
+        let fewest = (self.per_shard.iter().enumerate())
+            .filter(|(_, n)| **n != usize::MAX)
+            .min_by_key(|(_, n)| **n)
+            .map(|(k, _)| k);
+        match fewest {
+            Some(k) if self.slots < self.max_slots => {
+                self.slots += 1;
+                self.idle += 1;
+                self.per_shard[k] += 1;
+                Some(k)
+            }
+            _ => {
+                self.full_since = Some(now);
+                None
+            }
+        }
+    }
+
+    /// Takes shard `k` (whose thread could not start, before it was asked
+    /// for a slot) out of the run.
+    fn lose_shard(&mut self, k: usize) {
+        if let Some(n) = self.per_shard.get_mut(k) {
+            *n = usize::MAX;
+        }
     }
 
     /// Moves the bar on by one request sent or dropped.
@@ -855,6 +1022,51 @@ fn lock<'l, 'w>(shared: &'l Shared<'w>) -> MutexGuard<'l, Ledger<'w>> {
     shared.ledger.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// Drives one shard's slots: starts with one in shard 0 (none in the
+/// others), makes those the ledger asks of this shard, and returns when
+/// every one has ended.
+async fn drive(run: &Run<'_>, shared: &Shared<'_>) {
+    let k = run.shard;
+    let (Some(want), Some(waker)) = (shared.want.get(k), shared.wakers.get(k)) else {
+        return;
+    };
+    let sharded = shared.want.len() > 1;
+    // Every slot is a future of this one task (they borrow the run
+    // context), polled only when its own timer or I/O wakes it. A slot
+    // that begins to send while no other is idle asks for another, up to
+    // `max_concurrency`: a slow rate keeps one or two.
+    let mut slots = FuturesUnordered::new();
+    if k == 0 {
+        slots.push(slot(run, shared));
+    }
+    std::future::poll_fn(|cx| {
+        loop {
+            if sharded {
+                // Before reading `want`: a slot asked for after the read
+                // wakes this loop again.
+                waker.register(cx.waker());
+            }
+            let polled = slots.poll_next_unpin(cx);
+            let wanted = want.swap(0, Ordering::Relaxed);
+            for _ in 0..wanted {
+                slots.push(slot(run, shared));
+            }
+            match polled {
+                _ if wanted > 0 => {}
+                Poll::Ready(Some(())) => {}
+                // A shard with no slot yet waits to be asked for one (or
+                // for the run to end); shard 0 is done.
+                Poll::Ready(None) if k > 0 && !shared.ended.load(Ordering::Acquire) => {
+                    return Poll::Pending;
+                }
+                Poll::Ready(None) => return Poll::Ready(()),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    })
+    .await;
+}
+
 /// One slot of a run: claims the next request, sleeps until it is due,
 /// sends it and tallies it, until no request is left or the run is
 /// cancelled. A request sent as soon as it is claimed takes one lock.
@@ -872,6 +1084,8 @@ async fn slot(run: &Run<'_>, shared: &Shared<'_>) {
                 return;
             }
             let Some(claim) = ledger.claim(now) else {
+                drop(ledger);
+                shared.end();
                 return;
             };
             let more = (claim.intended <= now).then(|| ledger.sending(claim.intended, now));
@@ -888,8 +1102,13 @@ async fn slot(run: &Run<'_>, shared: &Shared<'_>) {
                 lock(shared).sending(claim.intended, Instant::now())
             }
         };
-        if more {
-            shared.want.fetch_add(1, Ordering::Relaxed);
+        if let Some(k) = more {
+            if let (Some(want), Some(waker)) = (shared.want.get(k), shared.wakers.get(k)) {
+                want.fetch_add(1, Ordering::Relaxed);
+                if k != run.shard {
+                    waker.wake();
+                }
+            }
         }
         done = Some(run.send(claim.i, claim.intended, &mut kept).await);
     }
@@ -1144,22 +1363,22 @@ mod tests {
         );
         let start = Instant::now();
         let at = |n: u64| start + ms(n);
-        let mut l = Ledger::new(w.schedule(), start, 2, WorkloadFacts::default(), None);
+        let mut l = Ledger::new(w.schedule(), start, 2, 1, WorkloadFacts::default(), None);
         // Two slots: the first sends request 0 and asks for a second, which
         // sends request 1 on time; from 10 ms both are sending.
         let a = l.claim(at(0)).unwrap();
         assert_eq!((a.i, a.intended), (0, at(0)));
-        assert!(l.sending(a.intended, at(0)));
+        assert_eq!(l.sending(a.intended, at(0)), Some(0));
         let b = l.claim(at(0)).unwrap();
         assert_eq!((b.i, b.intended), (1, at(10)));
-        assert!(!l.sending(b.intended, at(10)));
+        assert_eq!(l.sending(b.intended, at(10)), None);
         // The first is answered at 35 ms: requests 2 and 3 came due while
         // both were sending; 4 is due at 40 ms.
         l.record(answered(), at(35));
         let c = l.claim(at(35)).unwrap();
         assert_eq!((c.i, c.intended), (4, at(40)));
         assert_eq!((l.facts.dropped, l.facts.dropped_behind), (2, 0));
-        assert!(!l.sending(c.intended, at(40)));
+        assert_eq!(l.sending(c.intended, at(40)), None);
         assert_eq!(l.facts.max_lag, Duration::ZERO);
         // Answered 0.5 ms after request 5 came due (while both were
         // sending): within the timer's millisecond, 5 is sent, not dropped.
@@ -1172,15 +1391,15 @@ mod tests {
         // 50 ms; 3 and 4 came due while both were, as did 5 (50 ms, while
         // both sent again until 52 ms); 6 is sent. The late send marks the
         // drops behind it as the sender's.
-        let mut l = Ledger::new(w.schedule(), start, 2, WorkloadFacts::default(), None);
+        let mut l = Ledger::new(w.schedule(), start, 2, 1, WorkloadFacts::default(), None);
         let a = l.claim(at(0)).unwrap();
-        assert!(l.sending(a.intended, at(0)));
+        assert_eq!(l.sending(a.intended, at(0)), Some(0));
         let b = l.claim(at(0)).unwrap();
-        assert!(!l.sending(b.intended, at(25)));
+        assert_eq!(l.sending(b.intended, at(25)), None);
         l.record(answered(), at(50));
         let late = l.claim(at(50)).unwrap();
         assert_eq!((late.i, l.facts.dropped), (2, 0));
-        assert!(!l.sending(late.intended, at(50)));
+        assert_eq!(l.sending(late.intended, at(50)), None);
         assert!(l.late);
         assert_eq!(l.facts.max_lag, ms(30));
         l.record(answered(), at(52));
@@ -1190,14 +1409,46 @@ mod tests {
 
         // With a third slot allowed, the cap is never full: nothing is
         // dropped, however late.
-        let mut l = Ledger::new(w.schedule(), start, 3, WorkloadFacts::default(), None);
+        let mut l = Ledger::new(w.schedule(), start, 3, 1, WorkloadFacts::default(), None);
         for n in 0..2 {
             let claim = l.claim(at(0)).unwrap();
-            assert!(l.sending(claim.intended, at(10 * n + 30)));
+            assert_eq!(l.sending(claim.intended, at(10 * n + 30)), Some(0));
         }
         l.record(answered(), at(90));
         let late = l.claim(at(90)).unwrap();
         assert_eq!((late.i, l.facts.dropped), (2, 0));
+    }
+
+    #[test]
+    fn a_sharded_runs_new_slots_go_to_the_shard_with_the_fewest() {
+        let w = workload(
+            vec![Stage {
+                duration: secs(1.0),
+                from: 100.0,
+                to: 100.0,
+            }],
+            Some(100),
+        );
+        let start = Instant::now();
+        let mut l = Ledger::new(w.schedule(), start, 4, 2, WorkloadFacts::default(), None);
+        let mut asked = Vec::new();
+        for _ in 0..4 {
+            let claim = l.claim(start).unwrap();
+            asked.push(l.sending(claim.intended, start));
+        }
+        // Shard 0 starts with the first slot; the cap is four.
+        assert_eq!(asked, [Some(1), Some(0), Some(1), None]);
+        assert_eq!(l.per_shard, [2, 2]);
+
+        // A shard whose thread did not start is never asked.
+        let mut l = Ledger::new(w.schedule(), start, 3, 2, WorkloadFacts::default(), None);
+        l.lose_shard(1);
+        let mut asked = Vec::new();
+        for _ in 0..3 {
+            let claim = l.claim(start).unwrap();
+            asked.push(l.sending(claim.intended, start));
+        }
+        assert_eq!(asked, [Some(0), Some(0), None]);
     }
 
     #[test]

@@ -128,6 +128,69 @@ async fn without_keep_alive_every_request_opens_its_own_connection() {
     .await;
 }
 
+/// A workload fast enough to be sharded (above 2,000/s) sends from one
+/// thread per CPU (on the multi-threaded runtime the binary uses; here
+/// with one worker, as `--once` has), and every request is counted once:
+/// what was sent and what was dropped add up to the schedule, every request
+/// sent was answered, and the server saw one connection per request
+/// (fresh) or as many as the run says it opened (kept).
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn a_fast_workload_is_sharded_over_the_cpus_and_counts_every_request_once() {
+    bounded(async {
+        let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+        let sb = sandbox().await;
+        let (relay, accepted) = counting_relay(sb.addr()).await;
+        for keep_alive in [None, Some(true)] {
+            accepted.store(0, Ordering::SeqCst);
+            let o = run_probe(
+                &format!("http://{relay}"),
+                &health(2000, 4000, 16, keep_alive),
+            )
+            .await;
+            let w = facts(&o);
+            // ceil(4,000 / 2,000) shards, at most one per CPU.
+            assert_eq!(w.threads, cpus.min(2) as u64, "keep_alive {keep_alive:?}");
+            assert_eq!(w.sent + w.dropped, 2000, "{w:?}");
+            // Drops depend on the machine's load; the counts must not.
+            assert!(w.sent >= 100, "{w:?}");
+            assert_eq!((w.ok, w.failed), (w.sent, 0), "{:?}", w.failures);
+            assert_eq!(w.latencies.len(), w.sent);
+            let opened = accepted.load(Ordering::SeqCst);
+            match keep_alive {
+                None => assert_eq!(opened, w.sent, "one connection a request"),
+                Some(_) => {
+                    assert_eq!(w.connections, Some(opened));
+                    assert!(
+                        opened <= 16,
+                        "{opened} connections for at most 16 in flight"
+                    );
+                }
+            }
+        }
+        sb.shutdown().await;
+    })
+    .await;
+}
+
+/// A workload below the sharding rate stays on the run's one task,
+/// however many workers the runtime has.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_workload_stays_on_one_task() {
+    bounded(async {
+        let sb = sandbox().await;
+        let o = run_probe(
+            &format!("http://{}", sb.addr()),
+            &health(100, 1000, 8, None),
+        )
+        .await;
+        let w = facts(&o);
+        assert_eq!(w.threads, 1);
+        assert_eq!((w.sent + w.dropped, w.ok), (100, w.sent));
+        sb.shutdown().await;
+    })
+    .await;
+}
+
 /// How a test server ends each exchange.
 #[derive(Clone, Copy, Debug)]
 enum Ending {
