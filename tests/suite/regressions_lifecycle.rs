@@ -174,6 +174,51 @@ async fn once_on_sigterm_runs_teardowns_prints_a_partial_report_and_exits_143() 
     interrupted_run("-TERM", 143).await;
 }
 
+/// A workload fast enough to be sent from threads of its own stops at a
+/// Ctrl-C as one on the run's task does: its threads end, the run is
+/// reported cancelled with what it sent, and the exit is prompt.
+#[tokio::test]
+async fn once_on_sigint_stops_a_sharded_workload_promptly() {
+    let sb = sandbox().await;
+    let dir = tempfile::tempdir().unwrap();
+    let probe = r#"name = "fast"
+environments = ["target"]
+timeout = "5s"
+schedule = "every 1m"
+
+[workload]
+duration = "30s"
+rate = 4000
+max_concurrency = 16
+
+[http]
+url = "/health"
+"#;
+    write_config(
+        dir.path(),
+        &common::config_with_target(&sb.base_url()),
+        &[("a.toml", probe)],
+    );
+    let child = spawn_once(dir.path(), &["--output", "json"]);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    kill(&child, "-INT");
+    let (code, stdout, stderr, after) = finish(child, Duration::from_secs(10)).await;
+    let context = format!("after {after:?}\nstdout:\n{stdout}\nstderr:\n{stderr}");
+    assert_eq!(code, Some(130), "{context}");
+    assert!(after < Duration::from_secs(5), "{context}");
+    let report: serde_json::Value =
+        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("no JSON report ({e}): {context}"));
+    let result = &report["results"][0];
+    assert!(result.to_string().contains("\"cancelled\""), "{context}");
+    let w = &result["workload"];
+    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+    assert_eq!(w["threads"], cpus.min(2) as u64, "{context}");
+    // Stopped about 1.5 s into 30 s of arrivals.
+    let sent = w["sent"].as_u64().unwrap();
+    assert!(sent > 0 && sent < 60_000, "{context}");
+    sb.shutdown().await;
+}
+
 #[tokio::test]
 async fn a_second_ctrl_c_during_once_exits_at_once_without_waiting_for_teardowns() {
     let sb = sandbox().await;
