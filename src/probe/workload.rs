@@ -24,7 +24,7 @@
 //! is made when one begins to send while no other is free, so a slow rate
 //! keeps one or two and memory follows the concurrency reached.
 //!
-//! One task is one CPU. An `http` workload whose peak rate reaches
+//! One task is one CPU. An `http` workload whose peak rate is above
 //! [`SHARD_RATE`] is **sharded**: up to one thread per CPU (and no more
 //! than `max_concurrency`), each with a single-threaded runtime of its own
 //! driving that shard's slots as above, and, with `keep_alive`, its own
@@ -670,15 +670,16 @@ const SLACK: Duration = Duration::from_millis(1);
 /// have not claimed yet.
 const FULL_SPANS: usize = 1024;
 
-/// An `http` workload whose peak rate reaches this many requests a second
-/// is sharded over up to one thread per CPU. One task sent ~11,000 fresh
-/// connections or ~65,000 kept-alive requests a second on this project's
-/// 2-CPU machine; below this rate a second thread would wait more than it
-/// worked.
+/// An `http` workload whose peak rate is above this many requests a
+/// second is sharded over up to one thread per CPU (one per this many).
+/// One task sent ~11,000 fresh connections or ~65,000 kept-alive requests
+/// a second on this project's 2-CPU machine, so a slower workload keeps
+/// its one task: a thread and a runtime are not worth making for a run
+/// that leaves the one CPU mostly idle.
 pub const SHARD_RATE: f64 = 2_000.0;
 
 /// The runtimes of a run's shards: none when it keeps to one task (a flow,
-/// a rate below [`SHARD_RATE`], one CPU, or a single-threaded runtime,
+/// a rate up to [`SHARD_RATE`], one CPU, or a single-threaded runtime,
 /// where the run's task cannot leave its thread to wait for them).
 fn shard_runtimes(w: &Workload, unit: Unit<'_>) -> Vec<Runtime> {
     let multi_thread = tokio::runtime::Handle::try_current()
@@ -691,10 +692,14 @@ fn shard_runtimes(w: &Workload, unit: Unit<'_>) -> Vec<Runtime> {
         .iter()
         .map(|s| s.from.max(s.to))
         .fold(0.0, f64::max);
+    // By rate first: reading the CPU count (and its cgroup limit) costs
+    // system calls a slow workload need not make.
+    let by_rate = (peak / SHARD_RATE).ceil() as usize;
+    if by_rate < 2 || w.max_concurrency < 2 {
+        return Vec::new();
+    }
     let cpus = std::thread::available_parallelism().map_or(1, usize::from);
-    let wanted = ((peak / SHARD_RATE).ceil() as usize)
-        .min(cpus)
-        .min(w.max_concurrency);
+    let wanted = by_rate.min(cpus).min(w.max_concurrency);
     if wanted < 2 {
         return Vec::new();
     }

@@ -118,9 +118,15 @@ pub fn render(outcomes: &[Outcome], color: bool) -> String {
             } else {
                 "requests"
             };
+            // A sharded workload says from how many threads it sent.
+            let threads = if w.threads > 1 {
+                format!(" · {} threads", w.threads)
+            } else {
+                String::new()
+            };
             let _ = writeln!(
                 out,
-                "      workload {} sent ({} scheduled, {} dropped) at {:.1}/s · {} ok · {} failed",
+                "      workload {} sent ({} scheduled, {} dropped) at {:.1}/s · {} ok · {} failed{threads}",
                 w.sent, w.scheduled, w.dropped, w.rate, w.ok, w.failed
             );
             if let Some(why) = dropped(w, noun) {
@@ -407,5 +413,19 @@ mod tests {
             text.contains("\n      dropped: 300 of 400 requests (75.0%) never sent: "),
             "{text}"
         );
+        assert!(!text.contains("threads"), "one task says nothing: {text}");
+    }
+
+    #[test]
+    fn a_sharded_workload_says_how_many_threads_sent() {
+        let ids = crate::tagging::RunIds::generate();
+        let mut o = Outcome::new("w", "env", "http", &ids);
+        o.success = true;
+        o.workload = Some(WorkloadFacts {
+            threads: 2,
+            ..workload(0, 0)
+        });
+        let text = render(&[o], false);
+        assert!(text.contains(" · 0 failed · 2 threads\n"), "{text}");
     }
 }
