@@ -1337,6 +1337,18 @@ mod tests {
         }
     }
 
+    /// 100/s for a second, 100 requests: request i is due at 10·i ms.
+    fn steady_100() -> Workload {
+        workload(
+            vec![Stage {
+                duration: secs(1.0),
+                from: 100.0,
+                to: 100.0,
+            }],
+            Some(100),
+        )
+    }
+
     fn secs(s: f64) -> Duration {
         Duration::from_secs_f64(s)
     }
@@ -1357,15 +1369,7 @@ mod tests {
             reason: None,
             anomaly: None,
         };
-        // 100/s: request i is due at 10·i ms.
-        let w = workload(
-            vec![Stage {
-                duration: secs(1.0),
-                from: 100.0,
-                to: 100.0,
-            }],
-            Some(100),
-        );
+        let w = steady_100();
         let start = Instant::now();
         let at = |n: u64| start + ms(n);
         let mut l = Ledger::new(w.schedule(), start, 2, 1, WorkloadFacts::default(), None);
@@ -1426,34 +1430,27 @@ mod tests {
 
     #[test]
     fn a_sharded_runs_new_slots_go_to_the_shard_with_the_fewest() {
-        let w = workload(
-            vec![Stage {
-                duration: secs(1.0),
-                from: 100.0,
-                to: 100.0,
-            }],
-            Some(100),
-        );
+        let w = steady_100();
         let start = Instant::now();
+        // Every slot made so far starts sending at once: which shard is
+        // asked for the next one, each time.
+        let asked = |l: &mut Ledger<'_>, n: usize| -> Vec<Option<usize>> {
+            (0..n)
+                .map(|_| {
+                    let claim = l.claim(start).unwrap();
+                    l.sending(claim.intended, start)
+                })
+                .collect()
+        };
         let mut l = Ledger::new(w.schedule(), start, 4, 2, WorkloadFacts::default(), None);
-        let mut asked = Vec::new();
-        for _ in 0..4 {
-            let claim = l.claim(start).unwrap();
-            asked.push(l.sending(claim.intended, start));
-        }
         // Shard 0 starts with the first slot; the cap is four.
-        assert_eq!(asked, [Some(1), Some(0), Some(1), None]);
+        assert_eq!(asked(&mut l, 4), [Some(1), Some(0), Some(1), None]);
         assert_eq!(l.per_shard, [2, 2]);
 
         // A shard whose thread did not start is never asked.
         let mut l = Ledger::new(w.schedule(), start, 3, 2, WorkloadFacts::default(), None);
         l.lose_shard(1);
-        let mut asked = Vec::new();
-        for _ in 0..3 {
-            let claim = l.claim(start).unwrap();
-            asked.push(l.sending(claim.intended, start));
-        }
-        assert_eq!(asked, [Some(0), Some(0), None]);
+        assert_eq!(asked(&mut l, 3), [Some(0), Some(0), None]);
     }
 
     #[test]
