@@ -31,10 +31,11 @@
 //! pool (a connection belongs to the runtime that opened it). The shards
 //! claim from the one ledger, so the arrival schedule, the drops and the
 //! tallies are the run's, not a shard's; a new slot goes to the shard with
-//! the fewest. Flows stay on one task (their steps may share what a
-//! runtime owns, such as an OAuth2 refresh). The threads are scoped to the
-//! run (`std::thread::scope` inside `block_in_place`), so they borrow the
-//! run context like the one task does, and end with the run.
+//! the fewest. Flows stay on one task: an iteration is a whole journey,
+//! they run far below these rates, and they were not measured sharded.
+//! The threads are scoped to the run (`std::thread::scope` inside
+//! `block_in_place`), so they borrow the run context like the one task
+//! does, and end with the run.
 //!
 //! Latency is measured from the intended time, not from when the request
 //! actually left, so time the sender spent behind schedule is charged to
