@@ -993,6 +993,7 @@ async fn open<'k>(
     let io = TokioIo::new(FirstByte {
         inner: io,
         seen: Arc::clone(&seen),
+        tls: origin.tls,
     });
     let (sender, connection) = hyper::client::conn::http1::handshake(io)
         .await
@@ -1572,6 +1573,8 @@ impl Seen {
 struct FirstByte {
     inner: Box<dyn Io>,
     seen: Arc<Seen>,
+    /// Whether `inner` speaks TLS, whose shutdown sends close_notify.
+    tls: bool,
 }
 
 impl AsyncRead for FirstByte {
@@ -1617,7 +1620,14 @@ impl AsyncWrite for FirstByte {
         Pin::new(&mut self.inner).poll_flush(cx)
     }
 
+    /// A plain socket is not shut down: hyper shuts a connection down just
+    /// before dropping it, and the close that follows sends the same FIN,
+    /// one system call fewer a connection (a probe's or a fresh-connection
+    /// workload request's). TLS still sends its close_notify.
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if !self.tls {
+            return Poll::Ready(Ok(()));
+        }
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
@@ -1791,6 +1801,33 @@ mod tests {
             (Duration::ZERO, 5 * MS)
         );
         assert_eq!(p.service, Duration::ZERO);
+    }
+
+    /// A plain connection is not shut down before its close (one system
+    /// call fewer), but the target must still see a FIN, not a reset, and
+    /// see it once the exchange is over, whether or not it said `close`.
+    #[tokio::test]
+    async fn a_plain_connection_ends_with_a_fin_not_a_reset() {
+        for head in ["", "Connection: close\r\n"] {
+            let (tx, mut ends) = tokio::sync::mpsc::unbounded_channel();
+            let (addr, _) = serve(move |_, mut stream| {
+                let tx = tx.clone();
+                async move {
+                    let response = format!("HTTP/1.1 200 OK\r\n{head}Content-Length: 2\r\n\r\nok");
+                    let _ = stream.write_all(response.as_bytes()).await;
+                    let mut rest = [0u8; 16];
+                    let end = tokio::time::timeout(BOUND, stream.read(&mut rest)).await;
+                    let _ = tx.send(format!("{:?}", end.map(|r| r.map_err(|e| e.kind()))));
+                }
+            })
+            .await;
+            let resp = run(get(&format!("http://{addr}/")), &options(), BOUND)
+                .await
+                .unwrap();
+            assert_eq!(resp.status, 200);
+            let end = tokio::time::timeout(BOUND, ends.recv()).await.unwrap();
+            assert_eq!(end.as_deref(), Some("Ok(Ok(0))"), "with {head:?}");
+        }
     }
 
     #[tokio::test]

@@ -48,13 +48,14 @@ pub struct Received {
 }
 
 impl Recorded {
-    /// The request about to be sent (its body is shared, not copied).
-    pub fn request(request: &crate::net::http1::Request) -> Recorded {
+    /// The request that was sent, taken whole once the exchange is over
+    /// (nothing of it is copied but its URL's text).
+    pub fn request(request: crate::net::http1::Request) -> Recorded {
         Recorded {
-            method: request.method.clone(),
-            url: request.url.to_string(),
-            headers: request.headers.clone(),
-            body: request.body.clone(),
+            method: request.method,
+            url: request.url.into(),
+            headers: request.headers,
+            body: request.body,
             response: None,
         }
     }

@@ -470,10 +470,10 @@ async fn send_with(
     options: TransportOptions,
     want_facts: bool,
 ) -> Performed {
-    let mut recorded = Recorded::request(&request);
     let exchanged = exchange(&request, &options, None, deadline).await;
     let (mut done, received) =
         judge_keeping(spec, exchanged, &request.url, scope, checks, want_facts);
+    let mut recorded = Recorded::request(request);
     recorded.response = received;
     done.exchange = Some(Box::new(recorded));
     done
