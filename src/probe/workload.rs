@@ -565,8 +565,7 @@ pub async fn run(w: &Workload, ctx: &RunContext<'_>) -> Outcome {
             facts,
             bar,
         )),
-        want: (0..shards).map(|_| AtomicUsize::new(0)).collect(),
-        wakers: (0..shards).map(|_| AtomicWaker::new()).collect(),
+        shards: (0..shards).map(|_| Asked::default()).collect(),
         ended: AtomicBool::new(false),
     };
     match (unit, runs.as_slice()) {
@@ -802,11 +801,8 @@ impl Run<'_> {
 /// What the slots of a run share, across its shards.
 struct Shared<'w> {
     ledger: Mutex<Ledger<'w>>,
-    /// Slots the ledger asked each shard for, not yet made.
-    want: Vec<AtomicUsize>,
-    /// Wakes a shard's loop when another shard asked it for a slot, or
-    /// the arrivals ran out.
-    wakers: Vec<AtomicWaker>,
+    /// What the ledger asked of each shard, by shard.
+    shards: Vec<Asked>,
     /// Every request has been claimed: a shard without slots is done.
     ended: AtomicBool,
 }
@@ -815,9 +811,19 @@ impl Shared<'_> {
     /// Notes that the arrivals ran out, for shards waiting to be asked.
     fn end(&self) {
         if !self.ended.swap(true, Ordering::AcqRel) {
-            self.wakers.iter().for_each(AtomicWaker::wake);
+            self.shards.iter().for_each(|s| s.waker.wake());
         }
     }
+}
+
+/// The slots the ledger asked one shard for, and how to wake its loop.
+#[derive(Default)]
+struct Asked {
+    /// Slots asked for, not yet made.
+    want: AtomicUsize,
+    /// Wakes the shard's loop when another shard asked it for a slot, or
+    /// the arrivals ran out.
+    waker: AtomicWaker,
 }
 
 /// The arrivals not yet claimed and the run's tallies. Its lock is taken
@@ -1033,10 +1039,10 @@ fn lock<'l, 'w>(shared: &'l Shared<'w>) -> MutexGuard<'l, Ledger<'w>> {
 /// every one has ended.
 async fn drive(run: &Run<'_>, shared: &Shared<'_>) {
     let k = run.shard;
-    let (Some(want), Some(waker)) = (shared.want.get(k), shared.wakers.get(k)) else {
+    let Some(Asked { want, waker }) = shared.shards.get(k) else {
         return;
     };
-    let sharded = shared.want.len() > 1;
+    let sharded = shared.shards.len() > 1;
     // Every slot is a future of this one task (they borrow the run
     // context), polled only when its own timer or I/O wakes it. A slot
     // that begins to send while no other is idle asks for another, up to
@@ -1109,10 +1115,10 @@ async fn slot(run: &Run<'_>, shared: &Shared<'_>) {
             }
         };
         if let Some(k) = more {
-            if let (Some(want), Some(waker)) = (shared.want.get(k), shared.wakers.get(k)) {
-                want.fetch_add(1, Ordering::Relaxed);
+            if let Some(asked) = shared.shards.get(k) {
+                asked.want.fetch_add(1, Ordering::Relaxed);
                 if k != run.shard {
-                    waker.wake();
+                    asked.waker.wake();
                 }
             }
         }
