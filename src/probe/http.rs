@@ -556,21 +556,16 @@ fn judge_keeping(
     } = exchanged;
     // Where the answer came from: the last redirect's target, else the
     // request's own URL.
-    let answered_url = |resp: &transport::Response| {
-        resp.final_url
-            .as_ref()
-            .unwrap_or(requested)
-            .as_str()
-            .to_owned()
-    };
+    let answered_url =
+        |resp: &transport::Response| resp.final_url.as_ref().unwrap_or(requested).to_string();
     match result {
         Err(failure) => (
             Performed {
                 reason: Some(failure.reason),
                 error: Some(failure.message),
                 http: Some(HttpFacts {
-                    method: spec.method.as_str().to_owned(),
-                    url: requested.as_str().to_owned(),
+                    method: spec.method.to_string(),
+                    url: requested.to_string(),
                     status: failure.status,
                     redirects: failure.redirects,
                     phases: failure.phases,
@@ -638,7 +633,7 @@ fn judge_keeping(
                 reason,
                 error,
                 http: Some(HttpFacts {
-                    method: spec.method.as_str().to_owned(),
+                    method: spec.method.to_string(),
                     url: answered_url(&resp),
                     status: Some(resp.status.as_u16()),
                     redirects: resp.redirects,

@@ -228,10 +228,7 @@ impl RunContext<'_> {
             http::HeaderValue::from_str(value)
                 .map_err(|_| format!("header `{name}` has a value that is not valid in HTTP"))
         };
-        // Sized once for every header and the tags (growing it would
-        // allocate and rehash it again); bounded, as a config may list many.
-        let count = self.env.headers.len() + defaults.len() + extra.len() + crate::tagging::TAGS;
-        let mut headers = http::HeaderMap::with_capacity(count.min(64));
+        let mut headers = http::HeaderMap::new();
         for (name, value) in &self.env.headers {
             headers.insert(name.clone(), valid(name, value)?);
         }

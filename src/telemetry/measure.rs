@@ -241,21 +241,13 @@ impl Series {
             .max(1) as u64;
         let first = (now_index + 1).saturating_sub(span);
         let mut view = View::default();
-        let in_window = |s: &&Sub| s.index >= first && s.index <= now_index;
-        // Sized once: a window's exact samples are gathered from several
-        // sub-windows, and each run reads a window or two.
-        let mut exact: Vec<u32> = Vec::with_capacity(
-            self.subs
-                .iter()
-                .filter(in_window)
-                .map(|s| match &s.latencies {
-                    Latencies::Exact(v) => v.len(),
-                    Latencies::Hist(_) => 0,
-                })
-                .sum(),
-        );
+        let mut exact: Vec<u32> = Vec::new();
         let mut hist: Option<Histogram<u32>> = None;
-        for sub in self.subs.iter().filter(in_window) {
+        for sub in self
+            .subs
+            .iter()
+            .filter(|s| s.index >= first && s.index <= now_index)
+        {
             view.stats.runs += u64::from(sub.runs);
             view.stats.failures += u64::from(sub.failures);
             view.stats.due += u64::from(sub.due);
