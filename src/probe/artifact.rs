@@ -48,8 +48,8 @@ pub struct Received {
 }
 
 impl Recorded {
-    /// The request that was sent, taken whole once the exchange is over
-    /// (nothing of it is copied but its URL's text).
+    /// The request that was sent, taken whole once the exchange is over:
+    /// nothing of it is copied (a URL becomes its own serialised text).
     pub fn request(request: crate::net::http1::Request) -> Recorded {
         Recorded {
             method: request.method,
